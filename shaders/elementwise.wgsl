@@ -1,0 +1,93 @@
+// Elementwise kernels over n values, with their backward passes.
+// One invocation per element; the linear index folds a 2-D grid of workgroups so that more than
+// 65535 workgroups' worth of elements work (see Gpu::groups_1d).
+
+struct Params {
+    n: u32,
+    alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// out = x + y
+@compute @workgroup_size(256)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = x[i] + y[i]; }
+}
+
+// out = alpha * x   (y is not read). Also the backward of itself: dx = alpha * dout.
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = p.alpha * x[i]; }
+}
+
+// out += alpha * x   (y is not read): gradient accumulation, the backward of add.
+@compute @workgroup_size(256)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = out[i] + p.alpha * x[i]; }
+}
+
+// out = max(x, 0)
+@compute @workgroup_size(256)
+fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = max(x[i], 0.0); }
+}
+
+// dx = dout * [x > 0]      (x = forward input, y = dout)
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = select(0.0, y[i], x[i] > 0.0); }
+}
+
+// GELU, tanh approximation as GPT-2: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+const GELU_S: f32 = 0.7978845608028654;
+const GELU_C: f32 = 0.044715;
+
+// tanh through exp of a negative argument: no overflow for large |u|.
+fn tanh_stable(u: f32) -> f32 {
+    let e = exp(-2.0 * abs(u));
+    return sign(u) * (1.0 - e) / (1.0 + e);
+}
+
+@compute @workgroup_size(256)
+fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let v = x[i];
+        out[i] = 0.5 * v * (1.0 + tanh_stable(GELU_S * (v + GELU_C * v * v * v)));
+    }
+}
+
+// dx = dout * gelu'(x)     (x = forward input, y = dout)
+@compute @workgroup_size(256)
+fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let v = x[i];
+        let u = GELU_S * (v + GELU_C * v * v * v);
+        let t = tanh_stable(u);
+        let du = GELU_S * (1.0 + 3.0 * GELU_C * v * v);
+        out[i] = y[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+    }
+}

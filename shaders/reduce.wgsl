@@ -1,0 +1,95 @@
+// Deterministic reductions: a fixed two-pass tree, no atomics.
+//   partials: workgroup g reduces x[g*chunk .. min((g+1)*chunk, n)) into partials[g]
+//   finish:   one workgroup reduces the partials into out[index] (= or +=)
+// mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values.
+// colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
+// Backward: d(sum)/dx_i = dy, d(sumsq)/dx_i = 2·x_i·dy.
+
+struct Params {
+    n: u32,         // partials: elements; finish: partial count; colsum: rows
+    chunk: u32,     // partials: elements per workgroup; colsum: columns
+    mode: u32,
+    index: u32,     // finish: where in out to write
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>; // backward: (1)
+
+const WG: u32 = 256u;
+var<workgroup> scratch: array<f32, 256>;
+
+fn term(v: f32) -> f32 {
+    switch p.mode {
+        case 1u: { return v * v; }
+        case 2u: {
+            // exponent bits all ones: Inf or NaN (x != x may be optimised away)
+            return select(0.0, 1.0, (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u);
+        }
+        default: { return v; }
+    }
+}
+
+fn tree(v: f32, lid: u32) -> f32 {
+    scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { scratch[lid] = scratch[lid] + scratch[lid + s]; }
+        workgroupBarrier();
+    }
+    return scratch[0];
+}
+
+@compute @workgroup_size(256)
+fn partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    let lid = lid3.x;
+    let start = g * p.chunk;
+    let end = min(start + p.chunk, p.n);
+    var s = 0.0;
+    for (var i = start + lid; i < end; i += WG) { s += term(x[i]); }
+    let total = tree(s, lid);
+    if (lid == 0u) { out[g] = total; }
+}
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    var s = 0.0;
+    for (var i = lid; i < p.n; i += WG) { s += x[i]; }
+    let total = tree(s, lid);
+    if (lid == 0u) {
+        if (p.accumulate == 1u) {
+            out[p.index] = out[p.index] + total;
+        } else {
+            out[p.index] = total;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let cols = p.chunk;
+    if (c >= cols) { return; }
+    var s = 0.0;
+    for (var r = 0u; r < p.n; r++) { s += x[r * cols + c]; }
+    if (p.accumulate == 1u) { s += out[c]; }
+    out[c] = s;
+}
+
+// dx = dy (mode 0) or 2·x·dy (mode 1), over n elements.
+@compute @workgroup_size(256)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.n) { return; }
+    if (p.mode == 1u) {
+        out[i] = 2.0 * x[i] * dy[0];
+    } else {
+        out[i] = dy[0];
+    }
+}

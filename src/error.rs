@@ -1,0 +1,62 @@
+//! The library's typed errors: everything a user's input or machine can cause.
+//! Programmer errors (shape mismatches between ops) panic with the full shapes instead.
+
+use std::path::PathBuf;
+
+/// Errors raised at the library's boundaries: adapters, devices, buffers, files, configs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{backends}. wgtrain needs a Vulkan, Metal or DX12 driver; on Linux \
+         without a GPU install Mesa's software Vulkan driver (lavapipe): \
+         `apt-get install mesa-vulkan-drivers`"
+    )]
+    NoAdapter {
+        /// e.g. " for backend vulkan" when WGTRAIN_BACKEND restricted the search.
+        backends: String,
+    },
+
+    #[error("no adapter matches {selector:?}; available adapters:\n{listing}")]
+    AdapterNotFound { selector: String, listing: String },
+
+    #[error("unknown backend {0:?} in WGTRAIN_BACKEND; expected one of vulkan, metal, dx12, gl")]
+    UnknownBackend(String),
+
+    #[error("could not create a device on adapter {adapter:?}: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    #[error(
+        "tensor {name:?} needs {bytes} bytes, more than this adapter allows in one {what} \
+         ({limit} bytes); use a smaller batch, sequence or model"
+    )]
+    TensorTooLarge {
+        name: String,
+        bytes: u64,
+        limit: u64,
+        what: &'static str,
+    },
+
+    #[error("{name}: index {index} at position {position} is out of range for size {size}")]
+    IndexOutOfRange {
+        name: String,
+        position: usize,
+        index: u64,
+        size: u64,
+    },
+
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,102 @@
+//! Compute pipelines, cached by (shader, entry point, override constants).
+
+use super::recorder::Access;
+use super::shaders::{Kernel, Shader};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) struct CachedPipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group_layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    shader: Shader,
+    entry: &'static str,
+    /// (name, value bits): f64 is not `Hash`.
+    overrides: Vec<(&'static str, u64)>,
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: HashMap<Shader, wgpu::ShaderModule>,
+    pipelines: HashMap<Key, Arc<CachedPipeline>>,
+}
+
+impl PipelineCache {
+    pub fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// The pipeline for `kernel`, built on first use. Its explicit layout is binding 0 = the
+    /// uniform block, then one storage buffer per entry of `access`, in order.
+    pub fn get(&mut self, device: &wgpu::Device, kernel: &Kernel, access: &[Access]) -> Arc<CachedPipeline> {
+        let key = Key {
+            shader: kernel.shader,
+            entry: kernel.entry,
+            overrides: kernel.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        };
+        if let Some(p) = self.pipelines.get(&key) {
+            return p.clone();
+        }
+        let module = self.modules.entry(kernel.shader).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.shader.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+            })
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, a) in access.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *a == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let label = format!("{}::{}", kernel.shader.name(), kernel.entry);
+        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&bind_group_layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&layout),
+            module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: kernel.overrides,
+                // Every kernel initialises the workgroup memory it reads.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let cached = Arc::new(CachedPipeline {
+            pipeline,
+            bind_group_layout,
+        });
+        self.pipelines.insert(key, cached.clone());
+        cached
+    }
+}

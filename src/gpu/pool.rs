@@ -1,0 +1,251 @@
+//! The buffer pool: every device buffer the trainer owns comes from here and is charged to a
+//! [`Category`]. Freed buffers are kept by size class and handed out again, so a training step
+//! allocates nothing after the first one. The pool's counters are the ground truth for every memory
+//! figure wgtrain prints.
+//!
+//! Size classes: requests are rounded up to a multiple of 256 bytes, and above 4 KiB to one of
+//! eight steps per power of two, so a class wastes at most 12.5 %. That rounding is what
+//! `held_bytes − live_bytes` calls internal fragmentation; freed-but-cached buffers are counted
+//! apart as `cached_bytes`.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a buffer is for; every byte is charged to exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Params,
+    Grads,
+    OptimizerState,
+    Activations,
+    Workspace,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Params,
+        Category::Grads,
+        Category::OptimizerState,
+        Category::Activations,
+        Category::Workspace,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Params => "params",
+            Category::Grads => "grads",
+            Category::OptimizerState => "optimizer_state",
+            Category::Activations => "activations",
+            Category::Workspace => "workspace",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Bytes per category, indexable by [`Category`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByCategory(pub [u64; 5]);
+
+impl ByCategory {
+    pub fn get(&self, c: Category) -> u64 {
+        self.0[c.index()]
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    /// `{"params": …, "grads": …, …, "total": …}` for metrics and `--json` output.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for c in Category::ALL {
+            map.insert(c.name().into(), self.get(c).into());
+        }
+        map.insert("total".into(), self.total().into());
+        serde_json::Value::Object(map)
+    }
+}
+
+/// A snapshot of the pool's accounting.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryStats {
+    /// Bytes requested by live buffers, per category.
+    pub live: ByCategory,
+    /// The highest `live` each category has reached (per category, not at one instant).
+    pub peak: ByCategory,
+    /// The highest total of live bytes at one instant.
+    pub peak_total: u64,
+    /// Bytes of device memory behind live buffers (requests rounded up to their size class).
+    pub held_live: u64,
+    /// Bytes of device memory in freed buffers the pool keeps for reuse.
+    pub cached: u64,
+    /// Device buffers created since the pool was made (a steady training step adds none).
+    pub allocations: u64,
+    /// Requests served from the cache.
+    pub reuses: u64,
+}
+
+impl MemoryStats {
+    /// Device memory the pool holds that no live tensor uses: rounding waste plus the cache.
+    pub fn unusable_bytes(&self) -> u64 {
+        self.held_live - self.live.total() + self.cached
+    }
+}
+
+/// Usage flags of every pooled buffer: storage, and copy in both directions (uploads, readbacks,
+/// clears).
+pub const POOL_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// The size class a request of `bytes` is served from.
+pub fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(4);
+    let rounded = bytes.div_ceil(256) * 256;
+    if rounded <= 4096 {
+        return rounded;
+    }
+    // Eight steps per power of two: step = 2^(floor(log2)) / 8.
+    let step = (1u64 << (63 - rounded.leading_zeros())) / 8;
+    rounded.div_ceil(step) * step
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    stats: MemoryStats,
+}
+
+/// Cheap to clone: clones share one pool.
+#[derive(Clone)]
+pub struct BufferPool {
+    device: wgpu::Device,
+    state: Arc<Mutex<PoolState>>,
+}
+
+impl BufferPool {
+    pub fn new(device: wgpu::Device) -> Self {
+        BufferPool {
+            device,
+            state: Arc::default(),
+        }
+    }
+
+    /// A buffer of at least `bytes` bytes charged to `category`. Its contents are unspecified:
+    /// callers that need zeros clear it through the recorder.
+    pub fn alloc(&self, label: &str, bytes: u64, category: Category) -> PooledBuffer {
+        let class = size_class(bytes);
+        let mut st = self.state.lock().unwrap();
+        let reused = st.free.get_mut(&class).and_then(Vec::pop);
+        let buffer = match reused {
+            Some(b) => {
+                st.stats.cached -= class;
+                st.stats.reuses += 1;
+                b
+            }
+            None => {
+                st.stats.allocations += 1;
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: class,
+                    usage: POOL_USAGE,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        let s = &mut st.stats;
+        let i = category.index();
+        s.live.0[i] += bytes;
+        s.peak.0[i] = s.peak.0[i].max(s.live.0[i]);
+        s.peak_total = s.peak_total.max(s.live.total());
+        s.held_live += class;
+        drop(st);
+        PooledBuffer {
+            buffer,
+            bytes,
+            class,
+            category,
+            pool: self.state.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> MemoryStats {
+        self.state.lock().unwrap().stats
+    }
+
+    /// Starts peak tracking afresh from what is live now (e.g. after model set-up).
+    pub fn reset_peaks(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.stats.peak = st.stats.live;
+        st.stats.peak_total = st.stats.live.total();
+    }
+
+    /// Destroys every cached free buffer, giving its memory back to the driver.
+    pub fn trim(&self) {
+        let mut st = self.state.lock().unwrap();
+        for (_, bufs) in st.free.drain() {
+            for b in bufs {
+                b.destroy();
+            }
+        }
+        st.stats.cached = 0;
+    }
+}
+
+/// A buffer on loan from the pool; dropping it returns it to the pool's cache.
+pub struct PooledBuffer {
+    buffer: wgpu::Buffer,
+    bytes: u64,
+    class: u64,
+    category: Category,
+    pool: Arc<Mutex<PoolState>>,
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    /// Bytes requested (what the category is charged).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn category(&self) -> Category {
+        self.category
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut st = self.pool.lock().unwrap();
+        let s = &mut st.stats;
+        s.live.0[self.category.index()] -= self.bytes;
+        s.held_live -= self.class;
+        s.cached += self.class;
+        st.free
+            .entry(self.class)
+            .or_default()
+            .push(self.buffer.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_round_up_by_at_most_an_eighth_above_4k() {
+        assert_eq!(size_class(1), 256);
+        assert_eq!(size_class(256), 256);
+        assert_eq!(size_class(257), 512);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 4608);
+        for bytes in [5000u64, 70_001, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(bytes);
+            assert!(c >= bytes && (c - bytes) as f64 <= bytes as f64 / 8.0, "{bytes} -> {c}");
+            assert_eq!(size_class(c), c, "a class is its own class");
+        }
+    }
+}

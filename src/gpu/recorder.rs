@@ -1,0 +1,169 @@
+//! The recorder: ops append dispatches, copies and clears here; nothing reaches the GPU until a sync
+//! point (a readback or an explicit [`crate::Gpu::flush`]). At flush, consecutive dispatches share
+//! one compute pass, everything shares one command encoder, and the whole batch is one submit.
+//!
+//! Measured on lavapipe (2 cores): a submit costs about 0.25 ms and a dispatch inside a pass about
+//! 7 µs, so a training step recorded here costs one submit, not one per op.
+//!
+//! Each dispatch's small uniform block (shapes, scalars) is packed into one arena buffer at flush,
+//! at the adapter's uniform offset alignment, and written with a single `write_buffer`.
+
+use super::pipeline::CachedPipeline;
+use std::sync::Arc;
+
+/// How a kernel binds a buffer; must match the `var<storage, …>` access in the WGSL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+pub(crate) enum Command {
+    Dispatch {
+        pipeline: Arc<CachedPipeline>,
+        /// (buffer, bytes bound) for bindings 1..; binding 0 is the uniform block.
+        buffers: Vec<(wgpu::Buffer, u64)>,
+        /// The uniform block, as 32-bit words.
+        params: Vec<u32>,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    },
+    Clear {
+        buffer: wgpu::Buffer,
+        size: u64,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct Recorder {
+    pub commands: Vec<Command>,
+    arena: Option<wgpu::Buffer>,
+}
+
+impl Recorder {
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Encodes every recorded command into one command buffer; `None` when nothing is recorded.
+    pub fn encode(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<wgpu::CommandBuffer> {
+        if self.commands.is_empty() {
+            return None;
+        }
+        let commands = std::mem::take(&mut self.commands);
+
+        // 1. Pack every dispatch's uniform block into one arena.
+        let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
+        let mut arena_bytes: Vec<u8> = Vec::new();
+        let mut offsets = Vec::with_capacity(commands.len());
+        for cmd in &commands {
+            if let Command::Dispatch { params, .. } = cmd {
+                let offset = (arena_bytes.len() as u64).div_ceil(align) * align;
+                arena_bytes.resize(offset as usize, 0);
+                arena_bytes.extend_from_slice(bytemuck::cast_slice(params));
+                // Uniform bindings are sized in 16-byte units.
+                let padded = (arena_bytes.len() as u64).div_ceil(16) * 16;
+                arena_bytes.resize(padded as usize, 0);
+                offsets.push(offset);
+            }
+        }
+        if !arena_bytes.is_empty() {
+            let needed = arena_bytes.len() as u64;
+            if self.arena.as_ref().is_none_or(|a| a.size() < needed) {
+                self.arena = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgtrain uniform arena"),
+                    size: needed.next_power_of_two().max(4096),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            queue.write_buffer(self.arena.as_ref().unwrap(), 0, &arena_bytes);
+        }
+
+        // 2. Bind groups, made now that the arena is final.
+        let mut bind_groups = Vec::with_capacity(offsets.len());
+        let mut next = offsets.iter();
+        for cmd in &commands {
+            if let Command::Dispatch {
+                pipeline,
+                buffers,
+                params,
+                ..
+            } = cmd
+            {
+                let offset = *next.next().unwrap();
+                let param_size = (params.len() as u64 * 4).div_ceil(16) * 16;
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: self.arena.as_ref().unwrap(),
+                        offset,
+                        size: std::num::NonZeroU64::new(param_size),
+                    }),
+                }];
+                for (i, (buffer, bytes)) in buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
+                            offset: 0,
+                            size: std::num::NonZeroU64::new(bytes.div_ceil(4) * 4),
+                        }),
+                    });
+                }
+                bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipeline.bind_group_layout,
+                    entries: &entries,
+                }));
+            }
+        }
+
+        // 3. One encoder; a compute pass per run of consecutive dispatches.
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgtrain batch"),
+        });
+        let mut groups_iter = bind_groups.iter();
+        let mut i = 0;
+        while i < commands.len() {
+            match &commands[i] {
+                Command::Dispatch { .. } => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    while let Some(Command::Dispatch {
+                        pipeline, groups, ..
+                    }) = commands.get(i)
+                    {
+                        pass.set_pipeline(&pipeline.pipeline);
+                        pass.set_bind_group(0, groups_iter.next().unwrap(), &[]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        i += 1;
+                    }
+                }
+                Command::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                } => {
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                    i += 1;
+                }
+                Command::Clear { buffer, size } => {
+                    encoder.clear_buffer(buffer, 0, Some(*size));
+                    i += 1;
+                }
+            }
+        }
+        Some(encoder.finish())
+    }
+}

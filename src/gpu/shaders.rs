@@ -1,0 +1,102 @@
+//! Every WGSL kernel family, embedded in the binary with `include_str!`.
+
+/// One `shaders/<family>.wgsl` file: the forward and backward entry points of a kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    Elementwise,
+    SoftmaxXent,
+    Layernorm,
+    Embedding,
+    Attention,
+    Reduce,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 7] = [
+        Shader::Matmul,
+        Shader::Elementwise,
+        Shader::SoftmaxXent,
+        Shader::Layernorm,
+        Shader::Embedding,
+        Shader::Attention,
+        Shader::Reduce,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul",
+            Shader::Elementwise => "elementwise",
+            Shader::SoftmaxXent => "softmax_xent",
+            Shader::Layernorm => "layernorm",
+            Shader::Embedding => "embedding",
+            Shader::Attention => "attention",
+            Shader::Reduce => "reduce",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
+            Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
+            Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+        }
+    }
+}
+
+/// A compute entry point with its pipeline-overridable constants.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub overrides: &'static [(&'static str, f64)],
+}
+
+impl Kernel {
+    pub const fn new(shader: Shader, entry: &'static str) -> Self {
+        Kernel {
+            shader,
+            entry,
+            overrides: &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shader;
+
+    /// Parses and validates every shader with naga; needs no GPU.
+    #[test]
+    fn every_shader_parses_and_validates() {
+        let shaders_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let on_disk = std::fs::read_dir(&shaders_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wgsl")
+            })
+            .count();
+        assert_eq!(on_disk, Shader::ALL.len(), "every shaders/*.wgsl is embedded");
+        for shader in Shader::ALL {
+            let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
+                panic!("{}.wgsl: {}", shader.name(), e.emit_to_string(shader.source()))
+            });
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!("{}.wgsl: {}", shader.name(), e.emit_to_string(shader.source()))
+            });
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! wgtrain: a portable GPU trainer for neural networks. Every kernel is a WGSL compute shader run
+//! through wgpu, so the same code trains on Vulkan, Metal, DX12 and GL, and headless on Mesa's
+//! lavapipe. See ARCHITECTURE.md for the layers.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Access, Category, Gpu};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,42 @@
+//! The `wgtrain` command line.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(name = "wgtrain", version, about = "A portable GPU trainer: every kernel a WGSL compute shader")]
+struct Args {
+    /// Adapter to use: an index from `wgtrain info` or a case-insensitive name substring.
+    #[arg(long, global = true, env = "WGTRAIN_ADAPTER")]
+    adapter: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter, the one wgtrain would choose, its features and key limits.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
+    }
+}

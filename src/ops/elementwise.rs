@@ -1,0 +1,69 @@
+//! Elementwise ops and their backward passes. Kernel: `shaders/elementwise.wgsl`.
+
+use super::{dispatch_items, expect_numel};
+use crate::gpu::{Access, Gpu, Kernel, Shader};
+use crate::tensor::Tensor;
+
+const WG: usize = 256;
+
+fn run(gpu: &Gpu, entry: &'static str, x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
+    let n = out.numel();
+    expect_numel(entry, x, n);
+    expect_numel(entry, y, n);
+    let kernel = Kernel::new(Shader::Elementwise, entry);
+    let params = [n as u32, alpha.to_bits()];
+    dispatch_items(
+        gpu,
+        &kernel,
+        &[(x, Access::Read), (y, Access::Read), (out, Access::ReadWrite)],
+        &params,
+        n,
+        WG,
+    );
+}
+
+/// out = x + y
+pub fn add(gpu: &Gpu, x: &Tensor, y: &Tensor, out: &Tensor) {
+    run(gpu, "add", x, y, out, 0.0);
+}
+
+/// Backward of `add`: dx += dout and dy += dout (gradients accumulate).
+pub fn add_backward(gpu: &Gpu, dout: &Tensor, dx: &Tensor, dy: &Tensor) {
+    accumulate(gpu, dout, 1.0, dx);
+    accumulate(gpu, dout, 1.0, dy);
+}
+
+/// out = alpha · x
+pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, out: &Tensor) {
+    run(gpu, "scale", x, x, out, alpha);
+}
+
+/// Backward of `scale`: dx = alpha · dout.
+pub fn scale_backward(gpu: &Gpu, dout: &Tensor, alpha: f32, dx: &Tensor) {
+    scale(gpu, dout, alpha, dx);
+}
+
+/// out += alpha · x
+pub fn accumulate(gpu: &Gpu, x: &Tensor, alpha: f32, out: &Tensor) {
+    run(gpu, "accumulate", x, x, out, alpha);
+}
+
+/// out = max(x, 0)
+pub fn relu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
+    run(gpu, "relu_forward", x, x, out, 0.0);
+}
+
+/// dx = dout · [x > 0], with x the forward input.
+pub fn relu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
+    run(gpu, "relu_backward", x, dout, dx, 0.0);
+}
+
+/// out = GELU(x), tanh approximation (GPT-2).
+pub fn gelu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
+    run(gpu, "gelu_forward", x, x, out, 0.0);
+}
+
+/// dx = dout · GELU'(x), with x the forward input.
+pub fn gelu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
+    run(gpu, "gelu_backward", x, dout, dx, 0.0);
+}

@@ -1,0 +1,159 @@
+//! Batched matmul in the layouts a training step needs (A·B, A·Bᵀ, Aᵀ·B) with an optional fused
+//! bias, and its backward. Kernel: `shaders/matmul.wgsl`.
+
+use super::{expect_numel, flag};
+use crate::gpu::{Access, Gpu, Kernel, Shader};
+use crate::tensor::Tensor;
+
+const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
+/// Outputs per workgroup along each axis (8 invocations × 4 outputs).
+const TILE: usize = 32;
+
+/// Which operands are stored transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// C = A·B: A stored (M, K), B stored (K, N).
+    NN,
+    /// C = A·Bᵀ: A stored (M, K), B stored (N, K) (a Linear layer's weight as PyTorch keeps it).
+    NT,
+    /// C = Aᵀ·B: A stored (K, M), B stored (K, N).
+    TN,
+}
+
+/// Dimensions of C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N) for b < batch. A Linear layer
+/// over (B, T, C) activations passes batch 1 and M = B·T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub layout: Layout,
+}
+
+impl MatmulDims {
+    pub fn new(m: usize, n: usize, k: usize, layout: Layout) -> Self {
+        MatmulDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            layout,
+        }
+    }
+
+    pub fn batched(batch: usize, m: usize, n: usize, k: usize, layout: Layout) -> Self {
+        MatmulDims {
+            batch,
+            m,
+            n,
+            k,
+            layout,
+        }
+    }
+}
+
+/// Records c (+)= op(a)·op(b) (+ bias).
+/// a: (batch, M, K) or (batch, K, M) for TN; b: (batch, K, N) or (batch, N, K) for NT;
+/// bias: (N); c: (batch, M, N). With `accumulate`, the product is added to c (bias must be None).
+pub fn matmul(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    accumulate: bool,
+) {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = d;
+    expect_numel("matmul a", a, batch * m * k);
+    expect_numel("matmul b", b, batch * k * n);
+    expect_numel("matmul c", c, batch * m * n);
+    if let Some(bias) = bias {
+        expect_numel("matmul bias", bias, n);
+        assert!(!accumulate, "matmul: a fused bias with accumulate is ambiguous");
+    }
+    if batch * m * n == 0 {
+        return;
+    }
+    // op(A)(i, k) = a[i*a_rs + k*a_cs]; op(B)(k, j) = b[k*b_rs + j*b_cs].
+    let (a_rs, a_cs) = match layout {
+        Layout::NN | Layout::NT => (k, 1),
+        Layout::TN => (1, m),
+    };
+    let (b_rs, b_cs) = match layout {
+        Layout::NN | Layout::TN => (n, 1),
+        Layout::NT => (1, k),
+    };
+    let params = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
+        .map(|v| u32::try_from(v).expect("matmul dimension fits in u32"));
+    let mut words = params.to_vec();
+    words.extend([flag(bias.is_some()), flag(accumulate)]);
+    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch]
+        .map(|g| u32::try_from(g).expect("workgroup count fits in u32"));
+    gpu.dispatch(
+        &MATMUL,
+        &[
+            (a, Access::Read),
+            (b, Access::Read),
+            (bias.unwrap_or(a), Access::Read),
+            (c, Access::ReadWrite),
+        ],
+        &words,
+        groups,
+    );
+}
+
+/// Gradients of c = op(a)·op(b) + bias given dc: each requested one is written (or added to, with
+/// `accumulate`). Shapes as in [`matmul`]; dbias (N) sums dc over every batch and row.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    dc: &Tensor,
+    da: Option<&Tensor>,
+    db: Option<&Tensor>,
+    dbias: Option<&Tensor>,
+    accumulate: bool,
+) {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = d;
+    expect_numel("matmul_backward dc", dc, batch * m * n);
+    let dims = |m, n, k, layout| MatmulDims::batched(batch, m, n, k, layout);
+    if let Some(da) = da {
+        match layout {
+            // C = A·B: dA (M,K) = dC·Bᵀ
+            Layout::NN => matmul(gpu, dims(m, k, n, Layout::NT), dc, b, None, da, accumulate),
+            // C = A·Bᵀ: dA (M,K) = dC·B
+            Layout::NT => matmul(gpu, dims(m, k, n, Layout::NN), dc, b, None, da, accumulate),
+            // C = Aᵀ·B: dA (K,M) = B·dCᵀ
+            Layout::TN => matmul(gpu, dims(k, m, n, Layout::NT), b, dc, None, da, accumulate),
+        }
+    }
+    if let Some(db) = db {
+        match layout {
+            // C = A·B: dB (K,N) = Aᵀ·dC
+            Layout::NN => matmul(gpu, dims(k, n, m, Layout::TN), a, dc, None, db, accumulate),
+            // C = A·Bᵀ: dB (N,K) = dCᵀ·A
+            Layout::NT => matmul(gpu, dims(n, k, m, Layout::TN), dc, a, None, db, accumulate),
+            // C = Aᵀ·B: dB (K,N) = A·dC
+            Layout::TN => matmul(gpu, dims(k, n, m, Layout::NN), a, dc, None, db, accumulate),
+        }
+    }
+    if let Some(dbias) = dbias {
+        super::reduce::colsum(gpu, dc, batch * m, n, dbias, accumulate);
+    }
+}

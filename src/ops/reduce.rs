@@ -1,0 +1,83 @@
+//! Deterministic reductions (sum, sum of squares, non-finite count), column sums, and their
+//! backward. Kernel: `shaders/reduce.wgsl`.
+
+use super::{dispatch_items, expect_numel, flag};
+use crate::error::Result;
+use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+
+const PARTIALS: Kernel = Kernel::new(Shader::Reduce, "partials");
+const FINISH: Kernel = Kernel::new(Shader::Reduce, "finish");
+const COLSUM: Kernel = Kernel::new(Shader::Reduce, "colsum");
+const BACKWARD: Kernel = Kernel::new(Shader::Reduce, "backward");
+const WG: usize = 256;
+/// At most this many partial sums (one per workgroup of the first pass).
+const MAX_PARTIALS: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Sum = 0,
+    /// Σ x², for a global gradient norm.
+    SumOfSquares = 1,
+    /// How many values are NaN or ±Inf.
+    NonFinite = 2,
+}
+
+/// out[index] (+)= reduction of x. Two passes with a fixed shape for a given n: deterministic.
+/// `accumulate` adds to out[index], so a global norm sums several tensors in a fixed order.
+pub fn reduce(gpu: &Gpu, x: &Tensor, mode: Reduction, out: &Tensor, index: usize, accumulate: bool) -> Result<()> {
+    assert!(index < out.numel(), "reduce: index {index} outside {out:?}");
+    let n = x.numel();
+    // Enough elements per workgroup to keep every invocation busy, at most MAX_PARTIALS groups.
+    let chunk = n.div_ceil(MAX_PARTIALS).max(WG * 4).div_ceil(WG) * WG;
+    let groups = n.div_ceil(chunk).max(1);
+    let partials = Tensor::empty(gpu, "reduce partials", &[groups], DType::F32, Category::Workspace)?;
+    let params = [n as u32, chunk as u32, mode as u32, 0, 0];
+    dispatch_items(
+        gpu,
+        &PARTIALS,
+        &[(x, Access::Read), (&partials, Access::ReadWrite), (x, Access::Read)],
+        &params,
+        groups,
+        1,
+    );
+    let params = [groups as u32, 0, 0, index as u32, flag(accumulate)];
+    gpu.dispatch(
+        &FINISH,
+        &[(&partials, Access::Read), (out, Access::ReadWrite), (&partials, Access::Read)],
+        &params,
+        [1, 1, 1],
+    );
+    Ok(())
+}
+
+/// Backward of `reduce` for Sum (dx = dy) and SumOfSquares (dx = 2·x·dy). dy: (1).
+pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: &Tensor) {
+    assert!(mode != Reduction::NonFinite, "a non-finite count has no gradient");
+    expect_numel("reduce_backward dy", dy, 1);
+    expect_numel("reduce_backward dx", dx, x.numel());
+    let params = [x.numel() as u32, 0, mode as u32, 0, 0];
+    dispatch_items(
+        gpu,
+        &BACKWARD,
+        &[(x, Access::Read), (dx, Access::ReadWrite), (dy, Access::Read)],
+        &params,
+        x.numel(),
+        WG,
+    );
+}
+
+/// out[c] (+)= Σ_r x[r, c]: the bias gradient. x: (rows, cols); out: (cols).
+pub fn colsum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, accumulate: bool) {
+    expect_numel("colsum x", x, rows * cols);
+    expect_numel("colsum out", out, cols);
+    let params = [rows as u32, cols as u32, 0, 0, flag(accumulate)];
+    dispatch_items(
+        gpu,
+        &COLSUM,
+        &[(x, Access::Read), (out, Access::ReadWrite), (x, Access::Read)],
+        &params,
+        cols,
+        WG,
+    );
+}

@@ -1,0 +1,62 @@
+//! Fused softmax + cross-entropy: per-row loss and dlogits in one pass.
+//! Kernel: `shaders/softmax_xent.wgsl`.
+
+use super::{dispatch_items, expect_numel, flag};
+use crate::error::Result;
+use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+
+const FORWARD_BACKWARD: Kernel = Kernel::new(Shader::SoftmaxXent, "forward_backward");
+
+/// A target with this value marks a padded row: no loss, no gradient.
+pub const PAD: u32 = u32::MAX;
+
+/// losses[r] = −log softmax(logits[r])[targets[r]] (0 for padded rows); when `dlogits` is given,
+/// dlogits[r] = grad_scale · (softmax(logits[r]) − onehot(targets[r])). The caller picks
+/// grad_scale, e.g. 1/(non-padded rows) for a mean loss.
+/// logits: (R, V); targets: (R) u32; losses: (R); dlogits: (R, V).
+pub fn softmax_xent(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    losses: &Tensor,
+    dlogits: Option<&Tensor>,
+    grad_scale: f32,
+) -> Result<()> {
+    let (rows, vocab) = (logits.rows(), logits.cols());
+    expect_numel("softmax_xent targets", targets, rows);
+    assert_eq!(targets.dtype(), DType::U32, "targets must be u32: {targets:?}");
+    expect_numel("softmax_xent losses", losses, rows);
+    if let Some(d) = dlogits {
+        expect_numel("softmax_xent dlogits", d, rows * vocab);
+    }
+    // Without dlogits the binding still needs a writable buffer of its own.
+    let dummy;
+    let dlogits_arg = match dlogits {
+        Some(d) => d,
+        None => {
+            dummy = Tensor::empty(gpu, "xent dummy", &[1], DType::F32, Category::Workspace)?;
+            &dummy
+        }
+    };
+    let params = [
+        rows as u32,
+        vocab as u32,
+        grad_scale.to_bits(),
+        flag(dlogits.is_some()),
+    ];
+    dispatch_items(
+        gpu,
+        &FORWARD_BACKWARD,
+        &[
+            (logits, Access::Read),
+            (targets, Access::Read),
+            (losses, Access::ReadWrite),
+            (dlogits_arg, Access::ReadWrite),
+        ],
+        &params,
+        rows,
+        1,
+    );
+    Ok(())
+}
