@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "wgtrain", version, about = "A portable GPU trainer: every kernel a WGSL compute shader")]
+#[command(
+    name = "wgtrain",
+    version,
+    about = "A portable GPU trainer: every kernel a WGSL compute shader"
+)]
 struct Args {
     /// Adapter to use: an index from `wgtrain info` or a case-insensitive name substring.
     #[arg(long, global = true, env = "WGTRAIN_ADAPTER")]
@@ -27,7 +31,10 @@ enum Command {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
+    )
+    .init();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("error: {e:#}");

@@ -52,6 +52,8 @@ impl Rng {
 
     /// `n` values uniform in [lo, hi), as f32.
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * self.uniform() as f32).collect()
+        (0..n)
+            .map(|_| lo + (hi - lo) * self.uniform() as f32)
+            .collect()
     }
 }

@@ -25,7 +25,13 @@ pub struct Tensor {
 
 impl Tensor {
     /// A tensor whose contents are unspecified until a kernel writes all of it.
-    pub fn empty(gpu: &Gpu, name: &str, shape: &[usize], dtype: DType, category: Category) -> Result<Tensor> {
+    pub fn empty(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        category: Category,
+    ) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         let bytes = numel as u64 * dtype.size();
         gpu.check_size(name, bytes)?;
@@ -44,16 +50,38 @@ impl Tensor {
         Ok(t)
     }
 
-    pub fn from_f32(gpu: &Gpu, name: &str, shape: &[usize], data: &[f32], category: Category) -> Result<Tensor> {
+    pub fn from_f32(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        category: Category,
+    ) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, DType::F32, category)?;
-        assert_eq!(data.len(), t.numel(), "{name}: {} values for shape {shape:?}", data.len());
+        assert_eq!(
+            data.len(),
+            t.numel(),
+            "{name}: {} values for shape {shape:?}",
+            data.len()
+        );
         gpu.upload(&t, bytemuck::cast_slice(data));
         Ok(t)
     }
 
-    pub fn from_u32(gpu: &Gpu, name: &str, shape: &[usize], data: &[u32], category: Category) -> Result<Tensor> {
+    pub fn from_u32(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        data: &[u32],
+        category: Category,
+    ) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, DType::U32, category)?;
-        assert_eq!(data.len(), t.numel(), "{name}: {} values for shape {shape:?}", data.len());
+        assert_eq!(
+            data.len(),
+            t.numel(),
+            "{name}: {} values for shape {shape:?}",
+            data.len()
+        );
         gpu.upload(&t, bytemuck::cast_slice(data));
         Ok(t)
     }

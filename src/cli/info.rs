@@ -49,10 +49,17 @@ pub fn run(selector: Option<&str>, as_json: bool) -> Result<()> {
     println!("chosen: [{}] {}", chosen, adapters[chosen].name);
     println!(
         "features: {}",
-        if features.is_empty() { "(none)".to_string() } else { features.join(", ") }
+        if features.is_empty() {
+            "(none)".to_string()
+        } else {
+            features.join(", ")
+        }
     );
     if !optional_missing.is_empty() {
-        println!("optional features not offered: {}", optional_missing.join(", "));
+        println!(
+            "optional features not offered: {}",
+            optional_missing.join(", ")
+        );
     }
     println!("limits:");
     for (k, v) in limits.as_object().unwrap() {

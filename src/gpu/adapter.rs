@@ -103,7 +103,11 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 /// Index into `infos` of the adapter to use: the one `selector` names (an index, or a
 /// case-insensitive substring of the name), else the best ranked.
-pub fn choose(infos: &[wgpu::AdapterInfo], selector: Option<&str>, backends: &str) -> Result<usize> {
+pub fn choose(
+    infos: &[wgpu::AdapterInfo],
+    selector: Option<&str>,
+    backends: &str,
+) -> Result<usize> {
     if infos.is_empty() {
         return Err(Error::NoAdapter {
             backends: backends.to_string(),
@@ -154,7 +158,11 @@ pub fn choose(infos: &[wgpu::AdapterInfo], selector: Option<&str>, backends: &st
 mod tests {
     use super::*;
 
-    fn info(name: &str, device_type: wgpu::DeviceType, backend: wgpu::Backend) -> wgpu::AdapterInfo {
+    fn info(
+        name: &str,
+        device_type: wgpu::DeviceType,
+        backend: wgpu::Backend,
+    ) -> wgpu::AdapterInfo {
         wgpu::AdapterInfo {
             name: name.into(),
             ..wgpu::AdapterInfo::new(device_type, backend)
@@ -179,7 +187,11 @@ mod tests {
 
     #[test]
     fn a_selector_that_matches_nothing_lists_the_adapters() {
-        let infos = vec![info("llvmpipe", wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)];
+        let infos = vec![info(
+            "llvmpipe",
+            wgpu::DeviceType::Cpu,
+            wgpu::Backend::Vulkan,
+        )];
         for sel in ["radeon", "7"] {
             let err = choose(&infos, Some(sel), "").unwrap_err().to_string();
             assert!(err.contains("no adapter matches"), "{err}");

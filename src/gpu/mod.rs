@@ -159,7 +159,10 @@ impl Gpu {
     /// Checks a buffer of `bytes` against the adapter's limits; the error names the tensor.
     pub fn check_size(&self, name: &str, bytes: u64) -> Result<()> {
         let checks = [
-            (self.limits.max_storage_buffer_binding_size, "storage binding"),
+            (
+                self.limits.max_storage_buffer_binding_size,
+                "storage binding",
+            ),
             (self.limits.max_buffer_size, "buffer"),
         ];
         for (limit, what) in checks {
@@ -177,7 +180,13 @@ impl Gpu {
 
     /// Records one dispatch of `kernel`. Binding 0 is the uniform block `params` (32-bit words, in
     /// the order of the WGSL struct); bindings 1.. are `args` in order.
-    pub fn dispatch(&self, kernel: &Kernel, args: &[(&Tensor, Access)], params: &[u32], groups: [u32; 3]) {
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        args: &[(&Tensor, Access)],
+        params: &[u32],
+        groups: [u32; 3],
+    ) {
         if groups.contains(&0) {
             return;
         }
@@ -189,18 +198,26 @@ impl Gpu {
             kernel.entry
         );
         let access: Vec<Access> = args.iter().map(|(_, a)| *a).collect();
-        let pipeline = self.pipelines.lock().unwrap().get(&self.device, kernel, &access);
+        let pipeline = self
+            .pipelines
+            .lock()
+            .unwrap()
+            .get(&self.device, kernel, &access);
         let buffers = args
             .iter()
             .map(|(t, _)| (t.buffer().clone(), t.bytes()))
             .collect();
         self.dispatches.fetch_add(1, Ordering::Relaxed);
-        self.recorder.lock().unwrap().commands.push(Command::Dispatch {
-            pipeline,
-            buffers,
-            params: params.to_vec(),
-            groups,
-        });
+        self.recorder
+            .lock()
+            .unwrap()
+            .commands
+            .push(Command::Dispatch {
+                pipeline,
+                buffers,
+                params: params.to_vec(),
+                groups,
+            });
     }
 
     /// Workgroup counts for `n` workgroups along one axis, folded into 2-D when `n` exceeds the
@@ -245,7 +262,13 @@ impl Gpu {
 
     /// Writes `data` into `t`, ordered after everything recorded so far.
     pub fn upload(&self, t: &Tensor, data: &[u8]) {
-        assert_eq!(data.len() as u64, t.bytes(), "upload into {:?} {:?}", t.name(), t.shape());
+        assert_eq!(
+            data.len() as u64,
+            t.bytes(),
+            "upload into {:?} {:?}",
+            t.name(),
+            t.shape()
+        );
         let mut padded;
         let data = if data.len() % 4 != 0 {
             padded = data.to_vec();
@@ -259,11 +282,13 @@ impl Gpu {
             // Nothing pending can read the old contents: the queue orders this write first.
             self.queue.write_buffer(t.buffer(), 0, data);
         } else {
-            let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("wgtrain upload"),
-                contents: data,
-                usage: wgpu::BufferUsages::COPY_SRC,
-            });
+            let staging = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("wgtrain upload"),
+                    contents: data,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                });
             rec.commands.push(Command::Copy {
                 src: staging,
                 src_offset: 0,

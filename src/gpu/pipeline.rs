@@ -31,11 +31,20 @@ impl PipelineCache {
 
     /// The pipeline for `kernel`, built on first use. Its explicit layout is binding 0 = the
     /// uniform block, then one storage buffer per entry of `access`, in order.
-    pub fn get(&mut self, device: &wgpu::Device, kernel: &Kernel, access: &[Access]) -> Arc<CachedPipeline> {
+    pub fn get(
+        &mut self,
+        device: &wgpu::Device,
+        kernel: &Kernel,
+        access: &[Access],
+    ) -> Arc<CachedPipeline> {
         let key = Key {
             shader: kernel.shader,
             entry: kernel.entry,
-            overrides: kernel.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+            overrides: kernel
+                .overrides
+                .iter()
+                .map(|(n, v)| (*n, v.to_bits()))
+                .collect(),
         };
         if let Some(p) = self.pipelines.get(&key) {
             return p.clone();

@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(size_class(4097), 4608);
         for bytes in [5000u64, 70_001, 1 << 20, (1 << 20) + 1, 123_456_789] {
             let c = size_class(bytes);
-            assert!(c >= bytes && (c - bytes) as f64 <= bytes as f64 / 8.0, "{bytes} -> {c}");
+            assert!(
+                c >= bytes && (c - bytes) as f64 <= bytes as f64 / 8.0,
+                "{bytes} -> {c}"
+            );
             assert_eq!(size_class(c), c, "a class is its own class");
         }
     }

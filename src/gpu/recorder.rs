@@ -52,7 +52,11 @@ impl Recorder {
     }
 
     /// Encodes every recorded command into one command buffer; `None` when nothing is recorded.
-    pub fn encode(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<wgpu::CommandBuffer> {
+    pub fn encode(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+    ) -> Option<wgpu::CommandBuffer> {
         if self.commands.is_empty() {
             return None;
         }

@@ -84,10 +84,18 @@ mod tests {
                     .is_some_and(|x| x == "wgsl")
             })
             .count();
-        assert_eq!(on_disk, Shader::ALL.len(), "every shaders/*.wgsl is embedded");
+        assert_eq!(
+            on_disk,
+            Shader::ALL.len(),
+            "every shaders/*.wgsl is embedded"
+        );
         for shader in Shader::ALL {
             let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
-                panic!("{}.wgsl: {}", shader.name(), e.emit_to_string(shader.source()))
+                panic!(
+                    "{}.wgsl: {}",
+                    shader.name(),
+                    e.emit_to_string(shader.source())
+                )
             });
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
@@ -95,7 +103,11 @@ mod tests {
             )
             .validate(&module)
             .unwrap_or_else(|e| {
-                panic!("{}.wgsl: {}", shader.name(), e.emit_to_string(shader.source()))
+                panic!(
+                    "{}.wgsl: {}",
+                    shader.name(),
+                    e.emit_to_string(shader.source())
+                )
             });
         }
     }

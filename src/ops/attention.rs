@@ -19,9 +19,17 @@ fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
         "attention qkv must be (B, T, 3C): {qkv:?}"
     );
     let (b, t, c) = (shape[0], shape[1], shape[2] / 3);
-    assert!(heads > 0 && c % heads == 0, "attention: {c} channels do not split into {heads} heads");
+    assert!(
+        heads > 0 && c % heads == 0,
+        "attention: {c} channels do not split into {heads} heads"
+    );
     let scale = 1.0 / ((c / heads) as f32).sqrt();
-    (b, t, c, [b as u32, t as u32, c as u32, heads as u32, scale.to_bits()])
+    (
+        b,
+        t,
+        c,
+        [b as u32, t as u32, c as u32, heads as u32, scale.to_bits()],
+    )
 }
 
 /// att (B, NH, T, T) = causal softmax of scaled q·k; out (B, T, C) = att·v.
@@ -40,7 +48,11 @@ pub fn attention_forward(gpu: &Gpu, qkv: &Tensor, heads: usize, att: &Tensor, ou
     dispatch_items(
         gpu,
         &FORWARD_VALUES,
-        &[(qkv, Access::Read), (att, Access::Read), (out, Access::ReadWrite)],
+        &[
+            (qkv, Access::Read),
+            (att, Access::Read),
+            (out, Access::ReadWrite),
+        ],
         &params,
         b * t * c,
         WG,

@@ -15,7 +15,11 @@ fn run(gpu: &Gpu, entry: &'static str, x: &Tensor, y: &Tensor, out: &Tensor, alp
     dispatch_items(
         gpu,
         &kernel,
-        &[(x, Access::Read), (y, Access::Read), (out, Access::ReadWrite)],
+        &[
+            (x, Access::Read),
+            (y, Access::Read),
+            (out, Access::ReadWrite),
+        ],
         &params,
         n,
         WG,

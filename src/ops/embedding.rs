@@ -26,7 +26,11 @@ pub struct EmbeddingIndex {
 impl EmbeddingIndex {
     /// Uploads `indices`; an index ≥ `vocab` is an error naming it.
     pub fn new(gpu: &Gpu, name: &str, indices: &[u32], vocab: usize) -> Result<Self> {
-        if let Some((pos, &bad)) = indices.iter().enumerate().find(|(_, &v)| v as usize >= vocab) {
+        if let Some((pos, &bad)) = indices
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v as usize >= vocab)
+        {
             return Err(Error::IndexOutOfRange {
                 name: name.to_string(),
                 position: pos,
@@ -50,8 +54,20 @@ impl EmbeddingIndex {
         let r = indices.len();
         Ok(EmbeddingIndex {
             idx: Tensor::from_u32(gpu, name, &[r], indices, Category::Activations)?,
-            offsets: Tensor::from_u32(gpu, "embedding offsets", &[vocab + 1], &offsets, Category::Activations)?,
-            bucket_rows: Tensor::from_u32(gpu, "embedding rows", &[r], &rows, Category::Activations)?,
+            offsets: Tensor::from_u32(
+                gpu,
+                "embedding offsets",
+                &[vocab + 1],
+                &offsets,
+                Category::Activations,
+            )?,
+            bucket_rows: Tensor::from_u32(
+                gpu,
+                "embedding rows",
+                &[r],
+                &rows,
+                Category::Activations,
+            )?,
             vocab,
         })
     }
@@ -74,7 +90,11 @@ pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out:
     dispatch_items(
         gpu,
         &FORWARD,
-        &[(&index.idx, Access::Read), (table, Access::Read), (out, Access::ReadWrite)],
+        &[
+            (&index.idx, Access::Read),
+            (table, Access::Read),
+            (out, Access::ReadWrite),
+        ],
         &params,
         rows * cols,
         WG,
@@ -82,11 +102,22 @@ pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out:
 }
 
 /// dtable[v, :] (+)= Σ_{r : idx[r] = v} dout[r, :]. dout: (R, C); dtable: (V, C).
-pub fn embedding_backward(gpu: &Gpu, index: &EmbeddingIndex, dout: &Tensor, dtable: &Tensor, accumulate: bool) {
+pub fn embedding_backward(
+    gpu: &Gpu,
+    index: &EmbeddingIndex,
+    dout: &Tensor,
+    dtable: &Tensor,
+    accumulate: bool,
+) {
     let (rows, cols) = (index.len(), dtable.cols());
     expect_numel("embedding dout", dout, rows * cols);
     expect_numel("embedding dtable", dtable, index.vocab * cols);
-    let params = [rows as u32, cols as u32, index.vocab as u32, flag(accumulate)];
+    let params = [
+        rows as u32,
+        cols as u32,
+        index.vocab as u32,
+        flag(accumulate),
+    ];
     dispatch_items(
         gpu,
         &BACKWARD,

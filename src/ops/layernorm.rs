@@ -81,7 +81,11 @@ pub fn layernorm_backward(
         (rstd, Access::Read),
     ];
     let mut args = inputs.to_vec();
-    args.extend([(dx, Access::ReadWrite), (dw, Access::ReadWrite), (db, Access::ReadWrite)]);
+    args.extend([
+        (dx, Access::ReadWrite),
+        (dw, Access::ReadWrite),
+        (db, Access::ReadWrite),
+    ]);
     dispatch_items(gpu, &BACKWARD_INPUT, &args, &params, rows, 1);
     dispatch_items(gpu, &BACKWARD_PARAMS, &args, &params, cols, 64);
 }

@@ -77,7 +77,10 @@ pub fn matmul(
     expect_numel("matmul c", c, batch * m * n);
     if let Some(bias) = bias {
         expect_numel("matmul bias", bias, n);
-        assert!(!accumulate, "matmul: a fused bias with accumulate is ambiguous");
+        assert!(
+            !accumulate,
+            "matmul: a fused bias with accumulate is ambiguous"
+        );
     }
     if batch * m * n == 0 {
         return;

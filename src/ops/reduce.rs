@@ -25,18 +25,35 @@ pub enum Reduction {
 
 /// out[index] (+)= reduction of x. Two passes with a fixed shape for a given n: deterministic.
 /// `accumulate` adds to out[index], so a global norm sums several tensors in a fixed order.
-pub fn reduce(gpu: &Gpu, x: &Tensor, mode: Reduction, out: &Tensor, index: usize, accumulate: bool) -> Result<()> {
+pub fn reduce(
+    gpu: &Gpu,
+    x: &Tensor,
+    mode: Reduction,
+    out: &Tensor,
+    index: usize,
+    accumulate: bool,
+) -> Result<()> {
     assert!(index < out.numel(), "reduce: index {index} outside {out:?}");
     let n = x.numel();
     // Enough elements per workgroup to keep every invocation busy, at most MAX_PARTIALS groups.
     let chunk = n.div_ceil(MAX_PARTIALS).max(WG * 4).div_ceil(WG) * WG;
     let groups = n.div_ceil(chunk).max(1);
-    let partials = Tensor::empty(gpu, "reduce partials", &[groups], DType::F32, Category::Workspace)?;
+    let partials = Tensor::empty(
+        gpu,
+        "reduce partials",
+        &[groups],
+        DType::F32,
+        Category::Workspace,
+    )?;
     let params = [n as u32, chunk as u32, mode as u32, 0, 0];
     dispatch_items(
         gpu,
         &PARTIALS,
-        &[(x, Access::Read), (&partials, Access::ReadWrite), (x, Access::Read)],
+        &[
+            (x, Access::Read),
+            (&partials, Access::ReadWrite),
+            (x, Access::Read),
+        ],
         &params,
         groups,
         1,
@@ -44,7 +61,11 @@ pub fn reduce(gpu: &Gpu, x: &Tensor, mode: Reduction, out: &Tensor, index: usize
     let params = [groups as u32, 0, 0, index as u32, flag(accumulate)];
     gpu.dispatch(
         &FINISH,
-        &[(&partials, Access::Read), (out, Access::ReadWrite), (&partials, Access::Read)],
+        &[
+            (&partials, Access::Read),
+            (out, Access::ReadWrite),
+            (&partials, Access::Read),
+        ],
         &params,
         [1, 1, 1],
     );
@@ -53,14 +74,21 @@ pub fn reduce(gpu: &Gpu, x: &Tensor, mode: Reduction, out: &Tensor, index: usize
 
 /// Backward of `reduce` for Sum (dx = dy) and SumOfSquares (dx = 2·x·dy). dy: (1).
 pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: &Tensor) {
-    assert!(mode != Reduction::NonFinite, "a non-finite count has no gradient");
+    assert!(
+        mode != Reduction::NonFinite,
+        "a non-finite count has no gradient"
+    );
     expect_numel("reduce_backward dy", dy, 1);
     expect_numel("reduce_backward dx", dx, x.numel());
     let params = [x.numel() as u32, 0, mode as u32, 0, 0];
     dispatch_items(
         gpu,
         &BACKWARD,
-        &[(x, Access::Read), (dx, Access::ReadWrite), (dy, Access::Read)],
+        &[
+            (x, Access::Read),
+            (dx, Access::ReadWrite),
+            (dy, Access::Read),
+        ],
         &params,
         x.numel(),
         WG,
@@ -75,7 +103,11 @@ pub fn colsum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, acc
     dispatch_items(
         gpu,
         &COLSUM,
-        &[(x, Access::Read), (out, Access::ReadWrite), (x, Access::Read)],
+        &[
+            (x, Access::Read),
+            (out, Access::ReadWrite),
+            (x, Access::Read),
+        ],
         &params,
         cols,
         WG,

@@ -25,7 +25,11 @@ pub fn softmax_xent(
 ) -> Result<()> {
     let (rows, vocab) = (logits.rows(), logits.cols());
     expect_numel("softmax_xent targets", targets, rows);
-    assert_eq!(targets.dtype(), DType::U32, "targets must be u32: {targets:?}");
+    assert_eq!(
+        targets.dtype(),
+        DType::U32,
+        "targets must be u32: {targets:?}"
+    );
     expect_numel("softmax_xent losses", losses, rows);
     if let Some(d) = dlogits {
         expect_numel("softmax_xent dlogits", d, rows * vocab);

@@ -1,0 +1,53 @@
+use crate::common::*;
+use crate::reference;
+use wgtrain::ops::attention::{attention_backward, attention_forward};
+use wgtrain::rng::Rng;
+
+const CASES: [(usize, usize, usize, usize); 5] = [
+    // (B, T, C, NH)
+    (1, 1, 4, 1),
+    (2, 7, 12, 3),
+    (1, 17, 8, 2),
+    (2, 33, 16, 4),
+    (1, 65, 6, 1),
+];
+
+#[test]
+fn forward_matches_reference() {
+    let mut rng = Rng::new(50);
+    for (b, t, c, nh) in CASES {
+        let qkv = rng.uniform_vec(b * t * 3 * c, -2.0, 2.0);
+        let tq = upload("qkv", &[b, t, 3 * c], &qkv);
+        let (att, out) = (zeros("att", &[b, nh, t, t]), zeros("out", &[b, t, c]));
+        attention_forward(gpu(), &tq, nh, &att, &out);
+        let (out_ref, att_ref) = reference::attention(&to64(&qkv), b, t, c, nh);
+        let what = format!("B {b} T {t} C {c} NH {nh}");
+        assert_close(&format!("{what} att"), &read(&att), &att_ref, 1e-6, 1e-5);
+        assert_close(&format!("{what} out"), &read(&out), &out_ref, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn backward_matches_reference_and_finite_differences() {
+    let mut rng = Rng::new(51);
+    for (b, t, c, nh) in CASES {
+        let qkv = rng.uniform_vec(b * t * 3 * c, -2.0, 2.0);
+        let dout = rand_vec(&mut rng, b * t * c);
+        let (q64, d64) = (to64(&qkv), to64(&dout));
+        let dqkv_ref = reference::attention_backward(&q64, &d64, b, t, c, nh);
+        if q64.len() <= 1000 {
+            let fd = finite_diff(&q64, 1e-5, |x| {
+                dot(&reference::attention(x, b, t, c, nh).0, &d64)
+            });
+            assert_close64("reference dqkv vs fd", &dqkv_ref, &fd, 1e-8, 1e-6);
+        }
+        let tq = upload("qkv", &[b, t, 3 * c], &qkv);
+        let (att, out) = (zeros("att", &[b, nh, t, t]), zeros("out", &[b, t, c]));
+        attention_forward(gpu(), &tq, nh, &att, &out);
+        let tdout = upload("dout", &[b, t, c], &dout);
+        let (dpre, dqkv) = (zeros("dpre", &[b, nh, t, t]), zeros("dqkv", &[b, t, 3 * c]));
+        attention_backward(gpu(), &tdout, &tq, &att, nh, &dpre, &dqkv);
+        let what = format!("B {b} T {t} C {c} NH {nh}");
+        assert_close(&format!("{what} dqkv"), &read(&dqkv), &dqkv_ref, 1e-5, 1e-4);
+    }
+}

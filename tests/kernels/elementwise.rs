@@ -1,0 +1,150 @@
+use crate::common::*;
+use crate::reference;
+use wgtrain::ops::elementwise::*;
+use wgtrain::rng::Rng;
+
+const SIZES: [usize; 5] = [1, 7, 129, 1000, 65_537];
+
+#[test]
+fn add_scale_accumulate_forward_and_backward() {
+    let mut rng = Rng::new(10);
+    for n in SIZES {
+        let (x, y) = (rand_vec(&mut rng, n), rand_vec(&mut rng, n));
+        let (tx, ty, out) = (
+            upload("x", &[n], &x),
+            upload("y", &[n], &y),
+            zeros("out", &[n]),
+        );
+        add(gpu(), &tx, &ty, &out);
+        // f32 addition of two f32 values rounds once: exact up to half an ulp
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| *a as f64 + *b as f64)
+            .collect();
+        assert_close("add", &read(&out), &want, 0.0, 6e-8);
+
+        scale(gpu(), &tx, -2.5, &out);
+        let want: Vec<f64> = x.iter().map(|a| -2.5 * *a as f64).collect();
+        assert_close("scale", &read(&out), &want, 0.0, 6e-8);
+        scale_backward(gpu(), &ty, -2.5, &out);
+        let want: Vec<f64> = y.iter().map(|a| -2.5 * *a as f64).collect();
+        assert_close("scale_backward", &read(&out), &want, 0.0, 6e-8);
+
+        // out = -2.5 y; out += 0.5 x
+        accumulate(gpu(), &tx, 0.5, &out);
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| -2.5 * *b as f64 + 0.5 * *a as f64)
+            .collect();
+        assert_close("accumulate", &read(&out), &want, 1e-7, 1e-6);
+
+        // add's backward sends dout to both inputs (accumulating)
+        let (dx, dy) = (zeros("dx", &[n]), upload("dy", &[n], &y));
+        add_backward(gpu(), &tx, &dx, &dy);
+        assert_close("add_backward dx", &read(&dx), &to64(&x), 0.0, 0.0);
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| *a as f64 + *b as f64)
+            .collect();
+        assert_close("add_backward dy", &read(&dy), &want, 0.0, 6e-8);
+    }
+}
+
+/// Checks forward and backward of an activation against the f64 reference, and the reference
+/// backward against central differences of the reference forward.
+fn check_activation(
+    name: &str,
+    forward: fn(&wgtrain::Gpu, &wgtrain::Tensor, &wgtrain::Tensor),
+    backward: fn(&wgtrain::Gpu, &wgtrain::Tensor, &wgtrain::Tensor, &wgtrain::Tensor),
+    ref_forward: fn(&[f64]) -> Vec<f64>,
+    ref_backward: fn(&[f64], &[f64]) -> Vec<f64>,
+    tol: f64,
+) {
+    let mut rng = Rng::new(11);
+    for n in SIZES {
+        // include large magnitudes, and keep clear of the ReLU kink for finite differences
+        let x: Vec<f32> = rng
+            .uniform_vec(n, -6.0, 6.0)
+            .into_iter()
+            .map(|v| if v.abs() < 1e-3 { 0.5 } else { v })
+            .collect();
+        let dout = rand_vec(&mut rng, n);
+        let (tx, tdout) = (upload("x", &[n], &x), upload("dout", &[n], &dout));
+        let (out, dx) = (zeros("out", &[n]), zeros("dx", &[n]));
+        forward(gpu(), &tx, &out);
+        backward(gpu(), &tx, &tdout, &dx);
+        let (x64, d64) = (to64(&x), to64(&dout));
+        assert_close(
+            &format!("{name} forward n={n}"),
+            &read(&out),
+            &ref_forward(&x64),
+            tol,
+            tol,
+        );
+        let dx_ref = ref_backward(&x64, &d64);
+        assert_close(
+            &format!("{name} backward n={n}"),
+            &read(&dx),
+            &dx_ref,
+            tol,
+            tol,
+        );
+        if n <= 1000 {
+            // elementwise: d<f(x), dout>/dx_i = f'(x_i)·dout_i, one finite difference per element
+            let h = 1e-6;
+            let fd: Vec<f64> = (0..n)
+                .map(|i| {
+                    let f = |v: f64| ref_forward(&[v])[0] * d64[i];
+                    (f(x64[i] + h) - f(x64[i] - h)) / (2.0 * h)
+                })
+                .collect();
+            assert_close64(
+                &format!("{name} reference backward vs finite differences"),
+                &dx_ref,
+                &fd,
+                1e-8,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_forward_and_backward() {
+    check_activation(
+        "relu",
+        relu_forward,
+        relu_backward,
+        reference::relu,
+        reference::relu_backward,
+        0.0,
+    );
+}
+
+#[test]
+fn gelu_forward_and_backward() {
+    // tanh and exp in f32 on the GPU: a few ulps of 1
+    check_activation(
+        "gelu",
+        gelu_forward,
+        gelu_backward,
+        reference::gelu,
+        reference::gelu_backward,
+        2e-6,
+    );
+}
+
+/// More than 65535 workgroups of 256 in one dispatch: the grid folds into 2-D.
+#[test]
+fn dispatches_past_65535_workgroups_fold_into_2d() {
+    let n = 65_535 * 256 + 300;
+    let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let (tx, out) = (upload("x", &[n], &x), zeros("out", &[n]));
+    scale(gpu(), &tx, 2.0, &out);
+    let got = read(&out);
+    let bad = (0..n).find(|&i| got[i] != 2.0 * x[i]);
+    assert_eq!(bad, None, "first wrong element");
+}

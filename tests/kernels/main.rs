@@ -1,0 +1,16 @@
+//! Kernel tests, headless on lavapipe (or whatever adapter WGTRAIN_ADAPTER picks): every kernel's
+//! forward against a float64 CPU reference, every backward against the reference's analytic
+//! backward, and that analytic backward against central finite differences in f64.
+//! One test binary, so the crate links once and pipelines are compiled once per process.
+
+mod common;
+mod reference;
+
+mod attention;
+mod elementwise;
+mod embedding;
+mod layernorm;
+mod matmul;
+mod reduce;
+mod runtime;
+mod softmax_xent;

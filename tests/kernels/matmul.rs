@@ -1,0 +1,260 @@
+use crate::common::*;
+use crate::reference;
+use wgtrain::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
+use wgtrain::rng::Rng;
+
+/// Storage shapes of a and b for a layout.
+fn shapes(d: &MatmulDims) -> (Vec<usize>, Vec<usize>) {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = *d;
+    match layout {
+        Layout::NN => (vec![batch, m, k], vec![batch, k, n]),
+        Layout::NT => (vec![batch, m, k], vec![batch, n, k]),
+        Layout::TN => (vec![batch, k, m], vec![batch, k, n]),
+    }
+}
+
+fn flags(layout: Layout) -> (bool, bool) {
+    (layout == Layout::TN, layout == Layout::NT)
+}
+
+/// Reference C for every batch.
+fn reference_matmul(d: &MatmulDims, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (ta, tb) = flags(d.layout);
+    (0..d.batch)
+        .flat_map(|i| {
+            reference::matmul(
+                &a[i * d.m * d.k..(i + 1) * d.m * d.k],
+                &b[i * d.k * d.n..(i + 1) * d.k * d.n],
+                d.m,
+                d.n,
+                d.k,
+                ta,
+                tb,
+            )
+        })
+        .collect()
+}
+
+/// Analytic gradients of <C, dc> with respect to a and b (storage layouts): for each product term
+/// op(A)(i,kk)·op(B)(kk,j)·dc(i,j), written as plain loops independent of the GPU's formulas.
+fn reference_backward(d: &MatmulDims, a: &[f64], b: &[f64], dc: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = *d;
+    let (ta, tb) = flags(layout);
+    let ai = |bi: usize, i: usize, kk: usize| bi * m * k + if ta { kk * m + i } else { i * k + kk };
+    let bi_ =
+        |bi: usize, kk: usize, j: usize| bi * k * n + if tb { j * k + kk } else { kk * n + j };
+    let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+    for bi in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let g = dc[bi * m * n + i * n + j];
+                for kk in 0..k {
+                    da[ai(bi, i, kk)] += g * b[bi_(bi, kk, j)];
+                    db[bi_(bi, kk, j)] += g * a[ai(bi, i, kk)];
+                }
+            }
+        }
+    }
+    (da, db)
+}
+
+// f32 sums of k products of values in [-1, 1]: rounding error grows about like sqrt(k)·ε·k in the
+// worst case; 2e-6·k bounds it for the sizes here with margin, and is 100x tighter than any
+// indexing mistake would produce.
+fn atol(k: usize) -> f64 {
+    2e-6 * (k as f64).max(1.0)
+}
+
+const AWKWARD: [usize; 6] = [1, 7, 17, 33, 65, 129];
+
+#[test]
+fn forward_matches_f64_reference_in_every_layout_on_awkward_shapes() {
+    let mut rng = Rng::new(1);
+    let layouts = [Layout::NN, Layout::NT, Layout::TN];
+    let mut cases = vec![];
+    for (i, &m) in AWKWARD.iter().enumerate() {
+        // every size in every role, without the full cube
+        let n = AWKWARD[(i + 2) % AWKWARD.len()];
+        let k = AWKWARD[(i + 4) % AWKWARD.len()];
+        cases.push((1, m, n, k));
+    }
+    cases.extend([(3, 7, 17, 33), (2, 1, 1, 1), (5, 33, 7, 65)]);
+    for &(batch, m, n, k) in &cases {
+        for layout in layouts {
+            let d = MatmulDims::batched(batch, m, n, k, layout);
+            let (sa, sb) = shapes(&d);
+            let a = rand_vec(&mut rng, batch * m * k);
+            let b = rand_vec(&mut rng, batch * k * n);
+            let bias = rand_vec(&mut rng, n);
+            let (ta, tb, tbias) = (
+                upload("a", &sa, &a),
+                upload("b", &sb, &b),
+                upload("bias", &[n], &bias),
+            );
+            let c = zeros("c", &[batch, m, n]);
+            let want = reference_matmul(&d, &to64(&a), &to64(&b));
+            let what = format!("{layout:?} batch {batch} m {m} n {n} k {k}");
+
+            matmul(gpu(), d, &ta, &tb, None, &c, false);
+            assert_close(&what, &read(&c), &want, atol(k), 0.0);
+
+            matmul(gpu(), d, &ta, &tb, Some(&tbias), &c, false);
+            let with_bias: Vec<f64> = want
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w + bias[i % n] as f64)
+                .collect();
+            assert_close(
+                &format!("{what} + bias"),
+                &read(&c),
+                &with_bias,
+                atol(k),
+                0.0,
+            );
+
+            matmul(gpu(), d, &ta, &tb, None, &c, true);
+            let twice: Vec<f64> = with_bias.iter().zip(&want).map(|(x, y)| x + y).collect();
+            assert_close(
+                &format!("{what} accumulate"),
+                &read(&c),
+                &twice,
+                atol(k),
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_matches_reference_and_reference_matches_finite_differences() {
+    let mut rng = Rng::new(2);
+    for layout in [Layout::NN, Layout::NT, Layout::TN] {
+        for &(batch, m, n, k) in &[(1, 7, 17, 33), (2, 17, 1, 7), (1, 65, 33, 17)] {
+            let d = MatmulDims::batched(batch, m, n, k, layout);
+            let (sa, sb) = shapes(&d);
+            let a = rand_vec(&mut rng, batch * m * k);
+            let b = rand_vec(&mut rng, batch * k * n);
+            let dc = rand_vec(&mut rng, batch * m * n);
+            let (a64, b64, dc64) = (to64(&a), to64(&b), to64(&dc));
+
+            // Reference gradients by finite differences of <C(a, b), dc>, exact for a bilinear map.
+            let f_a = |x: &[f64]| dot(&reference_matmul(&d, x, &b64), &dc64);
+            let f_b = |x: &[f64]| dot(&reference_matmul(&d, &a64, x), &dc64);
+            let da_fd = finite_diff(&a64, 1e-3, f_a);
+            let db_fd = finite_diff(&b64, 1e-3, f_b);
+            let (da_ref, db_ref) = reference_backward(&d, &a64, &b64, &dc64);
+            assert_close64(
+                "reference da vs finite differences",
+                &da_ref,
+                &da_fd,
+                1e-8,
+                1e-8,
+            );
+            assert_close64(
+                "reference db vs finite differences",
+                &db_ref,
+                &db_fd,
+                1e-8,
+                1e-8,
+            );
+            let dbias_ref: Vec<f64> = (0..n)
+                .map(|j| (0..batch * m).map(|r| dc64[r * n + j]).sum())
+                .collect();
+
+            let (ta, tb, tdc) = (
+                upload("a", &sa, &a),
+                upload("b", &sb, &b),
+                upload("dc", &[batch, m, n], &dc),
+            );
+            let (da, db, dbias) = (zeros("da", &sa), zeros("db", &sb), zeros("dbias", &[n]));
+            matmul_backward(
+                gpu(),
+                d,
+                &ta,
+                &tb,
+                &tdc,
+                Some(&da),
+                Some(&db),
+                Some(&dbias),
+                false,
+            );
+            let what = format!("{layout:?} batch {batch} m {m} n {n} k {k}");
+            assert_close(
+                &format!("{what} da"),
+                &read(&da),
+                &da_ref,
+                atol(n) + 1e-7,
+                1e-6,
+            );
+            assert_close(
+                &format!("{what} db"),
+                &read(&db),
+                &db_ref,
+                atol(batch * m) + 1e-7,
+                1e-6,
+            );
+            assert_close(
+                &format!("{what} dbias"),
+                &read(&dbias),
+                &dbias_ref,
+                atol(batch * m),
+                0.0,
+            );
+
+            // accumulate adds to what is there
+            matmul_backward(
+                gpu(),
+                d,
+                &ta,
+                &tb,
+                &tdc,
+                Some(&da),
+                None,
+                Some(&dbias),
+                true,
+            );
+            let da2: Vec<f64> = da_ref.iter().map(|x| 2.0 * x).collect();
+            let dbias2: Vec<f64> = dbias_ref.iter().map(|x| 2.0 * x).collect();
+            assert_close(
+                &format!("{what} da accumulated"),
+                &read(&da),
+                &da2,
+                2.0 * atol(n) + 1e-7,
+                1e-6,
+            );
+            assert_close(
+                &format!("{what} dbias accumulated"),
+                &read(&dbias),
+                &dbias2,
+                2.0 * atol(batch * m),
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_is_deterministic() {
+    let mut rng = Rng::new(3);
+    let d = MatmulDims::new(65, 129, 33, Layout::NT);
+    let (sa, sb) = shapes(&d);
+    let a = upload("a", &sa, &rand_vec(&mut rng, 65 * 33));
+    let b = upload("b", &sb, &rand_vec(&mut rng, 129 * 33));
+    let (c1, c2) = (zeros("c1", &[65, 129]), zeros("c2", &[65, 129]));
+    matmul(gpu(), d, &a, &b, None, &c1, false);
+    matmul(gpu(), d, &a, &b, None, &c2, false);
+    let (r1, r2) = (read(&c1), read(&c2));
+    assert!(r1.iter().zip(&r2).all(|(x, y)| x.to_bits() == y.to_bits()));
+}

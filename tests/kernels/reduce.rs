@@ -1,0 +1,125 @@
+use crate::common::*;
+use wgtrain::ops::reduce::{colsum, reduce, reduce_backward, Reduction};
+use wgtrain::rng::Rng;
+
+#[test]
+fn sum_and_sum_of_squares_match_reference() {
+    let mut rng = Rng::new(60);
+    for n in [1, 7, 256, 1000, 1025, 300_001] {
+        let x = rand_vec(&mut rng, n);
+        let tx = upload("x", &[n], &x);
+        let out = zeros("out", &[3]);
+        reduce(gpu(), &tx, Reduction::Sum, &out, 0, false).unwrap();
+        reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 1, false).unwrap();
+        // accumulate: a global norm over two tensors
+        reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 2, false).unwrap();
+        reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 2, true).unwrap();
+        let s: f64 = x.iter().map(|&v| v as f64).sum();
+        let q: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        // a tree of f32 additions: error about log2(n)·ε·Σ|x|
+        let tol = 1e-6 * (n as f64).sqrt().max(1.0);
+        assert_close(&format!("n {n}"), &read(&out), &[s, q, 2.0 * q], tol, 1e-6);
+    }
+}
+
+#[test]
+fn non_finite_values_are_counted() {
+    let mut x = vec![1.0f32; 5000];
+    x[17] = f32::NAN;
+    x[4000] = f32::INFINITY;
+    x[4999] = f32::NEG_INFINITY;
+    let out = zeros("out", &[1]);
+    reduce(
+        gpu(),
+        &upload("x", &[5000], &x),
+        Reduction::NonFinite,
+        &out,
+        0,
+        false,
+    )
+    .unwrap();
+    assert_eq!(read(&out), vec![3.0]);
+    reduce(
+        gpu(),
+        &upload("ok", &[7], &[f32::MAX; 7]),
+        Reduction::NonFinite,
+        &out,
+        0,
+        false,
+    )
+    .unwrap();
+    assert_eq!(read(&out), vec![0.0]);
+}
+
+#[test]
+fn backward_of_sum_and_sum_of_squares() {
+    let mut rng = Rng::new(61);
+    let n = 1001;
+    let x = rand_vec(&mut rng, n);
+    let x64 = to64(&x);
+    let (tx, dy, dx) = (
+        upload("x", &[n], &x),
+        upload("dy", &[1], &[0.75]),
+        zeros("dx", &[n]),
+    );
+    for (mode, f) in [
+        (
+            Reduction::Sum,
+            (|v: &[f64]| v.iter().sum::<f64>()) as fn(&[f64]) -> f64,
+        ),
+        (Reduction::SumOfSquares, |v: &[f64]| {
+            v.iter().map(|a| a * a).sum::<f64>()
+        }),
+    ] {
+        let fd: Vec<f64> = finite_diff(&x64, 1e-6, f)
+            .iter()
+            .map(|g| 0.75 * g)
+            .collect();
+        let analytic: Vec<f64> = match mode {
+            Reduction::Sum => vec![0.75; n],
+            _ => x64.iter().map(|v| 2.0 * v * 0.75).collect(),
+        };
+        assert_close64(
+            &format!("{mode:?} reference vs fd"),
+            &analytic,
+            &fd,
+            1e-7,
+            1e-6,
+        );
+        reduce_backward(gpu(), &tx, mode, &dy, &dx);
+        assert_close(
+            &format!("{mode:?} backward"),
+            &read(&dx),
+            &analytic,
+            0.0,
+            1e-7,
+        );
+    }
+}
+
+#[test]
+fn colsum_is_the_bias_gradient() {
+    let mut rng = Rng::new(62);
+    for &(rows, cols) in &[(1, 1), (7, 33), (129, 17), (1000, 3)] {
+        let x = rand_vec(&mut rng, rows * cols);
+        let want: Vec<f64> = (0..cols)
+            .map(|c| (0..rows).map(|r| x[r * cols + c] as f64).sum())
+            .collect();
+        let out = zeros("out", &[cols]);
+        colsum(
+            gpu(),
+            &upload("x", &[rows, cols], &x),
+            rows,
+            cols,
+            &out,
+            false,
+        );
+        assert_close(
+            &format!("{rows}x{cols}"),
+            &read(&out),
+            &want,
+            1e-6 * rows as f64,
+            0.0,
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Float64 CPU references: each kernel's forward and its analytic backward, written plainly.
+
+/// C (M, N) = op(A)·op(B) for one batch, with op given by the storage layout flags.
+/// a is (M, K) or, when ta, (K, M); b is (K, N) or, when tb, (N, K).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0;
+            for kk in 0..k {
+                let av = if ta { a[kk * m + i] } else { a[i * k + kk] };
+                let bv = if tb { b[j * k + kk] } else { b[kk * n + j] };
+                s += av * bv;
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+pub fn relu(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|&v| v.max(0.0)).collect()
+}
+
+pub fn relu_backward(x: &[f64], dout: &[f64]) -> Vec<f64> {
+    x.iter()
+        .zip(dout)
+        .map(|(&v, &d)| if v > 0.0 { d } else { 0.0 })
+        .collect()
+}
+
+const GELU_S: f64 = 0.797_884_560_802_865_4; // sqrt(2/pi)
+const GELU_C: f64 = 0.044715;
+
+pub fn gelu(x: &[f64]) -> Vec<f64> {
+    x.iter()
+        .map(|&v| 0.5 * v * (1.0 + (GELU_S * (v + GELU_C * v * v * v)).tanh()))
+        .collect()
+}
+
+pub fn gelu_backward(x: &[f64], dout: &[f64]) -> Vec<f64> {
+    x.iter()
+        .zip(dout)
+        .map(|(&v, &d)| {
+            let t = (GELU_S * (v + GELU_C * v * v * v)).tanh();
+            let du = GELU_S * (1.0 + 3.0 * GELU_C * v * v);
+            d * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du)
+        })
+        .collect()
+}
+
+/// Per-row losses and dlogits (scaled by grad_scale); a target ≥ V is padding.
+pub fn softmax_xent(
+    logits: &[f64],
+    targets: &[u32],
+    v: usize,
+    grad_scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let rows = targets.len();
+    let mut losses = vec![0.0; rows];
+    let mut dlogits = vec![0.0; rows * v];
+    for r in 0..rows {
+        let t = targets[r] as usize;
+        if t >= v {
+            continue;
+        }
+        let row = &logits[r * v..(r + 1) * v];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = row.iter().map(|&x| (x - m).exp()).sum();
+        losses[r] = z.ln() + m - row[t];
+        for j in 0..v {
+            let p = (row[j] - m).exp() / z;
+            dlogits[r * v + j] = grad_scale * (p - if j == t { 1.0 } else { 0.0 });
+        }
+    }
+    (losses, dlogits)
+}
+
+pub struct LayerNormOut {
+    pub out: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub rstd: Vec<f64>,
+}
+
+pub fn layernorm(
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> LayerNormOut {
+    let mut out = vec![0.0; rows * cols];
+    let (mut mean, mut rstd) = (vec![0.0; rows], vec![0.0; rows]);
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let mu = row.iter().sum::<f64>() / cols as f64;
+        let var = row.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / cols as f64;
+        let rs = 1.0 / (var + eps).sqrt();
+        for c in 0..cols {
+            out[r * cols + c] = (row[c] - mu) * rs * w[c] + b[c];
+        }
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+    LayerNormOut { out, mean, rstd }
+}
+
+/// (dx, dw, db)
+pub fn layernorm_backward(
+    dout: &[f64],
+    x: &[f64],
+    w: &[f64],
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let fwd = layernorm(x, w, &vec![0.0; cols], rows, cols, eps);
+    let mut dx = vec![0.0; rows * cols];
+    let (mut dw, mut db) = (vec![0.0; cols], vec![0.0; cols]);
+    let n = cols as f64;
+    for r in 0..rows {
+        let (mu, rs) = (fwd.mean[r], fwd.rstd[r]);
+        let xhat: Vec<f64> = (0..cols).map(|c| (x[r * cols + c] - mu) * rs).collect();
+        let g: Vec<f64> = (0..cols).map(|c| dout[r * cols + c] * w[c]).collect();
+        let mean_g = g.iter().sum::<f64>() / n;
+        let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n;
+        for c in 0..cols {
+            dx[r * cols + c] = rs * (g[c] - mean_g - xhat[c] * mean_gx);
+            dw[c] += dout[r * cols + c] * xhat[c];
+            db[c] += dout[r * cols + c];
+        }
+    }
+    (dx, dw, db)
+}
+
+pub fn embedding(idx: &[u32], table: &[f64], cols: usize) -> Vec<f64> {
+    idx.iter()
+        .flat_map(|&v| table[v as usize * cols..(v as usize + 1) * cols].to_vec())
+        .collect()
+}
+
+pub fn embedding_backward(idx: &[u32], dout: &[f64], vocab: usize, cols: usize) -> Vec<f64> {
+    let mut d = vec![0.0; vocab * cols];
+    for (r, &v) in idx.iter().enumerate() {
+        for c in 0..cols {
+            d[v as usize * cols + c] += dout[r * cols + c];
+        }
+    }
+    d
+}
+
+/// Causal self-attention over qkv (B, T, 3C): returns (out (B, T, C), att (B, NH, T, T)).
+pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>) {
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f64).sqrt();
+    let at = |bi: usize, ti: usize, part: usize, h: usize, d: usize| {
+        qkv[(bi * t + ti) * 3 * c + part * c + h * hs + d]
+    };
+    let mut out = vec![0.0; b * t * c];
+    let mut att = vec![0.0; b * nh * t * t];
+    for bi in 0..b {
+        for h in 0..nh {
+            for t1 in 0..t {
+                let scores: Vec<f64> = (0..=t1)
+                    .map(|t2| {
+                        (0..hs)
+                            .map(|d| at(bi, t1, 0, h, d) * at(bi, t2, 1, h, d))
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                let row = ((bi * nh + h) * t + t1) * t;
+                for (t2, s) in scores.iter().enumerate() {
+                    att[row + t2] = (s - m).exp() / z;
+                }
+                for d in 0..hs {
+                    out[(bi * t + t1) * c + h * hs + d] =
+                        (0..=t1).map(|t2| att[row + t2] * at(bi, t2, 2, h, d)).sum();
+                }
+            }
+        }
+    }
+    (out, att)
+}
+
+/// dqkv (B, T, 3C) given dout (B, T, C).
+pub fn attention_backward(
+    qkv: &[f64],
+    dout: &[f64],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<f64> {
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f64).sqrt();
+    let (_, att) = attention(qkv, b, t, c, nh);
+    let idx = |bi: usize, ti: usize, part: usize, h: usize, d: usize| {
+        (bi * t + ti) * 3 * c + part * c + h * hs + d
+    };
+    let mut dqkv = vec![0.0; b * t * 3 * c];
+    for bi in 0..b {
+        for h in 0..nh {
+            for t1 in 0..t {
+                let row = ((bi * nh + h) * t + t1) * t;
+                let dout_t = |d: usize| dout[(bi * t + t1) * c + h * hs + d];
+                // out_t = Σ att[t1,t2] v_t2
+                let datt: Vec<f64> = (0..=t1)
+                    .map(|t2| (0..hs).map(|d| dout_t(d) * qkv[idx(bi, t2, 2, h, d)]).sum())
+                    .collect();
+                for t2 in 0..=t1 {
+                    for d in 0..hs {
+                        dqkv[idx(bi, t2, 2, h, d)] += att[row + t2] * dout_t(d);
+                    }
+                }
+                // softmax backward
+                let s: f64 = (0..=t1).map(|t2| att[row + t2] * datt[t2]).sum();
+                for t2 in 0..=t1 {
+                    let dpre = att[row + t2] * (datt[t2] - s) * scale;
+                    for d in 0..hs {
+                        dqkv[idx(bi, t1, 0, h, d)] += dpre * qkv[idx(bi, t2, 1, h, d)];
+                        dqkv[idx(bi, t2, 1, h, d)] += dpre * qkv[idx(bi, t1, 0, h, d)];
+                    }
+                }
+            }
+        }
+    }
+    dqkv
+}
