@@ -48,6 +48,15 @@ pub enum Error {
         size: u64,
     },
 
+    #[error("{0}")]
+    Config(String),
+
+    #[error("{0}")]
+    Data(String),
+
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
     #[error("GPU readback failed: {0}")]
     Readback(String),
 

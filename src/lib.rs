@@ -2,9 +2,12 @@
 //! through wgpu, so the same code trains on Vulkan, Metal, DX12 and GL, and headless on Mesa's
 //! lavapipe. See ARCHITECTURE.md for the layers.
 
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 

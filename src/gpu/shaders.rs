@@ -10,10 +10,11 @@ pub enum Shader {
     Embedding,
     Attention,
     Reduce,
+    AdamW,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Matmul,
         Shader::Elementwise,
         Shader::SoftmaxXent,
@@ -21,6 +22,7 @@ impl Shader {
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
+        Shader::AdamW,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Shader {
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
+            Shader::AdamW => "optim/adamw",
         }
     }
 
@@ -44,6 +47,7 @@ impl Shader {
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::AdamW => include_str!("../../shaders/optim/adamw.wgsl"),
         }
     }
 }
@@ -73,22 +77,27 @@ mod tests {
     /// Parses and validates every shader with naga; needs no GPU.
     #[test]
     fn every_shader_parses_and_validates() {
-        let shaders_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-        let on_disk = std::fs::read_dir(&shaders_dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "wgsl")
-            })
-            .count();
-        assert_eq!(
-            on_disk,
-            Shader::ALL.len(),
-            "every shaders/*.wgsl is embedded"
-        );
+        fn wgsl_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    wgsl_files(&path, out);
+                } else if path.extension().is_some_and(|x| x == "wgsl") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let mut on_disk = vec![];
+        wgsl_files(&root, &mut on_disk);
+        for file in &on_disk {
+            let name = file.strip_prefix(&root).unwrap().with_extension("");
+            assert!(
+                Shader::ALL.iter().any(|s| std::path::Path::new(s.name()) == name),
+                "{} is not embedded in Shader",
+                file.display()
+            );
+        }
         for shader in Shader::ALL {
             let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
                 panic!(

@@ -1,0 +1,46 @@
+// AdamW (Loshchilov & Hutter), one fused step over a flat parameter tensor, with global-norm
+// gradient clipping folded in:
+//   g  = grad · clip,  clip = min(1, max_norm / (sqrt(Σ all grads²) + 1e-6))   (max_norm > 0)
+//   m  = β1·m + (1−β1)·g;   v = β2·v + (1−β2)·g²
+//   p −= lr · ( (m / bc1) / (sqrt(v / bc2) + eps) + weight_decay · p )
+// with bc1 = 1−β1^t, bc2 = 1−β2^t computed on the host. Weight decay is decoupled from the
+// gradient; the host passes 0 for tensors that do not decay.
+
+struct Params {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    max_norm: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;  // (1): Σ over every gradient
+@group(0) @binding(3) var<storage, read_write> param: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v: array<f32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(256)
+fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.n) { return; }
+    var clip = 1.0;
+    if (p.max_norm > 0.0) {
+        clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6));
+    }
+    let g = grad[i] * clip;
+    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    let update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    param[i] = param[i] - p.lr * (update + p.weight_decay * param[i]);
+}

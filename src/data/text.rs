@@ -1,0 +1,57 @@
+//! Any file as bytes (vocabulary 256): the first 90 % trains, the last 10 % validates; batches are
+//! random windows of block_size + 1 bytes.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use std::path::Path;
+
+pub struct Text {
+    pub train: Vec<u8>,
+    pub val: Vec<u8>,
+}
+
+impl Text {
+    pub fn load(path: &Path) -> Result<Text> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> std::result::Result<Text, String> {
+        if bytes.is_empty() {
+            return Err("the file is empty".into());
+        }
+        let split = bytes.len() * 9 / 10;
+        Ok(Text {
+            val: bytes[split..].to_vec(),
+            train: bytes[..split].to_vec(),
+        })
+    }
+
+    /// Checks that windows of block_size + 1 fit in the training text.
+    pub fn check_block_size(&self, block_size: usize) -> Result<()> {
+        if self.train.len() < block_size + 1 {
+            return Err(Error::Data(format!(
+                "the text's training part has {} bytes, fewer than block_size + 1 = {}; use a \
+                 smaller block_size or a longer text",
+                self.train.len(),
+                block_size + 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// (inputs, targets), each (B, T): random windows of `source`.
+    pub fn batch(source: &[u8], batch: usize, t: usize, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
+        assert!(source.len() > t, "a window of {} bytes in a text of {}", t + 1, source.len());
+        let (mut x, mut y) = (Vec::with_capacity(batch * t), Vec::with_capacity(batch * t));
+        for _ in 0..batch {
+            let start = rng.below((source.len() - t) as u64) as usize;
+            x.extend(source[start..start + t].iter().map(|&b| b as u32));
+            y.extend(source[start + 1..start + t + 1].iter().map(|&b| b as u32));
+        }
+        (x, y)
+    }
+}

@@ -1,0 +1,66 @@
+//! Causal multi-head self-attention: qkv projection, attention, output projection.
+
+use super::linear::Linear;
+use super::{activation, Param};
+use crate::error::Result;
+use crate::gpu::{Category, Gpu};
+use crate::ops::attention::{attention_backward, attention_forward};
+use crate::rng::Rng;
+use crate::tensor::{DType, Tensor};
+
+pub struct CausalSelfAttention {
+    /// C → 3C, packed q | k | v
+    pub qkv: Linear,
+    /// C → C
+    pub proj: Linear,
+    pub n_head: usize,
+}
+
+pub struct AttentionCache {
+    /// (B, T, 3C)
+    pub qkv: Tensor,
+    /// (B, NH, T, T) softmax probabilities
+    pub att: Tensor,
+    /// (B, T, C) attention output before the projection
+    pub y: Tensor,
+}
+
+impl CausalSelfAttention {
+    pub fn new(gpu: &Gpu, name: &str, c: usize, n_head: usize, std: f32, proj_std: f32, rng: &mut Rng) -> Result<Self> {
+        Ok(CausalSelfAttention {
+            qkv: Linear::new(gpu, &format!("{name}.c_attn"), c, 3 * c, true, std, rng)?,
+            proj: Linear::new(gpu, &format!("{name}.c_proj"), c, c, true, proj_std, rng)?,
+            n_head,
+        })
+    }
+
+    /// x (B, T, C) → (B, T, C)
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
+        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let qkv = activation(gpu, "attn.qkv", &[b, t, 3 * c])?;
+        self.qkv.forward(gpu, x, &qkv);
+        let att = activation(gpu, "attn.att", &[b, self.n_head, t, t])?;
+        let y = activation(gpu, "attn.y", &[b, t, c])?;
+        attention_forward(gpu, &qkv, self.n_head, &att, &y);
+        let out = activation(gpu, "attn.out", &[b, t, c])?;
+        self.proj.forward(gpu, &y, &out);
+        Ok((out, AttentionCache { qkv, att, y }))
+    }
+
+    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: &AttentionCache, dout: &Tensor) -> Result<Tensor> {
+        let dy = activation(gpu, "attn.dy", cache.y.shape())?;
+        self.proj.backward(gpu, &cache.y, dout, Some(&dy));
+        let dpre = Tensor::empty(gpu, "attn.dpre", cache.att.shape(), DType::F32, Category::Workspace)?;
+        let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
+        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv);
+        let dx = activation(gpu, "attn.dx", x.shape())?;
+        self.qkv.backward(gpu, x, &dqkv, Some(&dx));
+        Ok(dx)
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = self.qkv.params();
+        p.extend(self.proj.params());
+        p
+    }
+}

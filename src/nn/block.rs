@@ -1,0 +1,116 @@
+//! The GPT-2 transformer block (pre-LayerNorm, residual):
+//!   x_mid = x + attn(ln1(x));   y = x_mid + mlp(ln2(x_mid)),   mlp = proj(gelu(fc(·)))
+//! Input and output are both (B, T, C): the uniform shape later issues cut the model at.
+
+use super::attention::{AttentionCache, CausalSelfAttention};
+use super::layernorm::{LayerNorm, LayerNormCache};
+use super::linear::Linear;
+use super::{activation, Param};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::ops::elementwise::{accumulate, add, gelu_backward, gelu_forward};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+pub struct Block {
+    pub ln1: LayerNorm,
+    pub attn: CausalSelfAttention,
+    pub ln2: LayerNorm,
+    /// C → 4C
+    pub fc: Linear,
+    /// 4C → C
+    pub fc_proj: Linear,
+}
+
+/// Everything the backward reads, apart from the block input.
+pub struct BlockCache {
+    ln1_out: Tensor,
+    ln1: LayerNormCache,
+    attn: AttentionCache,
+    /// (B, T, C) after the attention residual
+    x_mid: Tensor,
+    ln2_out: Tensor,
+    ln2: LayerNormCache,
+    /// (B, T, 4C) before GELU
+    h: Tensor,
+    /// (B, T, 4C) after GELU
+    g: Tensor,
+}
+
+impl Block {
+    /// GPT-2 init: weights Normal(0, 0.02²); the two residual output projections scaled by
+    /// 1/sqrt(2·n_layer).
+    pub fn new(gpu: &Gpu, name: &str, c: usize, n_head: usize, n_layer: usize, rng: &mut Rng) -> Result<Block> {
+        let std = 0.02;
+        let proj_std = std / (2.0 * n_layer as f32).sqrt();
+        Ok(Block {
+            ln1: LayerNorm::new(gpu, &format!("{name}.ln_1"), c)?,
+            attn: CausalSelfAttention::new(gpu, &format!("{name}.attn"), c, n_head, std, proj_std, rng)?,
+            ln2: LayerNorm::new(gpu, &format!("{name}.ln_2"), c)?,
+            fc: Linear::new(gpu, &format!("{name}.mlp.c_fc"), c, 4 * c, true, std, rng)?,
+            fc_proj: Linear::new(gpu, &format!("{name}.mlp.c_proj"), 4 * c, c, true, proj_std, rng)?,
+        })
+    }
+
+    /// x (B, T, C) → y (B, T, C)
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, BlockCache)> {
+        let shape = x.shape().to_vec();
+        let (ln1_out, ln1) = self.ln1.forward(gpu, x)?;
+        let (a, attn) = self.attn.forward(gpu, &ln1_out)?;
+        let x_mid = activation(gpu, "block.x_mid", &shape)?;
+        add(gpu, x, &a, &x_mid);
+        let (ln2_out, ln2) = self.ln2.forward(gpu, &x_mid)?;
+        let mut wide = shape.clone();
+        *wide.last_mut().unwrap() *= 4;
+        let h = activation(gpu, "block.h", &wide)?;
+        self.fc.forward(gpu, &ln2_out, &h);
+        let g = activation(gpu, "block.g", &wide)?;
+        gelu_forward(gpu, &h, &g);
+        let m = activation(gpu, "block.mlp_out", &shape)?;
+        self.fc_proj.forward(gpu, &g, &m);
+        let y = activation(gpu, "block.y", &shape)?;
+        add(gpu, &x_mid, &m, &y);
+        Ok((
+            y,
+            BlockCache {
+                ln1_out,
+                ln1,
+                attn,
+                x_mid,
+                ln2_out,
+                ln2,
+                h,
+                g,
+            },
+        ))
+    }
+
+    /// The forward in reverse. Returns dx; adds into every parameter gradient.
+    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: BlockCache, dy: &Tensor) -> Result<Tensor> {
+        // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
+        let dg = activation(gpu, "block.dg", cache.g.shape())?;
+        self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg));
+        let dh = activation(gpu, "block.dh", cache.h.shape())?;
+        gelu_backward(gpu, &cache.h, &dg, &dh);
+        drop(dg);
+        let dln2 = activation(gpu, "block.dln2", x.shape())?;
+        self.fc.backward(gpu, &cache.ln2_out, &dh, Some(&dln2));
+        drop(dh);
+        let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;
+        accumulate(gpu, dy, 1.0, &dx_mid);
+        // x_mid = x + attn(ln1(x))
+        let dln1 = self.attn.backward(gpu, &cache.ln1_out, &cache.attn, &dx_mid)?;
+        let dx = self.ln1.backward(gpu, x, &cache.ln1, &dln1)?;
+        accumulate(gpu, &dx_mid, 1.0, &dx);
+        Ok(dx)
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = self.ln1.params();
+        p.extend(self.attn.params());
+        p.extend(self.ln2.params());
+        p.extend(self.fc.params());
+        p.extend(self.fc_proj.params());
+        p
+    }
+}

@@ -1,0 +1,206 @@
+//! GPT: a decoder-only transformer as GPT-2 builds it. Token and learned position embeddings,
+//! n_layer pre-LN blocks, a final LayerNorm, and an LM head tied to the token embedding.
+
+use super::block::{Block, BlockCache};
+use super::layernorm::LayerNorm;
+use super::{activation, Param};
+use crate::error::{Error, Result};
+use crate::gpu::{Category, Gpu};
+use crate::ops::elementwise::add;
+use crate::ops::embedding::{embedding_backward, embedding_forward, EmbeddingIndex};
+use crate::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
+use crate::ops::softmax_xent::{softmax_xent, PAD};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// Context length T: positions 0 .. block_size.
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+}
+
+impl Default for GptConfig {
+    fn default() -> Self {
+        GptConfig {
+            vocab_size: 256,
+            block_size: 64,
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 64,
+        }
+    }
+}
+
+impl GptConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vocab_size == 0 || self.block_size == 0 || self.n_layer == 0 || self.n_head == 0 {
+            return Err("gpt: vocab_size, block_size, n_layer and n_head must be positive".into());
+        }
+        if self.n_embd == 0 || self.n_embd % self.n_head != 0 {
+            return Err(format!(
+                "gpt: n_embd ({}) must be a positive multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One batch of token sequences on the device: inputs (B, T) and targets (B, T), PAD where no
+/// loss is wanted.
+pub struct GptBatch {
+    pub tokens: EmbeddingIndex,
+    pub positions: EmbeddingIndex,
+    /// (B·T) u32
+    pub targets: Tensor,
+    pub batch: usize,
+    pub seq: usize,
+    /// Targets that are not PAD: the denominator of the mean loss.
+    pub n_targets: usize,
+}
+
+impl GptBatch {
+    pub fn new(gpu: &Gpu, config: &GptConfig, tokens: &[u32], targets: &[u32], batch: usize, seq: usize) -> Result<Self> {
+        assert_eq!(tokens.len(), batch * seq, "tokens for a ({batch}, {seq}) batch");
+        assert_eq!(targets.len(), batch * seq, "targets for a ({batch}, {seq}) batch");
+        if seq > config.block_size {
+            return Err(Error::Config(format!(
+                "a sequence of {seq} tokens is longer than the model's block_size {}",
+                config.block_size
+            )));
+        }
+        let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq as u32).collect();
+        Ok(GptBatch {
+            tokens: EmbeddingIndex::new(gpu, "tokens", tokens, config.vocab_size)?,
+            positions: EmbeddingIndex::new(gpu, "positions", &positions, config.block_size)?,
+            targets: Tensor::from_u32(gpu, "targets", &[batch * seq], targets, Category::Activations)?,
+            batch,
+            seq,
+            n_targets: targets.iter().filter(|&&t| t != PAD).count(),
+        })
+    }
+}
+
+pub struct Gpt {
+    pub config: GptConfig,
+    /// (V, C), also the LM head
+    pub wte: Param,
+    /// (block_size, C)
+    pub wpe: Param,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+}
+
+impl Gpt {
+    pub fn new(gpu: &Gpu, config: GptConfig, rng: &mut Rng) -> Result<Gpt> {
+        config.validate().map_err(Error::Config)?;
+        let c = config.n_embd;
+        let wte = Param::normal(gpu, "wte", &[config.vocab_size, c], 0.02, rng)?;
+        let wpe = Param::normal(gpu, "wpe", &[config.block_size, c], 0.01, rng)?;
+        let blocks = (0..config.n_layer)
+            .map(|i| Block::new(gpu, &format!("h.{i}"), c, config.n_head, config.n_layer, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::new(gpu, "ln_f", c)?;
+        Ok(Gpt {
+            config,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+        })
+    }
+
+    /// Every parameter, in a fixed order (the optimizer's and the checkpoint's).
+    pub fn params(&self) -> Vec<&Param> {
+        let mut p = vec![&self.wte, &self.wpe];
+        for b in &self.blocks {
+            p.extend(b.params());
+        }
+        p.extend(self.ln_f.params());
+        p
+    }
+
+    fn embed(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+        let shape = [batch.batch, batch.seq, self.config.n_embd];
+        let tok = activation(gpu, "tok_emb", &shape)?;
+        embedding_forward(gpu, &batch.tokens, &self.wte.value, &tok);
+        let pos = activation(gpu, "pos_emb", &shape)?;
+        embedding_forward(gpu, &batch.positions, &self.wpe.value, &pos);
+        let x = activation(gpu, "x0", &shape)?;
+        add(gpu, &tok, &pos, &x);
+        Ok(x)
+    }
+
+    fn head_dims(&self, batch: &GptBatch) -> MatmulDims {
+        // logits (B·T, V) = x (B·T, C) · wteᵀ
+        MatmulDims::new(batch.batch * batch.seq, self.config.vocab_size, self.config.n_embd, Layout::NT)
+    }
+
+    /// Logits (B, T, V) for a batch (forward only).
+    pub fn logits(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+        let mut x = self.embed(gpu, batch)?;
+        for block in &self.blocks {
+            x = block.forward(gpu, &x)?.0;
+        }
+        let (xf, _) = self.ln_f.forward(gpu, &x)?;
+        let logits = activation(gpu, "logits", &[batch.batch, batch.seq, self.config.vocab_size])?;
+        matmul(gpu, self.head_dims(batch), &xf, &self.wte.value, None, &logits, false);
+        Ok(logits)
+    }
+
+    /// Per-position losses (B·T) of a batch, forward only (PAD targets give 0).
+    pub fn losses(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+        let logits = self.logits(gpu, batch)?;
+        let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
+        softmax_xent(gpu, &logits, &batch.targets, &losses, None, 0.0)?;
+        Ok(losses)
+    }
+
+    /// Forward and backward of Σ losses · grad_scale: adds every parameter's gradient and returns
+    /// the per-position losses (B·T). All recorded; nothing is submitted.
+    pub fn forward_backward(&self, gpu: &Gpu, batch: &GptBatch, grad_scale: f32) -> Result<Tensor> {
+        let x0 = self.embed(gpu, batch)?;
+        let mut inputs: Vec<Tensor> = vec![x0];
+        let mut caches: Vec<BlockCache> = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (y, cache) = block.forward(gpu, inputs.last().unwrap())?;
+            inputs.push(y);
+            caches.push(cache);
+        }
+        let x_last = inputs.pop().unwrap();
+        let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
+        let d = self.head_dims(batch);
+        let logits = activation(gpu, "logits", &[batch.batch, batch.seq, self.config.vocab_size])?;
+        matmul(gpu, d, &xf, &self.wte.value, None, &logits, false);
+        let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
+        // dlogits overwrite logits' role; a separate buffer keeps the kernel's bindings distinct.
+        let dlogits = activation(gpu, "dlogits", logits.shape())?;
+        softmax_xent(gpu, &logits, &batch.targets, &losses, Some(&dlogits), grad_scale)?;
+        drop(logits);
+
+        // backward: the forward in reverse
+        let dxf = activation(gpu, "dxf", xf.shape())?;
+        matmul_backward(gpu, d, &xf, &self.wte.value, &dlogits, Some(&dxf), None, None, false);
+        matmul_backward(gpu, d, &xf, &self.wte.value, &dlogits, None, Some(&self.wte.grad), None, true);
+        drop(dlogits);
+        let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
+        drop(x_last);
+        for (block, cache) in self.blocks.iter().zip(caches).rev() {
+            let x = inputs.pop().unwrap();
+            dx = block.backward(gpu, &x, cache, &dx)?;
+        }
+        embedding_backward(gpu, &batch.tokens, &dx, &self.wte.grad, true);
+        embedding_backward(gpu, &batch.positions, &dx, &self.wpe.grad, true);
+        Ok(losses)
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+}

@@ -1,0 +1,66 @@
+//! LayerNorm over the last dimension, with learned gain and bias.
+
+use super::{activation, Param};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
+use crate::tensor::Tensor;
+
+pub const EPS: f32 = 1e-5;
+
+pub struct LayerNorm {
+    /// (C), initialised to 1
+    pub w: Param,
+    /// (C), initialised to 0
+    pub b: Param,
+}
+
+/// What the backward needs from the forward: the per-row statistics.
+pub struct LayerNormCache {
+    /// (R)
+    pub mean: Tensor,
+    /// (R)
+    pub rstd: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(gpu: &Gpu, name: &str, channels: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            w: Param::constant(gpu, &format!("{name}.weight"), &[channels], 1.0)?,
+            b: Param::constant(gpu, &format!("{name}.bias"), &[channels], 0.0)?,
+        })
+    }
+
+    /// x (…, C) → out of the same shape.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, LayerNormCache)> {
+        let out = activation(gpu, "ln.out", x.shape())?;
+        let cache = LayerNormCache {
+            mean: activation(gpu, "ln.mean", &[x.rows()])?,
+            rstd: activation(gpu, "ln.rstd", &[x.rows()])?,
+        };
+        layernorm_forward(gpu, x, &self.w.value, &self.b.value, EPS, &out, &cache.mean, &cache.rstd);
+        Ok((out, cache))
+    }
+
+    /// Returns dx; adds into the gain and bias gradients.
+    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: &LayerNormCache, dout: &Tensor) -> Result<Tensor> {
+        let dx = activation(gpu, "ln.dx", x.shape())?;
+        layernorm_backward(
+            gpu,
+            dout,
+            x,
+            &self.w.value,
+            &cache.mean,
+            &cache.rstd,
+            &dx,
+            &self.w.grad,
+            &self.b.grad,
+            true,
+        );
+        Ok(dx)
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        vec![&self.w, &self.b]
+    }
+}

@@ -1,0 +1,67 @@
+//! Linear layer: y = x·Wᵀ + b, with W stored (out, in) as PyTorch keeps it.
+
+use super::Param;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+pub struct Linear {
+    /// (out, in)
+    pub w: Param,
+    /// (out)
+    pub b: Option<Param>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl Linear {
+    /// Weights Normal(0, std²), bias zero.
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        std: f32,
+        rng: &mut Rng,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            w: Param::normal(gpu, &format!("{name}.weight"), &[out_features, in_features], std, rng)?,
+            b: if bias {
+                Some(Param::constant(gpu, &format!("{name}.bias"), &[out_features], 0.0)?)
+            } else {
+                None
+            },
+            in_features,
+            out_features,
+        })
+    }
+
+    fn dims(&self, x: &Tensor) -> MatmulDims {
+        let rows = x.numel() / self.in_features;
+        assert_eq!(rows * self.in_features, x.numel(), "linear {}: input {x:?}", self.w.name);
+        MatmulDims::new(rows, self.out_features, self.in_features, Layout::NT)
+    }
+
+    /// out (R, out) = x (R, in)·Wᵀ + b
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
+        let d = self.dims(x);
+        matmul(gpu, d, x, &self.w.value, self.b.as_ref().map(|b| &b.value), out, false);
+    }
+
+    /// dW += doutᵀ·x, db += Σ_rows dout, and dx = dout·W when asked.
+    pub fn backward(&self, gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: Option<&Tensor>) {
+        let d = self.dims(x);
+        if let Some(dx) = dx {
+            matmul_backward(gpu, d, x, &self.w.value, dout, Some(dx), None, None, false);
+        }
+        let db = self.b.as_ref().map(|b| &b.grad);
+        matmul_backward(gpu, d, x, &self.w.value, dout, None, Some(&self.w.grad), db, true);
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+}

@@ -1,0 +1,138 @@
+//! A multilayer perceptron classifier: Linear → activation → … → Linear → logits.
+
+use super::linear::Linear;
+use super::{activation, Param};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward, relu_forward};
+use crate::ops::softmax_xent::softmax_xent;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Gelu,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpConfig {
+    /// Input features; set from the data when 0.
+    pub inputs: usize,
+    pub hidden: Vec<usize>,
+    /// Output classes; set from the data when 0.
+    pub classes: usize,
+    pub activation: Activation,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig {
+            inputs: 0,
+            hidden: vec![128],
+            classes: 0,
+            activation: Activation::Relu,
+        }
+    }
+}
+
+pub struct Mlp {
+    pub config: MlpConfig,
+    pub layers: Vec<Linear>,
+}
+
+/// Per hidden layer: its pre-activation and activation outputs.
+struct Hidden {
+    pre: Tensor,
+    post: Tensor,
+}
+
+impl Mlp {
+    /// Weights Normal(0, 2/fan_in) (He), biases zero.
+    pub fn new(gpu: &Gpu, config: MlpConfig, rng: &mut Rng) -> Result<Mlp> {
+        if config.inputs == 0 || config.classes == 0 || config.hidden.contains(&0) {
+            return Err(Error::Config(format!(
+                "mlp: every layer needs a positive size (inputs {}, hidden {:?}, classes {})",
+                config.inputs, config.hidden, config.classes
+            )));
+        }
+        let mut sizes = vec![config.inputs];
+        sizes.extend(&config.hidden);
+        sizes.push(config.classes);
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let std = (2.0 / w[0] as f32).sqrt();
+                Linear::new(gpu, &format!("fc{i}"), w[0], w[1], true, std, rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Mlp { config, layers })
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    fn act_forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
+        match self.config.activation {
+            Activation::Relu => relu_forward(gpu, x, out),
+            Activation::Gelu => gelu_forward(gpu, x, out),
+        }
+    }
+
+    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, Vec<Hidden>)> {
+        let n = x.rows();
+        let mut hidden: Vec<Hidden> = vec![];
+        let (last, rest) = self.layers.split_last().unwrap();
+        for layer in rest {
+            let input = hidden.last().map_or(x, |h| &h.post);
+            let pre = activation(gpu, "mlp.pre", &[n, layer.out_features])?;
+            layer.forward(gpu, input, &pre);
+            let post = activation(gpu, "mlp.post", &[n, layer.out_features])?;
+            self.act_forward(gpu, &pre, &post);
+            hidden.push(Hidden { pre, post });
+        }
+        let logits = activation(gpu, "logits", &[n, last.out_features])?;
+        last.forward(gpu, hidden.last().map_or(x, |h| &h.post), &logits);
+        Ok((logits, hidden))
+    }
+
+    /// Logits (N, classes) for inputs x (N, inputs).
+    pub fn logits(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward(gpu, x)?.0)
+    }
+
+    /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
+    /// the per-sample losses (N).
+    pub fn forward_backward(&self, gpu: &Gpu, x: &Tensor, targets: &Tensor, grad_scale: f32) -> Result<Tensor> {
+        let (logits, hidden) = self.forward(gpu, x)?;
+        let losses = activation(gpu, "losses", &[x.rows()])?;
+        let mut dout = activation(gpu, "dlogits", logits.shape())?;
+        softmax_xent(gpu, &logits, targets, &losses, Some(&dout), grad_scale)?;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let input = if i == 0 { x } else { &hidden[i - 1].post };
+            if i == 0 {
+                layer.backward(gpu, input, &dout, None);
+                break;
+            }
+            let dpost = activation(gpu, "mlp.dpost", input.shape())?;
+            layer.backward(gpu, input, &dout, Some(&dpost));
+            let h = &hidden[i - 1];
+            let dpre = activation(gpu, "mlp.dpre", input.shape())?;
+            match self.config.activation {
+                Activation::Relu => relu_backward(gpu, &h.pre, &dpost, &dpre),
+                Activation::Gelu => gelu_backward(gpu, &h.pre, &dpost, &dpre),
+            }
+            dout = dpre;
+        }
+        Ok(losses)
+    }
+}
