@@ -28,6 +28,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model (default: a small GPT learning addition).
+    Train(cli::train::TrainArgs),
+    /// Generate text from a GPT checkpoint.
+    Sample(cli::sample::SampleArgs),
+    /// Evaluate a checkpoint.
+    Eval(cli::sample::EvalArgs),
 }
 
 fn main() {
@@ -45,5 +51,8 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
+        Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
+        Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
+        Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
     }
 }

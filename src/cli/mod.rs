@@ -1,1 +1,3 @@
 pub mod info;
+pub mod sample;
+pub mod train;

@@ -59,7 +59,10 @@ impl Addition {
 
     /// The answer as the model writes it (reversed, d + 1 digits).
     pub fn answer(&self, a: u64, b: u64) -> String {
-        format!("{:0w$}", a + b, w = self.digits + 1).chars().rev().collect()
+        format!("{:0w$}", a + b, w = self.digits + 1)
+            .chars()
+            .rev()
+            .collect()
     }
 
     /// Reads a model's answer (reversed digits) back as a number.
@@ -67,20 +70,32 @@ impl Addition {
         text.chars().rev().collect::<String>().parse().ok()
     }
 
-    /// A training batch: inputs (B, T) and targets (B, T) with T = seq_len − 1; targets are PAD
-    /// except where the next token is an answer digit.
+    /// A training batch of problems never held out: inputs (B, T) and targets (B, T) with
+    /// T = seq_len − 1.
     pub fn batch(&self, batch: usize, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
         let max = 10u64.pow(self.digits as u32);
-        let t = self.seq_len() - 1;
-        let (mut inputs, mut targets) = (Vec::with_capacity(batch * t), Vec::with_capacity(batch * t));
-        for _ in 0..batch {
-            let (a, b) = loop {
+        let problems: Vec<(u64, u64)> = (0..batch)
+            .map(|_| loop {
                 let p = (rng.below(max), rng.below(max));
                 if !self.test_set.contains(&p) {
                     break p;
                 }
-            };
-            let text: Vec<u32> = (self.prompt(a, b) + &self.answer(a, b)).bytes().map(u32::from).collect();
+            })
+            .collect();
+        self.encode(&problems)
+    }
+
+    /// Inputs and targets for the given problems; targets are PAD except where the next token is
+    /// an answer digit.
+    pub fn encode(&self, problems: &[(u64, u64)]) -> (Vec<u32>, Vec<u32>) {
+        let t = self.seq_len() - 1;
+        let mut inputs = Vec::with_capacity(problems.len() * t);
+        let mut targets = Vec::with_capacity(problems.len() * t);
+        for &(a, b) in problems {
+            let text: Vec<u32> = (self.prompt(a, b) + &self.answer(a, b))
+                .bytes()
+                .map(u32::from)
+                .collect();
             inputs.extend(&text[..t]);
             for (i, &tok) in text[1..].iter().enumerate() {
                 targets.push(if i + 1 >= self.prompt_len() { tok } else { PAD });
@@ -104,7 +119,9 @@ mod tests {
         assert_eq!(x.len(), 3 * 8);
         // targets: 5 PAD for the prompt's next tokens, then the 3 answer digits
         assert_eq!(y[..5], [PAD; 5]);
-        assert!(y[5..8].iter().all(|&c| (b'0' as u32..=b'9' as u32).contains(&c)));
+        assert!(y[5..8]
+            .iter()
+            .all(|&c| (b'0' as u32..=b'9' as u32).contains(&c)));
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl Digits {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| Error::Data(format!("embedded digits line {}: {e}", line_no + 1)))?;
             if values.len() != FEATURES + 1 || values[FEATURES] as usize >= CLASSES {
-                return Err(Error::Data(format!("embedded digits line {}: malformed", line_no + 1)));
+                return Err(Error::Data(format!(
+                    "embedded digits line {}: malformed",
+                    line_no + 1
+                )));
             }
             let label = values[FEATURES];
             let pixels = values[..FEATURES].iter().map(|&p| p as f32 / 16.0);
@@ -66,7 +69,10 @@ mod tests {
         for c in 0..10 {
             let tr = d.train_y.iter().filter(|&&y| y == c).count() as f64;
             let te = d.test_y.iter().filter(|&&y| y == c).count() as f64;
-            assert!((te / (tr + te) - 0.2).abs() < 0.02, "class {c}: {tr} train, {te} test");
+            assert!(
+                (te / (tr + te) - 0.2).abs() < 0.02,
+                "class {c}: {tr} train, {te} test"
+            );
         }
         assert!(d.train_x.iter().all(|&p| (0.0..=1.0).contains(&p)));
     }

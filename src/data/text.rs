@@ -45,7 +45,12 @@ impl Text {
 
     /// (inputs, targets), each (B, T): random windows of `source`.
     pub fn batch(source: &[u8], batch: usize, t: usize, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
-        assert!(source.len() > t, "a window of {} bytes in a text of {}", t + 1, source.len());
+        assert!(
+            source.len() > t,
+            "a window of {} bytes in a text of {}",
+            t + 1,
+            source.len()
+        );
         let (mut x, mut y) = (Vec::with_capacity(batch * t), Vec::with_capacity(batch * t));
         for _ in 0..batch {
             let start = rng.below((source.len() - t) as u64) as usize;

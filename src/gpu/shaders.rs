@@ -93,7 +93,9 @@ mod tests {
         for file in &on_disk {
             let name = file.strip_prefix(&root).unwrap().with_extension("");
             assert!(
-                Shader::ALL.iter().any(|s| std::path::Path::new(s.name()) == name),
+                Shader::ALL
+                    .iter()
+                    .any(|s| std::path::Path::new(s.name()) == name),
                 "{} is not embedded in Shader",
                 file.display()
             );

@@ -26,7 +26,15 @@ pub struct AttentionCache {
 }
 
 impl CausalSelfAttention {
-    pub fn new(gpu: &Gpu, name: &str, c: usize, n_head: usize, std: f32, proj_std: f32, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        c: usize,
+        n_head: usize,
+        std: f32,
+        proj_std: f32,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         Ok(CausalSelfAttention {
             qkv: Linear::new(gpu, &format!("{name}.c_attn"), c, 3 * c, true, std, rng)?,
             proj: Linear::new(gpu, &format!("{name}.c_proj"), c, c, true, proj_std, rng)?,
@@ -47,10 +55,22 @@ impl CausalSelfAttention {
         Ok((out, AttentionCache { qkv, att, y }))
     }
 
-    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: &AttentionCache, dout: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        cache: &AttentionCache,
+        dout: &Tensor,
+    ) -> Result<Tensor> {
         let dy = activation(gpu, "attn.dy", cache.y.shape())?;
         self.proj.backward(gpu, &cache.y, dout, Some(&dy));
-        let dpre = Tensor::empty(gpu, "attn.dpre", cache.att.shape(), DType::F32, Category::Workspace)?;
+        let dpre = Tensor::empty(
+            gpu,
+            "attn.dpre",
+            cache.att.shape(),
+            DType::F32,
+            Category::Workspace,
+        )?;
         let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
         attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv);
         let dx = activation(gpu, "attn.dx", x.shape())?;

@@ -40,15 +40,38 @@ pub struct BlockCache {
 impl Block {
     /// GPT-2 init: weights Normal(0, 0.02²); the two residual output projections scaled by
     /// 1/sqrt(2·n_layer).
-    pub fn new(gpu: &Gpu, name: &str, c: usize, n_head: usize, n_layer: usize, rng: &mut Rng) -> Result<Block> {
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        c: usize,
+        n_head: usize,
+        n_layer: usize,
+        rng: &mut Rng,
+    ) -> Result<Block> {
         let std = 0.02;
         let proj_std = std / (2.0 * n_layer as f32).sqrt();
         Ok(Block {
             ln1: LayerNorm::new(gpu, &format!("{name}.ln_1"), c)?,
-            attn: CausalSelfAttention::new(gpu, &format!("{name}.attn"), c, n_head, std, proj_std, rng)?,
+            attn: CausalSelfAttention::new(
+                gpu,
+                &format!("{name}.attn"),
+                c,
+                n_head,
+                std,
+                proj_std,
+                rng,
+            )?,
             ln2: LayerNorm::new(gpu, &format!("{name}.ln_2"), c)?,
             fc: Linear::new(gpu, &format!("{name}.mlp.c_fc"), c, 4 * c, true, std, rng)?,
-            fc_proj: Linear::new(gpu, &format!("{name}.mlp.c_proj"), 4 * c, c, true, proj_std, rng)?,
+            fc_proj: Linear::new(
+                gpu,
+                &format!("{name}.mlp.c_proj"),
+                4 * c,
+                c,
+                true,
+                proj_std,
+                rng,
+            )?,
         })
     }
 
@@ -86,7 +109,13 @@ impl Block {
     }
 
     /// The forward in reverse. Returns dx; adds into every parameter gradient.
-    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: BlockCache, dy: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        cache: BlockCache,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
         let dg = activation(gpu, "block.dg", cache.g.shape())?;
         self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg));
@@ -99,7 +128,9 @@ impl Block {
         let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;
         accumulate(gpu, dy, 1.0, &dx_mid);
         // x_mid = x + attn(ln1(x))
-        let dln1 = self.attn.backward(gpu, &cache.ln1_out, &cache.attn, &dx_mid)?;
+        let dln1 = self
+            .attn
+            .backward(gpu, &cache.ln1_out, &cache.attn, &dx_mid)?;
         let dx = self.ln1.backward(gpu, x, &cache.ln1, &dln1)?;
         accumulate(gpu, &dx_mid, 1.0, &dx);
         Ok(dx)

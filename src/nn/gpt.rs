@@ -66,9 +66,24 @@ pub struct GptBatch {
 }
 
 impl GptBatch {
-    pub fn new(gpu: &Gpu, config: &GptConfig, tokens: &[u32], targets: &[u32], batch: usize, seq: usize) -> Result<Self> {
-        assert_eq!(tokens.len(), batch * seq, "tokens for a ({batch}, {seq}) batch");
-        assert_eq!(targets.len(), batch * seq, "targets for a ({batch}, {seq}) batch");
+    pub fn new(
+        gpu: &Gpu,
+        config: &GptConfig,
+        tokens: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Self> {
+        assert_eq!(
+            tokens.len(),
+            batch * seq,
+            "tokens for a ({batch}, {seq}) batch"
+        );
+        assert_eq!(
+            targets.len(),
+            batch * seq,
+            "targets for a ({batch}, {seq}) batch"
+        );
         if seq > config.block_size {
             return Err(Error::Config(format!(
                 "a sequence of {seq} tokens is longer than the model's block_size {}",
@@ -79,7 +94,13 @@ impl GptBatch {
         Ok(GptBatch {
             tokens: EmbeddingIndex::new(gpu, "tokens", tokens, config.vocab_size)?,
             positions: EmbeddingIndex::new(gpu, "positions", &positions, config.block_size)?,
-            targets: Tensor::from_u32(gpu, "targets", &[batch * seq], targets, Category::Activations)?,
+            targets: Tensor::from_u32(
+                gpu,
+                "targets",
+                &[batch * seq],
+                targets,
+                Category::Activations,
+            )?,
             batch,
             seq,
             n_targets: targets.iter().filter(|&&t| t != PAD).count(),
@@ -104,7 +125,16 @@ impl Gpt {
         let wte = Param::normal(gpu, "wte", &[config.vocab_size, c], 0.02, rng)?;
         let wpe = Param::normal(gpu, "wpe", &[config.block_size, c], 0.01, rng)?;
         let blocks = (0..config.n_layer)
-            .map(|i| Block::new(gpu, &format!("h.{i}"), c, config.n_head, config.n_layer, rng))
+            .map(|i| {
+                Block::new(
+                    gpu,
+                    &format!("h.{i}"),
+                    c,
+                    config.n_head,
+                    config.n_layer,
+                    rng,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(gpu, "ln_f", c)?;
         Ok(Gpt {
@@ -139,7 +169,12 @@ impl Gpt {
 
     fn head_dims(&self, batch: &GptBatch) -> MatmulDims {
         // logits (B·T, V) = x (B·T, C) · wteᵀ
-        MatmulDims::new(batch.batch * batch.seq, self.config.vocab_size, self.config.n_embd, Layout::NT)
+        MatmulDims::new(
+            batch.batch * batch.seq,
+            self.config.vocab_size,
+            self.config.n_embd,
+            Layout::NT,
+        )
     }
 
     /// Logits (B, T, V) for a batch (forward only).
@@ -149,8 +184,20 @@ impl Gpt {
             x = block.forward(gpu, &x)?.0;
         }
         let (xf, _) = self.ln_f.forward(gpu, &x)?;
-        let logits = activation(gpu, "logits", &[batch.batch, batch.seq, self.config.vocab_size])?;
-        matmul(gpu, self.head_dims(batch), &xf, &self.wte.value, None, &logits, false);
+        let logits = activation(
+            gpu,
+            "logits",
+            &[batch.batch, batch.seq, self.config.vocab_size],
+        )?;
+        matmul(
+            gpu,
+            self.head_dims(batch),
+            &xf,
+            &self.wte.value,
+            None,
+            &logits,
+            false,
+        );
         Ok(logits)
     }
 
@@ -176,18 +223,49 @@ impl Gpt {
         let x_last = inputs.pop().unwrap();
         let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
         let d = self.head_dims(batch);
-        let logits = activation(gpu, "logits", &[batch.batch, batch.seq, self.config.vocab_size])?;
+        let logits = activation(
+            gpu,
+            "logits",
+            &[batch.batch, batch.seq, self.config.vocab_size],
+        )?;
         matmul(gpu, d, &xf, &self.wte.value, None, &logits, false);
         let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
         // dlogits overwrite logits' role; a separate buffer keeps the kernel's bindings distinct.
         let dlogits = activation(gpu, "dlogits", logits.shape())?;
-        softmax_xent(gpu, &logits, &batch.targets, &losses, Some(&dlogits), grad_scale)?;
+        softmax_xent(
+            gpu,
+            &logits,
+            &batch.targets,
+            &losses,
+            Some(&dlogits),
+            grad_scale,
+        )?;
         drop(logits);
 
         // backward: the forward in reverse
         let dxf = activation(gpu, "dxf", xf.shape())?;
-        matmul_backward(gpu, d, &xf, &self.wte.value, &dlogits, Some(&dxf), None, None, false);
-        matmul_backward(gpu, d, &xf, &self.wte.value, &dlogits, None, Some(&self.wte.grad), None, true);
+        matmul_backward(
+            gpu,
+            d,
+            &xf,
+            &self.wte.value,
+            &dlogits,
+            Some(&dxf),
+            None,
+            None,
+            false,
+        );
+        matmul_backward(
+            gpu,
+            d,
+            &xf,
+            &self.wte.value,
+            &dlogits,
+            None,
+            Some(&self.wte.grad),
+            None,
+            true,
+        );
         drop(dlogits);
         let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
         drop(x_last);

@@ -38,12 +38,27 @@ impl LayerNorm {
             mean: activation(gpu, "ln.mean", &[x.rows()])?,
             rstd: activation(gpu, "ln.rstd", &[x.rows()])?,
         };
-        layernorm_forward(gpu, x, &self.w.value, &self.b.value, EPS, &out, &cache.mean, &cache.rstd);
+        layernorm_forward(
+            gpu,
+            x,
+            &self.w.value,
+            &self.b.value,
+            EPS,
+            &out,
+            &cache.mean,
+            &cache.rstd,
+        );
         Ok((out, cache))
     }
 
     /// Returns dx; adds into the gain and bias gradients.
-    pub fn backward(&self, gpu: &Gpu, x: &Tensor, cache: &LayerNormCache, dout: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        cache: &LayerNormCache,
+        dout: &Tensor,
+    ) -> Result<Tensor> {
         let dx = activation(gpu, "ln.dx", x.shape())?;
         layernorm_backward(
             gpu,

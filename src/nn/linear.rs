@@ -28,9 +28,20 @@ impl Linear {
         rng: &mut Rng,
     ) -> Result<Linear> {
         Ok(Linear {
-            w: Param::normal(gpu, &format!("{name}.weight"), &[out_features, in_features], std, rng)?,
+            w: Param::normal(
+                gpu,
+                &format!("{name}.weight"),
+                &[out_features, in_features],
+                std,
+                rng,
+            )?,
             b: if bias {
-                Some(Param::constant(gpu, &format!("{name}.bias"), &[out_features], 0.0)?)
+                Some(Param::constant(
+                    gpu,
+                    &format!("{name}.bias"),
+                    &[out_features],
+                    0.0,
+                )?)
             } else {
                 None
             },
@@ -41,14 +52,27 @@ impl Linear {
 
     fn dims(&self, x: &Tensor) -> MatmulDims {
         let rows = x.numel() / self.in_features;
-        assert_eq!(rows * self.in_features, x.numel(), "linear {}: input {x:?}", self.w.name);
+        assert_eq!(
+            rows * self.in_features,
+            x.numel(),
+            "linear {}: input {x:?}",
+            self.w.name
+        );
         MatmulDims::new(rows, self.out_features, self.in_features, Layout::NT)
     }
 
     /// out (R, out) = x (R, in)·Wᵀ + b
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
         let d = self.dims(x);
-        matmul(gpu, d, x, &self.w.value, self.b.as_ref().map(|b| &b.value), out, false);
+        matmul(
+            gpu,
+            d,
+            x,
+            &self.w.value,
+            self.b.as_ref().map(|b| &b.value),
+            out,
+            false,
+        );
     }
 
     /// dW += doutᵀ·x, db += Σ_rows dout, and dx = dout·W when asked.
@@ -58,7 +82,17 @@ impl Linear {
             matmul_backward(gpu, d, x, &self.w.value, dout, Some(dx), None, None, false);
         }
         let db = self.b.as_ref().map(|b| &b.grad);
-        matmul_backward(gpu, d, x, &self.w.value, dout, None, Some(&self.w.grad), db, true);
+        matmul_backward(
+            gpu,
+            d,
+            x,
+            &self.w.value,
+            dout,
+            None,
+            Some(&self.w.grad),
+            db,
+            true,
+        );
     }
 
     pub fn params(&self) -> Vec<&Param> {

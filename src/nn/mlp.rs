@@ -112,7 +112,13 @@ impl Mlp {
 
     /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
     /// the per-sample losses (N).
-    pub fn forward_backward(&self, gpu: &Gpu, x: &Tensor, targets: &Tensor, grad_scale: f32) -> Result<Tensor> {
+    pub fn forward_backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        targets: &Tensor,
+        grad_scale: f32,
+    ) -> Result<Tensor> {
         let (logits, hidden) = self.forward(gpu, x)?;
         let losses = activation(gpu, "losses", &[x.rows()])?;
         let mut dout = activation(gpu, "dlogits", logits.shape())?;

@@ -38,7 +38,13 @@ impl Param {
     }
 
     /// Normal(0, std²) initial values.
-    pub fn normal(gpu: &Gpu, name: &str, shape: &[usize], std: f32, rng: &mut Rng) -> Result<Param> {
+    pub fn normal(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        std: f32,
+        rng: &mut Rng,
+    ) -> Result<Param> {
         let n: usize = shape.iter().product();
         let init: Vec<f32> = (0..n).map(|_| (rng.normal() * std as f64) as f32).collect();
         Self::new(gpu, name, shape, &init, true)

@@ -52,8 +52,18 @@ impl AdamW {
         for p in params {
             let shape = p.value.shape();
             moments.push((
-                Tensor::zeros(gpu, &format!("{}.adam_m", p.name), shape, Category::OptimizerState)?,
-                Tensor::zeros(gpu, &format!("{}.adam_v", p.name), shape, Category::OptimizerState)?,
+                Tensor::zeros(
+                    gpu,
+                    &format!("{}.adam_m", p.name),
+                    shape,
+                    Category::OptimizerState,
+                )?,
+                Tensor::zeros(
+                    gpu,
+                    &format!("{}.adam_v", p.name),
+                    shape,
+                    Category::OptimizerState,
+                )?,
             ));
         }
         Ok(AdamW {
@@ -67,10 +77,21 @@ impl AdamW {
     /// Records one step at learning rate `lr`: the squared global gradient norm (a fixed-order
     /// reduction over every gradient, on the GPU), then the fused update of every tensor.
     pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32) -> Result<()> {
-        assert_eq!(params.len(), self.moments.len(), "AdamW built for another parameter list");
+        assert_eq!(
+            params.len(),
+            self.moments.len(),
+            "AdamW built for another parameter list"
+        );
         let c = &self.config;
         for (i, p) in params.iter().enumerate() {
-            reduce(gpu, &p.grad, Reduction::SumOfSquares, &self.norm_sq, 0, i > 0)?;
+            reduce(
+                gpu,
+                &p.grad,
+                Reduction::SumOfSquares,
+                &self.norm_sq,
+                0,
+                i > 0,
+            )?;
         }
         self.t += 1;
         let bc1 = 1.0 - (c.beta1 as f64).powi(self.t as i32);

@@ -1,0 +1,310 @@
+//! `wgtrain train`: trains a model on embedded data or a text file.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use wgtrain::gpu::Category;
+use wgtrain::train::checkpoint::Checkpoint;
+use wgtrain::train::eval::addition_answers;
+use wgtrain::train::metrics::Metrics;
+use wgtrain::train::{Model, ModelKind, Task, TrainConfig, Trainer};
+use wgtrain::Gpu;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// JSON config (see assets/configs/); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// mlp | gpt
+    #[arg(long)]
+    model: Option<String>,
+    /// digits | addition | path to a text file
+    #[arg(long)]
+    data: Option<String>,
+    /// Total optimizer steps (a resumed run continues up to this many).
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory for checkpoints.
+    #[arg(long)]
+    out: Option<String>,
+    /// Write metrics as JSON Lines to this file.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Continue from a checkpoint (its config is the base; flags still override).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+fn parse_model(s: &str) -> Result<ModelKind> {
+    match s {
+        "mlp" => Ok(ModelKind::Mlp),
+        "gpt" => Ok(ModelKind::Gpt),
+        _ => bail!("--model must be mlp or gpt, not {s:?}"),
+    }
+}
+
+/// The config a run uses: checkpoint's, else the file's, else the preset for the model and data;
+/// then the flags.
+fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
+    let mut config = if let Some(ckpt) = ckpt {
+        TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?
+    } else if let Some(path) = &args.config {
+        TrainConfig::load(path)?
+    } else {
+        let model = args
+            .model
+            .as_deref()
+            .map(parse_model)
+            .transpose()?
+            .unwrap_or(ModelKind::Gpt);
+        let default_data = if model == ModelKind::Mlp {
+            "digits"
+        } else {
+            "addition"
+        };
+        TrainConfig::preset(model, args.data.as_deref().unwrap_or(default_data))
+    };
+    if let Some(m) = &args.model {
+        config.model = parse_model(m)?;
+    }
+    if let Some(d) = &args.data {
+        config.data = d.clone();
+    }
+    if let Some(s) = args.steps {
+        config.steps = s;
+    }
+    if let Some(b) = args.batch_size {
+        config.batch_size = b;
+    }
+    if let Some(lr) = args.lr {
+        config.lr = lr;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    if let Some(o) = &args.out {
+        config.out = Some(o.clone());
+    }
+    if let Some(m) = &args.metrics {
+        config.metrics = Some(m.clone());
+    }
+    Ok(config)
+}
+
+/// Creates the output directory and proves it writable before any training time is spent.
+fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    let probe = dir.join(".wgtrain-write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
+    by.to_json()
+}
+
+pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
+    let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let config = resolve_config(&args, ckpt.as_ref())?;
+    config.validate()?;
+    let out_dir = config.out.as_ref().map(PathBuf::from);
+    if let Some(dir) = &out_dir {
+        prepare_out_dir(dir)?;
+    }
+    let mut metrics = Metrics::create(config.metrics.as_deref().map(Path::new))?;
+
+    let started = Instant::now();
+    let gpu = Gpu::new(adapter)?;
+    let mut trainer = Trainer::new(&gpu, config)?;
+    if let Some(ckpt) = &ckpt {
+        trainer.resume(ckpt)?;
+    }
+    let c = trainer.config.clone();
+    let what = match &trainer.model {
+        Model::Gpt(g) => format!(
+            "gpt ({} layers, {} heads, d_model {}, context {})",
+            g.config.n_layer, g.config.n_head, g.config.n_embd, g.config.block_size
+        ),
+        Model::Mlp(m) => format!(
+            "mlp ({:?} hidden, {:?})",
+            m.config.hidden, m.config.activation
+        ),
+    };
+    eprintln!(
+        "wgtrain: {what}, {} parameters, data {}, on {} ({:?})",
+        trainer.model.num_params(),
+        c.data,
+        gpu.info().name,
+        gpu.info().backend
+    );
+    if let Task::Addition(a) = &trainer.task {
+        eprintln!(
+            "task: {}-digit addition, answers written least-significant digit first; {} held-out problems",
+            a.digits,
+            a.test.len()
+        );
+    }
+    eprintln!(
+        "steps {} (from {}), batch {}, lr {} (warmup {}, cosine to {}x), AdamW wd {}, clip {}",
+        c.steps,
+        trainer.step,
+        c.batch_size,
+        c.lr,
+        c.warmup_steps,
+        c.min_lr_ratio,
+        c.adamw.weight_decay,
+        c.adamw.grad_clip
+    );
+
+    let unit = if matches!(trainer.model, Model::Gpt(_)) {
+        "tokens_per_s"
+    } else {
+        "samples_per_s"
+    };
+    let bar = ProgressBar::new(c.steps);
+    bar.set_position(trainer.step);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .expect("a valid template"),
+    );
+    let plain = !std::io::stderr().is_terminal();
+    let mut interval_start = Instant::now();
+    let mut interval_steps = 0u64;
+    while trainer.step < c.steps {
+        let log = (trainer.step + 1) % c.log_every == 0 || trainer.step + 1 == c.steps;
+        let lr = c.lr_at(trainer.step);
+        let loss = trainer.train_step(log)?;
+        interval_steps += 1;
+        bar.inc(1);
+        if let Some(loss) = loss {
+            if !loss.is_finite() {
+                bail!(
+                    "the loss became {loss} at step {}; try a smaller --lr",
+                    trainer.step
+                );
+            }
+            let secs = interval_start.elapsed().as_secs_f64();
+            let ms_per_step = 1e3 * secs / interval_steps as f64;
+            let rate = (trainer.items_per_step() as u64 * interval_steps) as f64 / secs;
+            let mem = gpu.memory();
+            metrics.write(
+                "step",
+                json!({"step": trainer.step, "loss": loss, "lr": lr, "ms_per_step": ms_per_step,
+                       unit: rate, "mem_live_bytes": mem.live.total(), "mem_peak_bytes": mem.peak_total}),
+            )?;
+            let rate_unit = if unit == "tokens_per_s" {
+                "tok/s"
+            } else {
+                "samples/s"
+            };
+            bar.set_message(format!(
+                "loss {loss:.4} | {rate:.0} {rate_unit} | {ms_per_step:.1} ms/step"
+            ));
+            if plain && trainer.step % (c.log_every * 10) == 0 {
+                eprintln!(
+                    "step {:>6} | loss {loss:.4} | lr {lr:.2e} | {rate:.0} {rate_unit}",
+                    trainer.step
+                );
+            }
+            interval_start = Instant::now();
+            interval_steps = 0;
+        }
+        let at_end = trainer.step == c.steps;
+        if c.eval_every > 0 && trainer.step % c.eval_every == 0 && !at_end {
+            let r = trainer.evaluate()?;
+            metrics.write("eval", eval_json(trainer.step, &r))?;
+            let line = format!("step {:>6} | {}", trainer.step, describe(&r));
+            if plain {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            interval_start = Instant::now();
+            interval_steps = 0;
+        }
+        if let Some(dir) = &out_dir {
+            if c.checkpoint_every > 0 && trainer.step % c.checkpoint_every == 0 && !at_end {
+                trainer.save(&dir.join(CHECKPOINT_FILE))?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let r = trainer.evaluate()?;
+    metrics.write("eval", eval_json(trainer.step, &r))?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let mem = gpu.memory();
+    let mut end = eval_json(trainer.step, &r);
+    end["steps"] = trainer.step.into();
+    end["wall_s"] = wall_s.into();
+    end["mem_peak_by_category"] = mem_json(&mem.peak);
+    end["mem_peak_total"] = mem.peak_total.into();
+    metrics.write("end", end)?;
+    eprintln!(
+        "done: {} steps in {wall_s:.1} s | {}",
+        trainer.step,
+        describe(&r)
+    );
+    eprint!("peak memory by category:");
+    for cat in Category::ALL {
+        eprint!(
+            " {} {:.2} MiB,",
+            cat.name(),
+            mem.peak.get(cat) as f64 / (1 << 20) as f64
+        );
+    }
+    eprintln!(
+        " peak total {:.2} MiB",
+        mem.peak_total as f64 / (1 << 20) as f64
+    );
+    if let (Model::Gpt(g), Task::Addition(a)) = (&trainer.model, &trainer.task) {
+        let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();
+        let answers = addition_answers(&gpu, g, a, &shown)?;
+        eprintln!("held-out problems (the model's answer, read back in normal digit order):");
+        for (&(x, y), ans) in shown.iter().zip(&answers) {
+            let got = a.parse_answer(ans);
+            let mark = if got == Some(x + y) { "ok" } else { "WRONG" };
+            let got = got.map_or_else(|| format!("{ans:?}"), |v| v.to_string());
+            eprintln!(
+                "  {x:>w$} + {y:>w$} = {got:<w2$} {mark}",
+                w = a.digits,
+                w2 = a.digits + 1
+            );
+        }
+    }
+    if let Some(dir) = &out_dir {
+        let path = dir.join(CHECKPOINT_FILE);
+        trainer.save(&path)?;
+        eprintln!("checkpoint: {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn eval_json(step: u64, r: &wgtrain::train::EvalResult) -> serde_json::Value {
+    let mut v = json!({"step": step, "eval_loss": r.loss});
+    if let Some(a) = r.accuracy {
+        v["accuracy"] = a.into();
+    }
+    v
+}
+
+pub fn describe(r: &wgtrain::train::EvalResult) -> String {
+    match r.accuracy {
+        Some(a) => format!("eval loss {:.4} | accuracy {:.2} %", r.loss, 100.0 * a),
+        None => format!("eval loss {:.4}", r.loss),
+    }
+}

@@ -1,0 +1,54 @@
+//! Metrics as JSON Lines: one object per line with an "event" field ("step", "eval", "end").
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Metrics {
+    file: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl Metrics {
+    /// Writes to `path` (truncating it), or nowhere when `None`.
+    pub fn create(path: Option<&Path>) -> Result<Metrics> {
+        let file = match path {
+            None => None,
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let f = std::fs::File::create(p).map_err(|source| Error::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Some((p.to_path_buf(), std::io::BufWriter::new(f)))
+            }
+        };
+        Ok(Metrics { file })
+    }
+
+    /// Appends `{"event": event, ...fields}`.
+    pub fn write(&mut self, event: &str, fields: Value) -> Result<()> {
+        let Some((path, w)) = &mut self.file else {
+            return Ok(());
+        };
+        let mut obj = serde_json::Map::new();
+        obj.insert("event".into(), event.into());
+        if let Value::Object(f) = fields {
+            obj.extend(f);
+        }
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        writeln!(w, "{}", Value::Object(obj)).map_err(io)?;
+        w.flush().map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })
+    }
+}
