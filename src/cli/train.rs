@@ -41,7 +41,8 @@ pub struct TrainArgs {
     /// Write metrics as JSON Lines to this file.
     #[arg(long)]
     metrics: Option<String>,
-    /// Continue from a checkpoint (its config is the base; flags still override).
+    /// Continue from a checkpoint (its config is the base unless --config is given; flags still
+    /// override). The run continues up to --steps.
     #[arg(long)]
     resume: Option<PathBuf>,
 }
@@ -54,13 +55,13 @@ fn parse_model(s: &str) -> Result<ModelKind> {
     }
 }
 
-/// The config a run uses: checkpoint's, else the file's, else the preset for the model and data;
-/// then the flags.
+/// The config a run uses: the file's, else the checkpoint's, else the preset for the model and
+/// data; then the flags.
 fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
-    let mut config = if let Some(ckpt) = ckpt {
-        TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?
-    } else if let Some(path) = &args.config {
+    let mut config = if let Some(path) = &args.config {
         TrainConfig::load(path)?
+    } else if let Some(ckpt) = ckpt {
+        TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?
     } else {
         let model = args
             .model

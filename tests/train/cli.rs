@@ -1,0 +1,216 @@
+//! The command line end to end: bad input fails with a clear one-line error and a non-zero exit,
+//! never a panic, never a lost checkpoint; checkpoints feed `sample` and `eval`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("the wgtrain binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 1 with an `error:` line that contains every one of `needles`, and no panic.
+#[track_caller]
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let o = wgtrain(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?} should fail; stderr:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: ") && !l.contains("XDG_RUNTIME_DIR"));
+    let line = line.unwrap_or_else(|| panic!("{args:?}: no error line in\n{err}"));
+    for n in needles {
+        assert!(line.contains(n), "{args:?}: {n:?} not in {line:?}");
+    }
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgtrain-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const TINY_GPT: &str = r#"{"model": "gpt", "data": "addition", "steps": 2, "batch_size": 4,
+  "eval_every": 0, "addition": {"test_size": 20},
+  "gpt": {"block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16}}"#;
+
+#[test]
+fn bad_data_and_config_fail_cleanly() {
+    let dir = tmp_dir("bad");
+    fails_with(
+        &["train", "--data", "/nonexistent/text.txt", "--steps", "1"],
+        &["/nonexistent/text.txt"],
+    );
+    let empty = write(&dir.join("empty.txt"), "");
+    fails_with(&["train", "--data", &empty, "--steps", "1"], &["empty"]);
+    let short = write(&dir.join("short.txt"), "only twenty bytes!!!");
+    fails_with(
+        &["train", "--data", &short, "--steps", "1"],
+        &["block_size"],
+    );
+    let unknown = write(&dir.join("unknown.json"), r#"{"stepz": 3}"#);
+    fails_with(&["train", "--config", &unknown], &["unknown field `stepz`"]);
+    let wrong = write(&dir.join("wrong.json"), r#"{"steps": "many"}"#);
+    fails_with(&["train", "--config", &wrong], &["invalid type"]);
+    fails_with(
+        &["train", "--config", "/nonexistent/c.json"],
+        &["/nonexistent/c.json"],
+    );
+    fails_with(&["train", "--lr", "0"], &["lr"]);
+    fails_with(&["train", "--lr=-1"], &["lr"]);
+    fails_with(&["train", "--batch-size", "0"], &["batch_size"]);
+    fails_with(
+        &["--adapter", "no-such-gpu", "info"],
+        &["no adapter matches"],
+    );
+    fails_with(
+        &["sample", "--checkpoint", &empty],
+        &["not a safetensors file"],
+    );
+}
+
+#[test]
+fn an_unwritable_output_directory_fails_before_training() {
+    let dir = tmp_dir("unwritable");
+    let file = write(&dir.join("a-file"), "x");
+    let out = format!("{file}/out");
+    fails_with(
+        &["train", "--steps", "1", "--out", &out],
+        &["output directory"],
+    );
+}
+
+#[test]
+fn checkpoints_feed_sample_and_eval_and_survive_a_mismatched_resume() {
+    let dir = tmp_dir("ckpt");
+    let config = write(&dir.join("tiny.json"), TINY_GPT);
+    let out = dir.join("run");
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics",
+        dir.join("m.jsonl").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoint.safetensors");
+    let ckpt_s = ckpt.to_str().unwrap();
+    let before = std::fs::read(&ckpt).unwrap();
+
+    // metrics: step lines, eval, end
+    let metrics = std::fs::read_to_string(dir.join("m.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "step"
+        && e["tokens_per_s"].is_number()
+        && e["mem_peak_bytes"].is_number()));
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "end");
+    assert!(end["mem_peak_by_category"]["params"].as_u64().unwrap() > 0);
+    assert!(end["accuracy"].is_number());
+
+    let o = wgtrain(&[
+        "sample",
+        "--checkpoint",
+        ckpt_s,
+        "--prompt",
+        "12+34=",
+        "--tokens",
+        "3",
+        "--temperature",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("12+34="));
+    let o = wgtrain(&["eval", "--checkpoint", ckpt_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy"));
+
+    // resuming into another model shape fails and leaves the checkpoint as it was
+    let other = write(
+        &dir.join("other.json"),
+        &TINY_GPT.replace("\"n_embd\": 16", "\"n_embd\": 32"),
+    );
+    fails_with(
+        &[
+            "train",
+            "--resume",
+            ckpt_s,
+            "--config",
+            &other,
+            "--steps",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["another model shape"],
+    );
+    assert!(
+        std::fs::read(&ckpt).unwrap() == before,
+        "the good checkpoint is untouched"
+    );
+
+    // resuming into the same shape continues to --steps
+    let o = wgtrain(&[
+        "train",
+        "--resume",
+        ckpt_s,
+        "--steps",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = wgtrain::train::checkpoint::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(after.meta.step, 4);
+}
+
+#[test]
+fn info_json_lists_the_adapters() {
+    let o = wgtrain(&["info", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let adapters = v["adapters"].as_array().unwrap();
+    assert!(!adapters.is_empty());
+    assert!(adapters
+        .iter()
+        .all(|a| a["name"].is_string() && a["backend"].is_string()));
+}
+
+#[test]
+fn the_shipped_configs_parse_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let c = wgtrain::train::TrainConfig::load(&path).unwrap();
+        if c.data == "digits" || c.data == "addition" {
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}

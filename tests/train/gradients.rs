@@ -1,0 +1,376 @@
+//! Whole-model gradients of `Mlp` and `Gpt` against a float64 CPU model built from the kernel
+//! references (the end-to-end check, as llm.c's test_gpt2 does), and that CPU model's gradients
+//! against finite differences of its own loss.
+
+use crate::{gpu, reference};
+use std::collections::HashMap;
+use wgtrain::nn::gpt::GptBatch;
+use wgtrain::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, Param};
+use wgtrain::ops::softmax_xent::PAD;
+use wgtrain::rng::Rng;
+use wgtrain::{Category, Tensor};
+
+type Params = HashMap<String, Vec<f64>>;
+
+fn read_params(params: &[&Param]) -> (Params, Params) {
+    let mut values = HashMap::new();
+    let mut grads = HashMap::new();
+    for p in params {
+        let v = p.value.to_f32(gpu()).unwrap();
+        let g = p.grad.to_f32(gpu()).unwrap();
+        values.insert(p.name.clone(), v.iter().map(|&x| x as f64).collect());
+        grads.insert(p.name.clone(), g.iter().map(|&x| x as f64).collect());
+    }
+    (values, grads)
+}
+
+/// y (rows, out) = x (rows, inp) · Wᵀ + b
+fn linear(x: &[f64], w: &[f64], b: &[f64], rows: usize, inp: usize, out: usize) -> Vec<f64> {
+    let mut y = reference::matmul(x, w, rows, out, inp, false, true);
+    for r in 0..rows {
+        for j in 0..out {
+            y[r * out + j] += b[j];
+        }
+    }
+    y
+}
+
+/// (dx, dW, db) of `linear`.
+fn linear_backward(
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+    rows: usize,
+    inp: usize,
+    out: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dx = reference::matmul(dy, w, rows, inp, out, false, false);
+    let dw = reference::matmul(dy, x, out, inp, rows, true, false);
+    let db = (0..out)
+        .map(|j| (0..rows).map(|r| dy[r * out + j]).sum())
+        .collect();
+    (dx, dw, db)
+}
+
+fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+fn acc(grads: &mut Params, name: &str, g: &[f64]) {
+    let e = grads
+        .entry(name.to_string())
+        .or_insert_with(|| vec![0.0; g.len()]);
+    for (a, b) in e.iter_mut().zip(g) {
+        *a += b;
+    }
+}
+
+const EPS: f64 = 1e-5;
+
+/// The GPT's mean loss over non-PAD targets and, when asked, every parameter's gradient.
+fn gpt_reference(
+    p: &Params,
+    cfg: &GptConfig,
+    tokens: &[u32],
+    targets: &[u32],
+    b: usize,
+    t: usize,
+    want_grads: bool,
+) -> (f64, Params) {
+    let (c, v, rows) = (cfg.n_embd, cfg.vocab_size, b * t);
+    let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+    let mut x = add(
+        &reference::embedding(tokens, &p["wte"], c),
+        &reference::embedding(&positions, &p["wpe"], c),
+    );
+    struct Saved {
+        x: Vec<f64>,
+        ln1: Vec<f64>,
+        qkv: Vec<f64>,
+        y: Vec<f64>,
+        x_mid: Vec<f64>,
+        ln2: Vec<f64>,
+        h: Vec<f64>,
+        g: Vec<f64>,
+    }
+    let mut saved = vec![];
+    for l in 0..cfg.n_layer {
+        let n = |s: &str| format!("h.{l}.{s}");
+        let ln1 =
+            reference::layernorm(&x, &p[&n("ln_1.weight")], &p[&n("ln_1.bias")], rows, c, EPS).out;
+        let qkv = linear(
+            &ln1,
+            &p[&n("attn.c_attn.weight")],
+            &p[&n("attn.c_attn.bias")],
+            rows,
+            c,
+            3 * c,
+        );
+        let (y, _) = reference::attention(&qkv, b, t, c, cfg.n_head);
+        let a = linear(
+            &y,
+            &p[&n("attn.c_proj.weight")],
+            &p[&n("attn.c_proj.bias")],
+            rows,
+            c,
+            c,
+        );
+        let x_mid = add(&x, &a);
+        let ln2 = reference::layernorm(
+            &x_mid,
+            &p[&n("ln_2.weight")],
+            &p[&n("ln_2.bias")],
+            rows,
+            c,
+            EPS,
+        )
+        .out;
+        let h = linear(
+            &ln2,
+            &p[&n("mlp.c_fc.weight")],
+            &p[&n("mlp.c_fc.bias")],
+            rows,
+            c,
+            4 * c,
+        );
+        let g = reference::gelu(&h);
+        let m = linear(
+            &g,
+            &p[&n("mlp.c_proj.weight")],
+            &p[&n("mlp.c_proj.bias")],
+            rows,
+            4 * c,
+            c,
+        );
+        let out = add(&x_mid, &m);
+        saved.push(Saved {
+            x,
+            ln1,
+            qkv,
+            y,
+            x_mid,
+            ln2,
+            h,
+            g,
+        });
+        x = out;
+    }
+    let xf = reference::layernorm(&x, &p["ln_f.weight"], &p["ln_f.bias"], rows, c, EPS).out;
+    let logits = reference::matmul(&xf, &p["wte"], rows, v, c, false, true);
+    let count = targets.iter().filter(|&&t| t != PAD).count() as f64;
+    let (losses, dlogits) = reference::softmax_xent(&logits, targets, v, 1.0 / count);
+    let loss = losses.iter().sum::<f64>() / count;
+    let mut grads = Params::new();
+    if !want_grads {
+        return (loss, grads);
+    }
+    let dxf = reference::matmul(&dlogits, &p["wte"], rows, c, v, false, false);
+    acc(
+        &mut grads,
+        "wte",
+        &reference::matmul(&dlogits, &xf, v, c, rows, true, false),
+    );
+    let (mut dx, dw, db) = reference::layernorm_backward(&dxf, &x, &p["ln_f.weight"], rows, c, EPS);
+    acc(&mut grads, "ln_f.weight", &dw);
+    acc(&mut grads, "ln_f.bias", &db);
+    for l in (0..cfg.n_layer).rev() {
+        let n = |s: &str| format!("h.{l}.{s}");
+        let s = &saved[l];
+        let (dg, dw, db) = linear_backward(&s.g, &p[&n("mlp.c_proj.weight")], &dx, rows, 4 * c, c);
+        acc(&mut grads, &n("mlp.c_proj.weight"), &dw);
+        acc(&mut grads, &n("mlp.c_proj.bias"), &db);
+        let dh = reference::gelu_backward(&s.h, &dg);
+        let (dln2, dw, db) =
+            linear_backward(&s.ln2, &p[&n("mlp.c_fc.weight")], &dh, rows, c, 4 * c);
+        acc(&mut grads, &n("mlp.c_fc.weight"), &dw);
+        acc(&mut grads, &n("mlp.c_fc.bias"), &db);
+        let (dxm, dw, db) =
+            reference::layernorm_backward(&dln2, &s.x_mid, &p[&n("ln_2.weight")], rows, c, EPS);
+        acc(&mut grads, &n("ln_2.weight"), &dw);
+        acc(&mut grads, &n("ln_2.bias"), &db);
+        let dx_mid = add(&dxm, &dx);
+        let (dy, dw, db) = linear_backward(&s.y, &p[&n("attn.c_proj.weight")], &dx_mid, rows, c, c);
+        acc(&mut grads, &n("attn.c_proj.weight"), &dw);
+        acc(&mut grads, &n("attn.c_proj.bias"), &db);
+        let dqkv = reference::attention_backward(&s.qkv, &dy, b, t, c, cfg.n_head);
+        let (dln1, dw, db) =
+            linear_backward(&s.ln1, &p[&n("attn.c_attn.weight")], &dqkv, rows, c, 3 * c);
+        acc(&mut grads, &n("attn.c_attn.weight"), &dw);
+        acc(&mut grads, &n("attn.c_attn.bias"), &db);
+        let (dxl, dw, db) =
+            reference::layernorm_backward(&dln1, &s.x, &p[&n("ln_1.weight")], rows, c, EPS);
+        acc(&mut grads, &n("ln_1.weight"), &dw);
+        acc(&mut grads, &n("ln_1.bias"), &db);
+        dx = add(&dxl, &dx_mid);
+    }
+    acc(
+        &mut grads,
+        "wte",
+        &reference::embedding_backward(tokens, &dx, v, c),
+    );
+    acc(
+        &mut grads,
+        "wpe",
+        &reference::embedding_backward(&positions, &dx, cfg.block_size, c),
+    );
+    (loss, grads)
+}
+
+/// Compares every GPU gradient with the f64 one, then checks the f64 gradient against central
+/// differences of the f64 loss on a sample of coordinates of every tensor.
+fn check(gpu_grads: &Params, ref_grads: &Params, values: &Params, loss: impl Fn(&Params) -> f64) {
+    let mut rng = Rng::new(7);
+    for (name, want) in ref_grads {
+        let got = &gpu_grads[name];
+        let scale = want.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            // f32 through a whole model: 1e-3 of the tensor's largest gradient, plus a floor
+            assert!(
+                (g - w).abs() <= 1e-6 + 1e-3 * scale,
+                "{name}[{i}]: GPU {g}, f64 reference {w} (max |g| {scale})"
+            );
+        }
+        for _ in 0..6 {
+            let i = rng.below(want.len() as u64) as usize;
+            let h = 1e-5;
+            let mut p = values.clone();
+            p.get_mut(name).unwrap()[i] += h;
+            let up = loss(&p);
+            p.get_mut(name).unwrap()[i] -= 2.0 * h;
+            let down = loss(&p);
+            let fd = (up - down) / (2.0 * h);
+            assert!(
+                (fd - want[i]).abs() <= 1e-7 + 1e-5 * want[i].abs(),
+                "{name}[{i}]: analytic {}, finite difference {fd}",
+                want[i]
+            );
+        }
+    }
+    assert_eq!(
+        gpu_grads.len(),
+        ref_grads.len(),
+        "every parameter has a gradient"
+    );
+}
+
+#[test]
+fn gpt_gradients_match_a_float64_model() {
+    let cfg = GptConfig {
+        vocab_size: 11,
+        block_size: 6,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+    };
+    let mut rng = Rng::new(3);
+    let model = Gpt::new(gpu(), cfg.clone(), &mut rng).unwrap();
+    // Larger weights than GPT-2's init so every path carries signal.
+    for p in model.params() {
+        let n = p.numel();
+        let init: Vec<f32> = if p.decay {
+            rng.uniform_vec(n, -0.5, 0.5)
+        } else {
+            rng.uniform_vec(n, 0.5, 1.5)
+        };
+        p.value.write_f32(gpu(), &init);
+    }
+    let (b, t) = (2, 5);
+    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+    let mut targets: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+    targets[3] = PAD;
+    let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
+    let params = model.params();
+    zero_grads(gpu(), &params);
+    let losses = model
+        .forward_backward(gpu(), &batch, 1.0 / batch.n_targets as f32)
+        .unwrap();
+    let gpu_loss: f32 = losses.to_f32(gpu()).unwrap().iter().sum::<f32>() / batch.n_targets as f32;
+    let (values, grads) = read_params(&params);
+    let (loss, ref_grads) = gpt_reference(&values, &cfg, &tokens, &targets, b, t, true);
+    assert!(
+        (gpu_loss as f64 - loss).abs() < 1e-5 * loss.abs().max(1.0),
+        "loss: GPU {gpu_loss}, f64 {loss}"
+    );
+    check(&grads, &ref_grads, &values, |p| {
+        gpt_reference(p, &cfg, &tokens, &targets, b, t, false).0
+    });
+}
+
+#[test]
+fn mlp_gradients_match_a_float64_model() {
+    let mut rng = Rng::new(4);
+    for activation in [wgtrain::nn::Activation::Relu, wgtrain::nn::Activation::Gelu] {
+        let cfg = MlpConfig {
+            inputs: 7,
+            hidden: vec![9, 5],
+            classes: 4,
+            activation,
+        };
+        let model = Mlp::new(gpu(), cfg.clone(), &mut rng).unwrap();
+        let n = 6;
+        let x: Vec<f32> = rng.uniform_vec(n * 7, -1.0, 1.0);
+        let y: Vec<u32> = (0..n).map(|_| rng.below(4) as u32).collect();
+        let tx = Tensor::from_f32(gpu(), "x", &[n, 7], &x, Category::Activations).unwrap();
+        let ty = Tensor::from_u32(gpu(), "y", &[n], &y, Category::Activations).unwrap();
+        let params = model.params();
+        zero_grads(gpu(), &params);
+        model
+            .forward_backward(gpu(), &tx, &ty, 1.0 / n as f32)
+            .unwrap();
+        let (values, grads) = read_params(&params);
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let sizes = [7usize, 9, 5, 4];
+        let act = |h: &[f64]| match activation {
+            wgtrain::nn::Activation::Relu => reference::relu(h),
+            wgtrain::nn::Activation::Gelu => reference::gelu(h),
+        };
+        let run = |p: &Params, want_grads: bool| -> (f64, Params) {
+            let mut inputs = vec![x64.clone()];
+            let mut pres = vec![];
+            for l in 0..3 {
+                let z = linear(
+                    inputs.last().unwrap(),
+                    &p[&format!("fc{l}.weight")],
+                    &p[&format!("fc{l}.bias")],
+                    n,
+                    sizes[l],
+                    sizes[l + 1],
+                );
+                if l < 2 {
+                    inputs.push(act(&z));
+                }
+                pres.push(z);
+            }
+            let (losses, mut d) = reference::softmax_xent(&pres[2], &y, 4, 1.0 / n as f64);
+            let loss = losses.iter().sum::<f64>() / n as f64;
+            let mut grads = Params::new();
+            if want_grads {
+                for l in (0..3).rev() {
+                    let (dx, dw, db) = linear_backward(
+                        &inputs[l],
+                        &p[&format!("fc{l}.weight")],
+                        &d,
+                        n,
+                        sizes[l],
+                        sizes[l + 1],
+                    );
+                    grads.insert(format!("fc{l}.weight"), dw);
+                    grads.insert(format!("fc{l}.bias"), db);
+                    if l > 0 {
+                        d = match activation {
+                            wgtrain::nn::Activation::Relu => {
+                                reference::relu_backward(&pres[l - 1], &dx)
+                            }
+                            wgtrain::nn::Activation::Gelu => {
+                                reference::gelu_backward(&pres[l - 1], &dx)
+                            }
+                        };
+                    }
+                }
+            }
+            (loss, grads)
+        };
+        let (_, ref_grads) = run(&values, true);
+        check(&grads, &ref_grads, &values, |p| run(p, false).0);
+    }
+}
