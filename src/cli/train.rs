@@ -291,6 +291,8 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         let path = dir.join(CHECKPOINT_FILE);
         trainer.save(&path)?;
         eprintln!("checkpoint: {}", path.display());
+    } else {
+        eprintln!("(pass --out DIR to keep a checkpoint for `wgtrain sample` and `wgtrain eval`)");
     }
     Ok(())
 }
