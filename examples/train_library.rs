@@ -7,7 +7,7 @@
 use wgtrain::nn::gpt::GptBatch;
 use wgtrain::nn::{zero_grads, Gpt, GptConfig};
 use wgtrain::ops::reduce::{reduce, Reduction};
-use wgtrain::optim::{AdamW, AdamWConfig};
+use wgtrain::optim::{Optimizer, OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Gpu, Tensor};
 
@@ -22,7 +22,8 @@ fn main() -> Result<(), wgtrain::Error> {
     };
     let mut rng = Rng::new(0);
     let model = Gpt::new(&gpu, config.clone(), &mut rng)?;
-    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &model.params())?;
+    let adamw = OptimizerConfig::named(OptimizerName::Adamw);
+    let mut opt = Optimizer::new(&gpu, &adamw, 1.0, &model.params())?;
     let text = b"the quick brown fox jumps over the lazy dog. ".repeat(4);
     let loss_sum = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
 

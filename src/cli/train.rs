@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wgtrain::gpu::Category;
+use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::eval::addition_answers;
 use wgtrain::train::metrics::Metrics;
@@ -41,6 +42,11 @@ pub struct TrainArgs {
     /// Write metrics as JSON Lines to this file.
     #[arg(long)]
     metrics: Option<String>,
+    /// Optimizer: sgd | momentum | nesterov | rmsprop | adam | adamw | lion | nag-gs | adam8bit
+    /// (that method's defaults; for the digits MLP, the values tuned in
+    /// assets/configs/optimizers/NAME.json).
+    #[arg(long)]
+    optimizer: Option<String>,
     /// Continue from a checkpoint (its config is the base unless --config is given; flags still
     /// override). The run continues up to --steps.
     #[arg(long)]
@@ -78,6 +84,10 @@ fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainCo
     };
     if let Some(m) = &args.model {
         config.model = parse_model(m)?;
+    }
+    // The optimizer's tuned values first, so that --lr and the other flags still win.
+    if let Some(name) = &args.optimizer {
+        config = config.with_optimizer(OptimizerName::parse(name)?)?;
     }
     if let Some(d) = &args.data {
         config.data = d.clone();
@@ -159,16 +169,18 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
             a.test.len()
         );
     }
+    let h = trainer.optimizer.hyper;
     eprintln!(
-        "steps {} (from {}), batch {}, lr {} (warmup {}, cosine to {}x), AdamW wd {}, clip {}",
+        "steps {} (from {}), batch {}, optimizer {}, grad clip {}",
         c.steps,
         trainer.step,
-        c.batch_size,
-        c.lr,
-        c.warmup_steps,
-        c.min_lr_ratio,
-        c.adamw.weight_decay,
-        c.adamw.grad_clip
+        c.effective_batch(),
+        h.describe(),
+        c.grad_clip
+    );
+    eprintln!(
+        "schedule: {}",
+        c.schedule.describe(c.lr, c.effective_batch())
     );
 
     let unit = if matches!(trainer.model, Model::Gpt(_)) {

@@ -10,11 +10,16 @@ pub enum Shader {
     Embedding,
     Attention,
     Reduce,
-    AdamW,
+    OptimSgd,
+    OptimRmsprop,
+    OptimAdam,
+    OptimLion,
+    OptimNagGs,
+    OptimAdam8bit,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Matmul,
         Shader::Elementwise,
         Shader::SoftmaxXent,
@@ -22,7 +27,12 @@ impl Shader {
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
-        Shader::AdamW,
+        Shader::OptimSgd,
+        Shader::OptimRmsprop,
+        Shader::OptimAdam,
+        Shader::OptimLion,
+        Shader::OptimNagGs,
+        Shader::OptimAdam8bit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,7 +44,12 @@ impl Shader {
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
-            Shader::AdamW => "optim/adamw",
+            Shader::OptimSgd => "optim/sgd",
+            Shader::OptimRmsprop => "optim/rmsprop",
+            Shader::OptimAdam => "optim/adam",
+            Shader::OptimLion => "optim/lion",
+            Shader::OptimNagGs => "optim/nag_gs",
+            Shader::OptimAdam8bit => "optim/adam8bit",
         }
     }
 
@@ -47,7 +62,12 @@ impl Shader {
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
-            Shader::AdamW => include_str!("../../shaders/optim/adamw.wgsl"),
+            Shader::OptimSgd => include_str!("../../shaders/optim/sgd.wgsl"),
+            Shader::OptimRmsprop => include_str!("../../shaders/optim/rmsprop.wgsl"),
+            Shader::OptimAdam => include_str!("../../shaders/optim/adam.wgsl"),
+            Shader::OptimLion => include_str!("../../shaders/optim/lion.wgsl"),
+            Shader::OptimNagGs => include_str!("../../shaders/optim/nag_gs.wgsl"),
+            Shader::OptimAdam8bit => include_str!("../../shaders/optim/adam8bit.wgsl"),
         }
     }
 }

@@ -1,133 +1,486 @@
-//! Optimizers as fused WGSL kernels over each parameter tensor and its state.
-//! For now AdamW with global-norm gradient clipping; the rest of the optimizer set comes later.
+//! Optimizers as fused WGSL kernels (`shaders/optim/`), one dispatch per parameter tensor per
+//! step, over the parameter, its gradient and its state. Global-norm gradient clipping is folded
+//! into every kernel: the squared norm is a fixed-order reduction over every gradient on the GPU,
+//! and each kernel reads it, so clipping needs no readback.
 
-use crate::error::Result;
+pub mod quant_map;
+pub mod schedule;
+
+use crate::error::{Error, Result};
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::nn::Param;
 use crate::ops::reduce::{reduce, Reduction};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-const ADAMW_STEP: Kernel = Kernel::new(Shader::AdamW, "step");
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerName {
+    Sgd,
+    Momentum,
+    Nesterov,
+    Rmsprop,
+    Adam,
+    Adamw,
+    Lion,
+    NagGs,
+    Adam8bit,
+}
 
-/// AdamW hyper-parameters. Weight decay applies to tensors marked `decay` (matrices and
-/// embeddings), never to biases or LayerNorm gains, as in GPT-2 / nanoGPT.
+impl OptimizerName {
+    pub const ALL: [OptimizerName; 9] = [
+        OptimizerName::Sgd,
+        OptimizerName::Momentum,
+        OptimizerName::Nesterov,
+        OptimizerName::Rmsprop,
+        OptimizerName::Adam,
+        OptimizerName::Adamw,
+        OptimizerName::Lion,
+        OptimizerName::NagGs,
+        OptimizerName::Adam8bit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Momentum => "momentum",
+            OptimizerName::Nesterov => "nesterov",
+            OptimizerName::Rmsprop => "rmsprop",
+            OptimizerName::Adam => "adam",
+            OptimizerName::Adamw => "adamw",
+            OptimizerName::Lion => "lion",
+            OptimizerName::NagGs => "nag-gs",
+            OptimizerName::Adam8bit => "adam8bit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<OptimizerName> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|n| n.as_str()).collect();
+                Error::Config(format!(
+                    "unknown optimizer {s:?}; expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// The hyper-parameters this method reads (others in its config are an error).
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            OptimizerName::Sgd => &["weight_decay"],
+            OptimizerName::Momentum | OptimizerName::Nesterov => &["momentum", "weight_decay"],
+            OptimizerName::Rmsprop => &["alpha", "eps", "momentum", "centered", "weight_decay"],
+            OptimizerName::Adam | OptimizerName::Adamw | OptimizerName::Adam8bit => {
+                &["beta1", "beta2", "eps", "weight_decay"]
+            }
+            OptimizerName::Lion => &["beta1", "beta2", "weight_decay"],
+            OptimizerName::NagGs => &["mu", "gamma0"],
+        }
+    }
+}
+
+/// `"optimizer": {"name": …, …}`: any field left out takes the method's published default
+/// (see [`OptimizerConfig::resolve`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdamWConfig {
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub name: OptimizerName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
+    /// RMSProp's smoothing constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centered: Option<bool>,
+    /// NAG-GS's μ (> 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mu: Option<f32>,
+    /// NAG-GS's initial γ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma0: Option<f32>,
+}
+
+impl OptimizerConfig {
+    pub fn named(name: OptimizerName) -> Self {
+        OptimizerConfig {
+            name,
+            momentum: None,
+            beta1: None,
+            beta2: None,
+            eps: None,
+            weight_decay: None,
+            alpha: None,
+            centered: None,
+            mu: None,
+            gamma0: None,
+        }
+    }
+
+    /// Every hyper-parameter, with the published defaults filled in: torch.optim's for SGD
+    /// (momentum 0.9 where used), RMSprop (α 0.99, eps 1e-8), Adam (β 0.9, 0.999, eps 1e-8) and
+    /// AdamW (weight decay 0.01); Lion's paper (β 0.9, 0.99, λ 0); NAG-GS's (μ 1, γ0 1).
+    pub fn resolve(&self) -> Result<Hyper> {
+        let n = self.name;
+        let given = [
+            ("momentum", self.momentum.is_some()),
+            ("beta1", self.beta1.is_some()),
+            ("beta2", self.beta2.is_some()),
+            ("eps", self.eps.is_some()),
+            ("weight_decay", self.weight_decay.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("centered", self.centered.is_some()),
+            ("mu", self.mu.is_some()),
+            ("gamma0", self.gamma0.is_some()),
+        ];
+        for (field, set) in given {
+            if set && !n.fields().contains(&field) {
+                return Err(Error::Config(format!(
+                    "optimizer {} has no field {field:?} (it reads {})",
+                    n.as_str(),
+                    n.fields().join(", ")
+                )));
+            }
+        }
+        let (beta2_default, wd_default) = match n {
+            OptimizerName::Lion => (0.99, 0.0),
+            OptimizerName::Adamw => (0.999, 0.01),
+            _ => (0.999, 0.0),
+        };
+        let h = Hyper {
+            name: n,
+            momentum: self.momentum.unwrap_or(if n == OptimizerName::Rmsprop {
+                0.0
+            } else {
+                0.9
+            }),
+            beta1: self.beta1.unwrap_or(0.9),
+            beta2: self.beta2.unwrap_or(beta2_default),
+            eps: self.eps.unwrap_or(1e-8),
+            weight_decay: self.weight_decay.unwrap_or(wd_default),
+            alpha: self.alpha.unwrap_or(0.99),
+            centered: self.centered.unwrap_or(false),
+            mu: self.mu.unwrap_or(1.0),
+            gamma0: self.gamma0.unwrap_or(1.0),
+        };
+        if n == OptimizerName::NagGs && (h.mu <= 0.0 || h.mu.is_nan()) {
+            return Err(Error::Config(format!("nag-gs needs mu > 0, got {}", h.mu)));
+        }
+        if !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
+            return Err(Error::Config("optimizer betas must be in [0, 1)".into()));
+        }
+        Ok(h)
+    }
+}
+
+/// Resolved hyper-parameters (see [`OptimizerConfig::resolve`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    pub name: OptimizerName,
+    pub momentum: f32,
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// Clip the global gradient norm to this; 0 disables clipping.
-    pub grad_clip: f32,
+    pub alpha: f32,
+    pub centered: bool,
+    pub mu: f32,
+    pub gamma0: f32,
 }
 
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-        }
+impl Hyper {
+    /// The method and the hyper-parameters it reads, e.g. "lion (beta1 0.9, beta2 0.99, …)".
+    pub fn describe(&self) -> String {
+        let values: Vec<String> = self
+            .name
+            .fields()
+            .iter()
+            .map(|f| match *f {
+                "momentum" => format!("momentum {}", self.momentum),
+                "beta1" => format!("beta1 {}", self.beta1),
+                "beta2" => format!("beta2 {}", self.beta2),
+                "eps" => format!("eps {:e}", self.eps),
+                "weight_decay" => format!("weight_decay {}", self.weight_decay),
+                "alpha" => format!("alpha {}", self.alpha),
+                "centered" => format!("centered {}", self.centered),
+                "mu" => format!("mu {}", self.mu),
+                _ => format!("gamma0 {}", self.gamma0),
+            })
+            .collect();
+        format!("{} ({})", self.name.as_str(), values.join(", "))
     }
 }
 
-/// AdamW state: first and second moments per parameter (8 bytes per parameter, charged to
-/// optimizer state), the step count, and a one-element buffer for the squared global norm.
-pub struct AdamW {
-    pub config: AdamWConfig,
-    /// Steps taken so far (bias correction uses t + 1 for the next one).
+/// Tensors smaller than this keep f32 state under 8-bit Adam (as bitsandbytes' min_8bit_size).
+pub const MIN_8BIT_SIZE: usize = 4096;
+/// Values per absmax block of 8-bit Adam.
+pub const BLOCK_8BIT: usize = 256;
+
+/// An optimizer's state for one model: named state tensors per parameter, the step count, and a
+/// one-element buffer for the squared global gradient norm.
+pub struct Optimizer {
+    pub hyper: Hyper,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f32,
+    /// Steps taken.
     pub t: u64,
-    /// (m, v) per parameter, in the model's parameter order.
-    pub moments: Vec<(Tensor, Tensor)>,
+    /// NAG-GS's scalar γ (one for every tensor: its recurrence does not depend on the data).
+    pub gamma: f32,
+    /// Per parameter (model order): (slot name, state tensor); charged to optimizer state.
+    pub state: Vec<Vec<(&'static str, Tensor)>>,
     norm_sq: Tensor,
+    /// One-element stand-ins for RMSProp's unused buffers.
+    placeholders: Vec<Tensor>,
+    /// 8-bit Adam's maps (512 values), when used.
+    qmap: Option<Tensor>,
 }
 
-impl AdamW {
-    pub fn new(gpu: &Gpu, config: AdamWConfig, params: &[&Param]) -> Result<Self> {
-        let mut moments = Vec::with_capacity(params.len());
+fn state_tensor(gpu: &Gpu, p: &Param, slot: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let t = Tensor::empty(
+        gpu,
+        &format!("optim.{slot}.{}", p.name),
+        shape,
+        dtype,
+        Category::OptimizerState,
+    )?;
+    gpu.clear(&t);
+    Ok(t)
+}
+
+impl Optimizer {
+    pub fn new(
+        gpu: &Gpu,
+        config: &OptimizerConfig,
+        grad_clip: f32,
+        params: &[&Param],
+    ) -> Result<Self> {
+        let hyper = config.resolve()?;
+        let mut state = Vec::with_capacity(params.len());
+        let mut uses_8bit = false;
         for p in params {
             let shape = p.value.shape();
-            moments.push((
-                Tensor::zeros(
-                    gpu,
-                    &format!("{}.adam_m", p.name),
-                    shape,
-                    Category::OptimizerState,
-                )?,
-                Tensor::zeros(
-                    gpu,
-                    &format!("{}.adam_v", p.name),
-                    shape,
-                    Category::OptimizerState,
-                )?,
-            ));
+            let f32_slot = |slot| state_tensor(gpu, p, slot, shape, DType::F32);
+            let slots: Vec<(&'static str, Tensor)> = match hyper.name {
+                OptimizerName::Sgd => vec![],
+                OptimizerName::Momentum | OptimizerName::Nesterov | OptimizerName::Lion => {
+                    vec![("m", f32_slot("m")?)]
+                }
+                OptimizerName::Rmsprop => {
+                    let mut s = vec![("sq", f32_slot("sq")?)];
+                    if hyper.momentum > 0.0 {
+                        s.push(("buf", f32_slot("buf")?));
+                    }
+                    if hyper.centered {
+                        s.push(("gavg", f32_slot("gavg")?));
+                    }
+                    s
+                }
+                OptimizerName::Adam | OptimizerName::Adamw => {
+                    vec![("m", f32_slot("m")?), ("v", f32_slot("v")?)]
+                }
+                OptimizerName::Adam8bit if p.numel() < MIN_8BIT_SIZE => {
+                    vec![("m", f32_slot("m")?), ("v", f32_slot("v")?)]
+                }
+                OptimizerName::Adam8bit => {
+                    uses_8bit = true;
+                    let words = [p.numel().div_ceil(4)];
+                    let blocks = [2 * p.numel().div_ceil(BLOCK_8BIT)];
+                    vec![
+                        ("m8", state_tensor(gpu, p, "m8", &words, DType::U32)?),
+                        ("v8", state_tensor(gpu, p, "v8", &words, DType::U32)?),
+                        (
+                            "absmax",
+                            state_tensor(gpu, p, "absmax", &blocks, DType::F32)?,
+                        ),
+                    ]
+                }
+                OptimizerName::NagGs => {
+                    // v starts at x
+                    let v = Tensor::empty(
+                        gpu,
+                        &format!("optim.v.{}", p.name),
+                        shape,
+                        DType::F32,
+                        Category::OptimizerState,
+                    )?;
+                    gpu.copy(&p.value, &v);
+                    vec![("v", v)]
+                }
+            };
+            state.push(slots);
         }
-        Ok(AdamW {
-            config,
+        let placeholders = (0..2)
+            .map(|i| {
+                Tensor::zeros(
+                    gpu,
+                    &format!("optim placeholder {i}"),
+                    &[1],
+                    Category::Workspace,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let qmap = if uses_8bit {
+            Some(Tensor::from_f32(
+                gpu,
+                "8-bit maps",
+                &[512],
+                &quant_map::kernel_maps(),
+                Category::Workspace,
+            )?)
+        } else {
+            None
+        };
+        Ok(Optimizer {
+            hyper,
+            grad_clip,
             t: 0,
-            moments,
+            gamma: hyper.gamma0,
+            state,
             norm_sq: Tensor::zeros(gpu, "grad norm²", &[1], Category::Workspace)?,
+            placeholders,
+            qmap,
         })
     }
 
-    /// Records one step at learning rate `lr`: the squared global gradient norm (a fixed-order
-    /// reduction over every gradient, on the GPU), then the fused update of every tensor.
+    /// Records one step at learning rate `lr` over every parameter.
     pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32) -> Result<()> {
         assert_eq!(
             params.len(),
-            self.moments.len(),
-            "AdamW built for another parameter list"
+            self.state.len(),
+            "optimizer built for another parameter list"
         );
-        let c = &self.config;
-        for (i, p) in params.iter().enumerate() {
-            reduce(
-                gpu,
-                &p.grad,
-                Reduction::SumOfSquares,
-                &self.norm_sq,
-                0,
-                i > 0,
-            )?;
+        if self.grad_clip > 0.0 {
+            for (i, p) in params.iter().enumerate() {
+                reduce(
+                    gpu,
+                    &p.grad,
+                    Reduction::SumOfSquares,
+                    &self.norm_sq,
+                    0,
+                    i > 0,
+                )?;
+            }
         }
-        self.t += 1;
-        let bc1 = 1.0 - (c.beta1 as f64).powi(self.t as i32);
-        let bc2 = 1.0 - (c.beta2 as f64).powi(self.t as i32);
-        for (p, (m, v)) in params.iter().zip(&self.moments) {
-            let wd = if p.decay { c.weight_decay } else { 0.0 };
-            let words = [
-                p.value.numel() as u32,
-                lr.to_bits(),
-                c.beta1.to_bits(),
-                c.beta2.to_bits(),
-                c.eps.to_bits(),
-                wd.to_bits(),
-                (bc1 as f32).to_bits(),
-                (bc2 as f32).to_bits(),
-                c.grad_clip.to_bits(),
-            ];
-            crate::ops::dispatch_items(
-                gpu,
-                &ADAMW_STEP,
-                &[
-                    (&p.grad, Access::Read),
-                    (&self.norm_sq, Access::Read),
-                    (&p.value, Access::ReadWrite),
-                    (m, Access::ReadWrite),
-                    (v, Access::ReadWrite),
-                ],
-                &words,
-                p.value.numel(),
-                256,
-            );
+        let h = self.hyper;
+        let t = self.t + 1;
+        let bc1 = (1.0 - (h.beta1 as f64).powi(t as i32)) as f32;
+        let bc2 = (1.0 - (h.beta2 as f64).powi(t as i32)) as f32;
+        let clip = self.grad_clip.to_bits();
+        // NAG-GS: b from the old γ; γ advances after the step with this step's α = lr.
+        let nag_b = lr * h.mu / (lr * h.mu + self.gamma);
+        for (p, slots) in params.iter().zip(&self.state) {
+            let n = p.numel() as u32;
+            let wd = if p.decay { h.weight_decay } else { 0.0 };
+            let s = |i: usize| &slots[i].1;
+            let mut args = vec![(&p.grad, Access::Read), (&self.norm_sq, Access::Read)];
+            let (kernel, words, per_group): (Kernel, Vec<u32>, usize) = match h.name {
+                OptimizerName::Sgd | OptimizerName::Momentum | OptimizerName::Nesterov => {
+                    args.push((&p.value, Access::ReadWrite));
+                    let entry = match h.name {
+                        OptimizerName::Sgd => "sgd",
+                        OptimizerName::Momentum => "momentum",
+                        _ => "nesterov",
+                    };
+                    if h.name != OptimizerName::Sgd {
+                        args.push((s(0), Access::ReadWrite));
+                    }
+                    let w = vec![n, lr.to_bits(), h.momentum.to_bits(), wd.to_bits(), clip];
+                    (Kernel::new(Shader::OptimSgd, entry), w, 256)
+                }
+                OptimizerName::Rmsprop => {
+                    // slots: sq, then buf when momentum > 0, then gavg when centered
+                    let buf = if h.momentum > 0.0 {
+                        s(1)
+                    } else {
+                        &self.placeholders[0]
+                    };
+                    let gavg = if h.centered {
+                        s(slots.len() - 1)
+                    } else {
+                        &self.placeholders[1]
+                    };
+                    args.push((&p.value, Access::ReadWrite));
+                    args.push((s(0), Access::ReadWrite));
+                    args.push((buf, Access::ReadWrite));
+                    args.push((gavg, Access::ReadWrite));
+                    let w = vec![
+                        n,
+                        lr.to_bits(),
+                        h.alpha.to_bits(),
+                        h.eps.to_bits(),
+                        h.momentum.to_bits(),
+                        wd.to_bits(),
+                        clip,
+                        u32::from(h.centered),
+                    ];
+                    (Kernel::new(Shader::OptimRmsprop, "step"), w, 256)
+                }
+                OptimizerName::Adam | OptimizerName::Adamw | OptimizerName::Adam8bit => {
+                    let decoupled = u32::from(h.name == OptimizerName::Adamw);
+                    let w = vec![
+                        n,
+                        lr.to_bits(),
+                        h.beta1.to_bits(),
+                        h.beta2.to_bits(),
+                        h.eps.to_bits(),
+                        wd.to_bits(),
+                        bc1.to_bits(),
+                        bc2.to_bits(),
+                        clip,
+                        decoupled,
+                    ];
+                    if slots.len() == 3 {
+                        args.push((self.qmap.as_ref().expect("8-bit maps"), Access::Read));
+                        args.push((&p.value, Access::ReadWrite));
+                        args.extend(slots.iter().map(|(_, t)| (t, Access::ReadWrite)));
+                        (Kernel::new(Shader::OptimAdam8bit, "step"), w, BLOCK_8BIT)
+                    } else {
+                        args.push((&p.value, Access::ReadWrite));
+                        args.push((s(0), Access::ReadWrite));
+                        args.push((s(1), Access::ReadWrite));
+                        (Kernel::new(Shader::OptimAdam, "step"), w, 256)
+                    }
+                }
+                OptimizerName::Lion => {
+                    args.push((&p.value, Access::ReadWrite));
+                    args.push((s(0), Access::ReadWrite));
+                    let w = vec![
+                        n,
+                        lr.to_bits(),
+                        h.beta1.to_bits(),
+                        h.beta2.to_bits(),
+                        wd.to_bits(),
+                        clip,
+                    ];
+                    (Kernel::new(Shader::OptimLion, "step"), w, 256)
+                }
+                OptimizerName::NagGs => {
+                    args.push((&p.value, Access::ReadWrite));
+                    args.push((s(0), Access::ReadWrite));
+                    let w = vec![n, lr.to_bits(), nag_b.to_bits(), h.mu.to_bits(), clip];
+                    (Kernel::new(Shader::OptimNagGs, "step"), w, 256)
+                }
+            };
+            crate::ops::dispatch_items(gpu, &kernel, &args, &words, p.numel(), per_group);
         }
+        if h.name == OptimizerName::NagGs {
+            self.gamma = (self.gamma + lr * h.mu) / (1.0 + lr);
+        }
+        self.t = t;
         Ok(())
     }
 
-    /// The squared global gradient norm of the last step (a sync point).
+    /// The global gradient norm of the last step (a sync point; 0 when clipping is off).
     pub fn last_grad_norm(&self, gpu: &Gpu) -> Result<f32> {
         Ok(self.norm_sq.to_f32(gpu)?[0].sqrt())
     }

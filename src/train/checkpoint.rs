@@ -1,7 +1,7 @@
 //! Checkpoints as safetensors files: every parameter under its GPT-2-style name, the optimizer
-//! moments under `optim.m.<name>` / `optim.v.<name>`, and in the metadata the step, the optimizer
-//! step count, the data RNG state and the whole config (JSON), so any safetensors reader can open
-//! the weights and wgtrain can resume exactly.
+//! state under `optim.<slot>.<name>` (e.g. `optim.m.wte`; 8-bit codes as U32), and in the metadata
+//! the step, the optimizer's step count and scalar state, the data RNG state and the whole config
+//! (JSON), so any safetensors reader can open the weights and wgtrain can resume exactly.
 //!
 //! Writes are atomic: the file is written beside the target under a temporary name, fsynced, then
 //! renamed over the target, so a crash or Ctrl-C mid-write leaves the last good checkpoint intact.
@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::Param;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,6 +22,8 @@ pub const FORMAT: &str = "wgtrain-checkpoint-1";
 pub struct CheckpointMeta {
     pub step: u64,
     pub optimizer_t: u64,
+    /// NAG-GS's γ (unused by other optimizers).
+    pub optimizer_gamma: f32,
     pub rng: [u64; 4],
     /// The training config, as JSON.
     pub config: String,
@@ -46,31 +48,28 @@ pub fn save(
     gpu: &Gpu,
     path: &Path,
     params: &[&Param],
-    moments: &[(Tensor, Tensor)],
+    state: &[Vec<(&'static str, Tensor)>],
     meta: &CheckpointMeta,
 ) -> Result<()> {
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
-    for (p, (m, v)) in params.iter().zip(moments) {
-        named.push((
-            p.name.clone(),
-            p.value.shape().to_vec(),
-            gpu.read_bytes(&p.value)?,
-        ));
-        named.push((
-            format!("optim.m.{}", p.name),
-            m.shape().to_vec(),
-            gpu.read_bytes(m)?,
-        ));
-        named.push((
-            format!("optim.v.{}", p.name),
-            v.shape().to_vec(),
-            gpu.read_bytes(v)?,
-        ));
+    let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
+    let mut add = |name: String, t: &Tensor| -> Result<()> {
+        let dtype = match t.dtype() {
+            DType::F32 => Dtype::F32,
+            DType::U32 => Dtype::U32,
+        };
+        named.push((name, dtype, t.shape().to_vec(), gpu.read_bytes(t)?));
+        Ok(())
+    };
+    for (p, slots) in params.iter().zip(state) {
+        add(p.name.clone(), &p.value)?;
+        for (slot, t) in slots {
+            add(format!("optim.{slot}.{}", p.name), t)?;
+        }
     }
     let views = named
         .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| err(path, e))
         })
@@ -79,6 +78,11 @@ pub fn save(
     info.insert("format".to_string(), FORMAT.to_string());
     info.insert("step".to_string(), meta.step.to_string());
     info.insert("optimizer_t".to_string(), meta.optimizer_t.to_string());
+    // Rust's f32 Display is the shortest string that parses back to the same bits.
+    info.insert(
+        "optimizer_gamma".to_string(),
+        meta.optimizer_gamma.to_string(),
+    );
     info.insert("rng".to_string(), serde_json::to_string(&meta.rng).unwrap());
     info.insert("config".to_string(), meta.config.clone());
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(path, e))?;
@@ -114,11 +118,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// A checkpoint read from disk: its tensors by name (f32 values) and its metadata.
+/// A checkpoint read from disk: its tensors by name (dtype, shape, little-endian bytes) and its
+/// metadata.
 pub struct Checkpoint {
     pub path: PathBuf,
     pub meta: CheckpointMeta,
-    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub tensors: HashMap<String, (DType, Vec<usize>, Vec<u8>)>,
 }
 
 impl Checkpoint {
@@ -146,23 +151,25 @@ impl Checkpoint {
         let meta = CheckpointMeta {
             step: num("step")?,
             optimizer_t: num("optimizer_t")?,
+            optimizer_gamma: field("optimizer_gamma")?
+                .parse()
+                .map_err(|e| err(path, format!("optimizer_gamma: {e}")))?,
             rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
             config: field("config")?.clone(),
         };
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(err(
-                    path,
-                    format!("tensor {name} is {:?}, expected F32", view.dtype()),
-                ));
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            tensors.insert(name, (view.shape().to_vec(), values));
+            let dtype = match view.dtype() {
+                Dtype::F32 => DType::F32,
+                Dtype::U32 => DType::U32,
+                other => {
+                    return Err(err(
+                        path,
+                        format!("tensor {name} is {other:?}; wgtrain reads F32 and U32"),
+                    ));
+                }
+            };
+            tensors.insert(name, (dtype, view.shape().to_vec(), view.data().to_vec()));
         }
         Ok(Checkpoint {
             path: path.to_path_buf(),
@@ -171,45 +178,54 @@ impl Checkpoint {
         })
     }
 
-    /// The values of `name`, checked against the shape the model expects.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
-        let (got, values) = self.tensors.get(name).ok_or_else(|| {
+    /// The bytes of `name`, checked against the tensor that will receive them.
+    pub fn get(&self, name: &str, into: &Tensor) -> Result<&[u8]> {
+        let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| {
             err(
                 &self.path,
-                format!("has no tensor {name:?}: it was saved from another model"),
+                format!("has no tensor {name:?}: it was saved from another model or optimizer"),
             )
         })?;
-        if got != shape {
+        if shape != into.shape() || *dtype != into.dtype() {
             return Err(err(
                 &self.path,
-                format!("tensor {name:?} has shape {got:?}, the model expects {shape:?}: it was saved from another model shape"),
+                format!(
+                    "tensor {name:?} is {dtype:?} {shape:?}, the model expects {:?} {:?}: it was saved from another model shape",
+                    into.dtype(),
+                    into.shape()
+                ),
             ));
         }
-        Ok(values)
+        Ok(bytes)
     }
 
-    /// Uploads the checkpoint's values into `params` (and the optimizer moments when given).
+    /// The f32 values of a parameter.
+    pub fn values(&self, name: &str, into: &Tensor) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(self.get(name, into)?))
+    }
+
+    /// Uploads the checkpoint's values into `params` (and the optimizer state when given). Every
+    /// tensor is checked before anything is written.
     pub fn restore(
         &self,
         gpu: &Gpu,
         params: &[&Param],
-        moments: Option<&[(Tensor, Tensor)]>,
+        state: Option<&[Vec<(&'static str, Tensor)>]>,
     ) -> Result<()> {
-        // Check everything before writing anything.
-        for p in params {
-            self.get(&p.name, p.value.shape())?;
-            if moments.is_some() {
-                self.get(&format!("optim.m.{}", p.name), p.value.shape())?;
-                self.get(&format!("optim.v.{}", p.name), p.value.shape())?;
+        let mut pairs: Vec<(String, &Tensor)> = vec![];
+        for (i, p) in params.iter().enumerate() {
+            pairs.push((p.name.clone(), &p.value));
+            if let Some(state) = state {
+                for (slot, t) in &state[i] {
+                    pairs.push((format!("optim.{slot}.{}", p.name), t));
+                }
             }
         }
-        for (i, p) in params.iter().enumerate() {
-            p.value.write_f32(gpu, self.get(&p.name, p.value.shape())?);
-            if let Some(moments) = moments {
-                let (m, v) = &moments[i];
-                m.write_f32(gpu, self.get(&format!("optim.m.{}", p.name), m.shape())?);
-                v.write_f32(gpu, self.get(&format!("optim.v.{}", p.name), v.shape())?);
-            }
+        for (name, t) in &pairs {
+            self.get(name, t)?;
+        }
+        for (name, t) in &pairs {
+            gpu.upload(t, self.get(name, t)?);
         }
         Ok(())
     }

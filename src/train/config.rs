@@ -4,7 +4,8 @@
 use crate::data::addition::Addition;
 use crate::error::{Error, Result};
 use crate::nn::{GptConfig, MlpConfig};
-use crate::optim::AdamWConfig;
+use crate::optim::schedule::{Schedule, Warmup};
+use crate::optim::{OptimizerConfig, OptimizerName};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -42,12 +43,12 @@ pub struct TrainConfig {
     pub data: String,
     pub steps: u64,
     pub batch_size: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (before batch-size scaling, see `schedule`).
     pub lr: f32,
-    /// Linear warmup from lr/warmup_steps to lr over this many steps.
-    pub warmup_steps: u64,
-    /// Cosine decay from lr after warmup to lr · min_lr_ratio at the last step.
-    pub min_lr_ratio: f32,
+    /// Warmup, decay and batch-size scaling of the learning rate.
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f32,
     pub seed: u64,
     /// Read the loss back (a sync point) every this many steps.
     pub log_every: u64,
@@ -57,7 +58,7 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     pub out: Option<String>,
     pub metrics: Option<String>,
-    pub adamw: AdamWConfig,
+    pub optimizer: OptimizerConfig,
     pub mlp: MlpConfig,
     pub gpt: GptConfig,
     pub addition: AdditionConfig,
@@ -72,18 +73,23 @@ impl Default for TrainConfig {
             steps: 1000,
             batch_size: 32,
             lr: 3e-3,
-            warmup_steps: 50,
-            min_lr_ratio: 0.1,
+            schedule: Schedule {
+                warmup: Warmup::Gradual,
+                warmup_steps: 50,
+                min_lr_ratio: 0.1,
+                ..Schedule::default()
+            },
+            grad_clip: 1.0,
             seed: 1337,
             log_every: 25,
             eval_every: 250,
             checkpoint_every: 0,
             out: None,
             metrics: None,
-            adamw: AdamWConfig {
-                weight_decay: 0.1,
-                beta2: 0.99,
-                ..AdamWConfig::default()
+            optimizer: OptimizerConfig {
+                weight_decay: Some(0.1),
+                beta2: Some(0.99),
+                ..OptimizerConfig::named(OptimizerName::Adamw)
             },
             mlp: MlpConfig::default(),
             gpt: GptConfig {
@@ -109,13 +115,16 @@ impl TrainConfig {
                 steps: 2000,
                 batch_size: 64,
                 lr: 2e-3,
-                warmup_steps: 20,
-                min_lr_ratio: 0.05,
+                schedule: Schedule {
+                    warmup_steps: 20,
+                    min_lr_ratio: 0.05,
+                    ..Schedule::default()
+                },
                 log_every: 50,
                 eval_every: 500,
-                adamw: AdamWConfig {
-                    weight_decay: 1e-4,
-                    ..AdamWConfig::default()
+                optimizer: OptimizerConfig {
+                    weight_decay: Some(1e-4),
+                    ..OptimizerConfig::named(OptimizerName::Adamw)
                 },
                 mlp: MlpConfig {
                     hidden: vec![128, 64],
@@ -129,7 +138,6 @@ impl TrainConfig {
                 steps: 1000,
                 batch_size: 16,
                 lr: 1e-3,
-                warmup_steps: 50,
                 gpt: GptConfig {
                     block_size: 64,
                     n_layer: 2,
@@ -163,10 +171,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        self.schedule.validate().map_err(Error::Config)?;
+        self.optimizer.resolve()?;
+        if self.grad_clip < 0.0 || self.grad_clip.is_nan() {
             return bad(format!(
-                "min_lr_ratio must be in [0, 1], got {}",
-                self.min_lr_ratio
+                "grad_clip must be 0 (off) or positive, got {}",
+                self.grad_clip
             ));
         }
         if self.log_every == 0 {
@@ -203,20 +213,68 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Learning rate at `step` (0-based): linear warmup, then cosine decay to lr · min_lr_ratio.
-    pub fn lr_at(&self, step: u64) -> f32 {
-        if step < self.warmup_steps {
-            return self.lr * (step + 1) as f32 / self.warmup_steps as f32;
+    /// Switches the optimizer to `name` with that method's defaults; for the digits MLP, the
+    /// values tuned for it in `assets/configs/optimizers/NAME.json` (lr, hyper-parameters,
+    /// schedule) are laid over the config.
+    pub fn with_optimizer(&self, name: OptimizerName) -> Result<TrainConfig> {
+        let mut config = self.clone();
+        config.optimizer = OptimizerConfig::named(name);
+        if self.model != ModelKind::Mlp {
+            return Ok(config);
         }
-        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f32;
-        let progress = ((step - self.warmup_steps) as f32 / span).min(1.0);
-        let floor = self.lr * self.min_lr_ratio;
-        floor + 0.5 * (self.lr - floor) * (1.0 + (std::f32::consts::PI * progress).cos())
+        let overlay: serde_json::Value = serde_json::from_str(tuned_for_digits(name))
+            .map_err(|e| Error::Config(format!("optimizers/{}.json: {e}", name.as_str())))?;
+        let mut base = serde_json::to_value(&config).expect("a config serializes");
+        merge(&mut base, overlay);
+        serde_json::from_value(base)
+            .map_err(|e| Error::Config(format!("optimizers/{}.json: {e}", name.as_str())))
+    }
+
+    /// The effective batch: what one optimizer step sees.
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The peak learning rate after batch-size scaling.
+    pub fn peak_lr(&self) -> f32 {
+        self.schedule.peak_lr(self.lr, self.effective_batch())
+    }
+
+    /// Learning rate at `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f32 {
+        self.schedule.lr_at(self.peak_lr(), step, self.steps)
     }
 
     /// The addition task this config describes.
     pub fn addition_task(&self) -> Addition {
         Addition::new(self.addition.digits, self.addition.test_size, self.seed)
+    }
+}
+
+/// Hyper-parameters tuned for the digits MLP, per optimizer.
+fn tuned_for_digits(name: OptimizerName) -> &'static str {
+    match name {
+        OptimizerName::Sgd => include_str!("../../assets/configs/optimizers/sgd.json"),
+        OptimizerName::Momentum => include_str!("../../assets/configs/optimizers/momentum.json"),
+        OptimizerName::Nesterov => include_str!("../../assets/configs/optimizers/nesterov.json"),
+        OptimizerName::Rmsprop => include_str!("../../assets/configs/optimizers/rmsprop.json"),
+        OptimizerName::Adam => include_str!("../../assets/configs/optimizers/adam.json"),
+        OptimizerName::Adamw => include_str!("../../assets/configs/optimizers/adamw.json"),
+        OptimizerName::Lion => include_str!("../../assets/configs/optimizers/lion.json"),
+        OptimizerName::NagGs => include_str!("../../assets/configs/optimizers/nag-gs.json"),
+        OptimizerName::Adam8bit => include_str!("../../assets/configs/optimizers/adam8bit.json"),
+    }
+}
+
+/// Lays `overlay`'s fields over `base`, objects recursively.
+fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
+    match (base, overlay) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 
@@ -252,21 +310,5 @@ mod tests {
             assert!(c.validate().is_err(), "{json}");
         }
         TrainConfig::default().validate().unwrap();
-    }
-
-    #[test]
-    fn the_schedule_warms_up_then_decays_to_the_floor() {
-        let c = TrainConfig {
-            steps: 100,
-            warmup_steps: 10,
-            lr: 1.0,
-            min_lr_ratio: 0.1,
-            ..TrainConfig::default()
-        };
-        assert!((c.lr_at(0) - 0.1).abs() < 1e-6);
-        assert!((c.lr_at(9) - 1.0).abs() < 1e-6);
-        assert!((c.lr_at(10) - 1.0).abs() < 1e-6);
-        assert!((c.lr_at(100) - 0.1).abs() < 1e-6);
-        assert!(c.lr_at(50) < 1.0 && c.lr_at(50) > 0.1);
     }
 }

@@ -16,7 +16,7 @@ use crate::gpu::{Category, Gpu};
 use crate::nn::gpt::GptBatch;
 use crate::nn::{zero_grads, Gpt, Mlp, Param};
 use crate::ops::reduce::{reduce, Reduction};
-use crate::optim::AdamW;
+use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use checkpoint::{Checkpoint, CheckpointMeta};
@@ -82,7 +82,7 @@ pub struct Trainer<'g> {
     pub config: TrainConfig,
     pub model: Model,
     pub task: Task,
-    pub optimizer: AdamW,
+    pub optimizer: Optimizer,
     /// Draws the training batches; saved in checkpoints so a resumed run sees the same batches.
     pub rng: Rng,
     /// Optimizer steps taken.
@@ -100,7 +100,7 @@ impl<'g> Trainer<'g> {
         config.validate()?;
         let task = load_task(&config)?;
         let model = build_model(gpu, &config)?;
-        let optimizer = AdamW::new(gpu, config.adamw.clone(), &model.params())?;
+        let optimizer = Optimizer::new(gpu, &config.optimizer, config.grad_clip, &model.params())?;
         Ok(Trainer {
             gpu,
             rng: Rng::new(config.seed ^ 0x5EED_DA7A),
@@ -184,6 +184,7 @@ impl<'g> Trainer<'g> {
         CheckpointMeta {
             step: self.step,
             optimizer_t: self.optimizer.t,
+            optimizer_gamma: self.optimizer.gamma,
             rng: self.rng.state(),
             config: serde_json::to_string(&self.config).expect("a config serializes"),
         }
@@ -195,7 +196,7 @@ impl<'g> Trainer<'g> {
             self.gpu,
             path,
             &self.model.params(),
-            &self.optimizer.moments,
+            &self.optimizer.state,
             &self.checkpoint_meta(),
         )
     }
@@ -203,13 +204,10 @@ impl<'g> Trainer<'g> {
     /// Continues from a checkpoint: weights, optimizer state, step and data RNG. The model's
     /// shape must match.
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        ckpt.restore(
-            self.gpu,
-            &self.model.params(),
-            Some(&self.optimizer.moments),
-        )?;
+        ckpt.restore(self.gpu, &self.model.params(), Some(&self.optimizer.state))?;
         self.step = ckpt.meta.step;
         self.optimizer.t = ckpt.meta.optimizer_t;
+        self.optimizer.gamma = ckpt.meta.optimizer_gamma;
         self.rng = Rng::from_state(ckpt.meta.rng);
         Ok(())
     }

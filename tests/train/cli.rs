@@ -203,8 +203,11 @@ fn info_json_lists_the_adapters() {
 fn the_shipped_configs_parse_and_validate() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
         let c = wgtrain::train::TrainConfig::load(&path).unwrap();
         if c.data == "digits" || c.data == "addition" {
             c.validate()
@@ -213,4 +216,11 @@ fn the_shipped_configs_parse_and_validate() {
         n += 1;
     }
     assert_eq!(n, 3);
+    // every optimizer's tuned values lay over the digits config
+    let digits = wgtrain::train::TrainConfig::load(&dir.join("mlp-digits.json")).unwrap();
+    for name in wgtrain::optim::OptimizerName::ALL {
+        let c = digits.with_optimizer(name).unwrap();
+        assert_eq!(c.optimizer.name, name);
+        c.validate().unwrap();
+    }
 }

@@ -58,7 +58,7 @@ fn the_gpt_overfits_a_200_byte_text() {
     c.batch_size = 8;
     c.steps = 300;
     c.lr = 3e-3;
-    c.adamw.weight_decay = 0.0;
+    c.optimizer.weight_decay = Some(0.0);
     let mut t = Trainer::new(gpu(), c).unwrap();
     let mut last = f32::INFINITY;
     while t.step < t.config.steps {

@@ -1,10 +1,8 @@
-// AdamW (Loshchilov & Hutter), one fused step over a flat parameter tensor, with global-norm
-// gradient clipping folded in:
-//   g  = grad · clip,  clip = min(1, max_norm / (sqrt(Σ all grads²) + 1e-6))   (max_norm > 0)
-//   m  = β1·m + (1−β1)·g;   v = β2·v + (1−β2)·g²
-//   p −= lr · ( (m / bc1) / (sqrt(v / bc2) + eps) + weight_decay · p )
-// with bc1 = 1−β1^t, bc2 = 1−β2^t computed on the host. Weight decay is decoupled from the
-// gradient; the host passes 0 for tensors that do not decay.
+// Adam and AdamW (Kingma & Ba; Loshchilov & Hutter), one fused step:
+//   g = grad·clip (+ weight_decay·p for Adam's L2 form, decoupled = 0)
+//   m = β1·m + (1−β1)·g;   v = β2·v + (1−β2)·g²
+//   p −= lr · ( (m / bc1) / (sqrt(v / bc2) + eps) (+ weight_decay·p for AdamW, decoupled = 1) )
+// bc1 = 1−β1^t and bc2 = 1−β2^t come from the host. clip is global-norm clipping as in sgd.wgsl.
 
 struct Params {
     n: u32,
@@ -16,11 +14,12 @@ struct Params {
     bc1: f32,
     bc2: f32,
     max_norm: f32,
+    decoupled: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;  // (1): Σ over every gradient
+@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
@@ -33,14 +32,15 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n) { return; }
     var clip = 1.0;
-    if (p.max_norm > 0.0) {
-        clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6));
-    }
-    let g = grad[i] * clip;
+    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+    let x = param[i];
+    var g = grad[i] * clip;
+    if (p.decoupled == 0u) { g += p.weight_decay * x; }
     let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    let update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
-    param[i] = param[i] - p.lr * (update + p.weight_decay * param[i]);
+    var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    if (p.decoupled == 1u) { update += p.weight_decay * x; }
+    param[i] = x - p.lr * update;
 }
