@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;

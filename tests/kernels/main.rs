@@ -11,6 +11,7 @@ mod elementwise;
 mod embedding;
 mod layernorm;
 mod matmul;
+mod optim;
 mod reduce;
 mod runtime;
 mod softmax_xent;

@@ -154,3 +154,34 @@ fn a_failed_write_leaves_the_good_checkpoint_in_place() {
         .collect();
     assert_eq!(left.len(), 2, "no temporary file is left: {left:?}");
 }
+
+fn digits_accuracy(c: TrainConfig) -> f32 {
+    let mut t = Trainer::new(gpu(), c).unwrap();
+    while t.step < t.config.steps {
+        t.train_step(false).unwrap();
+    }
+    t.evaluate().unwrap().accuracy.unwrap()
+}
+
+#[test]
+fn every_optimizer_reaches_93_percent_on_digits() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs/mlp-digits.json");
+    let base = TrainConfig::load(&path).unwrap();
+    let mut results = vec![];
+    for name in wgtrain::optim::OptimizerName::ALL {
+        let mut c = base.with_optimizer(name).unwrap();
+        c.steps = 800;
+        results.push((name, digits_accuracy(c)));
+    }
+    for (name, acc) in &results {
+        assert!(*acc >= 0.93, "{name:?}: {acc} (all: {results:?})");
+    }
+    // 8-bit Adam ends within one point of f32 Adam
+    let acc = |n| results.iter().find(|(m, _)| *m == n).unwrap().1;
+    let (a32, a8) = (
+        acc(wgtrain::optim::OptimizerName::Adam),
+        acc(wgtrain::optim::OptimizerName::Adam8bit),
+    );
+    assert!((a32 - a8).abs() <= 0.01, "adam {a32} vs adam8bit {a8}");
+}
