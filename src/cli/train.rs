@@ -32,6 +32,12 @@ pub struct TrainArgs {
     steps: Option<u64>,
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Samples run at once; gradients accumulate to --batch-size.
+    #[arg(long)]
+    micro_batch_size: Option<usize>,
+    /// Activation checkpointing of the GPT's blocks: none | all | every:K | sqrt
+    #[arg(long)]
+    checkpoint: Option<String>,
     #[arg(long)]
     lr: Option<f32>,
     #[arg(long)]
@@ -97,6 +103,12 @@ fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainCo
     }
     if let Some(b) = args.batch_size {
         config.batch_size = b;
+    }
+    if let Some(m) = args.micro_batch_size {
+        config.micro_batch_size = m;
+    }
+    if let Some(c) = &args.checkpoint {
+        config.checkpoint = wgtrain::nn::Recompute::parse(c).map_err(anyhow::Error::msg)?;
     }
     if let Some(lr) = args.lr {
         config.lr = lr;
@@ -171,10 +183,13 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     }
     let h = trainer.optimizer.hyper;
     eprintln!(
-        "steps {} (from {}), batch {}, optimizer {}, grad clip {}",
+        "steps {} (from {}), batch {} ({} x {} micro-batches), checkpoint {}, optimizer {}, grad clip {}",
         c.steps,
         trainer.step,
         c.effective_batch(),
+        c.accumulation(),
+        c.micro_batch(),
+        c.checkpoint.name(),
         h.describe(),
         c.grad_clip
     );

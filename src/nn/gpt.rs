@@ -3,6 +3,7 @@
 
 use super::block::{Block, BlockCache};
 use super::layernorm::LayerNorm;
+use super::recompute::Recompute;
 use super::{activation, Param};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
@@ -13,6 +14,7 @@ use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,6 +118,10 @@ pub struct Gpt {
     pub wpe: Param,
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
+    /// Which activations the training step keeps and which it recomputes.
+    pub recompute: Recompute,
+    /// Block forward evaluations so far (recomputation included).
+    pub block_forwards: AtomicU64,
 }
 
 impl Gpt {
@@ -143,6 +149,8 @@ impl Gpt {
             wpe,
             blocks,
             ln_f,
+            recompute: Recompute::None,
+            block_forwards: AtomicU64::new(0),
         })
     }
 
@@ -180,8 +188,8 @@ impl Gpt {
     /// Logits (B, T, V) for a batch (forward only).
     pub fn logits(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
         let mut x = self.embed(gpu, batch)?;
-        for block in &self.blocks {
-            x = block.forward(gpu, &x)?.0;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(gpu, i, &x)?.0;
         }
         let (xf, _) = self.ln_f.forward(gpu, &x)?;
         let logits = activation(
@@ -209,18 +217,34 @@ impl Gpt {
         Ok(losses)
     }
 
+    /// One block's forward, counted.
+    fn block_forward(&self, gpu: &Gpu, i: usize, x: &Tensor) -> Result<(Tensor, BlockCache)> {
+        self.block_forwards.fetch_add(1, Ordering::Relaxed);
+        self.blocks[i].forward(gpu, x)
+    }
+
     /// Forward and backward of Σ losses · grad_scale: adds every parameter's gradient and returns
-    /// the per-position losses (B·T). All recorded; nothing is submitted.
+    /// the per-position losses (B·T). Saved activations follow `self.recompute` (see
+    /// [`Recompute`]); the gradients are bit-identical under every policy. All recorded; nothing
+    /// is submitted.
     pub fn forward_backward(&self, gpu: &Gpu, batch: &GptBatch, grad_scale: f32) -> Result<Tensor> {
-        let x0 = self.embed(gpu, batch)?;
-        let mut inputs: Vec<Tensor> = vec![x0];
-        let mut caches: Vec<BlockCache> = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (y, cache) = block.forward(gpu, inputs.last().unwrap())?;
-            inputs.push(y);
-            caches.push(cache);
+        let n = self.blocks.len();
+        let policy = self.recompute;
+        // What the forward keeps: block i's input and/or cache.
+        let mut inputs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut caches: Vec<Option<BlockCache>> = (0..n).map(|_| None).collect();
+        let mut x = self.embed(gpu, batch)?;
+        for i in 0..n {
+            let (y, cache) = self.block_forward(gpu, i, &x)?;
+            if policy.keeps_cache(i, n) {
+                caches[i] = Some(cache);
+            }
+            if policy.keeps_input(i, n) {
+                inputs[i] = Some(x);
+            }
+            x = y;
         }
-        let x_last = inputs.pop().unwrap();
+        let x_last = x;
         let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
         let d = self.head_dims(batch);
         let logits = activation(
@@ -230,7 +254,7 @@ impl Gpt {
         )?;
         matmul(gpu, d, &xf, &self.wte.value, None, &logits, false);
         let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
-        // dlogits overwrite logits' role; a separate buffer keeps the kernel's bindings distinct.
+        // A separate buffer keeps the kernel's read and write bindings distinct.
         let dlogits = activation(gpu, "dlogits", logits.shape())?;
         softmax_xent(
             gpu,
@@ -267,15 +291,73 @@ impl Gpt {
             true,
         );
         drop(dlogits);
+        drop(xf);
         let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
-        drop(x_last);
-        for (block, cache) in self.blocks.iter().zip(caches).rev() {
-            let x = inputs.pop().unwrap();
-            dx = block.backward(gpu, &x, cache, &dx)?;
+        drop((x_last, dxf, lnf_cache));
+        for i in (0..n).rev() {
+            if caches[i].is_none() {
+                self.recompute_for(gpu, i, &mut inputs, &mut caches)?;
+            }
+            let cache = caches[i]
+                .take()
+                .expect("a cache for every block reached by backward");
+            let x = inputs[i]
+                .take()
+                .expect("an input for every block reached by backward");
+            dx = self.blocks[i].backward(gpu, &x, cache, &dx)?;
         }
         embedding_backward(gpu, &batch.tokens, &dx, &self.wte.grad, true);
         embedding_backward(gpu, &batch.positions, &dx, &self.wpe.grad, true);
         Ok(losses)
+    }
+
+    /// Rebuilds block i's cache (and input) for the backward pass.
+    fn recompute_for(
+        &self,
+        gpu: &Gpu,
+        i: usize,
+        inputs: &mut [Option<Tensor>],
+        caches: &mut [Option<BlockCache>],
+    ) -> Result<()> {
+        let n = self.blocks.len();
+        match self.recompute {
+            Recompute::None => unreachable!("vanilla backprop keeps every cache"),
+            Recompute::All => {
+                // From the model input through block i, keeping only the running activation.
+                let mut x: Option<Tensor> = None;
+                for j in 0..i {
+                    let input = x.as_ref().unwrap_or_else(|| inputs[0].as_ref().unwrap());
+                    x = Some(self.block_forward(gpu, j, input)?.0);
+                }
+                let input = match x {
+                    Some(x) => x,
+                    // block 0's input is the kept model input itself
+                    None => inputs[0].take().unwrap(),
+                };
+                let (_, cache) = self.block_forward(gpu, i, &input)?;
+                if i == 0 {
+                    inputs[0] = Some(input);
+                } else {
+                    inputs[i] = Some(input);
+                }
+                caches[i] = Some(cache);
+            }
+            Recompute::Every(_) | Recompute::Sqrt => {
+                // Recompute block i's whole segment from its checkpoint, keeping every cache.
+                let k = self.recompute.segment(n).unwrap();
+                let start = i / k * k;
+                let mut x = inputs[start]
+                    .take()
+                    .expect("a checkpoint at every segment start");
+                for j in start..=i {
+                    let (y, cache) = self.block_forward(gpu, j, &x)?;
+                    caches[j] = Some(cache);
+                    inputs[j] = Some(x);
+                    x = y;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn num_params(&self) -> usize {

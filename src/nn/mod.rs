@@ -8,9 +8,11 @@ pub mod gpt;
 pub mod layernorm;
 pub mod linear;
 pub mod mlp;
+pub mod recompute;
 
 pub use gpt::{Gpt, GptConfig};
 pub use mlp::{Activation, Mlp, MlpConfig};
+pub use recompute::Recompute;
 
 use crate::error::Result;
 use crate::gpu::{Category, Gpu};

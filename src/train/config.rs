@@ -3,7 +3,7 @@
 
 use crate::data::addition::Addition;
 use crate::error::{Error, Result};
-use crate::nn::{GptConfig, MlpConfig};
+use crate::nn::{GptConfig, MlpConfig, Recompute};
 use crate::optim::schedule::{Schedule, Warmup};
 use crate::optim::{OptimizerConfig, OptimizerName};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,13 @@ pub struct TrainConfig {
     /// "digits", "addition", or a path to a text file.
     pub data: String,
     pub steps: u64,
+    /// The effective batch: samples (or sequences) per optimizer step.
     pub batch_size: usize,
+    /// What runs at once (0: the whole batch); gradients accumulate over
+    /// batch_size / micro_batch_size micro-batches.
+    pub micro_batch_size: usize,
+    /// Activation checkpointing of the GPT's blocks: "none", "all", "every:K" or "sqrt".
+    pub checkpoint: Recompute,
     /// Peak learning rate (before batch-size scaling, see `schedule`).
     pub lr: f32,
     /// Warmup, decay and batch-size scaling of the learning rate.
@@ -72,6 +78,8 @@ impl Default for TrainConfig {
             data: "addition".into(),
             steps: 1000,
             batch_size: 32,
+            micro_batch_size: 0,
+            checkpoint: Recompute::None,
             lr: 3e-3,
             schedule: Schedule {
                 warmup: Warmup::Gradual,
@@ -171,6 +179,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
+        if self.batch_size % self.micro_batch() != 0 {
+            return bad(format!(
+                "micro_batch_size {} must divide batch_size {}",
+                self.micro_batch_size, self.batch_size
+            ));
+        }
         self.schedule.validate().map_err(Error::Config)?;
         self.optimizer.resolve()?;
         if self.grad_clip < 0.0 || self.grad_clip.is_nan() {
@@ -228,6 +242,20 @@ impl TrainConfig {
         merge(&mut base, overlay);
         serde_json::from_value(base)
             .map_err(|e| Error::Config(format!("optimizers/{}.json: {e}", name.as_str())))
+    }
+
+    /// What runs at once.
+    pub fn micro_batch(&self) -> usize {
+        if self.micro_batch_size == 0 {
+            self.batch_size
+        } else {
+            self.micro_batch_size.min(self.batch_size)
+        }
+    }
+
+    /// Micro-batches per optimizer step.
+    pub fn accumulation(&self) -> usize {
+        self.batch_size / self.micro_batch()
     }
 
     /// The effective batch: what one optimizer step sees.

@@ -12,10 +12,11 @@ use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// Problems decoded per forward batch.
-const EVAL_CHUNK: usize = 500;
-/// Validation batches for a text model.
-const TEXT_EVAL_BATCHES: usize = 8;
+/// Validation windows for a text model.
+const TEXT_EVAL_WINDOWS: usize = 256;
+
+// Evaluation runs in chunks of the training micro-batch, so it never needs more activation
+// memory than a training step: the run's measured peak is the training step's.
 
 pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> Result<EvalResult> {
     match (model, task) {
@@ -48,7 +49,7 @@ pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> 
             let mut loss_sum = 0.0f64;
             let mut targets = 0usize;
             let mut correct = 0usize;
-            for chunk in a.test.chunks(EVAL_CHUNK) {
+            for chunk in a.test.chunks(config.micro_batch()) {
                 let (x, y) = a.encode(chunk);
                 let batch = GptBatch::new(gpu, &g.config, &x, &y, chunk.len(), a.seq_len() - 1)?;
                 loss_sum += g
@@ -80,18 +81,16 @@ pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> 
             // A fixed stream, so evaluations at different steps see the same windows.
             let mut rng = Rng::new(config.seed ^ 0xE7A1);
             let mut total = 0.0f64;
-            for _ in 0..TEXT_EVAL_BATCHES {
-                let (x, y) = Text::batch(source, config.batch_size, t, &mut rng);
-                let batch = GptBatch::new(gpu, &g.config, &x, &y, config.batch_size, t)?;
-                total += g
-                    .losses(gpu, &batch)?
-                    .to_f32(gpu)?
-                    .iter()
-                    .map(|&l| l as f64)
-                    .sum::<f64>();
+            let b = config.micro_batch();
+            let batches = TEXT_EVAL_WINDOWS.div_ceil(b);
+            for _ in 0..batches {
+                let (x, y) = Text::batch(source, b, t, &mut rng);
+                let batch = GptBatch::new(gpu, &g.config, &x, &y, b, t)?;
+                let losses = g.losses(gpu, &batch)?.to_f32(gpu)?;
+                total += losses.iter().map(|&l| l as f64).sum::<f64>();
             }
             Ok(EvalResult {
-                loss: (total / (TEXT_EVAL_BATCHES * config.batch_size * t) as f64) as f32,
+                loss: (total / (batches * b * t) as f64) as f32,
                 accuracy: None,
             })
         }

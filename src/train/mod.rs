@@ -16,6 +16,7 @@ use crate::gpu::{Category, Gpu};
 use crate::nn::gpt::GptBatch;
 use crate::nn::{zero_grads, Gpt, Mlp, Param};
 use crate::ops::reduce::{reduce, Reduction};
+use crate::ops::softmax_xent::PAD;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -65,7 +66,11 @@ pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Model> {
     let mut rng = Rng::new(config.seed);
     Ok(match config.model {
         ModelKind::Mlp => Model::Mlp(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
-        ModelKind::Gpt => Model::Gpt(Gpt::new(gpu, config.gpt.clone(), &mut rng)?),
+        ModelKind::Gpt => {
+            let mut g = Gpt::new(gpu, config.gpt.clone(), &mut rng)?;
+            g.recompute = config.checkpoint;
+            Model::Gpt(g)
+        }
     })
 }
 
@@ -133,23 +138,36 @@ impl<'g> Trainer<'g> {
     pub fn train_step(&mut self, read_loss: bool) -> Result<Option<f32>> {
         let gpu = self.gpu;
         let b = self.config.batch_size;
+        let mb = self.config.micro_batch();
         let params = self.model.params();
         zero_grads(gpu, &params);
-        let (losses, count) = match (&self.model, &self.task) {
+        // The whole effective batch is drawn first, so that micro-batching changes nothing but
+        // what runs at once; every micro-batch's loss is scaled by 1/(targets in the whole batch).
+        let count;
+        match (&self.model, &self.task) {
             (Model::Mlp(m), Task::Digits(d)) => {
                 let n = d.train_y.len();
                 let idx: Vec<usize> = (0..b).map(|_| self.rng.below(n as u64) as usize).collect();
-                let x: Vec<f32> = idx
-                    .iter()
-                    .flat_map(|&i| {
-                        d.train_x[i * digits::FEATURES..(i + 1) * digits::FEATURES].to_vec()
-                    })
-                    .collect();
-                let y: Vec<u32> = idx.iter().map(|&i| d.train_y[i]).collect();
-                let tx =
-                    Tensor::from_f32(gpu, "x", &[b, digits::FEATURES], &x, Category::Activations)?;
-                let ty = Tensor::from_u32(gpu, "y", &[b], &y, Category::Activations)?;
-                (m.forward_backward(gpu, &tx, &ty, 1.0 / b as f32)?, b)
+                count = b;
+                for (k, chunk) in idx.chunks(mb).enumerate() {
+                    let x: Vec<f32> = chunk
+                        .iter()
+                        .flat_map(|&i| {
+                            d.train_x[i * digits::FEATURES..(i + 1) * digits::FEATURES].to_vec()
+                        })
+                        .collect();
+                    let y: Vec<u32> = chunk.iter().map(|&i| d.train_y[i]).collect();
+                    let tx = Tensor::from_f32(
+                        gpu,
+                        "x",
+                        &[chunk.len(), digits::FEATURES],
+                        &x,
+                        Category::Activations,
+                    )?;
+                    let ty = Tensor::from_u32(gpu, "y", &[chunk.len()], &y, Category::Activations)?;
+                    let losses = m.forward_backward(gpu, &tx, &ty, 1.0 / count as f32)?;
+                    reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
+                }
             }
             (Model::Gpt(g), task) => {
                 let t = self.seq_len(g);
@@ -158,13 +176,15 @@ impl<'g> Trainer<'g> {
                     Task::Text(text) => Text::batch(&text.train, b, t, &mut self.rng),
                     Task::Digits(_) => unreachable!("validated: gpt does not train on digits"),
                 };
-                let batch = GptBatch::new(gpu, &g.config, &x, &y, b, t)?;
-                let count = batch.n_targets.max(1);
-                (g.forward_backward(gpu, &batch, 1.0 / count as f32)?, count)
+                count = y.iter().filter(|&&v| v != PAD).count().max(1);
+                for (k, (xs, ys)) in x.chunks(mb * t).zip(y.chunks(mb * t)).enumerate() {
+                    let batch = GptBatch::new(gpu, &g.config, xs, ys, xs.len() / t, t)?;
+                    let losses = g.forward_backward(gpu, &batch, 1.0 / count as f32)?;
+                    reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
+                }
             }
             (Model::Mlp(_), _) => unreachable!("validated: mlp trains on digits"),
-        };
-        reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, false)?;
+        }
         let lr = self.config.lr_at(self.step);
         self.optimizer.step(gpu, &params, lr)?;
         self.step += 1;

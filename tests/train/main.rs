@@ -7,6 +7,7 @@ mod reference;
 
 mod cli;
 mod gradients;
+mod memory;
 mod training;
 
 use std::sync::OnceLock;
