@@ -5,6 +5,7 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -30,6 +30,8 @@ enum Command {
     },
     /// Train a model (default: a small GPT learning addition).
     Train(cli::train::TrainArgs),
+    /// Predict peak memory per category for a training configuration, without allocating.
+    Plan(cli::plan::PlanArgs),
     /// Generate text from a GPT checkpoint.
     Sample(cli::sample::SampleArgs),
     /// Evaluate a checkpoint.
@@ -52,6 +54,7 @@ fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
         Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
+        Command::Plan(p) => cli::plan::run(p),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
     }

@@ -1,3 +1,4 @@
 pub mod info;
+pub mod plan;
 pub mod sample;
 pub mod train;

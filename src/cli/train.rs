@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// assets/configs/optimizers/NAME.json).
     #[arg(long)]
     optimizer: Option<String>,
+    /// Choose the largest micro-batch and lightest checkpoint policy whose predicted peak fits
+    /// (e.g. 512MiB).
+    #[arg(long)]
+    max_memory: Option<String>,
     /// Continue from a checkpoint (its config is the base unless --config is given; flags still
     /// override). The run continues up to --steps.
     #[arg(long)]
@@ -69,7 +73,7 @@ fn parse_model(s: &str) -> Result<ModelKind> {
 
 /// The config a run uses: the file's, else the checkpoint's, else the preset for the model and
 /// data; then the flags.
-fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
+pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
     let mut config = if let Some(path) = &args.config {
         TrainConfig::load(path)?
     } else if let Some(ckpt) = ckpt {
@@ -125,6 +129,24 @@ fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainCo
     Ok(config)
 }
 
+/// With --max-memory: the largest micro-batch and lightest checkpoint policy that fit, or an
+/// error saying what the smallest configuration needs.
+pub fn apply_max_memory(args: &TrainArgs, config: TrainConfig) -> Result<TrainConfig> {
+    let Some(size) = &args.max_memory else {
+        return Ok(config);
+    };
+    let budget = wgtrain::memory::parse_size(size).map_err(anyhow::Error::msg)?;
+    let chosen = wgtrain::memory::fit(&config, budget).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "--max-memory {size}: micro-batch {} (x{}), checkpoint {}: predicted peak {} bytes",
+        chosen.micro_batch(),
+        chosen.accumulation(),
+        chosen.checkpoint.name(),
+        wgtrain::memory::plan(&chosen)?.total
+    );
+    Ok(chosen)
+}
+
 /// Creates the output directory and proves it writable before any training time is spent.
 fn prepare_out_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
@@ -144,6 +166,8 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
+    let config = apply_max_memory(&args, config)?;
+    let plan = wgtrain::memory::plan(&config)?;
     let out_dir = config.out.as_ref().map(PathBuf::from);
     if let Some(dir) = &out_dir {
         prepare_out_dir(dir)?;
@@ -152,6 +176,10 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
 
     let started = Instant::now();
     let gpu = Gpu::new(adapter)?;
+    // Every tensor the run will allocate, against the adapter's limits, before anything runs.
+    for (name, bytes) in &plan.tensors {
+        gpu.check_size(name, *bytes)?;
+    }
     let mut trainer = Trainer::new(&gpu, config)?;
     if let Some(ckpt) = &ckpt {
         trainer.resume(ckpt)?;
@@ -280,6 +308,9 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     end["steps"] = trainer.step.into();
     end["wall_s"] = wall_s.into();
     end["mem_peak_by_category"] = mem_json(&mem.peak);
+    let mut predicted = mem_json(&plan.predicted);
+    predicted["total"] = plan.total.into();
+    end["mem_predicted_by_category"] = predicted;
     end["mem_peak_total"] = mem.peak_total.into();
     metrics.write("end", end)?;
     eprintln!(

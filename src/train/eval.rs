@@ -10,10 +10,10 @@ use crate::nn::gpt::GptBatch;
 use crate::nn::Gpt;
 use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// Validation windows for a text model.
-const TEXT_EVAL_WINDOWS: usize = 256;
+const TEXT_EVAL_WINDOWS: usize = 64;
 
 // Evaluation runs in chunks of the training micro-batch, so it never needs more activation
 // memory than a training step: the run's measured peak is the training step's.
@@ -22,26 +22,38 @@ pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> 
     match (model, task) {
         (Model::Mlp(m), Task::Digits(d)) => {
             let n = d.test_y.len();
-            let x = Tensor::from_f32(
-                gpu,
-                "test x",
-                &[n, digits::FEATURES],
-                &d.test_x,
-                Category::Activations,
-            )?;
-            let y = Tensor::from_u32(gpu, "test y", &[n], &d.test_y, Category::Activations)?;
-            let logits = m.logits(gpu, &x)?;
-            let losses = Tensor::zeros(gpu, "test losses", &[n], Category::Activations)?;
-            softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
-            let loss = losses.to_f32(gpu)?.iter().sum::<f32>() / n as f32;
-            let logits = logits.to_f32(gpu)?;
-            let correct = logits
-                .chunks(digits::CLASSES)
-                .zip(&d.test_y)
-                .filter(|(row, &y)| argmax(row) == y as usize)
-                .count();
+            let (mut loss, mut correct) = (0.0f64, 0usize);
+            for start in (0..n).step_by(config.micro_batch()) {
+                let rows = config.micro_batch().min(n - start);
+                let xs = &d.test_x[start * digits::FEATURES..(start + rows) * digits::FEATURES];
+                let ys = &d.test_y[start..start + rows];
+                let x = Tensor::from_f32(
+                    gpu,
+                    "test x",
+                    &[rows, digits::FEATURES],
+                    xs,
+                    Category::Activations,
+                )?;
+                let y = Tensor::from_u32(gpu, "test y", &[rows], ys, Category::Activations)?;
+                let logits = m.logits(gpu, &x)?;
+                let losses = Tensor::empty(
+                    gpu,
+                    "test losses",
+                    &[rows],
+                    DType::F32,
+                    Category::Activations,
+                )?;
+                softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
+                loss += losses.to_f32(gpu)?.iter().map(|&l| l as f64).sum::<f64>();
+                let logits = logits.to_f32(gpu)?;
+                correct += logits
+                    .chunks(digits::CLASSES)
+                    .zip(ys)
+                    .filter(|(row, &y)| argmax(row) == y as usize)
+                    .count();
+            }
             Ok(EvalResult {
-                loss,
+                loss: (loss / n as f64) as f32,
                 accuracy: Some(correct as f32 / n as f32),
             })
         }

@@ -129,6 +129,10 @@ fn checkpoints_feed_sample_and_eval_and_survive_a_mismatched_resume() {
     let end = events.last().unwrap();
     assert_eq!(end["event"], "end");
     assert!(end["mem_peak_by_category"]["params"].as_u64().unwrap() > 0);
+    assert_eq!(
+        end["mem_predicted_by_category"]["params"],
+        end["mem_peak_by_category"]["params"]
+    );
     assert!(end["accuracy"].is_number());
 
     let o = wgtrain(&[
@@ -215,7 +219,7 @@ fn the_shipped_configs_parse_and_validate() {
         }
         n += 1;
     }
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     // every optimizer's tuned values lay over the digits config
     let digits = wgtrain::train::TrainConfig::load(&dir.join("mlp-digits.json")).unwrap();
     for name in wgtrain::optim::OptimizerName::ALL {
@@ -223,4 +227,42 @@ fn the_shipped_configs_parse_and_validate() {
         assert_eq!(c.optimizer.name, name);
         c.validate().unwrap();
     }
+}
+
+#[test]
+fn plan_prints_json_and_max_memory_fits_or_refuses() {
+    let o = wgtrain(&["plan", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "params",
+        "grads",
+        "optimizer",
+        "activations",
+        "workspace",
+        "total",
+    ] {
+        assert!(v["predicted"][k].as_u64().unwrap() > 0, "{k}");
+    }
+    assert_eq!(v["formula"]["optimizer"], v["predicted"]["optimizer"]);
+    let deep = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs/gpt-deep.json");
+    let o = wgtrain(&[
+        "plan",
+        "--config",
+        deep,
+        "--batch-size",
+        "64",
+        "--max-memory",
+        "30MiB",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["predicted"]["total"].as_u64().unwrap() <= 30 << 20);
+    assert!(stderr(&o).contains("--max-memory 30MiB: micro-batch"));
+    fails_with(
+        &["plan", "--config", deep, "--max-memory", "1MiB"],
+        &["no configuration fits", "needs"],
+    );
+    fails_with(&["plan", "--max-memory", "lots"], &["size"]);
 }

@@ -8,6 +8,7 @@ mod reference;
 mod cli;
 mod gradients;
 mod memory;
+mod planner;
 mod training;
 
 use std::sync::OnceLock;
