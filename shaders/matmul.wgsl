@@ -78,3 +78,118 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+// The vec4 path, for M, N and K all multiples of 4 (the host picks it): each invocation computes
+// an 8x8 block of C, stepping k by 4 and reading A and B as vec4 along their contiguous
+// dimension, 16 vec4 loads per 256 multiply-adds. Same layouts, strides in vec4 units.
+// a_rowk = 1: A stored (M, K), read along k; else (K, M), read along m.
+// b_rowk = 1: B stored (N, K), read along k; else (K, N), read along n.
+struct Params4 {
+    m: u32, n: u32, k: u32,
+    a_rowk: u32, b_rowk: u32,
+    a_bs4: u32, b_bs4: u32, c_bs: u32,
+    has_bias: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p4: Params4;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
+    if (row0 >= p4.m || col0 >= p4.n) {
+        return;
+    }
+    let batch = gid.z;
+    let a_base = batch * p4.a_bs4;
+    let b_base = batch * p4.b_bs4;
+    let k4 = p4.k / 4u;
+    let m4 = p4.m / 4u;
+    let n4 = p4.n / 4u;
+    // The second group of four rows / columns, clamped to stay in bounds when M or N is 4 mod 8.
+    let rg1 = min(row0 / 4u + 1u, m4 - 1u);
+    let cg1 = min(col0 / 4u + 1u, n4 - 1u);
+    var acc: array<vec4<f32>, 16>; // acc[2r + h]: row r, columns 4h .. 4h+3
+    for (var kq = 0u; kq < k4; kq++) {
+        // at[r]: A(row0 + r, 4kq .. 4kq+3)
+        var at: array<vec4<f32>, 8>;
+        if (p4.a_rowk == 1u) {
+            for (var r = 0u; r < 8u; r++) {
+                at[r] = a4[a_base + min(row0 + r, p4.m - 1u) * k4 + kq];
+            }
+        } else {
+            // A stored (K, M): rows k = 4kq .. 4kq+3 over the block's 8 rows, transposed into at.
+            let base = a_base + 4u * kq * m4;
+            let r0 = row0 / 4u;
+            let x0 = a4[base + r0];
+            let x1 = a4[base + m4 + r0];
+            let x2 = a4[base + 2u * m4 + r0];
+            let x3 = a4[base + 3u * m4 + r0];
+            let y0 = a4[base + rg1];
+            let y1 = a4[base + m4 + rg1];
+            let y2 = a4[base + 2u * m4 + rg1];
+            let y3 = a4[base + 3u * m4 + rg1];
+            at[0] = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
+            at[1] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
+            at[2] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
+            at[3] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
+            at[4] = vec4<f32>(y0.x, y1.x, y2.x, y3.x);
+            at[5] = vec4<f32>(y0.y, y1.y, y2.y, y3.y);
+            at[6] = vec4<f32>(y0.z, y1.z, y2.z, y3.z);
+            at[7] = vec4<f32>(y0.w, y1.w, y2.w, y3.w);
+        }
+        if (p4.b_rowk == 1u) {
+            // bt[c]: B(4kq .. 4kq+3, col0 + c), stored along k
+            var bt: array<vec4<f32>, 8>;
+            for (var c = 0u; c < 8u; c++) {
+                bt[c] = b4[b_base + min(col0 + c, p4.n - 1u) * k4 + kq];
+            }
+            for (var r = 0u; r < 8u; r++) {
+                acc[2u * r] += vec4<f32>(dot(at[r], bt[0]), dot(at[r], bt[1]), dot(at[r], bt[2]), dot(at[r], bt[3]));
+                acc[2u * r + 1u] += vec4<f32>(dot(at[r], bt[4]), dot(at[r], bt[5]), dot(at[r], bt[6]), dot(at[r], bt[7]));
+            }
+        } else {
+            // B rows k = 4kq .. 4kq+3 over the block's 8 columns; written out per k so that no
+            // vector component is indexed at run time.
+            let base = b_base + 4u * kq * n4;
+            let b00 = b4[base + col0 / 4u];
+            let b01 = b4[base + cg1];
+            let b10 = b4[base + n4 + col0 / 4u];
+            let b11 = b4[base + n4 + cg1];
+            let b20 = b4[base + 2u * n4 + col0 / 4u];
+            let b21 = b4[base + 2u * n4 + cg1];
+            let b30 = b4[base + 3u * n4 + col0 / 4u];
+            let b31 = b4[base + 3u * n4 + cg1];
+            for (var r = 0u; r < 8u; r++) {
+                let a = at[r];
+                acc[2u * r] = fma(vec4<f32>(a.w), b30, fma(vec4<f32>(a.z), b20, fma(vec4<f32>(a.y), b10, fma(vec4<f32>(a.x), b00, acc[2u * r]))));
+                acc[2u * r + 1u] = fma(vec4<f32>(a.w), b31, fma(vec4<f32>(a.z), b21, fma(vec4<f32>(a.y), b11, fma(vec4<f32>(a.x), b01, acc[2u * r + 1u]))));
+            }
+        }
+    }
+    let c_base = batch * p4.c_bs;
+    for (var r = 0u; r < 8u; r++) {
+        let row = row0 + r;
+        if (row >= p4.m) {
+            break;
+        }
+        for (var j = 0u; j < 8u; j++) {
+            let col = col0 + j;
+            if (col >= p4.n) {
+                break;
+            }
+            var v = acc[2u * r + j / 4u][j % 4u];
+            if (p4.has_bias == 1u) {
+                v += bias[col];
+            }
+            let ci = c_base + row * p4.n + col;
+            if (p4.accumulate == 1u) {
+                v += c[ci];
+            }
+            c[ci] = v;
+        }
+    }
+}

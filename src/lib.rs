@@ -2,6 +2,7 @@
 //! through wgpu, so the same code trains on Vulkan, Metal, DX12 and GL, and headless on Mesa's
 //! lavapipe. See ARCHITECTURE.md for the layers.
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod gpu;

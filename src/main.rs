@@ -30,6 +30,8 @@ enum Command {
     },
     /// Train a model (default: a small GPT learning addition).
     Train(cli::train::TrainArgs),
+    /// Measure matmul GFLOP/s and training-step times on fixed workloads.
+    Bench(cli::bench::BenchArgs),
     /// Predict peak memory per category for a training configuration, without allocating.
     Plan(cli::plan::PlanArgs),
     /// Generate text from a GPT checkpoint.
@@ -55,6 +57,7 @@ fn run(args: Args) -> Result<()> {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
         Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
         Command::Plan(p) => cli::plan::run(p),
+        Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
     }

@@ -6,6 +6,9 @@ use crate::gpu::{Access, Gpu, Kernel, Shader};
 use crate::tensor::Tensor;
 
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
+const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
+/// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
+const TILE_V4: usize = 64;
 /// Outputs per workgroup along each axis (8 invocations × 4 outputs).
 const TILE: usize = 32;
 
@@ -85,6 +88,30 @@ pub fn matmul(
     if batch * m * n == 0 {
         return;
     }
+    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let args = [
+        (a, Access::Read),
+        (b, Access::Read),
+        (bias.unwrap_or(a), Access::Read),
+        (c, Access::ReadWrite),
+    ];
+    if m % 4 == 0 && n % 4 == 0 && k % 4 == 0 {
+        let words = [
+            u(m),
+            u(n),
+            u(k),
+            u32::from(layout != Layout::TN),
+            u32::from(layout == Layout::NT),
+            u(m * k / 4),
+            u(k * n / 4),
+            u(m * n),
+            flag(bias.is_some()),
+            flag(accumulate),
+        ];
+        let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
+        gpu.dispatch(&MATMUL_V4, &args, &words, groups);
+        return;
+    }
     // op(A)(i, k) = a[i*a_rs + k*a_cs]; op(B)(k, j) = b[k*b_rs + j*b_cs].
     let (a_rs, a_cs) = match layout {
         Layout::NN | Layout::NT => (k, 1),
@@ -94,23 +121,12 @@ pub fn matmul(
         Layout::NN | Layout::TN => (n, 1),
         Layout::NT => (1, k),
     };
-    let params = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
-        .map(|v| u32::try_from(v).expect("matmul dimension fits in u32"));
-    let mut words = params.to_vec();
+    let mut words = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
+        .map(u)
+        .to_vec();
     words.extend([flag(bias.is_some()), flag(accumulate)]);
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch]
-        .map(|g| u32::try_from(g).expect("workgroup count fits in u32"));
-    gpu.dispatch(
-        &MATMUL,
-        &[
-            (a, Access::Read),
-            (b, Access::Read),
-            (bias.unwrap_or(a), Access::Read),
-            (c, Access::ReadWrite),
-        ],
-        &words,
-        groups,
-    );
+    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch].map(u);
+    gpu.dispatch(&MATMUL, &args, &words, groups);
 }
 
 /// Gradients of c = op(a)·op(b) + bias given dc: each requested one is written (or added to, with

@@ -91,6 +91,14 @@ fn forward_matches_f64_reference_in_every_layout_on_awkward_shapes() {
         cases.push((1, m, n, k));
     }
     cases.extend([(3, 7, 17, 33), (2, 1, 1, 1), (5, 33, 7, 65)]);
+    // multiples of 4 take the vec4 path: 8x8 blocks with edges at 4 mod 8 and whole tiles
+    cases.extend([
+        (1, 4, 4, 4),
+        (2, 12, 20, 36),
+        (1, 68, 132, 8),
+        (3, 64, 64, 64),
+        (1, 132, 4, 100),
+    ]);
     for &(batch, m, n, k) in &cases {
         for layout in layouts {
             let d = MatmulDims::batched(batch, m, n, k, layout);
@@ -141,7 +149,13 @@ fn forward_matches_f64_reference_in_every_layout_on_awkward_shapes() {
 fn backward_matches_reference_and_reference_matches_finite_differences() {
     let mut rng = Rng::new(2);
     for layout in [Layout::NN, Layout::NT, Layout::TN] {
-        for &(batch, m, n, k) in &[(1, 7, 17, 33), (2, 17, 1, 7), (1, 65, 33, 17)] {
+        for &(batch, m, n, k) in &[
+            (1, 7, 17, 33),
+            (2, 17, 1, 7),
+            (1, 65, 33, 17),
+            (2, 12, 20, 36),
+            (1, 20, 8, 44),
+        ] {
             let d = MatmulDims::batched(batch, m, n, k, layout);
             let (sa, sb) = shapes(&d);
             let a = rand_vec(&mut rng, batch * m * k);

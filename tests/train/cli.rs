@@ -266,3 +266,21 @@ fn plan_prints_json_and_max_memory_fits_or_refuses() {
     );
     fails_with(&["plan", "--max-memory", "lots"], &["size"]);
 }
+
+#[test]
+fn bench_quick_runs_and_writes_json() {
+    let dir = tmp_dir("bench");
+    let path = dir.join("bench.json");
+    let o = wgtrain(&["bench", "--quick", "--json", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(v["adapter"]["name"].is_string());
+    assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!(steps
+        .iter()
+        .all(|s| s["ms_per_step"].as_f64().unwrap() > 0.0
+            && s["submits_per_step"].as_f64().unwrap() <= 2.0));
+}

@@ -185,3 +185,30 @@ fn every_optimizer_reaches_93_percent_on_digits() {
     );
     assert!((a32 - a8).abs() <= 0.01, "adam {a32} vs adam8bit {a8}");
 }
+
+#[test]
+fn a_steady_step_allocates_nothing_and_submits_once() {
+    for config in [
+        tiny_addition(6),
+        TrainConfig::preset(ModelKind::Mlp, "digits"),
+    ] {
+        let gpu = wgtrain::Gpu::new(None).unwrap();
+        let mut t = Trainer::new(&gpu, config).unwrap();
+        t.train_step(true).unwrap();
+        let allocations = gpu.memory().allocations;
+        for i in 0..4 {
+            let before = gpu.stats().submits;
+            t.train_step(i % 2 == 0).unwrap();
+            let submits = gpu.stats().submits - before;
+            assert_eq!(
+                submits, 1,
+                "step {i}: a whole step is one submit, the loss readback included"
+            );
+        }
+        assert_eq!(
+            gpu.memory().allocations,
+            allocations,
+            "no device buffer created after the first step"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! `wgtrain bench`: matmul throughput and training-step time on fixed workloads, for comparing
+//! adapters and kernel changes. Timings are wall clock around a sync, medians of repeated runs
+//! after warm-up; they are never part of `cargo test` (only a smoke run of `--quick` is).
+
+use crate::error::Result;
+use crate::gpu::{Category, Gpu};
+use crate::nn::gpt::GptBatch;
+use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig};
+use crate::ops::matmul::{matmul, Layout, MatmulDims};
+use crate::ops::reduce::{reduce, Reduction};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerName};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulResult {
+    pub dtype: &'static str,
+    pub layout: String,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub gflops: f64,
+    pub ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub workload: &'static str,
+    pub ms_per_step: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    pub samples_per_s: f64,
+    pub peak_bytes: u64,
+    /// From the workload's start (device creation) to the end of its first step: device set-up,
+    /// shader compilation and the step itself.
+    pub first_step_ms: f64,
+    pub submits_per_step: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median ms of `reps` timed runs of `work` after `warmup` untimed ones, each ended by a sync.
+fn time_ms(
+    gpu: &Gpu,
+    warmup: usize,
+    reps: usize,
+    mut work: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..warmup {
+        work()?;
+        gpu.sync()?;
+    }
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        work()?;
+        gpu.sync()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(samples))
+}
+
+/// The matmul shapes of the W-GPT step: (M, N, K, layout) for the qkv, attention output, MLP and
+/// LM-head projections (forward NT; weight gradients TN; input gradients NN).
+pub fn w_gpt_shapes() -> Vec<(usize, usize, usize, Layout)> {
+    let (r, c, v) = (8 * 128, 256, 256);
+    vec![
+        (r, 3 * c, c, Layout::NT),
+        (r, c, c, Layout::NT),
+        (r, 4 * c, c, Layout::NT),
+        (r, c, 4 * c, Layout::NT),
+        (r, v, c, Layout::NT),
+        (4 * c, c, r, Layout::TN),
+        (r, 4 * c, c, Layout::NN),
+    ]
+}
+
+pub fn bench_matmul(
+    gpu: &Gpu,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: Layout,
+    warmup: usize,
+    reps: usize,
+) -> Result<MatmulResult> {
+    let mut rng = Rng::new(0);
+    let a = Tensor::from_f32(
+        gpu,
+        "a",
+        &[m * k],
+        &rng.uniform_vec(m * k, -1.0, 1.0),
+        Category::Workspace,
+    )?;
+    let b = Tensor::from_f32(
+        gpu,
+        "b",
+        &[k * n],
+        &rng.uniform_vec(k * n, -1.0, 1.0),
+        Category::Workspace,
+    )?;
+    let c = Tensor::zeros(gpu, "c", &[m * n], Category::Workspace)?;
+    let d = MatmulDims::new(m, n, k, layout);
+    let ms = time_ms(gpu, warmup, reps, || {
+        matmul(gpu, d, &a, &b, None, &c, false);
+        Ok(())
+    })?;
+    Ok(MatmulResult {
+        dtype: "f32",
+        layout: format!("{layout:?}"),
+        m,
+        n,
+        k,
+        gflops: 2.0 * (m * n * k) as f64 / (ms * 1e-3) / 1e9,
+        ms,
+    })
+}
+
+/// W-MLP: 784 → 1024 → 1024 → 10, ReLU, softmax cross-entropy, batch 256, Adam, random data.
+/// With `quick`, a scaled-down version (hidden 128, batch 32) for smoke runs.
+pub fn bench_w_mlp(
+    adapter: Option<&str>,
+    warmup: usize,
+    steps: usize,
+    quick: bool,
+) -> Result<StepResult> {
+    let start = Instant::now();
+    let gpu = Gpu::new(adapter)?;
+    let mut rng = Rng::new(1);
+    let config = MlpConfig {
+        inputs: 784,
+        hidden: if quick {
+            vec![128, 128]
+        } else {
+            vec![1024, 1024]
+        },
+        classes: 10,
+        activation: crate::nn::Activation::Relu,
+    };
+    let model = Mlp::new(&gpu, config, &mut rng)?;
+    let params = model.params();
+    let mut opt = Optimizer::new(
+        &gpu,
+        &OptimizerConfig::named(OptimizerName::Adam),
+        1.0,
+        &params,
+    )?;
+    let b = if quick { 32 } else { 256 };
+    let x = Tensor::from_f32(
+        &gpu,
+        "x",
+        &[b, 784],
+        &rng.uniform_vec(b * 784, 0.0, 1.0),
+        Category::Activations,
+    )?;
+    let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
+    let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
+    let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
+    let mut step = || -> Result<()> {
+        zero_grads(&gpu, &params);
+        let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
+        reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
+        opt.step(&gpu, &params, 1e-3)?;
+        gpu.flush();
+        Ok(())
+    };
+    step()?;
+    gpu.sync()?;
+    let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
+    let submits0 = gpu.stats().submits;
+    let ms = time_ms(&gpu, warmup, steps, &mut step)?;
+    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
+    Ok(StepResult {
+        workload: "w-mlp",
+        ms_per_step: ms,
+        tokens_per_s: None,
+        samples_per_s: b as f64 / (ms * 1e-3),
+        peak_bytes: gpu.memory().peak_total,
+        first_step_ms,
+        submits_per_step: submits,
+    })
+}
+
+/// W-GPT: vocab 256, context 128, 4 layers, 4 heads, d_model 256, MLP 1024, GELU, pre-LN,
+/// batch 8, AdamW, random tokens.
+/// With `quick`, a scaled-down version (1 layer, d_model 64, context 32, batch 2) for smoke runs.
+pub fn bench_w_gpt(
+    adapter: Option<&str>,
+    warmup: usize,
+    steps: usize,
+    quick: bool,
+) -> Result<StepResult> {
+    let start = Instant::now();
+    let gpu = Gpu::new(adapter)?;
+    let mut rng = Rng::new(2);
+    let config = if quick {
+        GptConfig {
+            vocab_size: 256,
+            block_size: 32,
+            n_layer: 1,
+            n_head: 4,
+            n_embd: 64,
+        }
+    } else {
+        GptConfig {
+            vocab_size: 256,
+            block_size: 128,
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 256,
+        }
+    };
+    let model = Gpt::new(&gpu, config.clone(), &mut rng)?;
+    let params = model.params();
+    let mut opt = Optimizer::new(
+        &gpu,
+        &OptimizerConfig::named(OptimizerName::Adamw),
+        1.0,
+        &params,
+    )?;
+    let (b, t) = if quick { (2, 32) } else { (8, 128) };
+    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
+    let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
+    let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
+    let mut step = || -> Result<()> {
+        zero_grads(&gpu, &params);
+        let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;
+        reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
+        opt.step(&gpu, &params, 1e-3)?;
+        gpu.flush();
+        Ok(())
+    };
+    step()?;
+    gpu.sync()?;
+    let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
+    let submits0 = gpu.stats().submits;
+    let ms = time_ms(&gpu, warmup, steps, &mut step)?;
+    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
+    Ok(StepResult {
+        workload: "w-gpt",
+        ms_per_step: ms,
+        tokens_per_s: Some((b * t) as f64 / (ms * 1e-3)),
+        samples_per_s: b as f64 / (ms * 1e-3),
+        peak_bytes: gpu.memory().peak_total,
+        first_step_ms,
+        submits_per_step: submits,
+    })
+}

@@ -1,0 +1,108 @@
+//! `wgtrain bench`: matmul GFLOP/s and training-step times (see `wgtrain::bench`).
+
+use anyhow::Result;
+use serde_json::json;
+use std::path::PathBuf;
+use wgtrain::bench::{bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes};
+use wgtrain::ops::matmul::Layout;
+use wgtrain::Gpu;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A fast smoke run: small shapes, few repetitions (figures not comparable).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
+    let gpu = Gpu::new(adapter)?;
+    let info = gpu.info().clone();
+    println!(
+        "wgtrain {} bench on {} ({:?}, {:?}, driver {} {}); timing: wall clock around a sync, median",
+        env!("CARGO_PKG_VERSION"),
+        info.name,
+        info.backend,
+        info.device_type,
+        info.driver,
+        info.driver_info
+    );
+    let (warmup, reps, steps) = if args.quick { (1, 3, 2) } else { (2, 10, 10) };
+    let mut shapes: Vec<(usize, usize, usize, Layout)> = if args.quick {
+        vec![(256, 256, 256, Layout::NN)]
+    } else {
+        [256, 512, 1024, 2048]
+            .iter()
+            .map(|&s| (s, s, s, Layout::NN))
+            .collect()
+    };
+    if !args.quick {
+        shapes.extend(w_gpt_shapes());
+    }
+    println!(
+        "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10} {:>9}",
+        "dtype", "op", "m", "n", "k", "ms", "GFLOP/s"
+    );
+    let mut matmuls = vec![];
+    for (m, n, k, layout) in shapes {
+        let r = bench_matmul(
+            &gpu,
+            m,
+            n,
+            k,
+            layout,
+            warmup,
+            if m >= 2048 { reps.min(10) } else { reps },
+        )?;
+        println!(
+            "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10.3} {:>9.2}",
+            r.dtype, r.layout, r.m, r.n, r.k, r.ms, r.gflops
+        );
+        matmuls.push(r);
+    }
+    if !gpu.features().contains(wgpu::Features::SHADER_F16) {
+        println!("(no f16 matmul: the adapter lacks SHADER_F16)");
+    } else {
+        println!("(f16 matmul: not implemented yet; f32 only)");
+    }
+    drop(gpu);
+    let mut step_results = vec![bench_w_mlp(adapter, warmup, steps, args.quick)?];
+    step_results.push(bench_w_gpt(adapter, warmup, steps, args.quick)?);
+    if args.quick {
+        println!("(--quick: scaled-down workloads, not the W-MLP and W-GPT definitions)");
+    }
+    println!(
+        "{:<6} {:>11} {:>12} {:>12} {:>12} {:>14} {:>8}",
+        "step", "ms/step", "tokens/s", "samples/s", "peak MiB", "first step ms", "submits"
+    );
+    for s in &step_results {
+        println!(
+            "{:<6} {:>11.1} {:>12} {:>12.0} {:>12.2} {:>14.0} {:>8.1}",
+            s.workload,
+            s.ms_per_step,
+            s.tokens_per_s
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            s.samples_per_s,
+            s.peak_bytes as f64 / (1 << 20) as f64,
+            s.first_step_ms,
+            s.submits_per_step
+        );
+    }
+    if let Some(path) = &args.json {
+        let out = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "adapter": wgtrain::gpu::AdapterSummary::from_info(0, &info),
+            "timing": "wall clock",
+            "quick": args.quick,
+            "matmul": matmuls,
+            "steps": step_results,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
