@@ -65,6 +65,36 @@ fn time_ms(
     Ok(median(samples))
 }
 
+/// Times a training step: its first run (from `start`, so device set-up and shader compilation
+/// count), then the median of `steps` after `warmup`, and the submits each step cost.
+#[allow(clippy::too_many_arguments)]
+fn time_step(
+    gpu: &Gpu,
+    workload: &'static str,
+    start: Instant,
+    warmup: usize,
+    steps: usize,
+    samples: usize,
+    tokens: Option<usize>,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<StepResult> {
+    step()?;
+    gpu.sync()?;
+    let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
+    let submits0 = gpu.stats().submits;
+    let ms = time_ms(gpu, warmup, steps, &mut step)?;
+    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
+    Ok(StepResult {
+        workload,
+        ms_per_step: ms,
+        tokens_per_s: tokens.map(|t| t as f64 / (ms * 1e-3)),
+        samples_per_s: samples as f64 / (ms * 1e-3),
+        peak_bytes: gpu.memory().peak_total,
+        first_step_ms,
+        submits_per_step: submits,
+    })
+}
+
 /// The matmul shapes of the W-GPT step: (M, N, K, layout) for the qkv, attention output, MLP and
 /// LM-head projections (forward NT; weight gradients TN; input gradients NN).
 pub fn w_gpt_shapes() -> Vec<(usize, usize, usize, Layout)> {
@@ -161,7 +191,7 @@ pub fn bench_w_mlp(
     let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
     let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let mut step = || -> Result<()> {
+    let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
@@ -169,21 +199,7 @@ pub fn bench_w_mlp(
         gpu.flush();
         Ok(())
     };
-    step()?;
-    gpu.sync()?;
-    let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
-    let submits0 = gpu.stats().submits;
-    let ms = time_ms(&gpu, warmup, steps, &mut step)?;
-    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
-    Ok(StepResult {
-        workload: "w-mlp",
-        ms_per_step: ms,
-        tokens_per_s: None,
-        samples_per_s: b as f64 / (ms * 1e-3),
-        peak_bytes: gpu.memory().peak_total,
-        first_step_ms,
-        submits_per_step: submits,
-    })
+    time_step(&gpu, "w-mlp", start, warmup, steps, b, None, step)
 }
 
 /// W-GPT: vocab 256, context 128, 4 layers, 4 heads, d_model 256, MLP 1024, GELU, pre-LN,
@@ -228,7 +244,7 @@ pub fn bench_w_gpt(
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let mut step = || -> Result<()> {
+    let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
@@ -236,19 +252,5 @@ pub fn bench_w_gpt(
         gpu.flush();
         Ok(())
     };
-    step()?;
-    gpu.sync()?;
-    let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
-    let submits0 = gpu.stats().submits;
-    let ms = time_ms(&gpu, warmup, steps, &mut step)?;
-    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
-    Ok(StepResult {
-        workload: "w-gpt",
-        ms_per_step: ms,
-        tokens_per_s: Some((b * t) as f64 / (ms * 1e-3)),
-        samples_per_s: b as f64 / (ms * 1e-3),
-        peak_bytes: gpu.memory().peak_total,
-        first_step_ms,
-        submits_per_step: submits,
-    })
+    time_step(&gpu, "w-gpt", start, warmup, steps, b, Some(b * t), step)
 }
