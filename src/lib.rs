@@ -12,6 +12,7 @@ pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod second_order;
 pub mod tensor;
 pub mod train;
 

@@ -32,6 +32,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Measure matmul GFLOP/s and training-step times on fixed workloads.
     Bench(cli::bench::BenchArgs),
+    /// Minimise a full-batch problem with Newton or quasi-Newton methods.
+    Optimize(cli::optimize::OptimizeArgs),
     /// Predict peak memory per category for a training configuration, without allocating.
     Plan(cli::plan::PlanArgs),
     /// Generate text from a GPT checkpoint.
@@ -57,6 +59,7 @@ fn run(args: Args) -> Result<()> {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
         Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
         Command::Plan(p) => cli::plan::run(p),
+        Command::Optimize(o) => cli::optimize::run(args.adapter.as_deref(), o),
         Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),

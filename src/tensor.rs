@@ -107,6 +107,19 @@ impl Tensor {
         gpu.upload(self, bytemuck::cast_slice(data));
     }
 
+    /// A new tensor with the same contents (a recorded copy), charged to workspace.
+    pub fn clone_on(&self, gpu: &Gpu) -> Result<Tensor> {
+        let t = Tensor::empty(
+            gpu,
+            &self.name,
+            &self.shape,
+            self.dtype,
+            Category::Workspace,
+        )?;
+        gpu.copy(self, &t);
+        Ok(t)
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod info;
+pub mod optimize;
 pub mod plan;
 pub mod sample;
 pub mod train;

@@ -16,10 +16,11 @@ pub enum Shader {
     OptimLion,
     OptimNagGs,
     OptimAdam8bit,
+    SecondOrder,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Matmul,
         Shader::Elementwise,
         Shader::SoftmaxXent,
@@ -33,6 +34,7 @@ impl Shader {
         Shader::OptimLion,
         Shader::OptimNagGs,
         Shader::OptimAdam8bit,
+        Shader::SecondOrder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Shader {
             Shader::OptimLion => "optim/lion",
             Shader::OptimNagGs => "optim/nag_gs",
             Shader::OptimAdam8bit => "optim/adam8bit",
+            Shader::SecondOrder => "second_order",
         }
     }
 
@@ -68,6 +71,7 @@ impl Shader {
             Shader::OptimLion => include_str!("../../shaders/optim/lion.wgsl"),
             Shader::OptimNagGs => include_str!("../../shaders/optim/nag_gs.wgsl"),
             Shader::OptimAdam8bit => include_str!("../../shaders/optim/adam8bit.wgsl"),
+            Shader::SecondOrder => include_str!("../../shaders/second_order.wgsl"),
         }
     }
 }

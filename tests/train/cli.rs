@@ -284,3 +284,58 @@ fn bench_quick_runs_and_writes_json() {
         .all(|s| s["ms_per_step"].as_f64().unwrap() > 0.0
             && s["submits_per_step"].as_f64().unwrap() <= 2.0));
 }
+
+#[test]
+fn optimize_writes_json_and_a_plot() {
+    let dir = tmp_dir("optimize");
+    let (json, svg) = (dir.join("r.json"), dir.join("p.svg"));
+    let o = wgtrain(&[
+        "optimize",
+        "--problem",
+        "logreg",
+        "--method",
+        "newton",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["problem"], "logreg");
+    assert_eq!(v["converged"], true);
+    assert!(v["iterations"].as_u64().unwrap() < 10);
+    assert!((v["f"].as_f64().unwrap() - 0.0995914).abs() < 1e-6);
+    assert!(v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["grad_norm"].is_number()));
+    assert!(v["x_head"].as_array().unwrap().len() <= 8);
+    let o = wgtrain(&[
+        "optimize",
+        "--problem",
+        "rosenbrock",
+        "--method",
+        "bfgs",
+        "--method",
+        "gd",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .matches("<polyline")
+            .count(),
+        2
+    );
+    fails_with(
+        &["optimize", "--problem", "nope", "--method", "bfgs"],
+        &["unknown problem"],
+    );
+    fails_with(
+        &["optimize", "--problem", "logreg", "--method", "adam"],
+        &["unknown method"],
+    );
+}

@@ -9,6 +9,7 @@ mod cli;
 mod gradients;
 mod memory;
 mod planner;
+mod second_order;
 mod training;
 
 use std::sync::OnceLock;
