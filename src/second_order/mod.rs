@@ -275,8 +275,8 @@ fn cg_solve(gpu: &Gpu, h: &Tensor, b: &Tensor, p_out: &Tensor, n: usize) -> Resu
     gpu.copy(b, &r);
     gpu.copy(b, &dir);
     let mut rr = dot(gpu, &r, &r)?;
-    // ‖r‖ ≤ 1e-4 ‖b‖: about what f32 arithmetic can resolve; more iterations only add noise
-    let stop = 1e-8 * rr.max(1e-300);
+    // ‖r‖ ≤ 1e-6 ‖b‖, or n iterations: in f32, CG past n steps only adds noise
+    let stop = 1e-12 * rr.max(1e-300);
     for _ in 0..n.max(10) {
         if rr <= stop {
             break;

@@ -3,6 +3,7 @@
 //! DFP, and Newton's damping on an indefinite Hessian.
 
 use crate::gpu;
+use wgtrain::ops::matmul::{matmul, Layout, MatmulDims};
 use wgtrain::second_order::objective::{LogReg, Objective, Rosenbrock};
 use wgtrain::second_order::{minimize, Method, Options};
 use wgtrain::Tensor;
@@ -143,4 +144,101 @@ fn newton_damps_an_indefinite_hessian_and_still_converges() {
     assert!(r.converged, "{}", r.reason);
     assert!(r.x.iter().all(|v| (v - 1.0).abs() <= 1e-4), "x = {:?}", r.x);
     assert!(obj.dim() == 2);
+}
+
+/// g(y) = f(Ay): value, gradient Aᵀ∇f(Ay) and Hessian Aᵀ∇²f(Ay)A, all on the GPU.
+struct Transformed {
+    inner: LogReg,
+    a: Tensor,
+    n: usize,
+}
+
+impl Objective for Transformed {
+    fn name(&self) -> String {
+        "logreg(Ay)".into()
+    }
+    fn dim(&self) -> usize {
+        self.n
+    }
+    fn x0(&self) -> Vec<f32> {
+        vec![0.0; self.n] // A·0 = 0 = the inner problem's x0
+    }
+    fn value_grad(&mut self, g: &wgtrain::Gpu, y: &Tensor, grad: &Tensor) -> wgtrain::Result<f64> {
+        let n = self.n;
+        let x = wgtrain::second_order::linalg::empty(g, "Ay", n)?;
+        wgtrain::second_order::linalg::matvec(g, &self.a, y, &x);
+        let gx = wgtrain::second_order::linalg::empty(g, "grad f", n)?;
+        let f = self.inner.value_grad(g, &x, &gx)?;
+        mm(g, n, 1, n, Layout::TN, &self.a, &gx, grad);
+        Ok(f)
+    }
+    fn hessian(&mut self, g: &wgtrain::Gpu, y: &Tensor, h: &Tensor) -> wgtrain::Result<()> {
+        let n = self.n;
+        let x = wgtrain::second_order::linalg::empty(g, "Ay", n)?;
+        wgtrain::second_order::linalg::matvec(g, &self.a, y, &x);
+        let hx = Tensor::zeros(g, "H", &[n, n], wgtrain::Category::Workspace)?;
+        self.inner.hessian(g, &x, &hx)?;
+        let t = Tensor::zeros(g, "H A", &[n, n], wgtrain::Category::Workspace)?;
+        mm(g, n, n, n, Layout::NN, &hx, &self.a, &t);
+        mm(g, n, n, n, Layout::TN, &self.a, &t, h);
+        Ok(())
+    }
+}
+
+fn mm(
+    g: &wgtrain::Gpu,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: Layout,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) {
+    matmul(g, MatmulDims::new(m, n, k, layout), a, b, None, c, false);
+}
+
+#[test]
+fn newtons_iterates_are_affine_invariant_and_gradient_descents_are_not() {
+    let n = 31;
+    let mut rng = wgtrain::rng::Rng::new(5);
+    // A = I + 0.3 R/√n: well conditioned
+    let a: Vec<f32> = (0..n * n)
+        .map(|e| {
+            (if e / n == e % n { 1.0 } else { 0.0 }) + 0.3 * rng.normal() as f32 / (n as f32).sqrt()
+        })
+        .collect();
+    let a_t = Tensor::from_f32(gpu(), "A", &[n, n], &a, wgtrain::Category::Params).unwrap();
+    let apply = |y: &[f32]| -> Vec<f64> {
+        (0..n)
+            .map(|i| (0..n).map(|j| a[i * n + j] as f64 * y[j] as f64).sum())
+            .collect()
+    };
+    for (method, iters, invariant) in [(Method::Newton, 4, true), (Method::Gd, 4, false)] {
+        let mut plain = LogReg::new(gpu(), 1e-2).unwrap();
+        let rx = minimize(gpu(), &mut plain, method, &opts(iters), None).unwrap();
+        let mut transformed = Transformed {
+            inner: LogReg::new(gpu(), 1e-2).unwrap(),
+            a: a_t.clone_on(gpu()).unwrap(),
+            n,
+        };
+        let ry = minimize(gpu(), &mut transformed, method, &opts(iters), None).unwrap();
+        let ay = apply(&ry.x);
+        let scale = rx.x.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+        let diff = ay
+            .iter()
+            .zip(&rx.x)
+            .fold(0.0f64, |m, (p, q)| m.max((p - *q as f64).abs()));
+        if invariant {
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{method:?}: A·y_k and x_k differ by {diff} (|x| {scale})"
+            );
+        } else {
+            assert!(
+                diff > 1e-2 * scale,
+                "{method:?}: iterates should differ, differ by {diff}"
+            );
+        }
+    }
 }
