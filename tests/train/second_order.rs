@@ -169,7 +169,7 @@ impl Objective for Transformed {
         wgtrain::second_order::linalg::matvec(g, &self.a, y, &x);
         let gx = wgtrain::second_order::linalg::empty(g, "grad f", n)?;
         let f = self.inner.value_grad(g, &x, &gx)?;
-        mm(g, n, 1, n, Layout::TN, &self.a, &gx, grad);
+        mm(g, MatmulDims::new(n, 1, n, Layout::TN), &self.a, &gx, grad);
         Ok(f)
     }
     fn hessian(&mut self, g: &wgtrain::Gpu, y: &Tensor, h: &Tensor) -> wgtrain::Result<()> {
@@ -179,23 +179,14 @@ impl Objective for Transformed {
         let hx = Tensor::zeros(g, "H", &[n, n], wgtrain::Category::Workspace)?;
         self.inner.hessian(g, &x, &hx)?;
         let t = Tensor::zeros(g, "H A", &[n, n], wgtrain::Category::Workspace)?;
-        mm(g, n, n, n, Layout::NN, &hx, &self.a, &t);
-        mm(g, n, n, n, Layout::TN, &self.a, &t, h);
+        mm(g, MatmulDims::new(n, n, n, Layout::NN), &hx, &self.a, &t);
+        mm(g, MatmulDims::new(n, n, n, Layout::TN), &self.a, &t, h);
         Ok(())
     }
 }
 
-fn mm(
-    g: &wgtrain::Gpu,
-    m: usize,
-    n: usize,
-    k: usize,
-    layout: Layout,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-) {
-    matmul(g, MatmulDims::new(m, n, k, layout), a, b, None, c, false);
+fn mm(g: &wgtrain::Gpu, d: MatmulDims, a: &Tensor, b: &Tensor, c: &Tensor) {
+    matmul(g, d, a, b, None, c, false);
 }
 
 #[test]
