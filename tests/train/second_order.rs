@@ -233,3 +233,22 @@ fn newtons_iterates_are_affine_invariant_and_gradient_descents_are_not() {
         }
     }
 }
+
+#[test]
+fn sr1_turning_indefinite_is_handled() {
+    // From (0, 1) Rosenbrock's curvature along the first steps is negative, and SR1 (which does
+    // not enforce positive definiteness) captures it: its C turns indefinite. The method must
+    // still converge: non-descent directions fall back to steepest descent.
+    let mut indefinite = 0;
+    let mut hook = |g: &wgtrain::Gpu, c: &Tensor, _: &Tensor, _: &Tensor| -> wgtrain::Result<()> {
+        if !positive_definite(&c.to_f32(g)?, 2) {
+            indefinite += 1;
+        }
+        Ok(())
+    };
+    let mut obj = Rosenbrock::starting_at(vec![0.0, 1.0]).unwrap();
+    let r = minimize(gpu(), &mut obj, Method::Sr1, &opts(200), Some(&mut hook)).unwrap();
+    assert!(indefinite > 0, "the constructed case should make SR1's C indefinite");
+    assert!(r.converged, "{}", r.reason);
+    assert!(r.x.iter().all(|v| (v - 1.0).abs() <= 1e-4), "x = {:?}", r.x);
+}
