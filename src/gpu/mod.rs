@@ -260,6 +260,31 @@ impl Gpu {
         });
     }
 
+    /// Records a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`
+    /// (offsets and size multiples of 4).
+    pub fn copy_region(
+        &self,
+        src: &Tensor,
+        src_offset: u64,
+        dst: &Tensor,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        assert!(
+            src_offset + bytes <= src.bytes() && dst_offset + bytes <= dst.bytes(),
+            "copy_region {:?}[{src_offset}..+{bytes}] -> {:?}[{dst_offset}..]",
+            src.name(),
+            dst.name()
+        );
+        self.recorder.lock().unwrap().commands.push(Command::Copy {
+            src: src.buffer().clone(),
+            src_offset,
+            dst: dst.buffer().clone(),
+            dst_offset,
+            size: bytes,
+        });
+    }
+
     /// Writes `data` into `t`, ordered after everything recorded so far.
     pub fn upload(&self, t: &Tensor, data: &[u8]) {
         assert_eq!(

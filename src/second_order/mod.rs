@@ -300,6 +300,54 @@ fn cg_solve(gpu: &Gpu, h: &Tensor, b: &Tensor, p_out: &Tensor, n: usize) -> Resu
     Ok(Some(()))
 }
 
+/// Truncated CG on H p = b with Hessian-vector products, at most `max_iter` iterations; on
+/// negative curvature it keeps the iterate so far (b's direction when none). Returns the number of
+/// Hessian-vector products.
+fn cg_hvp(
+    gpu: &Gpu,
+    obj: &mut dyn Objective,
+    x: &Tensor,
+    b: &Tensor,
+    p_out: &Tensor,
+    max_iter: usize,
+) -> Result<usize> {
+    let n = b.numel();
+    let (r, dir, hd) = (
+        empty(gpu, "cg r", n)?,
+        empty(gpu, "cg d", n)?,
+        empty(gpu, "cg Hd", n)?,
+    );
+    gpu.clear(p_out);
+    gpu.copy(b, &r);
+    gpu.copy(b, &dir);
+    let mut rr = dot(gpu, &r, &r)?;
+    let stop = 1e-4 * rr;
+    let mut products = 0;
+    for i in 0..max_iter {
+        if rr <= stop {
+            break;
+        }
+        obj.hessian_vector(gpu, x, &dir, &hd)?;
+        products += 1;
+        let curv = dot(gpu, &dir, &hd)?;
+        if curv <= 0.0 {
+            if i == 0 {
+                gpu.copy(b, p_out);
+            }
+            break;
+        }
+        let alpha = rr / curv;
+        axpy(gpu, alpha, &dir, p_out);
+        axpy(gpu, -alpha, &hd, &r);
+        let rr_new = dot(gpu, &r, &r)?;
+        let tmp = r.clone_on(gpu)?;
+        axpy(gpu, rr_new / rr, &dir, &tmp);
+        gpu.copy(&tmp, &dir);
+        rr = rr_new;
+    }
+    Ok(products)
+}
+
 /// Called after each quasi-Newton update with (C, s, y), for tests of the secant equation.
 pub type UpdateHook<'a> = &'a mut dyn FnMut(&Gpu, &Tensor, &Tensor, &Tensor) -> Result<()>;
 
@@ -319,12 +367,19 @@ pub fn minimize(
     let d = empty(gpu, "d", n)?;
     let (s, y) = (empty(gpu, "s", n)?, empty(gpu, "y", n)?);
     let cy = empty(gpu, "Cy", n)?;
-    let needs_matrix = matches!(
-        method,
-        Method::Newton | Method::Sr1 | Method::Dfp | Method::Bfgs
-    );
+    // an n×n matrix: the Hessian for Newton (when the objective has a dense one), C otherwise
+    let needs_matrix = match method {
+        Method::Newton => obj.dense_hessian(),
+        Method::Sr1 | Method::Dfp | Method::Bfgs => true,
+        Method::Gd | Method::Lbfgs => false,
+    };
     let cmat = if needs_matrix {
-        Some(linalg::identity(gpu, "C", n)?)
+        Some(linalg::identity(gpu, "C", n).map_err(|e| {
+            Error::Config(format!(
+                "{} keeps an n×n matrix for n = {n}: {e}; use lbfgs",
+                method.name()
+            ))
+        })?)
     } else {
         None
     };
@@ -355,6 +410,14 @@ pub fn minimize(
         // direction
         match method {
             Method::Gd => scaled(gpu, -1.0, &g, &d),
+            Method::Newton if cmat.is_none() => {
+                // Newton-CG on Hessian-vector products; stops at negative curvature with the
+                // last CG iterate (or −g when that is the first direction)
+                let minus_g = empty(gpu, "-g", n)?;
+                scaled(gpu, -1.0, &g, &minus_g);
+                // each Hessian-vector product costs two gradient evaluations
+                e.evals += 2 * cg_hvp(gpu, e.obj, &x, &minus_g, &d, n.min(50))?;
+            }
             Method::Newton => {
                 let h = cmat.as_ref().unwrap();
                 e.obj.hessian(gpu, &x, h)?;
@@ -520,9 +583,10 @@ pub fn problem(gpu: &Gpu, spec: &str) -> Result<Box<dyn Objective>> {
         ["rosenbrock", n] => Box::new(objective::Rosenbrock::new(num(n)? as usize)?),
         ["quadratic", n, kappa] => Box::new(objective::Quadratic::new(gpu, num(n)? as usize, num(kappa)?, 0)?),
         ["logreg"] => Box::new(objective::LogReg::new(gpu, 1e-2)?),
+        ["mlp-digits"] => Box::new(objective::MlpDigits::new(gpu)?),
         _ => {
             return Err(Error::Config(format!(
-                "unknown problem {spec:?}; expected rosenbrock, rosenbrock:N, quadratic:N:KAPPA or logreg"
+                "unknown problem {spec:?}; expected rosenbrock, rosenbrock:N, quadratic:N:KAPPA, logreg or mlp-digits"
             )))
         }
     })

@@ -14,8 +14,38 @@ pub trait Objective {
     fn x0(&self) -> Vec<f32>;
     /// f(x), writing ∇f(x) into g (a sync point: f is read back).
     fn value_grad(&mut self, gpu: &Gpu, x: &Tensor, g: &Tensor) -> Result<f64>;
-    /// ∇²f(x) into h (n, n).
+    /// ∇²f(x) into h (n, n). Objectives too large for a dense Hessian return an error and
+    /// answer `hessian_vector` instead.
     fn hessian(&mut self, gpu: &Gpu, x: &Tensor, h: &Tensor) -> Result<()>;
+
+    /// Whether `hessian` is available (else Newton works from Hessian-vector products).
+    fn dense_hessian(&self) -> bool {
+        true
+    }
+
+    /// ∇²f(x)·v into out. Default: central differences of gradients,
+    /// (∇f(x + εv) − ∇f(x − εv)) / 2ε with ε = 1e-3 (1 + ‖x‖) / ‖v‖ (f32 gradients: a larger ε
+    /// than f64 would use).
+    fn hessian_vector(&mut self, gpu: &Gpu, x: &Tensor, v: &Tensor, out: &Tensor) -> Result<()> {
+        let n = self.dim();
+        let xn = linalg::dot(gpu, x, x)?.sqrt();
+        let vn = linalg::dot(gpu, v, v)?.sqrt().max(1e-30);
+        let eps = 1e-3 * (1.0 + xn) / vn;
+        let (xp, gp, gm) = (
+            linalg::empty(gpu, "x ± εv", n)?,
+            linalg::empty(gpu, "g+", n)?,
+            linalg::empty(gpu, "g−", n)?,
+        );
+        gpu.copy(x, &xp);
+        linalg::axpy(gpu, eps, v, &xp);
+        self.value_grad(gpu, &xp, &gp)?;
+        gpu.copy(x, &xp);
+        linalg::axpy(gpu, -eps, v, &xp);
+        self.value_grad(gpu, &xp, &gm)?;
+        linalg::scaled(gpu, 0.5 / eps, &gp, out);
+        linalg::axpy(gpu, -0.5 / eps, &gm, out);
+        Ok(())
+    }
 }
 
 /// ½ xᵀAx − bᵀx with A = Q diag(λ) Qᵀ, λ log-spaced from 1 to κ, Q a product of three random
@@ -373,5 +403,89 @@ impl Objective for LogReg {
             false,
         );
         linalg::add_diag(gpu, h, self.d, 1, self.lambda)
+    }
+}
+
+/// The digits MLP's full-batch training loss (mean cross-entropy over the 1437 training images,
+/// no weight decay) as a function of all its parameters, flattened in the model's order: a
+/// non-convex case. Its Hessian is too large to store (n² for n ≈ 17k); Newton uses
+/// Hessian-vector products by central differences of gradients.
+pub struct MlpDigits {
+    model: crate::nn::Mlp,
+    x: Tensor,
+    y: Tensor,
+    rows: usize,
+    n: usize,
+    x0: Vec<f32>,
+}
+
+impl MlpDigits {
+    pub fn new(gpu: &Gpu) -> Result<MlpDigits> {
+        use crate::data::digits::{Digits, CLASSES, FEATURES};
+        let d = Digits::load()?;
+        let config = crate::nn::MlpConfig {
+            inputs: FEATURES,
+            hidden: vec![128, 64],
+            classes: CLASSES,
+            activation: crate::nn::Activation::Relu,
+        };
+        let model = crate::nn::Mlp::new(gpu, config, &mut Rng::new(1337))?;
+        let rows = d.train_y.len();
+        let mut x0 = vec![];
+        for p in model.params() {
+            x0.extend(p.value.to_f32(gpu)?);
+        }
+        Ok(MlpDigits {
+            n: x0.len(),
+            x: Tensor::from_f32(
+                gpu,
+                "digits x",
+                &[rows, FEATURES],
+                &d.train_x,
+                Category::Activations,
+            )?,
+            y: Tensor::from_u32(gpu, "digits y", &[rows], &d.train_y, Category::Activations)?,
+            rows,
+            model,
+            x0,
+        })
+    }
+}
+
+impl Objective for MlpDigits {
+    fn name(&self) -> String {
+        "mlp-digits".into()
+    }
+    fn dim(&self) -> usize {
+        self.n
+    }
+    fn x0(&self) -> Vec<f32> {
+        self.x0.clone()
+    }
+    fn value_grad(&mut self, gpu: &Gpu, x: &Tensor, g: &Tensor) -> Result<f64> {
+        let params = self.model.params();
+        let mut offset = 0;
+        for p in &params {
+            gpu.copy_region(x, offset, &p.value, 0, p.value.bytes());
+            offset += p.value.bytes();
+        }
+        crate::nn::zero_grads(gpu, &params);
+        let losses = self
+            .model
+            .forward_backward(gpu, &self.x, &self.y, 1.0 / self.rows as f32)?;
+        let mut offset = 0;
+        for p in &params {
+            gpu.copy_region(&p.grad, 0, g, offset, p.grad.bytes());
+            offset += p.grad.bytes();
+        }
+        Ok(linalg::sum(gpu, &losses)? / self.rows as f64)
+    }
+    fn hessian(&mut self, _gpu: &Gpu, _x: &Tensor, _h: &Tensor) -> Result<()> {
+        Err(Error::Config(
+            "mlp-digits has no dense Hessian; Newton uses Hessian-vector products".into(),
+        ))
+    }
+    fn dense_hessian(&self) -> bool {
+        false
     }
 }

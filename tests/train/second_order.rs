@@ -248,7 +248,22 @@ fn sr1_turning_indefinite_is_handled() {
     };
     let mut obj = Rosenbrock::starting_at(vec![0.0, 1.0]).unwrap();
     let r = minimize(gpu(), &mut obj, Method::Sr1, &opts(200), Some(&mut hook)).unwrap();
-    assert!(indefinite > 0, "the constructed case should make SR1's C indefinite");
+    assert!(
+        indefinite > 0,
+        "the constructed case should make SR1's C indefinite"
+    );
     assert!(r.converged, "{}", r.reason);
     assert!(r.x.iter().all(|v| (v - 1.0).abs() <= 1e-4), "x = {:?}", r.x);
+}
+
+#[test]
+fn lbfgs_trains_the_digits_mlp_full_batch_and_dense_methods_refuse_it_clearly() {
+    let mut obj = wgtrain::second_order::objective::MlpDigits::new(gpu()).unwrap();
+    let r = minimize(gpu(), &mut obj, Method::Lbfgs, &opts(20), None).unwrap();
+    let f0 = r.history[0].f;
+    assert!(f0 > 1.0 && r.f < 0.1 * f0, "full-batch loss {f0} → {}", r.f);
+    let err = minimize(gpu(), &mut obj, Method::Bfgs, &opts(2), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("use lbfgs"), "{err}");
 }
