@@ -19,9 +19,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use pipeline::PipelineCache;
 use recorder::{Command, Recorder};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use wgpu::util::DeviceExt;
 
 /// Optional features used when the adapter offers them; never required.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -44,6 +44,8 @@ pub struct Gpu {
     pool: BufferPool,
     pipelines: Mutex<PipelineCache>,
     recorder: Mutex<Recorder>,
+    /// MAP_READ buffers for readbacks, by size, reused across reads.
+    readback: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     submits: AtomicU64,
     dispatches: AtomicU64,
 }
@@ -103,6 +105,7 @@ impl Gpu {
             info,
             pipelines: Mutex::default(),
             recorder: Mutex::default(),
+            readback: Mutex::default(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
         }
@@ -307,19 +310,11 @@ impl Gpu {
             // Nothing pending can read the old contents: the queue orders this write first.
             self.queue.write_buffer(t.buffer(), 0, data);
         } else {
-            let staging = self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("wgtrain upload"),
-                    contents: data,
-                    usage: wgpu::BufferUsages::COPY_SRC,
-                });
-            rec.commands.push(Command::Copy {
-                src: staging,
-                src_offset: 0,
+            // Recorded work may still read the old contents: the copy goes in command order,
+            // from the upload arena the flush fills.
+            rec.commands.push(Command::Upload {
+                data: data.to_vec(),
                 dst: t.buffer().clone(),
-                dst_offset: 0,
-                size: data.len() as u64,
             });
         }
     }
@@ -346,11 +341,19 @@ impl Gpu {
     /// copy, then a wait).
     pub fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
         let size = t.bytes().div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgtrain readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let cached = self
+            .readback
+            .lock()
+            .unwrap()
+            .get_mut(&size)
+            .and_then(Vec::pop);
+        let staging = cached.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgtrain readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         self.recorder.lock().unwrap().commands.push(Command::Copy {
             src: t.buffer().clone(),
@@ -375,6 +378,12 @@ impl Gpu {
             .map_err(|e| Error::Readback(format!("{e:?}")))?
             .to_vec();
         staging.unmap();
+        self.readback
+            .lock()
+            .unwrap()
+            .entry(size)
+            .or_default()
+            .push(staging);
         bytes.truncate(t.bytes() as usize);
         Ok(bytes)
     }

@@ -38,12 +38,19 @@ pub(crate) enum Command {
         buffer: wgpu::Buffer,
         size: u64,
     },
+    /// Host data for `dst`, copied in command order from the upload arena.
+    Upload {
+        data: Vec<u8>,
+        dst: wgpu::Buffer,
+    },
 }
 
 #[derive(Default)]
 pub(crate) struct Recorder {
     pub commands: Vec<Command>,
     arena: Option<wgpu::Buffer>,
+    /// Staging for uploads recorded between sync points: one buffer, one write per flush.
+    upload_arena: Option<wgpu::Buffer>,
 }
 
 impl Recorder {
@@ -89,6 +96,29 @@ impl Recorder {
             }
             queue.write_buffer(self.arena.as_ref().unwrap(), 0, &arena_bytes);
         }
+
+        // 1b. Pack every upload into the upload arena (copies below read it in command order).
+        let mut upload_bytes: Vec<u8> = Vec::new();
+        let mut upload_offsets = Vec::new();
+        for cmd in &commands {
+            if let Command::Upload { data, .. } = cmd {
+                upload_offsets.push(upload_bytes.len() as u64);
+                upload_bytes.extend_from_slice(data);
+            }
+        }
+        if !upload_bytes.is_empty() {
+            let needed = upload_bytes.len() as u64;
+            if self.upload_arena.as_ref().is_none_or(|a| a.size() < needed) {
+                self.upload_arena = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgtrain upload arena"),
+                    size: needed.next_power_of_two().max(4096),
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            queue.write_buffer(self.upload_arena.as_ref().unwrap(), 0, &upload_bytes);
+        }
+        let mut next_upload = upload_offsets.iter();
 
         // 2. Bind groups, made now that the arena is final.
         let mut bind_groups = Vec::with_capacity(offsets.len());
@@ -164,6 +194,12 @@ impl Recorder {
                 }
                 Command::Clear { buffer, size } => {
                     encoder.clear_buffer(buffer, 0, Some(*size));
+                    i += 1;
+                }
+                Command::Upload { data, dst } => {
+                    let offset = *next_upload.next().unwrap();
+                    let arena = self.upload_arena.as_ref().unwrap();
+                    encoder.copy_buffer_to_buffer(arena, offset, dst, 0, data.len() as u64);
                     i += 1;
                 }
             }
