@@ -16,6 +16,8 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulResult {
+    /// "timestamp queries" or "wall clock"
+    pub timing: &'static str,
     pub dtype: &'static str,
     pub layout: String,
     pub m: usize,
@@ -136,11 +138,23 @@ pub fn bench_matmul(
     )?;
     let c = Tensor::zeros(gpu, "c", &[m * n], Category::Workspace)?;
     let d = MatmulDims::new(m, n, k, layout);
-    let ms = time_ms(gpu, warmup, reps, || {
-        matmul(gpu, d, &a, &b, None, &c, false);
-        Ok(())
-    })?;
+    // GPU time from timestamp queries where the adapter offers them, else wall clock
+    let mut samples = vec![];
+    let mut timing = "timestamp queries";
+    for i in 0..warmup + reps {
+        let t = Instant::now();
+        let gpu_ms = gpu.gpu_time_ms(|| matmul(gpu, d, &a, &b, None, &c, false))?;
+        let ms = gpu_ms.unwrap_or_else(|| {
+            timing = "wall clock";
+            t.elapsed().as_secs_f64() * 1e3
+        });
+        if i >= warmup {
+            samples.push(ms);
+        }
+    }
+    let ms = median(samples);
     Ok(MatmulResult {
+        timing,
         dtype: "f32",
         layout: format!("{layout:?}"),
         m,

@@ -337,6 +337,76 @@ impl Gpu {
         Ok(())
     }
 
+    /// GPU time of the work `record` records, in ms, measured with timestamp queries at the
+    /// start of its first compute pass and the end of its last; None when the adapter offers no
+    /// TIMESTAMP_QUERY. Pending work is submitted first so that it is not counted.
+    pub fn gpu_time_ms(&self, record: impl FnOnce()) -> Result<Option<f64>> {
+        if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            record();
+            self.sync()?;
+            return Ok(None);
+        }
+        self.flush();
+        let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("wgtrain timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgtrain timing resolve"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        record();
+        {
+            let mut rec = self.recorder.lock().unwrap();
+            if !rec
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Dispatch { .. }))
+            {
+                drop(rec);
+                self.sync()?;
+                return Ok(Some(0.0));
+            }
+            rec.timestamps = Some((qs, resolve.clone()));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgtrain timing readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.flush();
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
+        self.queue.submit([encoder.finish()]);
+        self.submits.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(
+            &staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Readback(format!("{e:?}")))?,
+        );
+        staging.unmap();
+        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(Some(ns / 1e6))
+    }
+
     /// Reads the tensor's bytes back: a sync point (one submit holding all recorded work and the
     /// copy, then a wait).
     pub fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {

@@ -51,6 +51,9 @@ pub(crate) struct Recorder {
     arena: Option<wgpu::Buffer>,
     /// Staging for uploads recorded between sync points: one buffer, one write per flush.
     upload_arena: Option<wgpu::Buffer>,
+    /// When set, the next encode writes a timestamp at the start of its first compute pass and
+    /// at the end of its last, and resolves both into the buffer (two u64 ticks).
+    pub timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
 }
 
 impl Recorder {
@@ -164,13 +167,36 @@ impl Recorder {
             label: Some("wgtrain batch"),
         });
         let mut groups_iter = bind_groups.iter();
+        let timestamps = self.timestamps.take();
+        let first_dispatch = commands
+            .iter()
+            .position(|c| matches!(c, Command::Dispatch { .. }));
+        let last_dispatch = commands
+            .iter()
+            .rposition(|c| matches!(c, Command::Dispatch { .. }));
         let mut i = 0;
         while i < commands.len() {
             match &commands[i] {
                 Command::Dispatch { .. } => {
+                    // the pass that holds the first (last) dispatch writes the start (end) tick
+                    let run_end = commands[i..]
+                        .iter()
+                        .position(|c| !matches!(c, Command::Dispatch { .. }))
+                        .map_or(commands.len(), |k| i + k);
+                    let writes =
+                        timestamps
+                            .as_ref()
+                            .map(|(qs, _)| wgpu::ComputePassTimestampWrites {
+                                query_set: qs,
+                                beginning_of_pass_write_index: (Some(i) == first_dispatch)
+                                    .then_some(0),
+                                end_of_pass_write_index: last_dispatch
+                                    .filter(|&l| l < run_end)
+                                    .map(|_| 1),
+                            });
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
-                        timestamp_writes: None,
+                        timestamp_writes: writes,
                     });
                     while let Some(Command::Dispatch {
                         pipeline, groups, ..
@@ -203,6 +229,9 @@ impl Recorder {
                     i += 1;
                 }
             }
+        }
+        if let Some((qs, resolve)) = &timestamps {
+            encoder.resolve_query_set(qs, 0..2, resolve, 0);
         }
         Some(encoder.finish())
     }

@@ -129,3 +129,23 @@ fn a_gpu_wraps_an_application_owned_device_beside_another() {
     assert_eq!(read(&y2), vec![2.0, 4.0, 6.0]);
     assert_eq!(app_gpu.info().name, adapter.get_info().name);
 }
+
+#[test]
+fn gpu_time_is_measured_with_timestamps_where_offered() {
+    use wgtrain::ops::matmul::{matmul, Layout, MatmulDims};
+    let gpu = own_gpu();
+    let a = Tensor::from_f32(&gpu, "a", &[64, 64], &[0.5; 64 * 64], Category::Workspace).unwrap();
+    let c = Tensor::zeros(&gpu, "c", &[64, 64], Category::Workspace).unwrap();
+    let d = MatmulDims::new(64, 64, 64, Layout::NN);
+    let start = std::time::Instant::now();
+    let ms = gpu
+        .gpu_time_ms(|| matmul(&gpu, d, &a, &a, None, &c, false))
+        .unwrap();
+    let wall = start.elapsed().as_secs_f64() * 1e3;
+    match ms {
+        Some(ms) => assert!(ms > 0.0 && ms <= wall, "GPU {ms} ms within wall {wall} ms"),
+        None => eprintln!("skipped: the adapter offers no TIMESTAMP_QUERY"),
+    }
+    // the work ran: 64 × 0.5 × 0.5
+    assert!(c.to_f32(&gpu).unwrap().iter().all(|&v| v == 16.0));
+}
