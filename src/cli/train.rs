@@ -312,6 +312,9 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     predicted["total"] = plan.total.into();
     end["mem_predicted_by_category"] = predicted;
     end["mem_peak_total"] = mem.peak_total.into();
+    // device memory the pool holds that no tensor uses: size-class rounding plus freed buffers
+    // kept for reuse
+    end["mem_held_unused_bytes"] = mem.unusable_bytes().into();
     metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | {}",
@@ -327,8 +330,9 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         );
     }
     eprintln!(
-        " peak total {:.2} MiB",
-        mem.peak_total as f64 / (1 << 20) as f64
+        " peak total {:.2} MiB; the pool holds {:.2} MiB more (rounding and cached free buffers)",
+        mem.peak_total as f64 / (1 << 20) as f64,
+        mem.unusable_bytes() as f64 / (1 << 20) as f64
     );
     if let (Model::Gpt(g), Task::Addition(a)) = (&trainer.model, &trainer.task) {
         let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();
