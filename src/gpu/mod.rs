@@ -387,6 +387,13 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
         self.queue.submit([encoder.finish()]);
         self.submits.fetch_add(1, Ordering::Relaxed);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&staging)?);
+        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(Some(ns / 1e6))
+    }
+
+    /// Waits for the submitted work, maps a MAP_READ buffer, copies it out and unmaps it.
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -397,14 +404,12 @@ impl Gpu {
         rx.recv()
             .map_err(|e| Error::Readback(e.to_string()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(
-            &staging
-                .get_mapped_range(..)
-                .map_err(|e| Error::Readback(format!("{e:?}")))?,
-        );
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback(format!("{e:?}")))?
+            .to_vec();
         staging.unmap();
-        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
-        Ok(Some(ns / 1e6))
+        Ok(bytes)
     }
 
     /// Reads the tensor's bytes back: a sync point (one submit holding all recorded work and the
@@ -433,21 +438,7 @@ impl Gpu {
             size,
         });
         self.flush();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let mut bytes = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(format!("{e:?}")))?
-            .to_vec();
-        staging.unmap();
+        let mut bytes = self.map_read(&staging)?;
         self.readback
             .lock()
             .unwrap()

@@ -266,86 +266,63 @@ fn zoom(
     Ok(None)
 }
 
-/// Solves H p = b by conjugate gradients on the GPU; None on negative curvature.
-fn cg_solve(gpu: &Gpu, h: &Tensor, b: &Tensor, p_out: &Tensor, n: usize) -> Result<Option<()>> {
-    let r = empty(gpu, "cg r", n)?;
-    let dir = empty(gpu, "cg d", n)?;
-    let hd = empty(gpu, "cg Hd", n)?;
-    gpu.clear(p_out);
-    gpu.copy(b, &r);
-    gpu.copy(b, &dir);
-    let mut rr = dot(gpu, &r, &r)?;
-    // ‖r‖ ≤ 1e-6 ‖b‖, or n iterations: in f32, CG past n steps only adds noise
-    let stop = 1e-12 * rr.max(1e-300);
-    for _ in 0..n.max(10) {
-        if rr <= stop {
-            break;
-        }
-        matvec(gpu, h, &dir, &hd);
-        let curv = dot(gpu, &dir, &hd)?;
-        if curv <= 0.0 {
-            return Ok(None);
-        }
-        let alpha = rr / curv;
-        axpy(gpu, alpha, &dir, p_out);
-        axpy(gpu, -alpha, &hd, &r);
-        let rr_new = dot(gpu, &r, &r)?;
-        // dir = r + β dir
-        let tmp = empty(gpu, "cg tmp", n)?;
-        gpu.copy(&r, &tmp);
-        axpy(gpu, rr_new / rr, &dir, &tmp);
-        gpu.copy(&tmp, &dir);
-        rr = rr_new;
-    }
-    Ok(Some(()))
+/// How a CG solve ended.
+struct CgEnd {
+    /// Negative (or zero) curvature was met; p holds the iterate so far.
+    negative_curvature: bool,
+    /// Operator applications performed.
+    products: usize,
 }
 
-/// Truncated CG on H p = b with Hessian-vector products, at most `max_iter` iterations; on
-/// negative curvature it keeps the iterate so far (b's direction when none). Returns the number of
-/// Hessian-vector products.
-fn cg_hvp(
+/// Conjugate gradients on H p = b, H given by `apply(v, out)` (out = Hv), from p = 0, until
+/// ‖r‖² ≤ rel_tol·‖b‖², max_iter iterations, or non-positive curvature.
+fn cg(
     gpu: &Gpu,
-    obj: &mut dyn Objective,
-    x: &Tensor,
+    mut apply: impl FnMut(&Tensor, &Tensor) -> Result<()>,
     b: &Tensor,
-    p_out: &Tensor,
+    p: &Tensor,
     max_iter: usize,
-) -> Result<usize> {
+    rel_tol: f64,
+) -> Result<CgEnd> {
     let n = b.numel();
     let (r, dir, hd) = (
         empty(gpu, "cg r", n)?,
         empty(gpu, "cg d", n)?,
         empty(gpu, "cg Hd", n)?,
     );
-    gpu.clear(p_out);
+    gpu.clear(p);
     gpu.copy(b, &r);
     gpu.copy(b, &dir);
     let mut rr = dot(gpu, &r, &r)?;
-    let stop = 1e-4 * rr;
+    let stop = rel_tol * rr.max(1e-300);
     let mut products = 0;
-    for i in 0..max_iter {
+    for _ in 0..max_iter {
         if rr <= stop {
             break;
         }
-        obj.hessian_vector(gpu, x, &dir, &hd)?;
+        apply(&dir, &hd)?;
         products += 1;
         let curv = dot(gpu, &dir, &hd)?;
         if curv <= 0.0 {
-            if i == 0 {
-                gpu.copy(b, p_out);
-            }
-            break;
+            return Ok(CgEnd {
+                negative_curvature: true,
+                products,
+            });
         }
         let alpha = rr / curv;
-        axpy(gpu, alpha, &dir, p_out);
+        axpy(gpu, alpha, &dir, p);
         axpy(gpu, -alpha, &hd, &r);
         let rr_new = dot(gpu, &r, &r)?;
-        let tmp = r.clone_on(gpu)?;
-        axpy(gpu, rr_new / rr, &dir, &tmp);
-        gpu.copy(&tmp, &dir);
+        // dir = r + β dir
+        let next = r.clone_on(gpu)?;
+        axpy(gpu, rr_new / rr, &dir, &next);
+        gpu.copy(&next, &dir);
         rr = rr_new;
     }
-    Ok(products)
+    Ok(CgEnd {
+        negative_curvature: false,
+        products,
+    })
 }
 
 /// Called after each quasi-Newton update with (C, s, y), for tests of the secant equation.
@@ -415,8 +392,21 @@ pub fn minimize(
                 // last CG iterate (or −g when that is the first direction)
                 let minus_g = empty(gpu, "-g", n)?;
                 scaled(gpu, -1.0, &g, &minus_g);
-                // each Hessian-vector product costs two gradient evaluations
-                e.evals += 2 * cg_hvp(gpu, e.obj, &x, &minus_g, &d, n.min(50))?;
+                // Truncated Newton-CG: on negative curvature keep the iterate so far (−g when
+                // there is none); each Hessian-vector product costs two gradient evaluations.
+                let obj = &mut *e.obj;
+                let end = cg(
+                    gpu,
+                    |v, out| obj.hessian_vector(gpu, &x, v, out),
+                    &minus_g,
+                    &d,
+                    n.min(50),
+                    1e-4,
+                )?;
+                if end.negative_curvature && end.products == 1 {
+                    gpu.copy(&minus_g, &d);
+                }
+                e.evals += 2 * end.products;
             }
             Method::Newton => {
                 let h = cmat.as_ref().unwrap();
@@ -427,7 +417,19 @@ pub fn minimize(
                 let mut tau = 0.0;
                 let mut added = 0.0;
                 loop {
-                    if cg_solve(gpu, h, &minus_g, &d, n)?.is_some() {
+                    // ‖r‖ ≤ 1e-6 ‖b‖, or n iterations: in f32, CG past n steps only adds noise
+                    let end = cg(
+                        gpu,
+                        |v, out| {
+                            matvec(gpu, h, v, out);
+                            Ok(())
+                        },
+                        &minus_g,
+                        &d,
+                        n.max(10),
+                        1e-12,
+                    )?;
+                    if !end.negative_curvature {
                         break;
                     }
                     tau = if tau == 0.0 { 1e-3 } else { tau * 10.0 };
