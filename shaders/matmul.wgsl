@@ -7,7 +7,9 @@
 // Each invocation computes a 4x4 block of C held in registers, reading A and B straight from
 // global memory (on lavapipe that beats workgroup-memory tiling); a workgroup of 8x8 invocations
 // covers 32x32 outputs. Edge blocks clamp their reads and skip out-of-range writes, so any M, N, K
-// works. The k loop runs in ascending order: results are deterministic.
+// works. Every kernel here and in matmul_subgroup.wgsl computes each output as fma(a_k, b_k, acc)
+// over k ascending from 0, then + bias, then + C: deterministic, and the same bits whichever
+// kernel the autotune picks.
 
 struct Params {
     m: u32, n: u32, k: u32,
@@ -147,9 +149,19 @@ fn matmul_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var c = 0u; c < 8u; c++) {
                 bt[c] = b4[b_base + min(col0 + c, p4.n - 1u) * k4 + kq];
             }
+            // Transposed to B(k, the 8 columns) so that every output is one fma per k in order.
+            let b00 = vec4<f32>(bt[0].x, bt[1].x, bt[2].x, bt[3].x);
+            let b10 = vec4<f32>(bt[0].y, bt[1].y, bt[2].y, bt[3].y);
+            let b20 = vec4<f32>(bt[0].z, bt[1].z, bt[2].z, bt[3].z);
+            let b30 = vec4<f32>(bt[0].w, bt[1].w, bt[2].w, bt[3].w);
+            let b01 = vec4<f32>(bt[4].x, bt[5].x, bt[6].x, bt[7].x);
+            let b11 = vec4<f32>(bt[4].y, bt[5].y, bt[6].y, bt[7].y);
+            let b21 = vec4<f32>(bt[4].z, bt[5].z, bt[6].z, bt[7].z);
+            let b31 = vec4<f32>(bt[4].w, bt[5].w, bt[6].w, bt[7].w);
             for (var r = 0u; r < 8u; r++) {
-                acc[2u * r] += vec4<f32>(dot(at[r], bt[0]), dot(at[r], bt[1]), dot(at[r], bt[2]), dot(at[r], bt[3]));
-                acc[2u * r + 1u] += vec4<f32>(dot(at[r], bt[4]), dot(at[r], bt[5]), dot(at[r], bt[6]), dot(at[r], bt[7]));
+                let x = at[r];
+                acc[2u * r] = fma(vec4<f32>(x.w), b30, fma(vec4<f32>(x.z), b20, fma(vec4<f32>(x.y), b10, fma(vec4<f32>(x.x), b00, acc[2u * r]))));
+                acc[2u * r + 1u] = fma(vec4<f32>(x.w), b31, fma(vec4<f32>(x.z), b21, fma(vec4<f32>(x.y), b11, fma(vec4<f32>(x.x), b01, acc[2u * r + 1u]))));
             }
         } else {
             // B rows k = 4kq .. 4kq+3 over the block's 8 columns; written out per k so that no

@@ -4,6 +4,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    MatmulSubgroup,
     Elementwise,
     SoftmaxXent,
     Layernorm,
@@ -20,8 +21,9 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Matmul,
+        Shader::MatmulSubgroup,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
@@ -40,6 +42,7 @@ impl Shader {
     pub fn name(self) -> &'static str {
         match self {
             Shader::Matmul => "matmul",
+            Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
@@ -59,6 +62,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),

@@ -1,12 +1,51 @@
 //! Batched matmul in the layouts a training step needs (A·B, A·Bᵀ, Aᵀ·B) with an optional fused
 //! bias, and its backward. Kernel: `shaders/matmul.wgsl`.
 
+use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES};
 use super::{expect_numel, flag};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
 use crate::tensor::Tensor;
 
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
+
+/// `matmul_subgroup` specialised for one tile shape and layout (its override constants).
+macro_rules! subgroup_kernel {
+    ($rows:expr, $cols:expr, $a_t:expr, $b_t:expr) => {
+        Kernel {
+            shader: Shader::MatmulSubgroup,
+            entry: "matmul_subgroup",
+            overrides: &[
+                ("ROW_GROUPS", $rows as f64),
+                ("COL_GROUPS", $cols as f64),
+                ("A_T", $a_t as u32 as f64),
+                ("B_T", $b_t as u32 as f64),
+            ],
+        }
+    };
+}
+
+/// Indexed like [`SUBGROUP_TILES`], then NN, NT, TN.
+macro_rules! subgroup_layouts {
+    ($rows:expr, $cols:expr) => {
+        [
+            subgroup_kernel!($rows, $cols, false, false),
+            subgroup_kernel!($rows, $cols, false, true),
+            subgroup_kernel!($rows, $cols, true, false),
+        ]
+    };
+}
+
+static SUBGROUP_KERNELS: [[Kernel; 3]; SUBGROUP_TILES.len()] = [
+    subgroup_layouts!(SUBGROUP_TILES[0].0, SUBGROUP_TILES[0].1),
+    subgroup_layouts!(SUBGROUP_TILES[1].0, SUBGROUP_TILES[1].1),
+    subgroup_layouts!(SUBGROUP_TILES[2].0, SUBGROUP_TILES[2].1),
+    subgroup_layouts!(SUBGROUP_TILES[3].0, SUBGROUP_TILES[3].1),
+    subgroup_layouts!(SUBGROUP_TILES[4].0, SUBGROUP_TILES[4].1),
+    subgroup_layouts!(SUBGROUP_TILES[5].0, SUBGROUP_TILES[5].1),
+    subgroup_layouts!(SUBGROUP_TILES[6].0, SUBGROUP_TILES[6].1),
+    subgroup_layouts!(SUBGROUP_TILES[7].0, SUBGROUP_TILES[7].1),
+];
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
 /// Outputs per workgroup along each axis (8 invocations × 4 outputs).
@@ -59,8 +98,31 @@ impl MatmulDims {
 /// Records c (+)= op(a)·op(b) (+ bias).
 /// a: (batch, M, K) or (batch, K, M) for TN; b: (batch, K, N) or (batch, N, K) for NT;
 /// bias: (N); c: (batch, M, N). With `accumulate`, the product is added to c (bias must be None).
+/// When M, N and K are multiples of 4 the kernel is the one the autotune chose for the layout
+/// (the first such call on an adapter may run the autotune: see [`matmul_tune`]).
 pub fn matmul(
     gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    accumulate: bool,
+) {
+    let kernel = if d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0 {
+        matmul_tune::tuning(gpu).kernel(d.layout)
+    } else {
+        MatmulKernel::Blocked
+    };
+    matmul_with(gpu, kernel, d, a, b, bias, c, accumulate);
+}
+
+/// [`matmul`] with the kernel for dims that are multiples of 4 given (the scalar kernel still
+/// takes any other dims).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
     d: MatmulDims,
     a: &Tensor,
     b: &Tensor,
@@ -95,6 +157,37 @@ pub fn matmul(
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if let (
+        true,
+        MatmulKernel::Subgroup {
+            row_groups,
+            col_groups,
+        },
+    ) = (m % 4 == 0 && n % 4 == 0 && k % 4 == 0, kernel)
+    {
+        let (rows, cols) = (8 * row_groups as usize, 32 * col_groups as usize);
+        let groups = [m.div_ceil(rows), n.div_ceil(cols), batch];
+        if groups.iter().all(|&g| g <= limit) {
+            let tile = SUBGROUP_TILES
+                .iter()
+                .position(|&t| t == (row_groups, col_groups))
+                .expect("a tile the table holds");
+            let kernel = &SUBGROUP_KERNELS[tile][matmul_tune::layout_index(layout)];
+            let words = [
+                u(m),
+                u(n),
+                u(k),
+                u(m * k / 4),
+                u(k * n / 4),
+                u(m * n / 4),
+                flag(bias.is_some()),
+                flag(accumulate),
+            ];
+            gpu.dispatch(kernel, &args, &words, groups.map(u));
+            return;
+        }
+    }
     if m % 4 == 0 && n % 4 == 0 && k % 4 == 0 {
         let words = [
             u(m),

@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
+pub mod matmul_tune;
 pub mod reduce;
 pub mod softmax_xent;
 

@@ -272,3 +272,94 @@ fn matmul_is_deterministic() {
     let (r1, r2) = (read(&c1), read(&c2));
     assert!(r1.iter().zip(&r2).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// Every kernel the autotune may pick gives the f64 reference's answer and exactly the blocked
+/// kernel's bits (same operations in the same order), with bias and with accumulate, in every
+/// layout, on whole tiles and ragged edges.
+#[test]
+fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
+    use wgtrain::ops::matmul::matmul_with;
+    use wgtrain::ops::matmul_tune::{subgroups_usable, MatmulKernel, SUBGROUP_TILES};
+    if gpu().info().name.contains("llvmpipe") {
+        assert!(subgroups_usable(gpu()), "lavapipe offers 8-lane subgroups");
+    }
+    let mut candidates = vec![MatmulKernel::Blocked];
+    if subgroups_usable(gpu()) {
+        candidates.extend(
+            SUBGROUP_TILES.map(|(row_groups, col_groups)| MatmulKernel::Subgroup {
+                row_groups,
+                col_groups,
+            }),
+        );
+    }
+    let mut rng = Rng::new(11);
+    let cases = [
+        (1, 4, 4, 4),
+        (2, 12, 20, 36),
+        (1, 68, 132, 8),
+        (1, 40, 72, 12),
+        (3, 64, 64, 64),
+        (1, 132, 4, 100),
+    ];
+    for (batch, m, n, k) in cases {
+        for layout in [Layout::NN, Layout::NT, Layout::TN] {
+            let d = MatmulDims::batched(batch, m, n, k, layout);
+            let (sa, sb) = shapes(&d);
+            let a = rand_vec(&mut rng, batch * m * k);
+            let b = rand_vec(&mut rng, batch * k * n);
+            let bias = rand_vec(&mut rng, n);
+            let start = rand_vec(&mut rng, batch * m * n);
+            let (ta, tb, tbias) = (
+                upload("a", &sa, &a),
+                upload("b", &sb, &b),
+                upload("bias", &[n], &bias),
+            );
+            let want = reference_matmul(&d, &to64(&a), &to64(&b));
+            let with_bias: Vec<f64> = want
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w + bias[i % n] as f64)
+                .collect();
+            let accumulated: Vec<f64> = want
+                .iter()
+                .zip(&start)
+                .map(|(w, s)| w + *s as f64)
+                .collect();
+            let mut blocked: Option<[Vec<f32>; 3]> = None;
+            for &kernel in &candidates {
+                let what = format!("{kernel} {layout:?} batch {batch} m {m} n {n} k {k}");
+                let c = zeros("c", &[batch, m, n]);
+                matmul_with(gpu(), kernel, d, &ta, &tb, None, &c, false);
+                let plain = read(&c);
+                assert_close(&what, &plain, &want, atol(k), 0.0);
+                matmul_with(gpu(), kernel, d, &ta, &tb, Some(&tbias), &c, false);
+                let biased = read(&c);
+                assert_close(&format!("{what} + bias"), &biased, &with_bias, atol(k), 0.0);
+                let c = upload("c", &[batch, m, n], &start);
+                matmul_with(gpu(), kernel, d, &ta, &tb, None, &c, true);
+                let acc = read(&c);
+                assert_close(
+                    &format!("{what} accumulate"),
+                    &acc,
+                    &accumulated,
+                    atol(k),
+                    0.0,
+                );
+                let outs = [plain, biased, acc];
+                match &blocked {
+                    None => blocked = Some(outs),
+                    Some(r) => {
+                        for (got, want) in outs.iter().zip(r) {
+                            assert!(
+                                got.iter()
+                                    .zip(want)
+                                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                                "{what}: not bit-identical to the blocked kernel"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

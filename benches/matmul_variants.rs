@@ -1,0 +1,224 @@
+//! Matmul kernel experiments (not a test, not the library): `cargo bench --bench matmul_variants
+//! [-- FILTER]`. Each numbered variant in `benches/matmul_variants/NN_name.wgsl` computes
+//! C (M, N) = A (M, K) · B (K, N), row-major, with entry point `main` and bindings
+//! 0: uniform {m, n, k}, 1: a, 2: b, 3: c. A variant declares its launch shape in its first line:
+//! `// tile: ROWS COLS WGX [rows-first]` (outputs per workgroup along M and N, invocations per
+//! workgroup; rows-first: workgroup x walks M).
+//! Every variant is validated against an f64 reference on odd-free small shapes, then timed at
+//! 256³, 512³ and 1024³ (median of 10 runs after a warm-up, wall clock around a wait).
+
+use std::time::Instant;
+use wgpu::util::DeviceExt;
+use wgtrain::rng::Rng;
+use wgtrain::Gpu;
+
+struct Variant {
+    name: String,
+    source: String,
+    rows: u32,
+    cols: u32,
+    /// Workgroup x walks the rows (M) instead of the columns.
+    rows_first: bool,
+}
+
+fn load_variants(filter: Option<&str>) -> Vec<Variant> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/matmul_variants");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("benches/matmul_variants")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .collect();
+    paths.sort();
+    let mut out = vec![];
+    for p in paths {
+        let name = p.file_stem().unwrap().to_string_lossy().to_string();
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let source = std::fs::read_to_string(&p).unwrap();
+        let first = source.lines().next().unwrap_or("").to_string();
+        let nums: Vec<u32> = first
+            .trim_start_matches("// tile:")
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        out.push(Variant {
+            name,
+            source,
+            rows: nums[0],
+            cols: nums[1],
+            rows_first: first.contains("rows-first"),
+        });
+    }
+    out
+}
+
+struct Run<'a> {
+    gpu: &'a Gpu,
+    pipeline: wgpu::ComputePipeline,
+    v: &'a Variant,
+}
+
+impl Run<'_> {
+    /// Runs `reps` dispatches of the variant on (m, n, k) and returns C and the per-run times.
+    fn run(
+        &self,
+        m: u32,
+        n: u32,
+        k: u32,
+        a: &[f32],
+        b: &[f32],
+        reps: usize,
+    ) -> (Vec<f32>, Vec<f64>) {
+        let dev = self.gpu.device();
+        let q = self.gpu.queue();
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let ub = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&[m, n, k, 0]),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let ab = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(a),
+            usage: storage,
+        });
+        let bb = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(b),
+            usage: storage,
+        });
+        let cbytes = (m * n * 4) as u64;
+        let cb = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: cbytes,
+            usage: storage,
+            mapped_at_creation: false,
+        });
+        let layout = self.pipeline.get_bind_group_layout(0);
+        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &[&ub, &ab, &bb, &cb]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect::<Vec<_>>(),
+        });
+        let (gm, gn) = (m.div_ceil(self.v.rows), n.div_ceil(self.v.cols));
+        let groups = if self.v.rows_first {
+            [gm, gn, 1]
+        } else {
+            [gn, gm, 1]
+        };
+        let dispatch = || {
+            let mut enc = dev.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+            q.submit([enc.finish()]);
+            dev.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        };
+        let mut times = vec![];
+        dispatch();
+        for _ in 0..reps {
+            let t = Instant::now();
+            dispatch();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: cbytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = dev.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&cb, 0, &staging, 0, cbytes);
+        q.submit([enc.finish()]);
+        staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+        dev.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        let c = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
+        (c, times)
+    }
+}
+
+fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for kk in 0..k {
+            let x = a[i * k + kk] as f64;
+            for j in 0..n {
+                c[i * n + j] += x * b[kk * n + j] as f64;
+            }
+        }
+    }
+    c
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let gpu = Gpu::new(None).expect("an adapter");
+    println!("adapter: {}", gpu.info().name);
+    let mut rng = Rng::new(1);
+    for v in load_variants(filter.as_deref()) {
+        let module = gpu
+            .device()
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&v.name),
+                source: wgpu::ShaderSource::Wgsl(v.source.clone().into()),
+            });
+        let pipeline = gpu
+            .device()
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&v.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let run = Run {
+            gpu: &gpu,
+            pipeline,
+            v: &v,
+        };
+        let mut ok = true;
+        for (m, n, k) in [(64, 64, 64), (36, 40, 28), (100, 12, 52)] {
+            let a = rng.uniform_vec(m * k, -1.0, 1.0);
+            let b = rng.uniform_vec(k * n, -1.0, 1.0);
+            let (c, _) = run.run(m as u32, n as u32, k as u32, &a, &b, 0);
+            let r = reference(m, n, k, &a, &b);
+            let err = c
+                .iter()
+                .zip(&r)
+                .map(|(x, y)| (*x as f64 - y).abs())
+                .fold(0.0, f64::max);
+            if err > 1e-4 * (k as f64).sqrt() {
+                println!("{}: WRONG on {m}x{n}x{k}: max error {err:e}", v.name);
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut line = format!("{:24}", v.name);
+        for s in [256usize, 512, 1024] {
+            let a = rng.uniform_vec(s * s, -1.0, 1.0);
+            let b = rng.uniform_vec(s * s, -1.0, 1.0);
+            let (_, mut t) = run.run(s as u32, s as u32, s as u32, &a, &b, 10);
+            t.sort_by(f64::total_cmp);
+            let med = t[t.len() / 2];
+            line += &format!(
+                "  {s}³ {:6.2} GFLOP/s",
+                2.0 * (s * s * s) as f64 / med / 1e9
+            );
+        }
+        println!("{line}");
+    }
+}

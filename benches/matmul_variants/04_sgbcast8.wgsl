@@ -1,0 +1,43 @@
+// tile: 8 32 8
+// Subgroup sharing of A: lane i of an 8-lane subgroup reads row r0+i of A (one vec4 over k) and
+// every lane takes each row's value with subgroupBroadcast (on llvmpipe an extract and a splat,
+// not a per-lane memory loop). Each lane owns 4 adjacent columns and all 8 rows.
+// Needs subgroup size 8 (llvmpipe at 256 bits).
+struct P { m: u32, n: u32, k: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+@compute @workgroup_size(8, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * 8u;
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let col4 = wg.x * 8u + lid.x;
+    let cc = min(col4, n4 - 1u);
+    let my_row = min(row0 + lid.x, p.m - 1u) * k4;
+    var acc: array<vec4<f32>, 8>;
+    for (var kq = 0u; kq < k4; kq++) {
+        let av = a[my_row + kq];
+        let b0 = b[(4u * kq) * n4 + cc];
+        let b1 = b[(4u * kq + 1u) * n4 + cc];
+        let b2 = b[(4u * kq + 2u) * n4 + cc];
+        let b3 = b[(4u * kq + 3u) * n4 + cc];
+        acc[0] = fma(vec4(subgroupBroadcast(av.w, 0u)), b3, fma(vec4(subgroupBroadcast(av.z, 0u)), b2, fma(vec4(subgroupBroadcast(av.y, 0u)), b1, fma(vec4(subgroupBroadcast(av.x, 0u)), b0, acc[0]))));
+        acc[1] = fma(vec4(subgroupBroadcast(av.w, 1u)), b3, fma(vec4(subgroupBroadcast(av.z, 1u)), b2, fma(vec4(subgroupBroadcast(av.y, 1u)), b1, fma(vec4(subgroupBroadcast(av.x, 1u)), b0, acc[1]))));
+        acc[2] = fma(vec4(subgroupBroadcast(av.w, 2u)), b3, fma(vec4(subgroupBroadcast(av.z, 2u)), b2, fma(vec4(subgroupBroadcast(av.y, 2u)), b1, fma(vec4(subgroupBroadcast(av.x, 2u)), b0, acc[2]))));
+        acc[3] = fma(vec4(subgroupBroadcast(av.w, 3u)), b3, fma(vec4(subgroupBroadcast(av.z, 3u)), b2, fma(vec4(subgroupBroadcast(av.y, 3u)), b1, fma(vec4(subgroupBroadcast(av.x, 3u)), b0, acc[3]))));
+        acc[4] = fma(vec4(subgroupBroadcast(av.w, 4u)), b3, fma(vec4(subgroupBroadcast(av.z, 4u)), b2, fma(vec4(subgroupBroadcast(av.y, 4u)), b1, fma(vec4(subgroupBroadcast(av.x, 4u)), b0, acc[4]))));
+        acc[5] = fma(vec4(subgroupBroadcast(av.w, 5u)), b3, fma(vec4(subgroupBroadcast(av.z, 5u)), b2, fma(vec4(subgroupBroadcast(av.y, 5u)), b1, fma(vec4(subgroupBroadcast(av.x, 5u)), b0, acc[5]))));
+        acc[6] = fma(vec4(subgroupBroadcast(av.w, 6u)), b3, fma(vec4(subgroupBroadcast(av.z, 6u)), b2, fma(vec4(subgroupBroadcast(av.y, 6u)), b1, fma(vec4(subgroupBroadcast(av.x, 6u)), b0, acc[6]))));
+        acc[7] = fma(vec4(subgroupBroadcast(av.w, 7u)), b3, fma(vec4(subgroupBroadcast(av.z, 7u)), b2, fma(vec4(subgroupBroadcast(av.y, 7u)), b1, fma(vec4(subgroupBroadcast(av.x, 7u)), b0, acc[7]))));
+    }
+    if (col4 < n4) {
+        for (var r = 0u; r < 8u; r++) {
+            if (row0 + r < p.m) {
+                c[(row0 + r) * n4 + col4] = acc[r];
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Which matmul kernel, and which tile shape, each layout uses on this adapter: a short autotune
+//! on first use, remembered for the process and cached on disk per adapter, driver and wgtrain
+//! version (`<OS cache dir>/wgtrain/matmul-tune.json`, or `$WGTRAIN_CACHE_DIR`).
+//!
+//! The candidates are the register-blocked vec4 kernel (`matmul.wgsl`, any adapter) and the
+//! subgroup kernel (`matmul_subgroup.wgsl`) at each tile shape, where the adapter has subgroups of
+//! at least 8 lanes. Every candidate computes each output with the same operations in the same
+//! order, so the choice changes speed, never results; a candidate whose output differs from the
+//! blocked kernel's (a device that breaks the subgroup kernel's assumptions) is rejected.
+//! `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
+
+use super::matmul::{Layout, MatmulDims};
+use crate::gpu::{Category, Gpu};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A matmul kernel for operands whose M, N and K are multiples of 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulKernel {
+    /// `matmul_v4`: 8×8 outputs per invocation, workgroup 8×8.
+    Blocked,
+    /// `matmul_subgroup`: 8·`row_groups` rows × 4·`col_groups` columns per lane.
+    Subgroup { row_groups: u32, col_groups: u32 },
+}
+
+/// The subgroup kernel's tile shapes the autotune tries (row groups of 8 rows, vec4 columns per
+/// lane): every shape `matmul_subgroup.wgsl` spells out.
+pub const SUBGROUP_TILES: [(u32, u32); 8] = [
+    (1, 1),
+    (2, 1),
+    (3, 1),
+    (4, 1),
+    (1, 2),
+    (2, 2),
+    (3, 2),
+    (4, 2),
+];
+
+impl fmt::Display for MatmulKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatmulKernel::Blocked => write!(f, "blocked"),
+            MatmulKernel::Subgroup {
+                row_groups,
+                col_groups,
+            } => write!(f, "subgroup:{row_groups}x{col_groups}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MatmulKernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "blocked" {
+            return Ok(MatmulKernel::Blocked);
+        }
+        let bad = || {
+            format!("unknown matmul kernel `{s}` (expected blocked or subgroup:RxC with (R, C) one of {SUBGROUP_TILES:?})")
+        };
+        let (r, c) = s
+            .strip_prefix("subgroup:")
+            .and_then(|t| t.split_once('x'))
+            .ok_or_else(bad)?;
+        let tile = (r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+        if !SUBGROUP_TILES.contains(&tile) {
+            return Err(bad());
+        }
+        Ok(MatmulKernel::Subgroup {
+            row_groups: tile.0,
+            col_groups: tile.1,
+        })
+    }
+}
+
+/// The kernel per layout, and where the choice came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    /// Indexed by [`layout_index`]: NN, NT, TN.
+    pub kernels: [MatmulKernel; 3],
+    /// "measured" (autotuned in this process), "cached" (read from the disk cache), "forced"
+    /// (`WGTRAIN_MATMUL`) or "only candidate" (no subgroups of 8 lanes).
+    pub source: &'static str,
+    /// Autotune wall time in ms (0 unless measured).
+    pub tune_ms: f64,
+}
+
+impl Tuning {
+    pub fn kernel(&self, layout: Layout) -> MatmulKernel {
+        self.kernels[layout_index(layout)]
+    }
+}
+
+pub fn layout_index(layout: Layout) -> usize {
+    match layout {
+        Layout::NN => 0,
+        Layout::NT => 1,
+        Layout::TN => 2,
+    }
+}
+
+const LAYOUTS: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
+
+/// Decisions for every adapter this process has used, by [`adapter_key`]; the lock also makes
+/// two Gpus on one adapter tune once, not twice at the same time.
+static TUNINGS: Mutex<Option<HashMap<String, Tuning>>> = Mutex::new(None);
+
+/// The adapter, driver and wgtrain version: a cached choice is reused only when all match.
+pub fn adapter_key(gpu: &Gpu) -> String {
+    let i = gpu.info();
+    format!(
+        "{} | {:?} | {} {} | wgtrain {}",
+        i.name,
+        i.backend,
+        i.driver,
+        i.driver_info,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Whether the adapter can run the subgroup kernel at all.
+pub fn subgroups_usable(gpu: &Gpu) -> bool {
+    gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.info().subgroup_min_size >= 8
+}
+
+/// The tuning for this Gpu's adapter: from memory, the environment, the disk cache, or a fresh
+/// autotune (which submits work recorded so far, then times each candidate).
+pub fn tuning(gpu: &Gpu) -> Tuning {
+    let key = adapter_key(gpu);
+    let mut guard = TUNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(t) = map.get(&key) {
+        return t.clone();
+    }
+    let t = decide(gpu, &key);
+    map.insert(key, t.clone());
+    t
+}
+
+fn decide(gpu: &Gpu, key: &str) -> Tuning {
+    let usable = subgroups_usable(gpu);
+    if let Ok(forced) = std::env::var("WGTRAIN_MATMUL") {
+        match forced.parse::<MatmulKernel>() {
+            Ok(MatmulKernel::Subgroup { .. }) if !usable => log::warn!(
+                "WGTRAIN_MATMUL={forced}: this adapter has no subgroups of 8 lanes; autotuning"
+            ),
+            Ok(k) => {
+                return Tuning {
+                    kernels: [k; 3],
+                    source: "forced",
+                    tune_ms: 0.0,
+                }
+            }
+            Err(e) => log::warn!("WGTRAIN_MATMUL: {e}; autotuning"),
+        }
+    }
+    if !usable {
+        return Tuning {
+            kernels: [MatmulKernel::Blocked; 3],
+            source: "only candidate",
+            tune_ms: 0.0,
+        };
+    }
+    if let Some(kernels) = read_cache(key) {
+        return Tuning {
+            kernels,
+            source: "cached",
+            tune_ms: 0.0,
+        };
+    }
+    let t0 = Instant::now();
+    let kernels = match autotune(gpu) {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!("matmul autotune failed ({e}); using the blocked kernel");
+            return Tuning {
+                kernels: [MatmulKernel::Blocked; 3],
+                source: "only candidate",
+                tune_ms: 0.0,
+            };
+        }
+    };
+    let tune_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Err(e) = write_cache(key, &kernels) {
+        log::warn!("could not write the matmul autotune cache: {e}");
+    }
+    log::info!(
+        "matmul autotune: NN {} NT {} TN {} ({tune_ms:.0} ms)",
+        kernels[0],
+        kernels[1],
+        kernels[2]
+    );
+    Tuning {
+        kernels,
+        source: "measured",
+        tune_ms,
+    }
+}
+
+/// The shape the candidates are timed on: a W-GPT-like (M, N, K), small enough that the whole
+/// autotune stays well under a second on lavapipe.
+const TUNE_M: usize = 512;
+const TUNE_N: usize = 256;
+const TUNE_K: usize = 256;
+
+/// Times every candidate on each layout and returns the fastest that agrees with the blocked
+/// kernel. Work recorded before the call is submitted first.
+fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
+    gpu.sync()?;
+    let mut rng = Rng::new(7);
+    let (m, n, k) = (TUNE_M, TUNE_N, TUNE_K);
+    let a = Tensor::from_f32(
+        gpu,
+        "autotune a",
+        &[m * k],
+        &rng.uniform_vec(m * k, -1.0, 1.0),
+        Category::Workspace,
+    )?;
+    let b = Tensor::from_f32(
+        gpu,
+        "autotune b",
+        &[k * n],
+        &rng.uniform_vec(k * n, -1.0, 1.0),
+        Category::Workspace,
+    )?;
+    let c = Tensor::zeros(gpu, "autotune c", &[m * n], Category::Workspace)?;
+    let mut chosen = [MatmulKernel::Blocked; 3];
+    for (li, layout) in LAYOUTS.into_iter().enumerate() {
+        let d = MatmulDims::new(m, n, k, layout);
+        let mut candidates = vec![MatmulKernel::Blocked];
+        candidates.extend(SUBGROUP_TILES.iter().map(|&(row_groups, col_groups)| {
+            MatmulKernel::Subgroup {
+                row_groups,
+                col_groups,
+            }
+        }));
+        let mut reference: Option<Vec<f32>> = None;
+        let mut best = (f64::INFINITY, MatmulKernel::Blocked);
+        for kernel in candidates {
+            // The first run compiles the pipeline and gives the output to validate.
+            super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false);
+            let out = c.to_f32(gpu)?;
+            match &reference {
+                None => reference = Some(out),
+                Some(r) => {
+                    let agree = r.iter().zip(&out).all(|(x, y)| {
+                        (x - y).abs() <= 1e-5 * x.abs().max(1.0) && x.is_finite() == y.is_finite()
+                    });
+                    if !agree {
+                        log::warn!(
+                            "matmul autotune: {kernel} disagrees with the blocked kernel on {layout:?}; skipped"
+                        );
+                        continue;
+                    }
+                }
+            }
+            let mut fastest = f64::INFINITY;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let ms = gpu.gpu_time_ms(|| {
+                    super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false)
+                })?;
+                fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
+            }
+            if fastest < best.0 {
+                best = (fastest, kernel);
+            }
+        }
+        chosen[li] = best.1;
+    }
+    Ok(chosen)
+}
+
+fn cache_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WGTRAIN_CACHE_DIR") {
+        return Some(PathBuf::from(dir).join("matmul-tune.json"));
+    }
+    dirs::cache_dir().map(|d| d.join("wgtrain").join("matmul-tune.json"))
+}
+
+fn read_cache_file() -> HashMap<String, [String; 3]> {
+    cache_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn read_cache(key: &str) -> Option<[MatmulKernel; 3]> {
+    let entry = read_cache_file().remove(key)?;
+    let [nn, nt, tn] = entry.map(|s| s.parse::<MatmulKernel>().ok());
+    Some([nn?, nt?, tn?])
+}
+
+/// Adds this adapter's choice to the cache file, written to a temporary file and renamed so that
+/// a concurrent reader never sees half a file.
+fn write_cache(key: &str, kernels: &[MatmulKernel; 3]) -> std::io::Result<()> {
+    let Some(path) = cache_path() else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut all = read_cache_file();
+    all.insert(key.to_string(), kernels.map(|k| k.to_string()));
+    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&all)?)?;
+    std::fs::rename(&tmp, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for (r, c) in SUBGROUP_TILES {
+            let k = MatmulKernel::Subgroup {
+                row_groups: r,
+                col_groups: c,
+            };
+            assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));
+        }
+        assert_eq!("blocked".parse(), Ok(MatmulKernel::Blocked));
+        assert!("subgroup:5x1".parse::<MatmulKernel>().is_err());
+        assert!("subgroup:2".parse::<MatmulKernel>().is_err());
+        assert!("fast".parse::<MatmulKernel>().is_err());
+    }
+}
