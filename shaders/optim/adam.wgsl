@@ -15,6 +15,7 @@ struct Params {
     bc2: f32,
     max_norm: f32,
     decoupled: u32,
+    first: u32, // `step` handles elements first .. n (the tail `step4` leaves)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,7 +30,7 @@ const WG: u32 = 256u;
 @compute @workgroup_size(256)
 fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    let i = p.first + (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n) { return; }
     var clip = 1.0;
     if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
@@ -43,4 +44,31 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
     if (p.decoupled == 1u) { update += p.weight_decay * x; }
     param[i] = x - p.lr * update;
+}
+
+// The same step on four elements at a time, elements 0 .. 4·(n/4): vec4 loads cost a quarter of
+// the per-lane memory loops of scalar ones on llvmpipe. Each component does exactly the scalar
+// step's operations, so the results are the same bits.
+@group(0) @binding(1) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> m4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> v4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.n / 4u) { return; }
+    var clip = 1.0;
+    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+    let x = param4[i];
+    var g = grad4[i] * clip;
+    if (p.decoupled == 0u) { g += p.weight_decay * x; }
+    let mi = p.beta1 * m4[i] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v4[i] + (1.0 - p.beta2) * g * g;
+    m4[i] = mi;
+    v4[i] = vi;
+    var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    if (p.decoupled == 1u) { update += p.weight_decay * x; }
+    param4[i] = x - p.lr * update;
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use wgtrain::bench::{bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes};
 use wgtrain::ops::matmul::Layout;
+use wgtrain::ops::matmul_tune;
 use wgtrain::Gpu;
 
 #[derive(clap::Args)]
@@ -28,6 +29,16 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         info.device_type,
         info.driver,
         info.driver_info
+    );
+    // The autotune runs here when nothing is cached, so that no timing below includes it.
+    let tuning = matmul_tune::tuning(&gpu);
+    let how = match tuning.source {
+        "measured" => format!("autotuned in {:.0} ms, now cached", tuning.tune_ms),
+        other => other.to_string(),
+    };
+    println!(
+        "matmul kernels (M, N, K multiples of 4): NN {}, NT {}, TN {} ({how})",
+        tuning.kernels[0], tuning.kernels[1], tuning.kernels[2]
     );
     let (warmup, reps, steps) = if args.quick { (1, 3, 2) } else { (2, 10, 10) };
     let mut shapes: Vec<(usize, usize, usize, Layout)> = if args.quick {
@@ -83,12 +94,28 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
             s.submits_per_step
         );
     }
+    if tuning.source == "measured" {
+        for s in &step_results {
+            println!(
+                "{}: time to first step with nothing cached (autotune + first step): {:.0} ms",
+                s.workload,
+                tuning.tune_ms + s.first_step_ms
+            );
+        }
+    }
     if let Some(path) = &args.json {
         let out = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "adapter": wgtrain::gpu::AdapterSummary::from_info(0, &info),
             "timing": "matmul: per entry (timestamp queries where offered); steps: wall clock around a sync",
             "quick": args.quick,
+            "matmul_kernels": {
+                "NN": tuning.kernels[0].to_string(),
+                "NT": tuning.kernels[1].to_string(),
+                "TN": tuning.kernels[2].to_string(),
+                "source": tuning.source,
+                "tune_ms": tuning.tune_ms,
+            },
             "matmul": matmuls,
             "steps": step_results,
         });

@@ -10,7 +10,7 @@
 //! `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
 
 use super::matmul::{Layout, MatmulDims};
-use crate::gpu::{Category, Gpu};
+use crate::gpu::{Category, Gpu, Shader};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -109,11 +109,20 @@ const LAYOUTS: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
 /// two Gpus on one adapter tune once, not twice at the same time.
 static TUNINGS: Mutex<Option<HashMap<String, Tuning>>> = Mutex::new(None);
 
-/// The adapter, driver and wgtrain version: a cached choice is reused only when all match.
+/// The adapter, driver, wgtrain version and the kernels' source: a cached choice is reused only
+/// when all match (a kernel edited during development must be measured again).
 pub fn adapter_key(gpu: &Gpu) -> String {
     let i = gpu.info();
+    // FNV-1a over both kernel files.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [Shader::Matmul, Shader::MatmulSubgroup]
+        .iter()
+        .flat_map(|s| s.source().bytes())
+    {
+        h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+    }
     format!(
-        "{} | {:?} | {} {} | wgtrain {}",
+        "{} | {:?} | {} {} | wgtrain {} | kernels {h:016x}",
         i.name,
         i.backend,
         i.driver,

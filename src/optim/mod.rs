@@ -448,7 +448,19 @@ impl Optimizer {
                         args.push((&p.value, Access::ReadWrite));
                         args.push((s(0), Access::ReadWrite));
                         args.push((s(1), Access::ReadWrite));
-                        (Kernel::new(Shader::OptimAdam, "step"), w, 256)
+                        // Four at a time up to the last multiple of 4, then the tail.
+                        let (numel, head) = (p.numel(), p.numel() / 4 * 4);
+                        let mut w = w;
+                        w.push(head as u32);
+                        if head > 0 {
+                            let kernel = Kernel::new(Shader::OptimAdam, "step4");
+                            crate::ops::dispatch_items(gpu, &kernel, &args, &w, head / 4, 256);
+                        }
+                        if head < numel {
+                            let kernel = Kernel::new(Shader::OptimAdam, "step");
+                            crate::ops::dispatch_items(gpu, &kernel, &args, &w, numel - head, 256);
+                        }
+                        continue;
                     }
                 }
                 OptimizerName::Lion => {
