@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let opts = Options {
                 max_iter: 300,
                 tol,
-                memory: 10,
+                ..Options::default()
             };
             let start = Instant::now();
             let r = minimize(&gpu, obj.as_mut(), method, &opts, None)?;

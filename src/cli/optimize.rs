@@ -4,12 +4,12 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 use wgtrain::plot::{line_chart, Series};
-use wgtrain::second_order::{minimize, problem, Method, Options};
+use wgtrain::second_order::{minimize, problem, LineSearch, Method, Options};
 use wgtrain::Gpu;
 
 #[derive(clap::Args)]
 pub struct OptimizeArgs {
-    /// rosenbrock | rosenbrock:N | quadratic:N:KAPPA | logreg
+    /// rosenbrock | rosenbrock:N | quadratic:N:KAPPA | logreg | mlp-digits
     #[arg(long)]
     problem: String,
     /// gd | newton | sr1 | dfp | bfgs | lbfgs (repeat to compare several on one plot)
@@ -23,6 +23,10 @@ pub struct OptimizeArgs {
     /// L-BFGS memory.
     #[arg(long, default_value_t = 10)]
     memory: usize,
+    /// auto (strong Wolfe for dfp, bfgs, lbfgs; Armijo backtracking otherwise) or exact (the
+    /// closed-form minimiser along each direction: quadratics only).
+    #[arg(long, default_value = "auto")]
+    line_search: String,
     /// Write the run (the last method's, or an array for several) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -45,6 +49,7 @@ pub fn run(adapter: Option<&str>, args: OptimizeArgs) -> Result<()> {
         max_iter: args.max_iter,
         tol: args.tol,
         memory: args.memory,
+        line_search: LineSearch::parse(&args.line_search)?,
     };
     let mut reports = vec![];
     for method in methods {

@@ -127,3 +127,74 @@ pub fn identity(gpu: &Gpu, name: &str, n: usize) -> Result<Tensor> {
     }
     Tensor::from_f32(gpu, name, &[n, n], &v, Category::Workspace)
 }
+
+/// Splits an f64 into float-float (hi, lo): hi the nearest f32, lo the nearest f32 to the rest.
+pub fn split_f64(v: f64) -> (f32, f32) {
+    let hi = v as f32;
+    (hi, (v - hi as f64) as f32)
+}
+
+/// (out_hi, out_lo) = (x_hi + x_lo) + alpha·d in float-float: the iterate of the exact line
+/// search, kept to about 48 bits so that steps far below an f32 ulp of x still count.
+pub fn ff_axpy(
+    gpu: &Gpu,
+    (x_hi, x_lo): (&Tensor, &Tensor),
+    alpha: f64,
+    d: &Tensor,
+    (out_hi, out_lo): (&Tensor, &Tensor),
+) -> Result<()> {
+    let n = d.numel();
+    let (a_hi, a_lo) = split_f64(alpha);
+    let zero = zero_word(gpu)?;
+    dispatch_items(
+        gpu,
+        &kernel("ff_axpy"),
+        &[
+            (x_hi, Access::Read),
+            (x_lo, Access::Read),
+            (d, Access::Read),
+            (out_hi, Access::ReadWrite),
+            (out_lo, Access::ReadWrite),
+            (&zero, Access::Read),
+        ],
+        &params(n, 0, 0, a_hi, a_lo, 0.0),
+        n,
+        256,
+    );
+    Ok(())
+}
+
+/// A zero word in a storage buffer: the float-float kernels pass values through it to keep the
+/// compiler from simplifying their error terms away (see `opaque` in second_order.wgsl).
+fn zero_word(gpu: &Gpu) -> Result<Tensor> {
+    vector(gpu, "0", &[0.0])
+}
+
+/// g = A (x_hi + x_lo) − (b_hi + b_lo) for A (n, n), each row summed in float-float.
+pub fn ff_quad_grad(
+    gpu: &Gpu,
+    a: &Tensor,
+    (x_hi, x_lo): (&Tensor, &Tensor),
+    (b_hi, b_lo): (&Tensor, &Tensor),
+    g: &Tensor,
+) -> Result<()> {
+    let n = g.numel();
+    let zero = zero_word(gpu)?;
+    dispatch_items(
+        gpu,
+        &kernel("ff_quad_grad"),
+        &[
+            (a, Access::Read),
+            (x_hi, Access::Read),
+            (x_lo, Access::Read),
+            (b_hi, Access::Read),
+            (b_lo, Access::Read),
+            (&zero, Access::Read),
+            (g, Access::ReadWrite),
+        ],
+        &params(n, 0, 0, 0.0, 0.0, 0.0),
+        n,
+        256,
+    );
+    Ok(())
+}

@@ -59,6 +59,28 @@ impl Method {
     }
 }
 
+/// How a step length is chosen along each direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineSearch {
+    /// Strong Wolfe for DFP, BFGS and L-BFGS; backtracking Armijo for the others.
+    Auto,
+    /// The exact minimiser along the direction, where the objective can give it (quadratics:
+    /// α = −gᵀd / dᵀAd); an error for other objectives.
+    Exact,
+}
+
+impl LineSearch {
+    pub fn parse(s: &str) -> Result<LineSearch> {
+        match s {
+            "auto" => Ok(LineSearch::Auto),
+            "exact" => Ok(LineSearch::Exact),
+            _ => Err(Error::Config(format!(
+                "unknown line search {s:?}; expected auto or exact"
+            ))),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub max_iter: usize,
@@ -66,6 +88,7 @@ pub struct Options {
     pub tol: f64,
     /// L-BFGS memory.
     pub memory: usize,
+    pub line_search: LineSearch,
 }
 
 impl Default for Options {
@@ -74,6 +97,7 @@ impl Default for Options {
             max_iter: 200,
             tol: 1e-5,
             memory: 10,
+            line_search: LineSearch::Auto,
         }
     }
 }
@@ -361,8 +385,19 @@ pub fn minimize(
         None
     };
     let mut pairs: Vec<(Tensor, Tensor, f64)> = vec![]; // L-BFGS (s, y, 1/yᵀs)
+                                                        // The exact line search keeps its iterate in float-float, x + x_lo (see ff_axpy).
+    let exact = opts.line_search == LineSearch::Exact;
+    let (x_lo, xt_lo) = (
+        linalg::vector(gpu, "x (low part)", &vec![0.0; n])?,
+        empty(gpu, "x trial (low part)", n)?,
+    );
     let mut e = Evaluator { gpu, obj, evals: 0 };
-    let mut f = e.at(&x, &g)?;
+    let mut f = if exact {
+        e.evals += 1;
+        e.obj.value_grad_ff(gpu, &x, &x_lo, &g)?
+    } else {
+        e.at(&x, &g)?
+    };
     let mut gnorm = dot(gpu, &g, &g)?.sqrt();
     let mut history = vec![Iteration {
         iter: 0,
@@ -472,11 +507,22 @@ pub fn minimize(
             scaled(gpu, -1.0, &g, &d);
             slope = -gnorm * gnorm;
         }
-        let step = match method {
-            Method::Dfp | Method::Bfgs | Method::Lbfgs => {
+        let step = match (opts.line_search, method) {
+            (LineSearch::Exact, _) => {
+                let alpha = e.obj.exact_step(gpu, &g, &d)?.ok_or_else(|| {
+                    Error::Config(format!(
+                        "{problem} has no exact line search (only quadratics do); use auto"
+                    ))
+                })?;
+                linalg::ff_axpy(gpu, (&x, &x_lo), alpha, &d, (&xt, &xt_lo))?;
+                e.evals += 1;
+                let f_new = e.obj.value_grad_ff(gpu, &xt, &xt_lo, &gt)?;
+                (alpha.is_finite() && alpha > 0.0).then_some((alpha, f_new))
+            }
+            (_, Method::Dfp | Method::Bfgs | Method::Lbfgs) => {
                 strong_wolfe(&mut e, &x, &d, f, slope, &xt, &gt)?
             }
-            _ => armijo(&mut e, &x, &d, f, slope, &xt, &gt)?,
+            (_, _) => armijo(&mut e, &x, &d, f, slope, &xt, &gt)?,
         };
         let Some((alpha, f_new)) = step else {
             reason = "line search failed".into();
@@ -487,6 +533,9 @@ pub fn minimize(
         gpu.copy(&gt, &y);
         axpy(gpu, -1.0, &g, &y);
         gpu.copy(&xt, &x);
+        if exact {
+            gpu.copy(&xt_lo, &x_lo);
+        }
         gpu.copy(&gt, &g);
         f = f_new;
         let ys = dot(gpu, &y, &s)?;

@@ -23,6 +23,24 @@ pub trait Objective {
         true
     }
 
+    /// The α minimising f(x + αd) given g = ∇f(x), where the objective knows it in closed form
+    /// (None: it does not).
+    fn exact_step(&mut self, _gpu: &Gpu, _g: &Tensor, _d: &Tensor) -> Result<Option<f64>> {
+        Ok(None)
+    }
+
+    /// f and ∇f (into g) at the float-float point x_hi + x_lo, where the exact line search keeps
+    /// its iterate. Default: at x_hi, the low part ignored.
+    fn value_grad_ff(
+        &mut self,
+        gpu: &Gpu,
+        x_hi: &Tensor,
+        _x_lo: &Tensor,
+        g: &Tensor,
+    ) -> Result<f64> {
+        self.value_grad(gpu, x_hi, g)
+    }
+
     /// ∇²f(x)·v into out. Default: central differences of gradients,
     /// (∇f(x + εv) − ∇f(x − εv)) / 2ε with ε = 1e-3 (1 + ‖x‖) / ‖v‖ (f32 gradients: a larger ε
     /// than f64 would use).
@@ -49,15 +67,24 @@ pub trait Objective {
 }
 
 /// ½ xᵀAx − bᵀx with A = Q diag(λ) Qᵀ, λ log-spaced from 1 to κ, Q a product of three random
-/// Householder reflections; b random; x0 = 0.
+/// Householder reflections; b = A x⋆ for a random x⋆ ~ N(0, I) (the known solution); x0 = 0.
+///
+/// Why b = A x⋆ rather than a random b: with a random b, x⋆ = A⁻¹b is dominated by the
+/// smallest eigenvalues (‖x⋆‖ ≈ ‖b‖), and the f32 gradient Ax − b cannot resolve below about
+/// ε·‖A‖·‖x⋆‖ ≈ 1e-7·κ·‖b‖: a relative gradient of 1e-5 would be out of reach at κ = 1e4 for
+/// any method. With x⋆ of unit scale, ‖b‖ ≈ rms(λ)·‖x⋆‖ and the floor is a few ε relative.
 pub struct Quadratic {
     n: usize,
     kappa: f64,
     a: Tensor,
+    /// b rounded to f32, and what rounding left (b − b_hi, rounded): b in float-float.
     b: Tensor,
+    b_lo: Tensor,
     /// A's entries on the host (f64), for tests.
     pub a_host: Vec<f64>,
     pub b_host: Vec<f64>,
+    /// The minimiser.
+    pub x_star: Vec<f32>,
 }
 
 impl Quadratic {
@@ -96,15 +123,29 @@ impl Quadratic {
                 }
             }
         }
-        let b: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let x_star: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        // b = A x⋆ in f64 from the f32 values the GPU holds, so that x⋆ is the f32 problem's
+        // solution to f64 accuracy.
+        let a32: Vec<f64> = a.iter().map(|&v| v as f32 as f64).collect();
+        let b: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| a32[i * n + j] * x_star[j] as f64).sum())
+            .collect();
         let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         Ok(Quadratic {
             n,
             kappa,
             a: Tensor::from_f32(gpu, "A", &[n, n], &to32(&a), Category::Params)?,
             b: linalg::vector(gpu, "b", &to32(&b))?,
+            b_lo: linalg::vector(
+                gpu,
+                "b (low part)",
+                &b.iter()
+                    .map(|&v| linalg::split_f64(v).1)
+                    .collect::<Vec<_>>(),
+            )?,
             a_host: a,
             b_host: b,
+            x_star,
         })
     }
 }
@@ -131,6 +172,28 @@ impl Objective for Quadratic {
     fn hessian(&mut self, gpu: &Gpu, _x: &Tensor, h: &Tensor) -> Result<()> {
         gpu.copy(&self.a, h);
         Ok(())
+    }
+    fn value_grad_ff(
+        &mut self,
+        gpu: &Gpu,
+        x_hi: &Tensor,
+        x_lo: &Tensor,
+        g: &Tensor,
+    ) -> Result<f64> {
+        // The gradient's accuracy is what lets a method get below ‖∇f‖ ≈ ε·‖A‖·‖x‖: Ax − b
+        // cancels as x approaches x⋆. f, only reported, stays f32: ½ xᵀ(g − b).
+        linalg::ff_quad_grad(gpu, &self.a, (x_hi, x_lo), (&self.b, &self.b_lo), g)?;
+        let half = linalg::empty(gpu, "½(g − b)", self.n)?;
+        linalg::scaled(gpu, 0.5, g, &half);
+        linalg::axpy(gpu, -0.5, &self.b, &half);
+        linalg::dot(gpu, x_hi, &half)
+    }
+    fn exact_step(&mut self, gpu: &Gpu, g: &Tensor, d: &Tensor) -> Result<Option<f64>> {
+        // f(x + αd) = f(x) + α gᵀd + ½ α² dᵀAd, least at α = −gᵀd / dᵀAd
+        let ad = linalg::empty(gpu, "Ad", self.n)?;
+        linalg::matvec(gpu, &self.a, d, &ad);
+        let curvature = linalg::dot(gpu, d, &ad)?;
+        Ok(Some(-linalg::dot(gpu, g, d)? / curvature))
     }
 }
 
