@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn wgtrain(args: &[&str]) -> Output {
+    wgtrain_env(args, &[])
+}
+
+fn wgtrain_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
         .env("RUST_LOG", "off")
+        .envs(env.iter().copied())
         .output()
         .expect("the wgtrain binary runs")
 }
@@ -267,14 +272,38 @@ fn plan_prints_json_and_max_memory_fits_or_refuses() {
     fails_with(&["plan", "--max-memory", "lots"], &["size"]);
 }
 
+/// `bench --quick` runs, writes its JSON, and the matmul autotune runs once per adapter: a second
+/// process reads the choice from the cache directory, and WGTRAIN_MATMUL forces a kernel.
 #[test]
 fn bench_quick_runs_and_writes_json() {
     let dir = tmp_dir("bench");
     let path = dir.join("bench.json");
-    let o = wgtrain(&["bench", "--quick", "--json", path.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cache = dir.join("cache");
+    let cache_env = [("WGTRAIN_CACHE_DIR", cache.to_str().unwrap())];
+    let run = |extra: &[(&str, &str)]| -> serde_json::Value {
+        let env: Vec<_> = cache_env.iter().chain(extra).copied().collect();
+        let o = wgtrain_env(
+            &["bench", "--quick", "--json", path.to_str().unwrap()],
+            &env,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let v = run(&[]);
+    let kernels = &v["matmul_kernels"];
+    if kernels["source"] == "measured" {
+        assert!(cache.join("matmul-tune.json").exists());
+        let again = run(&[]);
+        assert_eq!(again["matmul_kernels"]["source"], "cached");
+        for layout in ["NN", "NT", "TN"] {
+            assert_eq!(again["matmul_kernels"][layout], kernels[layout]);
+        }
+    } else {
+        assert_eq!(kernels["source"], "only candidate", "{kernels}");
+    }
+    let forced = run(&[("WGTRAIN_MATMUL", "blocked")]);
+    assert_eq!(forced["matmul_kernels"]["source"], "forced");
+    assert_eq!(forced["matmul_kernels"]["TN"], "blocked");
     assert!(v["adapter"]["name"].is_string());
     assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
     let steps = v["steps"].as_array().unwrap();
@@ -337,5 +366,52 @@ fn optimize_writes_json_and_a_plot() {
     fails_with(
         &["optimize", "--problem", "logreg", "--method", "adam"],
         &["unknown method"],
+    );
+    // exact line searches: quadratics only
+    let o = wgtrain(&[
+        "optimize",
+        "--problem",
+        "quadratic:20:100",
+        "--method",
+        "bfgs",
+        "--line-search",
+        "exact",
+        "--tol",
+        "1e-3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["converged"], true);
+    assert!(
+        v["iterations"].as_u64().unwrap() <= 25,
+        "{}",
+        v["iterations"]
+    );
+    fails_with(
+        &[
+            "optimize",
+            "--problem",
+            "logreg",
+            "--method",
+            "bfgs",
+            "--line-search",
+            "exact",
+        ],
+        &["exact line search", "quadratics"],
+    );
+    fails_with(
+        &[
+            "optimize",
+            "--problem",
+            "logreg",
+            "--method",
+            "bfgs",
+            "--line-search",
+            "wolfe-ish",
+        ],
+        &["unknown line search"],
     );
 }
