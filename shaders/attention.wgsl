@@ -1,37 +1,26 @@
-// Causal multi-head self-attention, forward and backward, in GPT-2's packed layout:
-//   qkv (B, T, 3C) holds q | k | v; head h owns columns h*hs .. (h+1)*hs of each, hs = C / NH.
-//   att (B, NH, T, T) = softmax_t2(scale · q_t · k_t2) over t2 ≤ t (0 above the diagonal)
-//   out (B, T, C): out[b, t, h*hs + d] = Σ_t2 att[b, h, t, t2] · v[b, t2, h*hs + d]
-// scale = 1/sqrt(hs). Backward, with dpre = att ⊙ (datt − Σ_t2 att·datt), datt[t,t2] = dout_t·v_t2:
-//   dq_t = scale Σ_{t2≤t} dpre[t,t2] k_t2;  dk_t = scale Σ_{t'≥t} dpre[t',t] q_t';
-//   dv_t = Σ_{t'≥t} att[t',t] dout_t'.
-// Every output element is owned by one invocation that sums in a fixed order: no atomics,
-// deterministic.
+// Causal multi-head self-attention around batched matmuls (src/ops/attention.rs), in GPT-2's
+// packed layout: qkv (B, T, 3C) holds q | k | v; head h owns columns h*hs .. (h+1)*hs of each,
+// hs = C / NH. The products q·kᵀ, att·v and their gradients run on the matmul kernels; the
+// kernels here only move heads in and out of that layout and do the row-wise causal softmax:
+//   split_qkv:   qkv (B, T, 3C) → q, k, v (B, NH, T, hs)
+//   split:       x (B, T, C) → xh (B, NH, T, hs)
+//   merge:       xh (B, NH, T, hs) → x (B, T, C)
+//   merge_qkv:   dq, dk, dv (B, NH, T, hs) → dqkv (B, T, 3C)
+//   softmax:     att[r, t2] = softmax over t2 ≤ t of scale·s[r, t2], 0 for t2 > t, in place
+//                (r = (b, h, t) a row of (B·NH·T, T); t = r mod T)
+//   softmax_backward: datt → dpre = scale · att ⊙ (datt − Σ_t2 att·datt), 0 above the diagonal,
+//                in place
+// Every output element is owned by one invocation that sums in a fixed order: deterministic.
 
 struct Params {
     batch: u32,
-    seq: u32,     // T
+    seq: u32,      // T
     channels: u32, // C
-    heads: u32,   // NH
+    heads: u32,    // NH
     scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-
-// forward: scores
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;           // (B, T, 3C)
-@group(0) @binding(2) var<storage, read_write> att: array<f32>;     // (B, NH, T, T)
-// forward: values
-@group(0) @binding(2) var<storage, read> att_in: array<f32>;        // (B, NH, T, T)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // (B, T, C)
-
-// backward
-@group(0) @binding(1) var<storage, read> dout: array<f32>;          // (B, T, C)
-@group(0) @binding(2) var<storage, read> bqkv: array<f32>;          // (B, T, 3C)
-@group(0) @binding(3) var<storage, read> batt: array<f32>;          // (B, NH, T, T)
-@group(0) @binding(4) var<storage, read_write> dpre: array<f32>;    // (B, NH, T, T)
-@group(0) @binding(4) var<storage, read> dpre_in: array<f32>;       // (B, NH, T, T)
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;    // (B, T, 3C)
 
 const WG: u32 = 64u;
 
@@ -39,118 +28,119 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
-// One invocation per (b, h, t) row of att.
-@compute @workgroup_size(64)
-fn forward_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.batch * p.heads * p.seq) { return; }
-    let t = i % p.seq;
-    let h = (i / p.seq) % p.heads;
-    let b = i / (p.seq * p.heads);
+// Element i of a (B, NH, T, hs) tensor: its offset in a (B, T, sections·C) tensor, section 0.
+fn packed_offset(i: u32, sections: u32) -> u32 {
     let hs = p.channels / p.heads;
-    let c3 = 3u * p.channels;
-    let q = (b * p.seq + t) * c3 + h * hs;
-    let row = i * p.seq;
+    let d = i % hs;
+    let t = (i / hs) % p.seq;
+    let h = (i / (hs * p.seq)) % p.heads;
+    let b = i / (hs * p.seq * p.heads);
+    return (b * p.seq + t) * sections * p.channels + h * hs + d;
+}
 
+@group(0) @binding(1) var<storage, read> sq_qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sq_q: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sq_k: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sq_v: array<f32>;
+
+// One invocation per element of q.
+@compute @workgroup_size(64)
+fn split_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.batch * p.seq * p.channels) { return; }
+    let o = packed_offset(i, 3u);
+    sq_q[i] = sq_qkv[o];
+    sq_k[i] = sq_qkv[o + p.channels];
+    sq_v[i] = sq_qkv[o + 2u * p.channels];
+}
+
+@group(0) @binding(1) var<storage, read> sp_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sp_xh: array<f32>;
+
+@compute @workgroup_size(64)
+fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.batch * p.seq * p.channels) { return; }
+    sp_xh[i] = sp_x[packed_offset(i, 1u)];
+}
+
+@group(0) @binding(1) var<storage, read> mg_xh: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mg_x: array<f32>;
+
+@compute @workgroup_size(64)
+fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.batch * p.seq * p.channels) { return; }
+    mg_x[packed_offset(i, 1u)] = mg_xh[i];
+}
+
+@group(0) @binding(1) var<storage, read> mq_dq: array<f32>;
+@group(0) @binding(2) var<storage, read> mq_dk: array<f32>;
+@group(0) @binding(3) var<storage, read> mq_dv: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mq_dqkv: array<f32>;
+
+@compute @workgroup_size(64)
+fn merge_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.batch * p.seq * p.channels) { return; }
+    let o = packed_offset(i, 3u);
+    mq_dqkv[o] = mq_dq[i];
+    mq_dqkv[o + p.channels] = mq_dk[i];
+    mq_dqkv[o + 2u * p.channels] = mq_dv[i];
+}
+
+@group(0) @binding(1) var<storage, read_write> sm_att: array<f32>; // (B·NH·T, T)
+
+// One invocation per row. The first pass keeps a running max and a sum rescaled to it (online
+// softmax), the second writes the probabilities: two passes over the row, one of them a write.
+@compute @workgroup_size(64)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = linear_index(wid, nwg, lid);
+    if (r >= p.batch * p.heads * p.seq) { return; }
+    let t = r % p.seq;
+    let row = r * p.seq;
     var m = -3.402823e38;
-    for (var t2 = 0u; t2 <= t; t2++) {
-        let k = (b * p.seq + t2) * c3 + p.channels + h * hs;
-        var s = 0.0;
-        for (var d = 0u; d < hs; d++) { s += qkv[q + d] * qkv[k + d]; }
-        s *= p.scale;
-        att[row + t2] = s;
-        m = max(m, s);
-    }
     var z = 0.0;
     for (var t2 = 0u; t2 <= t; t2++) {
-        let e = exp(att[row + t2] - m);
-        att[row + t2] = e;
-        z += e;
+        let s = p.scale * sm_att[row + t2];
+        let m_new = max(m, s);
+        z = z * exp(m - m_new) + exp(s - m_new);
+        m = m_new;
     }
     let inv = 1.0 / z;
     for (var t2 = 0u; t2 < p.seq; t2++) {
-        att[row + t2] = select(0.0, att[row + t2] * inv, t2 <= t);
+        var a = 0.0;
+        if (t2 <= t) {
+            a = exp(p.scale * sm_att[row + t2] - m) * inv;
+        }
+        sm_att[row + t2] = a;
     }
 }
 
-// One invocation per element of out (B, T, C).
-@compute @workgroup_size(64)
-fn forward_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.batch * p.seq * p.channels) { return; }
-    let col = i % p.channels;
-    let t = (i / p.channels) % p.seq;
-    let b = i / (p.channels * p.seq);
-    let hs = p.channels / p.heads;
-    let h = col / hs;
-    let c3 = 3u * p.channels;
-    let row = ((b * p.heads + h) * p.seq + t) * p.seq;
-    var s = 0.0;
-    for (var t2 = 0u; t2 <= t; t2++) {
-        s += att_in[row + t2] * qkv[(b * p.seq + t2) * c3 + 2u * p.channels + col];
-    }
-    out[i] = s;
-}
+@group(0) @binding(1) var<storage, read> sb_att: array<f32>;        // (B·NH·T, T)
+@group(0) @binding(2) var<storage, read_write> sb_d: array<f32>;    // datt in, dpre out
 
-// One invocation per (b, h, t) row: dpre = att ⊙ (datt − Σ att·datt).
 @compute @workgroup_size(64)
-fn backward_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.batch * p.heads * p.seq) { return; }
-    let t = i % p.seq;
-    let h = (i / p.seq) % p.heads;
-    let b = i / (p.seq * p.heads);
-    let hs = p.channels / p.heads;
-    let c3 = 3u * p.channels;
-    let o = (b * p.seq + t) * p.channels + h * hs;
-    let row = i * p.seq;
-
+fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = linear_index(wid, nwg, lid);
+    if (r >= p.batch * p.heads * p.seq) { return; }
+    let t = r % p.seq;
+    let row = r * p.seq;
     var dot = 0.0;
     for (var t2 = 0u; t2 <= t; t2++) {
-        let v = (b * p.seq + t2) * c3 + 2u * p.channels + h * hs;
-        var s = 0.0;
-        for (var d = 0u; d < hs; d++) { s += dout[o + d] * bqkv[v + d]; }
-        dpre[row + t2] = s;
-        dot += batt[row + t2] * s;
+        dot += sb_att[row + t2] * sb_d[row + t2];
     }
     for (var t2 = 0u; t2 < p.seq; t2++) {
-        dpre[row + t2] = select(0.0, batt[row + t2] * (dpre[row + t2] - dot), t2 <= t);
+        var g = 0.0;
+        if (t2 <= t) {
+            g = p.scale * sb_att[row + t2] * (sb_d[row + t2] - dot);
+        }
+        sb_d[row + t2] = g;
     }
-}
-
-// One invocation per element of dqkv (B, T, 3C).
-@compute @workgroup_size(64)
-fn backward_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    let c3 = 3u * p.channels;
-    if (i >= p.batch * p.seq * c3) { return; }
-    let j = i % c3;
-    let t = (i / c3) % p.seq;
-    let b = i / (c3 * p.seq);
-    let part = j / p.channels;      // 0 = q, 1 = k, 2 = v
-    let col = j % p.channels;
-    let hs = p.channels / p.heads;
-    let h = col / hs;
-    let rows = (b * p.heads + h) * p.seq; // first att row of (b, h)
-    var s = 0.0;
-    if (part == 0u) {
-        for (var t2 = 0u; t2 <= t; t2++) {
-            s += dpre_in[(rows + t) * p.seq + t2] * bqkv[(b * p.seq + t2) * c3 + p.channels + col];
-        }
-        s *= p.scale;
-    } else if (part == 1u) {
-        for (var t1 = t; t1 < p.seq; t1++) {
-            s += dpre_in[(rows + t1) * p.seq + t] * bqkv[(b * p.seq + t1) * c3 + col];
-        }
-        s *= p.scale;
-    } else {
-        for (var t1 = t; t1 < p.seq; t1++) {
-            s += batt[(rows + t1) * p.seq + t] * dout[(b * p.seq + t1) * p.channels + col];
-        }
-    }
-    dqkv[i] = s;
 }

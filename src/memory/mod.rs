@@ -10,6 +10,7 @@ use crate::data::digits;
 use crate::error::Result;
 use crate::gpu::{ByCategory, Category};
 use crate::nn::Recompute;
+use crate::ops::attention;
 use crate::optim::{OptimizerName, BLOCK_8BIT, MIN_8BIT_SIZE};
 use crate::train::{ModelKind, TrainConfig};
 use serde_json::json;
@@ -220,6 +221,11 @@ fn block_forward(l: &mut Ledger, d: &GptDims) -> (Buf, Vec<Buf>) {
     cache.push(l.act("attn.qkv", 3 * btc));
     cache.push(l.act("attn.att", d.att()));
     cache.push(l.act("attn.y", btc));
+    // ops::attention's per-head workspace, freed when it returns
+    let heads: Vec<Buf> = (0..attention::FORWARD_WORKSPACE)
+        .map(|_| l.alloc("attn.heads", Category::Workspace, btc as u64 * F))
+        .collect();
+    l.free_all(heads);
     let a = l.act("attn.out", btc);
     cache.push(l.act("block.x_mid", btc));
     cache.extend([
@@ -247,6 +253,10 @@ fn block_backward(l: &mut Ledger, d: &GptDims, cache: Vec<Buf>) -> Buf {
     let dy = l.act("attn.dy", btc);
     let dpre = l.alloc("attn.dpre", Category::Workspace, (d.att() as u64) * F);
     let dqkv = l.act("attn.dqkv", 3 * btc);
+    let heads: Vec<Buf> = (0..attention::BACKWARD_WORKSPACE)
+        .map(|_| l.alloc("attn.heads", Category::Workspace, btc as u64 * F))
+        .collect();
+    l.free_all(heads);
     let dln1 = l.act("attn.dx", btc);
     l.free_all([dy, dpre, dqkv]);
     let dx = l.act("ln.dx", btc);

@@ -49,7 +49,7 @@ impl CausalSelfAttention {
         self.qkv.forward(gpu, x, &qkv);
         let att = activation(gpu, "attn.att", &[b, self.n_head, t, t])?;
         let y = activation(gpu, "attn.y", &[b, t, c])?;
-        attention_forward(gpu, &qkv, self.n_head, &att, &y);
+        attention_forward(gpu, &qkv, self.n_head, &att, &y)?;
         let out = activation(gpu, "attn.out", &[b, t, c])?;
         self.proj.forward(gpu, &y, &out);
         Ok((out, AttentionCache { qkv, att, y }))
@@ -72,7 +72,7 @@ impl CausalSelfAttention {
             Category::Workspace,
         )?;
         let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
-        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv);
+        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv)?;
         let dx = activation(gpu, "attn.dx", x.shape())?;
         self.qkv.backward(gpu, x, &dqkv, Some(&dx));
         Ok(dx)

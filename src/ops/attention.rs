@@ -1,15 +1,30 @@
-//! Causal multi-head self-attention, forward and backward, over GPT-2's packed qkv layout.
-//! Kernel: `shaders/attention.wgsl`.
+//! Causal multi-head self-attention, forward and backward, over GPT-2's packed qkv layout: the
+//! heads are split out to (B, NH, T, hs), q·kᵀ, att·v and their gradients run as batched matmuls
+//! (B·NH batches), and a row-wise kernel does the causal softmax. Kernel: `shaders/attention.wgsl`.
+//!
+//! The matmuls compute the whole T×T score matrix, the masked half included (the softmax zeroes
+//! it): twice the useful multiply-adds of q·kᵀ, but on the tuned matmul kernels, which are tens of
+//! times faster than per-row loops on lavapipe.
 
+use super::matmul::{matmul, Layout, MatmulDims};
 use super::{dispatch_items, expect_numel};
-use crate::gpu::{Access, Gpu, Kernel, Shader};
-use crate::tensor::Tensor;
+use crate::error::Result;
+use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
+use crate::tensor::{DType, Tensor};
 
-const FORWARD_SCORES: Kernel = Kernel::new(Shader::Attention, "forward_scores");
-const FORWARD_VALUES: Kernel = Kernel::new(Shader::Attention, "forward_values");
-const BACKWARD_SCORES: Kernel = Kernel::new(Shader::Attention, "backward_scores");
-const BACKWARD_QKV: Kernel = Kernel::new(Shader::Attention, "backward_qkv");
+const SPLIT_QKV: Kernel = Kernel::new(Shader::Attention, "split_qkv");
+const SPLIT: Kernel = Kernel::new(Shader::Attention, "split");
+const MERGE: Kernel = Kernel::new(Shader::Attention, "merge");
+const MERGE_QKV: Kernel = Kernel::new(Shader::Attention, "merge_qkv");
+const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
+const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");
 const WG: usize = 64;
+
+/// Per-head tensors (B, NH, T, hs) the forward allocates as workspace (q, k, v, y), and the
+/// backward (q, k, v, dy, dq, dk, dv): each B·T·C floats, freed when the call returns. The
+/// memory planner mirrors these counts.
+pub const FORWARD_WORKSPACE: usize = 4;
+pub const BACKWARD_WORKSPACE: usize = 7;
 
 /// (batch, seq, channels) read from qkv (B, T, 3C), and the uniform block.
 fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
@@ -32,31 +47,82 @@ fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
     )
 }
 
+fn heads(gpu: &Gpu, name: &str, b: usize, nh: usize, t: usize, c: usize) -> Result<Tensor> {
+    Tensor::empty(
+        gpu,
+        name,
+        &[b, nh, t, c / nh],
+        DType::F32,
+        Category::Workspace,
+    )
+}
+
 /// att (B, NH, T, T) = causal softmax of scaled q·k; out (B, T, C) = att·v.
-pub fn attention_forward(gpu: &Gpu, qkv: &Tensor, heads: usize, att: &Tensor, out: &Tensor) {
-    let (b, t, c, params) = dims(qkv, heads);
-    expect_numel("attention att", att, b * heads * t * t);
+pub fn attention_forward(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    nh: usize,
+    att: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let (b, t, c, params) = dims(qkv, nh);
+    expect_numel("attention att", att, b * nh * t * t);
     expect_numel("attention out", out, b * t * c);
+    let hs = c / nh;
+    let [q, k, v, y] =
+        ["attn.q", "attn.k", "attn.v", "attn.y_heads"].map(|name| heads(gpu, name, b, nh, t, c));
+    let (q, k, v, y) = (q?, k?, v?, y?);
+    let items = b * t * c;
     dispatch_items(
         gpu,
-        &FORWARD_SCORES,
-        &[(qkv, Access::Read), (att, Access::ReadWrite)],
-        &params,
-        b * heads * t,
-        WG,
-    );
-    dispatch_items(
-        gpu,
-        &FORWARD_VALUES,
+        &SPLIT_QKV,
         &[
             (qkv, Access::Read),
-            (att, Access::Read),
-            (out, Access::ReadWrite),
+            (&q, Access::ReadWrite),
+            (&k, Access::ReadWrite),
+            (&v, Access::ReadWrite),
         ],
         &params,
-        b * t * c,
+        items,
         WG,
     );
+    // raw scores q·kᵀ per head, then the scaled causal softmax in place
+    let per_head = |m, n, k, layout| MatmulDims::batched(b * nh, m, n, k, layout);
+    matmul(
+        gpu,
+        per_head(t, t, hs, Layout::NT),
+        &q,
+        &k,
+        None,
+        att,
+        false,
+    );
+    dispatch_items(
+        gpu,
+        &SOFTMAX,
+        &[(att, Access::ReadWrite)],
+        &params,
+        b * nh * t,
+        WG,
+    );
+    matmul(
+        gpu,
+        per_head(t, hs, t, Layout::NN),
+        att,
+        &v,
+        None,
+        &y,
+        false,
+    );
+    dispatch_items(
+        gpu,
+        &MERGE,
+        &[(&y, Access::Read), (out, Access::ReadWrite)],
+        &params,
+        items,
+        WG,
+    );
+    Ok(())
 }
 
 /// dqkv (B, T, 3C) from dout (B, T, C), the forward's qkv and att; dpre (B, NH, T, T) is workspace.
@@ -65,23 +131,109 @@ pub fn attention_backward(
     dout: &Tensor,
     qkv: &Tensor,
     att: &Tensor,
-    heads: usize,
+    nh: usize,
     dpre: &Tensor,
     dqkv: &Tensor,
-) {
-    let (b, t, c, params) = dims(qkv, heads);
+) -> Result<()> {
+    let (b, t, c, params) = dims(qkv, nh);
     expect_numel("attention dout", dout, b * t * c);
-    expect_numel("attention att", att, b * heads * t * t);
-    expect_numel("attention dpre", dpre, b * heads * t * t);
+    expect_numel("attention att", att, b * nh * t * t);
+    expect_numel("attention dpre", dpre, b * nh * t * t);
     expect_numel("attention dqkv", dqkv, b * t * 3 * c);
-    let mut args = vec![
-        (dout, Access::Read),
-        (qkv, Access::Read),
-        (att, Access::Read),
-        (dpre, Access::ReadWrite),
+    let hs = c / nh;
+    let names = [
+        "attn.q",
+        "attn.k",
+        "attn.v",
+        "attn.dy_heads",
+        "attn.dq",
+        "attn.dk",
+        "attn.dv",
     ];
-    dispatch_items(gpu, &BACKWARD_SCORES, &args, &params, b * heads * t, WG);
-    args[3].1 = Access::Read;
-    args.push((dqkv, Access::ReadWrite));
-    dispatch_items(gpu, &BACKWARD_QKV, &args, &params, b * t * 3 * c, WG);
+    let [q, k, v, dy, dq, dk, dv] = names.map(|name| heads(gpu, name, b, nh, t, c));
+    let (q, k, v, dy, dq, dk, dv) = (q?, k?, v?, dy?, dq?, dk?, dv?);
+    let items = b * t * c;
+    dispatch_items(
+        gpu,
+        &SPLIT_QKV,
+        &[
+            (qkv, Access::Read),
+            (&q, Access::ReadWrite),
+            (&k, Access::ReadWrite),
+            (&v, Access::ReadWrite),
+        ],
+        &params,
+        items,
+        WG,
+    );
+    dispatch_items(
+        gpu,
+        &SPLIT,
+        &[(dout, Access::Read), (&dy, Access::ReadWrite)],
+        &params,
+        items,
+        WG,
+    );
+    let per_head = |m, n, k, layout| MatmulDims::batched(b * nh, m, n, k, layout);
+    // y = att·v: datt = dy·vᵀ (into dpre), dv = attᵀ·dy
+    matmul(
+        gpu,
+        per_head(t, t, hs, Layout::NT),
+        &dy,
+        &v,
+        None,
+        dpre,
+        false,
+    );
+    matmul(
+        gpu,
+        per_head(t, hs, t, Layout::TN),
+        att,
+        &dy,
+        None,
+        &dv,
+        false,
+    );
+    // through the softmax (and the scale) to the raw scores
+    dispatch_items(
+        gpu,
+        &SOFTMAX_BACKWARD,
+        &[(att, Access::Read), (dpre, Access::ReadWrite)],
+        &params,
+        b * nh * t,
+        WG,
+    );
+    // s = q·kᵀ: dq = dpre·k, dk = dpreᵀ·q
+    matmul(
+        gpu,
+        per_head(t, hs, t, Layout::NN),
+        dpre,
+        &k,
+        None,
+        &dq,
+        false,
+    );
+    matmul(
+        gpu,
+        per_head(t, hs, t, Layout::TN),
+        dpre,
+        &q,
+        None,
+        &dk,
+        false,
+    );
+    dispatch_items(
+        gpu,
+        &MERGE_QKV,
+        &[
+            (&dq, Access::Read),
+            (&dk, Access::Read),
+            (&dv, Access::Read),
+            (dqkv, Access::ReadWrite),
+        ],
+        &params,
+        items,
+        WG,
+    );
+    Ok(())
 }

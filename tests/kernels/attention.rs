@@ -19,7 +19,7 @@ fn forward_matches_reference() {
         let qkv = rng.uniform_vec(b * t * 3 * c, -2.0, 2.0);
         let tq = upload("qkv", &[b, t, 3 * c], &qkv);
         let (att, out) = (zeros("att", &[b, nh, t, t]), zeros("out", &[b, t, c]));
-        attention_forward(gpu(), &tq, nh, &att, &out);
+        attention_forward(gpu(), &tq, nh, &att, &out).unwrap();
         let (out_ref, att_ref) = reference::attention(&to64(&qkv), b, t, c, nh);
         let what = format!("B {b} T {t} C {c} NH {nh}");
         assert_close(&format!("{what} att"), &read(&att), &att_ref, 1e-6, 1e-5);
@@ -43,10 +43,10 @@ fn backward_matches_reference_and_finite_differences() {
         }
         let tq = upload("qkv", &[b, t, 3 * c], &qkv);
         let (att, out) = (zeros("att", &[b, nh, t, t]), zeros("out", &[b, t, c]));
-        attention_forward(gpu(), &tq, nh, &att, &out);
+        attention_forward(gpu(), &tq, nh, &att, &out).unwrap();
         let tdout = upload("dout", &[b, t, c], &dout);
         let (dpre, dqkv) = (zeros("dpre", &[b, nh, t, t]), zeros("dqkv", &[b, t, 3 * c]));
-        attention_backward(gpu(), &tdout, &tq, &att, nh, &dpre, &dqkv);
+        attention_backward(gpu(), &tdout, &tq, &att, nh, &dpre, &dqkv).unwrap();
         let what = format!("B {b} T {t} C {c} NH {nh}");
         assert_close(&format!("{what} dqkv"), &read(&dqkv), &dqkv_ref, 1e-5, 1e-4);
     }
