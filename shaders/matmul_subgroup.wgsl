@@ -2,7 +2,8 @@
 // it, and its tile shape, where it beats the register-blocked vec4 kernel in matmul.wgsl.
 //   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N) + bias (N)      (accumulate = 0)
 //   C[b] (M, N) += op(A[b]) · op(B[b])                             (accumulate = 1)
-// M, N and K are multiples of 4. A workgroup is 8 invocations (one subgroup on llvmpipe) and
+// `matmul_subgroup` needs M, N and K multiples of 4; `matmul_subgroup_ragged` (at the end) takes
+// any. A workgroup is 8 invocations (one subgroup on llvmpipe) and
 // covers 8·ROW_GROUPS rows × 32·COL_GROUPS columns: lane i owns the vec4 columns col4 + 8h
 // (h < COL_GROUPS) of every row of the tile. Per step of 4 in k, lane i reads one vec4 of A per
 // row group, so the 8 lanes together hold that group's 8 rows × 4 k, and each lane takes the
@@ -25,7 +26,7 @@ override B_T: bool = false;    // B stored (N, K) instead of (K, N)
 
 struct Params {
     m: u32, n: u32, k: u32,
-    a_bs4: u32, b_bs4: u32, c_bs4: u32, // batch strides in vec4 units
+    a_bs4: u32, b_bs4: u32, c_bs4: u32, // batch strides: vec4 units (elements when ragged)
     has_bias: u32,
     accumulate: u32,
 }
@@ -195,5 +196,152 @@ fn matmul_subgroup(
     }
     if (ROW_GROUPS > 3u && COL_GROUPS > 1u) {
         store_group(c_base, row0 + 24u, col4 + 8u, n4, t31);
+    }
+}
+
+// The ragged variant, for M, N or K not a multiple of 4: the same tile and the same operations,
+// with every operand read as scalars (an element past an edge reads as 0, so the padded k steps
+// add fma(0, 0, acc) = acc) and every output written as scalars. Its own entry point because a
+// shader may not read one binding through two types.
+@group(0) @binding(1) var<storage, read> a_s: array<f32>;
+@group(0) @binding(2) var<storage, read> b_s: array<f32>;
+@group(0) @binding(3) var<storage, read> bias_s: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c_s: array<f32>;
+
+// Element (r, col) of a (rows, cols) row-major matrix at `base` in a_s, 0 outside it.
+fn a_at(base: u32, r: u32, col: u32, rows: u32, cols: u32) -> f32 {
+    let v = a_s[base + min(r, rows - 1u) * cols + min(col, cols - 1u)];
+    return select(0.0, v, r < rows && col < cols);
+}
+
+fn b_at(base: u32, r: u32, col: u32, rows: u32, cols: u32) -> f32 {
+    let v = b_s[base + min(r, rows - 1u) * cols + min(col, cols - 1u)];
+    return select(0.0, v, r < rows && col < cols);
+}
+
+fn load_b_r(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
+    var q: array<vec4<f32>, 4>; // q[j]: B(4kq + j, columns 4cv .. 4cv+3)
+    for (var j = 0u; j < 4u; j++) {
+        for (var i = 0u; i < 4u; i++) {
+            if (B_T) {
+                q[j][i] = b_at(b_base, 4u * cv + i, 4u * kq + j, p.n, p.k);
+            } else {
+                q[j][i] = b_at(b_base, 4u * kq + j, 4u * cv + i, p.k, p.n);
+            }
+        }
+    }
+    return Quad(q[0], q[1], q[2], q[3]);
+}
+
+fn load_a_r(a_base: u32, kq: u32, k4: u32, m4: u32, g0: u32, lane: u32) -> vec4<f32> {
+    var v: vec4<f32>;
+    for (var i = 0u; i < 4u; i++) {
+        if (A_T) {
+            v[i] = a_at(a_base, 4u * kq + lane % 4u, g0 + 4u * (lane / 4u) + i, p.k, p.m);
+        } else {
+            v[i] = a_at(a_base, g0 + lane, 4u * kq + i, p.m, p.k);
+        }
+    }
+    return v;
+}
+
+fn store_r(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let col = 4u * cv + i;
+        if (row < p.m && col < p.n) {
+            var v = acc[i];
+            if (p.has_bias == 1u) {
+                v += bias_s[col];
+            }
+            let ci = c_base + row * p.n + col;
+            if (p.accumulate == 1u) {
+                v += c_s[ci];
+            }
+            c_s[ci] = v;
+        }
+    }
+}
+
+fn store_group_r(c_base: u32, g0: u32, cv: u32, n4: u32, t: Tile) {
+    store_r(g0 + 0u, cv, c_base, n4, t.r0);
+    store_r(g0 + 1u, cv, c_base, n4, t.r1);
+    store_r(g0 + 2u, cv, c_base, n4, t.r2);
+    store_r(g0 + 3u, cv, c_base, n4, t.r3);
+    store_r(g0 + 4u, cv, c_base, n4, t.r4);
+    store_r(g0 + 5u, cv, c_base, n4, t.r5);
+    store_r(g0 + 6u, cv, c_base, n4, t.r6);
+    store_r(g0 + 7u, cv, c_base, n4, t.r7);
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_subgroup_ragged(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    // vec4 groups, the last one partial
+    let m4 = (p.m + 3u) / 4u;
+    let n4 = (p.n + 3u) / 4u;
+    let k4 = (p.k + 3u) / 4u;
+    let row0 = wg.x * 8u * ROW_GROUPS;
+    let col4 = wg.y * 8u * COL_GROUPS + lid.x;
+    let a_base = wg.z * p.a_bs4;
+    let b_base = wg.z * p.b_bs4;
+    // t{g}{h}: row group g, the lane's vec4 column col4 + 8h.
+    var t00: Tile;
+    var t01: Tile;
+    var t10: Tile;
+    var t11: Tile;
+    var t20: Tile;
+    var t21: Tile;
+    var t30: Tile;
+    var t31: Tile;
+    for (var kq = 0u; kq < k4; kq++) {
+        let b0 = load_b_r(b_base, kq, k4, n4, min(col4, n4 - 1u));
+        var b1: Quad;
+        if (COL_GROUPS > 1u) {
+            b1 = load_b_r(b_base, kq, k4, n4, min(col4 + 8u, n4 - 1u));
+        }
+        let a0 = load_a_r(a_base, kq, k4, m4, row0 + 0u, lane);
+        rank4(&t00, a0, b0);
+        if (COL_GROUPS > 1u) { rank4(&t01, a0, b1); }
+        if (ROW_GROUPS > 1u) {
+            let a1 = load_a_r(a_base, kq, k4, m4, row0 + 8u, lane);
+            rank4(&t10, a1, b0);
+            if (COL_GROUPS > 1u) { rank4(&t11, a1, b1); }
+        }
+        if (ROW_GROUPS > 2u) {
+            let a2 = load_a_r(a_base, kq, k4, m4, row0 + 16u, lane);
+            rank4(&t20, a2, b0);
+            if (COL_GROUPS > 1u) { rank4(&t21, a2, b1); }
+        }
+        if (ROW_GROUPS > 3u) {
+            let a3 = load_a_r(a_base, kq, k4, m4, row0 + 24u, lane);
+            rank4(&t30, a3, b0);
+            if (COL_GROUPS > 1u) { rank4(&t31, a3, b1); }
+        }
+    }
+    let c_base = wg.z * p.c_bs4;
+    store_group_r(c_base, row0 + 0u, col4 + 0u, n4, t00);
+    if (COL_GROUPS > 1u) {
+        store_group_r(c_base, row0 + 0u, col4 + 8u, n4, t01);
+    }
+    if (ROW_GROUPS > 1u) {
+        store_group_r(c_base, row0 + 8u, col4 + 0u, n4, t10);
+    }
+    if (ROW_GROUPS > 1u && COL_GROUPS > 1u) {
+        store_group_r(c_base, row0 + 8u, col4 + 8u, n4, t11);
+    }
+    if (ROW_GROUPS > 2u) {
+        store_group_r(c_base, row0 + 16u, col4 + 0u, n4, t20);
+    }
+    if (ROW_GROUPS > 2u && COL_GROUPS > 1u) {
+        store_group_r(c_base, row0 + 16u, col4 + 8u, n4, t21);
+    }
+    if (ROW_GROUPS > 3u) {
+        store_group_r(c_base, row0 + 24u, col4 + 0u, n4, t30);
+    }
+    if (ROW_GROUPS > 3u && COL_GROUPS > 1u) {
+        store_group_r(c_base, row0 + 24u, col4 + 8u, n4, t31);
     }
 }

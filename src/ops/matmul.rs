@@ -9,12 +9,13 @@ use crate::tensor::Tensor;
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
 
-/// `matmul_subgroup` specialised for one tile shape and layout (its override constants).
+/// A `matmul_subgroup.wgsl` entry point specialised for one tile shape and layout (its override
+/// constants).
 macro_rules! subgroup_kernel {
-    ($rows:expr, $cols:expr, $a_t:expr, $b_t:expr) => {
+    ($entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr) => {
         Kernel {
             shader: Shader::MatmulSubgroup,
-            entry: "matmul_subgroup",
+            entry: $entry,
             overrides: &[
                 ("ROW_GROUPS", $rows as f64),
                 ("COL_GROUPS", $cols as f64),
@@ -25,27 +26,37 @@ macro_rules! subgroup_kernel {
     };
 }
 
-/// Indexed like [`SUBGROUP_TILES`], then NN, NT, TN.
+/// One tile shape in the three layouts: NN, NT, TN.
 macro_rules! subgroup_layouts {
-    ($rows:expr, $cols:expr) => {
+    ($entry:expr, $tile:expr) => {
         [
-            subgroup_kernel!($rows, $cols, false, false),
-            subgroup_kernel!($rows, $cols, false, true),
-            subgroup_kernel!($rows, $cols, true, false),
+            subgroup_kernel!($entry, $tile.0, $tile.1, false, false),
+            subgroup_kernel!($entry, $tile.0, $tile.1, false, true),
+            subgroup_kernel!($entry, $tile.0, $tile.1, true, false),
         ]
     };
 }
 
-static SUBGROUP_KERNELS: [[Kernel; 3]; SUBGROUP_TILES.len()] = [
-    subgroup_layouts!(SUBGROUP_TILES[0].0, SUBGROUP_TILES[0].1),
-    subgroup_layouts!(SUBGROUP_TILES[1].0, SUBGROUP_TILES[1].1),
-    subgroup_layouts!(SUBGROUP_TILES[2].0, SUBGROUP_TILES[2].1),
-    subgroup_layouts!(SUBGROUP_TILES[3].0, SUBGROUP_TILES[3].1),
-    subgroup_layouts!(SUBGROUP_TILES[4].0, SUBGROUP_TILES[4].1),
-    subgroup_layouts!(SUBGROUP_TILES[5].0, SUBGROUP_TILES[5].1),
-    subgroup_layouts!(SUBGROUP_TILES[6].0, SUBGROUP_TILES[6].1),
-    subgroup_layouts!(SUBGROUP_TILES[7].0, SUBGROUP_TILES[7].1),
-];
+/// Every tile shape, indexed like [`SUBGROUP_TILES`].
+macro_rules! subgroup_table {
+    ($entry:expr) => {
+        [
+            subgroup_layouts!($entry, SUBGROUP_TILES[0]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[1]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[2]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[3]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[4]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[5]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[6]),
+            subgroup_layouts!($entry, SUBGROUP_TILES[7]),
+        ]
+    };
+}
+
+type SubgroupTable = [[Kernel; 3]; SUBGROUP_TILES.len()];
+static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!("matmul_subgroup");
+static SUBGROUP_RAGGED_KERNELS: SubgroupTable = subgroup_table!("matmul_subgroup_ragged");
+
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
 /// Outputs per workgroup along each axis (8 invocations × 4 outputs).
@@ -98,8 +109,8 @@ impl MatmulDims {
 /// Records c (+)= op(a)·op(b) (+ bias).
 /// a: (batch, M, K) or (batch, K, M) for TN; b: (batch, K, N) or (batch, N, K) for NT;
 /// bias: (N); c: (batch, M, N). With `accumulate`, the product is added to c (bias must be None).
-/// When M, N and K are multiples of 4 the kernel is the one the autotune chose for the layout
-/// (the first such call on an adapter may run the autotune: see [`matmul_tune`]).
+/// The kernel is the one the autotune chose for the layout (the first call on an adapter may run
+/// the autotune: see [`matmul_tune`]).
 pub fn matmul(
     gpu: &Gpu,
     d: MatmulDims,
@@ -109,16 +120,17 @@ pub fn matmul(
     c: &Tensor,
     accumulate: bool,
 ) {
-    let kernel = if d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0 {
-        matmul_tune::tuning(gpu).kernel(d.layout)
-    } else {
-        MatmulKernel::Blocked
+    let aligned = d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0;
+    let kernel = match matmul_tune::tuning(gpu).kernel(d.layout) {
+        MatmulKernel::Subgroup { .. } if !aligned => matmul_tune::RAGGED_TILE,
+        k => k,
     };
     matmul_with(gpu, kernel, d, a, b, bias, c, accumulate);
 }
 
-/// [`matmul`] with the kernel for dims that are multiples of 4 given (the scalar kernel still
-/// takes any other dims).
+/// [`matmul`] with the kernel given. `Blocked` means the vec4 kernel when M, N and K are
+/// multiples of 4 and the scalar one otherwise; `Subgroup` takes any dims (its ragged variant
+/// when one is not a multiple of 4).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     gpu: &Gpu,
@@ -158,13 +170,11 @@ pub fn matmul_with(
         (c, Access::ReadWrite),
     ];
     let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if let (
-        true,
-        MatmulKernel::Subgroup {
-            row_groups,
-            col_groups,
-        },
-    ) = (m % 4 == 0 && n % 4 == 0 && k % 4 == 0, kernel)
+    let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
+    if let MatmulKernel::Subgroup {
+        row_groups,
+        col_groups,
+    } = kernel
     {
         let (rows, cols) = (8 * row_groups as usize, 32 * col_groups as usize);
         let groups = [m.div_ceil(rows), n.div_ceil(cols), batch];
@@ -173,22 +183,29 @@ pub fn matmul_with(
                 .iter()
                 .position(|&t| t == (row_groups, col_groups))
                 .expect("a tile the table holds");
-            let kernel = &SUBGROUP_KERNELS[tile][matmul_tune::layout_index(layout)];
+            let table = if aligned {
+                &SUBGROUP_KERNELS
+            } else {
+                &SUBGROUP_RAGGED_KERNELS
+            };
+            // batch strides in vec4 units on the aligned entry point, in elements on the other
+            let unit = if aligned { 4 } else { 1 };
             let words = [
                 u(m),
                 u(n),
                 u(k),
-                u(m * k / 4),
-                u(k * n / 4),
-                u(m * n / 4),
+                u(m * k / unit),
+                u(k * n / unit),
+                u(m * n / unit),
                 flag(bias.is_some()),
                 flag(accumulate),
             ];
+            let kernel = &table[tile][matmul_tune::layout_index(layout)];
             gpu.dispatch(kernel, &args, &words, groups.map(u));
             return;
         }
     }
-    if m % 4 == 0 && n % 4 == 0 && k % 4 == 0 {
+    if aligned {
         let words = [
             u(m),
             u(n),

@@ -2,12 +2,14 @@
 //! on first use, remembered for the process and cached on disk per adapter, driver and wgtrain
 //! version (`<OS cache dir>/wgtrain/matmul-tune.json`, or `$WGTRAIN_CACHE_DIR`).
 //!
-//! The candidates are the register-blocked vec4 kernel (`matmul.wgsl`, any adapter) and the
-//! subgroup kernel (`matmul_subgroup.wgsl`) at each tile shape, where the adapter has subgroups of
-//! at least 8 lanes. Every candidate computes each output with the same operations in the same
-//! order, so the choice changes speed, never results; a candidate whose output differs from the
-//! blocked kernel's (a device that breaks the subgroup kernel's assumptions) is rejected.
-//! `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
+//! Where the adapter has subgroups of at least 8 lanes the candidates are the subgroup kernel
+//! (`matmul_subgroup.wgsl`) at the tile shapes of [`TUNE_TILES`]; elsewhere the register-blocked
+//! vec4 kernel (`matmul.wgsl`) is the only one. Every kernel computes each output with the same
+//! operations in the same order, so the choice changes speed, never results; a candidate whose
+//! output is wrong on this device (one that breaks the subgroup kernel's assumptions) is
+//! rejected. `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
+//! Dims that are not multiples of 4 take the scalar kernel, or [`RAGGED_TILE`] where the tuned
+//! kernel is a subgroup one.
 
 use super::matmul::{Layout, MatmulDims};
 use crate::gpu::{Category, Gpu, Shader};
@@ -102,8 +104,6 @@ pub fn layout_index(layout: Layout) -> usize {
         Layout::TN => 2,
     }
 }
-
-const LAYOUTS: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
 
 /// Decisions for every adapter this process has used, by [`adapter_key`]; the lock also makes
 /// two Gpus on one adapter tune once, not twice at the same time.
@@ -210,78 +210,81 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
     }
 }
 
-/// The shape the candidates are timed on: a W-GPT-like (M, N, K), small enough that the whole
-/// autotune stays well under a second on lavapipe.
+/// The shape the candidates are timed on: a W-GPT-like (M, N, K).
 const TUNE_M: usize = 512;
 const TUNE_N: usize = 256;
 const TUNE_K: usize = 256;
 
-/// Times every candidate on each layout and returns the fastest that agrees with the blocked
-/// kernel. Work recorded before the call is submitted first.
+/// The tile shapes the autotune times. Compiling a subgroup pipeline is not free (on lavapipe,
+/// with an empty shader cache, from 0.15 s for 1x1 to 2 s for 4x2), so the autotune tries the
+/// shapes that were fastest somewhere in development (`benches/matmul_variants`), on A·B only,
+/// and gives the winner to all three layouts; `WGTRAIN_MATMUL` can still force any shape.
+pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
+
+/// The subgroup tile for dims that are not multiples of 4 (`matmul_subgroup_ragged`): the
+/// smallest, because the scalar-read variant compiles several times slower than the vec4 one
+/// (7.8 s for 4x2 on lavapipe) and ragged shapes are small ones (a 10-class output layer).
+pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
+    row_groups: 1,
+    col_groups: 1,
+};
+
+/// Times each of [`TUNE_TILES`] on A·B and returns the fastest whose result matches an f64
+/// reference computed here (a kernel the device runs wrongly is never chosen). Work recorded
+/// before the call is submitted first.
 fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
     gpu.sync()?;
     let mut rng = Rng::new(7);
     let (m, n, k) = (TUNE_M, TUNE_N, TUNE_K);
-    let a = Tensor::from_f32(
-        gpu,
-        "autotune a",
-        &[m * k],
-        &rng.uniform_vec(m * k, -1.0, 1.0),
-        Category::Workspace,
-    )?;
-    let b = Tensor::from_f32(
-        gpu,
-        "autotune b",
-        &[k * n],
-        &rng.uniform_vec(k * n, -1.0, 1.0),
-        Category::Workspace,
-    )?;
-    let c = Tensor::zeros(gpu, "autotune c", &[m * n], Category::Workspace)?;
-    let mut chosen = [MatmulKernel::Blocked; 3];
-    for (li, layout) in LAYOUTS.into_iter().enumerate() {
-        let d = MatmulDims::new(m, n, k, layout);
-        let mut candidates = vec![MatmulKernel::Blocked];
-        candidates.extend(SUBGROUP_TILES.iter().map(|&(row_groups, col_groups)| {
-            MatmulKernel::Subgroup {
-                row_groups,
-                col_groups,
-            }
-        }));
-        let mut reference: Option<Vec<f32>> = None;
-        let mut best = (f64::INFINITY, MatmulKernel::Blocked);
-        for kernel in candidates {
-            // The first run compiles the pipeline and gives the output to validate.
-            super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false);
-            let out = c.to_f32(gpu)?;
-            match &reference {
-                None => reference = Some(out),
-                Some(r) => {
-                    let agree = r.iter().zip(&out).all(|(x, y)| {
-                        (x - y).abs() <= 1e-5 * x.abs().max(1.0) && x.is_finite() == y.is_finite()
-                    });
-                    if !agree {
-                        log::warn!(
-                            "matmul autotune: {kernel} disagrees with the blocked kernel on {layout:?}; skipped"
-                        );
-                        continue;
-                    }
-                }
-            }
-            let mut fastest = f64::INFINITY;
-            for _ in 0..3 {
-                let t = Instant::now();
-                let ms = gpu.gpu_time_ms(|| {
-                    super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false)
-                })?;
-                fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
-            }
-            if fastest < best.0 {
-                best = (fastest, kernel);
+    let (av, bv) = (
+        rng.uniform_vec(m * k, -1.0, 1.0),
+        rng.uniform_vec(k * n, -1.0, 1.0),
+    );
+    let mut reference = vec![0.0f64; m * n];
+    for i in 0..m {
+        for kk in 0..k {
+            let x = av[i * k + kk] as f64;
+            let row = &mut reference[i * n..(i + 1) * n];
+            for (r, y) in row.iter_mut().zip(&bv[kk * n..(kk + 1) * n]) {
+                *r += x * *y as f64;
             }
         }
-        chosen[li] = best.1;
     }
-    Ok(chosen)
+    let a = Tensor::from_f32(gpu, "autotune a", &[m * k], &av, Category::Workspace)?;
+    let b = Tensor::from_f32(gpu, "autotune b", &[k * n], &bv, Category::Workspace)?;
+    let c = Tensor::zeros(gpu, "autotune c", &[m * n], Category::Workspace)?;
+    let d = MatmulDims::new(m, n, k, Layout::NN);
+    let mut best = (f64::INFINITY, MatmulKernel::Blocked);
+    for (row_groups, col_groups) in TUNE_TILES {
+        let kernel = MatmulKernel::Subgroup {
+            row_groups,
+            col_groups,
+        };
+        // The first run compiles the pipeline and gives the output to validate: f32 sums of
+        // k products of values in [-1, 1] stay well inside 2e-6·k of the exact value.
+        super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false);
+        let out = c.to_f32(gpu)?;
+        let agree = out
+            .iter()
+            .zip(&reference)
+            .all(|(x, r)| (*x as f64 - r).abs() <= 2e-6 * k as f64);
+        if !agree {
+            log::warn!("matmul autotune: {kernel} computes wrong results here; skipped");
+            continue;
+        }
+        let mut fastest = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let ms = gpu.gpu_time_ms(|| {
+                super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false)
+            })?;
+            fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
+        }
+        if fastest < best.0 {
+            best = (fastest, kernel);
+        }
+    }
+    Ok([best.1; 3])
 }
 
 fn cache_path() -> Option<PathBuf> {
