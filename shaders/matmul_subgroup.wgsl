@@ -37,6 +37,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>; // (N / 4), read when has_bias = 1
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
+// Every read of A and B goes through these two, so that the f16 variant (src/gpu/shaders.rs
+// derives it from this file) changes only them and the two declarations above.
+fn read_a(i: u32) -> vec4<f32> {
+    return a[i];
+}
+
+fn read_b(i: u32) -> vec4<f32> {
+    return b[i];
+}
+
 // B(k0 + j, 4 columns) for j = 0 .. 3.
 struct Quad { k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32> }
 
@@ -51,10 +61,10 @@ fn load_b(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
     if (B_T) {
         // B stored (N, K): each of the 4 columns read along k, then transposed (on SIMD lanes
         // a renaming, no work).
-        let t0 = b[b_base + (4u * cv) * k4 + kq];
-        let t1 = b[b_base + (4u * cv + 1u) * k4 + kq];
-        let t2 = b[b_base + (4u * cv + 2u) * k4 + kq];
-        let t3 = b[b_base + (4u * cv + 3u) * k4 + kq];
+        let t0 = read_b(b_base + (4u * cv) * k4 + kq);
+        let t1 = read_b(b_base + (4u * cv + 1u) * k4 + kq);
+        let t2 = read_b(b_base + (4u * cv + 2u) * k4 + kq);
+        let t3 = read_b(b_base + (4u * cv + 3u) * k4 + kq);
         return Quad(
             vec4<f32>(t0.x, t1.x, t2.x, t3.x),
             vec4<f32>(t0.y, t1.y, t2.y, t3.y),
@@ -63,7 +73,7 @@ fn load_b(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
         );
     }
     let base = b_base + 4u * kq * n4 + cv;
-    return Quad(b[base], b[base + n4], b[base + 2u * n4], b[base + 3u * n4]);
+    return Quad(read_b(base), read_b(base + n4), read_b(base + 2u * n4), read_b(base + 3u * n4));
 }
 
 // This lane's share of A for the row group starting at row g0 and k = 4kq .. 4kq+3:
@@ -72,10 +82,10 @@ fn load_b(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
 fn load_a(a_base: u32, kq: u32, k4: u32, m4: u32, g0: u32, lane: u32) -> vec4<f32> {
     if (A_T) {
         let rv = min(g0 / 4u + lane / 4u, m4 - 1u);
-        return a[a_base + (4u * kq + lane % 4u) * m4 + rv];
+        return read_a(a_base + (4u * kq + lane % 4u) * m4 + rv);
     }
     let row = min(g0 + lane, p.m - 1u);
-    return a[a_base + row * k4 + kq];
+    return read_a(a_base + row * k4 + kq);
 }
 
 // t += (the row group's 8 rows × 4 k of A) · (4 k × this lane's 4 columns of B), one fma per k

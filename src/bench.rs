@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::nn::gpt::GptBatch;
 use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig};
-use crate::ops::matmul::{matmul, Layout, MatmulDims};
+use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerName};
 use crate::rng::Rng;
@@ -112,30 +112,31 @@ pub fn w_gpt_shapes() -> Vec<(usize, usize, usize, Layout)> {
     ]
 }
 
+/// GFLOP/s of one matmul shape; with `f16`, A and B stored as f16 (`matmul_f16`: the adapter
+/// needs SHADER_F16 and subgroups).
+#[allow(clippy::too_many_arguments)]
 pub fn bench_matmul(
     gpu: &Gpu,
     m: usize,
     n: usize,
     k: usize,
     layout: Layout,
+    f16: bool,
     warmup: usize,
     reps: usize,
 ) -> Result<MatmulResult> {
     let mut rng = Rng::new(0);
-    let a = Tensor::from_f32(
-        gpu,
-        "a",
-        &[m * k],
-        &rng.uniform_vec(m * k, -1.0, 1.0),
-        Category::Workspace,
-    )?;
-    let b = Tensor::from_f32(
-        gpu,
-        "b",
-        &[k * n],
-        &rng.uniform_vec(k * n, -1.0, 1.0),
-        Category::Workspace,
-    )?;
+    let mut operand = |name: &str, numel: usize| {
+        let v = rng.uniform_vec(numel, -1.0, 1.0);
+        if f16 {
+            let h: Vec<half::f16> = v.into_iter().map(half::f16::from_f32).collect();
+            Tensor::from_f16(gpu, name, &[numel], &h, Category::Workspace)
+        } else {
+            Tensor::from_f32(gpu, name, &[numel], &v, Category::Workspace)
+        }
+    };
+    let a = operand("a", m * k)?;
+    let b = operand("b", k * n)?;
     let c = Tensor::zeros(gpu, "c", &[m * n], Category::Workspace)?;
     let d = MatmulDims::new(m, n, k, layout);
     // GPU time from timestamp queries where the adapter offers them, else wall clock
@@ -143,7 +144,15 @@ pub fn bench_matmul(
     let mut timing = "timestamp queries";
     for i in 0..warmup + reps {
         let t = Instant::now();
-        let gpu_ms = gpu.gpu_time_ms(|| matmul(gpu, d, &a, &b, None, &c, false))?;
+        let mut result = Ok(());
+        let gpu_ms = gpu.gpu_time_ms(|| {
+            if f16 {
+                result = matmul_f16(gpu, d, &a, &b, None, &c, false);
+            } else {
+                matmul(gpu, d, &a, &b, None, &c, false)
+            }
+        })?;
+        result?;
         let ms = gpu_ms.unwrap_or_else(|| {
             timing = "wall clock";
             t.elapsed().as_secs_f64() * 1e3
@@ -155,7 +164,7 @@ pub fn bench_matmul(
     let ms = median(samples);
     Ok(MatmulResult {
         timing,
-        dtype: "f32",
+        dtype: if f16 { "f16" } else { "f32" },
         layout: format!("{layout:?}"),
         m,
         n,

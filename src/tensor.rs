@@ -8,11 +8,16 @@ pub enum DType {
     F32,
     /// Indices and targets.
     U32,
+    /// IEEE half precision (kernels that read it need the adapter's SHADER_F16).
+    F16,
 }
 
 impl DType {
     pub fn size(self) -> u64 {
-        4
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
     }
 }
 
@@ -76,6 +81,25 @@ impl Tensor {
         category: Category,
     ) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, DType::U32, category)?;
+        assert_eq!(
+            data.len(),
+            t.numel(),
+            "{name}: {} values for shape {shape:?}",
+            data.len()
+        );
+        gpu.upload(&t, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// Half-precision values (rounded to nearest from whatever the caller had).
+    pub fn from_f16(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        data: &[half::f16],
+        category: Category,
+    ) -> Result<Tensor> {
+        let t = Self::empty(gpu, name, shape, DType::F16, category)?;
         assert_eq!(
             data.len(),
             t.numel(),

@@ -56,19 +56,29 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10} {:>9}  timing",
         "dtype", "op", "m", "n", "k", "ms", "GFLOP/s"
     );
+    // f16 (A and B stored as f16, f32 sums) on the square sizes, where the adapter can
+    let f16 =
+        gpu.features().contains(wgpu::Features::SHADER_F16) && matmul_tune::subgroups_usable(&gpu);
+    let squares: Vec<_> = shapes
+        .iter()
+        .filter(|s| s.0 == s.1 && s.1 == s.2)
+        .copied()
+        .collect();
+    let runs = shapes
+        .into_iter()
+        .map(|s| (s, false))
+        .chain(squares.into_iter().filter(|_| f16).map(|s| (s, true)));
     let mut matmuls = vec![];
-    for (m, n, k, layout) in shapes {
-        let r = bench_matmul(&gpu, m, n, k, layout, warmup, reps)?;
+    for ((m, n, k, layout), f16) in runs {
+        let r = bench_matmul(&gpu, m, n, k, layout, f16, warmup, reps)?;
         println!(
             "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10.3} {:>9.2}  {}",
             r.dtype, r.layout, r.m, r.n, r.k, r.ms, r.gflops, r.timing
         );
         matmuls.push(r);
     }
-    if !gpu.features().contains(wgpu::Features::SHADER_F16) {
-        println!("(no f16 matmul: the adapter lacks SHADER_F16)");
-    } else {
-        println!("(f16 matmul: not implemented yet; f32 only)");
+    if !f16 {
+        println!("(no f16 matmul: it needs SHADER_F16 and subgroups of 8 lanes)");
     }
     drop(gpu);
     let mut step_results = vec![bench_w_mlp(adapter, warmup, steps, args.quick)?];

@@ -5,6 +5,9 @@
 pub enum Shader {
     Matmul,
     MatmulSubgroup,
+    /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_f16_source`]); needs
+    /// SHADER_F16.
+    MatmulSubgroupF16,
     Elementwise,
     SoftmaxXent,
     Layernorm,
@@ -21,9 +24,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
+        Shader::MatmulSubgroupF16,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
@@ -43,6 +47,7 @@ impl Shader {
         match self {
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
+            Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
@@ -63,6 +68,7 @@ impl Shader {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
+            Shader::MatmulSubgroupF16 => matmul_f16_source(),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
@@ -78,6 +84,36 @@ impl Shader {
             Shader::SecondOrder => include_str!("../../shaders/second_order.wgsl"),
         }
     }
+}
+
+/// `matmul_subgroup.wgsl`'s aligned kernel with A and B stored as f16: the two declarations and
+/// the two accessors every read goes through (`read_a`, `read_b`) change, the f32 accumulation
+/// and output stay; the ragged entry point (f32 only) is left out.
+pub fn matmul_f16_source() -> &'static str {
+    static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let f32_src = include_str!("../../shaders/matmul_subgroup.wgsl");
+        let aligned = &f32_src[..f32_src
+            .find("// The ragged variant")
+            .expect("matmul_subgroup.wgsl marks its ragged variant")];
+        let mut src = format!("enable f16;\n{aligned}");
+        for (from, to) in [
+            (
+                "var<storage, read> a: array<vec4<f32>>;",
+                "var<storage, read> a: array<vec4<f16>>;",
+            ),
+            (
+                "var<storage, read> b: array<vec4<f32>>;",
+                "var<storage, read> b: array<vec4<f16>>;",
+            ),
+            ("return a[i];", "return vec4<f32>(a[i]);"),
+            ("return b[i];", "return vec4<f32>(b[i]);"),
+        ] {
+            assert_eq!(src.matches(from).count(), 1, "matmul_subgroup.wgsl: {from}");
+            src = src.replace(from, to);
+        }
+        src
+    });
+    &SOURCE
 }
 
 /// A compute entry point with its pipeline-overridable constants.

@@ -4,7 +4,7 @@
 use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES};
 use super::{expect_numel, flag};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
@@ -12,9 +12,9 @@ const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
 /// A `matmul_subgroup.wgsl` entry point specialised for one tile shape and layout (its override
 /// constants).
 macro_rules! subgroup_kernel {
-    ($entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr) => {
+    ($shader:expr, $entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr) => {
         Kernel {
-            shader: Shader::MatmulSubgroup,
+            shader: $shader,
             entry: $entry,
             overrides: &[
                 ("ROW_GROUPS", $rows as f64),
@@ -28,34 +28,37 @@ macro_rules! subgroup_kernel {
 
 /// One tile shape in the three layouts: NN, NT, TN.
 macro_rules! subgroup_layouts {
-    ($entry:expr, $tile:expr) => {
+    ($shader:expr, $entry:expr, $tile:expr) => {
         [
-            subgroup_kernel!($entry, $tile.0, $tile.1, false, false),
-            subgroup_kernel!($entry, $tile.0, $tile.1, false, true),
-            subgroup_kernel!($entry, $tile.0, $tile.1, true, false),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, false, false),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, false, true),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, true, false),
         ]
     };
 }
 
 /// Every tile shape, indexed like [`SUBGROUP_TILES`].
 macro_rules! subgroup_table {
-    ($entry:expr) => {
+    ($shader:expr, $entry:expr) => {
         [
-            subgroup_layouts!($entry, SUBGROUP_TILES[0]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[1]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[2]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[3]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[4]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[5]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[6]),
-            subgroup_layouts!($entry, SUBGROUP_TILES[7]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[0]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[1]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[2]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[3]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[4]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[5]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[6]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[7]),
         ]
     };
 }
 
 type SubgroupTable = [[Kernel; 3]; SUBGROUP_TILES.len()];
-static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!("matmul_subgroup");
-static SUBGROUP_RAGGED_KERNELS: SubgroupTable = subgroup_table!("matmul_subgroup_ragged");
+static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup");
+static SUBGROUP_RAGGED_KERNELS: SubgroupTable =
+    subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
+static SUBGROUP_F16_KERNELS: SubgroupTable =
+    subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
 
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
@@ -237,6 +240,89 @@ pub fn matmul_with(
     words.extend([flag(bias.is_some()), flag(accumulate)]);
     let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch].map(u);
     gpu.dispatch(&MATMUL, &args, &words, groups);
+}
+
+/// [`matmul`] with a and b stored as f16 (products and sums in f32, c f32): half the bytes read.
+/// Needs the adapter's SHADER_F16, subgroups of at least 8 lanes, and M, N, K multiples of 4;
+/// runs at the tile the autotune chose (4x1 when it chose the blocked kernel).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_f16(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    accumulate: bool,
+) -> crate::Result<()> {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = d;
+    let unsupported = |why: &str| Err(crate::Error::Config(format!("f16 matmul: {why}")));
+    if !gpu.features().contains(wgpu::Features::SHADER_F16) {
+        return unsupported("this adapter has no SHADER_F16");
+    }
+    if !matmul_tune::subgroups_usable(gpu) {
+        return unsupported("this adapter has no subgroups of 8 lanes");
+    }
+    if m % 4 != 0 || n % 4 != 0 || k % 4 != 0 {
+        return unsupported("M, N and K must be multiples of 4");
+    }
+    assert!(
+        a.dtype() == DType::F16 && b.dtype() == DType::F16 && c.dtype() == DType::F32,
+        "matmul_f16: a and b f16, c f32"
+    );
+    expect_numel("matmul a", a, batch * m * k);
+    expect_numel("matmul b", b, batch * k * n);
+    expect_numel("matmul c", c, batch * m * n);
+    if let Some(bias) = bias {
+        expect_numel("matmul bias", bias, n);
+    }
+    let (row_groups, col_groups) = match matmul_tune::tuning(gpu).kernel(layout) {
+        MatmulKernel::Subgroup {
+            row_groups,
+            col_groups,
+        } => (row_groups, col_groups),
+        MatmulKernel::Blocked => (4, 1),
+    };
+    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let groups = [
+        m.div_ceil(8 * row_groups as usize),
+        n.div_ceil(32 * col_groups as usize),
+        batch,
+    ];
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if groups.iter().any(|&g| g > limit) {
+        return unsupported("too many workgroups for this adapter");
+    }
+    let tile = SUBGROUP_TILES
+        .iter()
+        .position(|&t| t == (row_groups, col_groups))
+        .expect("a tile the table holds");
+    let words = [
+        u(m),
+        u(n),
+        u(k),
+        u(m * k / 4),
+        u(k * n / 4),
+        u(m * n / 4),
+        flag(bias.is_some()),
+        flag(accumulate),
+    ];
+    let args = [
+        (a, Access::Read),
+        (b, Access::Read),
+        // an unread placeholder when there is no bias (c cannot be bound twice)
+        (bias.unwrap_or(a), Access::Read),
+        (c, Access::ReadWrite),
+    ];
+    let kernel = &SUBGROUP_F16_KERNELS[tile][matmul_tune::layout_index(layout)];
+    gpu.dispatch(kernel, &args, &words, groups.map(u));
+    Ok(())
 }
 
 /// Gradients of c = op(a)·op(b) + bias given dc: each requested one is written (or added to, with

@@ -56,6 +56,7 @@ pub fn save(
         let dtype = match t.dtype() {
             DType::F32 => Dtype::F32,
             DType::U32 => Dtype::U32,
+            DType::F16 => Dtype::F16,
         };
         named.push((name, dtype, t.shape().to_vec(), gpu.read_bytes(t)?));
         Ok(())

@@ -377,3 +377,44 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
         }
     }
 }
+
+/// The f16 matmul (A and B stored as f16, f32 products and sums) against an f64 product of the
+/// same f16 values, in every layout, where the adapter has SHADER_F16 and subgroups; elsewhere a
+/// clear error.
+#[test]
+fn f16_matmul_matches_the_reference_of_its_f16_inputs() {
+    use half::f16;
+    use wgtrain::ops::matmul::matmul_f16;
+    use wgtrain::ops::matmul_tune::subgroups_usable;
+    let supported =
+        gpu().features().contains(wgpu::Features::SHADER_F16) && subgroups_usable(gpu());
+    if gpu().info().name.contains("llvmpipe") {
+        assert!(supported, "lavapipe offers SHADER_F16 and subgroups");
+    }
+    let mut rng = Rng::new(12);
+    for (batch, m, n, k) in [(1, 4, 4, 4), (2, 36, 68, 20), (1, 64, 32, 100)] {
+        for layout in [Layout::NN, Layout::NT, Layout::TN] {
+            let d = MatmulDims::batched(batch, m, n, k, layout);
+            let (sa, sb) = shapes(&d);
+            let to16 = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<_>>();
+            let (a, b) = (
+                to16(rand_vec(&mut rng, batch * m * k)),
+                to16(rand_vec(&mut rng, batch * k * n)),
+            );
+            let f64s = |v: &[f16]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+            let want = reference_matmul(&d, &f64s(&a), &f64s(&b));
+            let cat = wgtrain::Category::Activations;
+            let ta = wgtrain::Tensor::from_f16(gpu(), "a", &sa, &a, cat).unwrap();
+            let tb = wgtrain::Tensor::from_f16(gpu(), "b", &sb, &b, cat).unwrap();
+            let c = zeros("c", &[batch, m, n]);
+            let r = matmul_f16(gpu(), d, &ta, &tb, None, &c, false);
+            if !supported {
+                assert!(r.unwrap_err().to_string().contains("f16 matmul"));
+                return;
+            }
+            r.unwrap();
+            let what = format!("f16 {layout:?} batch {batch} m {m} n {n} k {k}");
+            assert_close(&what, &read(&c), &want, atol(k), 0.0);
+        }
+    }
+}

@@ -306,6 +306,16 @@ fn bench_quick_runs_and_writes_json() {
     assert_eq!(forced["matmul_kernels"]["TN"], "blocked");
     assert!(v["adapter"]["name"].is_string());
     assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
+    if v["adapter"]["name"].as_str().unwrap().contains("llvmpipe") {
+        // lavapipe has SHADER_F16 and 8-lane subgroups: the f16 matmul is measured too
+        let dtypes: Vec<&str> = v["matmul"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["dtype"].as_str().unwrap())
+            .collect();
+        assert_eq!(dtypes, ["f32", "f16"]);
+    }
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     assert!(steps
