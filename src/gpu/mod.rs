@@ -34,6 +34,8 @@ pub struct GpuStats {
     pub submits: u64,
     pub dispatches: u64,
     pub pipelines: usize,
+    /// Bind groups created (the recorder reuses them across steps).
+    pub bind_groups: u64,
 }
 
 pub struct Gpu {
@@ -156,6 +158,7 @@ impl Gpu {
             submits: self.submits.load(Ordering::Relaxed),
             dispatches: self.dispatches.load(Ordering::Relaxed),
             pipelines: self.pipelines.lock().unwrap().len(),
+            bind_groups: self.recorder.lock().unwrap().bind_groups_created,
         }
     }
 

@@ -115,7 +115,8 @@ pub fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 struct PoolState {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size class, each with its creation number.
+    free: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
     stats: MemoryStats,
 }
 
@@ -139,8 +140,14 @@ impl BufferPool {
     pub fn alloc(&self, label: &str, bytes: u64, category: Category) -> PooledBuffer {
         let class = size_class(bytes);
         let mut st = self.state.lock().unwrap();
-        let reused = st.free.get_mut(&class).and_then(Vec::pop);
-        let buffer = match reused {
+        // The oldest free buffer of the class, not the last freed: which buffer a tensor gets
+        // then depends only on which are free, not on the order they were freed in, so a
+        // training step lands on the same buffers every time and its bind groups can be reused.
+        let reused = st.free.get_mut(&class).and_then(|list| {
+            let oldest = (0..list.len()).min_by_key(|&i| list[i].0)?;
+            Some(list.swap_remove(oldest))
+        });
+        let (serial, buffer) = match reused {
             Some(b) => {
                 st.stats.cached -= class;
                 st.stats.reuses += 1;
@@ -148,12 +155,14 @@ impl BufferPool {
             }
             None => {
                 st.stats.allocations += 1;
-                self.device.create_buffer(&wgpu::BufferDescriptor {
+                let serial = st.stats.allocations;
+                let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
                     size: class,
                     usage: POOL_USAGE,
                     mapped_at_creation: false,
-                })
+                });
+                (serial, buffer)
             }
         };
         let s = &mut st.stats;
@@ -165,6 +174,7 @@ impl BufferPool {
         drop(st);
         PooledBuffer {
             buffer,
+            serial,
             bytes,
             class,
             category,
@@ -187,7 +197,7 @@ impl BufferPool {
     pub fn trim(&self) {
         let mut st = self.state.lock().unwrap();
         for (_, bufs) in st.free.drain() {
-            for b in bufs {
+            for (_, b) in bufs {
                 b.destroy();
             }
         }
@@ -198,6 +208,8 @@ impl BufferPool {
 /// A buffer on loan from the pool; dropping it returns it to the pool's cache.
 pub struct PooledBuffer {
     buffer: wgpu::Buffer,
+    /// Creation number within the pool (free buffers are reused oldest first).
+    serial: u64,
     bytes: u64,
     class: u64,
     category: Category,
@@ -227,7 +239,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry(self.class)
             .or_default()
-            .push(self.buffer.clone());
+            .push((self.serial, self.buffer.clone()));
     }
 }
 

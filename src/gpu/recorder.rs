@@ -6,10 +6,27 @@
 //! 7 µs, so a training step recorded here costs one submit, not one per op.
 //!
 //! Each dispatch's small uniform block (shapes, scalars) is packed into one arena buffer at flush,
-//! at the adapter's uniform offset alignment, and written with a single `write_buffer`.
+//! at the adapter's uniform offset alignment, and written with a single `write_buffer`. Bind
+//! groups are cached by (pipeline, uniform offset, buffers): a training step records the same
+//! dispatches on the same pooled buffers every time, so from the second step on it creates none.
 
 use super::pipeline::CachedPipeline;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// What a bind group binds: the pipeline (by address; the pipeline cache keeps it alive), the
+/// uniform block's offset and size in the arena, and each storage buffer with its bound size.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: usize,
+    offset: u64,
+    param_size: u64,
+    buffers: Vec<(wgpu::Buffer, u64)>,
+}
+
+/// Past this many cached bind groups the cache starts over (a program that keeps binding new
+/// buffer combinations should not grow it without bound).
+const BIND_CACHE_LIMIT: usize = 8192;
 
 /// How a kernel binds a buffer; must match the `var<storage, …>` access in the WGSL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +71,10 @@ pub(crate) struct Recorder {
     /// When set, the next encode writes a timestamp at the start of its first compute pass and
     /// at the end of its last, and resolves both into the buffer (two u64 ticks).
     pub timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    /// Bind groups for the current uniform arena (emptied when the arena is replaced).
+    bind_cache: HashMap<BindKey, wgpu::BindGroup>,
+    /// Bind groups created so far (the cache's misses).
+    pub bind_groups_created: u64,
 }
 
 impl Recorder {
@@ -90,6 +111,7 @@ impl Recorder {
         if !arena_bytes.is_empty() {
             let needed = arena_bytes.len() as u64;
             if self.arena.as_ref().is_none_or(|a| a.size() < needed) {
+                self.bind_cache.clear();
                 self.arena = Some(device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgtrain uniform arena"),
                     size: needed.next_power_of_two().max(4096),
@@ -136,6 +158,16 @@ impl Recorder {
             {
                 let offset = *next.next().unwrap();
                 let param_size = (params.len() as u64 * 4).div_ceil(16) * 16;
+                let key = BindKey {
+                    pipeline: Arc::as_ptr(pipeline) as usize,
+                    offset,
+                    param_size,
+                    buffers: buffers.clone(),
+                };
+                if let Some(bg) = self.bind_cache.get(&key) {
+                    bind_groups.push(bg.clone());
+                    continue;
+                }
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -154,11 +186,17 @@ impl Recorder {
                         }),
                     });
                 }
-                bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
                     layout: &pipeline.bind_group_layout,
                     entries: &entries,
-                }));
+                });
+                self.bind_groups_created += 1;
+                if self.bind_cache.len() >= BIND_CACHE_LIMIT {
+                    self.bind_cache.clear();
+                }
+                self.bind_cache.insert(key, bg.clone());
+                bind_groups.push(bg);
             }
         }
 

@@ -187,7 +187,7 @@ fn every_optimizer_reaches_93_percent_on_digits() {
 }
 
 #[test]
-fn a_steady_step_allocates_nothing_and_submits_once() {
+fn a_steady_step_allocates_nothing_creates_no_bind_group_and_submits_once() {
     for config in [
         tiny_addition(6),
         TrainConfig::preset(ModelKind::Mlp, "digits"),
@@ -195,7 +195,9 @@ fn a_steady_step_allocates_nothing_and_submits_once() {
         let gpu = wgtrain::Gpu::new(None).unwrap();
         let mut t = Trainer::new(&gpu, config).unwrap();
         t.train_step(true).unwrap();
+        t.train_step(false).unwrap();
         let allocations = gpu.memory().allocations;
+        let bind_groups = gpu.stats().bind_groups;
         for i in 0..4 {
             let before = gpu.stats().submits;
             t.train_step(i % 2 == 0).unwrap();
@@ -209,6 +211,11 @@ fn a_steady_step_allocates_nothing_and_submits_once() {
             gpu.memory().allocations,
             allocations,
             "no device buffer created after the first step"
+        );
+        assert_eq!(
+            gpu.stats().bind_groups,
+            bind_groups,
+            "steady steps reuse their bind groups"
         );
     }
 }
