@@ -11,6 +11,7 @@ pub enum Shader {
     Elementwise,
     SoftmaxXent,
     Layernorm,
+    LayernormSubgroup,
     Embedding,
     Attention,
     Reduce,
@@ -24,13 +25,14 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
+        Shader::LayernormSubgroup,
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
@@ -51,6 +53,7 @@ impl Shader {
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
+            Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
@@ -72,6 +75,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
+            Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),

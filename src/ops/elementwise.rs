@@ -6,29 +6,34 @@ use crate::tensor::Tensor;
 
 const WG: usize = 256;
 
-fn run(gpu: &Gpu, entry: &'static str, x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
+/// Records `entry` over out's n elements: the `entry4` kernel (vec4) on the first 4·(n/4), the
+/// scalar `entry` on the rest.
+fn run(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
+    let [scalar, vec4] = entry;
     let n = out.numel();
-    expect_numel(entry, x, n);
-    expect_numel(entry, y, n);
-    let kernel = Kernel::new(Shader::Elementwise, entry);
-    let params = [n as u32, alpha.to_bits()];
-    dispatch_items(
-        gpu,
-        &kernel,
-        &[
-            (x, Access::Read),
-            (y, Access::Read),
-            (out, Access::ReadWrite),
-        ],
-        &params,
-        n,
-        WG,
-    );
+    expect_numel(scalar, x, n);
+    expect_numel(scalar, y, n);
+    let args = [
+        (x, Access::Read),
+        (y, Access::Read),
+        (out, Access::ReadWrite),
+    ];
+    let head = n / 4 * 4;
+    if head > 0 {
+        let params = [n as u32, alpha.to_bits(), 0];
+        let kernel = Kernel::new(Shader::Elementwise, vec4);
+        dispatch_items(gpu, &kernel, &args, &params, head / 4, WG);
+    }
+    if head < n {
+        let params = [n as u32, alpha.to_bits(), head as u32];
+        let kernel = Kernel::new(Shader::Elementwise, scalar);
+        dispatch_items(gpu, &kernel, &args, &params, n - head, WG);
+    }
 }
 
 /// out = x + y
 pub fn add(gpu: &Gpu, x: &Tensor, y: &Tensor, out: &Tensor) {
-    run(gpu, "add", x, y, out, 0.0);
+    run(gpu, ["add", "add4"], x, y, out, 0.0);
 }
 
 /// Backward of `add`: dx += dout and dy += dout (gradients accumulate).
@@ -39,7 +44,7 @@ pub fn add_backward(gpu: &Gpu, dout: &Tensor, dx: &Tensor, dy: &Tensor) {
 
 /// out = alpha · x
 pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, out: &Tensor) {
-    run(gpu, "scale", x, x, out, alpha);
+    run(gpu, ["scale", "scale4"], x, x, out, alpha);
 }
 
 /// Backward of `scale`: dx = alpha · dout.
@@ -49,25 +54,25 @@ pub fn scale_backward(gpu: &Gpu, dout: &Tensor, alpha: f32, dx: &Tensor) {
 
 /// out += alpha · x
 pub fn accumulate(gpu: &Gpu, x: &Tensor, alpha: f32, out: &Tensor) {
-    run(gpu, "accumulate", x, x, out, alpha);
+    run(gpu, ["accumulate", "accumulate4"], x, x, out, alpha);
 }
 
 /// out = max(x, 0)
 pub fn relu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
-    run(gpu, "relu_forward", x, x, out, 0.0);
+    run(gpu, ["relu_forward", "relu_forward4"], x, x, out, 0.0);
 }
 
 /// dx = dout · [x > 0], with x the forward input.
 pub fn relu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
-    run(gpu, "relu_backward", x, dout, dx, 0.0);
+    run(gpu, ["relu_backward", "relu_backward4"], x, dout, dx, 0.0);
 }
 
 /// out = GELU(x), tanh approximation (GPT-2).
 pub fn gelu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
-    run(gpu, "gelu_forward", x, x, out, 0.0);
+    run(gpu, ["gelu_forward", "gelu_forward4"], x, x, out, 0.0);
 }
 
 /// dx = dout · GELU'(x), with x the forward input.
 pub fn gelu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
-    run(gpu, "gelu_backward", x, dout, dx, 0.0);
+    run(gpu, ["gelu_backward", "gelu_backward4"], x, dout, dx, 0.0);
 }

@@ -1,4 +1,6 @@
-//! LayerNorm over the last dimension, forward and backward. Kernel: `shaders/layernorm.wgsl`.
+//! LayerNorm over the last dimension, forward and backward. Kernels: `shaders/layernorm.wgsl`, and
+//! `shaders/layernorm_subgroup.wgsl` for the row passes where the adapter has subgroups of at least
+//! 8 lanes and C is a multiple of 4 (about 4x faster on lavapipe: no barriers).
 
 use super::{dispatch_items, expect_numel, flag};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
@@ -7,6 +9,17 @@ use crate::tensor::Tensor;
 const FORWARD: Kernel = Kernel::new(Shader::Layernorm, "forward");
 const BACKWARD_INPUT: Kernel = Kernel::new(Shader::Layernorm, "backward_input");
 const BACKWARD_PARAMS: Kernel = Kernel::new(Shader::Layernorm, "backward_params");
+const FORWARD_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "forward");
+const BACKWARD_INPUT_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "backward_input");
+
+/// The row kernels to use: the subgroup ones where they can run.
+fn row_kernels(gpu: &Gpu, cols: usize) -> (&'static Kernel, &'static Kernel) {
+    if cols % 4 == 0 && super::matmul_tune::subgroups_usable(gpu) {
+        (&FORWARD_SG, &BACKWARD_INPUT_SG)
+    } else {
+        (&FORWARD, &BACKWARD_INPUT)
+    }
+}
 
 /// out = (x − mean)·rstd·w + b per row, saving mean and rstd for the backward.
 /// x, out: (R, C); w, b: (C); mean, rstd: (R).
@@ -30,7 +43,7 @@ pub fn layernorm_forward(
     let params = [rows as u32, cols as u32, eps.to_bits(), 0];
     dispatch_items(
         gpu,
-        &FORWARD,
+        row_kernels(gpu, cols).0,
         &[
             (x, Access::Read),
             (w, Access::Read),
@@ -86,6 +99,6 @@ pub fn layernorm_backward(
         (dw, Access::ReadWrite),
         (db, Access::ReadWrite),
     ]);
-    dispatch_items(gpu, &BACKWARD_INPUT, &args, &params, rows, 1);
+    dispatch_items(gpu, row_kernels(gpu, cols).1, &args, &params, rows, 1);
     dispatch_items(gpu, &BACKWARD_PARAMS, &args, &params, cols, 64);
 }

@@ -13,8 +13,9 @@ fn own_gpu() -> Gpu {
 #[test]
 fn many_dispatches_then_one_readback_is_one_submit() {
     let gpu = own_gpu();
-    let x = Tensor::from_f32(&gpu, "x", &[33], &[1.0; 33], Category::Activations).unwrap();
-    let y = Tensor::zeros(&gpu, "y", &[33], Category::Activations).unwrap();
+    // 32 values: each scale is one (vec4) dispatch
+    let x = Tensor::from_f32(&gpu, "x", &[32], &[1.0; 32], Category::Activations).unwrap();
+    let y = Tensor::zeros(&gpu, "y", &[32], Category::Activations).unwrap();
     for _ in 0..50 {
         scale(&gpu, &x, 2.0, &y);
         scale(&gpu, &y, 0.5, &x);
@@ -24,7 +25,7 @@ fn many_dispatches_then_one_readback_is_one_submit() {
         0,
         "nothing is submitted before a sync point"
     );
-    assert_eq!(x.to_f32(&gpu).unwrap(), vec![1.0; 33]);
+    assert_eq!(x.to_f32(&gpu).unwrap(), vec![1.0; 32]);
     let stats = gpu.stats();
     assert_eq!(stats.dispatches, 100);
     assert_eq!(
