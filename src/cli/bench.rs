@@ -80,6 +80,21 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     if !f16 {
         println!("(no f16 matmul: it needs SHADER_F16 and subgroups of 8 lanes)");
     }
+    // numpy's sgemm on the same machine in the same run, as the reference point
+    let numpy = if args.quick { None } else { numpy_sgemm() };
+    match &numpy {
+        Some(rows) => println!(
+            "numpy sgemm (benches/numpy_sgemm.py, same run): {}",
+            rows.iter()
+                .map(|(n, g)| format!("{n}³ {g:.1} GFLOP/s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None if !args.quick => {
+            println!("(numpy sgemm reference: needs python3 with numpy and benches/numpy_sgemm.py)")
+        }
+        None => {}
+    }
     drop(gpu);
     let mut step_results = vec![bench_w_mlp(adapter, warmup, steps, args.quick)?];
     step_results.push(bench_w_gpt(adapter, warmup, steps, args.quick)?);
@@ -127,6 +142,10 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
                 "tune_ms": tuning.tune_ms,
             },
             "matmul": matmuls,
+            "numpy_sgemm": numpy.as_ref().map(|rows| rows
+                .iter()
+                .map(|(n, g)| json!({"n": n, "gflops": g}))
+                .collect::<Vec<_>>()),
             "steps": step_results,
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
@@ -134,4 +153,40 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// (n, GFLOP/s) for numpy's n³ float32 matmul, from `benches/numpy_sgemm.py` next to the sources
+/// this binary was built from; None when python3, numpy or the script is missing.
+fn numpy_sgemm() -> Option<Vec<(usize, f64)>> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/numpy_sgemm.py");
+    if !script.exists() {
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    // lines: "numpy sgemm 1024x1024x1024: 12.345 ms, 173.9 GFLOP/s"
+    let rows: Vec<(usize, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let n = l
+                .strip_prefix("numpy sgemm ")?
+                .split('x')
+                .next()?
+                .parse()
+                .ok()?;
+            let g = l
+                .rsplit(", ")
+                .next()?
+                .strip_suffix(" GFLOP/s")?
+                .parse()
+                .ok()?;
+            Some((n, g))
+        })
+        .collect();
+    (!rows.is_empty()).then_some(rows)
 }

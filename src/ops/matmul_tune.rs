@@ -210,10 +210,17 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
     }
 }
 
-/// The shape the candidates are timed on: a W-GPT-like (M, N, K).
-const TUNE_M: usize = 512;
-const TUNE_N: usize = 256;
-const TUNE_K: usize = 256;
+/// The shape the candidates are timed on: W-MLP's hidden layer, where the tile shapes differ
+/// most (on lavapipe 4x2 is 20-25 % ahead of 4x1 there, level with it on small K).
+const TUNE_M: usize = 256;
+const TUNE_N: usize = 1024;
+const TUNE_K: usize = 1024;
+
+/// The shape each candidate is first checked on against an f64 product: ragged against every
+/// tile (72 rows = two and a quarter 32-row tiles), small enough for a quick host reference.
+const CHECK_M: usize = 72;
+const CHECK_N: usize = 96;
+const CHECK_K: usize = 40;
 
 /// The tile shapes the autotune times. Compiling a subgroup pipeline is not free (on lavapipe,
 /// with an empty shader cache, from 0.15 s for 1x1 to 2 s for 4x2), so the autotune tries the
@@ -235,7 +242,7 @@ pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
 fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
     gpu.sync()?;
     let mut rng = Rng::new(7);
-    let (m, n, k) = (TUNE_M, TUNE_N, TUNE_K);
+    let (m, n, k) = (CHECK_M, CHECK_N, CHECK_K);
     let (av, bv) = (
         rng.uniform_vec(m * k, -1.0, 1.0),
         rng.uniform_vec(k * n, -1.0, 1.0),
@@ -250,19 +257,29 @@ fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
             }
         }
     }
-    let a = Tensor::from_f32(gpu, "autotune a", &[m * k], &av, Category::Workspace)?;
-    let b = Tensor::from_f32(gpu, "autotune b", &[k * n], &bv, Category::Workspace)?;
-    let c = Tensor::zeros(gpu, "autotune c", &[m * n], Category::Workspace)?;
-    let d = MatmulDims::new(m, n, k, Layout::NN);
+    let ws = Category::Workspace;
+    let (a, b) = (
+        Tensor::from_f32(gpu, "autotune check a", &[m * k], &av, ws)?,
+        Tensor::from_f32(gpu, "autotune check b", &[k * n], &bv, ws)?,
+    );
+    let c = Tensor::zeros(gpu, "autotune check c", &[m * n], ws)?;
+    let check = MatmulDims::new(m, n, k, Layout::NN);
+    let (tm, tn, tk) = (TUNE_M, TUNE_N, TUNE_K);
+    let (ta, tb, tc) = (
+        Tensor::zeros(gpu, "autotune a", &[tm * tk], ws)?,
+        Tensor::zeros(gpu, "autotune b", &[tk * tn], ws)?,
+        Tensor::zeros(gpu, "autotune c", &[tm * tn], ws)?,
+    );
+    let timed = MatmulDims::new(tm, tn, tk, Layout::NN);
     let mut best = (f64::INFINITY, MatmulKernel::Blocked);
     for (row_groups, col_groups) in TUNE_TILES {
         let kernel = MatmulKernel::Subgroup {
             row_groups,
             col_groups,
         };
-        // The first run compiles the pipeline and gives the output to validate: f32 sums of
-        // k products of values in [-1, 1] stay well inside 2e-6·k of the exact value.
-        super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false);
+        // The first run compiles the pipeline; f32 sums of k products of values in [-1, 1]
+        // stay well inside 2e-6·k of the exact value, a kernel run wrongly does not.
+        super::matmul::matmul_with(gpu, kernel, check, &a, &b, None, &c, false);
         let out = c.to_f32(gpu)?;
         let agree = out
             .iter()
@@ -277,7 +294,7 @@ fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
         for _ in 0..5 {
             let t = Instant::now();
             let ms = gpu.gpu_time_ms(|| {
-                super::matmul::matmul_with(gpu, kernel, d, &a, &b, None, &c, false)
+                super::matmul::matmul_with(gpu, kernel, timed, &ta, &tb, None, &tc, false)
             })?;
             fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
         }
