@@ -2,9 +2,10 @@
 //! on first use, remembered for the process and cached on disk per adapter, driver and wgtrain
 //! version (`<OS cache dir>/wgtrain/matmul-tune.json`, or `$WGTRAIN_CACHE_DIR`).
 //!
-//! Where the adapter has subgroups of at least 8 lanes the candidates are the subgroup kernel
-//! (`matmul_subgroup.wgsl`) at the tile shapes of [`TUNE_TILES`]; elsewhere the register-blocked
-//! vec4 kernel (`matmul.wgsl`) is the only one. Every kernel computes each output with the same
+//! Where the adapter has subgroups of at least 8 lanes the candidates are the register-blocked
+//! vec4 kernel (`matmul.wgsl`) and the subgroup kernel (`matmul_subgroup.wgsl`) at the tile
+//! shapes of [`TUNE_TILES`] ([`CPU_TUNE_TILES`] only, on CPU adapters); elsewhere the blocked
+//! kernel is the only one. Every kernel computes each output with the same
 //! operations in the same order, so the choice changes speed, never results; a candidate whose
 //! output is wrong on this device (one that breaks the subgroup kernel's assumptions) is
 //! rejected. `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
@@ -222,11 +223,31 @@ const CHECK_M: usize = 72;
 const CHECK_N: usize = 96;
 const CHECK_K: usize = 40;
 
-/// The tile shapes the autotune times. Compiling a subgroup pipeline is not free (on lavapipe,
-/// with an empty shader cache, from 0.15 s for 1x1 to 2 s for 4x2), so the autotune tries the
-/// shapes that were fastest somewhere in development (`benches/matmul_variants`), on A·B only,
-/// and gives the winner to all three layouts; `WGTRAIN_MATMUL` can still force any shape.
+/// The tile shapes the autotune times on a GPU, with the blocked kernel. Compiling a pipeline is
+/// not free (on lavapipe, with an empty shader cache, from 0.15 s for a 1x1 tile to 2 s for 4x2
+/// or the blocked kernel), so the autotune times A·B only and gives the winner to all three
+/// layouts; `WGTRAIN_MATMUL` can still force any kernel.
 pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
+
+/// On CPU adapters (lavapipe, SwiftShader, WARP) only the two tiles that ever won there: storage
+/// reads are per-lane loops on a CPU, so smaller tiles and the blocked kernel (5.6 against
+/// 45 GFLOP/s at 1024³ on lavapipe) lose every time, and each would cost its compile.
+pub const CPU_TUNE_TILES: [(u32, u32); 2] = [(4, 1), (4, 2)];
+
+/// What the autotune times on this adapter.
+pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
+    let tile = |(row_groups, col_groups)| MatmulKernel::Subgroup {
+        row_groups,
+        col_groups,
+    };
+    if gpu.info().device_type == wgpu::DeviceType::Cpu {
+        CPU_TUNE_TILES.map(tile).to_vec()
+    } else {
+        let mut c = vec![MatmulKernel::Blocked];
+        c.extend(TUNE_TILES.map(tile));
+        c
+    }
+}
 
 /// The subgroup tile for dims that are not multiples of 4 (`matmul_subgroup_ragged`): the
 /// smallest, because the scalar-read variant compiles several times slower than the vec4 one
@@ -236,7 +257,7 @@ pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
     col_groups: 1,
 };
 
-/// Times each of [`TUNE_TILES`] on A·B and returns the fastest whose result matches an f64
+/// Times each of [`tune_candidates`] on A·B and returns the fastest whose result matches an f64
 /// reference computed here (a kernel the device runs wrongly is never chosen). Work recorded
 /// before the call is submitted first.
 fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
@@ -272,11 +293,7 @@ fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
     );
     let timed = MatmulDims::new(tm, tn, tk, Layout::NN);
     let mut best = (f64::INFINITY, MatmulKernel::Blocked);
-    for (row_groups, col_groups) in TUNE_TILES {
-        let kernel = MatmulKernel::Subgroup {
-            row_groups,
-            col_groups,
-        };
+    for kernel in tune_candidates(gpu) {
         // The first run compiles the pipeline; f32 sums of k products of values in [-1, 1]
         // stay well inside 2e-6·k of the exact value, a kernel run wrongly does not.
         super::matmul::matmul_with(gpu, kernel, check, &a, &b, None, &c, false);
