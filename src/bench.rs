@@ -27,9 +27,9 @@ pub struct MatmulResult {
     pub ms: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct StepResult {
-    pub workload: &'static str,
+    pub workload: String,
     pub ms_per_step: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
@@ -87,7 +87,7 @@ fn time_step(
     let ms = time_ms(gpu, warmup, steps, &mut step)?;
     let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
     Ok(StepResult {
-        workload,
+        workload: workload.to_string(),
         ms_per_step: ms,
         tokens_per_s: tokens.map(|t| t as f64 / (ms * 1e-3)),
         samples_per_s: samples as f64 / (ms * 1e-3),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
-use wgtrain::bench::{bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes};
+use wgtrain::bench::{bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes, StepResult};
 use wgtrain::ops::matmul::Layout;
 use wgtrain::ops::matmul_tune;
 use wgtrain::Gpu;
@@ -16,9 +16,50 @@ pub struct BenchArgs {
     /// A fast smoke run: small shapes, few repetitions (figures not comparable).
     #[arg(long)]
     quick: bool,
+    /// Internal: run one step workload (w-mlp or w-gpt) and print its result as JSON. `bench`
+    /// runs each workload in a child process of its own this way.
+    #[arg(long, hide = true)]
+    workload: Option<String>,
+}
+
+/// Runs one step workload in this process and prints its [`StepResult`] as one JSON line.
+fn run_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<()> {
+    let (warmup, steps) = if quick { (1, 2) } else { (2, 10) };
+    let r = match name {
+        "w-mlp" => bench_w_mlp(adapter, warmup, steps, quick)?,
+        "w-gpt" => bench_w_gpt(adapter, warmup, steps, quick)?,
+        other => anyhow::bail!("unknown workload {other:?}; expected w-mlp or w-gpt"),
+    };
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+/// Each step workload runs in a fresh child process: on lavapipe a process that has already
+/// created a device runs later devices' work measurably slower (W-MLP 87 ms/step in a fresh
+/// process, 100–150 ms after another device), and a training run is one device in one process.
+fn spawn_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<StepResult> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if let Some(a) = adapter {
+        cmd.args(["--adapter", a]);
+    }
+    cmd.args(["bench", "--workload", name]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    if !out.status.success() {
+        anyhow::bail!("the {name} workload failed ({})", out.status);
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let line = line.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("the {name} workload printed {line:?}: {e}"))
 }
 
 pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
+    if let Some(name) = &args.workload {
+        return run_workload(adapter, name, args.quick);
+    }
     let gpu = Gpu::new(adapter)?;
     let info = gpu.info().clone();
     println!(
@@ -40,7 +81,7 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         "matmul kernels (M, N, K multiples of 4): NN {}, NT {}, TN {} ({how})",
         tuning.kernels[0], tuning.kernels[1], tuning.kernels[2]
     );
-    let (warmup, reps, steps) = if args.quick { (1, 3, 2) } else { (2, 10, 10) };
+    let (warmup, reps) = if args.quick { (1, 3) } else { (2, 10) };
     let mut shapes: Vec<(usize, usize, usize, Layout)> = if args.quick {
         vec![(256, 256, 256, Layout::NN)]
     } else {
@@ -96,8 +137,10 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         None => {}
     }
     drop(gpu);
-    let mut step_results = vec![bench_w_mlp(adapter, warmup, steps, args.quick)?];
-    step_results.push(bench_w_gpt(adapter, warmup, steps, args.quick)?);
+    let step_results = vec![
+        spawn_workload(adapter, "w-mlp", args.quick)?,
+        spawn_workload(adapter, "w-gpt", args.quick)?,
+    ];
     if args.quick {
         println!("(--quick: scaled-down workloads, not the W-MLP and W-GPT definitions)");
     }
