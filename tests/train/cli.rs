@@ -1,7 +1,7 @@
 //! The command line end to end: bad input fails with a clear one-line error and a non-zero exit,
 //! never a panic, never a lost checkpoint; checkpoints feed `sample` and `eval`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn wgtrain(args: &[&str]) -> Output {
@@ -41,11 +41,8 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     }
 }
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgtrain-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tmp_dir(name: &str) -> crate::TmpDir {
+    crate::TmpDir::new(&format!("cli-{name}"))
 }
 
 fn write(path: &Path, text: &str) -> String {

@@ -62,8 +62,7 @@ fn predictions_match_measurements_on_the_shipped_configs() {
     add.addition.test_size = 64;
     check("gpt-addition", &add);
 
-    let dir = std::env::temp_dir().join(format!("wgtrain-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::TmpDir::new("plan");
     let text = dir.join("text.txt");
     std::fs::write(
         &text,

@@ -1,15 +1,11 @@
 //! Learning, determinism, resume and checkpoints, through the library.
 
 use crate::gpu;
-use std::path::PathBuf;
 use wgtrain::train::checkpoint::{write_atomically, Checkpoint};
 use wgtrain::train::{ModelKind, TrainConfig, Trainer};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgtrain-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tmp_dir(name: &str) -> crate::TmpDir {
+    crate::TmpDir::new(&format!("test-{name}"))
 }
 
 /// A small, fast GPT config on the addition task.
