@@ -172,39 +172,21 @@ pub fn matmul_with(
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
-    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
     if let MatmulKernel::Subgroup {
         row_groups,
         col_groups,
     } = kernel
     {
-        let (rows, cols) = (8 * row_groups as usize, 32 * col_groups as usize);
-        let groups = [m.div_ceil(rows), n.div_ceil(cols), batch];
-        if groups.iter().all(|&g| g <= limit) {
-            let tile = SUBGROUP_TILES
-                .iter()
-                .position(|&t| t == (row_groups, col_groups))
-                .expect("a tile the table holds");
-            let table = if aligned {
-                &SUBGROUP_KERNELS
-            } else {
-                &SUBGROUP_RAGGED_KERNELS
-            };
-            // batch strides in vec4 units on the aligned entry point, in elements on the other
-            let unit = if aligned { 4 } else { 1 };
-            let words = [
-                u(m),
-                u(n),
-                u(k),
-                u(m * k / unit),
-                u(k * n / unit),
-                u(m * n / unit),
-                flag(bias.is_some()),
-                flag(accumulate),
-            ];
-            let kernel = &table[tile][matmul_tune::layout_index(layout)];
-            gpu.dispatch(kernel, &args, &words, groups.map(u));
+        let table = if aligned {
+            &SUBGROUP_KERNELS
+        } else {
+            &SUBGROUP_RAGGED_KERNELS
+        };
+        // batch strides in vec4 units on the aligned entry point, in elements on the other
+        let unit = if aligned { 4 } else { 1 };
+        let tile = (row_groups, col_groups);
+        if dispatch_subgroup(gpu, table, tile, d, &args, unit, bias.is_some(), accumulate) {
             return;
         }
     }
@@ -242,6 +224,56 @@ pub fn matmul_with(
     gpu.dispatch(&MATMUL, &args, &words, groups);
 }
 
+/// Records one `matmul_subgroup*` dispatch from `table` at `tile`; false (nothing recorded) when
+/// the grid would exceed the adapter's workgroup limit. `unit`: 4 when the batch strides are
+/// counted in vec4s, 1 in elements.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_subgroup(
+    gpu: &Gpu,
+    table: &SubgroupTable,
+    (row_groups, col_groups): (u32, u32),
+    d: MatmulDims,
+    args: &[(&Tensor, Access); 4],
+    unit: usize,
+    has_bias: bool,
+    accumulate: bool,
+) -> bool {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = d;
+    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let groups = [
+        m.div_ceil(8 * row_groups as usize),
+        n.div_ceil(32 * col_groups as usize),
+        batch,
+    ];
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if groups.iter().any(|&g| g > limit) {
+        return false;
+    }
+    let tile = SUBGROUP_TILES
+        .iter()
+        .position(|&t| t == (row_groups, col_groups))
+        .expect("a tile the table holds");
+    let words = [
+        u(m),
+        u(n),
+        u(k),
+        u(m * k / unit),
+        u(k * n / unit),
+        u(m * n / unit),
+        flag(has_bias),
+        flag(accumulate),
+    ];
+    let kernel = &table[tile][matmul_tune::layout_index(layout)];
+    gpu.dispatch(kernel, args, &words, groups.map(u));
+    true
+}
+
 /// [`matmul`] with a and b stored as f16 (products and sums in f32, c f32): half the bytes read.
 /// Needs the adapter's SHADER_F16, subgroups of at least 8 lanes, and M, N, K multiples of 4;
 /// runs at the tile the autotune chose (4x1 when it chose the blocked kernel).
@@ -255,13 +287,7 @@ pub fn matmul_f16(
     c: &Tensor,
     accumulate: bool,
 ) -> crate::Result<()> {
-    let MatmulDims {
-        batch,
-        m,
-        n,
-        k,
-        layout,
-    } = d;
+    let MatmulDims { batch, m, n, k, .. } = d;
     let unsupported = |why: &str| Err(crate::Error::Config(format!("f16 matmul: {why}")));
     if !gpu.features().contains(wgpu::Features::SHADER_F16) {
         return unsupported("this adapter has no SHADER_F16");
@@ -282,37 +308,13 @@ pub fn matmul_f16(
     if let Some(bias) = bias {
         expect_numel("matmul bias", bias, n);
     }
-    let (row_groups, col_groups) = match matmul_tune::tuning(gpu).kernel(layout) {
+    let tile = match matmul_tune::tuning(gpu).kernel(d.layout) {
         MatmulKernel::Subgroup {
             row_groups,
             col_groups,
         } => (row_groups, col_groups),
         MatmulKernel::Blocked => (4, 1),
     };
-    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
-    let groups = [
-        m.div_ceil(8 * row_groups as usize),
-        n.div_ceil(32 * col_groups as usize),
-        batch,
-    ];
-    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if groups.iter().any(|&g| g > limit) {
-        return unsupported("too many workgroups for this adapter");
-    }
-    let tile = SUBGROUP_TILES
-        .iter()
-        .position(|&t| t == (row_groups, col_groups))
-        .expect("a tile the table holds");
-    let words = [
-        u(m),
-        u(n),
-        u(k),
-        u(m * k / 4),
-        u(k * n / 4),
-        u(m * n / 4),
-        flag(bias.is_some()),
-        flag(accumulate),
-    ];
     let args = [
         (a, Access::Read),
         (b, Access::Read),
@@ -320,8 +322,10 @@ pub fn matmul_f16(
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
-    let kernel = &SUBGROUP_F16_KERNELS[tile][matmul_tune::layout_index(layout)];
-    gpu.dispatch(kernel, &args, &words, groups.map(u));
+    let table = &SUBGROUP_F16_KERNELS;
+    if !dispatch_subgroup(gpu, table, tile, d, &args, 4, bias.is_some(), accumulate) {
+        return unsupported("too many workgroups for this adapter");
+    }
     Ok(())
 }
 
