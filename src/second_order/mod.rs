@@ -139,6 +139,12 @@ impl Evaluator<'_> {
         self.obj.value_grad(self.gpu, x, g)
     }
 
+    /// `at` for the float-float point x + x_lo.
+    fn at_ff(&mut self, x: &Tensor, x_lo: &Tensor, g: &Tensor) -> Result<f64> {
+        self.evals += 1;
+        self.obj.value_grad_ff(self.gpu, x, x_lo, g)
+    }
+
     /// f and ∇f at x + αd, into (xt, gt); returns (f, ∇fᵀd).
     fn trial(
         &mut self,
@@ -393,8 +399,7 @@ pub fn minimize(
     );
     let mut e = Evaluator { gpu, obj, evals: 0 };
     let mut f = if exact {
-        e.evals += 1;
-        e.obj.value_grad_ff(gpu, &x, &x_lo, &g)?
+        e.at_ff(&x, &x_lo, &g)?
     } else {
         e.at(&x, &g)?
     };
@@ -515,8 +520,7 @@ pub fn minimize(
                     ))
                 })?;
                 linalg::ff_axpy(gpu, (&x, &x_lo), alpha, &d, (&xt, &xt_lo))?;
-                e.evals += 1;
-                let f_new = e.obj.value_grad_ff(gpu, &xt, &xt_lo, &gt)?;
+                let f_new = e.at_ff(&xt, &xt_lo, &gt)?;
                 (alpha.is_finite() && alpha > 0.0).then_some((alpha, f_new))
             }
             (_, Method::Dfp | Method::Bfgs | Method::Lbfgs) => {
