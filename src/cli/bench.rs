@@ -34,9 +34,9 @@ fn run_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// Each step workload runs in a fresh child process: on lavapipe a process that has already
-/// created a device runs later devices' work measurably slower (W-MLP 87 ms/step in a fresh
-/// process, 100–150 ms after another device), and a training run is one device in one process.
+/// Each step workload runs in a fresh child process, as a training run does: one device in one
+/// process, its first step paying for device creation and shader compilation, and no state
+/// left over from the matmul measurements or the other workload.
 fn spawn_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<StepResult> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     if let Some(a) = adapter {
