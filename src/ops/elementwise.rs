@@ -1,6 +1,6 @@
 //! Elementwise ops and their backward passes. Kernel: `shaders/elementwise.wgsl`.
 
-use super::{dispatch_items, expect_numel};
+use super::{dispatch_vec4_and_tail, expect_numel};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
 use crate::tensor::Tensor;
 
@@ -18,17 +18,11 @@ fn run(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor
         (y, Access::Read),
         (out, Access::ReadWrite),
     ];
-    let head = n / 4 * 4;
-    if head > 0 {
-        let params = [n as u32, alpha.to_bits(), 0];
-        let kernel = Kernel::new(Shader::Elementwise, vec4);
-        dispatch_items(gpu, &kernel, &args, &params, head / 4, WG);
-    }
-    if head < n {
-        let params = [n as u32, alpha.to_bits(), head as u32];
-        let kernel = Kernel::new(Shader::Elementwise, scalar);
-        dispatch_items(gpu, &kernel, &args, &params, n - head, WG);
-    }
+    let kernels = (
+        &Kernel::new(Shader::Elementwise, vec4),
+        &Kernel::new(Shader::Elementwise, scalar),
+    );
+    dispatch_vec4_and_tail(gpu, kernels, &args, &[n as u32, alpha.to_bits()], n, WG);
 }
 
 /// out = x + y

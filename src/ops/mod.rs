@@ -28,6 +28,30 @@ pub(crate) fn dispatch_items(
     gpu.dispatch(kernel, args, params, gpu.groups_1d(groups));
 }
 
+/// Records `vec4` (four elements per invocation) over elements 0 .. 4·(n/4), and `scalar` (one
+/// per invocation) over the rest. Both get `words` followed by `first` = 4·(n/4), where the scalar
+/// kernel starts (kernels taking four at a time ignore it). The two must do the same operations
+/// per element, so that where the split falls never changes a result. On llvmpipe a vec4 read
+/// costs about a quarter of four scalar ones.
+pub(crate) fn dispatch_vec4_and_tail(
+    gpu: &Gpu,
+    (vec4, scalar): (&Kernel, &Kernel),
+    args: &[(&Tensor, Access)],
+    words: &[u32],
+    n: usize,
+    per_group: usize,
+) {
+    let head = n / 4 * 4;
+    let mut words = words.to_vec();
+    words.push(u32::try_from(head).expect("element count fits in u32"));
+    if head > 0 {
+        dispatch_items(gpu, vec4, args, &words, head / 4, per_group);
+    }
+    if head < n {
+        dispatch_items(gpu, scalar, args, &words, n - head, per_group);
+    }
+}
+
 /// Shape check with the full shapes in the panic message.
 #[track_caller]
 pub(crate) fn expect_numel(what: &str, t: &Tensor, numel: usize) {

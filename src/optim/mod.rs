@@ -448,19 +448,7 @@ impl Optimizer {
                         args.push((&p.value, Access::ReadWrite));
                         args.push((s(0), Access::ReadWrite));
                         args.push((s(1), Access::ReadWrite));
-                        // Four at a time up to the last multiple of 4, then the tail.
-                        let (numel, head) = (p.numel(), p.numel() / 4 * 4);
-                        let mut w = w;
-                        w.push(head as u32);
-                        if head > 0 {
-                            let kernel = Kernel::new(Shader::OptimAdam, "step4");
-                            crate::ops::dispatch_items(gpu, &kernel, &args, &w, head / 4, 256);
-                        }
-                        if head < numel {
-                            let kernel = Kernel::new(Shader::OptimAdam, "step");
-                            crate::ops::dispatch_items(gpu, &kernel, &args, &w, numel - head, 256);
-                        }
-                        continue;
+                        (Kernel::new(Shader::OptimAdam, "step"), w, 256)
                     }
                 }
                 OptimizerName::Lion => {
@@ -483,7 +471,14 @@ impl Optimizer {
                     (Kernel::new(Shader::OptimNagGs, "step"), w, 256)
                 }
             };
-            crate::ops::dispatch_items(gpu, &kernel, &args, &words, p.numel(), per_group);
+            if kernel.shader == Shader::OptimAdam {
+                // Adam also has `step4`, four elements at a time (optim/adam.wgsl)
+                let step4 = Kernel::new(Shader::OptimAdam, "step4");
+                let kernels = (&step4, &kernel);
+                crate::ops::dispatch_vec4_and_tail(gpu, kernels, &args, &words, p.numel(), 256);
+            } else {
+                crate::ops::dispatch_items(gpu, &kernel, &args, &words, p.numel(), per_group);
+            }
         }
         if h.name == OptimizerName::NagGs {
             self.gamma = (self.gamma + lr * h.mu) / (1.0 + lr);
