@@ -77,10 +77,7 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         "measured" => format!("autotuned in {:.0} ms, now cached", tuning.tune_ms),
         other => other.to_string(),
     };
-    println!(
-        "matmul kernels (M, N, K multiples of 4): NN {}, NT {}, TN {} ({how})",
-        tuning.kernels[0], tuning.kernels[1], tuning.kernels[2]
-    );
+    println!("matmul kernel (every layout): {} ({how})", tuning.kernel);
     let (warmup, reps) = if args.quick { (1, 3) } else { (2, 10) };
     let mut shapes: Vec<(usize, usize, usize, Layout)> = if args.quick {
         vec![(256, 256, 256, Layout::NN)]
@@ -177,10 +174,8 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
             "adapter": wgtrain::gpu::AdapterSummary::from_info(0, &info),
             "timing": "matmul: per entry (timestamp queries where offered); steps: wall clock around a sync",
             "quick": args.quick,
-            "matmul_kernels": {
-                "NN": tuning.kernels[0].to_string(),
-                "NT": tuning.kernels[1].to_string(),
-                "TN": tuning.kernels[2].to_string(),
+            "matmul_kernel": {
+                "kernel": tuning.kernel.to_string(),
                 "source": tuning.source,
                 "tune_ms": tuning.tune_ms,
             },

@@ -124,7 +124,7 @@ pub fn matmul(
     accumulate: bool,
 ) {
     let aligned = d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0;
-    let kernel = match matmul_tune::tuning(gpu).kernel(d.layout) {
+    let kernel = match matmul_tune::tuning(gpu).kernel {
         MatmulKernel::Subgroup { .. } if !aligned => matmul_tune::RAGGED_TILE,
         k => k,
     };
@@ -308,7 +308,7 @@ pub fn matmul_f16(
     if let Some(bias) = bias {
         expect_numel("matmul bias", bias, n);
     }
-    let tile = match matmul_tune::tuning(gpu).kernel(d.layout) {
+    let tile = match matmul_tune::tuning(gpu).kernel {
         MatmulKernel::Subgroup {
             row_groups,
             col_groups,

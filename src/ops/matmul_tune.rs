@@ -80,11 +80,10 @@ impl std::str::FromStr for MatmulKernel {
     }
 }
 
-/// The kernel per layout, and where the choice came from.
+/// The kernel for every layout, and where the choice came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
-    /// Indexed by [`layout_index`]: NN, NT, TN.
-    pub kernels: [MatmulKernel; 3],
+    pub kernel: MatmulKernel,
     /// "measured" (autotuned in this process), "cached" (read from the disk cache), "forced"
     /// (`WGTRAIN_MATMUL`) or "only candidate" (no subgroups of 8 lanes).
     pub source: &'static str,
@@ -93,8 +92,12 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    pub fn kernel(&self, layout: Layout) -> MatmulKernel {
-        self.kernels[layout_index(layout)]
+    fn new(kernel: MatmulKernel, source: &'static str) -> Tuning {
+        Tuning {
+            kernel,
+            source,
+            tune_ms: 0.0,
+        }
     }
 }
 
@@ -158,54 +161,31 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
             Ok(MatmulKernel::Subgroup { .. }) if !usable => log::warn!(
                 "WGTRAIN_MATMUL={forced}: this adapter has no subgroups of 8 lanes; autotuning"
             ),
-            Ok(k) => {
-                return Tuning {
-                    kernels: [k; 3],
-                    source: "forced",
-                    tune_ms: 0.0,
-                }
-            }
+            Ok(k) => return Tuning::new(k, "forced"),
             Err(e) => log::warn!("WGTRAIN_MATMUL: {e}; autotuning"),
         }
     }
     if !usable {
-        return Tuning {
-            kernels: [MatmulKernel::Blocked; 3],
-            source: "only candidate",
-            tune_ms: 0.0,
-        };
+        return Tuning::new(MatmulKernel::Blocked, "only candidate");
     }
-    if let Some(kernels) = read_cache(key) {
-        return Tuning {
-            kernels,
-            source: "cached",
-            tune_ms: 0.0,
-        };
+    if let Some(kernel) = read_cache(key) {
+        return Tuning::new(kernel, "cached");
     }
     let t0 = Instant::now();
-    let kernels = match autotune(gpu) {
+    let kernel = match autotune(gpu) {
         Ok(k) => k,
         Err(e) => {
             log::warn!("matmul autotune failed ({e}); using the blocked kernel");
-            return Tuning {
-                kernels: [MatmulKernel::Blocked; 3],
-                source: "only candidate",
-                tune_ms: 0.0,
-            };
+            return Tuning::new(MatmulKernel::Blocked, "only candidate");
         }
     };
     let tune_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if let Err(e) = write_cache(key, &kernels) {
+    if let Err(e) = write_cache(key, kernel) {
         log::warn!("could not write the matmul autotune cache: {e}");
     }
-    log::info!(
-        "matmul autotune: NN {} NT {} TN {} ({tune_ms:.0} ms)",
-        kernels[0],
-        kernels[1],
-        kernels[2]
-    );
+    log::info!("matmul autotune: {kernel} ({tune_ms:.0} ms)");
     Tuning {
-        kernels,
+        kernel,
         source: "measured",
         tune_ms,
     }
@@ -260,7 +240,7 @@ pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
 /// Times each of [`tune_candidates`] on A·B and returns the fastest whose result matches an f64
 /// reference computed here (a kernel the device runs wrongly is never chosen). Work recorded
 /// before the call is submitted first.
-fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
+fn autotune(gpu: &Gpu) -> crate::Result<MatmulKernel> {
     gpu.sync()?;
     let mut rng = Rng::new(7);
     let (m, n, k) = (CHECK_M, CHECK_N, CHECK_K);
@@ -319,7 +299,7 @@ fn autotune(gpu: &Gpu) -> crate::Result<[MatmulKernel; 3]> {
             best = (fastest, kernel);
         }
     }
-    Ok([best.1; 3])
+    Ok(best.1)
 }
 
 fn cache_path() -> Option<PathBuf> {
@@ -329,22 +309,22 @@ fn cache_path() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("wgtrain").join("matmul-tune.json"))
 }
 
-fn read_cache_file() -> HashMap<String, [String; 3]> {
+/// adapter key → kernel name. A file that does not parse (another version's) reads as empty
+/// and is replaced on the next write.
+fn read_cache_file() -> HashMap<String, String> {
     cache_path()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default()
 }
 
-fn read_cache(key: &str) -> Option<[MatmulKernel; 3]> {
-    let entry = read_cache_file().remove(key)?;
-    let [nn, nt, tn] = entry.map(|s| s.parse::<MatmulKernel>().ok());
-    Some([nn?, nt?, tn?])
+fn read_cache(key: &str) -> Option<MatmulKernel> {
+    read_cache_file().remove(key)?.parse().ok()
 }
 
 /// Adds this adapter's choice to the cache file, written to a temporary file and renamed so that
 /// a concurrent reader never sees half a file.
-fn write_cache(key: &str, kernels: &[MatmulKernel; 3]) -> std::io::Result<()> {
+fn write_cache(key: &str, kernel: MatmulKernel) -> std::io::Result<()> {
     let Some(path) = cache_path() else {
         return Ok(());
     };
@@ -352,7 +332,7 @@ fn write_cache(key: &str, kernels: &[MatmulKernel; 3]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let mut all = read_cache_file();
-    all.insert(key.to_string(), kernels.map(|k| k.to_string()));
+    all.insert(key.to_string(), kernel.to_string());
     let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_string_pretty(&all)?)?;
     std::fs::rename(&tmp, &path)

@@ -287,20 +287,18 @@ fn bench_quick_runs_and_writes_json() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     };
     let v = run(&[]);
-    let kernels = &v["matmul_kernels"];
-    if kernels["source"] == "measured" {
+    let tuned = &v["matmul_kernel"];
+    if tuned["source"] == "measured" {
         assert!(cache.join("matmul-tune.json").exists());
         let again = run(&[]);
-        assert_eq!(again["matmul_kernels"]["source"], "cached");
-        for layout in ["NN", "NT", "TN"] {
-            assert_eq!(again["matmul_kernels"][layout], kernels[layout]);
-        }
+        assert_eq!(again["matmul_kernel"]["source"], "cached");
+        assert_eq!(again["matmul_kernel"]["kernel"], tuned["kernel"]);
     } else {
-        assert_eq!(kernels["source"], "only candidate", "{kernels}");
+        assert_eq!(tuned["source"], "only candidate", "{tuned}");
     }
     let forced = run(&[("WGTRAIN_MATMUL", "blocked")]);
-    assert_eq!(forced["matmul_kernels"]["source"], "forced");
-    assert_eq!(forced["matmul_kernels"]["TN"], "blocked");
+    assert_eq!(forced["matmul_kernel"]["source"], "forced");
+    assert_eq!(forced["matmul_kernel"]["kernel"], "blocked");
     assert!(v["adapter"]["name"].is_string());
     assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
     if v["adapter"]["name"].as_str().unwrap().contains("llvmpipe") {
