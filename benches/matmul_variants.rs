@@ -189,6 +189,9 @@ fn main() {
             v: &v,
         };
         let mut ok = true;
+        let t = Instant::now();
+        run.run(8, 32, 4, &[0.0; 32], &[0.0; 128], 0);
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
         for (m, n, k) in [(64, 64, 64), (36, 40, 28), (100, 12, 52)] {
             let a = rng.uniform_vec(m * k, -1.0, 1.0);
             let b = rng.uniform_vec(k * n, -1.0, 1.0);
@@ -207,7 +210,7 @@ fn main() {
         if !ok {
             continue;
         }
-        let mut line = format!("{:24}", v.name);
+        let mut line = format!("{:24} first run {compile_ms:6.0} ms", v.name);
         for s in [256usize, 512, 1024] {
             let a = rng.uniform_vec(s * s, -1.0, 1.0);
             let b = rng.uniform_vec(s * s, -1.0, 1.0);

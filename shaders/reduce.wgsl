@@ -1,5 +1,7 @@
 // Deterministic reductions: a fixed two-pass tree, no atomics.
 //   partials: workgroup g reduces x[g*chunk .. min((g+1)*chunk, n)) into partials[g]
+//   partials4: the same over vec4s (n and chunk counted in vec4s), for sizes divisible by 4:
+//             llvmpipe gathers every storage read lane by lane, so a vec4 read is 4x fewer
 //   finish:   one workgroup reduces the partials into out[index] (= or +=)
 // mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values.
 // colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
@@ -17,6 +19,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>; // backward: (1)
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>; // partials4's view of x
 
 const WG: u32 = 256u;
 var<workgroup> scratch: array<f32, 256>;
@@ -52,6 +55,30 @@ fn partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) { s += term(x[i]); }
     let total = tree(s, lid);
+    if (lid == 0u) { out[g] = total; }
+}
+
+fn term4(v: vec4<f32>) -> vec4<f32> {
+    switch p.mode {
+        case 1u: { return v * v; }
+        case 2u: {
+            let inf = vec4<u32>(0x7f800000u);
+            return select(vec4<f32>(0.0), vec4<f32>(1.0), (bitcast<vec4<u32>>(v) & inf) == inf);
+        }
+        default: { return v; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn partials4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    let lid = lid3.x;
+    let start = g * p.chunk;
+    let end = min(start + p.chunk, p.n);
+    var s = vec4<f32>(0.0);
+    for (var i = start + lid; i < end; i += WG) { s += term4(x4[i]); }
+    let total = tree((s.x + s.y) + (s.z + s.w), lid);
     if (lid == 0u) { out[g] = total; }
 }
 

@@ -3,7 +3,7 @@
 //! after warm-up; they are never part of `cargo test` (only a smoke run of `--quick` is).
 
 use crate::error::Result;
-use crate::gpu::{Category, Gpu};
+use crate::gpu::{Category, Gpu, KernelTime};
 use crate::nn::gpt::GptBatch;
 use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig};
 use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
@@ -39,6 +39,22 @@ pub struct StepResult {
     /// shader compilation and the step itself.
     pub first_step_ms: f64,
     pub submits_per_step: f64,
+    /// GPU time per kernel in one more step, when asked for (`bench --profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<KernelTime>>,
+}
+
+/// How to run a step workload.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOptions {
+    /// Untimed steps after the first.
+    pub warmup: usize,
+    /// Timed steps (the median is reported).
+    pub steps: usize,
+    /// The scaled-down smoke version of the workload.
+    pub quick: bool,
+    /// Time every kernel in one more step ([`Gpu::profile`]).
+    pub profile: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -68,24 +84,27 @@ fn time_ms(
 }
 
 /// Times a training step: its first run (from `start`, so device set-up and shader compilation
-/// count), then the median of `steps` after `warmup`, and the submits each step cost.
-#[allow(clippy::too_many_arguments)]
+/// count), then the median of `opts.steps` after `opts.warmup`, the submits each step cost, and
+/// with `opts.profile` the kernels of one more step.
 fn time_step(
     gpu: &Gpu,
     workload: &'static str,
     start: Instant,
-    warmup: usize,
-    steps: usize,
-    samples: usize,
-    tokens: Option<usize>,
+    opts: StepOptions,
+    (samples, tokens): (usize, Option<usize>),
     mut step: impl FnMut() -> Result<()>,
 ) -> Result<StepResult> {
     step()?;
     gpu.sync()?;
     let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
     let submits0 = gpu.stats().submits;
-    let ms = time_ms(gpu, warmup, steps, &mut step)?;
-    let submits = (gpu.stats().submits - submits0) as f64 / (warmup + steps) as f64;
+    let ms = time_ms(gpu, opts.warmup, opts.steps, &mut step)?;
+    let submits = (gpu.stats().submits - submits0) as f64 / (opts.warmup + opts.steps) as f64;
+    let profile = if opts.profile {
+        gpu.profile(&mut step)?
+    } else {
+        None
+    };
     Ok(StepResult {
         workload: workload.to_string(),
         ms_per_step: ms,
@@ -94,6 +113,7 @@ fn time_step(
         peak_bytes: gpu.memory().peak_total,
         first_step_ms,
         submits_per_step: submits,
+        profile,
     })
 }
 
@@ -176,12 +196,8 @@ pub fn bench_matmul(
 
 /// W-MLP: 784 → 1024 → 1024 → 10, ReLU, softmax cross-entropy, batch 256, Adam, random data.
 /// With `quick`, a scaled-down version (hidden 128, batch 32) for smoke runs.
-pub fn bench_w_mlp(
-    adapter: Option<&str>,
-    warmup: usize,
-    steps: usize,
-    quick: bool,
-) -> Result<StepResult> {
+pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+    let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
     let mut rng = Rng::new(1);
@@ -222,18 +238,14 @@ pub fn bench_w_mlp(
         gpu.flush();
         Ok(())
     };
-    time_step(&gpu, "w-mlp", start, warmup, steps, b, None, step)
+    time_step(&gpu, "w-mlp", start, opts, (b, None), step)
 }
 
 /// W-GPT: vocab 256, context 128, 4 layers, 4 heads, d_model 256, MLP 1024, GELU, pre-LN,
 /// batch 8, AdamW, random tokens.
 /// With `quick`, a scaled-down version (1 layer, d_model 64, context 32, batch 2) for smoke runs.
-pub fn bench_w_gpt(
-    adapter: Option<&str>,
-    warmup: usize,
-    steps: usize,
-    quick: bool,
-) -> Result<StepResult> {
+pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+    let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
     let mut rng = Rng::new(2);
@@ -275,5 +287,5 @@ pub fn bench_w_gpt(
         gpu.flush();
         Ok(())
     };
-    time_step(&gpu, "w-gpt", start, warmup, steps, b, Some(b * t), step)
+    time_step(&gpu, "w-gpt", start, opts, (b, Some(b * t)), step)
 }

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
-use wgtrain::bench::{bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes, StepResult};
+use wgtrain::bench::{
+    bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes, StepOptions, StepResult,
+};
 use wgtrain::ops::matmul::Layout;
 use wgtrain::ops::matmul_tune;
 use wgtrain::Gpu;
@@ -16,6 +18,10 @@ pub struct BenchArgs {
     /// A fast smoke run: small shapes, few repetitions (figures not comparable).
     #[arg(long)]
     quick: bool,
+    /// Also time every kernel in one more step of each workload and print where the step's GPU
+    /// time goes (timestamp queries; needs TIMESTAMP_QUERY).
+    #[arg(long)]
+    profile: bool,
     /// Internal: run one step workload (w-mlp or w-gpt) and print its result as JSON. `bench`
     /// runs each workload in a child process of its own this way.
     #[arg(long, hide = true)]
@@ -23,11 +29,17 @@ pub struct BenchArgs {
 }
 
 /// Runs one step workload in this process and prints its [`StepResult`] as one JSON line.
-fn run_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<()> {
+fn run_workload(adapter: Option<&str>, name: &str, quick: bool, profile: bool) -> Result<()> {
     let (warmup, steps) = if quick { (1, 2) } else { (2, 10) };
+    let opts = StepOptions {
+        warmup,
+        steps,
+        quick,
+        profile,
+    };
     let r = match name {
-        "w-mlp" => bench_w_mlp(adapter, warmup, steps, quick)?,
-        "w-gpt" => bench_w_gpt(adapter, warmup, steps, quick)?,
+        "w-mlp" => bench_w_mlp(adapter, opts)?,
+        "w-gpt" => bench_w_gpt(adapter, opts)?,
         other => anyhow::bail!("unknown workload {other:?}; expected w-mlp or w-gpt"),
     };
     println!("{}", serde_json::to_string(&r)?);
@@ -37,7 +49,12 @@ fn run_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<()> {
 /// Each step workload runs in a fresh child process, as a training run does: one device in one
 /// process, its first step paying for device creation and shader compilation, and no state
 /// left over from the matmul measurements or the other workload.
-fn spawn_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<StepResult> {
+fn spawn_workload(
+    adapter: Option<&str>,
+    name: &str,
+    quick: bool,
+    profile: bool,
+) -> Result<StepResult> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     if let Some(a) = adapter {
         cmd.args(["--adapter", a]);
@@ -45,6 +62,9 @@ fn spawn_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<Step
     cmd.args(["bench", "--workload", name]);
     if quick {
         cmd.arg("--quick");
+    }
+    if profile {
+        cmd.arg("--profile");
     }
     let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
     if !out.status.success() {
@@ -58,7 +78,7 @@ fn spawn_workload(adapter: Option<&str>, name: &str, quick: bool) -> Result<Step
 
 pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     if let Some(name) = &args.workload {
-        return run_workload(adapter, name, args.quick);
+        return run_workload(adapter, name, args.quick, args.profile);
     }
     let gpu = Gpu::new(adapter)?;
     let info = gpu.info().clone();
@@ -135,8 +155,8 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     }
     drop(gpu);
     let step_results = vec![
-        spawn_workload(adapter, "w-mlp", args.quick)?,
-        spawn_workload(adapter, "w-gpt", args.quick)?,
+        spawn_workload(adapter, "w-mlp", args.quick, args.profile)?,
+        spawn_workload(adapter, "w-gpt", args.quick, args.profile)?,
     ];
     if args.quick {
         println!("(--quick: scaled-down workloads, not the W-MLP and W-GPT definitions)");
@@ -158,6 +178,11 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
             s.first_step_ms,
             s.submits_per_step
         );
+    }
+    if args.profile {
+        for s in &step_results {
+            print_profile(s);
+        }
     }
     if tuning.source == "measured" {
         for s in &step_results {
@@ -227,4 +252,30 @@ fn numpy_sgemm() -> Option<Vec<(usize, f64)>> {
         })
         .collect();
     (!rows.is_empty()).then_some(rows)
+}
+
+/// The per-kernel table of a profiled step (`--profile`).
+fn print_profile(s: &StepResult) {
+    let Some(kernels) = &s.profile else {
+        println!(
+            "{}: no per-kernel profile (the adapter has no TIMESTAMP_QUERY)",
+            s.workload
+        );
+        return;
+    };
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    println!(
+        "{}: GPU time per kernel in one step ({total:.1} ms in all, one compute pass per dispatch)",
+        s.workload
+    );
+    println!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");
+    for k in kernels {
+        println!(
+            "{:>9.2} {:>6.1} {:>10}  {}",
+            k.ms,
+            100.0 * k.ms / total,
+            k.dispatches,
+            k.kernel
+        );
+    }
 }

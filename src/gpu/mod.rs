@@ -8,10 +8,12 @@ pub mod pool;
 pub mod shaders;
 
 mod pipeline;
+mod profile;
 mod recorder;
 
 pub use adapter::AdapterSummary;
 pub use pool::{BufferPool, ByCategory, Category, MemoryStats, PooledBuffer};
+pub use profile::KernelTime;
 pub use recorder::Access;
 pub use shaders::{Kernel, Shader};
 

@@ -8,6 +8,9 @@ use std::sync::Arc;
 pub(crate) struct CachedPipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group_layout: wgpu::BindGroupLayout,
+    /// `shader::entry` plus any override constants, e.g. `matmul_subgroup::matmul[A_T=1,…]`;
+    /// names the kernel in profiles.
+    pub label: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -101,9 +104,19 @@ impl PipelineCache {
             },
             cache: None,
         });
+        let overrides: Vec<String> = kernel
+            .overrides
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
         let cached = Arc::new(CachedPipeline {
             pipeline,
             bind_group_layout,
+            label: if overrides.is_empty() {
+                label
+            } else {
+                format!("{label}[{}]", overrides.join(","))
+            },
         });
         self.pipelines.insert(key, cached.clone());
         cached

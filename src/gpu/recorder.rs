@@ -28,6 +28,10 @@ struct BindKey {
 /// buffer combinations should not grow it without bound).
 const BIND_CACHE_LIMIT: usize = 8192;
 
+/// Dispatches one profiling query set covers (two timestamps each, at wgpu's limit of 4096
+/// queries per set).
+pub(crate) const PROFILE_DISPATCHES_PER_SET: usize = wgpu::QUERY_SET_MAX_QUERIES as usize / 2;
+
 /// How a kernel binds a buffer; must match the `var<storage, …>` access in the WGSL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
@@ -71,6 +75,11 @@ pub(crate) struct Recorder {
     /// When set, the next encode writes a timestamp at the start of its first compute pass and
     /// at the end of its last, and resolves both into the buffer (two u64 ticks).
     pub timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    /// While set, every encode gives each dispatch a compute pass of its own with a timestamp
+    /// at its start and end, and appends the batch's kernel labels and resolved ticks (two u64
+    /// per dispatch, in order) to `profiled`.
+    pub profiling: bool,
+    pub profiled: Vec<(Vec<String>, wgpu::Buffer)>,
     /// Bind groups for the current uniform arena (emptied when the arena is replaced).
     bind_cache: HashMap<BindKey, wgpu::BindGroup>,
     /// Bind groups created so far (the cache's misses).
@@ -212,9 +221,30 @@ impl Recorder {
         let last_dispatch = commands
             .iter()
             .rposition(|c| matches!(c, Command::Dispatch { .. }));
+        let profile = self.profiling.then(|| profile_slots(device, &commands));
+        let mut dispatch_index = 0;
         let mut i = 0;
         while i < commands.len() {
             match &commands[i] {
+                Command::Dispatch {
+                    pipeline, groups, ..
+                } if profile.is_some() => {
+                    let (sets, _, _) = profile.as_ref().unwrap();
+                    let slot = (dispatch_index % PROFILE_DISPATCHES_PER_SET) as u32;
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &sets[dispatch_index / PROFILE_DISPATCHES_PER_SET],
+                            beginning_of_pass_write_index: Some(2 * slot),
+                            end_of_pass_write_index: Some(2 * slot + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&pipeline.pipeline);
+                    pass.set_bind_group(0, groups_iter.next().unwrap(), &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    dispatch_index += 1;
+                    i += 1;
+                }
                 Command::Dispatch { .. } => {
                     // the pass that holds the first (last) dispatch writes the start (end) tick
                     let run_end = commands[i..]
@@ -271,6 +301,48 @@ impl Recorder {
         if let Some((qs, resolve)) = &timestamps {
             encoder.resolve_query_set(qs, 0..2, resolve, 0);
         }
+        if let Some((sets, resolve, labels)) = profile {
+            for (s, qs) in sets.iter().enumerate() {
+                let pairs = (dispatch_index - s * PROFILE_DISPATCHES_PER_SET)
+                    .min(PROFILE_DISPATCHES_PER_SET) as u32;
+                let offset = (s * PROFILE_DISPATCHES_PER_SET * 16) as u64;
+                encoder.resolve_query_set(qs, 0..2 * pairs, &resolve, offset);
+            }
+            if !labels.is_empty() {
+                self.profiled.push((labels, resolve));
+            }
+        }
         Some(encoder.finish())
     }
+}
+
+/// Query sets for timing every dispatch of `commands`, the buffer they resolve into, and each
+/// dispatch's kernel label.
+fn profile_slots(
+    device: &wgpu::Device,
+    commands: &[Command],
+) -> (Vec<wgpu::QuerySet>, wgpu::Buffer, Vec<String>) {
+    let labels: Vec<String> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Dispatch { pipeline, .. } => Some(pipeline.label.clone()),
+            _ => None,
+        })
+        .collect();
+    let sets = (0..labels.len().div_ceil(PROFILE_DISPATCHES_PER_SET))
+        .map(|_| {
+            device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("wgtrain profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PROFILE_DISPATCHES_PER_SET as u32,
+            })
+        })
+        .collect();
+    let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgtrain profile resolve"),
+        size: (16 * labels.len()).max(16) as u64,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    (sets, resolve, labels)
 }

@@ -55,12 +55,6 @@ impl Ledger {
     }
 }
 
-/// Partial sums one `ops::reduce::reduce` call allocates for n values.
-fn reduce_partials(n: usize) -> usize {
-    let chunk = n.div_ceil(1024).max(256 * 4).div_ceil(256) * 256;
-    n.div_ceil(chunk).max(1)
-}
-
 /// A configuration's predicted peaks, and the textbook model-state formula beside them.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -466,7 +460,7 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
         let partials = l.alloc(
             "reduce partials",
             Category::Workspace,
-            reduce_partials(bt) as u64 * F,
+            crate::ops::reduce::partials_len(bt) as u64 * F,
         );
         l.free(partials);
         l.free(losses);
@@ -477,7 +471,7 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
             let partials = l.alloc(
                 "reduce partials",
                 Category::Workspace,
-                reduce_partials(*numel) as u64 * F,
+                crate::ops::reduce::partials_len(*numel) as u64 * F,
             );
             l.free(partials);
         }

@@ -5,7 +5,8 @@ use wgtrain::rng::Rng;
 #[test]
 fn sum_and_sum_of_squares_match_reference() {
     let mut rng = Rng::new(60);
-    for n in [1, 7, 256, 1000, 1025, 300_001] {
+    // sizes divisible by 4 take the vec4 kernel: one and several workgroups, a short last chunk
+    for n in [1, 7, 256, 1000, 1025, 300_000, 300_001, (1 << 20) + 4] {
         let x = rand_vec(&mut rng, n);
         let tx = upload("x", &[n], &x);
         let out = zeros("out", &[3]);
@@ -39,6 +40,17 @@ fn non_finite_values_are_counted() {
     )
     .unwrap();
     assert_eq!(read(&out), vec![3.0]);
+    // the scalar kernel (a size not divisible by 4) counts the same
+    reduce(
+        gpu(),
+        &upload("x", &[4999], &x[..4999]),
+        Reduction::NonFinite,
+        &out,
+        0,
+        false,
+    )
+    .unwrap();
+    assert_eq!(read(&out), vec![2.0]);
     reduce(
         gpu(),
         &upload("ok", &[7], &[f32::MAX; 7]),

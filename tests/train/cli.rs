@@ -277,15 +277,15 @@ fn bench_quick_runs_and_writes_json() {
     let path = dir.join("bench.json");
     let cache = dir.join("cache");
     let cache_env = [("WGTRAIN_CACHE_DIR", cache.to_str().unwrap())];
-    let run = |extra: &[(&str, &str)]| -> serde_json::Value {
+    let run_with = |args: &[&str], extra: &[(&str, &str)]| -> serde_json::Value {
         let env: Vec<_> = cache_env.iter().chain(extra).copied().collect();
-        let o = wgtrain_env(
-            &["bench", "--quick", "--json", path.to_str().unwrap()],
-            &env,
-        );
+        let mut all = vec!["bench", "--quick", "--json", path.to_str().unwrap()];
+        all.extend(args);
+        let o = wgtrain_env(&all, &env);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     };
+    let run = |extra: &[(&str, &str)]| run_with(&[], extra);
     let v = run(&[]);
     let tuned = &v["matmul_kernel"];
     if tuned["source"] == "measured" {
@@ -296,9 +296,22 @@ fn bench_quick_runs_and_writes_json() {
     } else {
         assert_eq!(tuned["source"], "only candidate", "{tuned}");
     }
-    let forced = run(&[("WGTRAIN_MATMUL", "blocked")]);
+    let forced = run_with(&["--profile"], &[("WGTRAIN_MATMUL", "blocked")]);
     assert_eq!(forced["matmul_kernel"]["source"], "forced");
     assert_eq!(forced["matmul_kernel"]["kernel"], "blocked");
+    if v["adapter"]["name"].as_str().unwrap().contains("llvmpipe") {
+        // lavapipe has TIMESTAMP_QUERY: each step workload's kernels are listed, the forced
+        // matmul among them
+        for s in forced["steps"].as_array().unwrap() {
+            let kernels: Vec<&str> = s["profile"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kernel"].as_str().unwrap())
+                .collect();
+            assert!(kernels.contains(&"matmul::matmul_v4"), "{kernels:?}");
+        }
+    }
     assert!(v["adapter"]["name"].is_string());
     assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
     if v["adapter"]["name"].as_str().unwrap().contains("llvmpipe") {
