@@ -9,10 +9,10 @@ use crate::tensor::{DType, Tensor};
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
 
-/// A `matmul_subgroup.wgsl` entry point specialised for one tile shape, layout and epilogue (its
-/// override constants).
+/// A `matmul_subgroup.wgsl` entry point specialised for one tile shape, layout and accumulation
+/// (its override constants).
 macro_rules! subgroup_kernel {
-    ($shader:expr, $entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr, $bias:expr, $acc:expr) => {
+    ($shader:expr, $entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr, $acc:expr) => {
         Kernel {
             shader: $shader,
             entry: $entry,
@@ -21,20 +21,18 @@ macro_rules! subgroup_kernel {
                 ("COL_GROUPS", $cols as f64),
                 ("A_T", $a_t as u32 as f64),
                 ("B_T", $b_t as u32 as f64),
-                ("HAS_BIAS", $bias as u32 as f64),
                 ("ACCUMULATE", $acc as u32 as f64),
             ],
         }
     };
 }
 
-/// One tile shape and layout in the three epilogues, indexed like [`Epilogue`].
+/// One tile shape and layout, storing (C = A·B, + bias) and accumulating (C += A·B).
 macro_rules! subgroup_epilogues {
     ($shader:expr, $entry:expr, $tile:expr, $a_t:expr, $b_t:expr) => {
         [
-            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, false, false),
-            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, true, false),
-            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, false, true),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, false),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, true),
         ]
     };
 }
@@ -66,18 +64,8 @@ macro_rules! subgroup_table {
     };
 }
 
-/// What the subgroup kernel's stores do besides writing A·B; each its own pipeline.
-#[derive(Clone, Copy)]
-enum Epilogue {
-    /// C = A·B
-    Plain = 0,
-    /// C = A·B + bias
-    Bias = 1,
-    /// C += A·B
-    Accumulate = 2,
-}
-
-type SubgroupTable = [[[Kernel; 3]; 3]; SUBGROUP_TILES.len()];
+/// [tile][layout][accumulate]
+type SubgroupTable = [[[Kernel; 2]; 3]; SUBGROUP_TILES.len()];
 static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup");
 static SUBGROUP_RAGGED_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
@@ -290,13 +278,9 @@ fn dispatch_subgroup(
         u(m * k / unit),
         u(k * n / unit),
         u(m * n / unit),
+        flag(has_bias),
     ];
-    let epilogue = match (has_bias, accumulate) {
-        (true, _) => Epilogue::Bias,
-        (false, true) => Epilogue::Accumulate,
-        (false, false) => Epilogue::Plain,
-    };
-    let kernel = &table[tile][matmul_tune::layout_index(layout)][epilogue as usize];
+    let kernel = &table[tile][matmul_tune::layout_index(layout)][usize::from(accumulate)];
     gpu.dispatch(kernel, args, &words, groups.map(u));
     true
 }
