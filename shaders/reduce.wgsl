@@ -5,6 +5,9 @@
 //   finish:   one workgroup reduces the partials into out[index] (= or +=)
 // mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values.
 // colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
+// colsum4: the same four columns per invocation (cols a multiple of 4), in small workgroups so
+//          that a few hundred columns still spread over every core; the same sums in the same
+//          order as colsum, so the two agree bit for bit.
 // Backward: d(sum)/dx_i = dy, d(sumsq)/dx_i = 2·x_i·dy.
 
 struct Params {
@@ -106,6 +109,19 @@ fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r = 0u; r < p.n; r++) { s += x[r * cols + c]; }
     if (p.accumulate == 1u) { s += out[c]; }
     out[c] = s;
+}
+
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>; // colsum4's view of out
+
+@compute @workgroup_size(16)
+fn colsum4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let cols4 = p.chunk / 4u;
+    if (c >= cols4) { return; }
+    var s = vec4<f32>(0.0);
+    for (var r = 0u; r < p.n; r++) { s += x4[r * cols4 + c]; }
+    if (p.accumulate == 1u) { s += out4[c]; }
+    out4[c] = s;
 }
 
 // dx = dy (mode 0) or 2·x·dy (mode 1), over n elements.

@@ -12,10 +12,30 @@ use crate::error::Result;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
-const SPLIT_QKV: Kernel = Kernel::new(Shader::Attention, "split_qkv");
-const SPLIT: Kernel = Kernel::new(Shader::Attention, "split");
-const MERGE: Kernel = Kernel::new(Shader::Attention, "merge");
-const MERGE_QKV: Kernel = Kernel::new(Shader::Attention, "merge_qkv");
+/// The head moves, one element per invocation and (for hs a multiple of 4) a vec4 per invocation.
+const SPLIT_QKV: [Kernel; 2] = moves("split_qkv", "split_qkv4");
+const SPLIT: [Kernel; 2] = moves("split", "split4");
+const MERGE: [Kernel; 2] = moves("merge", "merge4");
+const MERGE_QKV: [Kernel; 2] = moves("merge_qkv", "merge_qkv4");
+
+const fn moves(scalar: &'static str, vec4: &'static str) -> [Kernel; 2] {
+    [
+        Kernel::new(Shader::Attention, scalar),
+        Kernel::new(Shader::Attention, vec4),
+    ]
+}
+
+/// Records one of the head moves over the B·T·C elements of a (B, NH, T, hs) tensor: four at a
+/// time when hs allows.
+fn dispatch_move(gpu: &Gpu, kernels: &[Kernel; 2], args: &[(&Tensor, Access)], params: &[u32]) {
+    let [b, t, c, nh] = [params[0], params[1], params[2], params[3]].map(|v| v as usize);
+    let (kernel, items) = if (c / nh) % 4 == 0 {
+        (&kernels[1], b * t * c / 4)
+    } else {
+        (&kernels[0], b * t * c)
+    };
+    dispatch_items(gpu, kernel, args, params, items, WG);
+}
 const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
 const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");
 const WG: usize = 64;
@@ -72,8 +92,7 @@ pub fn attention_forward(
     let [q, k, v, y] =
         ["attn.q", "attn.k", "attn.v", "attn.y_heads"].map(|name| heads(gpu, name, b, nh, t, c));
     let (q, k, v, y) = (q?, k?, v?, y?);
-    let items = b * t * c;
-    dispatch_items(
+    dispatch_move(
         gpu,
         &SPLIT_QKV,
         &[
@@ -83,8 +102,6 @@ pub fn attention_forward(
             (&v, Access::ReadWrite),
         ],
         &params,
-        items,
-        WG,
     );
     // raw scores q·kᵀ per head, then the scaled causal softmax in place
     let per_head = |m, n, k, layout| MatmulDims::batched(b * nh, m, n, k, layout);
@@ -114,13 +131,11 @@ pub fn attention_forward(
         &y,
         false,
     );
-    dispatch_items(
+    dispatch_move(
         gpu,
         &MERGE,
         &[(&y, Access::Read), (out, Access::ReadWrite)],
         &params,
-        items,
-        WG,
     );
     Ok(())
 }
@@ -152,8 +167,7 @@ pub fn attention_backward(
     ];
     let [q, k, v, dy, dq, dk, dv] = names.map(|name| heads(gpu, name, b, nh, t, c));
     let (q, k, v, dy, dq, dk, dv) = (q?, k?, v?, dy?, dq?, dk?, dv?);
-    let items = b * t * c;
-    dispatch_items(
+    dispatch_move(
         gpu,
         &SPLIT_QKV,
         &[
@@ -163,16 +177,12 @@ pub fn attention_backward(
             (&v, Access::ReadWrite),
         ],
         &params,
-        items,
-        WG,
     );
-    dispatch_items(
+    dispatch_move(
         gpu,
         &SPLIT,
         &[(dout, Access::Read), (&dy, Access::ReadWrite)],
         &params,
-        items,
-        WG,
     );
     let per_head = |m, n, k, layout| MatmulDims::batched(b * nh, m, n, k, layout);
     // The two Aᵀ·B products accumulate into zeroed buffers: the weight gradients accumulate, so
@@ -227,7 +237,7 @@ pub fn attention_backward(
         &dk,
         true,
     );
-    dispatch_items(
+    dispatch_move(
         gpu,
         &MERGE_QKV,
         &[
@@ -237,8 +247,6 @@ pub fn attention_backward(
             (dqkv, Access::ReadWrite),
         ],
         &params,
-        items,
-        WG,
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::tensor::Tensor;
 const FORWARD: Kernel = Kernel::new(Shader::Layernorm, "forward");
 const BACKWARD_INPUT: Kernel = Kernel::new(Shader::Layernorm, "backward_input");
 const BACKWARD_PARAMS: Kernel = Kernel::new(Shader::Layernorm, "backward_params");
+const BACKWARD_PARAMS4: Kernel = Kernel::new(Shader::Layernorm, "backward_params4");
 const FORWARD_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "forward");
 const BACKWARD_INPUT_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "backward_input");
 
@@ -100,5 +101,9 @@ pub fn layernorm_backward(
         (db, Access::ReadWrite),
     ]);
     dispatch_items(gpu, row_kernels(gpu, cols).1, &args, &params, rows, 1);
-    dispatch_items(gpu, &BACKWARD_PARAMS, &args, &params, cols, 64);
+    if cols % 4 == 0 {
+        dispatch_items(gpu, &BACKWARD_PARAMS4, &args, &params, cols / 4, 16);
+    } else {
+        dispatch_items(gpu, &BACKWARD_PARAMS, &args, &params, cols, 64);
+    }
 }

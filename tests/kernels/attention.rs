@@ -3,9 +3,10 @@ use crate::reference;
 use wgtrain::ops::attention::{attention_backward, attention_forward};
 use wgtrain::rng::Rng;
 
-const CASES: [(usize, usize, usize, usize); 5] = [
-    // (B, T, C, NH)
+const CASES: [(usize, usize, usize, usize); 6] = [
+    // (B, T, C, NH); head sizes that are multiples of 4 move heads a vec4 at a time, 6 does not
     (1, 1, 4, 1),
+    (2, 9, 32, 4),
     (2, 7, 12, 3),
     (1, 17, 8, 2),
     (2, 33, 16, 4),

@@ -112,7 +112,16 @@ fn backward_of_sum_and_sum_of_squares() {
 #[test]
 fn colsum_is_the_bias_gradient() {
     let mut rng = Rng::new(62);
-    for &(rows, cols) in &[(1, 1), (7, 33), (129, 17), (1000, 3)] {
+    // columns in multiples of 4 are summed four at a time (colsum4)
+    for &(rows, cols) in &[
+        (1, 1),
+        (7, 33),
+        (129, 17),
+        (1000, 3),
+        (2, 4),
+        (9, 36),
+        (300, 256),
+    ] {
         let x = rand_vec(&mut rng, rows * cols);
         let want: Vec<f64> = (0..cols)
             .map(|c| (0..rows).map(|r| x[r * cols + c] as f64).sum())
@@ -134,4 +143,36 @@ fn colsum_is_the_bias_gradient() {
             0.0,
         );
     }
+}
+
+#[test]
+fn colsum_four_columns_at_a_time_matches_one_at_a_time_bit_for_bit() {
+    let mut rng = Rng::new(63);
+    let rows = 50;
+    // the same 36 columns, summed as a (50, 36) matrix (colsum4) and inside a (50, 37) one
+    let wide = rand_vec(&mut rng, rows * 37);
+    let narrow: Vec<f32> = wide
+        .chunks(37)
+        .flat_map(|row| row[..36].iter().copied())
+        .collect();
+    let (a, b) = (zeros("a", &[36]), zeros("b", &[37]));
+    let start = rand_vec(&mut rng, 37);
+    a.write_f32(gpu(), &start[..36]);
+    b.write_f32(gpu(), &start);
+    colsum(
+        gpu(),
+        &upload("x", &[rows, 36], &narrow),
+        rows,
+        36,
+        &a,
+        true,
+    );
+    colsum(gpu(), &upload("x", &[rows, 37], &wide), rows, 37, &b, true);
+    let (a, b) = (read(&a), read(&b));
+    assert_eq!(a, b[..36].to_vec());
+    // and it accumulated: the sums start from `start`
+    let want: Vec<f64> = (0..36)
+        .map(|c| start[c] as f64 + (0..rows).map(|r| narrow[r * 36 + c] as f64).sum::<f64>())
+        .collect();
+    assert_close("accumulated", &a, &want, 1e-5, 0.0);
 }
