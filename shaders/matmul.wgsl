@@ -1,6 +1,8 @@
 // Batched matrix multiply with optional fused bias, in any of the layouts a training step needs:
-//   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N) + bias (N)      (accumulate = 0)
-//   C[b] (M, N) += op(A[b]) · op(B[b])                             (accumulate = 1)
+//   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N)                 (epilogue 0)
+//   C[b] (M, N) = op(A[b]) · op(B[b]) + bias (N)                    (epilogue 1)
+//   C[b] (M, N) = max(op(A[b]) · op(B[b]) + bias, 0)                (epilogue 2: Linear + ReLU)
+//   C[b] (M, N) += op(A[b]) · op(B[b])                             (accumulate = 1, epilogue 0)
 // op() is a transpose or not, expressed through strides: op(A)(i, k) = a[b*a_bs + i*a_rs + k*a_cs].
 // A·B, A·Bᵀ and Aᵀ·B are then one kernel. A batch stride of 0 broadcasts (a weight shared by all).
 //
@@ -8,22 +10,22 @@
 // global memory (on lavapipe that beats workgroup-memory tiling); a workgroup of 8x8 invocations
 // covers 32x32 outputs. Edge blocks clamp their reads and skip out-of-range writes, so any M, N, K
 // works. Every kernel here and in matmul_subgroup.wgsl computes each output as fma(a_k, b_k, acc)
-// over k ascending from 0, then + bias, then + C: deterministic, and the same bits whichever
-// kernel the autotune picks.
+// over k ascending from 0, then + bias (then the ReLU), then + C: deterministic, and the same bits
+// whichever kernel the autotune picks.
 
 struct Params {
     m: u32, n: u32, k: u32,
     a_rs: u32, a_cs: u32, a_bs: u32,
     b_rs: u32, b_cs: u32, b_bs: u32,
     c_bs: u32,
-    has_bias: u32,
+    epilogue: u32,
     accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>; // (N), read only when has_bias = 1
+@group(0) @binding(3) var<storage, read> bias: array<f32>; // (N), read only when epilogue ≥ 1
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 const TM: u32 = 4u;
@@ -69,8 +71,11 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
                 break;
             }
             var v = acc[r][j];
-            if (p.has_bias == 1u) {
+            if (p.epilogue >= 1u) {
                 v += bias[col];
+            }
+            if (p.epilogue == 2u) {
+                v = max(v, 0.0);
             }
             let ci = c_base + row * p.n + col;
             if (p.accumulate == 1u) {
@@ -90,7 +95,7 @@ struct Params4 {
     m: u32, n: u32, k: u32,
     a_rowk: u32, b_rowk: u32,
     a_bs4: u32, b_bs4: u32, c_bs: u32,
-    has_bias: u32,
+    epilogue: u32,
     accumulate: u32,
 }
 
@@ -194,8 +199,11 @@ fn matmul_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
                 break;
             }
             var v = acc[2u * r + j / 4u][j % 4u];
-            if (p4.has_bias == 1u) {
+            if (p4.epilogue >= 1u) {
                 v += bias[col];
+            }
+            if (p4.epilogue == 2u) {
+                v = max(v, 0.0);
             }
             let ci = c_base + row * p4.n + col;
             if (p4.accumulate == 1u) {

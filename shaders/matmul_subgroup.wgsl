@@ -1,6 +1,6 @@
 // Batched matmul sharing A across an 8-lane subgroup; the autotune (src/ops/matmul_tune.rs) picks
 // it, and its tile shape, where it beats the register-blocked vec4 kernel in matmul.wgsl.
-//   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N) (+ bias (N) when has_bias = 1)
+//   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N)   (epilogue 0; 1: + bias (N); 2: then ReLU)
 //   C[b] (M, N) += op(A[b]) · op(B[b])                             (ACCUMULATE)
 // `matmul_subgroup` needs M, N and K multiples of 4; `matmul_subgroup_ragged` (at the end) takes
 // any. A workgroup is 8 invocations (one subgroup on llvmpipe) and
@@ -26,20 +26,21 @@ override B_T: bool = false;    // B stored (N, K) instead of (K, N)
 // Accumulating is an override constant, not a flag in the uniform block: on llvmpipe every
 // storage access in a branch the compiler cannot fold is code for all lanes, and a runtime
 // accumulate (a read of C per row) and bias (a read per row too, then) in the stores made the 4x1
-// tile take 1.1 s to compile instead of 0.23 s. The bias stays a runtime flag, read once per
-// column and added with a select: cheap code, and one pipeline fewer per layout.
+// tile take 1.1 s to compile instead of 0.23 s. The bias (and the ReLU after it) stays a runtime
+// word, the bias read once per column and both applied with selects: cheap code, and one
+// pipeline fewer per layout.
 override ACCUMULATE: bool = false; // C += A·B (never with a bias)
 
 struct Params {
     m: u32, n: u32, k: u32,
     a_bs4: u32, b_bs4: u32, c_bs4: u32, // batch strides: vec4 units (elements when ragged)
-    has_bias: u32,
+    epilogue: u32, // 0 store, 1 + bias, 2 + bias then ReLU
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>; // (N / 4), read when has_bias = 1
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>; // (N / 4), read when epilogue ≥ 1
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
 // Every read of A and B goes through these two, so that the f16 variant (src/gpu/shaders.rs
@@ -121,7 +122,8 @@ fn rank4(t: ptr<function, Tile>, av: vec4<f32>, b: Quad) {
 fn store(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32>) {
     if (row < p.m && cv < n4) {
         // acc + 0 would turn a -0 into +0: without a bias the sum is stored as it is
-        var v = select(acc, acc + bv, p.has_bias == 1u);
+        var v = select(acc, acc + bv, p.epilogue >= 1u);
+        v = select(v, max(v, vec4<f32>(0.0)), p.epilogue == 2u);
         let ci = c_base + row * n4 + cv;
         if (ACCUMULATE) {
             v += c[ci];
@@ -132,7 +134,7 @@ fn store(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32>)
 
 fn store_group(c_base: u32, g0: u32, cv: u32, n4: u32, t: Tile) {
     var bv = vec4<f32>(0.0);
-    if (p.has_bias == 1u) {
+    if (p.epilogue >= 1u) {
         bv = bias[min(cv, n4 - 1u)];
     }
     store(g0 + 0u, cv, c_base, n4, t.r0, bv);
@@ -267,7 +269,8 @@ fn store_r(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32
     for (var i = 0u; i < 4u; i++) {
         let col = 4u * cv + i;
         if (row < p.m && col < p.n) {
-            var v = select(acc[i], acc[i] + bv[i], p.has_bias == 1u);
+            var v = select(acc[i], acc[i] + bv[i], p.epilogue >= 1u);
+            v = select(v, max(v, 0.0), p.epilogue == 2u);
             let ci = c_base + row * p.n + col;
             if (ACCUMULATE) {
                 v += c_s[ci];
@@ -279,7 +282,7 @@ fn store_r(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32
 
 fn store_group_r(c_base: u32, g0: u32, cv: u32, n4: u32, t: Tile) {
     var bv = vec4<f32>(0.0);
-    if (p.has_bias == 1u) {
+    if (p.epilogue >= 1u) {
         for (var i = 0u; i < 4u; i++) {
             bv[i] = bias_s[min(4u * cv + i, p.n - 1u)];
         }

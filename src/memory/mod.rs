@@ -343,12 +343,15 @@ fn gpt_step(l: &mut Ledger, d: &GptDims, policy: Recompute) -> Buf {
     losses
 }
 
-/// `Mlp::forward_backward` on n rows; returns losses.
-fn mlp_step(l: &mut Ledger, sizes: &[usize], n: usize) -> Buf {
+/// `Mlp::forward_backward` on n rows; returns losses. `keeps_pre`: the activation's backward
+/// needs its input (GELU; a ReLU is fused into its layer's matmul and keeps none).
+fn mlp_step(l: &mut Ledger, sizes: &[usize], n: usize, keeps_pre: bool) -> Buf {
     let layers = sizes.len() - 1;
     let mut hidden = vec![];
     for s in &sizes[1..layers] {
-        hidden.push(l.act("mlp.pre", n * s));
+        if keeps_pre {
+            hidden.push(l.act("mlp.pre", n * s));
+        }
         hidden.push(l.act("mlp.post", n * s));
     }
     let logits = l.act("logits", n * sizes[layers]);
@@ -424,7 +427,8 @@ pub fn plan(config: &TrainConfig) -> Result<Plan> {
                 let mut sizes = vec![digits::FEATURES];
                 sizes.extend(&config.mlp.hidden);
                 sizes.push(digits::CLASSES);
-                (vec![x, y], mlp_step(&mut l, &sizes, mb))
+                let keeps_pre = config.mlp.activation == crate::nn::Activation::Gelu;
+                (vec![x, y], mlp_step(&mut l, &sizes, mb, keeps_pre))
             }
             ModelKind::Gpt => {
                 let g = &config.gpt;

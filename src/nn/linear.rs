@@ -3,7 +3,7 @@
 use super::Param;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
+use crate::ops::matmul::{matmul, matmul_backward, matmul_bias_relu, Layout, MatmulDims};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -73,6 +73,16 @@ impl Linear {
             out,
             false,
         );
+    }
+
+    /// out (R, out) = max(x·Wᵀ + b, 0): the layer and a ReLU after it in one pass (the matmul's
+    /// stores apply both). Needs the bias.
+    pub fn forward_relu(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
+        let b = self
+            .b
+            .as_ref()
+            .expect("forward_relu: a Linear layer with a bias");
+        matmul_bias_relu(gpu, self.dims(x), x, &self.w.value, &b.value, out);
     }
 
     /// dW += doutᵀ·x, db += Σ_rows dout, and dx = dout·W when asked.

@@ -4,7 +4,7 @@ use super::linear::Linear;
 use super::{activation, Param};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward, relu_forward};
+use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward};
 use crate::ops::softmax_xent::softmax_xent;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -44,9 +44,10 @@ pub struct Mlp {
     pub layers: Vec<Linear>,
 }
 
-/// Per hidden layer: its pre-activation and activation outputs.
+/// Per hidden layer: its pre-activation (GELU's backward needs it; a ReLU's mask reads the same
+/// from the output, so ReLU layers keep none) and activation outputs.
 struct Hidden {
-    pre: Tensor,
+    pre: Option<Tensor>,
     post: Tensor,
 }
 
@@ -81,24 +82,32 @@ impl Mlp {
         self.params().iter().map(|p| p.numel()).sum()
     }
 
-    fn act_forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
-        match self.config.activation {
-            Activation::Relu => relu_forward(gpu, x, out),
-            Activation::Gelu => gelu_forward(gpu, x, out),
-        }
-    }
-
     fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, Vec<Hidden>)> {
         let n = x.rows();
         let mut hidden: Vec<Hidden> = vec![];
         let (last, rest) = self.layers.split_last().unwrap();
         for layer in rest {
             let input = hidden.last().map_or(x, |h| &h.post);
-            let pre = activation(gpu, "mlp.pre", &[n, layer.out_features])?;
-            layer.forward(gpu, input, &pre);
-            let post = activation(gpu, "mlp.post", &[n, layer.out_features])?;
-            self.act_forward(gpu, &pre, &post);
-            hidden.push(Hidden { pre, post });
+            let shape = [n, layer.out_features];
+            let h = match self.config.activation {
+                // one pass: the matmul's stores add the bias and apply the ReLU
+                Activation::Relu => {
+                    let post = activation(gpu, "mlp.post", &shape)?;
+                    layer.forward_relu(gpu, input, &post);
+                    Hidden { pre: None, post }
+                }
+                Activation::Gelu => {
+                    let pre = activation(gpu, "mlp.pre", &shape)?;
+                    layer.forward(gpu, input, &pre);
+                    let post = activation(gpu, "mlp.post", &shape)?;
+                    gelu_forward(gpu, &pre, &post);
+                    Hidden {
+                        pre: Some(pre),
+                        post,
+                    }
+                }
+            };
+            hidden.push(h);
         }
         let logits = activation(gpu, "logits", &[n, last.out_features])?;
         last.forward(gpu, hidden.last().map_or(x, |h| &h.post), &logits);
@@ -133,9 +142,10 @@ impl Mlp {
             layer.backward(gpu, input, &dout, Some(&dpost));
             let h = &hidden[i - 1];
             let dpre = activation(gpu, "mlp.dpre", input.shape())?;
-            match self.config.activation {
-                Activation::Relu => relu_backward(gpu, &h.pre, &dpost, &dpre),
-                Activation::Gelu => gelu_backward(gpu, &h.pre, &dpost, &dpre),
+            match &h.pre {
+                // post > 0 exactly where pre > 0
+                None => relu_backward(gpu, &h.post, &dpost, &dpre),
+                Some(pre) => gelu_backward(gpu, pre, &dpost, &dpre),
             }
             dout = dpre;
         }

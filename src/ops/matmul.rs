@@ -135,12 +135,55 @@ pub fn matmul(
     c: &Tensor,
     accumulate: bool,
 ) {
+    matmul_with(gpu, tuned_kernel(gpu, d), d, a, b, bias, c, accumulate);
+}
+
+/// The kernel the autotune chose for dims `d` (the ragged tile where one is not a multiple of 4).
+fn tuned_kernel(gpu: &Gpu, d: MatmulDims) -> MatmulKernel {
     let aligned = d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0;
-    let kernel = match matmul_tune::tuning(gpu).kernel {
+    match matmul_tune::tuning(gpu).kernel {
         MatmulKernel::Subgroup { .. } if !aligned => matmul_tune::RAGGED_TILE,
         k => k,
-    };
-    matmul_with(gpu, kernel, d, a, b, bias, c, accumulate);
+    }
+}
+
+/// Records c = max(op(a)·op(b) + bias, 0): a Linear layer and its ReLU in one pass, on the
+/// kernel the autotune chose (shapes as [`matmul`]).
+pub fn matmul_bias_relu(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: &Tensor,
+    c: &Tensor,
+) {
+    matmul_bias_relu_with(gpu, tuned_kernel(gpu, d), d, a, b, bias, c);
+}
+
+/// [`matmul_bias_relu`] with the kernel given.
+pub fn matmul_bias_relu_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: &Tensor,
+    c: &Tensor,
+) {
+    record(gpu, kernel, d, [a, b, c], Some(bias), Epilogue::BiasRelu);
+}
+
+/// The stores' word in every matmul kernel's uniform block (`epilogue`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// c = A·B
+    Store = 0,
+    /// c = A·B + bias
+    Bias = 1,
+    /// c = max(A·B + bias, 0)
+    BiasRelu = 2,
+    /// c += A·B
+    Accumulate = 3,
 }
 
 /// [`matmul`] with the kernel given. `Blocked` means the vec4 kernel when M, N and K are
@@ -157,6 +200,27 @@ pub fn matmul_with(
     c: &Tensor,
     accumulate: bool,
 ) {
+    assert!(
+        !(accumulate && bias.is_some()),
+        "matmul: a fused bias with accumulate is ambiguous"
+    );
+    let epilogue = match (bias, accumulate) {
+        (Some(_), _) => Epilogue::Bias,
+        (None, true) => Epilogue::Accumulate,
+        (None, false) => Epilogue::Store,
+    };
+    record(gpu, kernel, d, [a, b, c], bias, epilogue);
+}
+
+/// Records one matmul dispatch: c (+)= op(a)·op(b) with the stores `epilogue` says.
+fn record(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) {
     let MatmulDims {
         batch,
         m,
@@ -169,15 +233,18 @@ pub fn matmul_with(
     expect_numel("matmul c", c, batch * m * n);
     if let Some(bias) = bias {
         expect_numel("matmul bias", bias, n);
-        assert!(
-            !accumulate,
-            "matmul: a fused bias with accumulate is ambiguous"
-        );
     }
     if batch * m * n == 0 {
         return;
     }
     let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let accumulate = epilogue == Epilogue::Accumulate;
+    // the kernels' `epilogue` word: 0 store, 1 + bias, 2 + bias then ReLU
+    let store_word = match epilogue {
+        Epilogue::Bias => 1,
+        Epilogue::BiasRelu => 2,
+        Epilogue::Store | Epilogue::Accumulate => 0,
+    };
     let args = [
         (a, Access::Read),
         (b, Access::Read),
@@ -198,7 +265,7 @@ pub fn matmul_with(
         // batch strides in vec4 units on the aligned entry point, in elements on the other
         let unit = if aligned { 4 } else { 1 };
         let tile = (row_groups, col_groups);
-        if dispatch_subgroup(gpu, table, tile, d, &args, unit, bias.is_some(), accumulate) {
+        if dispatch_subgroup(gpu, table, tile, d, &args, unit, store_word, accumulate) {
             return;
         }
     }
@@ -212,7 +279,7 @@ pub fn matmul_with(
             u(m * k / 4),
             u(k * n / 4),
             u(m * n),
-            flag(bias.is_some()),
+            store_word,
             flag(accumulate),
         ];
         let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
@@ -231,7 +298,7 @@ pub fn matmul_with(
     let mut words = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
         .map(u)
         .to_vec();
-    words.extend([flag(bias.is_some()), flag(accumulate)]);
+    words.extend([store_word, flag(accumulate)]);
     let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch].map(u);
     gpu.dispatch(&MATMUL, &args, &words, groups);
 }
@@ -247,7 +314,7 @@ fn dispatch_subgroup(
     d: MatmulDims,
     args: &[(&Tensor, Access); 4],
     unit: usize,
-    has_bias: bool,
+    store_word: u32,
     accumulate: bool,
 ) -> bool {
     let MatmulDims {
@@ -278,7 +345,7 @@ fn dispatch_subgroup(
         u(m * k / unit),
         u(k * n / unit),
         u(m * n / unit),
-        flag(has_bias),
+        store_word,
     ];
     let kernel = &table[tile][matmul_tune::layout_index(layout)][usize::from(accumulate)];
     gpu.dispatch(kernel, args, &words, groups.map(u));
@@ -338,7 +405,16 @@ pub fn matmul_f16(
         (c, Access::ReadWrite),
     ];
     let table = &SUBGROUP_F16_KERNELS;
-    if !dispatch_subgroup(gpu, table, tile, d, &args, 4, bias.is_some(), accumulate) {
+    if !dispatch_subgroup(
+        gpu,
+        table,
+        tile,
+        d,
+        &args,
+        4,
+        flag(bias.is_some()),
+        accumulate,
+    ) {
         return unsupported("too many workgroups for this adapter");
     }
     Ok(())

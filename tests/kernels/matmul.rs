@@ -278,7 +278,7 @@ fn matmul_is_deterministic() {
 /// layout, on whole tiles, on ragged edges, and on dims that are not multiples of 4.
 #[test]
 fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
-    use wgtrain::ops::matmul::matmul_with;
+    use wgtrain::ops::matmul::{matmul_bias_relu_with, matmul_with};
     use wgtrain::ops::matmul_tune::{subgroups_usable, MatmulKernel, RAGGED_TILE, SUBGROUP_TILES};
     if gpu().info().name.contains("llvmpipe") {
         assert!(subgroups_usable(gpu()), "lavapipe offers 8-lane subgroups");
@@ -327,12 +327,13 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
                 .enumerate()
                 .map(|(i, w)| w + bias[i % n] as f64)
                 .collect();
+            let relu: Vec<f64> = with_bias.iter().map(|v| v.max(0.0)).collect();
             let accumulated: Vec<f64> = want
                 .iter()
                 .zip(&start)
                 .map(|(w, s)| w + *s as f64)
                 .collect();
-            let mut blocked: Option<[Vec<f32>; 3]> = None;
+            let mut blocked: Option<[Vec<f32>; 4]> = None;
             // dims that are not multiples of 4 only ever get the ragged tile (see matmul())
             let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
             let reachable: Vec<MatmulKernel> = candidates
@@ -349,6 +350,22 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
                 matmul_with(gpu(), kernel, d, &ta, &tb, Some(&tbias), &c, false);
                 let biased = read(&c);
                 assert_close(&format!("{what} + bias"), &biased, &with_bias, atol(k), 0.0);
+                matmul_bias_relu_with(gpu(), kernel, d, &ta, &tb, &tbias, &c);
+                let relued = read(&c);
+                assert_close(
+                    &format!("{what} + bias, ReLU"),
+                    &relued,
+                    &relu,
+                    atol(k),
+                    0.0,
+                );
+                assert!(
+                    relued
+                        .iter()
+                        .zip(&biased)
+                        .all(|(r, b)| r.to_bits() == b.max(0.0).to_bits()),
+                    "{what}: the fused ReLU is max(A·B + bias, 0) of the same sums"
+                );
                 let c = upload("c", &[batch, m, n], &start);
                 matmul_with(gpu(), kernel, d, &ta, &tb, None, &c, true);
                 let acc = read(&c);
@@ -359,7 +376,7 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
                     atol(k),
                     0.0,
                 );
-                let outs = [plain, biased, acc];
+                let outs = [plain, biased, relued, acc];
                 match &blocked {
                     None => blocked = Some(outs),
                     Some(r) => {

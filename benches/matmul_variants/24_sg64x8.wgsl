@@ -1,0 +1,237 @@
+// tile: 64 64 8 rows-first
+// 64 rows x 8 columns per lane (8 row groups x 2 vec4 columns), k stepped by 4: the
+// library's subgroup tile generated at this size (A shared by subgroupBroadcast).
+struct P { m: u32, n: u32, k: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+@compute @workgroup_size(8, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.x * 64u;
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let col4 = wg.y * 16u + lid.x;
+    var acc: array<vec4<f32>, 128>;
+    let arow0 = min(row0 + 0u + lid.x, p.m - 1u) * k4;
+    let arow1 = min(row0 + 8u + lid.x, p.m - 1u) * k4;
+    let arow2 = min(row0 + 16u + lid.x, p.m - 1u) * k4;
+    let arow3 = min(row0 + 24u + lid.x, p.m - 1u) * k4;
+    let arow4 = min(row0 + 32u + lid.x, p.m - 1u) * k4;
+    let arow5 = min(row0 + 40u + lid.x, p.m - 1u) * k4;
+    let arow6 = min(row0 + 48u + lid.x, p.m - 1u) * k4;
+    let arow7 = min(row0 + 56u + lid.x, p.m - 1u) * k4;
+    let bcol0 = min(col4 + 0u, n4 - 1u);
+    let bcol1 = min(col4 + 8u, n4 - 1u);
+    for (var kq = 0u; kq < k4; kq++) {
+        let a0 = a[arow0 + kq];
+        let a1 = a[arow1 + kq];
+        let a2 = a[arow2 + kq];
+        let a3 = a[arow3 + kq];
+        let a4 = a[arow4 + kq];
+        let a5 = a[arow5 + kq];
+        let a6 = a[arow6 + kq];
+        let a7 = a[arow7 + kq];
+        let b0_0 = b[(4u * kq + 0u) * n4 + bcol0];
+        let b0_1 = b[(4u * kq + 1u) * n4 + bcol0];
+        let b0_2 = b[(4u * kq + 2u) * n4 + bcol0];
+        let b0_3 = b[(4u * kq + 3u) * n4 + bcol0];
+        let b1_0 = b[(4u * kq + 0u) * n4 + bcol1];
+        let b1_1 = b[(4u * kq + 1u) * n4 + bcol1];
+        let b1_2 = b[(4u * kq + 2u) * n4 + bcol1];
+        let b1_3 = b[(4u * kq + 3u) * n4 + bcol1];
+        acc[0] = fma(vec4(subgroupBroadcast(a0.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 0u)), b0_0, acc[0]))));
+        acc[1] = fma(vec4(subgroupBroadcast(a0.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 1u)), b0_0, acc[1]))));
+        acc[2] = fma(vec4(subgroupBroadcast(a0.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 2u)), b0_0, acc[2]))));
+        acc[3] = fma(vec4(subgroupBroadcast(a0.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 3u)), b0_0, acc[3]))));
+        acc[4] = fma(vec4(subgroupBroadcast(a0.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 4u)), b0_0, acc[4]))));
+        acc[5] = fma(vec4(subgroupBroadcast(a0.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 5u)), b0_0, acc[5]))));
+        acc[6] = fma(vec4(subgroupBroadcast(a0.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 6u)), b0_0, acc[6]))));
+        acc[7] = fma(vec4(subgroupBroadcast(a0.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a0.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a0.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a0.x, 7u)), b0_0, acc[7]))));
+        acc[8] = fma(vec4(subgroupBroadcast(a0.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 0u)), b1_0, acc[8]))));
+        acc[9] = fma(vec4(subgroupBroadcast(a0.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 1u)), b1_0, acc[9]))));
+        acc[10] = fma(vec4(subgroupBroadcast(a0.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 2u)), b1_0, acc[10]))));
+        acc[11] = fma(vec4(subgroupBroadcast(a0.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 3u)), b1_0, acc[11]))));
+        acc[12] = fma(vec4(subgroupBroadcast(a0.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 4u)), b1_0, acc[12]))));
+        acc[13] = fma(vec4(subgroupBroadcast(a0.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 5u)), b1_0, acc[13]))));
+        acc[14] = fma(vec4(subgroupBroadcast(a0.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 6u)), b1_0, acc[14]))));
+        acc[15] = fma(vec4(subgroupBroadcast(a0.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a0.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a0.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a0.x, 7u)), b1_0, acc[15]))));
+        acc[16] = fma(vec4(subgroupBroadcast(a1.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 0u)), b0_0, acc[16]))));
+        acc[17] = fma(vec4(subgroupBroadcast(a1.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 1u)), b0_0, acc[17]))));
+        acc[18] = fma(vec4(subgroupBroadcast(a1.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 2u)), b0_0, acc[18]))));
+        acc[19] = fma(vec4(subgroupBroadcast(a1.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 3u)), b0_0, acc[19]))));
+        acc[20] = fma(vec4(subgroupBroadcast(a1.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 4u)), b0_0, acc[20]))));
+        acc[21] = fma(vec4(subgroupBroadcast(a1.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 5u)), b0_0, acc[21]))));
+        acc[22] = fma(vec4(subgroupBroadcast(a1.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 6u)), b0_0, acc[22]))));
+        acc[23] = fma(vec4(subgroupBroadcast(a1.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a1.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a1.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a1.x, 7u)), b0_0, acc[23]))));
+        acc[24] = fma(vec4(subgroupBroadcast(a1.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 0u)), b1_0, acc[24]))));
+        acc[25] = fma(vec4(subgroupBroadcast(a1.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 1u)), b1_0, acc[25]))));
+        acc[26] = fma(vec4(subgroupBroadcast(a1.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 2u)), b1_0, acc[26]))));
+        acc[27] = fma(vec4(subgroupBroadcast(a1.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 3u)), b1_0, acc[27]))));
+        acc[28] = fma(vec4(subgroupBroadcast(a1.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 4u)), b1_0, acc[28]))));
+        acc[29] = fma(vec4(subgroupBroadcast(a1.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 5u)), b1_0, acc[29]))));
+        acc[30] = fma(vec4(subgroupBroadcast(a1.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 6u)), b1_0, acc[30]))));
+        acc[31] = fma(vec4(subgroupBroadcast(a1.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a1.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a1.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a1.x, 7u)), b1_0, acc[31]))));
+        acc[32] = fma(vec4(subgroupBroadcast(a2.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 0u)), b0_0, acc[32]))));
+        acc[33] = fma(vec4(subgroupBroadcast(a2.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 1u)), b0_0, acc[33]))));
+        acc[34] = fma(vec4(subgroupBroadcast(a2.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 2u)), b0_0, acc[34]))));
+        acc[35] = fma(vec4(subgroupBroadcast(a2.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 3u)), b0_0, acc[35]))));
+        acc[36] = fma(vec4(subgroupBroadcast(a2.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 4u)), b0_0, acc[36]))));
+        acc[37] = fma(vec4(subgroupBroadcast(a2.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 5u)), b0_0, acc[37]))));
+        acc[38] = fma(vec4(subgroupBroadcast(a2.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 6u)), b0_0, acc[38]))));
+        acc[39] = fma(vec4(subgroupBroadcast(a2.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a2.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a2.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a2.x, 7u)), b0_0, acc[39]))));
+        acc[40] = fma(vec4(subgroupBroadcast(a2.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 0u)), b1_0, acc[40]))));
+        acc[41] = fma(vec4(subgroupBroadcast(a2.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 1u)), b1_0, acc[41]))));
+        acc[42] = fma(vec4(subgroupBroadcast(a2.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 2u)), b1_0, acc[42]))));
+        acc[43] = fma(vec4(subgroupBroadcast(a2.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 3u)), b1_0, acc[43]))));
+        acc[44] = fma(vec4(subgroupBroadcast(a2.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 4u)), b1_0, acc[44]))));
+        acc[45] = fma(vec4(subgroupBroadcast(a2.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 5u)), b1_0, acc[45]))));
+        acc[46] = fma(vec4(subgroupBroadcast(a2.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 6u)), b1_0, acc[46]))));
+        acc[47] = fma(vec4(subgroupBroadcast(a2.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a2.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a2.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a2.x, 7u)), b1_0, acc[47]))));
+        acc[48] = fma(vec4(subgroupBroadcast(a3.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 0u)), b0_0, acc[48]))));
+        acc[49] = fma(vec4(subgroupBroadcast(a3.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 1u)), b0_0, acc[49]))));
+        acc[50] = fma(vec4(subgroupBroadcast(a3.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 2u)), b0_0, acc[50]))));
+        acc[51] = fma(vec4(subgroupBroadcast(a3.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 3u)), b0_0, acc[51]))));
+        acc[52] = fma(vec4(subgroupBroadcast(a3.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 4u)), b0_0, acc[52]))));
+        acc[53] = fma(vec4(subgroupBroadcast(a3.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 5u)), b0_0, acc[53]))));
+        acc[54] = fma(vec4(subgroupBroadcast(a3.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 6u)), b0_0, acc[54]))));
+        acc[55] = fma(vec4(subgroupBroadcast(a3.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a3.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a3.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a3.x, 7u)), b0_0, acc[55]))));
+        acc[56] = fma(vec4(subgroupBroadcast(a3.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 0u)), b1_0, acc[56]))));
+        acc[57] = fma(vec4(subgroupBroadcast(a3.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 1u)), b1_0, acc[57]))));
+        acc[58] = fma(vec4(subgroupBroadcast(a3.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 2u)), b1_0, acc[58]))));
+        acc[59] = fma(vec4(subgroupBroadcast(a3.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 3u)), b1_0, acc[59]))));
+        acc[60] = fma(vec4(subgroupBroadcast(a3.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 4u)), b1_0, acc[60]))));
+        acc[61] = fma(vec4(subgroupBroadcast(a3.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 5u)), b1_0, acc[61]))));
+        acc[62] = fma(vec4(subgroupBroadcast(a3.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 6u)), b1_0, acc[62]))));
+        acc[63] = fma(vec4(subgroupBroadcast(a3.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a3.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a3.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a3.x, 7u)), b1_0, acc[63]))));
+        acc[64] = fma(vec4(subgroupBroadcast(a4.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 0u)), b0_0, acc[64]))));
+        acc[65] = fma(vec4(subgroupBroadcast(a4.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 1u)), b0_0, acc[65]))));
+        acc[66] = fma(vec4(subgroupBroadcast(a4.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 2u)), b0_0, acc[66]))));
+        acc[67] = fma(vec4(subgroupBroadcast(a4.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 3u)), b0_0, acc[67]))));
+        acc[68] = fma(vec4(subgroupBroadcast(a4.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 4u)), b0_0, acc[68]))));
+        acc[69] = fma(vec4(subgroupBroadcast(a4.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 5u)), b0_0, acc[69]))));
+        acc[70] = fma(vec4(subgroupBroadcast(a4.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 6u)), b0_0, acc[70]))));
+        acc[71] = fma(vec4(subgroupBroadcast(a4.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a4.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a4.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a4.x, 7u)), b0_0, acc[71]))));
+        acc[72] = fma(vec4(subgroupBroadcast(a4.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 0u)), b1_0, acc[72]))));
+        acc[73] = fma(vec4(subgroupBroadcast(a4.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 1u)), b1_0, acc[73]))));
+        acc[74] = fma(vec4(subgroupBroadcast(a4.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 2u)), b1_0, acc[74]))));
+        acc[75] = fma(vec4(subgroupBroadcast(a4.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 3u)), b1_0, acc[75]))));
+        acc[76] = fma(vec4(subgroupBroadcast(a4.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 4u)), b1_0, acc[76]))));
+        acc[77] = fma(vec4(subgroupBroadcast(a4.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 5u)), b1_0, acc[77]))));
+        acc[78] = fma(vec4(subgroupBroadcast(a4.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 6u)), b1_0, acc[78]))));
+        acc[79] = fma(vec4(subgroupBroadcast(a4.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a4.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a4.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a4.x, 7u)), b1_0, acc[79]))));
+        acc[80] = fma(vec4(subgroupBroadcast(a5.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 0u)), b0_0, acc[80]))));
+        acc[81] = fma(vec4(subgroupBroadcast(a5.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 1u)), b0_0, acc[81]))));
+        acc[82] = fma(vec4(subgroupBroadcast(a5.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 2u)), b0_0, acc[82]))));
+        acc[83] = fma(vec4(subgroupBroadcast(a5.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 3u)), b0_0, acc[83]))));
+        acc[84] = fma(vec4(subgroupBroadcast(a5.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 4u)), b0_0, acc[84]))));
+        acc[85] = fma(vec4(subgroupBroadcast(a5.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 5u)), b0_0, acc[85]))));
+        acc[86] = fma(vec4(subgroupBroadcast(a5.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 6u)), b0_0, acc[86]))));
+        acc[87] = fma(vec4(subgroupBroadcast(a5.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a5.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a5.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a5.x, 7u)), b0_0, acc[87]))));
+        acc[88] = fma(vec4(subgroupBroadcast(a5.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 0u)), b1_0, acc[88]))));
+        acc[89] = fma(vec4(subgroupBroadcast(a5.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 1u)), b1_0, acc[89]))));
+        acc[90] = fma(vec4(subgroupBroadcast(a5.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 2u)), b1_0, acc[90]))));
+        acc[91] = fma(vec4(subgroupBroadcast(a5.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 3u)), b1_0, acc[91]))));
+        acc[92] = fma(vec4(subgroupBroadcast(a5.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 4u)), b1_0, acc[92]))));
+        acc[93] = fma(vec4(subgroupBroadcast(a5.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 5u)), b1_0, acc[93]))));
+        acc[94] = fma(vec4(subgroupBroadcast(a5.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 6u)), b1_0, acc[94]))));
+        acc[95] = fma(vec4(subgroupBroadcast(a5.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a5.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a5.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a5.x, 7u)), b1_0, acc[95]))));
+        acc[96] = fma(vec4(subgroupBroadcast(a6.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 0u)), b0_0, acc[96]))));
+        acc[97] = fma(vec4(subgroupBroadcast(a6.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 1u)), b0_0, acc[97]))));
+        acc[98] = fma(vec4(subgroupBroadcast(a6.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 2u)), b0_0, acc[98]))));
+        acc[99] = fma(vec4(subgroupBroadcast(a6.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 3u)), b0_0, acc[99]))));
+        acc[100] = fma(vec4(subgroupBroadcast(a6.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 4u)), b0_0, acc[100]))));
+        acc[101] = fma(vec4(subgroupBroadcast(a6.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 5u)), b0_0, acc[101]))));
+        acc[102] = fma(vec4(subgroupBroadcast(a6.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 6u)), b0_0, acc[102]))));
+        acc[103] = fma(vec4(subgroupBroadcast(a6.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a6.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a6.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a6.x, 7u)), b0_0, acc[103]))));
+        acc[104] = fma(vec4(subgroupBroadcast(a6.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 0u)), b1_0, acc[104]))));
+        acc[105] = fma(vec4(subgroupBroadcast(a6.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 1u)), b1_0, acc[105]))));
+        acc[106] = fma(vec4(subgroupBroadcast(a6.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 2u)), b1_0, acc[106]))));
+        acc[107] = fma(vec4(subgroupBroadcast(a6.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 3u)), b1_0, acc[107]))));
+        acc[108] = fma(vec4(subgroupBroadcast(a6.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 4u)), b1_0, acc[108]))));
+        acc[109] = fma(vec4(subgroupBroadcast(a6.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 5u)), b1_0, acc[109]))));
+        acc[110] = fma(vec4(subgroupBroadcast(a6.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 6u)), b1_0, acc[110]))));
+        acc[111] = fma(vec4(subgroupBroadcast(a6.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a6.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a6.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a6.x, 7u)), b1_0, acc[111]))));
+        acc[112] = fma(vec4(subgroupBroadcast(a7.w, 0u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 0u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 0u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 0u)), b0_0, acc[112]))));
+        acc[113] = fma(vec4(subgroupBroadcast(a7.w, 1u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 1u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 1u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 1u)), b0_0, acc[113]))));
+        acc[114] = fma(vec4(subgroupBroadcast(a7.w, 2u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 2u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 2u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 2u)), b0_0, acc[114]))));
+        acc[115] = fma(vec4(subgroupBroadcast(a7.w, 3u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 3u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 3u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 3u)), b0_0, acc[115]))));
+        acc[116] = fma(vec4(subgroupBroadcast(a7.w, 4u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 4u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 4u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 4u)), b0_0, acc[116]))));
+        acc[117] = fma(vec4(subgroupBroadcast(a7.w, 5u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 5u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 5u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 5u)), b0_0, acc[117]))));
+        acc[118] = fma(vec4(subgroupBroadcast(a7.w, 6u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 6u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 6u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 6u)), b0_0, acc[118]))));
+        acc[119] = fma(vec4(subgroupBroadcast(a7.w, 7u)), b0_3, fma(vec4(subgroupBroadcast(a7.z, 7u)), b0_2, fma(vec4(subgroupBroadcast(a7.y, 7u)), b0_1, fma(vec4(subgroupBroadcast(a7.x, 7u)), b0_0, acc[119]))));
+        acc[120] = fma(vec4(subgroupBroadcast(a7.w, 0u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 0u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 0u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 0u)), b1_0, acc[120]))));
+        acc[121] = fma(vec4(subgroupBroadcast(a7.w, 1u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 1u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 1u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 1u)), b1_0, acc[121]))));
+        acc[122] = fma(vec4(subgroupBroadcast(a7.w, 2u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 2u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 2u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 2u)), b1_0, acc[122]))));
+        acc[123] = fma(vec4(subgroupBroadcast(a7.w, 3u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 3u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 3u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 3u)), b1_0, acc[123]))));
+        acc[124] = fma(vec4(subgroupBroadcast(a7.w, 4u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 4u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 4u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 4u)), b1_0, acc[124]))));
+        acc[125] = fma(vec4(subgroupBroadcast(a7.w, 5u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 5u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 5u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 5u)), b1_0, acc[125]))));
+        acc[126] = fma(vec4(subgroupBroadcast(a7.w, 6u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 6u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 6u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 6u)), b1_0, acc[126]))));
+        acc[127] = fma(vec4(subgroupBroadcast(a7.w, 7u)), b1_3, fma(vec4(subgroupBroadcast(a7.z, 7u)), b1_2, fma(vec4(subgroupBroadcast(a7.y, 7u)), b1_1, fma(vec4(subgroupBroadcast(a7.x, 7u)), b1_0, acc[127]))));
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 0u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[0u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 0u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[8u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 8u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[16u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 8u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[24u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 16u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[32u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 16u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[40u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 24u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[48u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 24u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[56u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 32u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[64u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 32u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[72u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 40u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[80u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 40u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[88u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 48u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[96u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 48u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[104u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 56u + i;
+        if (row < p.m && col4 + 0u < n4) { c[row * n4 + col4 + 0u] = acc[112u + i]; }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + 56u + i;
+        if (row < p.m && col4 + 8u < n4) { c[row * n4 + col4 + 8u] = acc[120u + i]; }
+    }
+}
