@@ -36,8 +36,13 @@ pub struct StepResult {
     pub samples_per_s: f64,
     pub peak_bytes: u64,
     /// From the workload's start (device creation) to the end of its first step: device set-up,
-    /// shader compilation and the step itself.
+    /// shader compilation and the step itself, with the autotune's and the driver's caches as
+    /// the process found them.
     pub first_step_ms: f64,
+    /// The same with nothing cached (a machine's first run, autotune included); `bench` measures
+    /// it in a child of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step_cold_ms: Option<f64>,
     pub submits_per_step: f64,
     /// GPU time per kernel in one more step, when asked for (`bench --profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +54,7 @@ pub struct StepResult {
 pub struct StepOptions {
     /// Untimed steps after the first.
     pub warmup: usize,
-    /// Timed steps (the median is reported).
+    /// Timed steps (the median is reported); 0 runs the first step only (ms_per_step 0).
     pub steps: usize,
     /// The scaled-down smoke version of the workload.
     pub quick: bool,
@@ -98,8 +103,13 @@ fn time_step(
     gpu.sync()?;
     let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
     let submits0 = gpu.stats().submits;
-    let ms = time_ms(gpu, opts.warmup, opts.steps, &mut step)?;
-    let submits = (gpu.stats().submits - submits0) as f64 / (opts.warmup + opts.steps) as f64;
+    let ms = if opts.steps == 0 {
+        0.0
+    } else {
+        time_ms(gpu, opts.warmup, opts.steps, &mut step)?
+    };
+    let ran = (opts.warmup + opts.steps).max(1);
+    let submits = (gpu.stats().submits - submits0) as f64 / ran as f64;
     let profile = if opts.profile {
         gpu.profile(&mut step)?
     } else {
@@ -108,10 +118,15 @@ fn time_step(
     Ok(StepResult {
         workload: workload.to_string(),
         ms_per_step: ms,
-        tokens_per_s: tokens.map(|t| t as f64 / (ms * 1e-3)),
-        samples_per_s: samples as f64 / (ms * 1e-3),
+        tokens_per_s: tokens.filter(|_| ms > 0.0).map(|t| t as f64 / (ms * 1e-3)),
+        samples_per_s: if ms > 0.0 {
+            samples as f64 / (ms * 1e-3)
+        } else {
+            0.0
+        },
         peak_bytes: gpu.memory().peak_total,
         first_step_ms,
+        first_step_cold_ms: None,
         submits_per_step: submits,
         profile,
     })

@@ -26,16 +26,33 @@ pub struct BenchArgs {
     /// runs each workload in a child process of its own this way.
     #[arg(long, hide = true)]
     workload: Option<String>,
+    /// Internal, with --workload: run the first step only (the parent gives this child empty
+    /// caches to measure a machine's very first run).
+    #[arg(long, hide = true)]
+    cold: bool,
+}
+
+/// How a workload child runs.
+#[derive(Clone, Copy)]
+struct Child {
+    quick: bool,
+    profile: bool,
+    /// First step only, with the autotune's cache and the driver's shader cache out of reach.
+    cold: bool,
 }
 
 /// Runs one step workload in this process and prints its [`StepResult`] as one JSON line.
-fn run_workload(adapter: Option<&str>, name: &str, quick: bool, profile: bool) -> Result<()> {
-    let (warmup, steps) = if quick { (1, 2) } else { (2, 10) };
+fn run_workload(adapter: Option<&str>, name: &str, child: Child) -> Result<()> {
+    let (warmup, steps) = match (child.cold, child.quick) {
+        (true, _) => (0, 0),
+        (false, true) => (1, 2),
+        (false, false) => (2, 10),
+    };
     let opts = StepOptions {
         warmup,
         steps,
-        quick,
-        profile,
+        quick: child.quick,
+        profile: child.profile && !child.cold,
     };
     let r = match name {
         "w-mlp" => bench_w_mlp(adapter, opts)?,
@@ -48,25 +65,36 @@ fn run_workload(adapter: Option<&str>, name: &str, quick: bool, profile: bool) -
 
 /// Each step workload runs in a fresh child process, as a training run does: one device in one
 /// process, its first step paying for device creation and shader compilation, and no state
-/// left over from the matmul measurements or the other workload.
-fn spawn_workload(
-    adapter: Option<&str>,
-    name: &str,
-    quick: bool,
-    profile: bool,
-) -> Result<StepResult> {
+/// left over from the matmul measurements or the other workload. A `cold` child gets an empty
+/// autotune cache and the driver's shader cache turned off where the driver has a switch for it
+/// (Mesa's MESA_SHADER_CACHE_DISABLE, NVIDIA's __GL_SHADER_DISK_CACHE): a machine's first run.
+fn spawn_workload(adapter: Option<&str>, name: &str, child: Child) -> Result<StepResult> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     if let Some(a) = adapter {
         cmd.args(["--adapter", a]);
     }
     cmd.args(["bench", "--workload", name]);
-    if quick {
-        cmd.arg("--quick");
+    for (on, flag) in [
+        (child.quick, "--quick"),
+        (child.profile, "--profile"),
+        (child.cold, "--cold"),
+    ] {
+        if on {
+            cmd.arg(flag);
+        }
     }
-    if profile {
-        cmd.arg("--profile");
+    let cold_cache =
+        std::env::temp_dir().join(format!("wgtrain-bench-cold-{}-{name}", std::process::id()));
+    if child.cold {
+        cmd.env("WGTRAIN_CACHE_DIR", &cold_cache)
+            .env("MESA_SHADER_CACHE_DISABLE", "true")
+            .env("__GL_SHADER_DISK_CACHE", "0");
     }
-    let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    let out = cmd.stderr(std::process::Stdio::inherit()).output();
+    if child.cold {
+        let _ = std::fs::remove_dir_all(&cold_cache);
+    }
+    let out = out?;
     if !out.status.success() {
         anyhow::bail!("the {name} workload failed ({})", out.status);
     }
@@ -78,7 +106,12 @@ fn spawn_workload(
 
 pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     if let Some(name) = &args.workload {
-        return run_workload(adapter, name, args.quick, args.profile);
+        let child = Child {
+            quick: args.quick,
+            profile: args.profile,
+            cold: args.cold,
+        };
+        return run_workload(adapter, name, child);
     }
     let gpu = Gpu::new(adapter)?;
     let info = gpu.info().clone();
@@ -154,20 +187,32 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         None => {}
     }
     drop(gpu);
-    let step_results = vec![
-        spawn_workload(adapter, "w-mlp", args.quick, args.profile)?,
-        spawn_workload(adapter, "w-gpt", args.quick, args.profile)?,
-    ];
+    let warm = Child {
+        quick: args.quick,
+        profile: args.profile,
+        cold: false,
+    };
+    let mut step_results = vec![];
+    for name in ["w-mlp", "w-gpt"] {
+        let mut r = spawn_workload(adapter, name, warm)?;
+        // a first step from nothing cached: the full workloads only (it costs a compile of
+        // every kernel, seconds on a CPU adapter)
+        if !args.quick {
+            let cold = Child { cold: true, ..warm };
+            r.first_step_cold_ms = Some(spawn_workload(adapter, name, cold)?.first_step_ms);
+        }
+        step_results.push(r);
+    }
     if args.quick {
         println!("(--quick: scaled-down workloads, not the W-MLP and W-GPT definitions)");
     }
     println!(
-        "{:<6} {:>11} {:>12} {:>12} {:>12} {:>14} {:>8}",
-        "step", "ms/step", "tokens/s", "samples/s", "peak MiB", "first step ms", "submits"
+        "{:<6} {:>9} {:>9} {:>10} {:>9} {:>8}  first step ms: caches as found, nothing cached",
+        "step", "ms/step", "tokens/s", "samples/s", "peak MiB", "submits"
     );
     for s in &step_results {
         println!(
-            "{:<6} {:>11.1} {:>12} {:>12.0} {:>12.2} {:>14.0} {:>8.1}",
+            "{:<6} {:>9.1} {:>9} {:>10.0} {:>9.2} {:>8.1}  {:>13.0}, {}",
             s.workload,
             s.ms_per_step,
             s.tokens_per_s
@@ -175,22 +220,16 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             s.samples_per_s,
             s.peak_bytes as f64 / (1 << 20) as f64,
+            s.submits_per_step,
             s.first_step_ms,
-            s.submits_per_step
+            s.first_step_cold_ms
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_else(|| "not measured (--quick)".into()),
         );
     }
     if args.profile {
         for s in &step_results {
             print_profile(s);
-        }
-    }
-    if tuning.source == "measured" {
-        for s in &step_results {
-            println!(
-                "{}: time to first step with nothing cached (autotune + first step): {:.0} ms",
-                s.workload,
-                tuning.tune_ms + s.first_step_ms
-            );
         }
     }
     if let Some(path) = &args.json {

@@ -333,6 +333,31 @@ fn bench_quick_runs_and_writes_json() {
 }
 
 #[test]
+fn bench_cold_child_runs_one_step_from_empty_caches() {
+    // what `bench` (without --quick) spawns per workload to time a machine's first run
+    let dir = tmp_dir("bench-cold");
+    let o = wgtrain_env(
+        &["bench", "--workload", "w-mlp", "--quick", "--cold"],
+        &[
+            ("WGTRAIN_CACHE_DIR", dir.to_str().unwrap()),
+            ("MESA_SHADER_CACHE_DISABLE", "true"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(v["workload"], "w-mlp");
+    assert!(v["first_step_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["ms_per_step"], 0.0, "the first step only");
+    // where there is something to tune (8-lane subgroups, as on lavapipe), the autotune ran in
+    // the child (an empty cache) and cached its choice where it was told
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    if wgtrain::ops::matmul_tune::subgroups_usable(&gpu) {
+        assert!(dir.join("matmul-tune.json").exists());
+    }
+}
+
+#[test]
 fn optimize_writes_json_and_a_plot() {
     let dir = tmp_dir("optimize");
     let (json, svg) = (dir.join("r.json"), dir.join("p.svg"));
