@@ -288,7 +288,7 @@ impl Gpt {
             None,
             Some(&self.wte.grad),
             None,
-            true,
+            self.wte.accumulate_grad(),
         );
         drop(dlogits);
         drop(xf);
@@ -306,8 +306,10 @@ impl Gpt {
                 .expect("an input for every block reached by backward");
             dx = self.blocks[i].backward(gpu, &x, cache, &dx)?;
         }
-        embedding_backward(gpu, &batch.tokens, &dx, &self.wte.grad, true);
-        embedding_backward(gpu, &batch.positions, &dx, &self.wpe.grad, true);
+        let accumulate = self.wte.accumulate_grad();
+        embedding_backward(gpu, &batch.tokens, &dx, &self.wte.grad, accumulate);
+        let accumulate = self.wpe.accumulate_grad();
+        embedding_backward(gpu, &batch.positions, &dx, &self.wpe.grad, accumulate);
         Ok(losses)
     }
 

@@ -60,6 +60,9 @@ impl LayerNorm {
         dout: &Tensor,
     ) -> Result<Tensor> {
         let dx = activation(gpu, "ln.dx", x.shape())?;
+        // one kernel writes both: it adds if either gradient holds more than zeros (adding to
+        // the zeros of the other is the same sum)
+        let accumulate = self.w.accumulate_grad() | self.b.accumulate_grad();
         layernorm_backward(
             gpu,
             dout,
@@ -70,7 +73,7 @@ impl LayerNorm {
             &dx,
             &self.w.grad,
             &self.b.grad,
-            true,
+            accumulate,
         );
         Ok(dx)
     }

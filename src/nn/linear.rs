@@ -88,21 +88,26 @@ impl Linear {
     /// dW += doutᵀ·x, db += Σ_rows dout, and dx = dout·W when asked.
     pub fn backward(&self, gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: Option<&Tensor>) {
         let d = self.dims(x);
+        let w = &self.w.value;
         if let Some(dx) = dx {
-            matmul_backward(gpu, d, x, &self.w.value, dout, Some(dx), None, None, false);
+            matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
         }
-        let db = self.b.as_ref().map(|b| &b.grad);
+        let accumulate = self.w.accumulate_grad();
         matmul_backward(
             gpu,
             d,
             x,
-            &self.w.value,
+            w,
             dout,
             None,
             Some(&self.w.grad),
-            db,
-            true,
+            None,
+            accumulate,
         );
+        if let Some(b) = &self.b {
+            let accumulate = b.accumulate_grad();
+            matmul_backward(gpu, d, x, w, dout, None, None, Some(&b.grad), accumulate);
+        }
     }
 
     pub fn params(&self) -> Vec<&Param> {

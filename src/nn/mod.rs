@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A trainable tensor and its gradient. Gradients accumulate (`+=`) across backward passes;
 /// the trainer zeroes them at the first micro-batch of each step.
@@ -27,15 +28,29 @@ pub struct Param {
     pub grad: Tensor,
     /// Whether weight decay applies (matrices and embeddings; not biases or LayerNorm gains).
     pub decay: bool,
+    /// Whether `grad` holds the zeros [`zero_grads`] wrote, with nothing added since (see
+    /// [`Param::accumulate_grad`]).
+    grad_is_zero: AtomicBool,
 }
 
 impl Param {
+    /// Whether a write of this gradient must add to what `grad` holds, and from now on it does:
+    /// false for the first write after [`zero_grads`] (the gradient holds zeros, so a kernel
+    /// may store instead of adding: the same sum, one read less, and for a matmul the storing
+    /// pipeline, which every step runs anyway, instead of the accumulating one), true after
+    /// it. Every op that writes a parameter's gradient asks this first, so that a store never
+    /// lands on another op's contribution.
+    pub fn accumulate_grad(&self) -> bool {
+        !self.grad_is_zero.swap(false, Ordering::Relaxed)
+    }
+
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
         Ok(Param {
             name: name.to_string(),
             value: Tensor::from_f32(gpu, name, shape, init, Category::Params)?,
             grad: Tensor::zeros(gpu, &format!("{name}.grad"), shape, Category::Grads)?,
             decay,
+            grad_is_zero: AtomicBool::new(true),
         })
     }
 
@@ -72,5 +87,6 @@ pub(crate) fn activation(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tenso
 pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
     for p in params {
         gpu.clear(&p.grad);
+        p.grad_is_zero.store(true, Ordering::Relaxed);
     }
 }

@@ -185,11 +185,6 @@ pub fn attention_backward(
         &params,
     );
     let per_head = |m, n, k, layout| MatmulDims::batched(b * nh, m, n, k, layout);
-    // The two Aᵀ·B products accumulate into zeroed buffers: the weight gradients accumulate, so
-    // every Aᵀ·B of a step then runs on one pipeline (one compile fewer on a cold start; clearing
-    // is a memset).
-    gpu.clear(&dv);
-    gpu.clear(&dk);
     // y = att·v: datt = dy·vᵀ (into dpre), dv = attᵀ·dy
     matmul(
         gpu,
@@ -207,7 +202,7 @@ pub fn attention_backward(
         &dy,
         None,
         &dv,
-        true,
+        false,
     );
     // through the softmax (and the scale) to the raw scores
     dispatch_items(
@@ -235,7 +230,7 @@ pub fn attention_backward(
         &q,
         None,
         &dk,
-        true,
+        false,
     );
     dispatch_move(
         gpu,

@@ -84,8 +84,9 @@ impl std::str::FromStr for MatmulKernel {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
     pub kernel: MatmulKernel,
-    /// "measured" (autotuned in this process), "cached" (read from the disk cache), "forced"
-    /// (`WGTRAIN_MATMUL`) or "only candidate" (no subgroups of 8 lanes).
+    /// "measured" (autotuned in this process: checked against f64, and timed when more than one
+    /// candidate passed), "cached" (read from the disk cache), "forced" (`WGTRAIN_MATMUL`) or
+    /// "only candidate" (no subgroups of 8 lanes).
     pub source: &'static str,
     /// Autotune wall time in ms (0 unless measured).
     pub tune_ms: f64,
@@ -204,15 +205,18 @@ const CHECK_N: usize = 96;
 const CHECK_K: usize = 40;
 
 /// The tile shapes the autotune times on a GPU, with the blocked kernel. Compiling a pipeline is
-/// not free (on lavapipe, with an empty shader cache, from 0.15 s for a 1x1 tile to 2 s for 4x2
-/// or the blocked kernel), so the autotune times A·B only and gives the winner to all three
-/// layouts; `WGTRAIN_MATMUL` can still force any kernel.
+/// not free (on lavapipe, with an empty shader cache, 0.2 s for the 4x1 tile and 0.5-1 s for
+/// 4x2), so the autotune times A·B only and gives the winner to all three layouts;
+/// `WGTRAIN_MATMUL` can still force any kernel.
 pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
 
-/// On CPU adapters (lavapipe, SwiftShader, WARP) only the two tiles that ever won there: storage
-/// reads are per-lane loops on a CPU, so smaller tiles and the blocked kernel (5.6 against
-/// 45 GFLOP/s at 1024³ on lavapipe) lose every time, and each would cost its compile.
-pub const CPU_TUNE_TILES: [(u32, u32); 2] = [(4, 1), (4, 2)];
+/// On CPU adapters (lavapipe; one with subgroups under 8 lanes never gets here) the one tile that
+/// wins there: storage reads are per-lane loops on a CPU, so the tile that reads least per
+/// multiply-add wins. On lavapipe at W-MLP's 256×1024×1024, 4x2 ran 44-48 GFLOP/s in every
+/// layout against 4x1's 37-43 and the blocked kernel's 5.6; the smaller tiles were slower still.
+/// Timing a second candidate cost a first run 0.3-0.45 s (its compile and the timing), so
+/// it is only checked against the f64 product.
+pub const CPU_TUNE_TILES: [(u32, u32); 1] = [(4, 2)];
 
 /// What the autotune times on this adapter.
 pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
@@ -290,7 +294,9 @@ fn autotune(gpu: &Gpu) -> crate::Result<MatmulKernel> {
     }
     // The fastest of 5 runs each, the candidates taking turns: a machine whose speed drifts
     // (another tenant on the host, a core shared with another thread) then slows them alike.
-    for _ in 0..5 {
+    // One candidate left needs no timing.
+    let rounds = if valid.len() > 1 { 5 } else { 0 };
+    for _ in 0..rounds {
         for (fastest, kernel) in &mut valid {
             let t = Instant::now();
             let ms = gpu.gpu_time_ms(|| {
