@@ -64,11 +64,28 @@ macro_rules! subgroup_table {
     };
 }
 
+/// Every tile shape of the ragged entry point, which takes the layout as strides (built as NN).
+macro_rules! ragged_table {
+    ($shader:expr, $entry:expr) => {
+        [
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[0], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[1], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[2], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[3], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[4], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[5], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[6], false, false),
+            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[7], false, false),
+        ]
+    };
+}
+
 /// [tile][layout][accumulate]
 type SubgroupTable = [[[Kernel; 2]; 3]; SUBGROUP_TILES.len()];
 static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup");
-static SUBGROUP_RAGGED_KERNELS: SubgroupTable =
-    subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
+/// [tile][accumulate]
+static SUBGROUP_RAGGED_KERNELS: [[Kernel; 2]; SUBGROUP_TILES.len()] =
+    ragged_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
 
@@ -252,20 +269,27 @@ fn record(
         (c, Access::ReadWrite),
     ];
     let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
+    let (a_rs, a_cs, b_rs, b_cs) = strides(d);
     if let MatmulKernel::Subgroup {
         row_groups,
         col_groups,
     } = kernel
     {
-        let table = if aligned {
-            &SUBGROUP_KERNELS
-        } else {
-            &SUBGROUP_RAGGED_KERNELS
-        };
-        // batch strides in vec4 units on the aligned entry point, in elements on the other
-        let unit = if aligned { 4 } else { 1 };
         let tile = (row_groups, col_groups);
-        if dispatch_subgroup(gpu, table, tile, d, &args, unit, store_word, accumulate) {
+        let acc = usize::from(accumulate);
+        let recorded = if aligned {
+            let kernel = &SUBGROUP_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)];
+            let words = aligned_words(d, store_word);
+            dispatch_subgroup(gpu, &kernel[acc], tile, d, &args, &words)
+        } else {
+            // batch strides in elements, the epilogue, then the layout as strides
+            let words = [m, n, k, m * k, k * n, m * n].map(u);
+            let strides = [a_rs, a_cs, b_rs, b_cs].map(u);
+            let kernel = &SUBGROUP_RAGGED_KERNELS[tile_index(tile)][acc];
+            let words = [&words[..], &[store_word], &strides[..]].concat();
+            dispatch_subgroup(gpu, kernel, tile, d, &args, &words)
+        };
+        if recorded {
             return;
         }
     }
@@ -286,15 +310,6 @@ fn record(
         gpu.dispatch(&MATMUL_V4, &args, &words, groups);
         return;
     }
-    // op(A)(i, k) = a[i*a_rs + k*a_cs]; op(B)(k, j) = b[k*b_rs + j*b_cs].
-    let (a_rs, a_cs) = match layout {
-        Layout::NN | Layout::NT => (k, 1),
-        Layout::TN => (1, m),
-    };
-    let (b_rs, b_cs) = match layout {
-        Layout::NN | Layout::TN => (n, 1),
-        Layout::NT => (1, k),
-    };
     let mut words = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
         .map(u)
         .to_vec();
@@ -303,52 +318,65 @@ fn record(
     gpu.dispatch(&MATMUL, &args, &words, groups);
 }
 
-/// Records one `matmul_subgroup*` dispatch from `table` at `tile`; false (nothing recorded) when
-/// the grid would exceed the adapter's workgroup limit. `unit`: 4 when the batch strides are
-/// counted in vec4s, 1 in elements.
-#[allow(clippy::too_many_arguments)]
+/// op(A)(i, k) = a[i·a_rs + k·a_cs], op(B)(k, j) = b[k·b_rs + j·b_cs]: (a_rs, a_cs, b_rs, b_cs)
+/// of `d`'s layout, for the kernels that take the layout as strides.
+fn strides(d: MatmulDims) -> (usize, usize, usize, usize) {
+    let MatmulDims { m, n, k, .. } = d;
+    let (a_rs, a_cs) = match d.layout {
+        Layout::NN | Layout::NT => (k, 1),
+        Layout::TN => (1, m),
+    };
+    let (b_rs, b_cs) = match d.layout {
+        Layout::NN | Layout::TN => (n, 1),
+        Layout::NT => (1, k),
+    };
+    (a_rs, a_cs, b_rs, b_cs)
+}
+
+/// The aligned subgroup entry point's uniform block: dims, batch strides in vec4s, epilogue.
+fn aligned_words(d: MatmulDims, store_word: u32) -> [u32; 7] {
+    let MatmulDims { m, n, k, .. } = d;
+    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    [
+        u(m),
+        u(n),
+        u(k),
+        u(m * k / 4),
+        u(k * n / 4),
+        u(m * n / 4),
+        store_word,
+    ]
+}
+
+/// Where `tile` sits in the subgroup kernel tables ([`SUBGROUP_TILES`]).
+fn tile_index(tile: (u32, u32)) -> usize {
+    SUBGROUP_TILES
+        .iter()
+        .position(|&t| t == tile)
+        .expect("a tile the tables hold")
+}
+
+/// Records one `matmul_subgroup*` dispatch of `kernel` (at `tile`) with uniform block `words`;
+/// false (nothing recorded) when the grid would exceed the adapter's workgroup limit.
 fn dispatch_subgroup(
     gpu: &Gpu,
-    table: &SubgroupTable,
+    kernel: &Kernel,
     (row_groups, col_groups): (u32, u32),
     d: MatmulDims,
     args: &[(&Tensor, Access); 4],
-    unit: usize,
-    store_word: u32,
-    accumulate: bool,
+    words: &[u32],
 ) -> bool {
-    let MatmulDims {
-        batch,
-        m,
-        n,
-        k,
-        layout,
-    } = d;
-    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
     let groups = [
-        m.div_ceil(8 * row_groups as usize),
-        n.div_ceil(32 * col_groups as usize),
-        batch,
+        d.m.div_ceil(8 * row_groups as usize),
+        d.n.div_ceil(32 * col_groups as usize),
+        d.batch,
     ];
     let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
     if groups.iter().any(|&g| g > limit) {
         return false;
     }
-    let tile = SUBGROUP_TILES
-        .iter()
-        .position(|&t| t == (row_groups, col_groups))
-        .expect("a tile the table holds");
-    let words = [
-        u(m),
-        u(n),
-        u(k),
-        u(m * k / unit),
-        u(k * n / unit),
-        u(m * n / unit),
-        store_word,
-    ];
-    let kernel = &table[tile][matmul_tune::layout_index(layout)][usize::from(accumulate)];
-    gpu.dispatch(kernel, args, &words, groups.map(u));
+    let groups = groups.map(|g| u32::try_from(g).expect("within the limit"));
+    gpu.dispatch(kernel, args, words, groups);
     true
 }
 
@@ -404,16 +432,15 @@ pub fn matmul_f16(
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
-    let table = &SUBGROUP_F16_KERNELS;
+    let kernel = &SUBGROUP_F16_KERNELS[tile_index(tile)][matmul_tune::layout_index(d.layout)];
+    let words = aligned_words(d, flag(bias.is_some()));
     if !dispatch_subgroup(
         gpu,
-        table,
+        &kernel[usize::from(accumulate)],
         tile,
         d,
         &args,
-        4,
-        flag(bias.is_some()),
-        accumulate,
+        &words,
     ) {
         return unsupported("too many workgroups for this adapter");
     }
