@@ -26,7 +26,7 @@ const fn moves(scalar: &'static str, vec4: &'static str) -> [Kernel; 2] {
 }
 
 /// Records one of the head moves over the B·T·C elements of a (B, NH, T, hs) tensor: four at a
-/// time when hs allows.
+/// time when hs allows. `params`: the uniform block [`dims`] builds (B, T, C, NH, scale).
 fn dispatch_move(gpu: &Gpu, kernels: &[Kernel; 2], args: &[(&Tensor, Access)], params: &[u32]) {
     let [b, t, c, nh] = [params[0], params[1], params[2], params[3]].map(|v| v as usize);
     let (kernel, items) = if (c / nh) % 4 == 0 {

@@ -190,17 +190,17 @@ pub fn matmul_bias_relu_with(
     record(gpu, kernel, d, [a, b, c], Some(bias), Epilogue::BiasRelu);
 }
 
-/// The stores' word in every matmul kernel's uniform block (`epilogue`).
+/// What a matmul's stores do with A·B.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Epilogue {
     /// c = A·B
-    Store = 0,
+    Store,
     /// c = A·B + bias
-    Bias = 1,
+    Bias,
     /// c = max(A·B + bias, 0)
-    BiasRelu = 2,
+    BiasRelu,
     /// c += A·B
-    Accumulate = 3,
+    Accumulate,
 }
 
 /// [`matmul`] with the kernel given. `Blocked` means the vec4 kernel when M, N and K are
