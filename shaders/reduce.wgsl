@@ -27,15 +27,9 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> scratch: array<f32, 256>;
 
+// One value's term: the vec4 form's first lane (the same operations).
 fn term(v: f32) -> f32 {
-    switch p.mode {
-        case 1u: { return v * v; }
-        case 2u: {
-            // exponent bits all ones: Inf or NaN (x != x may be optimised away)
-            return select(0.0, 1.0, (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u);
-        }
-        default: { return v; }
-    }
+    return term4(vec4<f32>(v)).x;
 }
 
 fn tree(v: f32, lid: u32) -> f32 {
@@ -65,6 +59,7 @@ fn term4(v: vec4<f32>) -> vec4<f32> {
     switch p.mode {
         case 1u: { return v * v; }
         case 2u: {
+            // exponent bits all ones: Inf or NaN (x != x may be optimised away)
             let inf = vec4<u32>(0x7f800000u);
             return select(vec4<f32>(0.0), vec4<f32>(1.0), (bitcast<vec4<u32>>(v) & inf) == inf);
         }
