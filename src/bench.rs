@@ -250,7 +250,7 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
         opt.step(&gpu, &params, 1e-3)?;
-        gpu.flush();
+        gpu.flush()?;
         Ok(())
     };
     time_step(&gpu, "w-mlp", start, opts, (b, None), step)
@@ -299,7 +299,7 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
         opt.step(&gpu, &params, 1e-3)?;
-        gpu.flush();
+        gpu.flush()?;
         Ok(())
     };
     time_step(&gpu, "w-gpt", start, opts, (b, Some(b * t)), step)

@@ -60,6 +60,17 @@ pub enum Error {
     #[error("GPU readback failed: {0}")]
     Readback(String),
 
+    #[error(
+        "the device is out of memory allocating {bytes} bytes for tensor {tensor:?}; use a \
+         smaller batch (or --micro-batch-size), sequence or model, or recompute activations"
+    )]
+    OutOfMemory { tensor: String, bytes: u64 },
+
+    /// The device refused work: a validation error from wgpu (an invalid dispatch, buffer or
+    /// pipeline), or a lost device.
+    #[error("GPU device error: {0}")]
+    Device(String),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

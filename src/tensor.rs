@@ -1,23 +1,78 @@
-//! A [`Tensor`] is a pooled device buffer with a name, a shape and an element type.
+//! A [`Tensor`] is a pooled device buffer with a name, a shape, an element type and the device it
+//! lives on.
 
 use crate::error::Result;
-use crate::gpu::{Category, Gpu, PooledBuffer};
+use crate::gpu::{Category, DeviceBuffer, DeviceId, Gpu, PooledBuffer};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Element types. Types narrower than 32 bits are stored packed, little end first, in the 32-bit
+/// words every kernel reads (WGSL has no 8- or 16-bit storage without extensions): two f16 or
+/// bf16 per u32, four 8-bit or eight 4-bit integers per u32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     /// Indices and targets.
     U32,
-    /// IEEE half precision (kernels that read it need the adapter's SHADER_F16).
+    /// IEEE binary16. Kernels that compute in f16 need the adapter's SHADER_F16; the casts
+    /// (`ops::cast`) convert with integer arithmetic and run everywhere.
     F16,
+    /// bfloat16 (the top half of an f32), two per u32; converted with integer arithmetic.
+    BF16,
+    /// Signed 8-bit integers, four per u32 (quantized weights and codes).
+    I8,
+    /// Signed 4-bit integers, eight per u32 (quantized weights).
+    I4,
 }
 
 impl DType {
-    pub fn size(self) -> u64 {
+    /// Bytes `numel` elements take, packed (a partial last byte counts whole).
+    pub fn bytes_for(self, numel: usize) -> u64 {
+        let n = numel as u64;
         match self {
-            DType::F32 | DType::U32 => 4,
-            DType::F16 => 2,
+            DType::F32 | DType::U32 => 4 * n,
+            DType::F16 | DType::BF16 => 2 * n,
+            DType::I8 => n,
+            DType::I4 => n.div_ceil(2),
         }
+    }
+
+    /// The name checkpoints and messages use: "f32", "bf16", "i4", …
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::U32 => "u32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I8 => "i8",
+            DType::I4 => "i4",
+        }
+    }
+
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::U32,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::I4,
+    ];
+
+    pub fn from_name(s: &str) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+}
+
+/// Panics (a programmer error) unless `t` is one of the `accepted` dtypes: every op calls this
+/// for each tensor it reads or writes, so that an f16 tensor is never silently read as f32 words.
+#[track_caller]
+pub fn expect_dtype(op: &str, t: &Tensor, accepted: &[DType]) {
+    if !accepted.contains(&t.dtype) {
+        let names: Vec<_> = accepted.iter().map(|d| d.name()).collect();
+        panic!(
+            "{op}: tensor {:?} is {}, the op takes {}",
+            t.name,
+            t.dtype.name(),
+            names.join(" or ")
+        );
     }
 }
 
@@ -38,10 +93,10 @@ impl Tensor {
         category: Category,
     ) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        let bytes = numel as u64 * dtype.size();
+        let bytes = dtype.bytes_for(numel);
         gpu.check_size(name, bytes)?;
         Ok(Tensor {
-            buf: gpu.pool().alloc(name, bytes, category),
+            buf: gpu.pool().alloc(name, bytes, category)?,
             shape: shape.to_vec(),
             dtype,
             name: name.to_string(),
@@ -165,6 +220,10 @@ impl Tensor {
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.buffer()
     }
+    /// The device the tensor lives on.
+    pub fn device(&self) -> DeviceId {
+        self.buf.device()
+    }
     /// Size of the last dimension (columns of a row-major matrix).
     pub fn cols(&self) -> usize {
         *self.shape.last().unwrap_or(&1)
@@ -172,6 +231,15 @@ impl Tensor {
     /// Product of every dimension but the last (rows of a row-major matrix).
     pub fn rows(&self) -> usize {
         self.numel() / self.cols().max(1)
+    }
+}
+
+impl DeviceBuffer for Tensor {
+    fn pooled(&self) -> &PooledBuffer {
+        &self.buf
+    }
+    fn label(&self) -> &str {
+        &self.name
     }
 }
 

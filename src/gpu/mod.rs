@@ -12,18 +12,79 @@ mod profile;
 mod recorder;
 
 pub use adapter::AdapterSummary;
-pub use pool::{BufferPool, ByCategory, Category, MemoryStats, PooledBuffer};
+pub use pool::{BufferPool, ByCategory, Category, DeviceId, MemoryStats, PooledBuffer};
 pub use profile::KernelTime;
 pub use recorder::Access;
 pub use shaders::{Kernel, Shader};
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
 use pipeline::PipelineCache;
 use recorder::{Command, Recorder};
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// What the recorder binds, copies and reads: anything backed by a pooled buffer (a
+/// [`crate::Tensor`]). The runtime knows tensors only through this, so `tensor` depends on `gpu`
+/// and not the other way round.
+pub trait DeviceBuffer {
+    fn pooled(&self) -> &PooledBuffer;
+    /// The name errors and panics call it by.
+    fn label(&self) -> &str;
+    fn buffer(&self) -> &wgpu::Buffer {
+        self.pooled().buffer()
+    }
+    fn bytes(&self) -> u64 {
+        self.pooled().bytes()
+    }
+}
+
+impl<T: DeviceBuffer + ?Sized> DeviceBuffer for &T {
+    fn pooled(&self) -> &PooledBuffer {
+        (**self).pooled()
+    }
+    fn label(&self) -> &str {
+        (**self).label()
+    }
+}
+
+/// Every device opened in this process, by [`DeviceId`]: "llvmpipe (Vulkan)", so that a panic
+/// about two devices can name both.
+static DEVICE_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn register_device(info: &wgpu::AdapterInfo, ledger: bool) -> DeviceId {
+    let mut names = DEVICE_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let ledger = if ledger { ", ledger" } else { "" };
+    names.push(format!("{} ({:?}{ledger})", info.name, info.backend));
+    DeviceId(names.len() as u64 - 1)
+}
+
+/// "device #1: llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+pub fn device_name(id: DeviceId) -> String {
+    let names = DEVICE_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    match names.get(id.0 as usize) {
+        Some(n) => format!("{id}: {n}"),
+        None => id.to_string(),
+    }
+}
+
+/// How [`Gpu::open_with`] opens a device: which of [`OPTIONAL_FEATURES`] to enable (those the
+/// adapter lacks are left out) and, when given, limits below the adapter's own.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    pub features: wgpu::Features,
+    pub limits: Option<wgpu::Limits>,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            features: OPTIONAL_FEATURES,
+            limits: None,
+        }
+    }
+}
 
 /// Optional features used when the adapter offers them; never required.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -40,18 +101,28 @@ pub struct GpuStats {
     pub bind_groups: u64,
 }
 
+/// Per-device state that layers above the runtime keep on a [`Gpu`] (e.g. the matmul tuning), by
+/// type.
+type DeviceState = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
 pub struct Gpu {
+    id: DeviceId,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     pool: BufferPool,
+    /// Ledger mode: the pool creates no buffers and the recorder keeps no commands.
+    ledger: bool,
+    state: Mutex<DeviceState>,
     pipelines: Mutex<PipelineCache>,
     recorder: Mutex<Recorder>,
     /// MAP_READ buffers for readbacks, by size, reused across reads.
     readback: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     submits: AtomicU64,
     dispatches: AtomicU64,
+    /// An error of recorded work (a pipeline the device refused), returned by the next flush.
+    pending_error: Mutex<Option<Error>>,
 }
 
 impl Gpu {
@@ -72,16 +143,41 @@ impl Gpu {
         Self::open(adapters.swap_remove(index))
     }
 
+    /// `n` devices on the adapter `selector` names (as [`Gpu::new`]): each with its own queue,
+    /// pool and tuning, e.g. one per data-parallel rank or pipeline stage.
+    pub fn open_n(selector: Option<&str>, n: usize) -> Result<Vec<Gpu>> {
+        (0..n).map(|_| Gpu::new(selector)).collect()
+    }
+
+    /// One device on every adapter the backends `WGTRAIN_BACKEND` allows, in enumeration order.
+    pub fn open_all() -> Result<Vec<Gpu>> {
+        let backends = adapter::backends_from_env()?;
+        let instance = adapter::instance(backends);
+        let adapters = adapter::enumerate(&instance, backends);
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter {
+                backends: String::new(),
+            });
+        }
+        adapters.into_iter().map(Gpu::open).collect()
+    }
+
     /// Creates a device on `adapter` with the adapter's own limits, and with every optional feature
     /// it offers.
     pub fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::open_with(adapter, &DeviceOptions::default())
+    }
+
+    /// Creates a device on `adapter` with the optional features of `options` that the adapter
+    /// offers, and its limits (the adapter's own when none are given).
+    pub fn open_with(adapter: wgpu::Adapter, options: &DeviceOptions) -> Result<Gpu> {
         let info = adapter.get_info();
-        let features = adapter.features() & OPTIONAL_FEATURES;
+        let features = adapter.features() & OPTIONAL_FEATURES & options.features;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
             required_features: features,
             // The adapter's maxima, not wgpu's defaults (whose max_buffer_size is 256 MiB).
-            required_limits: adapter.limits(),
+            required_limits: options.limits.clone().unwrap_or_else(|| adapter.limits()),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -100,10 +196,25 @@ impl Gpu {
         Self::from_parts(device, queue, info)
     }
 
+    /// The adapter chosen as [`Gpu::new`] would, opened with `options`.
+    pub fn new_with(selector: Option<&str>, options: &DeviceOptions) -> Result<Gpu> {
+        let backends = adapter::backends_from_env()?;
+        let instance = adapter::instance(backends);
+        let mut adapters = adapter::enumerate(&instance, backends);
+        let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
+        let env_selector = std::env::var(adapter::ADAPTER_ENV).ok();
+        let index = adapter::choose(&infos, selector.or(env_selector.as_deref()), "")?;
+        Self::open_with(adapters.swap_remove(index), options)
+    }
+
     fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+        let id = register_device(&info, false);
         Gpu {
+            id,
             limits: device.limits(),
-            pool: BufferPool::new(device.clone()),
+            pool: BufferPool::new(device.clone(), id),
+            ledger: false,
+            state: Mutex::default(),
             device,
             queue,
             info,
@@ -112,6 +223,7 @@ impl Gpu {
             readback: Mutex::default(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            pending_error: Mutex::default(),
         }
     }
 
@@ -132,6 +244,69 @@ impl Gpu {
             .map(|(i, info)| AdapterSummary::from_info(i, info))
             .collect();
         Ok((summaries, chosen))
+    }
+
+    /// A ledger twin of this device: the same adapter, features, limits and per-device state
+    /// (the matmul tuning), but a pool that creates no buffers and a recorder that keeps no
+    /// commands; readbacks return zeros. Running a training step on it measures what the step
+    /// allocates, per category, without allocating it: this is the memory planner.
+    pub fn ledger(&self) -> Gpu {
+        let id = register_device(&self.info, true);
+        Gpu {
+            id,
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            pool: BufferPool::ledger(self.device.clone(), id),
+            ledger: true,
+            state: Mutex::new(self.state.lock().unwrap().clone()),
+            pipelines: Mutex::default(),
+            recorder: Mutex::default(),
+            readback: Mutex::default(),
+            submits: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+            pending_error: Mutex::default(),
+        }
+    }
+
+    /// Whether this is a [`Gpu::ledger`] twin.
+    pub fn is_ledger(&self) -> bool {
+        self.ledger
+    }
+
+    /// This device's identity; every tensor carries the id of the device it lives on.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// Per-device state of type `T` that an upper layer stored with [`Gpu::set_state`].
+    pub fn state<T: Any + Send + Sync + Clone>(&self) -> Option<T> {
+        let map = self.state.lock().unwrap();
+        map.get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+            .cloned()
+    }
+
+    pub fn set_state<T: Any + Send + Sync>(&self, value: T) {
+        self.state
+            .lock()
+            .unwrap()
+            .insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// Panics (a programmer error) when `t` lives on another device than this one.
+    #[track_caller]
+    pub fn check_device<B: DeviceBuffer + ?Sized>(&self, op: &str, t: &B) {
+        let on = t.pooled().device();
+        if on != self.id {
+            panic!(
+                "{op}: tensor {:?} lives on {}, but the op runs on {}",
+                t.label(),
+                device_name(on),
+                device_name(self.id)
+            );
+        }
     }
 
     pub fn device(&self) -> &wgpu::Device {
@@ -188,14 +363,17 @@ impl Gpu {
 
     /// Records one dispatch of `kernel`. Binding 0 is the uniform block `params` (32-bit words, in
     /// the order of the WGSL struct); bindings 1.. are `args` in order.
-    pub fn dispatch(
+    pub fn dispatch<B: DeviceBuffer>(
         &self,
         kernel: &Kernel,
-        args: &[(&Tensor, Access)],
+        args: &[(&B, Access)],
         params: &[u32],
         groups: [u32; 3],
     ) {
-        if groups.contains(&0) {
+        for (t, _) in args {
+            self.check_device(kernel.entry, *t);
+        }
+        if groups.contains(&0) || self.ledger {
             return;
         }
         let max = self.limits.max_compute_workgroups_per_dimension;
@@ -211,6 +389,14 @@ impl Gpu {
             .lock()
             .unwrap()
             .get(&self.device, kernel, &access);
+        let pipeline = match pipeline {
+            Ok(p) => p,
+            Err(e) => {
+                // Reported by the next flush or sync: ops record, they do not fail.
+                self.defer_error(Error::Device(e));
+                return;
+            }
+        };
         let buffers = args
             .iter()
             .map(|(t, _)| (t.buffer().clone(), t.bytes()))
@@ -241,7 +427,11 @@ impl Gpu {
     }
 
     /// Records a zero fill of the whole tensor.
-    pub fn clear(&self, t: &Tensor) {
+    pub fn clear<B: DeviceBuffer>(&self, t: &B) {
+        self.check_device("clear", t);
+        if self.ledger {
+            return;
+        }
         self.recorder.lock().unwrap().commands.push(Command::Clear {
             buffer: t.buffer().clone(),
             size: t.bytes().div_ceil(4) * 4,
@@ -249,16 +439,19 @@ impl Gpu {
     }
 
     /// Records a copy of `src` into `dst` (the same byte size).
-    pub fn copy(&self, src: &Tensor, dst: &Tensor) {
+    pub fn copy<B: DeviceBuffer>(&self, src: &B, dst: &B) {
         assert_eq!(
             src.bytes(),
             dst.bytes(),
-            "copy {:?} {:?} -> {:?} {:?}",
-            src.name(),
-            src.shape(),
-            dst.name(),
-            dst.shape()
+            "copy {:?} -> {:?}",
+            src.label(),
+            dst.label(),
         );
+        self.check_device("copy", src);
+        self.check_device("copy", dst);
+        if self.ledger {
+            return;
+        }
         self.recorder.lock().unwrap().commands.push(Command::Copy {
             src: src.buffer().clone(),
             src_offset: 0,
@@ -270,20 +463,25 @@ impl Gpu {
 
     /// Records a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`
     /// (offsets and size multiples of 4).
-    pub fn copy_region(
+    pub fn copy_region<B: DeviceBuffer>(
         &self,
-        src: &Tensor,
+        src: &B,
         src_offset: u64,
-        dst: &Tensor,
+        dst: &B,
         dst_offset: u64,
         bytes: u64,
     ) {
         assert!(
             src_offset + bytes <= src.bytes() && dst_offset + bytes <= dst.bytes(),
             "copy_region {:?}[{src_offset}..+{bytes}] -> {:?}[{dst_offset}..]",
-            src.name(),
-            dst.name()
+            src.label(),
+            dst.label()
         );
+        self.check_device("copy_region", src);
+        self.check_device("copy_region", dst);
+        if self.ledger {
+            return;
+        }
         self.recorder.lock().unwrap().commands.push(Command::Copy {
             src: src.buffer().clone(),
             src_offset,
@@ -294,14 +492,12 @@ impl Gpu {
     }
 
     /// Writes `data` into `t`, ordered after everything recorded so far.
-    pub fn upload(&self, t: &Tensor, data: &[u8]) {
-        assert_eq!(
-            data.len() as u64,
-            t.bytes(),
-            "upload into {:?} {:?}",
-            t.name(),
-            t.shape()
-        );
+    pub fn upload<B: DeviceBuffer>(&self, t: &B, data: &[u8]) {
+        assert_eq!(data.len() as u64, t.bytes(), "upload into {:?}", t.label(),);
+        self.check_device("upload", t);
+        if self.ledger {
+            return;
+        }
         let mut padded;
         let data = if data.len() % 4 != 0 {
             padded = data.to_vec();
@@ -324,18 +520,46 @@ impl Gpu {
         }
     }
 
-    /// Submits everything recorded so far (one submit), without waiting.
-    pub fn flush(&self) {
+    /// Keeps the first error of recorded work for the next [`Gpu::flush`] to return.
+    fn defer_error(&self, e: Error) {
+        let mut pending = self.pending_error.lock().unwrap();
+        if pending.is_none() {
+            *pending = Some(e);
+        }
+    }
+
+    /// Submits everything recorded so far (one submit), without waiting. Encoding and the
+    /// submit run inside wgpu error scopes: work the device refuses (an invalid dispatch, a
+    /// pipeline it cannot build, memory it cannot find) is returned as an error, and the batch
+    /// it was in does not run.
+    pub fn flush(&self) -> Result<()> {
+        if let Some(e) = self.pending_error.lock().unwrap().take() {
+            self.recorder.lock().unwrap().commands.clear();
+            return Err(e);
+        }
         let mut rec = self.recorder.lock().unwrap();
+        if rec.is_empty() {
+            return Ok(());
+        }
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         if let Some(cb) = rec.encode(&self.device, &self.queue) {
             self.queue.submit([cb]);
             self.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(rec);
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        match (oom, invalid) {
+            (Some(e), _) => Err(Error::Device(format!("out of memory running a batch: {e}"))),
+            (None, Some(e)) => Err(Error::Device(e.to_string())),
+            (None, None) => Ok(()),
         }
     }
 
     /// Submits what is recorded and waits until the GPU has finished it.
     pub fn sync(&self) -> Result<()> {
-        self.flush();
+        self.flush()?;
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Readback(e.to_string()))?;
@@ -351,7 +575,7 @@ impl Gpu {
             self.sync()?;
             return Ok(None);
         }
-        self.flush();
+        self.flush()?;
         let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("wgtrain timing"),
             ty: wgpu::QueryType::Timestamp,
@@ -385,7 +609,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.flush();
+        self.flush()?;
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -419,7 +643,11 @@ impl Gpu {
 
     /// Reads the tensor's bytes back: a sync point (one submit holding all recorded work and the
     /// copy, then a wait).
-    pub fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+    pub fn read_bytes<B: DeviceBuffer>(&self, t: &B) -> Result<Vec<u8>> {
+        self.check_device("read", t);
+        if self.ledger {
+            return Ok(vec![0; t.bytes() as usize]);
+        }
         let size = t.bytes().div_ceil(4) * 4;
         let cached = self
             .readback
@@ -442,7 +670,7 @@ impl Gpu {
             dst_offset: 0,
             size,
         });
-        self.flush();
+        self.flush()?;
         let mut bytes = self.map_read(&staging)?;
         self.readback
             .lock()

@@ -33,13 +33,14 @@ impl PipelineCache {
     }
 
     /// The pipeline for `kernel`, built on first use. Its explicit layout is binding 0 = the
-    /// uniform block, then one storage buffer per entry of `access`, in order.
+    /// uniform block, then one storage buffer per entry of `access`, in order. Built inside a
+    /// validation error scope: a kernel the device refuses is an error (not cached), not a panic.
     pub fn get(
         &mut self,
         device: &wgpu::Device,
         kernel: &Kernel,
         access: &[Access],
-    ) -> Arc<CachedPipeline> {
+    ) -> Result<Arc<CachedPipeline>, String> {
         let key = Key {
             shader: kernel.shader,
             entry: kernel.entry,
@@ -50,8 +51,9 @@ impl PipelineCache {
                 .collect(),
         };
         if let Some(p) = self.pipelines.get(&key) {
-            return p.clone();
+            return Ok(p.clone());
         }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.modules.entry(kernel.shader).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.shader.name()),
@@ -104,6 +106,10 @@ impl PipelineCache {
             },
             cache: None,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            self.modules.remove(&kernel.shader);
+            return Err(format!("building the pipeline {label}: {e}"));
+        }
         let overrides: Vec<String> = kernel
             .overrides
             .iter()
@@ -119,6 +125,6 @@ impl PipelineCache {
             },
         });
         self.pipelines.insert(key, cached.clone());
-        cached
+        Ok(cached)
     }
 }

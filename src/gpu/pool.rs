@@ -7,10 +7,25 @@
 //! eight steps per power of two, so a class wastes at most 12.5 %. That rounding is what
 //! `held_bytes − live_bytes` calls internal fragmentation; freed-but-cached buffers are counted
 //! apart as `cached_bytes`.
+//!
+//! A pool in ledger mode ([`BufferPool::ledger`]) creates no buffers: it keeps the same books (every
+//! request, category, size class and reuse) over one shared placeholder buffer, so that running
+//! a training step on a ledger [`crate::Gpu`] measures what the step would allocate.
 
+use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Which device a buffer (and so a tensor) lives on: unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceId(pub u64);
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device #{}", self.0)
+    }
+}
 
 /// What a buffer is for; every byte is charged to exactly one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -86,12 +101,30 @@ pub struct MemoryStats {
     pub allocations: u64,
     /// Requests served from the cache.
     pub reuses: u64,
+    /// The most device memory the pool has held at once (live and cached buffers, by class).
+    pub peak_held: u64,
 }
 
 impl MemoryStats {
     /// Device memory the pool holds that no live tensor uses: rounding waste plus the cache.
     pub fn unusable_bytes(&self) -> u64 {
         self.held_live - self.live.total() + self.cached
+    }
+
+    /// Device memory held now (live buffers by size class, and cached free ones).
+    pub fn held(&self) -> u64 {
+        self.held_live + self.cached
+    }
+
+    /// Fragmentation as the course defines it: of the most memory the pool ever held, the share
+    /// no tensor needed, i.e. `1 − peak_total / peak_held` (rounding waste at the peak, and
+    /// cached buffers that the peak could not use). 0 for an empty pool.
+    pub fn fragmentation(&self) -> f64 {
+        if self.peak_held == 0 {
+            0.0
+        } else {
+            1.0 - self.peak_total as f64 / self.peak_held as f64
+        }
     }
 }
 
@@ -118,26 +151,58 @@ struct PoolState {
     /// Free buffers by size class, each with its creation number.
     free: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
     stats: MemoryStats,
+    /// Ledger mode only: every tensor name requested, with its largest request.
+    largest: Vec<(String, u64)>,
 }
 
 /// Cheap to clone: clones share one pool.
 #[derive(Clone)]
 pub struct BufferPool {
     device: wgpu::Device,
+    id: DeviceId,
+    /// Ledger mode: the one placeholder every request is handed (nothing is created).
+    placeholder: Option<wgpu::Buffer>,
     state: Arc<Mutex<PoolState>>,
 }
 
 impl BufferPool {
-    pub fn new(device: wgpu::Device) -> Self {
+    pub fn new(device: wgpu::Device, id: DeviceId) -> Self {
         BufferPool {
             device,
+            id,
+            placeholder: None,
             state: Arc::default(),
         }
     }
 
+    /// A pool that keeps the books of [`BufferPool::alloc`] without creating buffers.
+    pub fn ledger(device: wgpu::Device, id: DeviceId) -> Self {
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgtrain ledger placeholder"),
+            size: 256,
+            usage: POOL_USAGE,
+            mapped_at_creation: false,
+        });
+        BufferPool {
+            placeholder: Some(placeholder),
+            ..Self::new(device, id)
+        }
+    }
+
+    pub fn is_ledger(&self) -> bool {
+        self.placeholder.is_some()
+    }
+
+    /// Ledger mode: every tensor name requested so far and its largest request, in first-request
+    /// order (empty for a real pool).
+    pub fn requests(&self) -> Vec<(String, u64)> {
+        self.state.lock().unwrap().largest.clone()
+    }
+
     /// A buffer of at least `bytes` bytes charged to `category`. Its contents are unspecified:
-    /// callers that need zeros clear it through the recorder.
-    pub fn alloc(&self, label: &str, bytes: u64, category: Category) -> PooledBuffer {
+    /// callers that need zeros clear it through the recorder. The device's refusal (out of
+    /// memory, or a size it does not allow) is an error naming `label`.
+    pub fn alloc(&self, label: &str, bytes: u64, category: Category) -> Result<PooledBuffer> {
         let class = size_class(bytes);
         let mut st = self.state.lock().unwrap();
         // The oldest free buffer of the class, not the last freed: which buffer a tensor gets
@@ -154,32 +219,63 @@ impl BufferPool {
                 b
             }
             None => {
+                let buffer = match &self.placeholder {
+                    Some(p) => p.clone(),
+                    None => self.create(label, bytes, class)?,
+                };
                 st.stats.allocations += 1;
-                let serial = st.stats.allocations;
-                let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: class,
-                    usage: POOL_USAGE,
-                    mapped_at_creation: false,
-                });
-                (serial, buffer)
+                (st.stats.allocations, buffer)
             }
         };
+        if self.placeholder.is_some() {
+            match st.largest.iter_mut().find(|(n, _)| n == label) {
+                Some(e) => e.1 = e.1.max(bytes),
+                None => st.largest.push((label.to_string(), bytes)),
+            }
+        }
         let s = &mut st.stats;
         let i = category.index();
         s.live.0[i] += bytes;
         s.peak.0[i] = s.peak.0[i].max(s.live.0[i]);
         s.peak_total = s.peak_total.max(s.live.total());
         s.held_live += class;
+        s.peak_held = s.peak_held.max(s.held());
         drop(st);
-        PooledBuffer {
+        Ok(PooledBuffer {
             buffer,
             serial,
             bytes,
             class,
             category,
+            device: self.id,
             pool: self.state.clone(),
+        })
+    }
+
+    /// Creates a device buffer inside an error scope, so that a refusal is a value.
+    fn create(&self, label: &str, bytes: u64, class: u64) -> Result<wgpu::Buffer> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: class,
+            usage: POOL_USAGE,
+            mapped_at_creation: false,
+        });
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        if oom.is_some() {
+            return Err(Error::OutOfMemory {
+                tensor: label.to_string(),
+                bytes,
+            });
         }
+        if let Some(e) = invalid {
+            return Err(Error::Device(format!(
+                "creating the buffer for {label:?} ({bytes} bytes): {e}"
+            )));
+        }
+        Ok(buffer)
     }
 
     pub fn stats(&self) -> MemoryStats {
@@ -195,13 +291,34 @@ impl BufferPool {
 
     /// Destroys every cached free buffer, giving its memory back to the driver.
     pub fn trim(&self) {
+        self.trim_since(0);
+    }
+
+    /// The creation number of the newest buffer so far: buffers created after it are the ones
+    /// [`BufferPool::trim_since`] gives back.
+    pub fn mark(&self) -> u64 {
+        self.state.lock().unwrap().stats.allocations
+    }
+
+    /// Destroys the cached free buffers created after `mark`, keeping the older ones (e.g. a
+    /// training step's working set after an evaluation that needed buffers of other sizes).
+    pub fn trim_since(&self, mark: u64) {
         let mut st = self.state.lock().unwrap();
-        for (_, bufs) in st.free.drain() {
-            for (_, b) in bufs {
-                b.destroy();
-            }
+        let st = &mut *st;
+        let ledger = self.placeholder.is_some();
+        for (class, bufs) in st.free.iter_mut() {
+            bufs.retain(|(serial, b)| {
+                let keep = *serial <= mark;
+                if !keep {
+                    st.stats.cached -= class;
+                    if !ledger {
+                        b.destroy();
+                    }
+                }
+                keep
+            });
         }
-        st.stats.cached = 0;
+        st.free.retain(|_, bufs| !bufs.is_empty());
     }
 }
 
@@ -213,12 +330,17 @@ pub struct PooledBuffer {
     bytes: u64,
     class: u64,
     category: Category,
+    device: DeviceId,
     pool: Arc<Mutex<PoolState>>,
 }
 
 impl PooledBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+    /// The device the buffer was created on.
+    pub fn device(&self) -> DeviceId {
+        self.device
     }
     /// Bytes requested (what the category is charged).
     pub fn bytes(&self) -> u64 {

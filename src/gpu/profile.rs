@@ -25,7 +25,7 @@ impl Gpu {
             self.sync()?;
             return Ok(None);
         }
-        self.flush();
+        self.flush()?;
         self.recorder.lock().unwrap().profiling = true;
         let result = work().and_then(|_| self.sync());
         let batches = {

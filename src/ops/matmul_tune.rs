@@ -1,6 +1,7 @@
-//! Which matmul kernel, and which tile shape, each layout uses on this adapter: a short autotune
-//! on first use, remembered for the process and cached on disk per adapter, driver and wgtrain
-//! version (`<OS cache dir>/wgtrain/matmul-tune.json`, or `$WGTRAIN_CACHE_DIR`).
+//! Which matmul kernel, and which tile shape, each layout uses on a device: a short autotune on
+//! first use, remembered by that [`Gpu`] (its per-device state) and cached on disk per adapter,
+//! driver, enabled features, wgtrain version and kernel source
+//! (`<OS cache dir>/wgtrain/matmul-tune.json`, or `$WGTRAIN_CACHE_DIR`).
 //!
 //! Where the adapter has subgroups of at least 8 lanes the candidates are the register-blocked
 //! vec4 kernel (`matmul.wgsl`) and the subgroup kernel (`matmul_subgroup.wgsl`) at the tile
@@ -19,7 +20,6 @@ use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// A matmul kernel for operands whose M, N and K are multiples of 4.
@@ -84,9 +84,11 @@ impl std::str::FromStr for MatmulKernel {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
     pub kernel: MatmulKernel,
-    /// "measured" (autotuned in this process: checked against f64, and timed when more than one
-    /// candidate passed), "cached" (read from the disk cache), "forced" (`WGTRAIN_MATMUL`) or
-    /// "only candidate" (no subgroups of 8 lanes).
+    /// "measured" (autotuned in this process: checked against f64, and timed because more than
+    /// one candidate passed), "checked" (the one candidate this adapter kind tries, checked
+    /// against f64, nothing timed), "cached" (read from the disk cache), "forced"
+    /// (`WGTRAIN_MATMUL`), "only candidate" (no subgroups of 8 lanes) or "ledger" (a planning
+    /// twin that runs nothing).
     pub source: &'static str,
     /// Autotune wall time in ms (0 unless measured).
     pub tune_ms: f64,
@@ -110,12 +112,9 @@ pub fn layout_index(layout: Layout) -> usize {
     }
 }
 
-/// Decisions for every adapter this process has used, by [`adapter_key`]; the lock also makes
-/// two Gpus on one adapter tune once, not twice at the same time.
-static TUNINGS: Mutex<Option<HashMap<String, Tuning>>> = Mutex::new(None);
-
-/// The adapter, driver, wgtrain version and the kernels' source: a cached choice is reused only
-/// when all match (a kernel edited during development must be measured again).
+/// The adapter, driver, the device's enabled features, wgtrain version and the kernels' source: a
+/// cached choice is reused only when all match (a device opened without SUBGROUP must not be
+/// handed the subgroup kernel; a kernel edited during development must be measured again).
 pub fn adapter_key(gpu: &Gpu) -> String {
     let i = gpu.info();
     // FNV-1a over both kernel files.
@@ -127,11 +126,12 @@ pub fn adapter_key(gpu: &Gpu) -> String {
         h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
     }
     format!(
-        "{} | {:?} | {} {} | wgtrain {} | kernels {h:016x}",
+        "{} | {:?} | {} {} | features {:?} | wgtrain {} | kernels {h:016x}",
         i.name,
         i.backend,
         i.driver,
         i.driver_info,
+        gpu.features() & crate::gpu::OPTIONAL_FEATURES,
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -141,17 +141,29 @@ pub fn subgroups_usable(gpu: &Gpu) -> bool {
     gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.info().subgroup_min_size >= 8
 }
 
-/// The tuning for this Gpu's adapter: from memory, the environment, the disk cache, or a fresh
-/// autotune (which submits work recorded so far, then times each candidate).
+/// The tuning of this device: from its own state, the environment, the disk cache, or a fresh
+/// autotune (which submits work recorded so far, then times each candidate). Each [`Gpu`] keeps
+/// its own, and no lock is held while it is decided. A ledger twin ([`Gpu::ledger`]) copies its
+/// device's tuning; one made before any tuning takes the kernel the device would use without
+/// timing anything (its dispatches never run).
 pub fn tuning(gpu: &Gpu) -> Tuning {
-    let key = adapter_key(gpu);
-    let mut guard = TUNINGS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
-    if let Some(t) = map.get(&key) {
-        return t.clone();
+    if let Some(t) = gpu.state::<Tuning>() {
+        return t;
     }
-    let t = decide(gpu, &key);
-    map.insert(key, t.clone());
+    let t = if gpu.is_ledger() {
+        let kernel = if subgroups_usable(gpu) {
+            MatmulKernel::Subgroup {
+                row_groups: CPU_TUNE_TILES[0].0,
+                col_groups: CPU_TUNE_TILES[0].1,
+            }
+        } else {
+            MatmulKernel::Blocked
+        };
+        Tuning::new(kernel, "ledger")
+    } else {
+        decide(gpu, &adapter_key(gpu))
+    };
+    gpu.set_state(t.clone());
     t
 }
 
@@ -173,7 +185,7 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
         return Tuning::new(kernel, "cached");
     }
     let t0 = Instant::now();
-    let kernel = match autotune(gpu) {
+    let (kernel, timed) = match autotune(gpu) {
         Ok(k) => k,
         Err(e) => {
             log::warn!("matmul autotune failed ({e}); using the blocked kernel");
@@ -187,7 +199,7 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
     log::info!("matmul autotune: {kernel} ({tune_ms:.0} ms)");
     Tuning {
         kernel,
-        source: "measured",
+        source: if timed { "measured" } else { "checked" },
         tune_ms,
     }
 }
@@ -243,10 +255,13 @@ pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
 };
 
 /// Times each of [`tune_candidates`] on A·B and returns the fastest whose result matches an f64
-/// reference computed here (a kernel the device runs wrongly is never chosen). Work recorded
-/// before the call is submitted first.
-fn autotune(gpu: &Gpu) -> crate::Result<MatmulKernel> {
+/// reference computed here (a kernel the device runs wrongly is never chosen), and whether the
+/// candidates were timed (not when only one passed). Work recorded before the call is submitted
+/// first; the autotune's buffers are given back to the device before it returns, so that a
+/// training step's peak and the pool's held bytes never include them.
+fn autotune(gpu: &Gpu) -> crate::Result<(MatmulKernel, bool)> {
     gpu.sync()?;
+    let mark = gpu.pool().mark();
     let mut rng = Rng::new(7);
     let (m, n, k) = (CHECK_M, CHECK_N, CHECK_K);
     let (av, bv) = (
@@ -270,13 +285,6 @@ fn autotune(gpu: &Gpu) -> crate::Result<MatmulKernel> {
     );
     let c = Tensor::zeros(gpu, "autotune check c", &[m * n], ws)?;
     let check = MatmulDims::new(m, n, k, Layout::NN);
-    let (tm, tn, tk) = (TUNE_M, TUNE_N, TUNE_K);
-    let (ta, tb, tc) = (
-        Tensor::zeros(gpu, "autotune a", &[tm * tk], ws)?,
-        Tensor::zeros(gpu, "autotune b", &[tk * tn], ws)?,
-        Tensor::zeros(gpu, "autotune c", &[tm * tn], ws)?,
-    );
-    let timed = MatmulDims::new(tm, tn, tk, Layout::NN);
     let mut valid = vec![];
     for kernel in tune_candidates(gpu) {
         // The first run compiles the pipeline; f32 sums of k products of values in [-1, 1]
@@ -297,19 +305,36 @@ fn autotune(gpu: &Gpu) -> crate::Result<MatmulKernel> {
     // (another tenant on the host, a core shared with another thread) then slows them alike.
     // One candidate left needs no timing.
     let rounds = if valid.len() > 1 { 5 } else { 0 };
-    for _ in 0..rounds {
-        for (fastest, kernel) in &mut valid {
-            let t = Instant::now();
-            let ms = gpu.gpu_time_ms(|| {
-                super::matmul::matmul_with(gpu, *kernel, timed, &ta, &tb, None, &tc, false)
-            })?;
-            *fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
+    if rounds > 0 {
+        let (tm, tn, tk) = (TUNE_M, TUNE_N, TUNE_K);
+        let (ta, tb, tc) = (
+            Tensor::zeros(gpu, "autotune a", &[tm * tk], ws)?,
+            Tensor::zeros(gpu, "autotune b", &[tk * tn], ws)?,
+            Tensor::zeros(gpu, "autotune c", &[tm * tn], ws)?,
+        );
+        let timed = MatmulDims::new(tm, tn, tk, Layout::NN);
+        for _ in 0..rounds {
+            for (fastest, kernel) in &mut valid {
+                let t = Instant::now();
+                let ms = gpu.gpu_time_ms(|| {
+                    super::matmul::matmul_with(gpu, *kernel, timed, &ta, &tb, None, &tc, false)
+                })?;
+                *fastest = fastest.min(ms.unwrap_or_else(|| t.elapsed().as_secs_f64() * 1e3));
+            }
         }
     }
-    Ok(valid
-        .into_iter()
-        .min_by(|x, y| x.0.total_cmp(&y.0))
-        .map_or(MatmulKernel::Blocked, |(_, kernel)| kernel))
+    // Everything above has finished (each timing and check waits); its buffers go back to the
+    // driver rather than into the pool's cache.
+    gpu.sync()?;
+    drop((a, b, c));
+    gpu.pool().trim_since(mark);
+    Ok((
+        valid
+            .into_iter()
+            .min_by(|x, y| x.0.total_cmp(&y.0))
+            .map_or(MatmulKernel::Blocked, |(_, kernel)| kernel),
+        rounds > 0,
+    ))
 }
 
 fn cache_path() -> Option<PathBuf> {

@@ -52,13 +52,15 @@ pub fn save(
     meta: &CheckpointMeta,
 ) -> Result<()> {
     let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
+    // I4 tensors: safetensors has no 4-bit integer type, so they are stored as their packed
+    // bytes (U8) and their shape goes in the metadata.
+    let mut packed: HashMap<String, Vec<usize>> = HashMap::new();
     let mut add = |name: String, t: &Tensor| -> Result<()> {
-        let dtype = match t.dtype() {
-            DType::F32 => Dtype::F32,
-            DType::U32 => Dtype::U32,
-            DType::F16 => Dtype::F16,
-        };
-        named.push((name, dtype, t.shape().to_vec(), gpu.read_bytes(t)?));
+        let (dtype, shape) = file_dtype(t.dtype(), t.shape());
+        if t.dtype() == DType::I4 {
+            packed.insert(name.clone(), t.shape().to_vec());
+        }
+        named.push((name, dtype, shape, gpu.read_bytes(t)?));
         Ok(())
     };
     for (p, slots) in params.iter().zip(state) {
@@ -86,8 +88,26 @@ pub fn save(
     );
     info.insert("rng".to_string(), serde_json::to_string(&meta.rng).unwrap());
     info.insert("config".to_string(), meta.config.clone());
+    if !packed.is_empty() {
+        info.insert("i4".to_string(), serde_json::to_string(&packed).unwrap());
+    }
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(path, e))?;
     write_atomically(path, &bytes)
+}
+
+/// How a tensor of `dtype` and `shape` is stored in safetensors: its own type, except I4 (bytes).
+fn file_dtype(dtype: DType, shape: &[usize]) -> (Dtype, Vec<usize>) {
+    match dtype {
+        DType::F32 => (Dtype::F32, shape.to_vec()),
+        DType::U32 => (Dtype::U32, shape.to_vec()),
+        DType::F16 => (Dtype::F16, shape.to_vec()),
+        DType::BF16 => (Dtype::BF16, shape.to_vec()),
+        DType::I8 => (Dtype::I8, shape.to_vec()),
+        DType::I4 => (
+            Dtype::U8,
+            vec![DType::I4.bytes_for(shape.iter().product()) as usize],
+        ),
+    }
 }
 
 /// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
@@ -158,19 +178,36 @@ impl Checkpoint {
             rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
             config: field("config")?.clone(),
         };
+        let packed: HashMap<String, Vec<usize>> = match info.get("i4") {
+            Some(s) => serde_json::from_str(s).map_err(|e| err(path, format!("i4: {e}")))?,
+            None => HashMap::new(),
+        };
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            let dtype = match view.dtype() {
-                Dtype::F32 => DType::F32,
-                Dtype::U32 => DType::U32,
-                other => {
+            let (dtype, shape) = match (view.dtype(), packed.get(&name)) {
+                (Dtype::U8, Some(shape)) => (DType::I4, shape.clone()),
+                (Dtype::F32, None) => (DType::F32, view.shape().to_vec()),
+                (Dtype::U32, None) => (DType::U32, view.shape().to_vec()),
+                (Dtype::F16, None) => (DType::F16, view.shape().to_vec()),
+                (Dtype::BF16, None) => (DType::BF16, view.shape().to_vec()),
+                (Dtype::I8, None) => (DType::I8, view.shape().to_vec()),
+                (other, _) => {
                     return Err(err(
                         path,
-                        format!("tensor {name} is {other:?}; wgtrain reads F32 and U32"),
+                        format!(
+                            "tensor {name} is {other:?}; wgtrain reads F32, U32, F16, BF16, I8 \
+                             and I4 (stored as U8 bytes)"
+                        ),
                     ));
                 }
             };
-            tensors.insert(name, (dtype, view.shape().to_vec(), view.data().to_vec()));
+            if DType::bytes_for(dtype, shape.iter().product()) != view.data().len() as u64 {
+                return Err(err(
+                    path,
+                    format!("tensor {name}: size does not match its shape"),
+                ));
+            }
+            tensors.insert(name, (dtype, shape, view.data().to_vec()));
         }
         Ok(Checkpoint {
             path: path.to_path_buf(),

@@ -191,7 +191,7 @@ impl<'g> Trainer<'g> {
         if read_loss {
             Ok(Some(self.loss_sum.to_f32(gpu)?[0] / count as f32))
         } else {
-            gpu.flush();
+            gpu.flush()?;
             Ok(None)
         }
     }

@@ -50,7 +50,7 @@ fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
             for _ in 0..3 {
                 scale(&gpu, &x, 2.0, &y);
                 scale(&gpu, &y, 0.5, &x);
-                gpu.flush(); // work that submits as it goes is profiled whole
+                gpu.flush().unwrap(); // work that submits as it goes is profiled whole
             }
             add(&gpu, &x, &y, &z);
             Ok(())

@@ -6,6 +6,7 @@
 mod reference;
 
 mod cli;
+mod devices;
 mod gradients;
 mod memory;
 mod planner;
