@@ -7,7 +7,7 @@
 use wgtrain::nn::gpt::GptBatch;
 use wgtrain::nn::{zero_grads, Gpt, GptConfig};
 use wgtrain::ops::reduce::{reduce, Reduction};
-use wgtrain::optim::{Optimizer, OptimizerConfig, OptimizerName};
+use wgtrain::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Gpu, Tensor};
 
@@ -26,6 +26,7 @@ fn main() -> Result<(), wgtrain::Error> {
     let mut opt = Optimizer::new(&gpu, &adamw, 1.0, &model.params())?;
     let text = b"the quick brown fox jumps over the lazy dog. ".repeat(4);
     let loss_sum = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
+    let norm_sq = Tensor::zeros(&gpu, "grad norm²", &[1], Category::Workspace)?;
 
     for step in 0..30 {
         // a batch of 4 windows of 16 bytes, each target the next byte
@@ -42,7 +43,9 @@ fn main() -> Result<(), wgtrain::Error> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &batch, 1.0 / batch.n_targets as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss_sum, 0, false)?;
-        opt.step(&gpu, &params, 3e-3)?;
+        // the global gradient norm (clipping to 1.0), then the update that reads it
+        grad_norm_sq(&gpu, &params, &norm_sq)?;
+        opt.step(&gpu, &params, 3e-3, &norm_sq)?;
         if step % 10 == 9 {
             // reading the loss is the step's one sync point
             let loss = loss_sum.to_f32(&gpu)?[0] / batch.n_targets as f32;

@@ -8,7 +8,7 @@ use crate::nn::gpt::GptBatch;
 use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig};
 use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
 use crate::ops::reduce::{reduce, Reduction};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerName};
+use crate::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -245,11 +245,13 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
     let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
+    let norm_sq = Tensor::zeros(&gpu, "grad norm²", &[1], Category::Workspace)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
-        opt.step(&gpu, &params, 1e-3)?;
+        grad_norm_sq(&gpu, &params, &norm_sq)?;
+        opt.step(&gpu, &params, 1e-3, &norm_sq)?;
         gpu.flush()?;
         Ok(())
     };
@@ -294,11 +296,13 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
+    let norm_sq = Tensor::zeros(&gpu, "grad norm²", &[1], Category::Workspace)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
-        opt.step(&gpu, &params, 1e-3)?;
+        grad_norm_sq(&gpu, &params, &norm_sq)?;
+        opt.step(&gpu, &params, 1e-3, &norm_sq)?;
         gpu.flush()?;
         Ok(())
     };

@@ -58,7 +58,7 @@ fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
         Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
-        Command::Plan(p) => cli::plan::run(p),
+        Command::Plan(p) => cli::plan::run(args.adapter.as_deref(), p),
         Command::Optimize(o) => cli::optimize::run(args.adapter.as_deref(), o),
         Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),

@@ -3,7 +3,9 @@
 use super::train::{resolve_config, TrainArgs};
 use anyhow::Result;
 use wgtrain::gpu::Category;
-use wgtrain::memory::plan;
+use wgtrain::memory::plan_resumed;
+use wgtrain::train::checkpoint::Checkpoint;
+use wgtrain::Gpu;
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -18,10 +20,18 @@ fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-pub fn run(args: PlanArgs) -> Result<()> {
-    let config = resolve_config(&args.train, None)?;
-    let config = super::train::apply_max_memory(&args.train, config)?;
-    let p = plan(&config)?;
+pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
+    let ckpt = args
+        .train
+        .resume
+        .as_deref()
+        .map(Checkpoint::load)
+        .transpose()?;
+    let config = resolve_config(&args.train, ckpt.as_ref())?;
+    config.validate()?;
+    let gpu = Gpu::new(adapter)?;
+    let config = super::train::apply_max_memory(&gpu, &args.train, config)?;
+    let p = plan_resumed(&gpu, &config, ckpt.as_ref())?;
     let name = config.optimizer.name;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p.to_json(name))?);
@@ -29,13 +39,14 @@ pub fn run(args: PlanArgs) -> Result<()> {
     }
     let (fp, fg, fo) = p.formula();
     println!(
-        "plan for {:?} on {:?}: batch {} ({} x {} micro-batches), checkpoint {}, optimizer {}",
+        "plan for {:?} on {:?} ({}): batch {} ({} x {} micro-batches), recompute {}, optimizer {}",
         config.model,
         config.data,
+        gpu.info().name,
         config.batch_size,
         config.accumulation(),
         config.micro_batch(),
-        config.checkpoint.name(),
+        config.recompute.name(),
         name.as_str()
     );
     println!(

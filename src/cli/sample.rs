@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use wgtrain::rng::Rng;
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::eval::{evaluate, generate};
-use wgtrain::train::{load_model, load_task, Model};
+use wgtrain::train::{load_model, load_task};
 use wgtrain::Gpu;
 
 #[derive(clap::Args)]
@@ -34,17 +34,17 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
     let (_, model) = load_model(&gpu, &ckpt)?;
-    let Model::Gpt(g) = &model else {
+    if model.context().is_none() {
         bail!(
             "{} holds an mlp classifier, which does not generate text; use `wgtrain eval`",
             args.checkpoint.display()
         );
-    };
+    }
     let prompt: Vec<u32> = args.prompt.bytes().map(u32::from).collect();
     let mut rng = Rng::new(args.seed);
     let out = generate(
         &gpu,
-        g,
+        model.as_ref(),
         &prompt,
         args.tokens,
         args.temperature,
@@ -74,7 +74,7 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
         config.validate()?;
     }
     let task = load_task(&config)?;
-    let r = evaluate(&gpu, &model, &task, &config)?;
+    let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
     println!(
         "{} (step {}, data {})",
         super::train::describe(&r),

@@ -11,7 +11,7 @@ use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::eval::addition_answers;
 use wgtrain::train::metrics::Metrics;
-use wgtrain::train::{Model, ModelKind, Task, TrainConfig, Trainer};
+use wgtrain::train::{ModelKind, Task, TrainConfig, Trainer};
 use wgtrain::Gpu;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -35,9 +35,14 @@ pub struct TrainArgs {
     /// Samples run at once; gradients accumulate to --batch-size.
     #[arg(long)]
     micro_batch_size: Option<usize>,
-    /// Activation checkpointing of the GPT's blocks: none | all | every:K | sqrt
+    /// Gradient checkpointing (activation recomputation) of the GPT's blocks:
+    /// none | all | every:K | sqrt
     #[arg(long)]
-    checkpoint: Option<String>,
+    recompute: Option<String>,
+    /// Freeze these parameters (comma-separated names or prefixes ending in *, e.g.
+    /// "wte,wpe,h.0.*"): no gradient, no optimizer state.
+    #[arg(long)]
+    freeze: Option<String>,
     #[arg(long)]
     lr: Option<f32>,
     #[arg(long)]
@@ -60,7 +65,7 @@ pub struct TrainArgs {
     /// Continue from a checkpoint (its config is the base unless --config is given; flags still
     /// override). The run continues up to --steps.
     #[arg(long)]
-    resume: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -111,8 +116,15 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     if let Some(m) = args.micro_batch_size {
         config.micro_batch_size = m;
     }
-    if let Some(c) = &args.checkpoint {
-        config.checkpoint = wgtrain::nn::Recompute::parse(c).map_err(anyhow::Error::msg)?;
+    if let Some(c) = &args.recompute {
+        config.recompute = wgtrain::nn::Recompute::parse(c).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(f) = &args.freeze {
+        config.freeze = f
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     if let Some(lr) = args.lr {
         config.lr = lr;
@@ -129,20 +141,20 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     Ok(config)
 }
 
-/// With --max-memory: the largest micro-batch and lightest checkpoint policy that fit, or an
-/// error saying what the smallest configuration needs.
-pub fn apply_max_memory(args: &TrainArgs, config: TrainConfig) -> Result<TrainConfig> {
+/// With --max-memory: the largest micro-batch and lightest recompute policy that fit on `gpu`,
+/// or an error saying what the smallest configuration needs.
+pub fn apply_max_memory(gpu: &Gpu, args: &TrainArgs, config: TrainConfig) -> Result<TrainConfig> {
     let Some(size) = &args.max_memory else {
         return Ok(config);
     };
     let budget = wgtrain::memory::parse_size(size).map_err(anyhow::Error::msg)?;
-    let chosen = wgtrain::memory::fit(&config, budget).map_err(anyhow::Error::msg)?;
+    let chosen = wgtrain::memory::fit(gpu, &config, budget).map_err(anyhow::Error::msg)?;
     eprintln!(
-        "--max-memory {size}: micro-batch {} (x{}), checkpoint {}: predicted peak {} bytes",
+        "--max-memory {size}: micro-batch {} (x{}), recompute {}: predicted peak {} bytes",
         chosen.micro_batch(),
         chosen.accumulation(),
-        chosen.checkpoint.name(),
-        wgtrain::memory::plan(&chosen)?.total
+        chosen.recompute.name(),
+        wgtrain::memory::plan(gpu, &chosen)?.total
     );
     Ok(chosen)
 }
@@ -166,37 +178,40 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
-    let config = apply_max_memory(&args, config)?;
-    let plan = wgtrain::memory::plan(&config)?;
+    let started = Instant::now();
+    let gpu = Gpu::new(adapter)?;
+    let config = apply_max_memory(&gpu, &args, config)?;
+    // The whole run on a ledger first: every tensor it will allocate is checked against the
+    // adapter's limits (an error names the first too large), and the peaks are predicted.
+    let plan = wgtrain::memory::plan_resumed(&gpu, &config, ckpt.as_ref())?;
     let out_dir = config.out.as_ref().map(PathBuf::from);
     if let Some(dir) = &out_dir {
         prepare_out_dir(dir)?;
     }
     let mut metrics = Metrics::create(config.metrics.as_deref().map(Path::new))?;
 
-    let started = Instant::now();
-    let gpu = Gpu::new(adapter)?;
-    // Every tensor the run will allocate, against the adapter's limits, before anything runs.
-    for (name, bytes) in &plan.tensors {
-        gpu.check_size(name, *bytes)?;
-    }
     let mut trainer = Trainer::new(&gpu, config)?;
     if let Some(ckpt) = &ckpt {
-        trainer.resume(ckpt)?;
+        for line in trainer.resume(ckpt)?.describe() {
+            eprintln!("resume: {line}");
+        }
     }
     let c = trainer.config.clone();
-    let what = match &trainer.model {
-        Model::Gpt(g) => format!(
-            "gpt ({} layers, {} heads, d_model {}, context {})",
-            g.config.n_layer, g.config.n_head, g.config.n_embd, g.config.block_size
-        ),
-        Model::Mlp(m) => format!(
-            "mlp ({:?} hidden, {:?})",
-            m.config.hidden, m.config.activation
-        ),
+    let frozen = trainer.model.num_params()
+        - trainer
+            .model
+            .trainable_params()
+            .iter()
+            .map(|p| p.numel())
+            .sum::<usize>();
+    let frozen = if frozen > 0 {
+        format!(" ({frozen} frozen)")
+    } else {
+        String::new()
     };
     eprintln!(
-        "wgtrain: {what}, {} parameters, data {}, on {} ({:?})",
+        "wgtrain: {}, {} parameters{frozen}, data {}, on {} ({:?})",
+        trainer.model.describe(),
         trainer.model.num_params(),
         c.data,
         gpu.info().name,
@@ -211,13 +226,13 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     }
     let h = trainer.optimizer.hyper;
     eprintln!(
-        "steps {} (from {}), batch {} ({} x {} micro-batches), checkpoint {}, optimizer {}, grad clip {}",
+        "steps {} (from {}), batch {} ({} x {} micro-batches), recompute {}, optimizer {}, grad clip {}",
         c.steps,
         trainer.step,
         c.effective_batch(),
         c.accumulation(),
         c.micro_batch(),
-        c.checkpoint.name(),
+        c.recompute.name(),
         h.describe(),
         c.grad_clip
     );
@@ -226,7 +241,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         c.schedule.describe(c.lr, c.effective_batch())
     );
 
-    let unit = if matches!(trainer.model, Model::Gpt(_)) {
+    let unit = if c.model == ModelKind::Gpt {
         "tokens_per_s"
     } else {
         "samples_per_s"
@@ -334,9 +349,9 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         mem.peak_total as f64 / (1 << 20) as f64,
         mem.unusable_bytes() as f64 / (1 << 20) as f64
     );
-    if let (Model::Gpt(g), Task::Addition(a)) = (&trainer.model, &trainer.task) {
+    if let Task::Addition(a) = &trainer.task {
         let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();
-        let answers = addition_answers(&gpu, g, a, &shown)?;
+        let answers = addition_answers(&gpu, trainer.model.as_ref(), a, &shown)?;
         eprintln!("held-out problems (the model's answer, read back in normal digit order):");
         for (&(x, y), ans) in shown.iter().zip(&answers) {
             let got = a.parse_answer(ans);
@@ -360,7 +375,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
 }
 
 pub fn eval_json(step: u64, r: &wgtrain::train::EvalResult) -> serde_json::Value {
-    let mut v = json!({"step": step, "eval_loss": r.loss});
+    let mut v = json!({"step": step, "eval_loss": r.loss, "eval_on": r.source});
     if let Some(a) = r.accuracy {
         v["accuracy"] = a.into();
     }
@@ -370,6 +385,6 @@ pub fn eval_json(step: u64, r: &wgtrain::train::EvalResult) -> serde_json::Value
 pub fn describe(r: &wgtrain::train::EvalResult) -> String {
     match r.accuracy {
         Some(a) => format!("eval loss {:.4} | accuracy {:.2} %", r.loss, 100.0 * a),
-        None => format!("eval loss {:.4}", r.loss),
+        None => format!("eval loss {:.4} (on the {})", r.loss, r.source),
     }
 }

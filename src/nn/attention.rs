@@ -83,4 +83,10 @@ impl CausalSelfAttention {
         p.extend(self.proj.params());
         p
     }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = self.qkv.params_mut();
+        p.extend(self.proj.params_mut());
+        p
+    }
 }

@@ -144,4 +144,13 @@ impl Block {
         p.extend(self.fc_proj.params());
         p
     }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = self.ln1.params_mut();
+        p.extend(self.attn.params_mut());
+        p.extend(self.ln2.params_mut());
+        p.extend(self.fc.params_mut());
+        p.extend(self.fc_proj.params_mut());
+        p
+    }
 }

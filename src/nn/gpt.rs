@@ -92,6 +92,18 @@ impl GptBatch {
                 config.block_size
             )));
         }
+        // A target past the vocabulary would read as padding (no loss, no gradient): refuse it.
+        if let Some(position) = targets
+            .iter()
+            .position(|&t| t != PAD && t as usize >= config.vocab_size)
+        {
+            return Err(Error::IndexOutOfRange {
+                name: "targets".into(),
+                position,
+                index: targets[position] as u64,
+                size: config.vocab_size as u64,
+            });
+        }
         let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq as u32).collect();
         Ok(GptBatch {
             tokens: EmbeddingIndex::new(gpu, "tokens", tokens, config.vocab_size)?,
@@ -161,6 +173,16 @@ impl Gpt {
             p.extend(b.params());
         }
         p.extend(self.ln_f.params());
+        p
+    }
+
+    /// [`Gpt::params`], mutably (to freeze some).
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = vec![&mut self.wte, &mut self.wpe];
+        for b in &mut self.blocks {
+            p.extend(b.params_mut());
+        }
+        p.extend(self.ln_f.params_mut());
         p
     }
 
@@ -279,17 +301,19 @@ impl Gpt {
             None,
             false,
         );
-        matmul_backward(
-            gpu,
-            d,
-            &xf,
-            &self.wte.value,
-            &dlogits,
-            None,
-            Some(&self.wte.grad),
-            None,
-            self.wte.accumulate_grad(),
-        );
+        if let Some((dwte, accumulate)) = self.wte.grad_write() {
+            matmul_backward(
+                gpu,
+                d,
+                &xf,
+                &self.wte.value,
+                &dlogits,
+                None,
+                Some(dwte),
+                None,
+                accumulate,
+            );
+        }
         drop(dlogits);
         drop(xf);
         let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
@@ -306,10 +330,12 @@ impl Gpt {
                 .expect("an input for every block reached by backward");
             dx = self.blocks[i].backward(gpu, &x, cache, &dx)?;
         }
-        let accumulate = self.wte.accumulate_grad();
-        embedding_backward(gpu, &batch.tokens, &dx, &self.wte.grad, accumulate);
-        let accumulate = self.wpe.accumulate_grad();
-        embedding_backward(gpu, &batch.positions, &dx, &self.wpe.grad, accumulate);
+        if let Some((dwte, accumulate)) = self.wte.grad_write() {
+            embedding_backward(gpu, &batch.tokens, &dx, dwte, accumulate);
+        }
+        if let Some((dwpe, accumulate)) = self.wpe.grad_write() {
+            embedding_backward(gpu, &batch.positions, &dx, dwpe, accumulate);
+        }
         Ok(losses)
     }
 

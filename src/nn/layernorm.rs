@@ -60,9 +60,28 @@ impl LayerNorm {
         dout: &Tensor,
     ) -> Result<Tensor> {
         let dx = activation(gpu, "ln.dx", x.shape())?;
-        // one kernel writes both: it adds if either gradient holds more than zeros (adding to
-        // the zeros of the other is the same sum)
-        let accumulate = self.w.accumulate_grad() | self.b.accumulate_grad();
+        // One kernel writes both parameter gradients: it adds if either holds more than zeros
+        // (adding to the zeros of the other is the same sum). A frozen one's share lands in a
+        // scratch row; with both frozen the kernel does not run.
+        let scratch = |p: &Param| -> Result<Option<Tensor>> {
+            match p.grad {
+                Some(_) => Ok(None),
+                None => Tensor::empty(
+                    gpu,
+                    "ln frozen grad",
+                    p.value.shape(),
+                    crate::tensor::DType::F32,
+                    crate::gpu::Category::Workspace,
+                )
+                .map(Some),
+            }
+        };
+        let (sw, sb) = (scratch(&self.w)?, scratch(&self.b)?);
+        let params = (self.w.trainable() || self.b.trainable()).then(|| {
+            self.w.trainable()
+                && self.w.accumulate_grad() | self.b.trainable()
+                && self.b.accumulate_grad()
+        });
         layernorm_backward(
             gpu,
             dout,
@@ -71,14 +90,18 @@ impl LayerNorm {
             &cache.mean,
             &cache.rstd,
             &dx,
-            &self.w.grad,
-            &self.b.grad,
-            accumulate,
+            sw.as_ref().unwrap_or_else(|| self.w.grad()),
+            sb.as_ref().unwrap_or_else(|| self.b.grad()),
+            params,
         );
         Ok(dx)
     }
 
     pub fn params(&self) -> Vec<&Param> {
         vec![&self.w, &self.b]
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.w, &mut self.b]
     }
 }

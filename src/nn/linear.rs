@@ -85,32 +85,29 @@ impl Linear {
         matmul_bias_relu(gpu, self.dims(x), x, &self.w.value, &b.value, out);
     }
 
-    /// dW += doutᵀ·x, db += Σ_rows dout, and dx = dout·W when asked.
+    /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked.
     pub fn backward(&self, gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: Option<&Tensor>) {
         let d = self.dims(x);
         let w = &self.w.value;
         if let Some(dx) = dx {
             matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
         }
-        let accumulate = self.w.accumulate_grad();
-        matmul_backward(
-            gpu,
-            d,
-            x,
-            w,
-            dout,
-            None,
-            Some(&self.w.grad),
-            None,
-            accumulate,
-        );
-        if let Some(b) = &self.b {
-            let accumulate = b.accumulate_grad();
-            matmul_backward(gpu, d, x, w, dout, None, None, Some(&b.grad), accumulate);
+        // frozen weights and biases get no gradient
+        if let Some((dw, accumulate)) = self.w.grad_write() {
+            matmul_backward(gpu, d, x, w, dout, None, Some(dw), None, accumulate);
+        }
+        if let Some((db, accumulate)) = self.b.as_ref().and_then(Param::grad_write) {
+            matmul_backward(gpu, d, x, w, dout, None, None, Some(db), accumulate);
         }
     }
 
     pub fn params(&self) -> Vec<&Param> {
         std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.w)
+            .chain(self.b.as_mut())
+            .collect()
     }
 }

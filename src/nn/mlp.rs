@@ -78,6 +78,13 @@ impl Mlp {
         self.layers.iter().flat_map(|l| l.params()).collect()
     }
 
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
+    }
+
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
     }

@@ -8,10 +8,12 @@ pub mod gpt;
 pub mod layernorm;
 pub mod linear;
 pub mod mlp;
+pub mod model;
 pub mod recompute;
 
 pub use gpt::{Gpt, GptConfig};
 pub use mlp::{Activation, Mlp, MlpConfig};
+pub use model::{Batch, Model};
 pub use recompute::Recompute;
 
 use crate::error::Result;
@@ -20,12 +22,15 @@ use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A trainable tensor and its gradient. Gradients accumulate (`+=`) across backward passes;
-/// the trainer zeroes them at the first micro-batch of each step.
+/// A model tensor and, while it is trainable, its gradient. Gradients accumulate (`+=`) across
+/// backward passes; the trainer zeroes them at the first micro-batch of each step. A frozen
+/// parameter ([`Param::freeze`]) has no gradient buffer at all: backward computes no gradient
+/// for it and the optimizer keeps no state for it.
 pub struct Param {
     pub name: String,
     pub value: Tensor,
-    pub grad: Tensor,
+    /// Same shape as `value`; None when frozen.
+    pub grad: Option<Tensor>,
     /// Whether weight decay applies (matrices and embeddings; not biases or LayerNorm gains).
     pub decay: bool,
     /// Whether `grad` holds the zeros [`zero_grads`] wrote, with nothing added since (see
@@ -44,11 +49,39 @@ impl Param {
         !self.grad_is_zero.swap(false, Ordering::Relaxed)
     }
 
+    /// The gradient to write and whether to add to it ([`Param::accumulate_grad`]); None for a
+    /// frozen parameter, whose gradient nobody computes.
+    pub fn grad_write(&self) -> Option<(&Tensor, bool)> {
+        self.grad.as_ref().map(|g| (g, self.accumulate_grad()))
+    }
+
+    /// The gradient of a trainable parameter (panics, a programmer error, for a frozen one).
+    #[track_caller]
+    pub fn grad(&self) -> &Tensor {
+        self.grad
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is frozen: it has no gradient", self.name))
+    }
+
+    pub fn trainable(&self) -> bool {
+        self.grad.is_some()
+    }
+
+    /// Makes the parameter frozen: its gradient buffer goes back to the pool.
+    pub fn freeze(&mut self) {
+        self.grad = None;
+    }
+
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
         Ok(Param {
             name: name.to_string(),
             value: Tensor::from_f32(gpu, name, shape, init, Category::Params)?,
-            grad: Tensor::zeros(gpu, &format!("{name}.grad"), shape, Category::Grads)?,
+            grad: Some(Tensor::zeros(
+                gpu,
+                &format!("{name}.grad"),
+                shape,
+                Category::Grads,
+            )?),
             decay,
             grad_is_zero: AtomicBool::new(true),
         })
@@ -83,10 +116,21 @@ pub(crate) fn activation(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tenso
     Tensor::empty(gpu, name, shape, DType::F32, Category::Activations)
 }
 
-/// Zeroes every gradient (recorded; no submit).
+/// Zeroes every gradient (recorded; no submit); frozen parameters have none.
 pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
     for p in params {
-        gpu.clear(&p.grad);
-        p.grad_is_zero.store(true, Ordering::Relaxed);
+        if let Some(g) = &p.grad {
+            gpu.clear(g);
+            p.grad_is_zero.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`
+/// ("h.0.*", "wte").
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
     }
 }

@@ -59,7 +59,8 @@ pub fn layernorm_forward(
     );
 }
 
-/// dx is written; dw and db are written, or added to with `accumulate`.
+/// dx is written; dw and db are written, or added to when `params` is `Some(true)`, and left
+/// alone when it is None (both frozen: the parameter pass does not run).
 /// dout, x, dx: (R, C); w, dw, db: (C); mean, rstd: (R) from the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
@@ -72,8 +73,9 @@ pub fn layernorm_backward(
     dx: &Tensor,
     dw: &Tensor,
     db: &Tensor,
-    accumulate: bool,
+    params: Option<bool>,
 ) {
+    let accumulate = params.unwrap_or(false);
     let (rows, cols) = (x.rows(), x.cols());
     for (what, t, n) in [
         ("dout", dout, rows * cols),
@@ -86,6 +88,7 @@ pub fn layernorm_backward(
     ] {
         expect_numel(what, t, n);
     }
+    let param_pass = params.is_some();
     let params = [rows as u32, cols as u32, 0, flag(accumulate)];
     let inputs = [
         (dout, Access::Read),
@@ -101,6 +104,9 @@ pub fn layernorm_backward(
         (db, Access::ReadWrite),
     ]);
     dispatch_items(gpu, row_kernels(gpu, cols).1, &args, &params, rows, 1);
+    if !param_pass {
+        return;
+    }
     if cols % 4 == 0 {
         dispatch_items(gpu, &BACKWARD_PARAMS4, &args, &params, cols / 4, 16);
     } else {

@@ -226,8 +226,11 @@ pub const MIN_8BIT_SIZE: usize = 4096;
 /// Values per absmax block of 8-bit Adam.
 pub const BLOCK_8BIT: usize = 256;
 
-/// An optimizer's state for one model: named state tensors per parameter, the step count, and a
-/// one-element buffer for the squared global gradient norm.
+/// One parameter's optimizer state: its name and its (slot name, state tensor) pairs.
+pub type ParamState = (String, Vec<(&'static str, Tensor)>);
+
+/// An optimizer's state for the trainable parameters of one model: named state tensors per
+/// parameter name, and the step count. Frozen parameters have none.
 pub struct Optimizer {
     pub hyper: Hyper,
     /// Clip the global gradient norm to this (0: no clipping).
@@ -236,9 +239,9 @@ pub struct Optimizer {
     pub t: u64,
     /// NAG-GS's scalar γ (one for every tensor: its recurrence does not depend on the data).
     pub gamma: f32,
-    /// Per parameter (model order): (slot name, state tensor); charged to optimizer state.
-    pub state: Vec<Vec<(&'static str, Tensor)>>,
-    norm_sq: Tensor,
+    /// (parameter name, its (slot name, state tensor) pairs), in the order the parameters were
+    /// given; charged to optimizer state. Checkpoints store slot `s` of `p` as `optim.s.p`.
+    pub state: Vec<ParamState>,
     /// One-element stand-ins for RMSProp's unused buffers.
     placeholders: Vec<Tensor>,
     /// 8-bit Adam's maps (512 values), when used.
@@ -257,7 +260,20 @@ fn state_tensor(gpu: &Gpu, p: &Param, slot: &str, shape: &[usize], dtype: DType)
     Ok(t)
 }
 
+/// Records the squared global gradient norm Σ‖g‖² over `params` (trainable ones: each must have
+/// a gradient) into `norm_sq` (1 element): a fixed-order reduction on the GPU, no readback.
+pub fn grad_norm_sq(gpu: &Gpu, params: &[&Param], norm_sq: &Tensor) -> Result<()> {
+    if params.is_empty() {
+        gpu.clear(norm_sq);
+    }
+    for (i, p) in params.iter().enumerate() {
+        reduce(gpu, p.grad(), Reduction::SumOfSquares, norm_sq, 0, i > 0)?;
+    }
+    Ok(())
+}
+
 impl Optimizer {
+    /// State for each of `params` that is trainable (frozen ones get none).
     pub fn new(
         gpu: &Gpu,
         config: &OptimizerConfig,
@@ -267,7 +283,7 @@ impl Optimizer {
         let hyper = config.resolve()?;
         let mut state = Vec::with_capacity(params.len());
         let mut uses_8bit = false;
-        for p in params {
+        for p in params.iter().filter(|p| p.trainable()) {
             let shape = p.value.shape();
             let f32_slot = |slot| state_tensor(gpu, p, slot, shape, DType::F32);
             let slots: Vec<(&'static str, Tensor)> = match hyper.name {
@@ -317,7 +333,7 @@ impl Optimizer {
                     vec![("v", v)]
                 }
             };
-            state.push(slots);
+            state.push((p.name.clone(), slots));
         }
         let placeholders = (0..2)
             .map(|i| {
@@ -346,31 +362,29 @@ impl Optimizer {
             t: 0,
             gamma: hyper.gamma0,
             state,
-            norm_sq: Tensor::zeros(gpu, "grad norm²", &[1], Category::Workspace)?,
             placeholders,
             qmap,
         })
     }
 
-    /// Records one step at learning rate `lr` over every parameter.
-    pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32) -> Result<()> {
+    /// The state slots of the parameter `name`, if it has state here.
+    pub fn slots(&self, name: &str) -> Option<&[(&'static str, Tensor)]> {
+        self.state
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    /// Records one step at learning rate `lr` over the trainable `params`, clipping by the
+    /// squared global norm in `norm_sq` (from [`grad_norm_sq`]; read only when clipping is on).
+    /// Every parameter must be one the optimizer was built with; matched by name.
+    pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32, norm_sq: &Tensor) -> Result<()> {
+        let params: Vec<&Param> = params.iter().copied().filter(|p| p.trainable()).collect();
         assert_eq!(
             params.len(),
             self.state.len(),
             "optimizer built for another parameter list"
         );
-        if self.grad_clip > 0.0 {
-            for (i, p) in params.iter().enumerate() {
-                reduce(
-                    gpu,
-                    &p.grad,
-                    Reduction::SumOfSquares,
-                    &self.norm_sq,
-                    0,
-                    i > 0,
-                )?;
-            }
-        }
         let h = self.hyper;
         let t = self.t + 1;
         let bc1 = (1.0 - (h.beta1 as f64).powi(t as i32)) as f32;
@@ -378,11 +392,14 @@ impl Optimizer {
         let clip = self.grad_clip.to_bits();
         // NAG-GS: b from the old γ; γ advances after the step with this step's α = lr.
         let nag_b = lr * h.mu / (lr * h.mu + self.gamma);
-        for (p, slots) in params.iter().zip(&self.state) {
+        for p in &params {
+            let slots = self
+                .slots(&p.name)
+                .unwrap_or_else(|| panic!("optimizer has no state for {}", p.name));
             let n = p.numel() as u32;
             let wd = if p.decay { h.weight_decay } else { 0.0 };
             let s = |i: usize| &slots[i].1;
-            let mut args = vec![(&p.grad, Access::Read), (&self.norm_sq, Access::Read)];
+            let mut args = vec![(p.grad(), Access::Read), (norm_sq, Access::Read)];
             let (kernel, words, per_group): (Kernel, Vec<u32>, usize) = match h.name {
                 OptimizerName::Sgd | OptimizerName::Momentum | OptimizerName::Nesterov => {
                     args.push((&p.value, Access::ReadWrite));
@@ -485,10 +502,5 @@ impl Optimizer {
         }
         self.t = t;
         Ok(())
-    }
-
-    /// The global gradient norm of the last step (a sync point; 0 when clipping is off).
-    pub fn last_grad_norm(&self, gpu: &Gpu) -> Result<f32> {
-        Ok(self.norm_sq.to_f32(gpu)?[0].sqrt())
     }
 }

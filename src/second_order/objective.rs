@@ -538,8 +538,8 @@ impl Objective for MlpDigits {
             .forward_backward(gpu, &self.x, &self.y, 1.0 / self.rows as f32)?;
         let mut offset = 0;
         for p in &params {
-            gpu.copy_region(&p.grad, 0, g, offset, p.grad.bytes());
-            offset += p.grad.bytes();
+            gpu.copy_region(p.grad(), 0, g, offset, p.grad().bytes());
+            offset += p.grad().bytes();
         }
         Ok(linalg::sum(gpu, &losses)? / self.rows as f64)
     }

@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::Param;
+use crate::optim::ParamState;
 use crate::tensor::{DType, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ pub fn save(
     gpu: &Gpu,
     path: &Path,
     params: &[&Param],
-    state: &[Vec<(&'static str, Tensor)>],
+    state: &[ParamState],
     meta: &CheckpointMeta,
 ) -> Result<()> {
     let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
@@ -63,10 +64,13 @@ pub fn save(
         named.push((name, dtype, shape, gpu.read_bytes(t)?));
         Ok(())
     };
-    for (p, slots) in params.iter().zip(state) {
+    for p in params {
         add(p.name.clone(), &p.value)?;
+    }
+    // optimizer state by parameter name (frozen parameters have none)
+    for (name, slots) in state {
         for (slot, t) in slots {
-            add(format!("optim.{slot}.{}", p.name), t)?;
+            add(format!("optim.{slot}.{name}"), t)?;
         }
     }
     let views = named
@@ -242,21 +246,30 @@ impl Checkpoint {
         Ok(bytemuck::pod_collect_to_vec(self.get(name, into)?))
     }
 
-    /// Uploads the checkpoint's values into `params` (and the optimizer state when given). Every
-    /// tensor is checked before anything is written.
+    /// Uploads the checkpoint's values into `params` by name (and the optimizer state when
+    /// given, by parameter and slot name). Every tensor is checked before anything is written.
+    /// With `partial`, parameters the checkpoint lacks keep their values (reported as fresh);
+    /// without it, a missing one is an error. Checkpoint tensors nothing asked for (another
+    /// optimizer's state, parameters of another model part) are reported as unused.
     pub fn restore(
         &self,
         gpu: &Gpu,
         params: &[&Param],
-        state: Option<&[Vec<(&'static str, Tensor)>]>,
-    ) -> Result<()> {
+        state: Option<&[ParamState]>,
+        partial: bool,
+    ) -> Result<RestoreReport> {
         let mut pairs: Vec<(String, &Tensor)> = vec![];
-        for (i, p) in params.iter().enumerate() {
-            pairs.push((p.name.clone(), &p.value));
-            if let Some(state) = state {
-                for (slot, t) in &state[i] {
-                    pairs.push((format!("optim.{slot}.{}", p.name), t));
-                }
+        let mut report = RestoreReport::default();
+        for p in params {
+            if partial && !self.tensors.contains_key(&p.name) {
+                report.fresh.push(p.name.clone());
+            } else {
+                pairs.push((p.name.clone(), &p.value));
+            }
+        }
+        for (name, slots) in state.unwrap_or_default() {
+            for (slot, t) in slots {
+                pairs.push((format!("optim.{slot}.{name}"), t));
             }
         }
         for (name, t) in &pairs {
@@ -265,6 +278,48 @@ impl Checkpoint {
         for (name, t) in &pairs {
             gpu.upload(t, self.get(name, t)?);
         }
-        Ok(())
+        report.restored = pairs.into_iter().map(|(n, _)| n).collect();
+        let mut unused: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !report.restored.contains(k))
+            .cloned()
+            .collect();
+        unused.sort();
+        report.unused = unused;
+        Ok(report)
+    }
+}
+
+/// What [`Checkpoint::restore`] did, tensor by tensor name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestoreReport {
+    /// Loaded from the checkpoint.
+    pub restored: Vec<String>,
+    /// Parameters the checkpoint lacks, left as initialised (partial restores only).
+    pub fresh: Vec<String>,
+    /// Checkpoint tensors that went nowhere (e.g. the state of another optimizer method).
+    pub unused: Vec<String>,
+}
+
+impl RestoreReport {
+    /// Lines for the log: what stayed fresh and what was dropped (empty when nothing was).
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![];
+        if !self.fresh.is_empty() {
+            lines.push(format!(
+                "{} parameters not in the checkpoint, freshly initialised: {}",
+                self.fresh.len(),
+                self.fresh.join(", ")
+            ));
+        }
+        if !self.unused.is_empty() {
+            lines.push(format!(
+                "{} checkpoint tensors not used (dropped): {}",
+                self.unused.len(),
+                self.unused.join(", ")
+            ));
+        }
+        lines
     }
 }

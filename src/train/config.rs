@@ -47,8 +47,14 @@ pub struct TrainConfig {
     /// What runs at once (0: the whole batch); gradients accumulate over
     /// batch_size / micro_batch_size micro-batches.
     pub micro_batch_size: usize,
-    /// Activation checkpointing of the GPT's blocks: "none", "all", "every:K" or "sqrt".
-    pub checkpoint: Recompute,
+    /// Gradient checkpointing (activation recomputation) of the GPT's blocks: "none", "all",
+    /// "every:K" or "sqrt". Configs may still spell the key "checkpoint".
+    #[serde(alias = "checkpoint")]
+    pub recompute: Recompute,
+    /// Parameters to freeze (no gradient, no optimizer state): exact names or prefixes ending
+    /// in `*`, e.g. ["wte", "wpe", "h.0.*"].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
     /// Peak learning rate (before batch-size scaling, see `schedule`).
     pub lr: f32,
     /// Warmup, decay and batch-size scaling of the learning rate.
@@ -79,7 +85,8 @@ impl Default for TrainConfig {
             steps: 1000,
             batch_size: 32,
             micro_batch_size: 0,
-            checkpoint: Recompute::None,
+            recompute: Recompute::None,
+            freeze: vec![],
             lr: 3e-3,
             schedule: Schedule {
                 warmup: Warmup::Gradual,

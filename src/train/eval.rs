@@ -1,16 +1,14 @@
 //! Evaluation (test accuracy, held-out exact match, validation loss) and text generation.
 
-use super::{EvalResult, Model, Task, TrainConfig};
+use super::{EvalResult, Task, TrainConfig};
 use crate::data::addition::Addition;
 use crate::data::digits;
 use crate::data::text::Text;
-use crate::error::Result;
-use crate::gpu::{Category, Gpu};
-use crate::nn::gpt::GptBatch;
-use crate::nn::Gpt;
-use crate::ops::softmax_xent::{softmax_xent, PAD};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{Batch, Model};
+use crate::ops::softmax_xent::PAD;
 use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
 
 /// Validation windows for a text model.
 const TEXT_EVAL_WINDOWS: usize = 64;
@@ -18,60 +16,54 @@ const TEXT_EVAL_WINDOWS: usize = 64;
 // Evaluation runs in chunks of the training micro-batch, so it never needs more activation
 // memory than a training step: the run's measured peak is the training step's.
 
-pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> Result<EvalResult> {
-    match (model, task) {
-        (Model::Mlp(m), Task::Digits(d)) => {
+pub fn evaluate(
+    gpu: &Gpu,
+    model: &dyn Model,
+    task: &Task,
+    config: &TrainConfig,
+) -> Result<EvalResult> {
+    let mb = config.micro_batch();
+    match task {
+        Task::Digits(d) => {
             let n = d.test_y.len();
             let (mut loss, mut correct) = (0.0f64, 0usize);
-            for start in (0..n).step_by(config.micro_batch()) {
-                let rows = config.micro_batch().min(n - start);
-                let xs = &d.test_x[start * digits::FEATURES..(start + rows) * digits::FEATURES];
-                let ys = &d.test_y[start..start + rows];
-                let x = Tensor::from_f32(
-                    gpu,
-                    "test x",
-                    &[rows, digits::FEATURES],
-                    xs,
-                    Category::Activations,
-                )?;
-                let y = Tensor::from_u32(gpu, "test y", &[rows], ys, Category::Activations)?;
-                let logits = m.logits(gpu, &x)?;
-                let losses = Tensor::empty(
-                    gpu,
-                    "test losses",
-                    &[rows],
-                    DType::F32,
-                    Category::Activations,
-                )?;
-                softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
-                loss += losses.to_f32(gpu)?.iter().map(|&l| l as f64).sum::<f64>();
-                let logits = logits.to_f32(gpu)?;
+            let all = Batch::Rows {
+                x: d.test_x.clone(),
+                y: d.test_y.clone(),
+                features: digits::FEATURES,
+            };
+            for batch in all.split(mb) {
+                let Batch::Rows { y, .. } = &batch else {
+                    unreachable!("rows split into rows")
+                };
+                loss += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
+                let logits = model.logits(gpu, &batch)?.to_f32(gpu)?;
                 correct += logits
                     .chunks(digits::CLASSES)
-                    .zip(ys)
+                    .zip(y)
                     .filter(|(row, &y)| argmax(row) == y as usize)
                     .count();
             }
             Ok(EvalResult {
                 loss: (loss / n as f64) as f32,
                 accuracy: Some(correct as f32 / n as f32),
+                source: "test split",
             })
         }
-        (Model::Gpt(g), Task::Addition(a)) => {
+        Task::Addition(a) => {
             let mut loss_sum = 0.0f64;
             let mut targets = 0usize;
             let mut correct = 0usize;
-            for chunk in a.test.chunks(config.micro_batch()) {
+            for chunk in a.test.chunks(mb) {
                 let (x, y) = a.encode(chunk);
-                let batch = GptBatch::new(gpu, &g.config, &x, &y, chunk.len(), a.seq_len() - 1)?;
-                loss_sum += g
-                    .losses(gpu, &batch)?
-                    .to_f32(gpu)?
-                    .iter()
-                    .map(|&l| l as f64)
-                    .sum::<f64>();
-                targets += batch.n_targets;
-                let answers = addition_answers(gpu, g, a, chunk)?;
+                let batch = Batch::Tokens {
+                    x,
+                    y,
+                    seq: a.seq_len() - 1,
+                };
+                loss_sum += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
+                targets += batch.targets();
+                let answers = addition_answers(gpu, model, a, chunk)?;
                 correct += chunk
                     .iter()
                     .zip(&answers)
@@ -81,33 +73,41 @@ pub fn evaluate(gpu: &Gpu, model: &Model, task: &Task, config: &TrainConfig) -> 
             Ok(EvalResult {
                 loss: (loss_sum / targets.max(1) as f64) as f32,
                 accuracy: Some(correct as f32 / a.test.len().max(1) as f32),
+                source: "held-out problems",
             })
         }
-        (Model::Gpt(g), Task::Text(text)) => {
-            let t = g.config.block_size;
-            let source = if text.val.len() > t {
-                &text.val
+        Task::Text(text) => {
+            let t = config.gpt.block_size;
+            // A validation split shorter than one window cannot be evaluated on: say so
+            // rather than call training text "eval loss".
+            let (source, what) = if text.val.len() > t {
+                (&text.val, "validation split")
             } else {
-                &text.train
+                (
+                    &text.train,
+                    "training text (the validation split is shorter than a block)",
+                )
             };
             // A fixed stream, so evaluations at different steps see the same windows.
             let mut rng = Rng::new(config.seed ^ 0xE7A1);
             let mut total = 0.0f64;
-            let b = config.micro_batch();
-            let batches = TEXT_EVAL_WINDOWS.div_ceil(b);
+            let batches = TEXT_EVAL_WINDOWS.div_ceil(mb);
             for _ in 0..batches {
-                let (x, y) = Text::batch(source, b, t, &mut rng);
-                let batch = GptBatch::new(gpu, &g.config, &x, &y, b, t)?;
-                let losses = g.losses(gpu, &batch)?.to_f32(gpu)?;
-                total += losses.iter().map(|&l| l as f64).sum::<f64>();
+                let (x, y) = Text::batch(source, mb, t, &mut rng);
+                let batch = Batch::Tokens { x, y, seq: t };
+                total += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
             }
             Ok(EvalResult {
-                loss: (total / (batches * b * t) as f64) as f32,
+                loss: (total / (batches * mb * t) as f64) as f32,
                 accuracy: None,
+                source: what,
             })
         }
-        _ => unreachable!("a validated config pairs mlp with digits and gpt with text or addition"),
     }
+}
+
+fn sum(v: &[f32]) -> f64 {
+    v.iter().map(|&l| l as f64).sum()
 }
 
 pub fn argmax(row: &[f32]) -> usize {
@@ -125,12 +125,11 @@ pub fn argmax(row: &[f32]) -> usize {
 /// irrelevant.
 pub fn addition_answers(
     gpu: &Gpu,
-    g: &Gpt,
+    g: &dyn Model,
     task: &Addition,
     problems: &[(u64, u64)],
 ) -> Result<Vec<String>> {
     let t = task.seq_len() - 1;
-    let v = g.config.vocab_size;
     let mut seqs: Vec<Vec<u32>> = problems
         .iter()
         .map(|&(a, b)| {
@@ -141,9 +140,15 @@ pub fn addition_answers(
         .collect();
     let targets = vec![PAD; problems.len() * t];
     for j in 0..task.answer_len() {
-        let tokens: Vec<u32> = seqs.iter().flatten().copied().collect();
-        let batch = GptBatch::new(gpu, &g.config, &tokens, &targets, problems.len(), t)?;
-        let logits = g.logits(gpu, &batch)?.to_f32(gpu)?;
+        let x: Vec<u32> = seqs.iter().flatten().copied().collect();
+        let batch = Batch::Tokens {
+            x,
+            y: targets.clone(),
+            seq: t,
+        };
+        let logits = g.logits(gpu, &batch)?;
+        let v = logits.cols();
+        let logits = logits.to_f32(gpu)?;
         let pos = task.prompt_len() - 1 + j;
         for (i, s) in seqs.iter_mut().enumerate() {
             let row = &logits[(i * t + pos) * v..(i * t + pos + 1) * v];
@@ -169,7 +174,7 @@ pub fn addition_answers(
 /// Samples `n` tokens after `prompt` (temperature 0 = greedy; top_k 0 = no cut).
 pub fn generate(
     gpu: &Gpu,
-    g: &Gpt,
+    g: &dyn Model,
     prompt: &[u32],
     n: usize,
     temperature: f32,
@@ -180,12 +185,20 @@ pub fn generate(
     if tokens.is_empty() {
         tokens.push(b'\n' as u32);
     }
-    let v = g.config.vocab_size;
+    let context = g
+        .context()
+        .ok_or_else(|| Error::Config("this model does not generate text".into()))?;
     let start = tokens.len();
     for _ in 0..n {
-        let ctx = &tokens[tokens.len().saturating_sub(g.config.block_size)..];
-        let batch = GptBatch::new(gpu, &g.config, ctx, &vec![PAD; ctx.len()], 1, ctx.len())?;
-        let logits = g.logits(gpu, &batch)?.to_f32(gpu)?;
+        let ctx = &tokens[tokens.len().saturating_sub(context)..];
+        let batch = Batch::Tokens {
+            x: ctx.to_vec(),
+            y: vec![PAD; ctx.len()],
+            seq: ctx.len(),
+        };
+        let logits = g.logits(gpu, &batch)?;
+        let v = logits.cols();
+        let logits = logits.to_f32(gpu)?;
         let last = &logits[(ctx.len() - 1) * v..ctx.len() * v];
         tokens.push(sample_logits(last, temperature, top_k, rng) as u32);
     }

@@ -1,5 +1,10 @@
 //! The trainer: builds the model and data a config describes, runs optimizer steps (each recorded
 //! into one submit), evaluates, and saves or resumes checkpoints.
+//!
+//! A step runs in phases, each a method that parallel and mixed-precision training can call
+//! around: [`Trainer::draw_batch`] (host data) → [`Trainer::forward_backward`] (every
+//! micro-batch; gradients accumulate) → [`Trainer::grad_norm`] (the squared global norm over the
+//! trainable parameters, on the GPU) → [`Trainer::update`] (the optimizer, given that norm).
 
 pub mod checkpoint;
 pub mod config;
@@ -11,36 +16,16 @@ pub use config::{ModelKind, TrainConfig};
 use crate::data::addition::Addition;
 use crate::data::digits::{self, Digits};
 use crate::data::text::Text;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
-use crate::nn::gpt::GptBatch;
-use crate::nn::{zero_grads, Gpt, Mlp, Param};
+use crate::nn::model::freeze;
+use crate::nn::{zero_grads, Batch, Gpt, Mlp, Model};
 use crate::ops::reduce::{reduce, Reduction};
-use crate::ops::softmax_xent::PAD;
-use crate::optim::Optimizer;
+use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use checkpoint::{Checkpoint, CheckpointMeta};
+use checkpoint::{Checkpoint, CheckpointMeta, RestoreReport};
 use std::path::Path;
-
-#[allow(clippy::large_enum_variant)] // one model per trainer; boxing buys nothing
-pub enum Model {
-    Mlp(Mlp),
-    Gpt(Gpt),
-}
-
-impl Model {
-    pub fn params(&self) -> Vec<&Param> {
-        match self {
-            Model::Mlp(m) => m.params(),
-            Model::Gpt(g) => g.params(),
-        }
-    }
-
-    pub fn num_params(&self) -> usize {
-        self.params().iter().map(|p| p.numel()).sum()
-    }
-}
 
 pub enum Task {
     Digits(Digits),
@@ -61,17 +46,63 @@ pub fn load_task(config: &TrainConfig) -> Result<Task> {
     })
 }
 
-/// Builds the model a config describes, initialised from the config's seed.
-pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Model> {
+impl Task {
+    /// Draws a training batch of `b` rows or sequences.
+    pub fn draw(&self, b: usize, seq: usize, rng: &mut Rng) -> Batch {
+        match self {
+            Task::Digits(d) => {
+                let n = d.train_y.len();
+                let idx: Vec<usize> = (0..b).map(|_| rng.below(n as u64) as usize).collect();
+                let f = digits::FEATURES;
+                Batch::Rows {
+                    x: idx
+                        .iter()
+                        .flat_map(|&i| d.train_x[i * f..(i + 1) * f].to_vec())
+                        .collect(),
+                    y: idx.iter().map(|&i| d.train_y[i]).collect(),
+                    features: f,
+                }
+            }
+            Task::Addition(a) => {
+                let (x, y) = a.batch(b, rng);
+                Batch::Tokens { x, y, seq }
+            }
+            Task::Text(text) => {
+                let (x, y) = Text::batch(&text.train, b, seq, rng);
+                Batch::Tokens { x, y, seq }
+            }
+        }
+    }
+
+    /// The sequence length a GPT trains on for this task (1 for rows).
+    pub fn seq_len(&self, config: &TrainConfig) -> usize {
+        match self {
+            Task::Digits(_) => 1,
+            Task::Addition(a) => a.seq_len() - 1,
+            Task::Text(_) => config.gpt.block_size,
+        }
+    }
+}
+
+/// Builds the model a config describes, initialised from the config's seed, with the
+/// parameters the config's `freeze` patterns name frozen.
+pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
     let mut rng = Rng::new(config.seed);
-    Ok(match config.model {
-        ModelKind::Mlp => Model::Mlp(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
+    let mut model: Box<dyn Model> = match config.model {
+        ModelKind::Mlp => Box::new(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
         ModelKind::Gpt => {
             let mut g = Gpt::new(gpu, config.gpt.clone(), &mut rng)?;
-            g.recompute = config.checkpoint;
-            Model::Gpt(g)
+            g.recompute = config.recompute;
+            Box::new(g)
         }
-    })
+    };
+    freeze(model.as_mut(), &config.freeze)?;
+    if model.trainable_params().is_empty() {
+        return Err(Error::Config(
+            "freeze: every parameter is frozen; nothing would train".into(),
+        ));
+    }
+    Ok(model)
 }
 
 /// What one evaluation measured.
@@ -80,32 +111,51 @@ pub struct EvalResult {
     pub loss: f32,
     /// Test accuracy (digits) or held-out exact match (addition); none for text.
     pub accuracy: Option<f32>,
+    /// What the loss was measured on ("validation split", "test split", …).
+    pub source: &'static str,
 }
 
 pub struct Trainer<'g> {
     pub gpu: &'g Gpu,
     pub config: TrainConfig,
-    pub model: Model,
+    pub model: Box<dyn Model>,
     pub task: Task,
     pub optimizer: Optimizer,
     /// Draws the training batches; saved in checkpoints so a resumed run sees the same batches.
     pub rng: Rng,
     /// Optimizer steps taken.
     pub step: u64,
-    /// (1): Σ of the last step's per-token losses
+    /// (1): Σ of the last step's per-target losses
     loss_sum: Tensor,
+    /// (1): the last step's squared global gradient norm
+    norm_sq: Tensor,
 }
 
 impl<'g> Trainer<'g> {
-    pub fn new(gpu: &'g Gpu, mut config: TrainConfig) -> Result<Trainer<'g>> {
+    pub fn new(gpu: &'g Gpu, config: TrainConfig) -> Result<Trainer<'g>> {
+        config.validate()?;
+        let task = load_task(&config)?;
+        Self::with_task(gpu, config, task)
+    }
+
+    /// A trainer on data already loaded (`task` must be the config's kind of data).
+    pub fn with_task(gpu: &'g Gpu, mut config: TrainConfig, task: Task) -> Result<Trainer<'g>> {
         if config.model == ModelKind::Mlp {
             config.mlp.inputs = digits::FEATURES;
             config.mlp.classes = digits::CLASSES;
         }
         config.validate()?;
-        let task = load_task(&config)?;
+        // The matmul tuning first: an autotune's buffers are given back before the model
+        // exists, so the run's peaks (and the planner's) are the training step's alone.
+        crate::ops::matmul_tune::tuning(gpu);
+        gpu.pool().reset_peaks();
         let model = build_model(gpu, &config)?;
-        let optimizer = Optimizer::new(gpu, &config.optimizer, config.grad_clip, &model.params())?;
+        let optimizer = Optimizer::new(
+            gpu,
+            &config.optimizer,
+            config.grad_clip,
+            &model.trainable_params(),
+        )?;
         Ok(Trainer {
             gpu,
             rng: Rng::new(config.seed ^ 0x5EED_DA7A),
@@ -115,89 +165,87 @@ impl<'g> Trainer<'g> {
             optimizer,
             step: 0,
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
+            norm_sq: Tensor::zeros(gpu, "grad norm²", &[1], Category::Workspace)?,
         })
     }
 
     /// Tokens (GPT) or samples (MLP) in one optimizer step.
     pub fn items_per_step(&self) -> usize {
-        match &self.model {
-            Model::Gpt(g) => self.config.batch_size * self.seq_len(g),
-            Model::Mlp(_) => self.config.batch_size,
-        }
+        self.config.batch_size * self.task.seq_len(&self.config)
     }
 
-    fn seq_len(&self, g: &Gpt) -> usize {
-        match &self.task {
-            Task::Addition(a) => a.seq_len() - 1,
-            _ => g.config.block_size,
-        }
+    /// Phase 1: the whole effective batch, drawn first so that micro-batching changes nothing
+    /// but what runs at once.
+    pub fn draw_batch(&mut self) -> Batch {
+        let seq = self.task.seq_len(&self.config);
+        self.task.draw(self.config.batch_size, seq, &mut self.rng)
     }
 
-    /// One optimizer step, recorded and submitted as one batch of GPU work. With `read_loss`, waits
-    /// for it and returns the mean training loss.
-    pub fn train_step(&mut self, read_loss: bool) -> Result<Option<f32>> {
+    /// Phase 2: zeroes the gradients, then records forward and backward of every micro-batch;
+    /// the gradients accumulate, each micro-batch's loss scaled by 1/(targets in the whole
+    /// batch). Returns that target count (the loss's denominator).
+    pub fn forward_backward(&mut self, batch: &Batch) -> Result<usize> {
         let gpu = self.gpu;
-        let b = self.config.batch_size;
-        let mb = self.config.micro_batch();
-        let params = self.model.params();
-        zero_grads(gpu, &params);
-        // The whole effective batch is drawn first, so that micro-batching changes nothing but
-        // what runs at once; every micro-batch's loss is scaled by 1/(targets in the whole batch).
-        let count;
-        match (&self.model, &self.task) {
-            (Model::Mlp(m), Task::Digits(d)) => {
-                let n = d.train_y.len();
-                let idx: Vec<usize> = (0..b).map(|_| self.rng.below(n as u64) as usize).collect();
-                count = b;
-                for (k, chunk) in idx.chunks(mb).enumerate() {
-                    let x: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|&i| {
-                            d.train_x[i * digits::FEATURES..(i + 1) * digits::FEATURES].to_vec()
-                        })
-                        .collect();
-                    let y: Vec<u32> = chunk.iter().map(|&i| d.train_y[i]).collect();
-                    let tx = Tensor::from_f32(
-                        gpu,
-                        "x",
-                        &[chunk.len(), digits::FEATURES],
-                        &x,
-                        Category::Activations,
-                    )?;
-                    let ty = Tensor::from_u32(gpu, "y", &[chunk.len()], &y, Category::Activations)?;
-                    let losses = m.forward_backward(gpu, &tx, &ty, 1.0 / count as f32)?;
-                    reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
-                }
-            }
-            (Model::Gpt(g), task) => {
-                let t = self.seq_len(g);
-                let (x, y) = match task {
-                    Task::Addition(a) => a.batch(b, &mut self.rng),
-                    Task::Text(text) => Text::batch(&text.train, b, t, &mut self.rng),
-                    Task::Digits(_) => unreachable!("validated: gpt does not train on digits"),
-                };
-                count = y.iter().filter(|&&v| v != PAD).count().max(1);
-                for (k, (xs, ys)) in x.chunks(mb * t).zip(y.chunks(mb * t)).enumerate() {
-                    let batch = GptBatch::new(gpu, &g.config, xs, ys, xs.len() / t, t)?;
-                    let losses = g.forward_backward(gpu, &batch, 1.0 / count as f32)?;
-                    reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
-                }
-            }
-            (Model::Mlp(_), _) => unreachable!("validated: mlp trains on digits"),
+        zero_grads(gpu, &self.model.trainable_params());
+        let count = batch.targets().max(1);
+        for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
+            let losses = self
+                .model
+                .forward_backward(gpu, micro, 1.0 / count as f32)?;
+            reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
+        Ok(count)
+    }
+
+    /// Phase 3: the squared global gradient norm over the trainable parameters, recorded into
+    /// [`Trainer::norm_sq`] on the GPU (no readback). Skipped when clipping is off, since
+    /// nothing reads it then.
+    pub fn grad_norm(&mut self) -> Result<()> {
+        if self.optimizer.grad_clip > 0.0 {
+            grad_norm_sq(self.gpu, &self.model.trainable_params(), &self.norm_sq)?;
+        }
+        Ok(())
+    }
+
+    /// (1): the squared global gradient norm the update clips by. A phase that changes the
+    /// gradients between [`Trainer::grad_norm`] and [`Trainer::update`] (an all-reduce, a
+    /// shard) writes the norm here.
+    pub fn norm_sq(&self) -> &Tensor {
+        &self.norm_sq
+    }
+
+    /// Phase 4: the optimizer step at this step's learning rate, clipping by
+    /// [`Trainer::norm_sq`].
+    pub fn update(&mut self) -> Result<()> {
         let lr = self.config.lr_at(self.step);
-        self.optimizer.step(gpu, &params, lr)?;
+        let params = self.model.trainable_params();
+        self.optimizer.step(self.gpu, &params, lr, &self.norm_sq)?;
         self.step += 1;
+        Ok(())
+    }
+
+    /// One optimizer step (the four phases), recorded and submitted as one batch of GPU work.
+    /// With `read_loss`, waits for it and returns the mean training loss.
+    pub fn train_step(&mut self, read_loss: bool) -> Result<Option<f32>> {
+        let batch = self.draw_batch();
+        let count = self.forward_backward(&batch)?;
+        self.grad_norm()?;
+        self.update()?;
         if read_loss {
-            Ok(Some(self.loss_sum.to_f32(gpu)?[0] / count as f32))
+            Ok(Some(self.loss_sum.to_f32(self.gpu)?[0] / count as f32))
         } else {
-            gpu.flush()?;
+            self.gpu.flush()?;
             Ok(None)
         }
     }
 
+    /// The squared global gradient norm of the last step (a sync point; 0 when clipping is off).
+    pub fn last_grad_norm(&self) -> Result<f32> {
+        Ok(self.norm_sq.to_f32(self.gpu)?[0].sqrt())
+    }
+
     pub fn evaluate(&self) -> Result<EvalResult> {
-        eval::evaluate(self.gpu, &self.model, &self.task, &self.config)
+        eval::evaluate(self.gpu, self.model.as_ref(), &self.task, &self.config)
     }
 
     pub fn checkpoint_meta(&self) -> CheckpointMeta {
@@ -222,25 +270,40 @@ impl<'g> Trainer<'g> {
     }
 
     /// Continues from a checkpoint: weights, optimizer state, step and data RNG. The model's
-    /// shape must match.
-    pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        ckpt.restore(self.gpu, &self.model.params(), Some(&self.optimizer.state))?;
+    /// shape must match. A checkpoint of another optimizer method restores the weights and
+    /// drops its state (the report names what was dropped); the new optimizer starts fresh.
+    pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
+        let saved = TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())
+            .map(|c| c.optimizer.name)
+            .ok();
+        let same_method = saved == Some(self.optimizer.hyper.name);
+        let state = same_method.then_some(self.optimizer.state.as_slice());
+        let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;
         self.step = ckpt.meta.step;
-        self.optimizer.t = ckpt.meta.optimizer_t;
-        self.optimizer.gamma = ckpt.meta.optimizer_gamma;
+        if same_method {
+            self.optimizer.t = ckpt.meta.optimizer_t;
+            self.optimizer.gamma = ckpt.meta.optimizer_gamma;
+        }
         self.rng = Rng::from_state(ckpt.meta.rng);
-        Ok(())
+        Ok(report)
+    }
+
+    /// Loads the parameters a checkpoint has (by name) into this trainer's model, leaving the
+    /// others as initialised: e.g. a base model from a full checkpoint under new, freshly
+    /// initialised parameters. Nothing else (step, optimizer state, data RNG) is taken.
+    pub fn restore_subset(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
+        ckpt.restore(self.gpu, &self.model.params(), None, true)
     }
 }
 
 /// Rebuilds the model a checkpoint was saved from, with its weights.
-pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Model)> {
+pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn Model>)> {
     let mut config = TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?;
     if config.model == ModelKind::Mlp {
         config.mlp.inputs = digits::FEATURES;
         config.mlp.classes = digits::CLASSES;
     }
     let model = build_model(gpu, &config)?;
-    ckpt.restore(gpu, &model.params(), None)?;
+    ckpt.restore(gpu, &model.params(), None, false)?;
     Ok((config, model))
 }

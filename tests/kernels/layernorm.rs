@@ -123,7 +123,18 @@ fn backward_matches_reference_and_finite_differences() {
             zeros("dw", &[cols]),
             zeros("db", &[cols]),
         );
-        layernorm_backward(gpu(), &tdout, &tx, &tw, &mean, &rstd, &dx, &dw, &db, false);
+        layernorm_backward(
+            gpu(),
+            &tdout,
+            &tx,
+            &tw,
+            &mean,
+            &rstd,
+            &dx,
+            &dw,
+            &db,
+            Some(false),
+        );
         let what = format!("rows {rows} cols {cols}");
         assert_close(&format!("{what} dx"), &read(&dx), &dx_ref, 1e-5, 1e-4);
         assert_close(
@@ -141,7 +152,18 @@ fn backward_matches_reference_and_finite_differences() {
             1e-6,
         );
 
-        layernorm_backward(gpu(), &tdout, &tx, &tw, &mean, &rstd, &dx, &dw, &db, true);
+        layernorm_backward(
+            gpu(),
+            &tdout,
+            &tx,
+            &tw,
+            &mean,
+            &rstd,
+            &dx,
+            &dw,
+            &db,
+            Some(true),
+        );
         let db2: Vec<f64> = db_ref.iter().map(|v| 2.0 * v).collect();
         assert_close(
             &format!("{what} db accumulated"),

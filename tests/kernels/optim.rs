@@ -6,7 +6,7 @@
 use crate::common::*;
 use wgtrain::nn::Param;
 use wgtrain::optim::quant_map::{dynamic_map, nearest_code};
-use wgtrain::optim::{Optimizer, OptimizerConfig, OptimizerName, BLOCK_8BIT};
+use wgtrain::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName, BLOCK_8BIT};
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Gpu};
 
@@ -54,8 +54,16 @@ impl Reference {
         }
     }
 
-    fn step(&mut self, g: &[f32], lr: f64) {
+    /// One update; with `clip` > 0 the gradient is first scaled by min(1, clip / (‖g‖ + 1e-6))
+    /// (global-norm clipping, the norm in f64 over the whole tensor).
+    fn step(&mut self, g: &[f32], lr: f64, clip: f64) {
         let h = self.h;
+        let scale = if clip > 0.0 {
+            let norm = g.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            (clip / (norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
         let (b1, b2, eps, wd) = (
             h.beta1 as f64,
             h.beta2 as f64,
@@ -69,7 +77,7 @@ impl Reference {
         let nag_b = lr * h.mu as f64 / (lr * h.mu as f64 + self.gamma);
         for i in 0..self.x.len() {
             let x = self.x[i];
-            let g = g[i] as f64;
+            let g = g[i] as f64 * scale;
             match h.name {
                 OptimizerName::Sgd => self.x[i] = x - lr * (g + wd * x),
                 OptimizerName::Momentum | OptimizerName::Nesterov => {
@@ -133,6 +141,8 @@ impl Reference {
     }
 }
 
+/// `STEPS` updates on the GPU, the global norm recorded by `grad_norm_sq` before each (as the
+/// trainer's phases do) and clipped to `clip` (0: off).
 fn run_gpu(
     gpu: &Gpu,
     config: &OptimizerConfig,
@@ -140,32 +150,41 @@ fn run_gpu(
     all_grads: &[Vec<f32>],
     lr: f32,
     decay: bool,
+    clip: f32,
 ) -> (Vec<f32>, Optimizer, Param) {
     let n = x0.len();
     let p = Param::new(gpu, "w", &[n], x0, decay).unwrap();
-    let mut opt = Optimizer::new(gpu, config, 0.0, &[&p]).unwrap();
+    let mut opt = Optimizer::new(gpu, config, clip, &[&p]).unwrap();
+    let norm_sq = zeros("grad norm²", &[1]);
     for g in all_grads {
-        p.grad.write_f32(gpu, g);
-        opt.step(gpu, &[&p], lr).unwrap();
+        p.grad().write_f32(gpu, g);
+        grad_norm_sq(gpu, &[&p], &norm_sq).unwrap();
+        opt.step(gpu, &[&p], lr, &norm_sq).unwrap();
     }
     (p.value.to_f32(gpu).unwrap(), opt, p)
 }
 
+/// The method against the f64 reference, without clipping and with a global-norm clip of 1
+/// (which every step's gradients exceed: they hold values of 1e6).
 fn check_against_reference(config: OptimizerConfig, lr: f32) {
     let h = config.resolve().unwrap();
     let mut rng = Rng::new(100 + h.name as u64);
-    for n in [1, 7, 300] {
-        let x0 = rng.uniform_vec(n, -1.0, 1.0);
-        let all: Vec<Vec<f32>> = (0..STEPS).map(|_| grads(&mut rng, n)).collect();
-        let (got, _, _) = run_gpu(gpu(), &config, &x0, &all, lr, true);
-        let mut r = Reference::new(h, &x0);
-        for g in &all {
-            r.step(g, lr as f64);
+    for clip in [0.0f32, 1.0] {
+        for n in [1, 7, 300] {
+            let x0 = rng.uniform_vec(n, -1.0, 1.0);
+            let all: Vec<Vec<f32>> = (0..STEPS).map(|_| grads(&mut rng, n)).collect();
+            let (got, _, _) = run_gpu(gpu(), &config, &x0, &all, lr, true, clip);
+            let mut r = Reference::new(h, &x0);
+            for g in &all {
+                r.step(g, lr as f64, clip as f64);
+            }
+            // f32 arithmetic over 10 steps of size ≤ ~lr·(a few): a few ulps of the values and
+            // of lr·steps; SGD's huge gradients move parameters by ~lr·1e6, so relative terms
+            // count. The clip scale is computed from an f32 norm (relative error ~1e-7).
+            let atol = 1e-6 + 1e-6 * lr as f64 * STEPS as f64;
+            let what = format!("{} n={n} clip {clip}", h.describe());
+            assert_close(&what, &got, &r.x, atol, 2e-5);
         }
-        // f32 arithmetic over 10 steps of size ≤ ~lr·(a few): a few ulps of the values and of
-        // lr·steps; SGD's huge gradients move parameters by ~lr·1e6, so relative terms count.
-        let atol = 1e-6 + 1e-6 * lr as f64 * STEPS as f64;
-        assert_close(&format!("{} n={n}", h.describe()), &got, &r.x, atol, 2e-5);
     }
 }
 
@@ -209,7 +228,7 @@ fn lion_matches_the_reference_with_exact_zero_signs() {
     check_against_reference(c.clone(), 1e-3);
     // all-zero gradients: sign(0) = 0, so only weight decay moves the parameters
     let x0 = vec![0.5f32; 9];
-    let (got, _, _) = run_gpu(gpu(), &c, &x0, &vec![vec![0.0; 9]; 3], 1e-3, true);
+    let (got, _, _) = run_gpu(gpu(), &c, &x0, &vec![vec![0.0; 9]; 3], 1e-3, true, 0.0);
     let want = 0.5 * (1.0f64 - 1e-3 * 0.1).powi(3);
     assert_close("lion zero grads", &got, &[want; 9], 1e-7, 0.0);
 }
@@ -319,53 +338,64 @@ fn unpack(words: &[u32], n: usize) -> Vec<u8> {
 
 #[test]
 fn adam8bit_matches_a_reference_that_quantizes_the_same_way() {
-    let gpu = gpu();
-    let n = 4096 + 300; // ≥ 4096: 8-bit state; the last block is partial
-    let mut rng = Rng::new(8);
-    let x0 = rng.uniform_vec(n, -1.0, 1.0);
-    let all: Vec<Vec<f32>> = (0..STEPS).map(|_| rng.uniform_vec(n, -1.0, 1.0)).collect();
-    let config = OptimizerConfig::named(OptimizerName::Adam8bit);
-    let h = config.resolve().unwrap();
-    let (got, opt, _) = run_gpu(gpu, &config, &x0, &all, 1e-3, true);
-    assert_eq!(opt.state[0].len(), 3, "8-bit state for a tensor of {n}");
-    let mut r = Adam8bitReference {
-        signed: dynamic_map(true),
-        unsigned: dynamic_map(false),
-        x: x0.clone(),
-        m_codes: vec![0; n],
-        v_codes: vec![0; n],
-        absmax: vec![0.0; 2 * n.div_ceil(BLOCK_8BIT)],
-        t: 0,
-    };
-    for g in &all {
-        r.step(g, 1e-3, &h);
+    // without clipping, and with a global-norm clip of 1 (the gradients' norm is about 38)
+    for clip in [0.0f32, 1.0] {
+        let gpu = gpu();
+        let n = 4096 + 300; // ≥ 4096: 8-bit state; the last block is partial
+        let mut rng = Rng::new(8);
+        let x0 = rng.uniform_vec(n, -1.0, 1.0);
+        let all: Vec<Vec<f32>> = (0..STEPS).map(|_| rng.uniform_vec(n, -1.0, 1.0)).collect();
+        let config = OptimizerConfig::named(OptimizerName::Adam8bit);
+        let h = config.resolve().unwrap();
+        let (got, opt, _) = run_gpu(gpu, &config, &x0, &all, 1e-3, true, clip);
+        assert_eq!(opt.state[0].1.len(), 3, "8-bit state for a tensor of {n}");
+        let mut r = Adam8bitReference {
+            signed: dynamic_map(true),
+            unsigned: dynamic_map(false),
+            x: x0.clone(),
+            m_codes: vec![0; n],
+            v_codes: vec![0; n],
+            absmax: vec![0.0; 2 * n.div_ceil(BLOCK_8BIT)],
+            t: 0,
+        };
+        for g in &all {
+            // clipping scales the gradient by min(1, clip / (‖g‖ + 1e-6)) before the update
+            let norm = g.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            let scale = if clip > 0.0 {
+                (clip as f64 / (norm + 1e-6)).min(1.0)
+            } else {
+                1.0
+            };
+            let g: Vec<f32> = g.iter().map(|&v| (v as f64 * scale) as f32).collect();
+            r.step(&g, 1e-3, &h);
+        }
+        let m_codes = unpack(&opt.state[0].1[0].1.to_u32(gpu).unwrap(), n);
+        let v_codes = unpack(&opt.state[0].1[1].1.to_u32(gpu).unwrap(), n);
+        // Codes are identical except where f32 rounding on the GPU (e.g. a fused multiply-add) puts
+        // a value on the other side of a midpoint between two codes: then they differ by one.
+        let differing = |a: &[u8], b: &[u8]| -> usize {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| {
+                    assert!((*x as i32 - *y as i32).abs() <= 1, "codes {x} vs {y}");
+                    usize::from(x != y)
+                })
+                .sum()
+        };
+        let (dm, dv) = (
+            differing(&m_codes, &r.m_codes),
+            differing(&v_codes, &r.v_codes),
+        );
+        assert!(
+            dm + dv <= n / 500,
+            "{dm} m codes and {dv} v codes of {n} differ"
+        );
+        let want: Vec<f64> = r.x.iter().map(|&v| v as f64).collect();
+        assert_close("adam8bit params", &got, &want, 1e-5, 1e-5);
+        let absmax = opt.state[0].1[2].1.to_f32(gpu).unwrap();
+        let want: Vec<f64> = r.absmax.iter().map(|&v| v as f64).collect();
+        assert_close("adam8bit absmax", &absmax, &want, 1e-9, 1e-4);
     }
-    let m_codes = unpack(&opt.state[0][0].1.to_u32(gpu).unwrap(), n);
-    let v_codes = unpack(&opt.state[0][1].1.to_u32(gpu).unwrap(), n);
-    // Codes are identical except where f32 rounding on the GPU (e.g. a fused multiply-add) puts
-    // a value on the other side of a midpoint between two codes: then they differ by one.
-    let differing = |a: &[u8], b: &[u8]| -> usize {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| {
-                assert!((*x as i32 - *y as i32).abs() <= 1, "codes {x} vs {y}");
-                usize::from(x != y)
-            })
-            .sum()
-    };
-    let (dm, dv) = (
-        differing(&m_codes, &r.m_codes),
-        differing(&v_codes, &r.v_codes),
-    );
-    assert!(
-        dm + dv <= n / 500,
-        "{dm} m codes and {dv} v codes of {n} differ"
-    );
-    let want: Vec<f64> = r.x.iter().map(|&v| v as f64).collect();
-    assert_close("adam8bit params", &got, &want, 1e-5, 1e-5);
-    let absmax = opt.state[0][2].1.to_f32(gpu).unwrap();
-    let want: Vec<f64> = r.absmax.iter().map(|&v| v as f64).collect();
-    assert_close("adam8bit absmax", &absmax, &want, 1e-9, 1e-4);
 }
 
 #[test]

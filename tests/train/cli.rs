@@ -288,7 +288,7 @@ fn bench_quick_runs_and_writes_json() {
     let run = |extra: &[(&str, &str)]| run_with(&[], extra);
     let v = run(&[]);
     let tuned = &v["matmul_kernel"];
-    if tuned["source"] == "measured" {
+    if tuned["source"] == "measured" || tuned["source"] == "checked" {
         assert!(cache.join("matmul-tune.json").exists());
         let again = run(&[]);
         assert_eq!(again["matmul_kernel"]["source"], "cached");
@@ -326,10 +326,13 @@ fn bench_quick_runs_and_writes_json() {
     }
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
-    assert!(steps
-        .iter()
-        .all(|s| s["ms_per_step"].as_f64().unwrap() > 0.0
-            && s["submits_per_step"].as_f64().unwrap() <= 2.0));
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["ms_per_step"].as_f64().unwrap() > 0.0
+                && s["submits_per_step"].as_f64().unwrap() == 1.0),
+        "one submit per step, as the README says: {steps:?}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn read_params(params: &[&Param]) -> (Params, Params) {
     let mut grads = HashMap::new();
     for p in params {
         let v = p.value.to_f32(gpu()).unwrap();
-        let g = p.grad.to_f32(gpu()).unwrap();
+        let g = p.grad().to_f32(gpu()).unwrap();
         values.insert(p.name.clone(), v.iter().map(|&x| x as f64).collect());
         grads.insert(p.name.clone(), g.iter().map(|&x| x as f64).collect());
     }

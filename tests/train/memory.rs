@@ -13,7 +13,7 @@ fn grads_and_weights(t: &Trainer) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     (
         params
             .iter()
-            .map(|p| p.grad.to_f32(gpu()).unwrap())
+            .map(|p| p.grad().to_f32(gpu()).unwrap())
             .collect(),
         params
             .iter()
@@ -89,7 +89,7 @@ fn every_checkpoint_policy_gives_bit_identical_gradients_and_the_stated_recomput
         let grads: Vec<Vec<u32>> = params
             .iter()
             .map(|p| {
-                p.grad
+                p.grad()
                     .to_f32(gpu())
                     .unwrap()
                     .iter()

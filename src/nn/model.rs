@@ -1,0 +1,233 @@
+//! The [`Model`] trait: what the trainer, evaluation, the command line and the planner need of a
+//! model, so that a new model kind (a pipelined GPT, a LoRA GPT, a quantized GPT) is one `impl`
+//! instead of an arm in every `match`. Batches arrive as host data ([`Batch`]); the model uploads
+//! them.
+
+use super::gpt::GptBatch;
+use super::{activation, Gpt, Mlp, Param};
+use crate::error::{Error, Result};
+use crate::gpu::{Category, Gpu};
+use crate::ops::softmax_xent::{softmax_xent, PAD};
+use crate::tensor::Tensor;
+
+/// One batch on the host: the model's inputs and their targets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Batch {
+    /// Feature rows x (N, features) and class targets y (N).
+    Rows {
+        x: Vec<f32>,
+        y: Vec<u32>,
+        features: usize,
+    },
+    /// Token sequences x (B, seq) and next-token targets y (B, seq); PAD targets carry no loss.
+    Tokens {
+        x: Vec<u32>,
+        y: Vec<u32>,
+        seq: usize,
+    },
+}
+
+impl Batch {
+    /// Rows, or sequences.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Rows { y, .. } => y.len(),
+            Batch::Tokens { y, seq, .. } => y.len() / seq,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Targets that carry a loss (not PAD): the denominator of the batch's mean loss.
+    pub fn targets(&self) -> usize {
+        match self {
+            Batch::Rows { y, .. } | Batch::Tokens { y, .. } => {
+                y.iter().filter(|&&t| t != PAD).count()
+            }
+        }
+    }
+
+    /// Consecutive pieces of at most `n` rows or sequences (the micro-batches).
+    pub fn split(&self, n: usize) -> Vec<Batch> {
+        let n = n.max(1);
+        match self {
+            Batch::Rows { x, y, features } => x
+                .chunks(n * features)
+                .zip(y.chunks(n))
+                .map(|(x, y)| Batch::Rows {
+                    x: x.to_vec(),
+                    y: y.to_vec(),
+                    features: *features,
+                })
+                .collect(),
+            Batch::Tokens { x, y, seq } => x
+                .chunks(n * seq)
+                .zip(y.chunks(n * seq))
+                .map(|(x, y)| Batch::Tokens {
+                    x: x.to_vec(),
+                    y: y.to_vec(),
+                    seq: *seq,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A trainable model. Its parameters are in a fixed order (the checkpoint's); the trainable ones
+/// are those with a gradient (see [`Param::freeze`]).
+pub trait Model {
+    /// One line for logs: "gpt (4 layers, …)".
+    fn describe(&self) -> String;
+
+    fn params(&self) -> Vec<&Param>;
+    fn params_mut(&mut self) -> Vec<&mut Param>;
+
+    /// The parameters that get gradients and optimizer state.
+    fn trainable_params(&self) -> Vec<&Param> {
+        self.params()
+            .into_iter()
+            .filter(|p| p.trainable())
+            .collect()
+    }
+
+    fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Records forward and backward of Σ losses · `grad_scale` over the batch: adds into every
+    /// trainable parameter's gradient and returns the per-target losses. Nothing is submitted.
+    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor>;
+
+    /// Per-target losses, forward only (PAD targets give 0).
+    fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor>;
+
+    /// Logits (N, classes) for rows, (B, seq, vocab) for tokens; forward only.
+    fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor>;
+
+    /// The longest token sequence the model reads, for a model that generates text.
+    fn context(&self) -> Option<usize>;
+
+    /// Block forward evaluations so far (recomputation included), for a model with blocks.
+    fn block_forwards(&self) -> u64 {
+        0
+    }
+}
+
+/// Freezes every parameter whose name matches one of `patterns` (see
+/// [`super::name_matches`]); an unmatched pattern is an error naming it.
+pub fn freeze(model: &mut dyn Model, patterns: &[String]) -> Result<()> {
+    for pattern in patterns {
+        let mut matched = false;
+        for p in model.params_mut() {
+            if super::name_matches(pattern, &p.name) {
+                p.freeze();
+                matched = true;
+            }
+        }
+        if !matched {
+            return Err(Error::Config(format!(
+                "freeze: {pattern:?} matches no parameter of this model"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn rows<'b>(what: &str, batch: &'b Batch) -> (&'b [f32], &'b [u32], usize) {
+    match batch {
+        Batch::Rows { x, y, features } => (x, y, *features),
+        Batch::Tokens { .. } => panic!("{what}: an mlp takes feature rows, not tokens"),
+    }
+}
+
+impl Mlp {
+    fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let (x, y, features) = rows("mlp", batch);
+        assert_eq!(features, self.config.inputs, "mlp input features");
+        let n = y.len();
+        let tx = Tensor::from_f32(gpu, "x", &[n, features], x, Category::Activations)?;
+        let ty = Tensor::from_u32(gpu, "y", &[n], y, Category::Activations)?;
+        Ok((tx, ty))
+    }
+}
+
+impl Model for Mlp {
+    fn describe(&self) -> String {
+        format!(
+            "mlp ({:?} hidden, {:?})",
+            self.config.hidden, self.config.activation
+        )
+    }
+    fn params(&self) -> Vec<&Param> {
+        Mlp::params(self)
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Mlp::params_mut(self)
+    }
+    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor> {
+        let (x, y) = self.upload(gpu, batch)?;
+        Mlp::forward_backward(self, gpu, &x, &y, grad_scale)
+    }
+    fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let (x, y) = self.upload(gpu, batch)?;
+        let logits = Mlp::logits(self, gpu, &x)?;
+        let losses = activation(gpu, "losses", &[x.rows()])?;
+        softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
+        Ok(losses)
+    }
+    fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let (x, _) = self.upload(gpu, batch)?;
+        Mlp::logits(self, gpu, &x)
+    }
+    fn context(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Gpt {
+    fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<GptBatch> {
+        match batch {
+            Batch::Tokens { x, y, seq } => {
+                GptBatch::new(gpu, &self.config, x, y, x.len() / seq, *seq)
+            }
+            Batch::Rows { .. } => panic!("gpt: takes token sequences, not feature rows"),
+        }
+    }
+}
+
+impl Model for Gpt {
+    fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "gpt ({} layers, {} heads, d_model {}, context {})",
+            c.n_layer, c.n_head, c.n_embd, c.block_size
+        )
+    }
+    fn params(&self) -> Vec<&Param> {
+        Gpt::params(self)
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Gpt::params_mut(self)
+    }
+    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor> {
+        let b = self.upload(gpu, batch)?;
+        Gpt::forward_backward(self, gpu, &b, grad_scale)
+    }
+    fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let b = self.upload(gpu, batch)?;
+        Gpt::losses(self, gpu, &b)
+    }
+    fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let b = self.upload(gpu, batch)?;
+        Gpt::logits(self, gpu, &b)
+    }
+    fn context(&self) -> Option<usize> {
+        Some(self.config.block_size)
+    }
+    fn block_forwards(&self) -> u64 {
+        self.block_forwards
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
