@@ -165,6 +165,37 @@ impl Tensor {
         Ok(t)
     }
 
+    /// A 16-bit float tensor (F16 or BF16) from its values' bit patterns.
+    pub fn from_bits16(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        bits: &[u16],
+        category: Category,
+    ) -> Result<Tensor> {
+        assert!(
+            matches!(dtype, DType::F16 | DType::BF16),
+            "{name}: from_bits16 makes f16 or bf16 tensors, not {}",
+            dtype.name()
+        );
+        let t = Self::empty(gpu, name, shape, dtype, category)?;
+        assert_eq!(
+            bits.len(),
+            t.numel(),
+            "{name}: {} values for shape {shape:?}",
+            bits.len()
+        );
+        gpu.upload(&t, bytemuck::cast_slice(bits));
+        Ok(t)
+    }
+
+    /// The bit patterns of a 16-bit float tensor (F16 or BF16; a sync point).
+    pub fn to_bits16(&self, gpu: &Gpu) -> Result<Vec<u16>> {
+        expect_dtype("to_bits16", self, &[DType::F16, DType::BF16]);
+        Ok(bytemuck::pod_collect_to_vec(&gpu.read_bytes(self)?))
+    }
+
     /// Reads the values back (a sync point).
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         assert_eq!(self.dtype, DType::F32, "{} is {:?}", self.name, self.dtype);

@@ -15,6 +15,7 @@ pub enum Shader {
     Embedding,
     Attention,
     Reduce,
+    Cast,
     OptimSgd,
     OptimRmsprop,
     OptimAdam,
@@ -25,7 +26,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -36,6 +37,7 @@ impl Shader {
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
+        Shader::Cast,
         Shader::OptimSgd,
         Shader::OptimRmsprop,
         Shader::OptimAdam,
@@ -57,6 +59,7 @@ impl Shader {
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
+            Shader::Cast => "cast",
             Shader::OptimSgd => "optim/sgd",
             Shader::OptimRmsprop => "optim/rmsprop",
             Shader::OptimAdam => "optim/adam",
@@ -79,6 +82,7 @@ impl Shader {
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::OptimSgd => include_str!("../../shaders/optim/sgd.wgsl"),
             Shader::OptimRmsprop => include_str!("../../shaders/optim/rmsprop.wgsl"),
             Shader::OptimAdam => include_str!("../../shaders/optim/adam.wgsl"),

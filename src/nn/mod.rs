@@ -72,16 +72,24 @@ impl Param {
         self.grad = None;
     }
 
+    /// A parameter with `init` values: trainable (with a zeroed gradient) unless it is built
+    /// inside [`frozen_scope`] with a pattern that matches its name, in which case it never
+    /// allocates a gradient.
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
+        let frozen = FROZEN.with(|f| f.borrow().iter().any(|p| name_matches(p, name)));
         Ok(Param {
             name: name.to_string(),
             value: Tensor::from_f32(gpu, name, shape, init, Category::Params)?,
-            grad: Some(Tensor::zeros(
-                gpu,
-                &format!("{name}.grad"),
-                shape,
-                Category::Grads,
-            )?),
+            grad: if frozen {
+                None
+            } else {
+                Some(Tensor::zeros(
+                    gpu,
+                    &format!("{name}.grad"),
+                    shape,
+                    Category::Grads,
+                )?)
+            },
             decay,
             grad_is_zero: AtomicBool::new(true),
         })
@@ -124,6 +132,27 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
             p.grad_is_zero.store(true, Ordering::Relaxed);
         }
     }
+}
+
+thread_local! {
+    /// The freeze patterns of the [`frozen_scope`] this thread is in.
+    static FROZEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `build` (a model constructor) with every parameter whose name matches one of
+/// `patterns` created frozen, so that its gradient is never allocated (freezing afterwards,
+/// [`Param::freeze`], would allocate it first). Scoped to this thread and this call.
+pub fn frozen_scope<T>(patterns: &[String], build: impl FnOnce() -> T) -> T {
+    struct Reset(Vec<String>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let old = std::mem::take(&mut self.0);
+            FROZEN.with(|f| *f.borrow_mut() = old);
+        }
+    }
+    let old = FROZEN.with(|f| std::mem::replace(&mut *f.borrow_mut(), patterns.to_vec()));
+    let _reset = Reset(old);
+    build()
 }
 
 /// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`

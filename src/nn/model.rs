@@ -116,7 +116,9 @@ pub trait Model {
 }
 
 /// Freezes every parameter whose name matches one of `patterns` (see
-/// [`super::name_matches`]); an unmatched pattern is an error naming it.
+/// [`super::name_matches`]; a model built in [`super::frozen_scope`] with the same patterns has
+/// them frozen already, and never allocated their gradients); an unmatched pattern is an error
+/// naming it.
 pub fn freeze(model: &mut dyn Model, patterns: &[String]) -> Result<()> {
     for pattern in patterns {
         let mut matched = false;

@@ -85,6 +85,7 @@ pub fn attention_forward(
     att: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
+    super::expect_f32("attention_forward", &[qkv, att, out]);
     let (b, t, c, params) = dims(qkv, nh);
     expect_numel("attention att", att, b * nh * t * t);
     expect_numel("attention out", out, b * t * c);
@@ -150,6 +151,7 @@ pub fn attention_backward(
     dpre: &Tensor,
     dqkv: &Tensor,
 ) -> Result<()> {
+    super::expect_f32("attention_backward", &[dout, qkv, att, dpre, dqkv]);
     let (b, t, c, params) = dims(qkv, nh);
     expect_numel("attention dout", dout, b * t * c);
     expect_numel("attention att", att, b * nh * t * t);

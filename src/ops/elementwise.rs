@@ -9,6 +9,7 @@ const WG: usize = 256;
 /// Records `entry` over out's n elements: the `entry4` kernel (vec4) on the first 4·(n/4), the
 /// scalar `entry` on the rest.
 fn run(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
+    super::expect_f32(entry[0], &[x, y, out]);
     let [scalar, vec4] = entry;
     let n = out.numel();
     expect_numel(scalar, x, n);

@@ -83,6 +83,7 @@ impl EmbeddingIndex {
 
 /// out[r, :] = table[idx[r], :]. table: (V, C); out: (R, C).
 pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out: &Tensor) {
+    super::expect_f32("embedding_forward", &[table, out]);
     let (rows, cols) = (index.len(), table.cols());
     expect_numel("embedding table", table, index.vocab * cols);
     expect_numel("embedding out", out, rows * cols);
@@ -109,6 +110,7 @@ pub fn embedding_backward(
     dtable: &Tensor,
     accumulate: bool,
 ) {
+    super::expect_f32("embedding_backward", &[dout, dtable]);
     let (rows, cols) = (index.len(), dtable.cols());
     expect_numel("embedding dout", dout, rows * cols);
     expect_numel("embedding dtable", dtable, index.vocab * cols);

@@ -35,6 +35,7 @@ pub fn layernorm_forward(
     mean: &Tensor,
     rstd: &Tensor,
 ) {
+    super::expect_f32("layernorm_forward", &[x, w, b, out, mean, rstd]);
     let (rows, cols) = (x.rows(), x.cols());
     expect_numel("layernorm w", w, cols);
     expect_numel("layernorm b", b, cols);
@@ -75,6 +76,7 @@ pub fn layernorm_backward(
     db: &Tensor,
     params: Option<bool>,
 ) {
+    super::expect_f32("layernorm_backward", &[dout, x, w, mean, rstd, dx, dw, db]);
     let accumulate = params.unwrap_or(false);
     let (rows, cols) = (x.rows(), x.cols());
     for (what, t, n) in [

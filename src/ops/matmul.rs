@@ -187,6 +187,7 @@ pub fn matmul_bias_relu_with(
     bias: &Tensor,
     c: &Tensor,
 ) {
+    super::expect_f32("matmul", &[a, b, bias, c]);
     record(gpu, kernel, d, [a, b, c], Some(bias), Epilogue::BiasRelu);
 }
 
@@ -217,6 +218,8 @@ pub fn matmul_with(
     c: &Tensor,
     accumulate: bool,
 ) {
+    super::expect_f32("matmul", &[a, b, c]);
+    super::expect_f32("matmul", bias.as_slice());
     assert!(
         !(accumulate && bias.is_some()),
         "matmul: a fused bias with accumulate is ambiguous"
@@ -393,6 +396,10 @@ pub fn matmul_f16(
     c: &Tensor,
     accumulate: bool,
 ) -> crate::Result<()> {
+    crate::tensor::expect_dtype("matmul_f16", a, &[DType::F16]);
+    crate::tensor::expect_dtype("matmul_f16", b, &[DType::F16]);
+    super::expect_f32("matmul_f16", &[c]);
+    super::expect_f32("matmul_f16", bias.as_slice());
     let MatmulDims { batch, m, n, k, .. } = d;
     let unsupported = |why: &str| Err(crate::Error::Config(format!("f16 matmul: {why}")));
     if !gpu.features().contains(wgpu::Features::SHADER_F16) {
@@ -461,6 +468,10 @@ pub fn matmul_backward(
     dbias: Option<&Tensor>,
     accumulate: bool,
 ) {
+    super::expect_f32("matmul_backward", &[a, b, dc]);
+    for t in [da, db, dbias].into_iter().flatten() {
+        super::expect_f32("matmul_backward", &[t]);
+    }
     let MatmulDims {
         batch,
         m,

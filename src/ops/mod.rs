@@ -3,6 +3,7 @@
 //! with the full shapes on a mismatch: those are programmer errors, not user input.
 
 pub mod attention;
+pub mod cast;
 pub mod elementwise;
 pub mod embedding;
 pub mod layernorm;
@@ -61,6 +62,15 @@ pub(crate) fn expect_numel(what: &str, t: &Tensor, numel: usize) {
         "{what}: {t:?} has {} elements, expected {numel}",
         t.numel()
     );
+}
+
+/// Every op checks the dtypes it reads and writes: f32 here (an f16 or packed tensor would be
+/// read as the wrong words), panicking with the op's and the tensor's names.
+#[track_caller]
+pub(crate) fn expect_f32(op: &str, tensors: &[&Tensor]) {
+    for t in tensors {
+        crate::tensor::expect_dtype(op, t, &[crate::tensor::DType::F32]);
+    }
 }
 
 pub(crate) fn flag(b: bool) -> u32 {

@@ -39,6 +39,7 @@ pub fn reduce(
     index: usize,
     accumulate: bool,
 ) -> Result<()> {
+    super::expect_f32("reduce", &[x, out]);
     assert!(index < out.numel(), "reduce: index {index} outside {out:?}");
     let (kernel, n, chunk, groups) = first_pass_shape(x.numel());
     let partials = Tensor::empty(
@@ -100,6 +101,7 @@ pub fn partials_len(numel: usize) -> usize {
 
 /// Backward of `reduce` for Sum (dx = dy) and SumOfSquares (dx = 2·x·dy). dy: (1).
 pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: &Tensor) {
+    super::expect_f32("reduce_backward", &[x, dy, dx]);
     assert!(
         mode != Reduction::NonFinite,
         "a non-finite count has no gradient"
@@ -123,6 +125,7 @@ pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: 
 
 /// out[c] (+)= Σ_r x[r, c]: the bias gradient. x: (rows, cols); out: (cols).
 pub fn colsum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, accumulate: bool) {
+    super::expect_f32("colsum", &[x, out]);
     expect_numel("colsum x", x, rows * cols);
     expect_numel("colsum out", out, cols);
     let params = [rows as u32, cols as u32, 0, 0, flag(accumulate)];

@@ -23,6 +23,9 @@ pub fn softmax_xent(
     dlogits: Option<&Tensor>,
     grad_scale: f32,
 ) -> Result<()> {
+    super::expect_f32("softmax_xent", &[logits, losses]);
+    super::expect_f32("softmax_xent", dlogits.as_slice());
+    crate::tensor::expect_dtype("softmax_xent", targets, &[DType::U32]);
     let (rows, vocab) = (logits.rows(), logits.cols());
     expect_numel("softmax_xent targets", targets, rows);
     assert_eq!(

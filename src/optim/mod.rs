@@ -396,6 +396,7 @@ impl Optimizer {
             let slots = self
                 .slots(&p.name)
                 .unwrap_or_else(|| panic!("optimizer has no state for {}", p.name));
+            crate::ops::expect_f32("optimizer step", &[p.grad(), &p.value]);
             let n = p.numel() as u32;
             let wd = if p.decay { h.weight_decay } else { 0.0 };
             let s = |i: usize| &slots[i].1;

@@ -19,7 +19,7 @@ use crate::data::text::Text;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
-use crate::nn::{zero_grads, Batch, Gpt, Mlp, Model};
+use crate::nn::{frozen_scope, zero_grads, Batch, Gpt, Mlp, Model};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
@@ -88,14 +88,17 @@ impl Task {
 /// parameters the config's `freeze` patterns name frozen.
 pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
     let mut rng = Rng::new(config.seed);
-    let mut model: Box<dyn Model> = match config.model {
-        ModelKind::Mlp => Box::new(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
-        ModelKind::Gpt => {
-            let mut g = Gpt::new(gpu, config.gpt.clone(), &mut rng)?;
-            g.recompute = config.recompute;
-            Box::new(g)
-        }
-    };
+    // frozen parameters are built without gradients; `freeze` then checks every pattern matched
+    let mut model: Box<dyn Model> = frozen_scope(&config.freeze, || -> Result<Box<dyn Model>> {
+        Ok(match config.model {
+            ModelKind::Mlp => Box::new(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
+            ModelKind::Gpt => {
+                let mut g = Gpt::new(gpu, config.gpt.clone(), &mut rng)?;
+                g.recompute = config.recompute;
+                Box::new(g)
+            }
+        })
+    })?;
     freeze(model.as_mut(), &config.freeze)?;
     if model.trainable_params().is_empty() {
         return Err(Error::Config(

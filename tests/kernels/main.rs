@@ -7,6 +7,7 @@ mod common;
 mod reference;
 
 mod attention;
+mod cast;
 mod devices;
 mod elementwise;
 mod embedding;

@@ -461,3 +461,64 @@ fn optimize_writes_json_and_a_plot() {
         &["unknown line search"],
     );
 }
+
+/// `plan --resume CKPT` plans the checkpoint's run (its config), and refuses a checkpoint that
+/// does not fit the model.
+#[test]
+fn plan_resume_reads_the_checkpoint() {
+    let dir = tmp_dir("plan-resume");
+    let out = dir.join("run");
+    let o = wgtrain(&[
+        "train",
+        "--model",
+        "mlp",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoint.safetensors");
+    let o = wgtrain(&["plan", "--resume", ckpt.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = wgtrain(&["plan", "--model", "mlp", "--json"]);
+    let direct: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        resumed, direct,
+        "the checkpoint's config is the mlp preset's"
+    );
+    // a checkpoint of another shape is refused before anything runs
+    fails_with(
+        &[
+            "plan",
+            "--resume",
+            ckpt.to_str().unwrap(),
+            "--config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/assets/configs/gpt-addition.json"
+            ),
+        ],
+        &["checkpoint", "has no tensor"],
+    );
+}
+
+/// The pre-run limit check looks at each tensor: AdamW's two moments of a 32000×768 embedding
+/// (98 MB each) fit lavapipe's 128 MiB storage binding; their sum would not.
+#[test]
+fn plan_checks_each_tensor_against_the_limits_not_their_sums() {
+    let dir = tmp_dir("plan-limits");
+    let config = dir.join("big-vocab.json");
+    let _ = write(
+        &config,
+        r#"{"model": "gpt", "data": "addition", "batch_size": 1,
+            "gpt": {"vocab_size": 32000, "block_size": 12, "n_layer": 1, "n_head": 12, "n_embd": 768},
+            "addition": {"digits": 2, "test_size": 4},
+            "optimizer": {"name": "adamw"}}"#,
+    );
+    let o = wgtrain(&["plan", "--config", config.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["predicted"]["optimizer"].as_u64().unwrap() > 2 * 32000 * 768 * 4);
+}

@@ -9,6 +9,7 @@ mod cli;
 mod devices;
 mod gradients;
 mod memory;
+mod params;
 mod planner;
 mod second_order;
 mod training;
