@@ -119,8 +119,7 @@ fn a_subset_restore_loads_a_base_model_and_reports_the_fresh_parameters() {
     // a whole restore of the same checkpoint refuses: the model has tensors it lacks
     let e = ckpt
         .restore(&gpu, &deeper.model.params(), None, false)
-        .err()
-        .expect("a missing tensor is an error");
+        .expect_err("a missing tensor is an error");
     assert!(e.to_string().contains("h.1."), "{e}");
 }
 
