@@ -328,8 +328,12 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     end["mem_predicted_by_category"] = predicted;
     end["mem_peak_total"] = mem.peak_total.into();
     // device memory the pool holds that no tensor uses: size-class rounding plus freed buffers
-    // kept for reuse
+    // kept for reuse; the most it held, and the share of that no tensor needed (fragmentation)
     end["mem_held_unused_bytes"] = mem.unusable_bytes().into();
+    end["mem_peak_held_bytes"] = mem.peak_held.into();
+    end["mem_fragmentation"] = mem.fragmentation().into();
+    // outside the categories: the recorder's arenas and the readback staging buffers
+    end["mem_runtime_bytes"] = mem.runtime.into();
     metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | {}",
@@ -344,10 +348,15 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
             mem.peak.get(cat) as f64 / (1 << 20) as f64
         );
     }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
-        " peak total {:.2} MiB; the pool holds {:.2} MiB more (rounding and cached free buffers)",
-        mem.peak_total as f64 / (1 << 20) as f64,
-        mem.unusable_bytes() as f64 / (1 << 20) as f64
+        " peak total {:.2} MiB; the pool held at most {:.2} MiB, {:.1} % of it needed by no \
+         tensor at the peak (fragmentation: size-class rounding and cached free buffers); \
+         {:.2} MiB more in runtime buffers (uniform and upload arenas, readback staging)",
+        mib(mem.peak_total),
+        mib(mem.peak_held),
+        100.0 * mem.fragmentation(),
+        mib(mem.runtime)
     );
     if let Task::Addition(a) = &trainer.task {
         let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();

@@ -101,6 +101,10 @@ pub struct GpuStats {
     pub bind_groups: u64,
 }
 
+/// Staging buffers the readback cache keeps (a step reads the same one or two sizes back; an
+/// evaluation a few more).
+const READBACK_CACHE: usize = 8;
+
 /// Per-device state that layers above the runtime keep on a [`Gpu`] (e.g. the matmul tuning), by
 /// type.
 type DeviceState = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
@@ -117,8 +121,9 @@ pub struct Gpu {
     state: Mutex<DeviceState>,
     pipelines: Mutex<PipelineCache>,
     recorder: Mutex<Recorder>,
-    /// MAP_READ buffers for readbacks, by size, reused across reads.
-    readback: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// MAP_READ buffers for readbacks, reused across reads: at most [`READBACK_CACHE`] of them,
+    /// the least recently used dropped first.
+    readback: Mutex<Vec<wgpu::Buffer>>,
     submits: AtomicU64,
     dispatches: AtomicU64,
     /// An error of recorded work (a pipeline the device refused), returned by the next flush.
@@ -327,8 +332,19 @@ impl Gpu {
     pub fn pool(&self) -> &BufferPool {
         &self.pool
     }
+    /// The pool's accounting, with [`MemoryStats::runtime`] (the recorder's arenas and the
+    /// readback staging buffers) filled in.
     pub fn memory(&self) -> MemoryStats {
-        self.pool.stats()
+        let mut m = self.pool.stats();
+        m.runtime = self.recorder.lock().unwrap().arena_bytes()
+            + self
+                .readback
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|b| b.size())
+                .sum::<u64>();
+        m
     }
     pub fn stats(&self) -> GpuStats {
         GpuStats {
@@ -649,12 +665,13 @@ impl Gpu {
             return Ok(vec![0; t.bytes() as usize]);
         }
         let size = t.bytes().div_ceil(4) * 4;
-        let cached = self
-            .readback
-            .lock()
-            .unwrap()
-            .get_mut(&size)
-            .and_then(Vec::pop);
+        let cached = {
+            let mut cache = self.readback.lock().unwrap();
+            cache
+                .iter()
+                .position(|b| b.size() == size)
+                .map(|i| cache.remove(i))
+        };
         let staging = cached.unwrap_or_else(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgtrain readback"),
@@ -672,12 +689,13 @@ impl Gpu {
         });
         self.flush()?;
         let mut bytes = self.map_read(&staging)?;
-        self.readback
-            .lock()
-            .unwrap()
-            .entry(size)
-            .or_default()
-            .push(staging);
+        let mut cache = self.readback.lock().unwrap();
+        // most recently used last
+        cache.push(staging);
+        if cache.len() > READBACK_CACHE {
+            cache.remove(0).destroy();
+        }
+        drop(cache);
         bytes.truncate(t.bytes() as usize);
         Ok(bytes)
     }

@@ -103,6 +103,10 @@ pub struct MemoryStats {
     pub reuses: u64,
     /// The most device memory the pool has held at once (live and cached buffers, by class).
     pub peak_held: u64,
+    /// Device memory outside the pool and its categories (filled in by `Gpu::memory`): the
+    /// recorder's uniform and upload arenas and the readback staging buffers. Timing and
+    /// profiling buffers (bench, `--profile`) live only for one measurement and are not counted.
+    pub runtime: u64,
 }
 
 impl MemoryStats {

@@ -91,6 +91,14 @@ impl Recorder {
         self.commands.is_empty()
     }
 
+    /// Bytes of the uniform and upload arenas (kept and regrown across flushes).
+    pub fn arena_bytes(&self) -> u64 {
+        [&self.arena, &self.upload_arena]
+            .iter()
+            .filter_map(|a| a.as_ref().map(|b| b.size()))
+            .sum()
+    }
+
     /// Encodes every recorded command into one command buffer; `None` when nothing is recorded.
     pub fn encode(
         &mut self,

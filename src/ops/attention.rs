@@ -40,12 +40,6 @@ const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
 const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");
 const WG: usize = 64;
 
-/// Per-head tensors (B, NH, T, hs) the forward allocates as workspace (q, k, v, y), and the
-/// backward (q, k, v, dy, dq, dk, dv): each B·T·C floats, freed when the call returns. The
-/// memory planner mirrors these counts.
-pub const FORWARD_WORKSPACE: usize = 4;
-pub const BACKWARD_WORKSPACE: usize = 7;
-
 /// (batch, seq, channels) read from qkv (B, T, 3C), and the uniform block.
 fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
     let shape = qkv.shape();
@@ -67,6 +61,8 @@ fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
     )
 }
 
+/// A per-head tensor (B, NH, T, hs) of workspace: the forward makes four (q, k, v, y), the
+/// backward seven (q, k, v, dy, dq, dk, dv), each freed when the call returns.
 fn heads(gpu: &Gpu, name: &str, b: usize, nh: usize, t: usize, c: usize) -> Result<Tensor> {
     Tensor::empty(
         gpu,

@@ -93,12 +93,6 @@ fn first_pass_shape(numel: usize) -> (&'static Kernel, usize, usize, usize) {
     (kernel, n, chunk, n.div_ceil(chunk).max(1))
 }
 
-/// Partial sums (f32) one [`reduce`] over `numel` values allocates as workspace (the memory
-/// planner mirrors it).
-pub fn partials_len(numel: usize) -> usize {
-    first_pass_shape(numel).3
-}
-
 /// Backward of `reduce` for Sum (dx = dy) and SumOfSquares (dx = 2·x·dy). dy: (1).
 pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: &Tensor) {
     super::expect_f32("reduce_backward", &[x, dy, dx]);

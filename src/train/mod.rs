@@ -247,8 +247,15 @@ impl<'g> Trainer<'g> {
         Ok(self.norm_sq.to_f32(self.gpu)?[0].sqrt())
     }
 
+    /// Evaluates on the task's held-out data. Buffers the evaluation needed beyond the training
+    /// step's (other shapes) go back to the device afterwards, so the pool keeps only the
+    /// step's working set between steps.
     pub fn evaluate(&self) -> Result<EvalResult> {
-        eval::evaluate(self.gpu, self.model.as_ref(), &self.task, &self.config)
+        let mark = self.gpu.pool().mark();
+        let r = eval::evaluate(self.gpu, self.model.as_ref(), &self.task, &self.config)?;
+        self.gpu.sync()?;
+        self.gpu.pool().trim_since(mark);
+        Ok(r)
     }
 
     pub fn checkpoint_meta(&self) -> CheckpointMeta {
