@@ -288,6 +288,16 @@ fn bench_quick_runs_and_writes_json() {
     let run = |extra: &[(&str, &str)]| run_with(&[], extra);
     let v = run(&[]);
     let tuned = &v["matmul_kernel"];
+    if v["adapter"]["device_type"]
+        .as_str()
+        .is_some_and(|t| t.contains("Cpu"))
+    {
+        // a CPU adapter has one candidate: checked against f64, never timed
+        assert!(
+            tuned["source"] == "checked" || tuned["source"] == "only candidate",
+            "{tuned}"
+        );
+    }
     if tuned["source"] == "measured" || tuned["source"] == "checked" {
         assert!(cache.join("matmul-tune.json").exists());
         let again = run(&[]);
