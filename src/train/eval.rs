@@ -5,10 +5,11 @@ use crate::data::addition::Addition;
 use crate::data::digits;
 use crate::data::text::Text;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Category, Gpu};
 use crate::nn::{Batch, Model};
-use crate::ops::softmax_xent::PAD;
+use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
+use crate::tensor::{DType, Tensor};
 
 /// Validation windows for a text model.
 const TEXT_EVAL_WINDOWS: usize = 64;
@@ -36,8 +37,20 @@ pub fn evaluate(
                 let Batch::Rows { y, .. } = &batch else {
                     unreachable!("rows split into rows")
                 };
-                loss += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
-                let logits = model.logits(gpu, &batch)?.to_f32(gpu)?;
+                // one forward: the losses from the logits the accuracy needs too
+                let logits = model.logits(gpu, &batch)?;
+                let targets =
+                    Tensor::from_u32(gpu, "test y", &[y.len()], y, Category::Activations)?;
+                let losses = Tensor::empty(
+                    gpu,
+                    "test losses",
+                    &[y.len()],
+                    DType::F32,
+                    Category::Activations,
+                )?;
+                softmax_xent(gpu, &logits, &targets, &losses, None, 0.0)?;
+                loss += sum(&losses.to_f32(gpu)?);
+                let logits = logits.to_f32(gpu)?;
                 correct += logits
                     .chunks(digits::CLASSES)
                     .zip(y)
