@@ -40,6 +40,8 @@ enum Command {
     Sample(cli::sample::SampleArgs),
     /// Evaluate a checkpoint.
     Eval(cli::sample::EvalArgs),
+    /// Fold a LoRA adapter into its base model: a full checkpoint with W + scale·B·A.
+    Merge(cli::sample::MergeArgs),
 }
 
 fn main() {
@@ -63,5 +65,6 @@ fn run(args: Args) -> Result<()> {
         Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
+        Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),
     }
 }

@@ -1,17 +1,37 @@
-//! `wgtrain sample` and `wgtrain eval`: use a checkpoint.
+//! `wgtrain sample`, `wgtrain eval` and `wgtrain merge`: use a checkpoint (and a LoRA adapter).
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
+use wgtrain::nn::Model;
 use wgtrain::rng::Rng;
-use wgtrain::train::checkpoint::Checkpoint;
+use wgtrain::train::adapter::Adapter;
+use wgtrain::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use wgtrain::train::eval::{evaluate, generate};
 use wgtrain::train::{load_model, load_task};
 use wgtrain::Gpu;
+
+/// The checkpoint's model, with the LoRA adapter in `lora` (a directory PEFT's files) applied
+/// unmerged when given.
+fn load_with_adapter(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    lora: Option<&std::path::Path>,
+) -> Result<(wgtrain::train::TrainConfig, Box<dyn Model>)> {
+    let (config, mut model) = load_model(gpu, ckpt)?;
+    if let Some(dir) = lora {
+        Adapter::load(dir)?.apply(gpu, model.as_mut())?;
+    }
+    Ok((config, model))
+}
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A LoRA adapter directory (adapter_model.safetensors, adapter_config.json) to run with
+    /// the checkpoint, unmerged.
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// Text to continue (for an addition model, e.g. "12+34=").
     #[arg(long, default_value = "")]
     prompt: String,
@@ -33,7 +53,7 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (_, model) = load_model(&gpu, &ckpt)?;
+    let (_, model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
     if model.context().is_none() {
         bail!(
             "{} holds an mlp classifier, which does not generate text; use `wgtrain eval`",
@@ -60,6 +80,9 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
 pub struct EvalArgs {
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A LoRA adapter directory to run with the checkpoint, unmerged.
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// Evaluate on other data than the checkpoint's (a text file for a text model).
     #[arg(long)]
     data: Option<String>,
@@ -68,7 +91,7 @@ pub struct EvalArgs {
 pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (mut config, model) = load_model(&gpu, &ckpt)?;
+    let (mut config, model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
     if let Some(d) = args.data {
         config.data = d;
         config.validate()?;
@@ -80,6 +103,46 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
         super::train::describe(&r),
         ckpt.meta.step,
         config.data
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// The base checkpoint the adapter was trained on.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The LoRA adapter directory.
+    #[arg(long)]
+    lora: PathBuf,
+    /// Where to write the merged checkpoint (a .safetensors file).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn merge(adapter: Option<&str>, args: MergeArgs) -> Result<()> {
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let gpu = Gpu::new(adapter)?;
+    let (mut config, mut model) = load_with_adapter(&gpu, &ckpt, Some(&args.lora))?;
+    model.fold_lora(&gpu, true)?;
+    // the merged model is a plain one: its weights without the adapters, its config without lora
+    config.lora = None;
+    config.init = None;
+    let params: Vec<_> = model
+        .params()
+        .into_iter()
+        .filter(|p| !p.name.contains(".lora_"))
+        .collect();
+    let meta = CheckpointMeta {
+        config: serde_json::to_string(&config)?,
+        ..ckpt.meta.clone()
+    };
+    checkpoint::save(&gpu, &args.out, &params, &[], &meta)?;
+    eprintln!(
+        "merged {} into {}: {}",
+        args.lora.display(),
+        args.checkpoint.display(),
+        args.out.display()
     );
     Ok(())
 }

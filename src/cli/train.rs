@@ -66,6 +66,21 @@ pub struct TrainArgs {
     /// override). The run continues up to --steps.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start from this checkpoint's weights (a fine-tune: its config gives the model shape
+    /// unless --config is given; step, optimizer and data start fresh).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// LoRA rank: train low-rank adapters on the frozen model (written to --out in PEFT's
+    /// format).
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// LoRA alpha (scale alpha / r); default 16.
+    #[arg(long)]
+    lora_alpha: Option<f32>,
+    /// Layers that get adapters, comma-separated: attn.qkv, attn.proj, mlp.fc, mlp.proj
+    /// (default attn.qkv,attn.proj).
+    #[arg(long)]
+    lora_targets: Option<String>,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -79,10 +94,17 @@ fn parse_model(s: &str) -> Result<ModelKind> {
 /// The config a run uses: the file's, else the checkpoint's, else the preset for the model and
 /// data; then the flags.
 pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
+    let init = args.init.as_deref().map(Checkpoint::load).transpose()?;
     let mut config = if let Some(path) = &args.config {
         TrainConfig::load(path)?
     } else if let Some(ckpt) = ckpt {
         TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?
+    } else if let Some(base) = &init {
+        // the base's model shape; a fine-tune starts its own run
+        let mut c = TrainConfig::from_json(&base.meta.config, &base.path.display().to_string())?;
+        c.out = None;
+        c.metrics = None;
+        c
     } else {
         let model = args
             .model
@@ -137,6 +159,22 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     }
     if let Some(m) = &args.metrics {
         config.metrics = Some(m.clone());
+    }
+    if let Some(p) = &args.init {
+        config.init = Some(p.display().to_string());
+    }
+    if args.lora_r.is_some() || args.lora_alpha.is_some() || args.lora_targets.is_some() {
+        let mut lora = config.lora.clone().unwrap_or_default();
+        if let Some(r) = args.lora_r {
+            lora.r = r;
+        }
+        if let Some(a) = args.lora_alpha {
+            lora.alpha = a;
+        }
+        if let Some(t) = &args.lora_targets {
+            lora.targets = t.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        config.lora = Some(lora);
     }
     Ok(config)
 }
@@ -195,6 +233,14 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         for line in trainer.resume(ckpt)?.describe() {
             eprintln!("resume: {line}");
         }
+    } else if let Some(init) = trainer.config.init.clone() {
+        let base = Checkpoint::load(Path::new(&init))?;
+        let report = trainer.init_from(&base)?;
+        eprintln!(
+            "init: {} tensors from {init}; {} new (LoRA adapters)",
+            report.restored.len(),
+            report.fresh.len()
+        );
     }
     let c = trainer.config.clone();
     let frozen = trainer.model.num_params()
@@ -377,6 +423,27 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         let path = dir.join(CHECKPOINT_FILE);
         trainer.save(&path)?;
         eprintln!("checkpoint: {}", path.display());
+        if let Some(lora) = &c.lora {
+            let base = c
+                .init
+                .clone()
+                .unwrap_or_else(|| "(trained from scratch)".into());
+            let bytes =
+                wgtrain::train::adapter::save(&gpu, dir, trainer.model.as_ref(), lora, &base)?;
+            let base_bytes: usize = trainer
+                .model
+                .params()
+                .iter()
+                .filter(|p| !p.name.contains(".lora_"))
+                .map(|p| 4 * p.numel())
+                .sum();
+            eprintln!(
+                "LoRA adapter: {} ({bytes} bytes, {:.2} % of the base's {base_bytes} bytes of weights) and {}",
+                dir.join(wgtrain::train::adapter::WEIGHTS_FILE).display(),
+                100.0 * bytes as f64 / base_bytes as f64,
+                wgtrain::train::adapter::CONFIG_FILE
+            );
+        }
     } else {
         eprintln!("(pass --out DIR to keep a checkpoint for `wgtrain sample` and `wgtrain eval`)");
     }

@@ -116,6 +116,9 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
     let mut trainer = Trainer::with_task(&ledger, config.clone(), task)?;
     if let Some(ckpt) = ckpt {
         trainer.resume(ckpt)?;
+    } else if let Some(init) = &config.init {
+        // checks the base fits the model before the run
+        trainer.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
     }
     trainer.train_step(false)?;
     trainer.evaluate()?;

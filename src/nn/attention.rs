@@ -46,12 +46,12 @@ impl CausalSelfAttention {
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let qkv = activation(gpu, "attn.qkv", &[b, t, 3 * c])?;
-        self.qkv.forward(gpu, x, &qkv);
+        self.qkv.forward(gpu, x, &qkv)?;
         let att = activation(gpu, "attn.att", &[b, self.n_head, t, t])?;
         let y = activation(gpu, "attn.y", &[b, t, c])?;
         attention_forward(gpu, &qkv, self.n_head, &att, &y)?;
         let out = activation(gpu, "attn.out", &[b, t, c])?;
-        self.proj.forward(gpu, &y, &out);
+        self.proj.forward(gpu, &y, &out)?;
         Ok((out, AttentionCache { qkv, att, y }))
     }
 
@@ -63,7 +63,7 @@ impl CausalSelfAttention {
         dout: &Tensor,
     ) -> Result<Tensor> {
         let dy = activation(gpu, "attn.dy", cache.y.shape())?;
-        self.proj.backward(gpu, &cache.y, dout, Some(&dy));
+        self.proj.backward(gpu, &cache.y, dout, Some(&dy))?;
         let dpre = Tensor::empty(
             gpu,
             "attn.dpre",
@@ -74,7 +74,7 @@ impl CausalSelfAttention {
         let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
         attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv)?;
         let dx = activation(gpu, "attn.dx", x.shape())?;
-        self.qkv.backward(gpu, x, &dqkv, Some(&dx));
+        self.qkv.backward(gpu, x, &dqkv, Some(&dx))?;
         Ok(dx)
     }
 

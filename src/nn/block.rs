@@ -86,11 +86,11 @@ impl Block {
         let mut wide = shape.clone();
         *wide.last_mut().unwrap() *= 4;
         let h = activation(gpu, "block.h", &wide)?;
-        self.fc.forward(gpu, &ln2_out, &h);
+        self.fc.forward(gpu, &ln2_out, &h)?;
         let g = activation(gpu, "block.g", &wide)?;
         gelu_forward(gpu, &h, &g);
         let m = activation(gpu, "block.mlp_out", &shape)?;
-        self.fc_proj.forward(gpu, &g, &m);
+        self.fc_proj.forward(gpu, &g, &m)?;
         let y = activation(gpu, "block.y", &shape)?;
         add(gpu, &x_mid, &m, &y);
         Ok((
@@ -118,12 +118,12 @@ impl Block {
     ) -> Result<Tensor> {
         // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
         let dg = activation(gpu, "block.dg", cache.g.shape())?;
-        self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg));
+        self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg))?;
         let dh = activation(gpu, "block.dh", cache.h.shape())?;
         gelu_backward(gpu, &cache.h, &dg, &dh);
         drop(dg);
         let dln2 = activation(gpu, "block.dln2", x.shape())?;
-        self.fc.backward(gpu, &cache.ln2_out, &dh, Some(&dln2));
+        self.fc.backward(gpu, &cache.ln2_out, &dh, Some(&dln2))?;
         drop(dh);
         let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;
         accumulate(gpu, dy, 1.0, &dx_mid);

@@ -3,6 +3,8 @@
 
 use super::block::{Block, BlockCache};
 use super::layernorm::LayerNorm;
+use super::linear::Linear;
+use super::lora::{LoraAdapter, LoraConfig};
 use super::recompute::Recompute;
 use super::{activation, Param};
 use crate::error::{Error, Result};
@@ -174,6 +176,34 @@ impl Gpt {
         }
         p.extend(self.ln_f.params());
         p
+    }
+
+    /// Every Linear of every block, in parameter order.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = vec![];
+        for b in &mut self.blocks {
+            v.push(&mut b.attn.qkv);
+            v.push(&mut b.attn.proj);
+            v.push(&mut b.fc);
+            v.push(&mut b.fc_proj);
+        }
+        v
+    }
+
+    /// Gives every layer the LoRA config targets an adapter (PEFT's init; A from `rng`).
+    pub fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+        config.validate()?;
+        let modules = config.modules()?;
+        for layer in self.linears_mut() {
+            if modules
+                .iter()
+                .any(|m| layer.name().ends_with(&format!(".{m}")))
+            {
+                let (i, o) = (layer.in_features, layer.out_features);
+                layer.lora = Some(LoraAdapter::new(gpu, layer.name(), i, o, config, rng)?);
+            }
+        }
+        Ok(())
     }
 
     /// [`Gpt::params`], mutably (to freeze some).

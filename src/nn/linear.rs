@@ -1,8 +1,10 @@
 //! Linear layer: y = x·Wᵀ + b, with W stored (out, in) as PyTorch keeps it.
 
-use super::Param;
+use super::lora::LoraAdapter;
+use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::ops::elementwise::{accumulate, scale};
 use crate::ops::matmul::{matmul, matmul_backward, matmul_bias_relu, Layout, MatmulDims};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -14,6 +16,8 @@ pub struct Linear {
     pub b: Option<Param>,
     pub in_features: usize,
     pub out_features: usize,
+    /// A LoRA update scale·B·A added to W's output (see `nn::lora`).
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -47,7 +51,13 @@ impl Linear {
             },
             in_features,
             out_features,
+            lora: None,
         })
+    }
+
+    /// The layer's name: its weight's without ".weight" ("h.0.attn.c_attn").
+    pub fn name(&self) -> &str {
+        self.w.name.strip_suffix(".weight").unwrap_or(&self.w.name)
     }
 
     fn dims(&self, x: &Tensor) -> MatmulDims {
@@ -61,8 +71,8 @@ impl Linear {
         MatmulDims::new(rows, self.out_features, self.in_features, Layout::NT)
     }
 
-    /// out (R, out) = x (R, in)·Wᵀ + b
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) {
+    /// out (R, out) = x (R, in)·Wᵀ + b (+ scale·(x·Aᵀ)·Bᵀ with an adapter)
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let d = self.dims(x);
         matmul(
             gpu,
@@ -73,6 +83,26 @@ impl Linear {
             out,
             false,
         );
+        if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
+            let us = self.lora_hidden(gpu, lora, x)?;
+            // out += us (R, r)·Bᵀ
+            let db = MatmulDims::new(d.m, self.out_features, lora.rank(), Layout::NT);
+            matmul(gpu, db, &us, &lora.b.value, None, out, true);
+        }
+        Ok(())
+    }
+
+    /// scale·(x·Aᵀ) (R, r): the adapter's hidden activation (recomputed by backward rather than
+    /// kept: it costs R·in·r multiply-adds).
+    fn lora_hidden(&self, gpu: &Gpu, lora: &LoraAdapter, x: &Tensor) -> Result<Tensor> {
+        let rows = self.dims(x).m;
+        let r = lora.rank();
+        let u = activation(gpu, "lora.u", &[rows, r])?;
+        let da = MatmulDims::new(rows, r, self.in_features, Layout::NT);
+        matmul(gpu, da, x, &lora.a.value, None, &u, false);
+        let us = activation(gpu, "lora.us", &[rows, r])?;
+        scale(gpu, &u, lora.scale, &us);
+        Ok(us)
     }
 
     /// out (R, out) = max(x·Wᵀ + b, 0): the layer and a ReLU after it in one pass (the matmul's
@@ -82,15 +112,35 @@ impl Linear {
             .b
             .as_ref()
             .expect("forward_relu: a Linear layer with a bias");
+        assert!(
+            self.lora.is_none(),
+            "forward_relu: {} has a LoRA adapter",
+            self.name()
+        );
         matmul_bias_relu(gpu, self.dims(x), x, &self.w.value, &b.value, out);
     }
 
-    /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked.
-    pub fn backward(&self, gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: Option<&Tensor>) {
+    /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked;
+    /// with an adapter also dB, dA and its share of dx.
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        dout: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
         let d = self.dims(x);
         let w = &self.w.value;
         if let Some(dx) = dx {
             matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
+        }
+        if let Some(lora) = &self.lora {
+            assert!(
+                !lora.merged,
+                "backward through the merged adapter of {}",
+                self.name()
+            );
+            self.lora_backward(gpu, lora, x, dout, dx)?;
         }
         // frozen weights and biases get no gradient
         if let Some((dw, accumulate)) = self.w.grad_write() {
@@ -99,15 +149,86 @@ impl Linear {
         if let Some((db, accumulate)) = self.b.as_ref().and_then(Param::grad_write) {
             matmul_backward(gpu, d, x, w, dout, None, None, Some(db), accumulate);
         }
+        Ok(())
     }
 
+    /// y_lora = us·Bᵀ with us = scale·(x·Aᵀ):
+    ///   dB += doutᵀ·us,  dus = dout·B,  du = scale·dus,  dA += duᵀ·x,  dx += du·A.
+    fn lora_backward(
+        &self,
+        gpu: &Gpu,
+        lora: &LoraAdapter,
+        x: &Tensor,
+        dout: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
+        let (rows, r) = (self.dims(x).m, lora.rank());
+        let (n_in, n_out) = (self.in_features, self.out_features);
+        if let Some((db, acc)) = lora.b.grad_write() {
+            let us = self.lora_hidden(gpu, lora, x)?;
+            // dB (out, r) = doutᵀ (out, R)·us (R, r)
+            let d = MatmulDims::new(n_out, r, rows, Layout::TN);
+            matmul(gpu, d, dout, &us, None, db, acc);
+        }
+        // du (R, r) = scale·(dout (R, out)·B (out, r))
+        let dus = activation(gpu, "lora.dus", &[rows, r])?;
+        let d = MatmulDims::new(rows, r, n_out, Layout::NN);
+        matmul(gpu, d, dout, &lora.b.value, None, &dus, false);
+        let du = activation(gpu, "lora.du", &[rows, r])?;
+        scale(gpu, &dus, lora.scale, &du);
+        drop(dus);
+        if let Some((da, acc)) = lora.a.grad_write() {
+            // dA (r, in) = duᵀ (r, R)·x (R, in)
+            let d = MatmulDims::new(r, n_in, rows, Layout::TN);
+            matmul(gpu, d, &du, x, None, da, acc);
+        }
+        if let Some(dx) = dx {
+            // dx (R, in) += du (R, r)·A (r, in)
+            let d = MatmulDims::new(rows, n_in, r, Layout::NN);
+            matmul(gpu, d, &du, &lora.a.value, None, dx, true);
+        }
+        Ok(())
+    }
+
+    /// Folds the adapter into W (W += scale·B·A; `merge` false takes it out again: W −=
+    /// scale·B·A, which restores W up to f32 rounding). Panics without an adapter.
+    pub fn fold_lora(&mut self, gpu: &Gpu, merge: bool) -> Result<()> {
+        let lora = self
+            .lora
+            .as_mut()
+            .expect("fold_lora: a layer with an adapter");
+        assert_ne!(lora.merged, merge, "the adapter's merged state");
+        let (n_out, n_in, r) = (self.out_features, self.in_features, lora.a.value.shape()[0]);
+        // BA (out, in) = B (out, r)·A (r, in)
+        let ba = Tensor::empty(
+            gpu,
+            "lora.BA",
+            &[n_out, n_in],
+            crate::DType::F32,
+            crate::gpu::Category::Workspace,
+        )?;
+        let d = MatmulDims::new(n_out, n_in, r, Layout::NN);
+        matmul(gpu, d, &lora.b.value, &lora.a.value, None, &ba, false);
+        let sign = if merge { 1.0 } else { -1.0 };
+        accumulate(gpu, &ba, sign * lora.scale, &self.w.value);
+        lora.merged = merge;
+        Ok(())
+    }
+
+    /// W, b, then the adapter's A and B.
     pub fn params(&self) -> Vec<&Param> {
-        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+        let lora = self.lora.iter().flat_map(|l| [&l.a, &l.b]);
+        std::iter::once(&self.w)
+            .chain(self.b.as_ref())
+            .chain(lora)
+            .collect()
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let lora = self.lora.iter_mut().flat_map(|l| [&mut l.a, &mut l.b]);
         std::iter::once(&mut self.w)
             .chain(self.b.as_mut())
+            .chain(lora)
             .collect()
     }
 }

@@ -105,7 +105,7 @@ impl Mlp {
                 }
                 Activation::Gelu => {
                     let pre = activation(gpu, "mlp.pre", &shape)?;
-                    layer.forward(gpu, input, &pre);
+                    layer.forward(gpu, input, &pre)?;
                     let post = activation(gpu, "mlp.post", &shape)?;
                     gelu_forward(gpu, &pre, &post);
                     Hidden {
@@ -117,7 +117,7 @@ impl Mlp {
             hidden.push(h);
         }
         let logits = activation(gpu, "logits", &[n, last.out_features])?;
-        last.forward(gpu, hidden.last().map_or(x, |h| &h.post), &logits);
+        last.forward(gpu, hidden.last().map_or(x, |h| &h.post), &logits)?;
         Ok((logits, hidden))
     }
 
@@ -142,11 +142,11 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
             if i == 0 {
-                layer.backward(gpu, input, &dout, None);
+                layer.backward(gpu, input, &dout, None)?;
                 break;
             }
             let dpost = activation(gpu, "mlp.dpost", input.shape())?;
-            layer.backward(gpu, input, &dout, Some(&dpost));
+            layer.backward(gpu, input, &dout, Some(&dpost))?;
             let h = &hidden[i - 1];
             let dpre = activation(gpu, "mlp.dpre", input.shape())?;
             match &h.pre {

@@ -7,6 +7,7 @@ pub mod block;
 pub mod gpt;
 pub mod layernorm;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod model;
 pub mod recompute;

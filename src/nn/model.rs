@@ -4,10 +4,12 @@
 //! them.
 
 use super::gpt::GptBatch;
+use super::lora::LoraConfig;
 use super::{activation, Gpt, Mlp, Param};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
+use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 /// One batch on the host: the model's inputs and their targets.
@@ -112,6 +114,31 @@ pub trait Model {
     /// Block forward evaluations so far (recomputation included), for a model with blocks.
     fn block_forwards(&self) -> u64 {
         0
+    }
+
+    /// The layers LoRA can adapt (empty for a model without any).
+    fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
+        vec![]
+    }
+
+    /// Gives the layers `config` targets LoRA adapters (trainable; everything else stays as it
+    /// was built). An error for a model LoRA does not apply to.
+    fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+        let _ = (gpu, config, rng);
+        Err(Error::Config(format!(
+            "lora: {} has no layers LoRA targets (it applies to the gpt model)",
+            self.describe()
+        )))
+    }
+
+    /// Folds every adapter into its weight (`merge`) or takes it out again.
+    fn fold_lora(&mut self, gpu: &Gpu, merge: bool) -> Result<()> {
+        for l in self.linears_mut() {
+            if l.lora.is_some() {
+                l.fold_lora(gpu, merge)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -231,5 +258,11 @@ impl Model for Gpt {
     fn block_forwards(&self) -> u64 {
         self.block_forwards
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
+        Gpt::linears_mut(self)
+    }
+    fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+        Gpt::add_lora(self, gpu, config, rng)
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::data::addition::Addition;
 use crate::error::{Error, Result};
+use crate::nn::lora::LoraConfig;
 use crate::nn::{GptConfig, MlpConfig, Recompute};
 use crate::optim::schedule::{Schedule, Warmup};
 use crate::optim::{OptimizerConfig, OptimizerName};
@@ -55,6 +56,13 @@ pub struct TrainConfig {
     /// in `*`, e.g. ["wte", "wpe", "h.0.*"].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
+    /// LoRA adapters on the GPT's linears; the base weights are frozen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+    /// Start from this checkpoint's weights (and nothing else of it): the base model of a
+    /// fine-tune. Parameters it lacks (LoRA adapters) keep their initial values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
     /// Peak learning rate (before batch-size scaling, see `schedule`).
     pub lr: f32,
     /// Warmup, decay and batch-size scaling of the learning rate.
@@ -87,6 +95,8 @@ impl Default for TrainConfig {
             micro_batch_size: 0,
             recompute: Recompute::None,
             freeze: vec![],
+            lora: None,
+            init: None,
             lr: 3e-3,
             schedule: Schedule {
                 warmup: Warmup::Gradual,
@@ -231,6 +241,12 @@ impl TrainConfig {
             (ModelKind::Gpt, _) => {}
         }
         self.gpt.validate().map_err(Error::Config)?;
+        if let Some(lora) = &self.lora {
+            if self.model != ModelKind::Gpt {
+                return bad("lora applies to the gpt model".into());
+            }
+            lora.validate()?;
+        }
         Ok(())
     }
 

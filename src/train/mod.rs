@@ -6,6 +6,7 @@
 //! micro-batch; gradients accumulate) → [`Trainer::grad_norm`] (the squared global norm over the
 //! trainable parameters, on the GPU) → [`Trainer::update`] (the optimizer, given that norm).
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
@@ -88,8 +89,14 @@ impl Task {
 /// parameters the config's `freeze` patterns name frozen.
 pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
     let mut rng = Rng::new(config.seed);
-    // frozen parameters are built without gradients; `freeze` then checks every pattern matched
-    let mut model: Box<dyn Model> = frozen_scope(&config.freeze, || -> Result<Box<dyn Model>> {
+    // Frozen parameters are built without gradients; `freeze` then checks every pattern
+    // matched. With LoRA every base weight is frozen and the adapters (from their own stream,
+    // so the base draws the same weights as without) are what trains.
+    let mut base_frozen = config.freeze.clone();
+    if config.lora.is_some() {
+        base_frozen.push("*".into());
+    }
+    let mut model: Box<dyn Model> = frozen_scope(&base_frozen, || -> Result<Box<dyn Model>> {
         Ok(match config.model {
             ModelKind::Mlp => Box::new(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
             ModelKind::Gpt => {
@@ -99,6 +106,10 @@ pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
             }
         })
     })?;
+    if let Some(lora) = &config.lora {
+        let mut lora_rng = Rng::new(config.seed ^ 0x10_4A);
+        frozen_scope(&config.freeze, || model.add_lora(gpu, lora, &mut lora_rng))?;
+    }
     freeze(model.as_mut(), &config.freeze)?;
     if model.trainable_params().is_empty() {
         return Err(Error::Config(
@@ -286,7 +297,9 @@ impl<'g> Trainer<'g> {
         let saved = TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())
             .map(|c| c.optimizer.name)
             .ok();
-        let same_method = saved == Some(self.optimizer.hyper.name);
+        // a checkpoint without optimizer state (a merged model) restores the weights only
+        let has_state = ckpt.tensors.keys().any(|k| k.starts_with("optim."));
+        let same_method = saved == Some(self.optimizer.hyper.name) && has_state;
         let state = same_method.then_some(self.optimizer.state.as_slice());
         let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;
         self.step = ckpt.meta.step;
@@ -303,6 +316,22 @@ impl<'g> Trainer<'g> {
     /// initialised parameters. Nothing else (step, optimizer state, data RNG) is taken.
     pub fn restore_subset(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
         ckpt.restore(self.gpu, &self.model.params(), None, true)
+    }
+
+    /// The start of a fine-tune (`init`): the base model's weights from `ckpt`; every parameter
+    /// the checkpoint lacks must be a LoRA adapter's (else it was saved from another model).
+    pub fn init_from(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
+        let report = self.restore_subset(ckpt)?;
+        if let Some(missing) = report.fresh.iter().find(|n| !n.contains(".lora_")) {
+            return Err(Error::Checkpoint {
+                path: ckpt.path.clone(),
+                reason: format!(
+                    "has no tensor {missing:?}: it was saved from another model shape than this \
+                     config's"
+                ),
+            });
+        }
+        Ok(report)
     }
 }
 

@@ -12,6 +12,7 @@ mod devices;
 mod elementwise;
 mod embedding;
 mod layernorm;
+mod lora;
 mod matmul;
 mod optim;
 mod reduce;

@@ -231,3 +231,58 @@ pub fn attention_backward(
     }
     dqkv
 }
+
+/// A linear layer with a LoRA update: y (R, out) = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, with W (out, in),
+/// A (r, in), B (out, r).
+#[allow(clippy::too_many_arguments)]
+pub fn lora_linear(
+    x: &[f64],
+    w: &[f64],
+    bias: &[f64],
+    a: &[f64],
+    b: &[f64],
+    s: f64,
+    (rows, n_in, n_out, r): (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut y = matmul(x, w, rows, n_out, n_in, false, true);
+    let u = matmul(x, a, rows, r, n_in, false, true);
+    let ub = matmul(&u, b, rows, n_out, r, false, true);
+    for i in 0..rows {
+        for j in 0..n_out {
+            y[i * n_out + j] += bias[j] + s * ub[i * n_out + j];
+        }
+    }
+    y
+}
+
+/// Its backward given dy: (dx, dA, dB).
+#[allow(clippy::too_many_arguments)]
+pub fn lora_linear_backward(
+    x: &[f64],
+    w: &[f64],
+    a: &[f64],
+    b: &[f64],
+    s: f64,
+    dy: &[f64],
+    (rows, n_in, n_out, r): (usize, usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let u = matmul(x, a, rows, r, n_in, false, true);
+    // dB (out, r) = s·dyᵀ·u;  du (R, r) = s·dy·B;  dA (r, in) = duᵀ·x;  dx = dy·W + du·A
+    let db: Vec<f64> = matmul(dy, &u, n_out, r, rows, true, false)
+        .iter()
+        .map(|v| s * v)
+        .collect();
+    let du: Vec<f64> = matmul(dy, b, rows, r, n_out, false, false)
+        .iter()
+        .map(|v| s * v)
+        .collect();
+    let da = matmul(&du, x, r, n_in, rows, true, false);
+    let mut dx = matmul(dy, w, rows, n_in, n_out, false, false);
+    for (d, e) in dx
+        .iter_mut()
+        .zip(matmul(&du, a, rows, n_in, r, false, false))
+    {
+        *d += e;
+    }
+    (dx, da, db)
+}

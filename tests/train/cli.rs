@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn wgtrain(args: &[&str]) -> Output {
+pub fn wgtrain(args: &[&str]) -> Output {
     wgtrain_env(args, &[])
 }
 
@@ -17,13 +17,13 @@ fn wgtrain_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the wgtrain binary runs")
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Exit 1 with an `error:` line that contains every one of `needles`, and no panic.
 #[track_caller]
-fn fails_with(args: &[&str], needles: &[&str]) {
+pub fn fails_with(args: &[&str], needles: &[&str]) {
     let o = wgtrain(args);
     let err = stderr(&o);
     assert_eq!(

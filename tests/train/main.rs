@@ -8,6 +8,7 @@ mod reference;
 mod cli;
 mod devices;
 mod gradients;
+mod lora;
 mod memory;
 mod params;
 mod planner;

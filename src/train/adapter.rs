@@ -1,0 +1,198 @@
+//! LoRA adapters on disk in the format Hugging Face PEFT reads and writes: a directory with
+//! `adapter_model.safetensors` (each adapted layer's `lora_A.weight` (r, in) and
+//! `lora_B.weight` (out, r), f32, under `base_model.model.transformer.<layer>`) and
+//! `adapter_config.json` (`peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, …).
+
+use super::checkpoint::write_atomically;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::lora::LoraConfig;
+use crate::nn::Model;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+pub const CONFIG_FILE: &str = "adapter_config.json";
+/// What PEFT puts before a GPT-2 module's name.
+const PREFIX: &str = "base_model.model.transformer.";
+
+fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Writes the model's adapters (every parameter named `*.lora_A.weight` / `*.lora_B.weight`)
+/// and their config into `dir`; returns the weights file's size in bytes.
+pub fn save(
+    gpu: &Gpu,
+    dir: &Path,
+    model: &dyn Model,
+    config: &LoraConfig,
+    base: &str,
+) -> Result<u64> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut named = vec![];
+    for p in model.params() {
+        if p.name.contains(".lora_") {
+            let bytes = gpu.read_bytes(&p.value)?;
+            named.push((
+                format!("{PREFIX}{}", p.name),
+                p.value.shape().to_vec(),
+                bytes,
+            ));
+        }
+    }
+    let weights = dir.join(WEIGHTS_FILE);
+    if named.is_empty() {
+        return Err(err(&weights, "the model has no LoRA adapters to save"));
+    }
+    let views = named
+        .iter()
+        .map(|(n, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| err(&weights, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| err(&weights, e))?;
+    let modules = config.modules()?;
+    let peft = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "target_modules": modules,
+        "lora_dropout": config.dropout,
+        "bias": "none",
+        // GPT-2's Conv1D layout, as PEFT expects for a GPT-2 base
+        "fan_in_fan_out": true,
+        "use_rslora": config.rslora,
+        "base_model_name_or_path": base,
+        "inference_mode": true,
+    });
+    write_atomically(&weights, &bytes)?;
+    write_atomically(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(&peft).unwrap().as_bytes(),
+    )?;
+    Ok(bytes.len() as u64)
+}
+
+/// An adapter read from disk: its config and its tensors by wgtrain parameter name.
+pub struct Adapter {
+    pub config: LoraConfig,
+    pub base: Option<String>,
+    tensors: HashMap<String, (Vec<usize>, Vec<u8>)>,
+    path: std::path::PathBuf,
+}
+
+impl Adapter {
+    pub fn load(dir: &Path) -> Result<Adapter> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| err(&cfg_path, format!("not JSON: {e}")))?;
+        if v["peft_type"] != "LORA" {
+            return Err(err(&cfg_path, "peft_type is not \"LORA\""));
+        }
+        let num = |k: &str| {
+            v[k].as_f64()
+                .ok_or_else(|| err(&cfg_path, format!("{k} is missing or not a number")))
+        };
+        let targets = v["target_modules"]
+            .as_array()
+            .ok_or_else(|| err(&cfg_path, "target_modules is not a list"))?
+            .iter()
+            .map(|t| t.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| err(&cfg_path, "target_modules holds a non-string"))?;
+        let config = LoraConfig {
+            r: num("r")? as usize,
+            alpha: num("lora_alpha")? as f32,
+            targets,
+            dropout: num("lora_dropout").unwrap_or(0.0) as f32,
+            rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        };
+        config
+            .validate()
+            .map_err(|e| err(&cfg_path, e.to_string()))?;
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(&path, format!("not a safetensors file ({e})")))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(err(&path, format!("{name} is {:?}, not F32", view.dtype())));
+            }
+            let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
+            tensors.insert(short, (view.shape().to_vec(), view.data().to_vec()));
+        }
+        Ok(Adapter {
+            config,
+            base: v["base_model_name_or_path"].as_str().map(String::from),
+            tensors,
+            path,
+        })
+    }
+
+    /// Gives `model` this adapter: its layers get adapters of the config's rank and targets,
+    /// and the saved A and B are uploaded. Every shape is checked first; a tensor the model
+    /// lacks, or one it has and the file does not, is an error naming it.
+    pub fn apply(&self, gpu: &Gpu, model: &mut dyn Model) -> Result<()> {
+        model.add_lora(gpu, &self.config, &mut crate::rng::Rng::new(0))?;
+        let params = model.params();
+        let lora: Vec<_> = params
+            .iter()
+            .filter(|p| p.name.contains(".lora_"))
+            .collect();
+        for p in &lora {
+            let (shape, _) = self.tensors.get(&p.name).ok_or_else(|| {
+                err(
+                    &self.path,
+                    format!(
+                        "has no tensor {PREFIX}{}: it was made for another model",
+                        p.name
+                    ),
+                )
+            })?;
+            if shape != p.value.shape() {
+                return Err(err(
+                    &self.path,
+                    format!(
+                        "{PREFIX}{} is {shape:?}, the model's is {:?} (another base, or another r)",
+                        p.name,
+                        p.value.shape()
+                    ),
+                ));
+            }
+        }
+        if let Some(extra) = self
+            .tensors
+            .keys()
+            .find(|k| !lora.iter().any(|p| &p.name == *k))
+        {
+            return Err(err(
+                &self.path,
+                format!("{PREFIX}{extra} matches no layer of the model"),
+            ));
+        }
+        for p in &lora {
+            gpu.upload(&p.value, &self.tensors[&p.name].1);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! A LoRA adapter on a Linear layer: forward and backward (A, B and input gradients) against the
+//! f64 reference, whose own gradients are checked by central finite differences; the frozen base
+//! weight gets no gradient; merging folds scale·B·A into W.
+
+use crate::common::*;
+use crate::reference;
+use wgtrain::nn::frozen_scope;
+use wgtrain::nn::linear::Linear;
+use wgtrain::nn::lora::{LoraAdapter, LoraConfig};
+use wgtrain::rng::Rng;
+
+const DIMS: (usize, usize, usize, usize) = (6, 12, 10, 3); // rows, in, out, r
+
+fn layer(rng: &mut Rng) -> (Linear, f64) {
+    let (_, n_in, n_out, _) = DIMS;
+    // the base frozen, as LoRA trains it
+    let mut l = frozen_scope(&["l.weight".into(), "l.bias".into()], || {
+        Linear::new(gpu(), "l", n_in, n_out, true, 0.5, rng)
+    })
+    .unwrap();
+    let config = LoraConfig {
+        r: DIMS.3,
+        alpha: 6.0,
+        ..LoraConfig::default()
+    };
+    let adapter = LoraAdapter::new(gpu(), l.name(), n_in, n_out, &config, rng).unwrap();
+    // B = 0 at init; give it values so every term of the backward is exercised
+    adapter
+        .b
+        .value
+        .write_f32(gpu(), &rand_vec(rng, n_out * DIMS.3));
+    let bias = rand_vec(rng, n_out);
+    l.b.as_ref().unwrap().value.write_f32(gpu(), &bias);
+    l.lora = Some(adapter);
+    (l, config.scale() as f64)
+}
+
+#[test]
+fn lora_forward_and_backward_match_the_reference() {
+    let mut rng = Rng::new(31);
+    let (rows, n_in, n_out, r) = DIMS;
+    let (l, s) = layer(&mut rng);
+    let lora = l.lora.as_ref().unwrap();
+    let x = rand_vec(&mut rng, rows * n_in);
+    let dy = rand_vec(&mut rng, rows * n_out);
+    let (x64, dy64) = (to64(&x), to64(&dy));
+    let w64 = to64(&read(&l.w.value));
+    let b64 = to64(&read(&l.b.as_ref().unwrap().value));
+    let a64 = to64(&read(&lora.a.value));
+    let bb64 = to64(&read(&lora.b.value));
+    assert_eq!(s, 2.0, "alpha / r");
+
+    let tx = upload("x", &[rows, n_in], &x);
+    let y = zeros("y", &[rows, n_out]);
+    l.forward(gpu(), &tx, &y).unwrap();
+    let want = reference::lora_linear(&x64, &w64, &b64, &a64, &bb64, s, DIMS);
+    // f32 sums of ≤ 12 products of values ≤ ~1: a few ulps of the largest partial sums
+    assert_close("lora forward", &read(&y), &want, 1e-5, 1e-5);
+
+    let tdy = upload("dy", &[rows, n_out], &dy);
+    let dx = zeros("dx", &[rows, n_in]);
+    l.backward(gpu(), &tx, &tdy, Some(&dx)).unwrap();
+    let (rdx, rda, rdb) = reference::lora_linear_backward(&x64, &w64, &a64, &bb64, s, &dy64, DIMS);
+    assert_close("lora dx", &read(&dx), &rdx, 1e-5, 1e-5);
+    assert_close("lora dA", &read(lora.a.grad()), &rda, 1e-5, 1e-5);
+    assert_close("lora dB", &read(lora.b.grad()), &rdb, 1e-5, 1e-5);
+    assert!(!l.w.trainable() && l.b.as_ref().is_some_and(|b| !b.trainable()));
+
+    // the reference's own gradients against central finite differences of Σ y·dy
+    let loss = |x: &[f64], a: &[f64], b: &[f64]| {
+        dot(&reference::lora_linear(x, &w64, &b64, a, b, s, DIMS), &dy64)
+    };
+    let h = 1e-6;
+    assert_close64(
+        "fd dx",
+        &rdx,
+        &finite_diff(&x64, h, |v| loss(v, &a64, &bb64)),
+        1e-7,
+        1e-6,
+    );
+    assert_close64(
+        "fd dA",
+        &rda,
+        &finite_diff(&a64, h, |v| loss(&x64, v, &bb64)),
+        1e-7,
+        1e-6,
+    );
+    assert_close64(
+        "fd dB",
+        &rdb,
+        &finite_diff(&bb64, h, |v| loss(&x64, &a64, v)),
+        1e-7,
+        1e-6,
+    );
+    let _ = r;
+}
+
+#[test]
+fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
+    let mut rng = Rng::new(32);
+    let (rows, n_in, n_out, _) = DIMS;
+    let (mut l, _) = layer(&mut rng);
+    let x = upload("x", &[rows, n_in], &rand_vec(&mut rng, rows * n_in));
+    let (unmerged, merged) = (zeros("y0", &[rows, n_out]), zeros("y1", &[rows, n_out]));
+    l.forward(gpu(), &x, &unmerged).unwrap();
+    let w0 = read(&l.w.value);
+    l.fold_lora(gpu(), true).unwrap();
+    l.forward(gpu(), &x, &merged).unwrap();
+    // the same sums in another order: f32 rounding of values ≤ ~10
+    assert_close(
+        "merged",
+        &read(&merged),
+        &to64(&read(&unmerged)),
+        1e-5,
+        1e-5,
+    );
+    l.fold_lora(gpu(), false).unwrap();
+    // (W + d) − d: W back up to one rounding of W + d
+    assert_close("unmerged W", &read(&l.w.value), &to64(&w0), 1e-6, 1e-6);
+}
