@@ -16,6 +16,7 @@ pub enum Shader {
     Attention,
     Reduce,
     Cast,
+    Dropout,
     OptimSgd,
     OptimRmsprop,
     OptimAdam,
@@ -26,7 +27,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 18] = [
+    pub const ALL: [Shader; 19] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -38,6 +39,7 @@ impl Shader {
         Shader::Attention,
         Shader::Reduce,
         Shader::Cast,
+        Shader::Dropout,
         Shader::OptimSgd,
         Shader::OptimRmsprop,
         Shader::OptimAdam,
@@ -60,6 +62,7 @@ impl Shader {
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
+            Shader::Dropout => "dropout",
             Shader::OptimSgd => "optim/sgd",
             Shader::OptimRmsprop => "optim/rmsprop",
             Shader::OptimAdam => "optim/adam",
@@ -83,6 +86,7 @@ impl Shader {
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
+            Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
             Shader::OptimSgd => include_str!("../../shaders/optim/sgd.wgsl"),
             Shader::OptimRmsprop => include_str!("../../shaders/optim/rmsprop.wgsl"),
             Shader::OptimAdam => include_str!("../../shaders/optim/adam.wgsl"),

@@ -179,6 +179,14 @@ impl Gpt {
     }
 
     /// Every Linear of every block, in parameter order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.attn.qkv, &b.attn.proj, &b.fc, &b.fc_proj])
+            .collect()
+    }
+
+    /// [`Gpt::linears`], mutably.
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v = vec![];
         for b in &mut self.blocks {
@@ -280,6 +288,24 @@ impl Gpt {
     /// [`Recompute`]); the gradients are bit-identical under every policy. All recorded; nothing
     /// is submitted.
     pub fn forward_backward(&self, gpu: &Gpu, batch: &GptBatch, grad_scale: f32) -> Result<Tensor> {
+        // LoRA adapters apply their dropout in this forward and backward only
+        struct Training<'a>(Vec<&'a std::sync::atomic::AtomicBool>);
+        impl Drop for Training<'_> {
+            fn drop(&mut self) {
+                for f in &self.0 {
+                    f.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let flags: Vec<_> = self
+            .linears()
+            .into_iter()
+            .filter_map(|l| l.lora.as_ref().map(|a| &a.training))
+            .collect();
+        for f in &flags {
+            f.store(true, Ordering::Relaxed);
+        }
+        let _training = Training(flags);
         let n = self.blocks.len();
         let policy = self.recompute;
         // What the forward keeps: block i's input and/or cache.

@@ -4,10 +4,12 @@ use super::lora::LoraAdapter;
 use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::ops::dropout::dropout;
 use crate::ops::elementwise::{accumulate, scale};
 use crate::ops::matmul::{matmul, matmul_backward, matmul_bias_relu, Layout, MatmulDims};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use std::sync::atomic::Ordering;
 
 pub struct Linear {
     /// (out, in)
@@ -92,11 +94,25 @@ impl Linear {
         Ok(())
     }
 
-    /// scale·(x·Aᵀ) (R, r): the adapter's hidden activation (recomputed by backward rather than
-    /// kept: it costs R·in·r multiply-adds).
+    /// The adapter's input: x, or x under the layer's dropout mask while training (recomputed
+    /// by backward from the same seed rather than kept).
+    fn lora_input(&self, gpu: &Gpu, lora: &LoraAdapter, x: &Tensor) -> Result<Option<Tensor>> {
+        let p = lora.active_dropout();
+        if p == 0.0 {
+            return Ok(None);
+        }
+        let xd = activation(gpu, "lora.x_drop", x.shape())?;
+        dropout(gpu, x, p, lora.seed.load(Ordering::Relaxed), &xd);
+        Ok(Some(xd))
+    }
+
+    /// scale·(x'·Aᵀ) (R, r), x' the adapter's input: the adapter's hidden activation
+    /// (recomputed by backward rather than kept: it costs R·in·r multiply-adds).
     fn lora_hidden(&self, gpu: &Gpu, lora: &LoraAdapter, x: &Tensor) -> Result<Tensor> {
         let rows = self.dims(x).m;
         let r = lora.rank();
+        let dropped = self.lora_input(gpu, lora, x)?;
+        let x = dropped.as_ref().unwrap_or(x);
         let u = activation(gpu, "lora.u", &[rows, r])?;
         let da = MatmulDims::new(rows, r, self.in_features, Layout::NT);
         matmul(gpu, da, x, &lora.a.value, None, &u, false);
@@ -152,8 +168,9 @@ impl Linear {
         Ok(())
     }
 
-    /// y_lora = us·Bᵀ with us = scale·(x·Aᵀ):
-    ///   dB += doutᵀ·us,  dus = dout·B,  du = scale·dus,  dA += duᵀ·x,  dx += du·A.
+    /// y_lora = us·Bᵀ with us = scale·(x'·Aᵀ), x' = dropout(x) (or x):
+    ///   dB += doutᵀ·us,  dus = dout·B,  du = scale·dus,  dA += duᵀ·x',  dx += dropout(du·A)
+    /// (the same mask).
     fn lora_backward(
         &self,
         gpu: &Gpu,
@@ -178,14 +195,25 @@ impl Linear {
         scale(gpu, &dus, lora.scale, &du);
         drop(dus);
         if let Some((da, acc)) = lora.a.grad_write() {
-            // dA (r, in) = duᵀ (r, R)·x (R, in)
+            // dA (r, in) = duᵀ (r, R)·x' (R, in)
+            let dropped = self.lora_input(gpu, lora, x)?;
+            let xd = dropped.as_ref().unwrap_or(x);
             let d = MatmulDims::new(r, n_in, rows, Layout::TN);
-            matmul(gpu, d, &du, x, None, da, acc);
+            matmul(gpu, d, &du, xd, None, da, acc);
         }
         if let Some(dx) = dx {
-            // dx (R, in) += du (R, r)·A (r, in)
+            // dx (R, in) += du (R, r)·A (r, in), under the input's dropout mask
             let d = MatmulDims::new(rows, n_in, r, Layout::NN);
-            matmul(gpu, d, &du, &lora.a.value, None, dx, true);
+            let p = lora.active_dropout();
+            if p == 0.0 {
+                matmul(gpu, d, &du, &lora.a.value, None, dx, true);
+            } else {
+                let dxd = activation(gpu, "lora.dx_drop", dx.shape())?;
+                matmul(gpu, d, &du, &lora.a.value, None, &dxd, false);
+                let masked = activation(gpu, "lora.dx_masked", dx.shape())?;
+                dropout(gpu, &dxd, p, lora.seed.load(Ordering::Relaxed), &masked);
+                accumulate(gpu, &masked, 1.0, dx);
+            }
         }
         Ok(())
     }

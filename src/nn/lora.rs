@@ -8,8 +8,10 @@
 use super::Param;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::ops::dropout::mix;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// `"lora": {"r": 8, "alpha": 16, "targets": ["attn.qkv", "attn.proj"], "dropout": 0.0,
 /// "rslora": false}`.
@@ -94,12 +96,6 @@ impl LoraConfig {
                 self.dropout
             ));
         }
-        if self.dropout > 0.0 {
-            return bad(
-                "lora.dropout > 0 is not supported yet (wgtrain has no dropout kernel); use 0"
-                    .into(),
-            );
-        }
         if self.targets.is_empty() {
             return bad("lora.targets is empty".into());
         }
@@ -116,6 +112,13 @@ pub struct LoraAdapter {
     pub scale: f32,
     /// Whether scale·B·A is folded into W (then the forward does not add it again).
     pub merged: bool,
+    /// Dropout probability on the adapter's input, applied only while `training` is set.
+    pub dropout: f32,
+    /// Set by the model around its training forward and backward (evaluation runs without
+    /// dropout).
+    pub training: AtomicBool,
+    /// This layer's dropout seed for the current micro-batch (see [`LoraAdapter::set_seed`]).
+    pub seed: AtomicU32,
 }
 
 impl LoraAdapter {
@@ -151,10 +154,30 @@ impl LoraAdapter {
             )?,
             scale: config.scale(),
             merged: false,
+            dropout: config.dropout,
+            training: AtomicBool::new(false),
+            seed: AtomicU32::new(0),
         })
     }
 
     pub fn rank(&self) -> usize {
         self.a.value.shape()[0]
+    }
+
+    /// The dropout probability in force now: the configured one while training, else 0.
+    pub fn active_dropout(&self) -> f32 {
+        if self.training.load(Ordering::Relaxed) {
+            self.dropout
+        } else {
+            0.0
+        }
+    }
+
+    /// Derives this layer's mask seed from the micro-batch's `seed` and the layer's index, so
+    /// that layers, steps and micro-batches draw different masks and a recomputed forward or a
+    /// resumed run draws the same ones.
+    pub fn set_seed(&self, seed: u64, layer: usize) {
+        let s = mix(seed as u32 ^ mix((seed >> 32) as u32) ^ mix(layer as u32 + 1));
+        self.seed.store(s, Ordering::Relaxed);
     }
 }

@@ -116,6 +116,13 @@ pub trait Model {
         0
     }
 
+    /// Seeds the dropout masks of the next training forward and backward (the trainer calls it
+    /// per step and micro-batch, so masks depend on the run's seed and position, not on call
+    /// order). A no-op for a model without dropout.
+    fn set_dropout_seed(&self, seed: u64) {
+        let _ = seed;
+    }
+
     /// The layers LoRA can adapt (empty for a model without any).
     fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
         vec![]
@@ -261,6 +268,13 @@ impl Model for Gpt {
     }
     fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
         Gpt::linears_mut(self)
+    }
+    fn set_dropout_seed(&self, seed: u64) {
+        for (i, l) in self.linears().into_iter().enumerate() {
+            if let Some(lora) = &l.lora {
+                lora.set_seed(seed, i);
+            }
+        }
     }
     fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
         Gpt::add_lora(self, gpu, config, rng)

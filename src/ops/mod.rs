@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cast;
+pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod layernorm;

@@ -203,6 +203,10 @@ impl<'g> Trainer<'g> {
         zero_grads(gpu, &self.model.trainable_params());
         let count = batch.targets().max(1);
         for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
+            // dropout masks from the run's seed, the step and the micro-batch (so a resumed run
+            // draws the same ones)
+            let seed = self.config.seed ^ (self.step << 20) ^ k as u64 ^ 0xD80_0000_0000_0000;
+            self.model.set_dropout_seed(seed);
             let losses = self
                 .model
                 .forward_backward(gpu, micro, 1.0 / count as f32)?;

@@ -118,3 +118,94 @@ fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
     // (W + d) − d: W back up to one rounding of W + d
     assert_close("unmerged W", &read(&l.w.value), &to64(&w0), 1e-6, 1e-6);
 }
+
+#[test]
+fn dropout_keeps_the_elements_its_mask_says_scaled_and_is_its_own_backward() {
+    use wgtrain::ops::dropout::{dropout, kept};
+    let mut rng = Rng::new(33);
+    let n = 10_000;
+    let x = rand_vec(&mut rng, n);
+    let tx = upload("x", &[n], &x);
+    let out = zeros("out", &[n]);
+    let (p, seed) = (0.25f32, 1234u32);
+    dropout(gpu(), &tx, p, seed, &out);
+    let got = read(&out);
+    let scale = 1.0 / (1.0 - p);
+    let mut kept_count = 0;
+    for i in 0..n {
+        let want = if kept(i as u32, seed, p) {
+            x[i] * scale
+        } else {
+            0.0
+        };
+        kept_count += usize::from(kept(i as u32, seed, p));
+        assert_eq!(got[i].to_bits(), want.to_bits(), "element {i}");
+    }
+    // 7500 expected; the binomial's standard deviation is 43
+    assert!((7300..7700).contains(&kept_count), "{kept_count} kept");
+    // another seed, another mask
+    dropout(gpu(), &tx, p, seed + 1, &out);
+    assert_ne!(read(&out), got);
+}
+
+#[test]
+fn lora_with_dropout_matches_the_reference_under_the_same_mask() {
+    use std::sync::atomic::Ordering;
+    use wgtrain::ops::dropout::kept;
+    let mut rng = Rng::new(34);
+    let (rows, n_in, n_out, _) = DIMS;
+    let (mut l, s) = layer(&mut rng);
+    let p = 0.3f32;
+    let seed = {
+        let lora = l.lora.as_mut().unwrap();
+        lora.dropout = p;
+        lora.set_seed(99, 0);
+        lora.training.store(true, Ordering::Relaxed);
+        lora.seed.load(Ordering::Relaxed)
+    };
+    let lora = l.lora.as_ref().unwrap();
+    let x = rand_vec(&mut rng, rows * n_in);
+    let dy = rand_vec(&mut rng, rows * n_out);
+    let keep = 1.0 / (1.0 - p as f64);
+    // the mask as f64 multipliers (0 or 1/(1 − p)), the kernel's rule
+    let m: Vec<f64> = (0..rows * n_in)
+        .map(|i| if kept(i as u32, seed, p) { keep } else { 0.0 })
+        .collect();
+    let (x64, dy64) = (to64(&x), to64(&dy));
+    let xd: Vec<f64> = x64.iter().zip(&m).map(|(a, b)| a * b).collect();
+    let w64 = to64(&read(&l.w.value));
+    let b64 = to64(&read(&l.b.as_ref().unwrap().value));
+    let a64 = to64(&read(&lora.a.value));
+    let bb64 = to64(&read(&lora.b.value));
+
+    let tx = upload("x", &[rows, n_in], &x);
+    let y = zeros("y", &[rows, n_out]);
+    l.forward(gpu(), &tx, &y).unwrap();
+    // the base term sees x, the adapter x' = mask·x
+    let mut want = reference::lora_linear(&xd, &w64, &b64, &a64, &bb64, s, DIMS);
+    let base_x = reference::matmul(&x64, &w64, rows, n_out, n_in, false, true);
+    let base_xd = reference::matmul(&xd, &w64, rows, n_out, n_in, false, true);
+    for i in 0..want.len() {
+        want[i] += base_x[i] - base_xd[i];
+    }
+    assert_close("lora dropout forward", &read(&y), &want, 1e-5, 1e-5);
+
+    let tdy = upload("dy", &[rows, n_out], &dy);
+    let dx = zeros("dx", &[rows, n_in]);
+    l.backward(gpu(), &tx, &tdy, Some(&dx)).unwrap();
+    let (rdx_d, rda, rdb) = reference::lora_linear_backward(&xd, &w64, &a64, &bb64, s, &dy64, DIMS);
+    // dx = dy·W + mask·(du·A): the reference's dx at x' holds dy·W + du·A
+    let dyw = reference::matmul(&dy64, &w64, rows, n_in, n_out, false, false);
+    let rdx: Vec<f64> = (0..rows * n_in)
+        .map(|i| dyw[i] + m[i] * (rdx_d[i] - dyw[i]))
+        .collect();
+    assert_close("lora dropout dx", &read(&dx), &rdx, 1e-5, 1e-5);
+    assert_close("lora dropout dA", &read(lora.a.grad()), &rda, 1e-5, 1e-5);
+    assert_close("lora dropout dB", &read(lora.b.grad()), &rdb, 1e-5, 1e-5);
+    // outside training no dropout applies
+    lora.training.store(false, Ordering::Relaxed);
+    let y2 = zeros("y2", &[rows, n_out]);
+    l.forward(gpu(), &tx, &y2).unwrap();
+    let plain = reference::lora_linear(&x64, &w64, &b64, &a64, &bb64, s, DIMS);
+    assert_close("lora eval forward", &read(&y2), &plain, 1e-5, 1e-5);
+}

@@ -119,12 +119,17 @@ fn b_zero_starts_from_the_base_and_only_the_adapters_train() {
 }
 
 #[test]
-fn a_lora_run_resumes_bit_for_bit() {
+fn a_lora_run_with_dropout_resumes_bit_for_bit() {
     let dir = crate::TmpDir::new("lora-resume");
     let text = write_text(&dir);
     let gpu = Gpu::new(None).unwrap();
     let mut c = text_config(&text);
-    c.lora = Some(LoraConfig::default());
+    // with dropout: its masks come from the run's seed, step and micro-batch
+    c.lora = Some(LoraConfig {
+        dropout: 0.1,
+        ..LoraConfig::default()
+    });
+    c.micro_batch_size = 2;
     let ckpt_path = dir.join("c.safetensors");
     let mut straight = Trainer::new(&gpu, c.clone()).unwrap();
     let mut first = Trainer::new(&gpu, c.clone()).unwrap();
@@ -132,6 +137,14 @@ fn a_lora_run_resumes_bit_for_bit() {
     for _ in 0..4 {
         losses.push(straight.train_step(true).unwrap().unwrap());
     }
+    // the masks matter: without dropout the same run goes elsewhere
+    let mut plain = c.clone();
+    plain.lora.as_mut().unwrap().dropout = 0.0;
+    let mut without = Trainer::new(&gpu, plain).unwrap();
+    let other: Vec<f32> = (0..4)
+        .map(|_| without.train_step(true).unwrap().unwrap())
+        .collect();
+    assert_ne!(losses[3], other[3], "dropout changed the run");
     for _ in 0..2 {
         first.train_step(true).unwrap();
     }
