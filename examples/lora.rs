@@ -4,7 +4,7 @@
 //! optimizer-state bytes, the peak memory (the buffer pool's), the adapter file's size, and the
 //! loss each reaches on the new text.
 //!
-//!     cargo run --release --example lora [-- PRETRAIN_STEPS FINETUNE_STEPS]
+//!     cargo run --release --example lora [-- PRETRAIN_STEPS FINETUNE_STEPS [LORA_LR]]
 
 use std::io::Read;
 use std::path::Path;
@@ -18,6 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|s| s.parse::<u64>());
     let pretrain_steps = args.next().transpose()?.unwrap_or(600);
     let finetune_steps = args.next().transpose()?.unwrap_or(200);
+    let lora_lr: f32 = std::env::args()
+        .nth(3)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1e-2);
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let dir = std::env::temp_dir().join(format!("wgtrain-lora-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -72,9 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let runs: [(&str, Option<usize>, f32); 4] = [
         ("full fine-tune", None, 1e-3),
-        ("LoRA r = 2", Some(2), 5e-3),
-        ("LoRA r = 8", Some(8), 5e-3),
-        ("LoRA r = 32", Some(32), 5e-3),
+        ("LoRA r = 2", Some(2), lora_lr),
+        ("LoRA r = 8", Some(8), lora_lr),
+        ("LoRA r = 32", Some(32), lora_lr),
     ];
     for (what, r, lr) in runs {
         let mut c = tune.clone();

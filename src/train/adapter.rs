@@ -149,11 +149,14 @@ impl Adapter {
         })
     }
 
-    /// Gives `model` this adapter: its layers get adapters of the config's rank and targets,
-    /// and the saved A and B are uploaded. Every shape is checked first; a tensor the model
+    /// Gives `model` this adapter, frozen (for evaluation, sampling and merging): its layers get
+    /// adapters of the config's rank and targets, and the saved A and B are uploaded. Every shape is checked first; a tensor the model
     /// lacks, or one it has and the file does not, is an error naming it.
     pub fn apply(&self, gpu: &Gpu, model: &mut dyn Model) -> Result<()> {
-        model.add_lora(gpu, &self.config, &mut crate::rng::Rng::new(0))?;
+        // for inference: the adapters need no gradients
+        crate::nn::frozen_scope(&["*".to_string()], || {
+            model.add_lora(gpu, &self.config, &mut crate::rng::Rng::new(0))
+        })?;
         let params = model.params();
         let lora: Vec<_> = params
             .iter()
