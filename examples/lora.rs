@@ -1,8 +1,9 @@
-//! Why LoRA: pretrain a small GPT on War and Peace, then fine-tune it on a different text (the
-//! breast-cancer CSV: numbers and commas) once in full and with LoRA adapters of rank 2, 8 and
-//! 32, for the same number of steps, and print what each trains, the gradient and
-//! optimizer-state bytes, the peak memory (the buffer pool's), the adapter file's size, and the
-//! loss each reaches on the new text.
+//! Why LoRA: pretrain a small GPT on War and Peace, then fine-tune it on a different text (this
+//! project's ARCHITECTURE.md: technical prose, code names and markdown) in full, in full with
+//! the token and position embeddings frozen (what LoRA leaves untouched too), and with LoRA
+//! adapters of rank 2, 8 and 32, for the same number of steps, and print what each trains, the
+//! gradient and optimizer-state bytes, the peak memory (the buffer pool's), the adapter file's
+//! size, and the loss each reaches on the new text.
 //!
 //!     cargo run --release --example lora [-- PRETRAIN_STEPS FINETUNE_STEPS [LORA_LR]]
 
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(3)
         .map(|s| s.parse())
         .transpose()?
-        .unwrap_or(1e-2);
+        .unwrap_or(5e-3);
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let dir = std::env::temp_dir().join(format!("wgtrain-lora-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -31,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     flate2::read::GzDecoder::new(std::fs::File::open(assets.join("warandpeace-400k.txt.gz"))?)
         .read_to_end(&mut text)?;
     std::fs::write(&novel, text)?;
-    let csv = assets.join("breast_cancer.csv");
+    let new_text = dir.join("ARCHITECTURE.md");
+    std::fs::write(&new_text, include_str!("../ARCHITECTURE.md"))?;
 
     let mut base = TrainConfig {
         data: novel.to_str().unwrap().into(),
@@ -64,19 +66,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ckpt = Checkpoint::load(&base_ckpt)?;
 
     let mut tune = base.clone();
-    tune.data = csv.to_str().unwrap().into();
+    tune.data = new_text.to_str().unwrap().into();
     tune.steps = finetune_steps;
     tune.schedule.warmup_steps = 20;
     tune.init = Some(base_ckpt.display().to_string());
     println!(
-        "fine-tuning on breast_cancer.csv, {finetune_steps} steps, batch 16, AdamW, same schedule"
+        "fine-tuning on ARCHITECTURE.md, {finetune_steps} steps, batch 16, AdamW, same schedule"
     );
     println!(
-        "{:<16} {:>10} {:>12} {:>14} {:>11} {:>13} {:>9}",
+        "{:<20} {:>10} {:>12} {:>14} {:>11} {:>13} {:>9}",
         "run", "trainable", "grad bytes", "optim bytes", "peak MiB", "adapter bytes", "loss"
     );
-    let runs: [(&str, Option<usize>, f32); 4] = [
+    let runs: [(&str, Option<usize>, f32); 5] = [
         ("full fine-tune", None, 1e-3),
+        ("full, wte/wpe frozen", None, 1e-3),
         ("LoRA r = 2", Some(2), lora_lr),
         ("LoRA r = 8", Some(8), lora_lr),
         ("LoRA r = 32", Some(32), lora_lr),
@@ -84,6 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (what, r, lr) in runs {
         let mut c = tune.clone();
         c.lr = lr;
+        if what.contains("frozen") {
+            c.freeze = vec!["wte".into(), "wpe".into()];
+        }
         c.lora = r.map(|r| LoraConfig {
             r,
             // alpha = 2r: the same scale 2 at every rank
@@ -100,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let gpu = Gpu::new(None)?;
         let mut t = Trainer::new(&gpu, c.clone())?;
         t.init_from(&ckpt)?;
-        if r.is_none() {
+        if what == "full fine-tune" {
             // the full fine-tune's first evaluation is the base model's on the new text
             println!(
                 "{:<16} loss on the new text before fine-tuning: {:.4}",
@@ -122,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => "-".into(),
         };
         println!(
-            "{:<16} {:>10} {:>12} {:>14} {:>11.2} {:>13} {:>9.4}",
+            "{:<20} {:>10} {:>12} {:>14} {:>11.2} {:>13} {:>9.4}",
             what,
             trainable,
             m.peak.get(Category::Grads),

@@ -55,13 +55,15 @@ impl CausalSelfAttention {
         Ok((out, AttentionCache { qkv, att, y }))
     }
 
+    /// Adds into the trainable parameters' gradients; returns dx when `need_dx`.
     pub fn backward(
         &self,
         gpu: &Gpu,
         x: &Tensor,
         cache: &AttentionCache,
         dout: &Tensor,
-    ) -> Result<Tensor> {
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         let dy = activation(gpu, "attn.dy", cache.y.shape())?;
         self.proj.backward(gpu, &cache.y, dout, Some(&dy))?;
         let dpre = Tensor::empty(
@@ -73,8 +75,10 @@ impl CausalSelfAttention {
         )?;
         let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
         attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv)?;
-        let dx = activation(gpu, "attn.dx", x.shape())?;
-        self.qkv.backward(gpu, x, &dqkv, Some(&dx))?;
+        let dx = need_dx
+            .then(|| activation(gpu, "attn.dx", x.shape()))
+            .transpose()?;
+        self.qkv.backward(gpu, x, &dqkv, dx.as_ref())?;
         Ok(dx)
     }
 

@@ -108,14 +108,16 @@ impl Block {
         ))
     }
 
-    /// The forward in reverse. Returns dx; adds into every parameter gradient.
+    /// The forward in reverse: adds into every trainable parameter's gradient and returns dx, or
+    /// with `need_dx` false (nothing below trains) returns None and skips what only dx needs.
     pub fn backward(
         &self,
         gpu: &Gpu,
         x: &Tensor,
         cache: BlockCache,
         dy: &Tensor,
-    ) -> Result<Tensor> {
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
         let dg = activation(gpu, "block.dg", cache.g.shape())?;
         self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg))?;
@@ -127,13 +129,21 @@ impl Block {
         drop(dh);
         let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;
         accumulate(gpu, dy, 1.0, &dx_mid);
-        // x_mid = x + attn(ln1(x))
+        // x_mid = x + attn(ln1(x)); ln1's input gradient is needed for dx or for ln1's own
+        // parameters
+        let need_dln1 = need_dx || self.ln1.w.trainable() || self.ln1.b.trainable();
         let dln1 = self
             .attn
-            .backward(gpu, &cache.ln1_out, &cache.attn, &dx_mid)?;
+            .backward(gpu, &cache.ln1_out, &cache.attn, &dx_mid, need_dln1)?;
+        let Some(dln1) = dln1 else {
+            return Ok(None);
+        };
         let dx = self.ln1.backward(gpu, x, &cache.ln1, &dln1)?;
+        if !need_dx {
+            return Ok(None);
+        }
         accumulate(gpu, &dx_mid, 1.0, &dx);
-        Ok(dx)
+        Ok(Some(dx))
     }
 
     pub fn params(&self) -> Vec<&Param> {

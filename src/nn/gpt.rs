@@ -384,7 +384,12 @@ impl Gpt {
             let x = inputs[i]
                 .take()
                 .expect("an input for every block reached by backward");
-            dx = self.blocks[i].backward(gpu, &x, cache, &dx)?;
+            // the first block's input gradient feeds only the embeddings' gradients
+            let need_dx = i > 0 || self.wte.trainable() || self.wpe.trainable();
+            match self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)? {
+                Some(d) => dx = d,
+                None => return Ok(losses),
+            }
         }
         if let Some((dwte, accumulate)) = self.wte.grad_write() {
             embedding_backward(gpu, &batch.tokens, &dx, dwte, accumulate);

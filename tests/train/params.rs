@@ -239,3 +239,40 @@ fn evaluation_says_when_it_falls_back_to_the_training_text() {
     let r = t.evaluate().unwrap();
     assert!(r.source.contains("training text"), "{}", r.source);
 }
+
+#[test]
+fn freezing_the_embeddings_skips_the_first_blocks_input_gradient_and_changes_no_other() {
+    let gpu = Gpu::new(None).unwrap();
+    let full = tiny_addition();
+    let mut frozen = full.clone();
+    frozen.freeze = vec!["wte".into(), "wpe".into()];
+    let mut a = Trainer::new(&gpu, full).unwrap();
+    let mut b = Trainer::new(&gpu, frozen).unwrap();
+    let batch = a.draw_batch();
+    a.forward_backward(&batch).unwrap();
+    b.forward_backward(&batch).unwrap();
+    let dispatches = |t: &mut Trainer| {
+        let before = gpu.stats().dispatches;
+        t.forward_backward(&batch).unwrap();
+        gpu.stats().dispatches - before
+    };
+    assert!(
+        dispatches(&mut b) < dispatches(&mut a),
+        "less work with the embeddings frozen"
+    );
+    for p in b.model.trainable_params() {
+        let q = a
+            .model
+            .params()
+            .into_iter()
+            .find(|q| q.name == p.name)
+            .unwrap();
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(p.grad().to_f32(&gpu).unwrap()),
+            bits(q.grad().to_f32(&gpu).unwrap()),
+            "{}",
+            p.name
+        );
+    }
+}
