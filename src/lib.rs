@@ -10,6 +10,7 @@ pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod rng;
 pub mod second_order;

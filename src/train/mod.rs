@@ -199,9 +199,16 @@ impl<'g> Trainer<'g> {
     /// the gradients accumulate, each micro-batch's loss scaled by 1/(targets in the whole
     /// batch). Returns that target count (the loss's denominator).
     pub fn forward_backward(&mut self, batch: &Batch) -> Result<usize> {
+        let count = batch.targets().max(1);
+        self.forward_backward_scaled(batch, count)?;
+        Ok(count)
+    }
+
+    /// [`Trainer::forward_backward`] of a part of a larger batch (a data-parallel rank's
+    /// slice): the losses are scaled by 1/`count`, the targets of the whole batch.
+    pub fn forward_backward_scaled(&mut self, batch: &Batch, count: usize) -> Result<()> {
         let gpu = self.gpu;
         zero_grads(gpu, &self.model.trainable_params());
-        let count = batch.targets().max(1);
         for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
             // dropout masks from the run's seed, the step and the micro-batch (so a resumed run
             // draws the same ones)
@@ -212,7 +219,12 @@ impl<'g> Trainer<'g> {
                 .forward_backward(gpu, micro, 1.0 / count as f32)?;
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
-        Ok(count)
+        Ok(())
+    }
+
+    /// Σ of the last forward_backward's per-target losses (a sync point).
+    pub fn last_loss_sum(&self) -> Result<f32> {
+        Ok(self.loss_sum.to_f32(self.gpu)?[0])
     }
 
     /// Phase 3: the squared global gradient norm over the trainable parameters, recorded into

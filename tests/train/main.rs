@@ -6,6 +6,7 @@
 mod reference;
 
 mod cli;
+mod ddp;
 mod devices;
 mod gradients;
 mod lora;

@@ -1,0 +1,248 @@
+//! Distributed data parallel, PyTorch's DDP: every rank keeps a replica of the model (identical
+//! at the start: rank 0's weights are broadcast and each rank checks its own against them),
+//! takes its slice of the global batch, runs forward and backward, and all-reduces the gradients
+//! in buckets filled in reverse parameter order (the first 1 MiB, then `bucket_bytes` each, as
+//! PyTorch does); then every rank takes the global norm and applies the same update.
+//!
+//! Each bucket is one fused device buffer per rank (charged to workspace): the bucket's
+//! gradients are copied into it, read back in one transfer, summed across ranks in rank order on
+//! the host, and written back. A rank's slice scales its loss by 1/(targets in the whole global
+//! batch), so the summed gradient is the global batch's: the run equals one device running the
+//! global batch as N micro-batches (bit for bit where each gradient is written once per
+//! micro-batch; a tied weight written twice, like the GPT's token embedding, sums its parts in
+//! another order: see the tests).
+
+use super::Collective;
+use crate::error::{Error, Result};
+use crate::gpu::{Category, Gpu, MemoryStats};
+use crate::nn::Param;
+use crate::tensor::{DType, Tensor};
+use crate::train::{TrainConfig, Trainer};
+
+/// PyTorch's first bucket: small, so that the first all-reduce can start early.
+pub const FIRST_BUCKET_BYTES: u64 = 1 << 20;
+
+#[derive(Clone, Debug)]
+pub struct DdpOptions {
+    /// Gradient bytes of the first bucket (PyTorch's: 1 MiB).
+    pub first_bucket_bytes: u64,
+    /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
+    pub bucket_bytes: u64,
+}
+
+impl Default for DdpOptions {
+    fn default() -> Self {
+        DdpOptions {
+            first_bucket_bytes: FIRST_BUCKET_BYTES,
+            bucket_bytes: 25 << 20,
+        }
+    }
+}
+
+/// What a run measured, per rank where it differs.
+pub struct DdpReport {
+    /// The global batch's mean loss at each step (the same on every rank).
+    pub losses: Vec<f32>,
+    /// Rank 0's parameters at the end (every rank holds the same).
+    pub params: Vec<(String, Vec<f32>)>,
+    /// Bytes each rank moved through the collectives.
+    pub comm_bytes: Vec<u64>,
+    /// Each rank's pool figures.
+    pub memory: Vec<MemoryStats>,
+    /// Buckets per step.
+    pub buckets: usize,
+}
+
+/// Trainable parameters grouped into buckets, last parameter first.
+fn buckets<'a>(params: &[&'a Param], first: u64, rest: u64) -> Vec<Vec<&'a Param>> {
+    let mut out: Vec<Vec<&Param>> = vec![];
+    let mut bytes = 0;
+    for p in params.iter().rev() {
+        let limit = if out.len() <= 1 { first } else { rest };
+        if out.is_empty() || (bytes >= limit && !out.last().unwrap().is_empty()) {
+            out.push(vec![]);
+            bytes = 0;
+        }
+        out.last_mut().unwrap().push(p);
+        bytes += p.grad().bytes();
+    }
+    out
+}
+
+/// Trains `config.steps` steps of `config` with one rank per device of `gpus`, each a thread,
+/// over `comms` (one per rank, e.g. [`super::InProcess::group`]). `batch_size` is global and
+/// must split evenly over the ranks. A rank's error stops every rank and is returned.
+pub fn train(
+    gpus: &[Gpu],
+    comms: Vec<Box<dyn Collective>>,
+    config: &TrainConfig,
+    options: &DdpOptions,
+) -> Result<DdpReport> {
+    let n = gpus.len();
+    assert_eq!(comms.len(), n, "one collective handle per device");
+    if config.batch_size % n != 0 {
+        return Err(Error::Config(format!(
+            "batch_size {} does not split evenly over {n} ranks",
+            config.batch_size
+        )));
+    }
+    let per_rank = config.batch_size / n;
+    if config.micro_batch_size > 0 && per_rank % config.micro_batch_size != 0 {
+        return Err(Error::Config(format!(
+            "micro_batch_size {} must divide each rank's {per_rank} rows",
+            config.micro_batch_size
+        )));
+    }
+    let results: Vec<Result<RankResult>> = std::thread::scope(|s| {
+        let handles: Vec<_> = gpus
+            .iter()
+            .zip(comms)
+            .map(|(gpu, comm)| {
+                s.spawn(move || {
+                    let r = run_rank(gpu, comm.as_ref(), config, options, per_rank);
+                    if let Err(e) = &r {
+                        comm.abort(&e.to_string());
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a rank thread panicked"))
+            .collect()
+    });
+    // the rank that failed first says why; the others only echo it
+    let mut ranks = vec![];
+    let mut echo = None;
+    for r in results {
+        match r {
+            Ok(r) => ranks.push(r),
+            Err(e) if e.to_string().contains("another rank failed") => echo = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = echo {
+        return Err(e);
+    }
+    let first = ranks.remove(0);
+    let mut comm_bytes = vec![first.comm_bytes];
+    let mut memory = vec![first.memory];
+    for r in ranks {
+        comm_bytes.push(r.comm_bytes);
+        memory.push(r.memory);
+    }
+    Ok(DdpReport {
+        losses: first.losses,
+        params: first.params,
+        comm_bytes,
+        memory,
+        buckets: first.buckets,
+    })
+}
+
+struct RankResult {
+    losses: Vec<f32>,
+    params: Vec<(String, Vec<f32>)>,
+    comm_bytes: u64,
+    memory: MemoryStats,
+    buckets: usize,
+}
+
+fn run_rank(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    config: &TrainConfig,
+    options: &DdpOptions,
+    per_rank: usize,
+) -> Result<RankResult> {
+    let rank = comm.rank();
+    let mut t = Trainer::new(gpu, config.clone())?;
+    // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
+    for p in t.model.params() {
+        let mine = p.value.to_f32(gpu)?;
+        let mut theirs = mine.clone();
+        comm.broadcast(&mut theirs, 0)?;
+        if mine != theirs {
+            return Err(Error::Device(format!(
+                "rank {rank}: {} differs from rank 0's after the same initialisation",
+                p.name
+            )));
+        }
+    }
+    let trainable = t.model.trainable_params();
+    let groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
+    // one fused buffer per bucket (PyTorch keeps them for the run, too)
+    let fused: Vec<Tensor> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let numel = g.iter().map(|p| p.numel()).sum::<usize>();
+            Tensor::empty(
+                gpu,
+                &format!("ddp bucket {i}"),
+                &[numel],
+                DType::F32,
+                Category::Workspace,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let names: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| g.iter().map(|p| p.name.clone()).collect())
+        .collect();
+    drop(groups);
+    drop(trainable);
+    let mut losses = vec![];
+    for _ in 0..config.steps {
+        let global = t.draw_batch();
+        let count = global.targets().max(1);
+        let mine = global.split(per_rank).swap_remove(rank);
+        t.forward_backward_scaled(&mine, count)?;
+        let params = t.model.trainable_params();
+        for (bucket, names) in fused.iter().zip(&names) {
+            let members: Vec<&Param> = names
+                .iter()
+                .map(|n| {
+                    *params
+                        .iter()
+                        .find(|p| &p.name == n)
+                        .expect("a bucket member")
+                })
+                .collect();
+            let mut offset = 0;
+            for p in &members {
+                gpu.copy_region(p.grad(), 0, bucket, offset, p.grad().bytes());
+                offset += p.grad().bytes();
+            }
+            let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(bucket)?);
+            comm.all_reduce_sum(&mut host)?;
+            gpu.upload(bucket, bytemuck::cast_slice(&host));
+            let mut offset = 0;
+            for p in &members {
+                gpu.copy_region(bucket, offset, p.grad(), 0, p.grad().bytes());
+                offset += p.grad().bytes();
+            }
+        }
+        drop(params);
+        let mut loss = [t.last_loss_sum()?];
+        comm.all_reduce_sum(&mut loss)?;
+        losses.push(loss[0] / count as f32);
+        t.grad_norm()?;
+        t.update()?;
+        gpu.flush()?;
+    }
+    let params = t
+        .model
+        .params()
+        .iter()
+        .map(|p| Ok((p.name.clone(), p.value.to_f32(gpu)?)))
+        .collect::<Result<_>>()?;
+    Ok(RankResult {
+        losses,
+        params,
+        comm_bytes: comm.bytes(),
+        memory: gpu.memory(),
+        buckets: fused.len(),
+    })
+}

@@ -1,0 +1,164 @@
+//! Several devices training one model. [`Collective`] is the communication a data-parallel step
+//! needs, over host f32 buffers (wgpu cannot share a buffer between devices, so every move goes
+//! through the host); [`InProcess`] implements it for ranks that are threads of one process,
+//! each with its own [`crate::Gpu`]. Reductions sum in rank order (rank 0's values, plus rank
+//! 1's, …), so a result never depends on thread timing. `ddp` is data parallelism on top.
+
+pub mod ddp;
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The collectives of data-parallel training. Every rank calls each one in the same order; a
+/// rank that fails calls [`Collective::abort`], and every other rank's pending or next call
+/// returns that error instead of waiting for it.
+pub trait Collective: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Every rank's `data` replaced by the elementwise sum over ranks, summed in rank order.
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()>;
+    /// Every rank's `data` replaced by `root`'s.
+    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()>;
+    /// Waits until every rank has arrived.
+    fn barrier(&self) -> Result<()>;
+    /// Stops the group: this rank failed with `why`.
+    fn abort(&self, why: &str);
+    /// Bytes this rank has sent and received through the collectives so far.
+    fn bytes(&self) -> u64;
+}
+
+struct Gate {
+    generation: u64,
+    arrived: usize,
+    aborted: Option<String>,
+}
+
+struct Shared {
+    size: usize,
+    /// Each rank's contribution to the collective in progress.
+    slots: Mutex<Vec<Vec<f32>>>,
+    gate: Mutex<Gate>,
+    wake: Condvar,
+}
+
+/// One rank of a group of threads in this process.
+pub struct InProcess {
+    rank: usize,
+    shared: Arc<Shared>,
+    bytes: AtomicU64,
+}
+
+impl InProcess {
+    /// A group of `size` ranks, one handle per rank (give each to its thread).
+    pub fn group(size: usize) -> Vec<InProcess> {
+        assert!(size >= 1, "a group has at least one rank");
+        let shared = Arc::new(Shared {
+            size,
+            slots: Mutex::new(vec![vec![]; size]),
+            gate: Mutex::new(Gate {
+                generation: 0,
+                arrived: 0,
+                aborted: None,
+            }),
+            wake: Condvar::new(),
+        });
+        (0..size)
+            .map(|rank| InProcess {
+                rank,
+                shared: shared.clone(),
+                bytes: AtomicU64::new(0),
+            })
+            .collect()
+    }
+
+    fn aborted(why: &str) -> Error {
+        Error::Device(format!("another rank failed: {why}"))
+    }
+}
+
+impl Collective for InProcess {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    fn barrier(&self) -> Result<()> {
+        let mut g = self.shared.gate.lock().unwrap();
+        if let Some(why) = &g.aborted {
+            return Err(Self::aborted(why));
+        }
+        let generation = g.generation;
+        g.arrived += 1;
+        if g.arrived == self.shared.size {
+            g.arrived = 0;
+            g.generation += 1;
+            self.shared.wake.notify_all();
+            return Ok(());
+        }
+        while g.generation == generation && g.aborted.is_none() {
+            g = self.shared.wake.wait(g).unwrap();
+        }
+        match &g.aborted {
+            Some(why) if g.generation == generation => Err(Self::aborted(why)),
+            _ => Ok(()),
+        }
+    }
+
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()> {
+        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
+        self.barrier()?;
+        {
+            let slots = self.shared.slots.lock().unwrap();
+            data.copy_from_slice(&slots[0]);
+            for other in &slots[1..] {
+                assert_eq!(
+                    other.len(),
+                    data.len(),
+                    "all_reduce: ranks gave different sizes"
+                );
+                for (d, v) in data.iter_mut().zip(other) {
+                    *d += v;
+                }
+            }
+        }
+        // nobody refills the slots before everyone has read them
+        self.barrier()?;
+        // what a ring all-reduce moves per rank: 2·(n−1)/n of the buffer each way
+        let n = self.shared.size as u64;
+        let moved = 2 * (n - 1) * 4 * data.len() as u64 / n.max(1);
+        self.bytes.fetch_add(2 * moved, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()> {
+        if self.rank == root {
+            self.shared.slots.lock().unwrap()[root] = data.to_vec();
+        }
+        self.barrier()?;
+        if self.rank != root {
+            data.copy_from_slice(&self.shared.slots.lock().unwrap()[root]);
+            self.bytes
+                .fetch_add(4 * data.len() as u64, Ordering::Relaxed);
+        } else {
+            let sent = 4 * data.len() as u64 * (self.shared.size as u64 - 1);
+            self.bytes.fetch_add(sent, Ordering::Relaxed);
+        }
+        self.barrier()
+    }
+
+    fn abort(&self, why: &str) {
+        let mut g = self.shared.gate.lock().unwrap();
+        if g.aborted.is_none() {
+            g.aborted = Some(why.to_string());
+        }
+        self.shared.wake.notify_all();
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,167 @@
+//! Data parallel (DDP) against one device, the pattern PyTorch and DeepSpeed test with: a seeded
+//! model trained 5 steps on N ranks equals the same model on one device running the same global
+//! batch as N micro-batches.
+
+use wgtrain::gpu::{DeviceOptions, Gpu};
+use wgtrain::parallel::ddp::{self, DdpOptions};
+use wgtrain::parallel::{Collective, InProcess};
+use wgtrain::train::{ModelKind, TrainConfig, Trainer};
+
+fn comms(n: usize) -> Vec<Box<dyn Collective>> {
+    InProcess::group(n)
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn Collective>)
+        .collect()
+}
+
+/// Losses and final parameters of `config` on one device, the global batch as `n` micro-batches.
+fn one_device(config: &TrainConfig, n: usize) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let gpu = Gpu::new(None).unwrap();
+    let mut c = config.clone();
+    c.micro_batch_size = config.batch_size / n;
+    let mut t = Trainer::new(&gpu, c).unwrap();
+    let losses = (0..config.steps)
+        .map(|_| t.train_step(true).unwrap().unwrap())
+        .collect();
+    let params = t
+        .model
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.value.to_f32(&gpu).unwrap()))
+        .collect();
+    (losses, params)
+}
+
+fn mlp() -> TrainConfig {
+    let mut c = TrainConfig::preset(ModelKind::Mlp, "digits");
+    c.batch_size = 48;
+    c.steps = 5;
+    c
+}
+
+#[test]
+fn ddp_on_2_and_3_ranks_equals_one_device_bit_for_bit() {
+    let c = mlp();
+    for n in [2, 3] {
+        let gpus = Gpu::open_n(None, n).unwrap();
+        for (what, options) in [
+            ("default buckets", DdpOptions::default()),
+            // every tensor its own bucket
+            (
+                "tiny buckets",
+                DdpOptions {
+                    first_bucket_bytes: 1,
+                    bucket_bytes: 1,
+                },
+            ),
+        ] {
+            let r = ddp::train(&gpus, comms(n), &c, &options).unwrap();
+            let (losses, params) = one_device(&c, n);
+            assert_eq!(r.losses, losses, "{n} ranks, {what}: losses");
+            assert_eq!(r.params, params, "{n} ranks, {what}: parameters");
+            if what == "tiny buckets" {
+                assert_eq!(r.buckets, params.len(), "one bucket per tensor");
+            } else {
+                assert_eq!(r.buckets, 1, "the MLP's gradients fit the first bucket");
+            }
+            // each step all-reduces every gradient once: a ring moves 2·(n−1)/n of it each way
+            // per rank (plus the loss and the start's broadcast)
+            let grads: u64 = params.iter().map(|(_, v)| 4 * v.len() as u64).sum();
+            let per_step = 2 * 2 * (n as u64 - 1) * grads / n as u64;
+            for bytes in &r.comm_bytes {
+                assert!(
+                    *bytes >= c.steps * per_step,
+                    "{bytes} < {}",
+                    c.steps * per_step
+                );
+                assert!(
+                    *bytes < c.steps * per_step + 2 * n as u64 * grads + 4096,
+                    "{bytes}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ddp_across_the_vulkan_and_gl_adapters_equals_one_device() {
+    let gpus = Gpu::open_all().unwrap();
+    if gpus.len() < 2 {
+        eprintln!("skipped: one adapter here");
+        return;
+    }
+    let gpus: Vec<Gpu> = gpus.into_iter().take(2).collect();
+    assert_ne!(gpus[0].info().backend, gpus[1].info().backend);
+    let c = mlp();
+    let r = ddp::train(&gpus, comms(2), &c, &DdpOptions::default()).unwrap();
+    let (losses, params) = one_device(&c, 2);
+    assert_eq!(r.losses, losses);
+    assert_eq!(r.params, params);
+}
+
+#[test]
+fn ddp_of_a_gpt_matches_one_device_within_rounding_of_the_tied_embedding() {
+    let mut c = TrainConfig {
+        batch_size: 8,
+        steps: 5,
+        ..TrainConfig::default()
+    };
+    c.gpt.n_layer = 1;
+    c.gpt.n_embd = 32;
+    c.addition.test_size = 10;
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let r = ddp::train(&gpus, comms(2), &c, &DdpOptions::default()).unwrap();
+    let (losses, params) = one_device(&c, 2);
+    // The token embedding is also the LM head, so each micro-batch writes its gradient twice
+    // (head, then embedding): one device adds e1 + (h1 + (e0 + h0)), DDP (e0 + h0) + (e1 + h1).
+    // The same terms in another order: a few f32 ulps, which the updates carry forward.
+    for (a, b) in r.losses.iter().zip(&losses) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+    }
+    for ((name, a), (_, b)) in r.params.iter().zip(&params) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 1e-4 * scale, "{name}: {err} vs {scale}");
+    }
+}
+
+#[test]
+fn a_batch_that_does_not_split_evenly_is_refused() {
+    let mut c = mlp();
+    c.batch_size = 50;
+    let gpus = Gpu::open_n(None, 3).unwrap();
+    let e = ddp::train(&gpus, comms(3), &c, &DdpOptions::default())
+        .err()
+        .expect("50 rows over 3 ranks");
+    assert!(
+        e.to_string().contains("does not split evenly over 3 ranks"),
+        "{e}"
+    );
+}
+
+#[test]
+fn one_ranks_device_error_stops_every_rank_with_that_error() {
+    let c = mlp();
+    let normal = Gpu::new(None).unwrap();
+    // rank 1's device is too small for the model's first layer (64·128 floats = 32 KiB)
+    let mut limits = normal.limits().clone();
+    limits.max_storage_buffer_binding_size = 16 << 10;
+    limits.max_buffer_size = 16 << 10;
+    let small = Gpu::new_with(
+        None,
+        &DeviceOptions {
+            limits: Some(limits),
+            ..DeviceOptions::default()
+        },
+    )
+    .unwrap();
+    let gpus = vec![normal, small];
+    let e = ddp::train(&gpus, comms(2), &c, &DdpOptions::default())
+        .err()
+        .expect("rank 1 cannot build the model");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("more than this adapter allows"),
+        "rank 1's own error: {msg}"
+    );
+}
