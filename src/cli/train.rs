@@ -81,6 +81,13 @@ pub struct TrainArgs {
     /// (default attn.qkv,attn.proj).
     #[arg(long)]
     lora_targets: Option<String>,
+    /// Data parallel (DDP) over several devices: N (N devices on the chosen adapter), all (one
+    /// per adapter) or a comma list of adapter selectors ("0,1"). batch_size is global.
+    #[arg(long)]
+    devices: Option<String>,
+    /// DDP gradient bucket size in MiB after the first 1 MiB bucket (default 25).
+    #[arg(long)]
+    bucket_mb: Option<f64>,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -212,10 +219,98 @@ fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
     by.to_json()
 }
 
+/// The devices `--devices` names, one per rank.
+fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
+    Ok(match spec {
+        "all" => Gpu::open_all()?,
+        s if s.contains(',') => s
+            .split(',')
+            .map(|sel| Gpu::new(Some(sel.trim())))
+            .collect::<std::result::Result<_, _>>()?,
+        s => {
+            let n: usize =
+                s.parse().ok().filter(|&n| n >= 1).with_context(|| {
+                    format!("--devices {s:?}: expected N, all, or a list like 0,1")
+                })?;
+            Gpu::open_n(adapter, n)?
+        }
+    })
+}
+
+/// `train --devices`: DDP over the devices, one thread per rank.
+fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &str) -> Result<()> {
+    if args.resume.is_some() || config.init.is_some() {
+        bail!("--devices trains from scratch for now: --resume and --init run on one device");
+    }
+    let gpus = open_devices(adapter, spec)?;
+    let n = gpus.len();
+    if config.batch_size % n != 0 {
+        bail!(
+            "batch_size {} does not split evenly over {n} ranks (--devices {spec})",
+            config.batch_size
+        );
+    }
+    let out_dir = config.out.as_ref().map(PathBuf::from);
+    if let Some(dir) = &out_dir {
+        prepare_out_dir(dir)?;
+    }
+    for (i, g) in gpus.iter().enumerate() {
+        eprintln!("rank {i}: {} ({:?})", g.info().name, g.info().backend);
+    }
+    eprintln!(
+        "ddp over {n} ranks: global batch {} ({} per rank), {} steps",
+        config.batch_size,
+        config.batch_size / n.max(1),
+        config.steps
+    );
+    let mut options = wgtrain::parallel::ddp::DdpOptions {
+        log_every: config.log_every * 10,
+        save: out_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE)),
+        ..Default::default()
+    };
+    if let Some(mb) = args.bucket_mb {
+        options.bucket_bytes = (mb * (1 << 20) as f64) as u64;
+    }
+    let comms = wgtrain::parallel::InProcess::group(n)
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
+        .collect();
+    let started = Instant::now();
+    let r = wgtrain::parallel::ddp::train(&gpus, comms, &config, &options)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "done: {} steps in {wall_s:.1} s | final loss {:.4} | {} | {} gradient buckets per step",
+        r.losses.len(),
+        r.losses.last().copied().unwrap_or(f32::NAN),
+        describe(&r.eval),
+        r.buckets
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for (i, (m, bytes)) in r.memory.iter().zip(&r.comm_bytes).enumerate() {
+        eprintln!(
+            "rank {i}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB through the collectives",
+            mib(m.peak_total),
+            mib(m.peak.get(Category::Params)),
+            mib(m.peak.get(Category::Grads)),
+            mib(m.peak.get(Category::OptimizerState)),
+            mib(m.peak.get(Category::Activations)),
+            mib(m.peak.get(Category::Workspace)),
+            mib(*bytes)
+        );
+    }
+    if let Some(dir) = &out_dir {
+        eprintln!("checkpoint: {}", dir.join(CHECKPOINT_FILE).display());
+    }
+    Ok(())
+}
+
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
+    if let Some(spec) = args.devices.clone() {
+        return run_ddp(adapter, &args, config, &spec);
+    }
     let started = Instant::now();
     let gpu = Gpu::new(adapter)?;
     let config = apply_max_memory(&gpu, &args, config)?;

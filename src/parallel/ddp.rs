@@ -28,6 +28,10 @@ pub struct DdpOptions {
     pub first_bucket_bytes: u64,
     /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
     pub bucket_bytes: u64,
+    /// Rank 0 prints the loss every this many steps (0: never).
+    pub log_every: u64,
+    /// Rank 0 writes the final checkpoint here.
+    pub save: Option<std::path::PathBuf>,
 }
 
 impl Default for DdpOptions {
@@ -35,6 +39,8 @@ impl Default for DdpOptions {
         DdpOptions {
             first_bucket_bytes: FIRST_BUCKET_BYTES,
             bucket_bytes: 25 << 20,
+            log_every: 0,
+            save: None,
         }
     }
 }
@@ -51,6 +57,8 @@ pub struct DdpReport {
     pub memory: Vec<MemoryStats>,
     /// Buckets per step.
     pub buckets: usize,
+    /// Rank 0's evaluation at the end.
+    pub eval: crate::train::EvalResult,
 }
 
 /// Trainable parameters grouped into buckets, last parameter first.
@@ -138,6 +146,7 @@ pub fn train(
         comm_bytes,
         memory,
         buckets: first.buckets,
+        eval: first.eval,
     })
 }
 
@@ -147,6 +156,7 @@ struct RankResult {
     comm_bytes: u64,
     memory: MemoryStats,
     buckets: usize,
+    eval: crate::train::EvalResult,
 }
 
 fn run_rank(
@@ -231,7 +241,25 @@ fn run_rank(
         t.grad_norm()?;
         t.update()?;
         gpu.flush()?;
+        if rank == 0 && options.log_every > 0 && t.step % options.log_every == 0 {
+            eprintln!("step {:>6} | loss {:.4}", t.step, loss[0] / count as f32);
+        }
     }
+    let memory = gpu.memory();
+    // every rank holds the same model: rank 0 evaluates and writes the checkpoint
+    let eval = if rank == 0 {
+        t.evaluate()?
+    } else {
+        crate::train::EvalResult {
+            loss: f32::NAN,
+            accuracy: None,
+            source: "rank 0 only",
+        }
+    };
+    if let (0, Some(path)) = (rank, &options.save) {
+        t.save(path)?;
+    }
+    comm.barrier()?;
     let params = t
         .model
         .params()
@@ -242,7 +270,8 @@ fn run_rank(
         losses,
         params,
         comm_bytes: comm.bytes(),
-        memory: gpu.memory(),
+        memory,
         buckets: fused.len(),
+        eval,
     })
 }

@@ -532,3 +532,52 @@ fn plan_checks_each_tensor_against_the_limits_not_their_sums() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["predicted"]["optimizer"].as_u64().unwrap() > 2 * 32000 * 768 * 4);
 }
+
+/// `train --devices N` trains data-parallel and writes a checkpoint `eval` reads; a batch that
+/// does not split over the ranks is refused before anything is written.
+#[test]
+fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
+    let dir = tmp_dir("ddp");
+    let out = dir.join("run");
+    let o = wgtrain(&[
+        "train",
+        "--model",
+        "mlp",
+        "--devices",
+        "2",
+        "--steps",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ddp over 2 ranks") && err.contains("rank 1: peak"),
+        "{err}"
+    );
+    let o = wgtrain(&[
+        "eval",
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let never = dir.join("never");
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--devices",
+            "3",
+            "--out",
+            never.to_str().unwrap(),
+        ],
+        &["does not split evenly over 3 ranks"],
+    );
+    assert!(!never.exists());
+    fails_with(
+        &["train", "--devices", "zero"],
+        &["--devices", "expected N"],
+    );
+}

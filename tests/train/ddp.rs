@@ -52,6 +52,7 @@ fn ddp_on_2_and_3_ranks_equals_one_device_bit_for_bit() {
                 DdpOptions {
                     first_bucket_bytes: 1,
                     bucket_bytes: 1,
+                    ..DdpOptions::default()
                 },
             ),
         ] {
