@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// DDP gradient bucket size in MiB after the first 1 MiB bucket (default 25).
     #[arg(long)]
     bucket_mb: Option<f64>,
+    /// With --devices: ZeRO stage 1 shards the optimizer state over the ranks (stages 2 and 3
+    /// are not built yet).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zero: u8,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -258,12 +262,14 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
         eprintln!("rank {i}: {} ({:?})", g.info().name, g.info().backend);
     }
     eprintln!(
-        "ddp over {n} ranks: global batch {} ({} per rank), {} steps",
+        "ddp over {n} ranks{}: global batch {} ({} per rank), {} steps",
+        if args.zero == 1 { ", ZeRO stage 1" } else { "" },
         config.batch_size,
         config.batch_size / n.max(1),
         config.steps
     );
     let mut options = wgtrain::parallel::ddp::DdpOptions {
+        zero: args.zero,
         log_every: config.log_every * 10,
         save: out_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE)),
         ..Default::default()
@@ -305,6 +311,9 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
 }
 
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
+    if args.zero > 0 && args.devices.is_none() {
+        bail!("--zero shards over data-parallel ranks: give --devices too");
+    }
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;

@@ -32,6 +32,9 @@ pub struct DdpOptions {
     pub log_every: u64,
     /// Rank 0 writes the final checkpoint here.
     pub save: Option<std::path::PathBuf>,
+    /// ZeRO stage: 0 (every rank keeps all optimizer state) or 1 (each keeps its shard, updates
+    /// its parameters, and the ranks broadcast the updated values).
+    pub zero: u8,
 }
 
 impl Default for DdpOptions {
@@ -41,6 +44,7 @@ impl Default for DdpOptions {
             bucket_bytes: 25 << 20,
             log_every: 0,
             save: None,
+            zero: 0,
         }
     }
 }
@@ -59,6 +63,22 @@ pub struct DdpReport {
     pub buckets: usize,
     /// Rank 0's evaluation at the end.
     pub eval: crate::train::EvalResult,
+}
+
+/// ZeRO stage 1's partition: each parameter's owner rank, whole tensors assigned largest first
+/// to the rank with the fewest elements so far (ties to the lower rank), so the shards are
+/// balanced and every rank computes the same partition.
+pub fn partition(sizes: &[usize], ranks: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+    let mut load = vec![0usize; ranks];
+    let mut owner = vec![0; sizes.len()];
+    for i in order {
+        let r = (0..ranks).min_by_key(|&r| (load[r], r)).unwrap();
+        owner[i] = r;
+        load[r] += sizes[i];
+    }
+    owner
 }
 
 /// Trainable parameters grouped into buckets, last parameter first.
@@ -167,7 +187,29 @@ fn run_rank(
     per_rank: usize,
 ) -> Result<RankResult> {
     let rank = comm.rank();
-    let mut t = Trainer::new(gpu, config.clone())?;
+    // ZeRO 1: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
+    let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
+        let ledger = gpu.ledger();
+        let shape = Trainer::new(&ledger, config.clone())?;
+        let params = shape.model.trainable_params();
+        let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
+        let names = params.iter().map(|p| p.name.clone()).collect();
+        Some((names, partition(&sizes, comm.size())))
+    } else {
+        None
+    };
+    let mut t = match &owners {
+        Some((names, owner)) => {
+            let shard = names
+                .iter()
+                .zip(owner)
+                .filter(|(_, &o)| o == rank)
+                .map(|(n, _)| n.clone())
+                .collect();
+            Trainer::with_state_shard(gpu, config.clone(), shard)?
+        }
+        None => Trainer::new(gpu, config.clone())?,
+    };
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
     for p in t.model.params() {
         let mine = p.value.to_f32(gpu)?;
@@ -240,6 +282,20 @@ fn run_rank(
         losses.push(loss[0] / count as f32);
         t.grad_norm()?;
         t.update()?;
+        if let Some((_, owner)) = &owners {
+            // each parameter's owner updated it: everyone takes its values
+            for (p, &o) in t.model.trainable_params().iter().zip(owner) {
+                let mut v = if o == rank {
+                    p.value.to_f32(gpu)?
+                } else {
+                    vec![0.0; p.numel()]
+                };
+                comm.broadcast(&mut v, o)?;
+                if o != rank {
+                    p.value.write_f32(gpu, &v);
+                }
+            }
+        }
         gpu.flush()?;
         if rank == 0 && options.log_every > 0 && t.step % options.log_every == 0 {
             eprintln!("step {:>6} | loss {:.4}", t.step, loss[0] / count as f32);
@@ -256,8 +312,13 @@ fn run_rank(
             source: "rank 0 only",
         }
     };
-    if let (0, Some(path)) = (rank, &options.save) {
-        t.save(path)?;
+    if let Some(path) = &options.save {
+        if let Some((names, owner)) = &owners {
+            gather_state(gpu, comm, &mut t, names, owner)?;
+        }
+        if rank == 0 {
+            t.save(path)?;
+        }
     }
     comm.barrier()?;
     let params = t
@@ -274,4 +335,55 @@ fn run_rank(
         buckets: fused.len(),
         eval,
     })
+}
+
+/// ZeRO 1 before a checkpoint: rank 0 receives every other rank's optimizer state and adds it to
+/// its own, so the checkpoint is whole (it resumes on any number of devices).
+fn gather_state(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    t: &mut Trainer,
+    names: &[String],
+    owner: &[usize],
+) -> Result<()> {
+    let rank = comm.rank();
+    let mut flat: Vec<f32> = vec![];
+    for (_, slots) in &t.optimizer.state {
+        for (_, s) in slots {
+            flat.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&gpu.read_bytes(s)?));
+        }
+    }
+    let Some(all) = comm.gather(&flat, 0)? else {
+        return Ok(());
+    };
+    debug_assert_eq!(rank, 0);
+    // state tensors for everything rank 0 does not own, filled from the owners' data in the
+    // owners' order (their trainable parameters in model order, slots in optimizer order)
+    let params = t.model.trainable_params();
+    let theirs: Vec<&Param> = params
+        .iter()
+        .zip(owner)
+        .filter(|(_, &o)| o != 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let extra =
+        crate::optim::Optimizer::new(gpu, &t.config.optimizer, t.config.grad_clip, &theirs)?;
+    let mut offsets = vec![0usize; comm.size()];
+    for (name, slots) in &extra.state {
+        let i = names
+            .iter()
+            .position(|n| n == name)
+            .expect("a partitioned name");
+        let r = owner[i];
+        for (_, s) in slots {
+            let words = (s.bytes() as usize).div_ceil(4);
+            let data = &all[r][offsets[r]..offsets[r] + words];
+            let bytes: &[u8] = bytemuck::cast_slice(data);
+            gpu.upload(s, &bytes[..s.bytes() as usize]);
+            offsets[r] += words;
+        }
+    }
+    drop(params);
+    t.optimizer.state.extend(extra.state);
+    Ok(())
 }

@@ -20,6 +20,8 @@ pub trait Collective: Send + Sync {
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()>;
     /// Every rank's `data` replaced by `root`'s.
     fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()>;
+    /// `root` receives every rank's `data` (of any length), in rank order; others get None.
+    fn gather(&self, data: &[f32], root: usize) -> Result<Option<Vec<Vec<f32>>>>;
     /// Waits until every rank has arrived.
     fn barrier(&self) -> Result<()>;
     /// Stops the group: this rank failed with `why`.
@@ -148,6 +150,18 @@ impl Collective for InProcess {
             self.bytes.fetch_add(sent, Ordering::Relaxed);
         }
         self.barrier()
+    }
+
+    fn gather(&self, data: &[f32], root: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
+        self.barrier()?;
+        let all = (self.rank == root).then(|| self.shared.slots.lock().unwrap().clone());
+        if self.rank != root {
+            self.bytes
+                .fetch_add(4 * data.len() as u64, Ordering::Relaxed);
+        }
+        self.barrier()?;
+        Ok(all)
     }
 
     fn abort(&self, why: &str) {

@@ -143,6 +143,8 @@ pub struct Trainer<'g> {
     loss_sum: Tensor,
     /// (1): the last step's squared global gradient norm
     norm_sq: Tensor,
+    /// The parameters whose optimizer state lives here (a ZeRO stage-1 shard); None: all.
+    state_shard: Option<std::collections::HashSet<String>>,
 }
 
 impl<'g> Trainer<'g> {
@@ -153,7 +155,28 @@ impl<'g> Trainer<'g> {
     }
 
     /// A trainer on data already loaded (`task` must be the config's kind of data).
-    pub fn with_task(gpu: &'g Gpu, mut config: TrainConfig, task: Task) -> Result<Trainer<'g>> {
+    pub fn with_task(gpu: &'g Gpu, config: TrainConfig, task: Task) -> Result<Trainer<'g>> {
+        Self::build(gpu, config, task, None)
+    }
+
+    /// A trainer that keeps optimizer state only for the parameters named in `shard` (ZeRO
+    /// stage 1: each data-parallel rank updates its shard and the ranks exchange the results).
+    pub fn with_state_shard(
+        gpu: &'g Gpu,
+        config: TrainConfig,
+        shard: std::collections::HashSet<String>,
+    ) -> Result<Trainer<'g>> {
+        config.validate()?;
+        let task = load_task(&config)?;
+        Self::build(gpu, config, task, Some(shard))
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        mut config: TrainConfig,
+        task: Task,
+        state_shard: Option<std::collections::HashSet<String>>,
+    ) -> Result<Trainer<'g>> {
         if config.model == ModelKind::Mlp {
             config.mlp.inputs = digits::FEATURES;
             config.mlp.classes = digits::CLASSES;
@@ -164,12 +187,13 @@ impl<'g> Trainer<'g> {
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let model = build_model(gpu, &config)?;
-        let optimizer = Optimizer::new(
-            gpu,
-            &config.optimizer,
-            config.grad_clip,
-            &model.trainable_params(),
-        )?;
+        let owned: Vec<_> = model
+            .trainable_params()
+            .into_iter()
+            .filter(|p| state_shard.as_ref().is_none_or(|s| s.contains(&p.name)))
+            .collect();
+        let optimizer = Optimizer::new(gpu, &config.optimizer, config.grad_clip, &owned)?;
+        drop(owned);
         Ok(Trainer {
             gpu,
             rng: Rng::new(config.seed ^ 0x5EED_DA7A),
@@ -180,6 +204,7 @@ impl<'g> Trainer<'g> {
             step: 0,
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
             norm_sq: Tensor::zeros(gpu, "grad norm²", &[1], Category::Workspace)?,
+            state_shard,
         })
     }
 
@@ -248,7 +273,13 @@ impl<'g> Trainer<'g> {
     /// [`Trainer::norm_sq`].
     pub fn update(&mut self) -> Result<()> {
         let lr = self.config.lr_at(self.step);
-        let params = self.model.trainable_params();
+        let shard = &self.state_shard;
+        let params: Vec<_> = self
+            .model
+            .trainable_params()
+            .into_iter()
+            .filter(|p| shard.as_ref().is_none_or(|s| s.contains(&p.name)))
+            .collect();
         self.optimizer.step(self.gpu, &params, lr, &self.norm_sq)?;
         self.step += 1;
         Ok(())

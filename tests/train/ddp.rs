@@ -166,3 +166,59 @@ fn one_ranks_device_error_stops_every_rank_with_that_error() {
         "rank 1's own error: {msg}"
     );
 }
+
+#[test]
+fn zero_1_shards_the_optimizer_state_and_equals_one_device_bit_for_bit() {
+    let c = mlp();
+    for n in [2, 3] {
+        let gpus = Gpu::open_n(None, n).unwrap();
+        let options = DdpOptions {
+            zero: 1,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(&gpus, comms(n), &c, &options).unwrap();
+        let (losses, params) = one_device(&c, n);
+        assert_eq!(r.losses, losses, "ZeRO 1 on {n} ranks: losses");
+        assert_eq!(r.params, params, "ZeRO 1 on {n} ranks: parameters");
+        // the shards add up to the whole state (AdamW: 8 bytes per parameter), none holds it all
+        let psi: u64 = params.iter().map(|(_, v)| v.len() as u64).sum();
+        let state: Vec<u64> = r
+            .memory
+            .iter()
+            .map(|m| m.peak.get(wgtrain::gpu::Category::OptimizerState))
+            .collect();
+        assert_eq!(state.iter().sum::<u64>(), 8 * psi, "{state:?}");
+        assert!(state.iter().all(|&s| s < 8 * psi), "{state:?}");
+    }
+}
+
+#[test]
+fn a_zero_1_checkpoint_is_whole_and_resumes_on_one_device() {
+    let dir = crate::TmpDir::new("zero1-ckpt");
+    let path = dir.join("c.safetensors");
+    let c = mlp();
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let options = DdpOptions {
+        zero: 1,
+        save: Some(path.clone()),
+        ..DdpOptions::default()
+    };
+    ddp::train(&gpus, comms(2), &c, &options).unwrap();
+    // one device: the same run for one more step
+    let mut longer = c.clone();
+    longer.steps += 1;
+    let (losses, _) = one_device(&longer, 2);
+    let gpu = Gpu::new(None).unwrap();
+    let mut resumed_config = longer.clone();
+    resumed_config.micro_batch_size = c.batch_size / 2;
+    let mut t = Trainer::new(&gpu, resumed_config).unwrap();
+    let report = t
+        .resume(&wgtrain::train::checkpoint::Checkpoint::load(&path).unwrap())
+        .unwrap();
+    assert!(report.unused.is_empty(), "every tensor used: {report:?}");
+    let next = t.train_step(true).unwrap().unwrap();
+    assert_eq!(
+        next, losses[c.steps as usize],
+        "the step after the checkpoint"
+    );
+}
