@@ -29,6 +29,9 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
         .transpose()?;
     let config = resolve_config(&args.train, ckpt.as_ref())?;
     config.validate()?;
+    if let Some(spec) = &args.train.devices {
+        return plan_ranks(adapter, &args, &config, spec);
+    }
     let gpu = Gpu::new(adapter)?;
     let config = super::train::apply_max_memory(&gpu, &args.train, config)?;
     let p = plan_resumed(&gpu, &config, ckpt.as_ref())?;
@@ -75,5 +78,60 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
         mib(fp + fg + fo)
     );
     println!("model states: {}", p.formula_text(name));
+    Ok(())
+}
+
+/// `plan --devices N [--zero 1]`: each data-parallel rank's predicted peaks.
+fn plan_ranks(
+    adapter: Option<&str>,
+    args: &PlanArgs,
+    config: &wgtrain::train::TrainConfig,
+    spec: &str,
+) -> Result<()> {
+    let gpus = super::train::open_devices(adapter, spec)?;
+    let options = wgtrain::parallel::ddp::DdpOptions {
+        zero: args.train.zero,
+        ..Default::default()
+    };
+    let ranks = wgtrain::parallel::ddp::plan(&gpus, config, &options)?;
+    if args.json {
+        let v: Vec<_> = ranks
+            .iter()
+            .map(|m| {
+                let mut j = m.peak.to_json();
+                j["total"] = m.peak_total.into();
+                j
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "ranks": v }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "plan for {} ranks (ZeRO stage {}): global batch {}, optimizer {}",
+        gpus.len(),
+        args.train.zero,
+        config.batch_size,
+        config.optimizer.name.as_str()
+    );
+    println!(
+        "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "rank", "params", "grads", "optimizer", "activations", "workspace", "peak total"
+    );
+    for (r, m) in ranks.iter().enumerate() {
+        let cell = |c: Category| mib(m.peak.get(c));
+        println!(
+            "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            r,
+            cell(Category::Params),
+            cell(Category::Grads),
+            cell(Category::OptimizerState),
+            cell(Category::Activations),
+            cell(Category::Workspace),
+            mib(m.peak_total)
+        );
+    }
     Ok(())
 }

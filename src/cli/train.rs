@@ -84,14 +84,14 @@ pub struct TrainArgs {
     /// Data parallel (DDP) over several devices: N (N devices on the chosen adapter), all (one
     /// per adapter) or a comma list of adapter selectors ("0,1"). batch_size is global.
     #[arg(long)]
-    devices: Option<String>,
+    pub devices: Option<String>,
     /// DDP gradient bucket size in MiB after the first 1 MiB bucket (default 25).
     #[arg(long)]
     bucket_mb: Option<f64>,
     /// With --devices: ZeRO stage 1 shards the optimizer state over the ranks (stages 2 and 3
     /// are not built yet).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-    zero: u8,
+    pub zero: u8,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -224,7 +224,7 @@ fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
 }
 
 /// The devices `--devices` names, one per rank.
-fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
+pub fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
     Ok(match spec {
         "all" => Gpu::open_all()?,
         s if s.contains(',') => s

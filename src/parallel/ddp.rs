@@ -187,29 +187,12 @@ fn run_rank(
     per_rank: usize,
 ) -> Result<RankResult> {
     let rank = comm.rank();
-    // ZeRO 1: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
-    let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
-        let ledger = gpu.ledger();
-        let shape = Trainer::new(&ledger, config.clone())?;
-        let params = shape.model.trainable_params();
-        let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
-        let names = params.iter().map(|p| p.name.clone()).collect();
-        Some((names, partition(&sizes, comm.size())))
-    } else {
-        None
-    };
-    let mut t = match &owners {
-        Some((names, owner)) => {
-            let shard = names
-                .iter()
-                .zip(owner)
-                .filter(|(_, &o)| o == rank)
-                .map(|(n, _)| n.clone())
-                .collect();
-            Trainer::with_state_shard(gpu, config.clone(), shard)?
-        }
-        None => Trainer::new(gpu, config.clone())?,
-    };
+    let Rank {
+        mut t,
+        owners,
+        fused,
+        names,
+    } = setup(gpu, config, options, comm.size(), rank)?;
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
     for p in t.model.params() {
         let mine = p.value.to_f32(gpu)?;
@@ -222,29 +205,6 @@ fn run_rank(
             )));
         }
     }
-    let trainable = t.model.trainable_params();
-    let groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
-    // one fused buffer per bucket (PyTorch keeps them for the run, too)
-    let fused: Vec<Tensor> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let numel = g.iter().map(|p| p.numel()).sum::<usize>();
-            Tensor::empty(
-                gpu,
-                &format!("ddp bucket {i}"),
-                &[numel],
-                DType::F32,
-                Category::Workspace,
-            )
-        })
-        .collect::<Result<_>>()?;
-    let names: Vec<Vec<String>> = groups
-        .iter()
-        .map(|g| g.iter().map(|p| p.name.clone()).collect())
-        .collect();
-    drop(groups);
-    drop(trainable);
     let mut losses = vec![];
     for _ in 0..config.steps {
         let global = t.draw_batch();
@@ -335,6 +295,111 @@ fn run_rank(
         buckets: fused.len(),
         eval,
     })
+}
+
+/// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
+/// state (or shard), and the fused bucket buffers.
+struct Rank<'g> {
+    t: Trainer<'g>,
+    /// ZeRO 1: trainable parameter names and each one's owner rank.
+    owners: Option<(Vec<String>, Vec<usize>)>,
+    fused: Vec<Tensor>,
+    /// Each bucket's parameter names.
+    names: Vec<Vec<String>>,
+}
+
+fn setup<'g>(
+    gpu: &'g Gpu,
+    config: &TrainConfig,
+    options: &DdpOptions,
+    ranks: usize,
+    rank: usize,
+) -> Result<Rank<'g>> {
+    // ZeRO 1: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
+    let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
+        let ledger = gpu.ledger();
+        let shape = Trainer::new(&ledger, config.clone())?;
+        let params = shape.model.trainable_params();
+        let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
+        let names = params.iter().map(|p| p.name.clone()).collect();
+        Some((names, partition(&sizes, ranks)))
+    } else {
+        None
+    };
+    let t = match &owners {
+        Some((names, owner)) => {
+            let shard = names
+                .iter()
+                .zip(owner)
+                .filter(|(_, &o)| o == rank)
+                .map(|(n, _)| n.clone())
+                .collect();
+            Trainer::with_state_shard(gpu, config.clone(), shard)?
+        }
+        None => Trainer::new(gpu, config.clone())?,
+    };
+    let trainable = t.model.trainable_params();
+    let groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
+    // one fused buffer per bucket (PyTorch keeps them for the run, too)
+    let fused: Vec<Tensor> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let numel = g.iter().map(|p| p.numel()).sum::<usize>();
+            Tensor::empty(
+                gpu,
+                &format!("ddp bucket {i}"),
+                &[numel],
+                DType::F32,
+                Category::Workspace,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let names: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| g.iter().map(|p| p.name.clone()).collect())
+        .collect();
+    drop(groups);
+    drop(trainable);
+    Ok(Rank {
+        t,
+        owners,
+        fused,
+        names,
+    })
+}
+
+/// Predicts each rank's peak memory for [`train`] on `gpus` (rank r on `gpus[r]`): every rank's
+/// set-up and one step (its slice of the batch, the buckets, its optimizer shard) on a ledger
+/// twin, as the planner does for one device; the collectives move host data only and allocate
+/// nothing on a device, so they are left out.
+pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<Vec<MemoryStats>> {
+    let ranks = gpus.len();
+    if config.batch_size % ranks != 0 {
+        return Err(Error::Config(format!(
+            "batch_size {} does not split evenly over {ranks} ranks",
+            config.batch_size
+        )));
+    }
+    let per_rank = config.batch_size / ranks;
+    (0..ranks)
+        .map(|rank| {
+            let ledger = gpus[rank].ledger();
+            // the bucket buffers stay live through the step, as in a run
+            let Rank {
+                mut t,
+                fused: _fused,
+                ..
+            } = setup(&ledger, config, options, ranks, rank)?;
+            let global = t.draw_batch();
+            let count = global.targets().max(1);
+            let mine = global.split(per_rank).swap_remove(rank);
+            t.forward_backward_scaled(&mine, count)?;
+            t.grad_norm()?;
+            t.update()?;
+            Ok(ledger.memory())
+        })
+        .collect()
 }
 
 /// ZeRO 1 before a checkpoint: rank 0 receives every other rank's optimizer state and adds it to

@@ -222,3 +222,42 @@ fn a_zero_1_checkpoint_is_whole_and_resumes_on_one_device() {
         "the step after the checkpoint"
     );
 }
+
+#[test]
+fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
+    let mut gpt = TrainConfig {
+        batch_size: 8,
+        steps: 2,
+        ..TrainConfig::default()
+    };
+    gpt.gpt.n_layer = 2;
+    gpt.gpt.n_embd = 32;
+    gpt.addition.test_size = 10;
+    let mut mlp = mlp();
+    mlp.steps = 2;
+    for (what, c, n) in [("mlp", &mlp, 2), ("mlp", &mlp, 3), ("gpt", &gpt, 2)] {
+        for zero in [0, 1] {
+            let options = DdpOptions {
+                zero,
+                ..DdpOptions::default()
+            };
+            let gpus = Gpu::open_n(None, n).unwrap();
+            let predicted = ddp::plan(&gpus, c, &options).unwrap();
+            let r = ddp::train(&gpus, comms(n), c, &options).unwrap();
+            for (rank, (p, m)) in predicted.iter().zip(&r.memory).enumerate() {
+                for cat in wgtrain::gpu::Category::ALL {
+                    assert_eq!(
+                        p.peak.get(cat),
+                        m.peak.get(cat),
+                        "{what}, {n} ranks, zero {zero}, rank {rank}: {}",
+                        cat.name()
+                    );
+                }
+                assert_eq!(
+                    p.peak_total, m.peak_total,
+                    "{what} {n} zero {zero} rank {rank}"
+                );
+            }
+        }
+    }
+}
