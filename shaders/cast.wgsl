@@ -93,40 +93,36 @@ fn bf16_to_f32_bits(b: u32) -> u32 {
     return b << 16u;
 }
 
-// dst (ceil(n/2) words of two f16) from src (n f32); one output word per invocation.
-@compute @workgroup_size(256)
-fn f32_to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = index(wid, nwg, lid);
-    if (2u * w >= p.n) { return; }
-    var hi = 0u;
-    if (2u * w + 1u < p.n) { hi = f32_to_f16_bits(src[2u * w + 1u]); }
-    dst[w] = f32_to_f16_bits(src[2u * w]) | (hi << 16u);
+// Which 16-bit type the entry points convert to or from (an override constant, so each is
+// one pipeline with no branch on the type).
+override BF16: bool = false;
+
+fn narrow16(x: u32) -> u32 {
+    if (BF16) { return f32_to_bf16_bits(x); }
+    return f32_to_f16_bits(x);
 }
 
+fn widen16(h: u32) -> u32 {
+    if (BF16) { return bf16_to_f32_bits(h); }
+    return f16_to_f32_bits(h);
+}
+
+// dst (ceil(n/2) words of two 16-bit values) from src (n f32); one output word per invocation.
 @compute @workgroup_size(256)
-fn f32_to_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_id) lid: vec3<u32>) {
+fn narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = index(wid, nwg, lid);
     if (2u * w >= p.n) { return; }
     var hi = 0u;
-    if (2u * w + 1u < p.n) { hi = f32_to_bf16_bits(src[2u * w + 1u]); }
-    dst[w] = f32_to_bf16_bits(src[2u * w]) | (hi << 16u);
+    if (2u * w + 1u < p.n) { hi = narrow16(src[2u * w + 1u]); }
+    dst[w] = narrow16(src[2u * w]) | (hi << 16u);
 }
 
 // dst (n f32) from src (two 16-bit values per word); one output element per invocation.
 @compute @workgroup_size(256)
-fn f16_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+fn widen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    dst[i] = f16_to_f32_bits((src[i / 2u] >> (16u * (i % 2u))) & 0xFFFFu);
-}
-
-@compute @workgroup_size(256)
-fn bf16_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    dst[i] = bf16_to_f32_bits((src[i / 2u] >> (16u * (i % 2u))) & 0xFFFFu);
+    dst[i] = widen16((src[i / 2u] >> (16u * (i % 2u))) & 0xFFFFu);
 }

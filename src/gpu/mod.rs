@@ -116,8 +116,6 @@ pub struct Gpu {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     pool: BufferPool,
-    /// Ledger mode: the pool creates no buffers and the recorder keeps no commands.
-    ledger: bool,
     state: Mutex<DeviceState>,
     pipelines: Mutex<PipelineCache>,
     recorder: Mutex<Recorder>,
@@ -134,18 +132,7 @@ impl Gpu {
     /// Opens the adapter `selector` names (an index or a name substring; `None` falls back to
     /// `WGTRAIN_ADAPTER`, then to the best ranked adapter) on the backends `WGTRAIN_BACKEND` allows.
     pub fn new(selector: Option<&str>) -> Result<Gpu> {
-        let backends = adapter::backends_from_env()?;
-        let instance = adapter::instance(backends);
-        let mut adapters = adapter::enumerate(&instance, backends);
-        let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
-        let env_selector = std::env::var(adapter::ADAPTER_ENV).ok();
-        let selector = selector.or(env_selector.as_deref());
-        let backend_note = match std::env::var(adapter::BACKEND_ENV) {
-            Ok(v) if !v.trim().is_empty() => format!(" for WGTRAIN_BACKEND={v}"),
-            _ => String::new(),
-        };
-        let index = adapter::choose(&infos, selector, &backend_note)?;
-        Self::open(adapters.swap_remove(index))
+        Self::new_with(selector, &DeviceOptions::default())
     }
 
     /// `n` devices on the adapter `selector` names (as [`Gpu::new`]): each with its own queue,
@@ -208,18 +195,34 @@ impl Gpu {
         let mut adapters = adapter::enumerate(&instance, backends);
         let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
         let env_selector = std::env::var(adapter::ADAPTER_ENV).ok();
-        let index = adapter::choose(&infos, selector.or(env_selector.as_deref()), "")?;
+        let selector = selector.or(env_selector.as_deref());
+        let backend_note = match std::env::var(adapter::BACKEND_ENV) {
+            Ok(v) if !v.trim().is_empty() => format!(" for WGTRAIN_BACKEND={v}"),
+            _ => String::new(),
+        };
+        let index = adapter::choose(&infos, selector, &backend_note)?;
         Self::open_with(adapters.swap_remove(index), options)
     }
 
     fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
         let id = register_device(&info, false);
+        let pool = BufferPool::new(device.clone(), id);
+        Self::assemble(id, device, queue, info, pool, DeviceState::default())
+    }
+
+    fn assemble(
+        id: DeviceId,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        pool: BufferPool,
+        state: DeviceState,
+    ) -> Gpu {
         Gpu {
             id,
             limits: device.limits(),
-            pool: BufferPool::new(device.clone(), id),
-            ledger: false,
-            state: Mutex::default(),
+            pool,
+            state: Mutex::new(state),
             device,
             queue,
             info,
@@ -257,27 +260,22 @@ impl Gpu {
     /// allocates, per category, without allocating it: this is the memory planner.
     pub fn ledger(&self) -> Gpu {
         let id = register_device(&self.info, true);
-        Gpu {
+        let pool = BufferPool::ledger(self.device.clone(), id);
+        let state = self.state.lock().unwrap().clone();
+        let info = self.info.clone();
+        Self::assemble(
             id,
-            device: self.device.clone(),
-            queue: self.queue.clone(),
-            info: self.info.clone(),
-            limits: self.limits.clone(),
-            pool: BufferPool::ledger(self.device.clone(), id),
-            ledger: true,
-            state: Mutex::new(self.state.lock().unwrap().clone()),
-            pipelines: Mutex::default(),
-            recorder: Mutex::default(),
-            readback: Mutex::default(),
-            submits: AtomicU64::new(0),
-            dispatches: AtomicU64::new(0),
-            pending_error: Mutex::default(),
-        }
+            self.device.clone(),
+            self.queue.clone(),
+            info,
+            pool,
+            state,
+        )
     }
 
     /// Whether this is a [`Gpu::ledger`] twin.
     pub fn is_ledger(&self) -> bool {
-        self.ledger
+        self.pool.is_ledger()
     }
 
     /// This device's identity; every tensor carries the id of the device it lives on.
@@ -389,7 +387,7 @@ impl Gpu {
         for (t, _) in args {
             self.check_device(kernel.entry, *t);
         }
-        if groups.contains(&0) || self.ledger {
+        if groups.contains(&0) || self.is_ledger() {
             return;
         }
         let max = self.limits.max_compute_workgroups_per_dimension;
@@ -445,7 +443,7 @@ impl Gpu {
     /// Records a zero fill of the whole tensor.
     pub fn clear<B: DeviceBuffer>(&self, t: &B) {
         self.check_device("clear", t);
-        if self.ledger {
+        if self.is_ledger() {
             return;
         }
         self.recorder.lock().unwrap().commands.push(Command::Clear {
@@ -465,7 +463,7 @@ impl Gpu {
         );
         self.check_device("copy", src);
         self.check_device("copy", dst);
-        if self.ledger {
+        if self.is_ledger() {
             return;
         }
         self.recorder.lock().unwrap().commands.push(Command::Copy {
@@ -495,7 +493,7 @@ impl Gpu {
         );
         self.check_device("copy_region", src);
         self.check_device("copy_region", dst);
-        if self.ledger {
+        if self.is_ledger() {
             return;
         }
         self.recorder.lock().unwrap().commands.push(Command::Copy {
@@ -511,7 +509,7 @@ impl Gpu {
     pub fn upload<B: DeviceBuffer>(&self, t: &B, data: &[u8]) {
         assert_eq!(data.len() as u64, t.bytes(), "upload into {:?}", t.label(),);
         self.check_device("upload", t);
-        if self.ledger {
+        if self.is_ledger() {
             return;
         }
         let mut padded;
@@ -661,7 +659,7 @@ impl Gpu {
     /// copy, then a wait).
     pub fn read_bytes<B: DeviceBuffer>(&self, t: &B) -> Result<Vec<u8>> {
         self.check_device("read", t);
-        if self.ledger {
+        if self.is_ledger() {
             return Ok(vec![0; t.bytes() as usize]);
         }
         let size = t.bytes().div_ceil(4) * 4;

@@ -81,17 +81,17 @@ pub fn partition(sizes: &[usize], ranks: usize) -> Vec<usize> {
     owner
 }
 
-/// Trainable parameters grouped into buckets, last parameter first.
-fn buckets<'a>(params: &[&'a Param], first: u64, rest: u64) -> Vec<Vec<&'a Param>> {
-    let mut out: Vec<Vec<&Param>> = vec![];
+/// Trainable parameters grouped into buckets, last parameter first, as indices into `params`.
+fn buckets(params: &[&Param], first: u64, rest: u64) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![];
     let mut bytes = 0;
-    for p in params.iter().rev() {
+    for (i, p) in params.iter().enumerate().rev() {
         let limit = if out.len() <= 1 { first } else { rest };
         if out.is_empty() || (bytes >= limit && !out.last().unwrap().is_empty()) {
             out.push(vec![]);
             bytes = 0;
         }
-        out.last_mut().unwrap().push(p);
+        out.last_mut().unwrap().push(i);
         bytes += p.grad().bytes();
     }
     out
@@ -191,7 +191,7 @@ fn run_rank(
         mut t,
         owners,
         fused,
-        names,
+        members,
     } = setup(gpu, config, options, comm.size(), rank)?;
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
     for p in t.model.params() {
@@ -212,16 +212,8 @@ fn run_rank(
         let mine = global.split(per_rank).swap_remove(rank);
         t.forward_backward_scaled(&mine, count)?;
         let params = t.model.trainable_params();
-        for (bucket, names) in fused.iter().zip(&names) {
-            let members: Vec<&Param> = names
-                .iter()
-                .map(|n| {
-                    *params
-                        .iter()
-                        .find(|p| &p.name == n)
-                        .expect("a bucket member")
-                })
-                .collect();
+        for (bucket, indices) in fused.iter().zip(&members) {
+            let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
             let mut offset = 0;
             for p in &members {
                 gpu.copy_region(p.grad(), 0, bucket, offset, p.grad().bytes());
@@ -304,8 +296,8 @@ struct Rank<'g> {
     /// ZeRO 1: trainable parameter names and each one's owner rank.
     owners: Option<(Vec<String>, Vec<usize>)>,
     fused: Vec<Tensor>,
-    /// Each bucket's parameter names.
-    names: Vec<Vec<String>>,
+    /// Each bucket's parameters, as indices into the trainable parameters.
+    members: Vec<Vec<usize>>,
 }
 
 fn setup<'g>(
@@ -345,7 +337,7 @@ fn setup<'g>(
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let numel = g.iter().map(|p| p.numel()).sum::<usize>();
+            let numel = g.iter().map(|&j| trainable[j].numel()).sum::<usize>();
             Tensor::empty(
                 gpu,
                 &format!("ddp bucket {i}"),
@@ -355,17 +347,12 @@ fn setup<'g>(
             )
         })
         .collect::<Result<_>>()?;
-    let names: Vec<Vec<String>> = groups
-        .iter()
-        .map(|g| g.iter().map(|p| p.name.clone()).collect())
-        .collect();
-    drop(groups);
     drop(trainable);
     Ok(Rank {
         t,
         owners,
         fused,
-        names,
+        members: groups,
     })
 }
 

@@ -149,9 +149,18 @@ pub struct Trainer<'g> {
 
 impl<'g> Trainer<'g> {
     pub fn new(gpu: &'g Gpu, config: TrainConfig) -> Result<Trainer<'g>> {
+        Self::loading(gpu, config, None)
+    }
+
+    /// Validates the config, loads its data and builds the trainer.
+    fn loading(
+        gpu: &'g Gpu,
+        config: TrainConfig,
+        state_shard: Option<std::collections::HashSet<String>>,
+    ) -> Result<Trainer<'g>> {
         config.validate()?;
         let task = load_task(&config)?;
-        Self::with_task(gpu, config, task)
+        Self::build(gpu, config, task, state_shard)
     }
 
     /// A trainer on data already loaded (`task` must be the config's kind of data).
@@ -166,9 +175,7 @@ impl<'g> Trainer<'g> {
         config: TrainConfig,
         shard: std::collections::HashSet<String>,
     ) -> Result<Trainer<'g>> {
-        config.validate()?;
-        let task = load_task(&config)?;
-        Self::build(gpu, config, task, Some(shard))
+        Self::loading(gpu, config, Some(shard))
     }
 
     fn build(
