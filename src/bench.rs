@@ -245,7 +245,7 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
     let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = Tensor::zeros(&gpu, "grad norm²", &[1], Category::Workspace)?;
+    let norm_sq = crate::optim::guard::step_stats(&gpu)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
@@ -296,7 +296,7 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = Tensor::zeros(&gpu, "grad norm²", &[1], Category::Workspace)?;
+    let norm_sq = crate::optim::guard::step_stats(&gpu)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &params);
         let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;

@@ -71,6 +71,10 @@ pub enum Error {
     #[error("GPU device error: {0}")]
     Device(String),
 
+    /// A run diverged: a non-finite loss, gradient or weight.
+    #[error("{0}")]
+    NonFinite(String),
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

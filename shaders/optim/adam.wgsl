@@ -20,7 +20,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;
+// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
+// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
@@ -31,9 +33,9 @@ const WG: u32 = 256u;
 fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = p.first + (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (i >= p.n) { return; }
+    if (i >= p.n || stats[1] != 0.0) { return; }
     var clip = 1.0;
-    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
     let x = param[i];
     var g = grad[i] * clip;
     if (p.decoupled == 0u) { g += p.weight_decay * x; }
@@ -58,9 +60,9 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (i >= p.n / 4u) { return; }
+    if (i >= p.n / 4u || stats[1] != 0.0) { return; }
     var clip = 1.0;
-    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
     let x = param4[i];
     var g = grad4[i] * clip;
     if (p.decoupled == 0u) { g += p.weight_decay * x; }

@@ -21,7 +21,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;
+// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
+// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> qmap: array<f32>;            // (512): signed | unsigned, each sorted
 @group(0) @binding(4) var<storage, read_write> param: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m_codes: array<u32>;   // (ceil(n/4))
@@ -33,6 +35,7 @@ var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_v: array<f32, 256>;
 var<workgroup> codes_m: array<u32, 256>;
 var<workgroup> codes_v: array<u32, 256>;
+var<workgroup> skip: f32;
 
 fn code_of(words_value: u32, i: u32) -> u32 {
     return (words_value >> ((i % 4u) * 8u)) & 0xffu;
@@ -56,12 +59,15 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid3: vec3<u32>) {
     let block = wid.y * nwg.x + wid.x;
     let lid = lid3.x;
+    // the skip word, uniform across the workgroup so the barriers below stay in uniform flow
+    if (lid == 0u) { skip = stats[1]; }
+    if (workgroupUniformLoad(&skip) != 0.0) { return; }
     let i = block * BLOCK + lid;
     var mi = 0.0;
     var vi = 0.0;
     if (i < p.n) {
         var clip = 1.0;
-        if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+        if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
         let x = param[i];
         var g = grad[i] * clip;
         if (p.decoupled == 0u) { g += p.weight_decay * x; }

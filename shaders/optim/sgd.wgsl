@@ -16,7 +16,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read> norm_sq: array<f32>;
+// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
+// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> buf: array<f32>;
 
@@ -24,7 +26,7 @@ const WG: u32 = 256u;
 
 fn clip_scale() -> f32 {
     if (p.max_norm > 0.0) {
-        return min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6));
+        return min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6));
     }
     return 1.0;
 }
@@ -37,7 +39,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
-    if (i >= p.n) { return; }
+    if (i >= p.n || stats[1] != 0.0) { return; }
     let g = grad[i] * clip_scale() + p.weight_decay * param[i];
     param[i] = param[i] - p.lr * g;
 }
@@ -46,7 +48,7 @@ fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
-    if (i >= p.n) { return; }
+    if (i >= p.n || stats[1] != 0.0) { return; }
     let g = grad[i] * clip_scale() + p.weight_decay * param[i];
     let b = p.momentum * buf[i] + g;
     buf[i] = b;
@@ -57,7 +59,7 @@ fn momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 fn nesterov(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
-    if (i >= p.n) { return; }
+    if (i >= p.n || stats[1] != 0.0) { return; }
     let g = grad[i] * clip_scale() + p.weight_decay * param[i];
     let b = p.momentum * buf[i] + g;
     buf[i] = b;

@@ -412,12 +412,8 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         interval_steps += 1;
         bar.inc(1);
         if let Some(loss) = loss {
-            if !loss.is_finite() {
-                bail!(
-                    "the loss became {loss} at step {}; try a smaller --lr",
-                    trainer.step
-                );
-            }
+            // a non-finite step was skipped on the GPU; past max_nonfinite_steps the run stops
+            trainer.check_health()?;
             let secs = interval_start.elapsed().as_secs_f64();
             let ms_per_step = 1e3 * secs / interval_steps as f64;
             let rate = (trainer.items_per_step() as u64 * interval_steps) as f64 / secs;
@@ -464,6 +460,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    trainer.check_health()?;
 
     let r = trainer.evaluate()?;
     metrics.write("eval", eval_json(trainer.step, &r))?;

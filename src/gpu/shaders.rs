@@ -23,11 +23,12 @@ pub enum Shader {
     OptimLion,
     OptimNagGs,
     OptimAdam8bit,
+    Guard,
     SecondOrder,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 19] = [
+    pub const ALL: [Shader; 20] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -46,6 +47,7 @@ impl Shader {
         Shader::OptimLion,
         Shader::OptimNagGs,
         Shader::OptimAdam8bit,
+        Shader::Guard,
         Shader::SecondOrder,
     ];
 
@@ -69,6 +71,7 @@ impl Shader {
             Shader::OptimLion => "optim/lion",
             Shader::OptimNagGs => "optim/nag_gs",
             Shader::OptimAdam8bit => "optim/adam8bit",
+            Shader::Guard => "guard",
             Shader::SecondOrder => "second_order",
         }
     }
@@ -93,6 +96,7 @@ impl Shader {
             Shader::OptimLion => include_str!("../../shaders/optim/lion.wgsl"),
             Shader::OptimNagGs => include_str!("../../shaders/optim/nag_gs.wgsl"),
             Shader::OptimAdam8bit => include_str!("../../shaders/optim/adam8bit.wgsl"),
+            Shader::Guard => include_str!("../../shaders/guard.wgsl"),
             Shader::SecondOrder => include_str!("../../shaders/second_order.wgsl"),
         }
     }

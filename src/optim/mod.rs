@@ -3,6 +3,7 @@
 //! into every kernel: the squared norm is a fixed-order reduction over every gradient on the GPU,
 //! and each kernel reads it, so clipping needs no readback.
 
+pub mod guard;
 pub mod quant_map;
 pub mod schedule;
 
@@ -261,13 +262,13 @@ fn state_tensor(gpu: &Gpu, p: &Param, slot: &str, shape: &[usize], dtype: DType)
 }
 
 /// Records the squared global gradient norm Σ‖g‖² over `params` (trainable ones: each must have
-/// a gradient) into `norm_sq` (1 element): a fixed-order reduction on the GPU, no readback.
-pub fn grad_norm_sq(gpu: &Gpu, params: &[&Param], norm_sq: &Tensor) -> Result<()> {
+/// a gradient) into `stats[0]`: a fixed-order reduction on the GPU, no readback.
+pub fn grad_norm_sq(gpu: &Gpu, params: &[&Param], stats: &Tensor) -> Result<()> {
     if params.is_empty() {
-        gpu.clear(norm_sq);
+        gpu.clear(stats);
     }
     for (i, p) in params.iter().enumerate() {
-        reduce(gpu, p.grad(), Reduction::SumOfSquares, norm_sq, 0, i > 0)?;
+        reduce(gpu, p.grad(), Reduction::SumOfSquares, stats, 0, i > 0)?;
     }
     Ok(())
 }
@@ -375,10 +376,13 @@ impl Optimizer {
             .map(|(_, s)| s.as_slice())
     }
 
-    /// Records one step at learning rate `lr` over the trainable `params`, clipping by the
-    /// squared global norm in `norm_sq` (from [`grad_norm_sq`]; read only when clipping is on).
-    /// Every parameter must be one the optimizer was built with; matched by name.
-    pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32, norm_sq: &Tensor) -> Result<()> {
+    /// Records one step at learning rate `lr` over the trainable `params`, given the step's
+    /// `stats` ([`guard::step_stats`]): clipping by the squared global norm in `stats[0]` (from
+    /// [`grad_norm_sq`]; read only when clipping is on), and changing nothing when the skip word
+    /// `stats[1]` is set ([`guard::check`]). Every parameter must be one the optimizer was built
+    /// with; matched by name. A skipped step still counts in `t` (and NAG-GS's γ advances).
+    pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32, stats: &Tensor) -> Result<()> {
+        assert_eq!(stats.numel(), 2, "optimizer step: stats is (norm², skip)");
         let params: Vec<&Param> = params.iter().copied().filter(|p| p.trainable()).collect();
         assert_eq!(
             params.len(),
@@ -400,7 +404,7 @@ impl Optimizer {
             let n = p.numel() as u32;
             let wd = if p.decay { h.weight_decay } else { 0.0 };
             let s = |i: usize| &slots[i].1;
-            let mut args = vec![(p.grad(), Access::Read), (norm_sq, Access::Read)];
+            let mut args = vec![(p.grad(), Access::Read), (stats, Access::Read)];
             let (kernel, words, per_group): (Kernel, Vec<u32>, usize) = match h.name {
                 OptimizerName::Sgd | OptimizerName::Momentum | OptimizerName::Nesterov => {
                     args.push((&p.value, Access::ReadWrite));

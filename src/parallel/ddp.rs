@@ -232,6 +232,8 @@ fn run_rank(
         let mut loss = [t.last_loss_sum()?];
         comm.all_reduce_sum(&mut loss)?;
         losses.push(loss[0] / count as f32);
+        // every rank's step guard sees the global loss, so all skip a non-finite step alike
+        t.set_loss_sum(loss[0]);
         t.grad_norm()?;
         t.update()?;
         if let Some((_, owner)) = &owners {
@@ -249,6 +251,8 @@ fn run_rank(
             }
         }
         gpu.flush()?;
+        // every rank has the same counts (the same global loss and gradients): all stop alike
+        t.check_health()?;
         if rank == 0 && options.log_every > 0 && t.step % options.log_every == 0 {
             eprintln!("step {:>6} | loss {:.4}", t.step, loss[0] / count as f32);
         }

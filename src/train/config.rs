@@ -78,6 +78,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     pub out: Option<String>,
     pub metrics: Option<String>,
+    /// Stop the run once this many steps had a non-finite loss or gradient (each is skipped: no
+    /// weight or optimizer state changes). 1, the default: stop at the first.
+    pub max_nonfinite_steps: u32,
     pub optimizer: OptimizerConfig,
     pub mlp: MlpConfig,
     pub gpt: GptConfig,
@@ -111,6 +114,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             out: None,
             metrics: None,
+            max_nonfinite_steps: 1,
             optimizer: OptimizerConfig {
                 weight_decay: Some(0.1),
                 beta2: Some(0.99),
@@ -212,6 +216,9 @@ impl TrainConfig {
         }
         if self.log_every == 0 {
             return bad("log_every must be at least 1".into());
+        }
+        if self.max_nonfinite_steps == 0 {
+            return bad("max_nonfinite_steps must be at least 1 (1: stop at the first)".into());
         }
         match (self.model, self.data.as_str()) {
             (ModelKind::Mlp, "digits") => {}

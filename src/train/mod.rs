@@ -22,6 +22,7 @@ use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{frozen_scope, zero_grads, Batch, Gpt, Mlp, Model};
 use crate::ops::reduce::{reduce, Reduction};
+use crate::optim::guard::{self, Health};
 use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -141,8 +142,10 @@ pub struct Trainer<'g> {
     pub step: u64,
     /// (1): Σ of the last step's per-target losses
     loss_sum: Tensor,
-    /// (1): the last step's squared global gradient norm
-    norm_sq: Tensor,
+    /// (2): the step's squared global gradient norm and its skip word (optim::guard)
+    stats: Tensor,
+    /// (4, u32): the non-finite steps the guard skipped (optim::guard)
+    health: Tensor,
     /// The parameters whose optimizer state lives here (a ZeRO stage-1 shard); None: all.
     state_shard: Option<std::collections::HashSet<String>>,
 }
@@ -210,7 +213,8 @@ impl<'g> Trainer<'g> {
             optimizer,
             step: 0,
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
-            norm_sq: Tensor::zeros(gpu, "grad norm²", &[1], Category::Workspace)?,
+            stats: guard::step_stats(gpu)?,
+            health: guard::health_counters(gpu)?,
             state_shard,
         })
     }
@@ -260,25 +264,35 @@ impl<'g> Trainer<'g> {
     }
 
     /// Phase 3: the squared global gradient norm over the trainable parameters, recorded into
-    /// [`Trainer::norm_sq`] on the GPU (no readback). Skipped when clipping is off, since
-    /// nothing reads it then.
+    /// [`Trainer::stats`] on the GPU (no readback). Every step computes it: the clipping and
+    /// the step guard read it.
     pub fn grad_norm(&mut self) -> Result<()> {
-        if self.optimizer.grad_clip > 0.0 {
-            grad_norm_sq(self.gpu, &self.model.trainable_params(), &self.norm_sq)?;
-        }
-        Ok(())
+        grad_norm_sq(self.gpu, &self.model.trainable_params(), &self.stats)
     }
 
-    /// (1): the squared global gradient norm the update clips by. A phase that changes the
-    /// gradients between [`Trainer::grad_norm`] and [`Trainer::update`] (an all-reduce, a
-    /// shard) writes the norm here.
-    pub fn norm_sq(&self) -> &Tensor {
-        &self.norm_sq
+    /// (2): the squared global gradient norm the update clips by, and the skip word. A phase
+    /// that changes the gradients between [`Trainer::grad_norm`] and [`Trainer::update`] (an
+    /// all-reduce, a shard) writes the norm here.
+    pub fn stats(&self) -> &Tensor {
+        &self.stats
     }
 
-    /// Phase 4: the optimizer step at this step's learning rate, clipping by
-    /// [`Trainer::norm_sq`].
+    /// Replaces the step's loss sum on the GPU (a data-parallel rank puts the global sum here,
+    /// so that every rank's step guard decides alike).
+    pub fn set_loss_sum(&self, sum: f32) {
+        self.loss_sum.write_f32(self.gpu, &[sum]);
+    }
+
+    /// Phase 4: the step guard (a non-finite loss or gradient skips the step, on the GPU), then
+    /// the optimizer step at this step's learning rate, clipping by [`Trainer::stats`].
     pub fn update(&mut self) -> Result<()> {
+        guard::check(
+            self.gpu,
+            &self.loss_sum,
+            &self.stats,
+            &self.health,
+            self.step + 1,
+        );
         let lr = self.config.lr_at(self.step);
         let shard = &self.state_shard;
         let params: Vec<_> = self
@@ -287,7 +301,7 @@ impl<'g> Trainer<'g> {
             .into_iter()
             .filter(|p| shard.as_ref().is_none_or(|s| s.contains(&p.name)))
             .collect();
-        self.optimizer.step(self.gpu, &params, lr, &self.norm_sq)?;
+        self.optimizer.step(self.gpu, &params, lr, &self.stats)?;
         self.step += 1;
         Ok(())
     }
@@ -307,9 +321,45 @@ impl<'g> Trainer<'g> {
         }
     }
 
-    /// The squared global gradient norm of the last step (a sync point; 0 when clipping is off).
+    /// The global gradient norm of the last step (a sync point).
     pub fn last_grad_norm(&self) -> Result<f32> {
-        Ok(self.norm_sq.to_f32(self.gpu)?[0].sqrt())
+        Ok(self.stats.to_f32(self.gpu)?[0].sqrt())
+    }
+
+    /// The non-finite steps skipped so far (a sync point).
+    pub fn health(&self) -> Result<Health> {
+        Health::read(self.gpu, &self.health)
+    }
+
+    /// An error once `max_nonfinite_steps` steps had a non-finite loss or gradient (a sync
+    /// point; the trainer calls it before every checkpoint, the CLI at every logging step).
+    pub fn check_health(&self) -> Result<()> {
+        let h = self.health()?;
+        if h.skipped >= self.config.max_nonfinite_steps {
+            return Err(Error::NonFinite(format!(
+                "training stopped: {}{}. Try a smaller --lr (or grad_clip)",
+                h.describe(),
+                if self.config.max_nonfinite_steps > 1 {
+                    format!(" (max_nonfinite_steps {})", self.config.max_nonfinite_steps)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many weights are NaN or infinite (a sync point). A step whose gradient was finite
+    /// can still overflow a weight (a huge learning rate); the next step's guard then skips,
+    /// but the weights are already lost.
+    pub fn nonfinite_weights(&self) -> Result<u64> {
+        let count = Tensor::zeros(self.gpu, "non-finite weights", &[1], Category::Workspace)?;
+        for p in self.model.params() {
+            if p.value.dtype() == crate::tensor::DType::F32 {
+                reduce(self.gpu, &p.value, Reduction::NonFinite, &count, 0, true)?;
+            }
+        }
+        Ok(count.to_f32(self.gpu)?[0] as u64)
     }
 
     /// Evaluates on the task's held-out data. Buffers the evaluation needed beyond the training
@@ -333,8 +383,18 @@ impl<'g> Trainer<'g> {
         }
     }
 
-    /// Writes a checkpoint atomically.
+    /// Writes a checkpoint atomically, after checking the run is healthy and every weight is
+    /// finite: a diverged run never replaces a good checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_health()?;
+        let bad = self.nonfinite_weights()?;
+        if bad > 0 {
+            return Err(Error::NonFinite(format!(
+                "training stopped at step {}: {bad} weights are NaN or infinite; not writing a                  checkpoint from them ({} keeps the last good one). Try a smaller --lr",
+                self.step,
+                path.display()
+            )));
+        }
         checkpoint::save(
             self.gpu,
             path,
