@@ -36,6 +36,8 @@ pub fn run(selector: Option<&str>, as_json: bool) -> Result<()> {
             "features": features,
             "optional_features_missing": optional_missing,
             "limits": limits,
+            "memory_bytes": gpu.memory_capacity().map(|m| m.0),
+            "memory_source": gpu.memory_capacity().map(|m| m.1),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -47,6 +49,16 @@ pub fn run(selector: Option<&str>, as_json: bool) -> Result<()> {
         println!(" {mark} {a}");
     }
     println!("chosen: [{}] {}", chosen, adapters[chosen].name);
+    match gpu.memory_capacity() {
+        Some((bytes, source)) => println!(
+            "memory: {:.2} GiB ({source})",
+            bytes as f64 / (1u64 << 30) as f64
+        ),
+        None => println!(
+            "memory: unknown on this backend (set {} to check runs against a figure)",
+            wgtrain::gpu::capacity::MEMORY_ENV
+        ),
+    }
     println!(
         "features: {}",
         if features.is_empty() {

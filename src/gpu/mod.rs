@@ -4,6 +4,7 @@
 //! owns.
 
 pub mod adapter;
+pub mod capacity;
 pub mod pool;
 pub mod shaders;
 
@@ -115,6 +116,8 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    /// The device's memory in bytes and where the figure came from (see [`capacity`]).
+    memory_capacity: Option<(u64, &'static str)>,
     pool: BufferPool,
     state: Mutex<DeviceState>,
     pipelines: Mutex<PipelineCache>,
@@ -164,6 +167,7 @@ impl Gpu {
     /// offers, and its limits (the adapter's own when none are given).
     pub fn open_with(adapter: wgpu::Adapter, options: &DeviceOptions) -> Result<Gpu> {
         let info = adapter.get_info();
+        let memory = capacity::of_adapter(&adapter);
         let features = adapter.features() & OPTIONAL_FEATURES & options.features;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
@@ -178,14 +182,15 @@ impl Gpu {
             adapter: info.name.clone(),
             source,
         })?;
-        Ok(Self::from_parts(device, queue, info))
+        Ok(Self::from_parts(device, queue, info, memory))
     }
 
     /// Wraps a device and queue an application already owns (e.g. one it renders with), so it can
     /// train on the same device. wgtrain uses whatever features and limits the device was made with.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
         let info = device.adapter_info();
-        Self::from_parts(device, queue, info)
+        let memory = capacity::of_device(&info);
+        Self::from_parts(device, queue, info, memory)
     }
 
     /// The adapter chosen as [`Gpu::new`] would, opened with `options`.
@@ -204,10 +209,24 @@ impl Gpu {
         Self::open_with(adapters.swap_remove(index), options)
     }
 
-    fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+    fn from_parts(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        memory: Option<(u64, &'static str)>,
+    ) -> Gpu {
         let id = register_device(&info, false);
         let pool = BufferPool::new(device.clone(), id);
-        Self::assemble(id, device, queue, info, pool, DeviceState::default())
+        let mut gpu = Self::assemble(id, device, queue, info, pool, DeviceState::default());
+        gpu.memory_capacity = memory;
+        gpu
+    }
+
+    /// The device's memory in bytes, and where the figure came from ("largest device-local
+    /// heap", "host memory available", or the `WGTRAIN_DEVICE_MEMORY` override); None where
+    /// the backend tells nothing (see [`capacity`]).
+    pub fn memory_capacity(&self) -> Option<(u64, &'static str)> {
+        self.memory_capacity
     }
 
     fn assemble(
@@ -221,6 +240,7 @@ impl Gpu {
         Gpu {
             id,
             limits: device.limits(),
+            memory_capacity: None,
             pool,
             state: Mutex::new(state),
             device,
@@ -263,14 +283,16 @@ impl Gpu {
         let pool = BufferPool::ledger(self.device.clone(), id);
         let state = self.state.lock().unwrap().clone();
         let info = self.info.clone();
-        Self::assemble(
+        let mut twin = Self::assemble(
             id,
             self.device.clone(),
             self.queue.clone(),
             info,
             pool,
             state,
-        )
+        );
+        twin.memory_capacity = self.memory_capacity;
+        twin
     }
 
     /// Whether this is a [`Gpu::ledger`] twin.

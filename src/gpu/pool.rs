@@ -14,7 +14,7 @@
 
 use crate::error::{Error, Result};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Which device a buffer (and so a tensor) lives on: unique within the process.
@@ -152,11 +152,14 @@ pub fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 struct PoolState {
-    /// Free buffers by size class, each with its creation number.
-    free: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
+    /// Free buffers by size class, by creation number (so the oldest is the first: a lookup
+    /// costs log n, which keeps a 10 000-layer plan linear in the layers).
+    free: HashMap<u64, BTreeMap<u64, wgpu::Buffer>>,
     stats: MemoryStats,
-    /// Ledger mode only: every tensor name requested, with its largest request.
+    /// Ledger mode only: every tensor name requested, with its largest request, in
+    /// first-request order, and each name's index in it.
     largest: Vec<(String, u64)>,
+    largest_index: HashMap<String, usize>,
 }
 
 /// Cheap to clone: clones share one pool.
@@ -212,10 +215,7 @@ impl BufferPool {
         // The oldest free buffer of the class, not the last freed: which buffer a tensor gets
         // then depends only on which are free, not on the order they were freed in, so a
         // training step lands on the same buffers every time and its bind groups can be reused.
-        let reused = st.free.get_mut(&class).and_then(|list| {
-            let oldest = (0..list.len()).min_by_key(|&i| list[i].0)?;
-            Some(list.swap_remove(oldest))
-        });
+        let reused = st.free.get_mut(&class).and_then(|list| list.pop_first());
         let (serial, buffer) = match reused {
             Some(b) => {
                 st.stats.cached -= class;
@@ -232,9 +232,13 @@ impl BufferPool {
             }
         };
         if self.placeholder.is_some() {
-            match st.largest.iter_mut().find(|(n, _)| n == label) {
-                Some(e) => e.1 = e.1.max(bytes),
-                None => st.largest.push((label.to_string(), bytes)),
+            let st = &mut *st;
+            match st.largest_index.get(label) {
+                Some(&i) => st.largest[i].1 = st.largest[i].1.max(bytes),
+                None => {
+                    st.largest_index.insert(label.to_string(), st.largest.len());
+                    st.largest.push((label.to_string(), bytes));
+                }
             }
         }
         let s = &mut st.stats;
@@ -311,7 +315,7 @@ impl BufferPool {
         let st = &mut *st;
         let ledger = self.placeholder.is_some();
         for (class, bufs) in st.free.iter_mut() {
-            bufs.retain(|(serial, b)| {
+            bufs.retain(|serial, b| {
                 let keep = *serial <= mark;
                 if !keep {
                     st.stats.cached -= class;
@@ -365,7 +369,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry(self.class)
             .or_default()
-            .push((self.serial, self.buffer.clone()));
+            .insert(self.serial, self.buffer.clone());
     }
 }
 

@@ -13,6 +13,7 @@ use crate::nn::Param;
 use crate::ops::reduce::{reduce, Reduction};
 use crate::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -242,7 +243,9 @@ pub struct Optimizer {
     pub gamma: f32,
     /// (parameter name, its (slot name, state tensor) pairs), in the order the parameters were
     /// given; charged to optimizer state. Checkpoints store slot `s` of `p` as `optim.s.p`.
-    pub state: Vec<ParamState>,
+    state: Vec<ParamState>,
+    /// Each parameter name's index in `state` (a step looks every parameter up).
+    index: HashMap<String, usize>,
     /// One-element stand-ins for RMSProp's unused buffers.
     placeholders: Vec<Tensor>,
     /// 8-bit Adam's maps (512 values), when used.
@@ -357,12 +360,18 @@ impl Optimizer {
         } else {
             None
         };
+        let index = state
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i))
+            .collect();
         Ok(Optimizer {
             hyper,
             grad_clip,
             t: 0,
             gamma: hyper.gamma0,
             state,
+            index,
             placeholders,
             qmap,
         })
@@ -370,10 +379,25 @@ impl Optimizer {
 
     /// The state slots of the parameter `name`, if it has state here.
     pub fn slots(&self, name: &str) -> Option<&[(&'static str, Tensor)]> {
-        self.state
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s.as_slice())
+        self.index.get(name).map(|&i| self.state[i].1.as_slice())
+    }
+
+    /// Every parameter's state, in the order the parameters were given.
+    pub fn state(&self) -> &[ParamState] {
+        &self.state
+    }
+
+    /// Takes over `other`'s state (for parameters this one has none of: a ZeRO shard's owner
+    /// gathering the others' before a checkpoint).
+    pub fn adopt(&mut self, other: Optimizer) {
+        for (name, slots) in other.state {
+            assert!(
+                !self.index.contains_key(&name),
+                "optimizer already has state for {name}"
+            );
+            self.index.insert(name.clone(), self.state.len());
+            self.state.push((name, slots));
+        }
     }
 
     /// Records one step at learning rate `lr` over the trainable `params`, given the step's

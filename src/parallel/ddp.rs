@@ -404,7 +404,7 @@ fn gather_state(
 ) -> Result<()> {
     let rank = comm.rank();
     let mut flat: Vec<f32> = vec![];
-    for (_, slots) in &t.optimizer.state {
+    for (_, slots) in t.optimizer.state() {
         for (_, s) in slots {
             flat.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&gpu.read_bytes(s)?));
         }
@@ -425,7 +425,7 @@ fn gather_state(
     let extra =
         crate::optim::Optimizer::new(gpu, &t.config.optimizer, t.config.grad_clip, &theirs)?;
     let mut offsets = vec![0usize; comm.size()];
-    for (name, slots) in &extra.state {
+    for (name, slots) in extra.state() {
         let i = names
             .iter()
             .position(|n| n == name)
@@ -440,6 +440,6 @@ fn gather_state(
         }
     }
     drop(params);
-    t.optimizer.state.extend(extra.state);
+    t.optimizer.adopt(extra);
     Ok(())
 }

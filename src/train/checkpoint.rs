@@ -279,10 +279,11 @@ impl Checkpoint {
             gpu.upload(t, self.get(name, t)?);
         }
         report.restored = pairs.into_iter().map(|(n, _)| n).collect();
+        let restored: std::collections::HashSet<&String> = report.restored.iter().collect();
         let mut unused: Vec<String> = self
             .tensors
             .keys()
-            .filter(|k| !report.restored.contains(k))
+            .filter(|k| !restored.contains(k))
             .cloned()
             .collect();
         unused.sort();

@@ -399,7 +399,7 @@ impl<'g> Trainer<'g> {
             self.gpu,
             path,
             &self.model.params(),
-            &self.optimizer.state,
+            self.optimizer.state(),
             &self.checkpoint_meta(),
         )
     }
@@ -414,7 +414,7 @@ impl<'g> Trainer<'g> {
         // a checkpoint without optimizer state (a merged model) restores the weights only
         let has_state = ckpt.tensors.keys().any(|k| k.starts_with("optim."));
         let same_method = saved == Some(self.optimizer.hyper.name) && has_state;
-        let state = same_method.then_some(self.optimizer.state.as_slice());
+        let state = same_method.then_some(self.optimizer.state());
         let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;
         self.step = ckpt.meta.step;
         if same_method {

@@ -348,7 +348,7 @@ fn adam8bit_matches_a_reference_that_quantizes_the_same_way() {
         let config = OptimizerConfig::named(OptimizerName::Adam8bit);
         let h = config.resolve().unwrap();
         let (got, opt, _) = run_gpu(gpu, &config, &x0, &all, 1e-3, true, clip);
-        assert_eq!(opt.state[0].1.len(), 3, "8-bit state for a tensor of {n}");
+        assert_eq!(opt.state()[0].1.len(), 3, "8-bit state for a tensor of {n}");
         let mut r = Adam8bitReference {
             signed: dynamic_map(true),
             unsigned: dynamic_map(false),
@@ -369,8 +369,8 @@ fn adam8bit_matches_a_reference_that_quantizes_the_same_way() {
             let g: Vec<f32> = g.iter().map(|&v| (v as f64 * scale) as f32).collect();
             r.step(&g, 1e-3, &h);
         }
-        let m_codes = unpack(&opt.state[0].1[0].1.to_u32(gpu).unwrap(), n);
-        let v_codes = unpack(&opt.state[0].1[1].1.to_u32(gpu).unwrap(), n);
+        let m_codes = unpack(&opt.state()[0].1[0].1.to_u32(gpu).unwrap(), n);
+        let v_codes = unpack(&opt.state()[0].1[1].1.to_u32(gpu).unwrap(), n);
         // Codes are identical except where f32 rounding on the GPU (e.g. a fused multiply-add) puts
         // a value on the other side of a midpoint between two codes: then they differ by one.
         let differing = |a: &[u8], b: &[u8]| -> usize {
@@ -392,7 +392,7 @@ fn adam8bit_matches_a_reference_that_quantizes_the_same_way() {
         );
         let want: Vec<f64> = r.x.iter().map(|&v| v as f64).collect();
         assert_close("adam8bit params", &got, &want, 1e-5, 1e-5);
-        let absmax = opt.state[0].1[2].1.to_f32(gpu).unwrap();
+        let absmax = opt.state()[0].1[2].1.to_f32(gpu).unwrap();
         let want: Vec<f64> = r.absmax.iter().map(|&v| v as f64).collect();
         assert_close("adam8bit absmax", &absmax, &want, 1e-9, 1e-4);
     }

@@ -93,7 +93,7 @@ fn b_zero_starts_from_the_base_and_only_the_adapters_train() {
     );
     let state: u64 = lora
         .optimizer
-        .state
+        .state()
         .iter()
         .flat_map(|(_, s)| s.iter().map(|(_, t)| t.bytes()))
         .sum();
