@@ -71,15 +71,31 @@ pub enum Error {
     #[error("GPU device error: {0}")]
     Device(String),
 
+    /// Refused before anything is allocated: the planned bytes exceed the device or a budget.
+    #[error(
+        "{what} needs {needed} bytes ({needed_mib:.1} MiB), more than {limit_name} \
+         ({limit} bytes, {limit_mib:.1} MiB); use a smaller batch (or --micro-batch-size, \
+         --recompute), sequence or model"
+    )]
+    DoesNotFit {
+        what: String,
+        needed: u64,
+        needed_mib: f64,
+        limit: u64,
+        limit_mib: f64,
+        limit_name: String,
+    },
+
     /// A run diverged: a non-finite loss, gradient or weight.
     #[error("{0}")]
     NonFinite(String),
 
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message, not a `source`, so an error chain printed whole
+    /// (`{:#}`) says it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

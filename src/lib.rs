@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod memory;
 pub mod nn;

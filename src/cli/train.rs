@@ -190,6 +190,14 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     Ok(config)
 }
 
+/// The --max-memory budget in bytes, if given.
+fn budget(args: &TrainArgs) -> Result<Option<u64>> {
+    args.max_memory
+        .as_deref()
+        .map(|s| wgtrain::memory::parse_size(s).map_err(anyhow::Error::msg))
+        .transpose()
+}
+
 /// With --max-memory: the largest micro-batch and lightest recompute policy that fit on `gpu`,
 /// or an error saying what the smallest configuration needs.
 pub fn apply_max_memory(gpu: &Gpu, args: &TrainArgs, config: TrainConfig) -> Result<TrainConfig> {
@@ -254,6 +262,24 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
             config.batch_size
         );
     }
+    let mut options = wgtrain::parallel::ddp::DdpOptions {
+        zero: args.zero,
+        log_every: config.log_every * 10,
+        save: config
+            .out
+            .as_ref()
+            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
+        ..Default::default()
+    };
+    if let Some(mb) = args.bucket_mb {
+        options.bucket_bytes = (mb * (1 << 20) as f64) as u64;
+    }
+    // each rank's step on a ledger twin first: refused before anything is allocated
+    let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
+    for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
+        let what = format!("rank {i}'s planned peak");
+        wgtrain::memory::check_fits(g, &what, p.peak_total, budget(args)?)?;
+    }
     let out_dir = config.out.as_ref().map(PathBuf::from);
     if let Some(dir) = &out_dir {
         prepare_out_dir(dir)?;
@@ -268,15 +294,6 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
         config.batch_size / n.max(1),
         config.steps
     );
-    let mut options = wgtrain::parallel::ddp::DdpOptions {
-        zero: args.zero,
-        log_every: config.log_every * 10,
-        save: out_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE)),
-        ..Default::default()
-    };
-    if let Some(mb) = args.bucket_mb {
-        options.bucket_bytes = (mb * (1 << 20) as f64) as u64;
-    }
     let comms = wgtrain::parallel::InProcess::group(n)
         .into_iter()
         .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
@@ -326,6 +343,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     // The whole run on a ledger first: every tensor it will allocate is checked against the
     // adapter's limits (an error names the first too large), and the peaks are predicted.
     let plan = wgtrain::memory::plan_resumed(&gpu, &config, ckpt.as_ref())?;
+    wgtrain::memory::check_fits(&gpu, "the run's planned peak", plan.total, budget(&args)?)?;
     let out_dir = config.out.as_ref().map(PathBuf::from);
     if let Some(dir) = &out_dir {
         prepare_out_dir(dir)?;

@@ -5,29 +5,32 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use std::path::Path;
 
+/// The largest text wgtrain reads: half the memory the host has available (it is held in
+/// memory, beside the run), or 16 GiB where that is unknown.
+pub fn text_cap() -> u64 {
+    crate::gpu::capacity::available_host_memory().map_or(16 << 30, |m| m / 2)
+}
+
 pub struct Text {
     pub train: Vec<u8>,
     pub val: Vec<u8>,
 }
 
 impl Text {
+    /// Reads a text file: a regular file, at most [`text_cap`] bytes.
     pub fn load(path: &Path) -> Result<Text> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::files::read_capped(path, text_cap(), "text to train on")?;
         Self::from_bytes(bytes).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
     }
 
-    pub fn from_bytes(bytes: Vec<u8>) -> std::result::Result<Text, String> {
+    /// Splits in place: the text is held once (plus its last 10 %).
+    pub fn from_bytes(mut bytes: Vec<u8>) -> std::result::Result<Text, String> {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
         let split = bytes.len() * 9 / 10;
-        Ok(Text {
-            val: bytes[split..].to_vec(),
-            train: bytes[..split].to_vec(),
-        })
+        let val = bytes.split_off(split);
+        Ok(Text { train: bytes, val })
     }
 
     /// Checks that windows of block_size + 1 fit in the training text.

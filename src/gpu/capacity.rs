@@ -46,7 +46,7 @@ fn overridden() -> Option<(u64, &'static str)> {
 }
 
 /// MemAvailable from /proc/meminfo (Linux); None elsewhere.
-fn available_host_memory() -> Option<u64> {
+pub fn available_host_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -63,7 +63,8 @@ fn vulkan_heap(adapter: &wgpu::Adapter) -> Option<u64> {
     let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
     let instance = hal.shared_instance().raw_instance();
     // SAFETY: the physical device belongs to this instance (both from the same hal adapter).
-    let props = unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+    let props =
+        unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
     let count = (props.memory_heap_count as usize).min(props.memory_heaps.len());
     props.memory_heaps[..count]
         .iter()
@@ -99,4 +100,3 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     };
     Ok((value * mult) as u64)
 }
-

@@ -143,6 +143,31 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
 
 pub use crate::gpu::capacity::parse_size;
 
+/// Refuses `needed` bytes (`what`: "the run's planned peak", …) that exceed the device's memory
+/// ([`Gpu::memory_capacity`]) or `budget` (`--max-memory`), naming both figures, so a run too
+/// large is stopped before it allocates anything.
+pub fn check_fits(gpu: &Gpu, what: &str, needed: u64, budget: Option<u64>) -> Result<()> {
+    let device = gpu
+        .memory_capacity()
+        .map(|(b, source)| (b, format!("the device's memory ({source})")));
+    let budget = budget.map(|b| (b, "the --max-memory budget".to_string()));
+    let limit = match (device, budget) {
+        (Some(d), Some(b)) => Some(if b.0 <= d.0 { b } else { d }),
+        (d, b) => d.or(b),
+    };
+    match limit {
+        Some((limit, limit_name)) if needed > limit => Err(Error::DoesNotFit {
+            what: what.to_string(),
+            needed,
+            needed_mib: needed as f64 / (1 << 20) as f64,
+            limit,
+            limit_mib: limit as f64 / (1 << 20) as f64,
+            limit_name,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The largest micro-batch and lightest recompute policy whose predicted peak fits `budget`:
 /// policies from least to most recomputation (none, sqrt, all), and for each the micro-batches
 /// that divide the batch, largest first. Err carries what the smallest configuration needs.

@@ -77,10 +77,18 @@ impl Param {
     /// inside [`frozen_scope`] with a pattern that matches its name, in which case it never
     /// allocates a gradient.
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
+        let value = Tensor::from_f32(gpu, name, shape, init, Category::Params)?;
+        Self::with_value(gpu, name, value, decay)
+    }
+
+    /// A parameter holding `value` (see [`Param::new`]).
+    fn with_value(gpu: &Gpu, name: &str, value: Tensor, decay: bool) -> Result<Param> {
+        let shape = value.shape().to_vec();
+        let shape = shape.as_slice();
         let frozen = FROZEN.with(|f| f.borrow().iter().any(|p| name_matches(p, name)));
         Ok(Param {
             name: name.to_string(),
-            value: Tensor::from_f32(gpu, name, shape, init, Category::Params)?,
+            value,
             grad: if frozen {
                 None
             } else {
@@ -104,6 +112,12 @@ impl Param {
         std: f32,
         rng: &mut Rng,
     ) -> Result<Param> {
+        if gpu.is_ledger() {
+            // a ledger keeps no values: drawing them would only cost time and host memory (20 GB
+            // for a 5-billion-weight plan)
+            let value = Tensor::empty(gpu, name, shape, DType::F32, Category::Params)?;
+            return Self::with_value(gpu, name, value, true);
+        }
         let n: usize = shape.iter().product();
         let init: Vec<f32> = (0..n).map(|_| (rng.normal() * std as f64) as f32).collect();
         Self::new(gpu, name, shape, &init, true)

@@ -28,7 +28,10 @@ pub fn health_counters(gpu: &Gpu) -> Result<Tensor> {
 pub fn check(gpu: &Gpu, loss_sum: &Tensor, stats: &Tensor, health: &Tensor, step: u64) {
     crate::ops::expect_f32("step guard", &[loss_sum, stats]);
     crate::tensor::expect_dtype("step guard", health, &[DType::U32]);
-    assert!(stats.numel() == 2 && health.numel() == 4, "step guard: stats (2), health (4)");
+    assert!(
+        stats.numel() == 2 && health.numel() == 4,
+        "step guard: stats (2), health (4)"
+    );
     // a step number past u32 saturates: the count stays right, the step named is the last
     let step = u32::try_from(step).unwrap_or(u32::MAX);
     gpu.dispatch(

@@ -181,6 +181,25 @@ impl OptimizerConfig {
         if !(0.0..1.0).contains(&h.beta1) || !(0.0..1.0).contains(&h.beta2) {
             return Err(Error::Config("optimizer betas must be in [0, 1)".into()));
         }
+        // torch.optim's checks: these must be finite and not negative
+        for (field, value) in [
+            ("eps", h.eps),
+            ("weight_decay", h.weight_decay),
+            ("momentum", h.momentum),
+            ("alpha", h.alpha),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(Error::Config(format!(
+                    "optimizer {field} must be a finite number ≥ 0, got {value}"
+                )));
+            }
+        }
+        if n == OptimizerName::NagGs && !(h.gamma0 > 0.0 && h.gamma0.is_finite()) {
+            return Err(Error::Config(format!(
+                "nag-gs needs gamma0 > 0, got {}",
+                h.gamma0
+            )));
+        }
         Ok(h)
     }
 }

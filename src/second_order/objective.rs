@@ -87,11 +87,20 @@ pub struct Quadratic {
     pub x_star: Vec<f32>,
 }
 
+/// The largest dense test quadratic: a 512 MiB host matrix.
+pub const MAX_QUADRATIC_DIM: usize = 8192;
+
 impl Quadratic {
     pub fn new(gpu: &Gpu, n: usize, kappa: f64, seed: u64) -> Result<Quadratic> {
         if n == 0 || kappa < 1.0 || kappa.is_nan() {
             return Err(Error::Config(format!(
                 "quadratic:N:KAPPA needs N ≥ 1 and KAPPA ≥ 1, got {n}, {kappa}"
+            )));
+        }
+        if n > MAX_QUADRATIC_DIM {
+            return Err(Error::Config(format!(
+                "quadratic:{n}: the matrix is built on the host (8·N² bytes, N³ work); N may be \
+                 at most {MAX_QUADRATIC_DIM}"
             )));
         }
         let mut rng = Rng::new(seed);

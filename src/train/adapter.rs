@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::lora::LoraConfig;
 use crate::nn::Model;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,7 +36,7 @@ pub fn save(
 ) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut named = vec![];
     for p in model.params() {
@@ -96,10 +96,8 @@ pub struct Adapter {
 impl Adapter {
     pub fn load(dir: &Path) -> Result<Adapter> {
         let cfg_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
-            path: cfg_path.clone(),
-            source,
-        })?;
+        let text =
+            crate::files::read_text_capped(&cfg_path, crate::files::CONFIG_CAP, "adapter config")?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| err(&cfg_path, format!("not JSON: {e}")))?;
         if v["peft_type"] != "LORA" {
@@ -127,19 +125,16 @@ impl Adapter {
             .validate()
             .map_err(|e| err(&cfg_path, e.to_string()))?;
         let path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(&path, format!("not a safetensors file ({e})")))?;
+        let (header, mut data) = crate::files::open_safetensors(&path, "LoRA adapter")?;
+        let mut in_order: Vec<_> = header.tensors().into_iter().collect();
+        in_order.sort_by_key(|(_, view)| view.data_offsets);
         let mut tensors = HashMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(err(&path, format!("{name} is {:?}, not F32", view.dtype())));
+        for (name, view) in in_order {
+            if view.dtype != Dtype::F32 {
+                return Err(err(&path, format!("{name} is {:?}, not F32", view.dtype)));
             }
             let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
-            tensors.insert(short, (view.shape().to_vec(), view.data().to_vec()));
+            tensors.insert(short, (view.shape.clone(), data.read(view.data_offsets)?));
         }
         Ok(Adapter {
             config,

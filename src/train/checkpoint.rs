@@ -11,7 +11,7 @@ use crate::gpu::Gpu;
 use crate::nn::Param;
 use crate::optim::ParamState;
 use crate::tensor::{DType, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -152,11 +152,10 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Reads a checkpoint: its header is validated (a safetensors header, wgtrain's metadata,
+    /// a valid RNG state) before its data is read, and the data must fill the file exactly.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(io_err(path))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(path, format!("not a safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e))?;
+        let (header, mut data) = crate::files::open_safetensors(path, "wgtrain checkpoint")?;
         let info = header.metadata().clone().unwrap_or_default();
         if info.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(err(
@@ -182,19 +181,31 @@ impl Checkpoint {
             rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
             config: field("config")?.clone(),
         };
+        if meta.rng == [0; 4] {
+            // xoshiro's one fixed point: it would draw zeros forever
+            return Err(err(
+                path,
+                "its data RNG state is all zeros, which is not a valid state",
+            ));
+        }
+        if !meta.optimizer_gamma.is_finite() {
+            return Err(err(path, "optimizer_gamma is not finite"));
+        }
         let packed: HashMap<String, Vec<usize>> = match info.get("i4") {
             Some(s) => serde_json::from_str(s).map_err(|e| err(path, format!("i4: {e}")))?,
             None => HashMap::new(),
         };
         let mut tensors = HashMap::new();
-        for (name, view) in st.tensors() {
-            let (dtype, shape) = match (view.dtype(), packed.get(&name)) {
+        let mut in_order: Vec<_> = header.tensors().into_iter().collect();
+        in_order.sort_by_key(|(_, view)| view.data_offsets);
+        for (name, view) in in_order {
+            let (dtype, shape) = match (view.dtype, packed.get(&name)) {
                 (Dtype::U8, Some(shape)) => (DType::I4, shape.clone()),
-                (Dtype::F32, None) => (DType::F32, view.shape().to_vec()),
-                (Dtype::U32, None) => (DType::U32, view.shape().to_vec()),
-                (Dtype::F16, None) => (DType::F16, view.shape().to_vec()),
-                (Dtype::BF16, None) => (DType::BF16, view.shape().to_vec()),
-                (Dtype::I8, None) => (DType::I8, view.shape().to_vec()),
+                (Dtype::F32, None) => (DType::F32, view.shape.clone()),
+                (Dtype::U32, None) => (DType::U32, view.shape.clone()),
+                (Dtype::F16, None) => (DType::F16, view.shape.clone()),
+                (Dtype::BF16, None) => (DType::BF16, view.shape.clone()),
+                (Dtype::I8, None) => (DType::I8, view.shape.clone()),
                 (other, _) => {
                     return Err(err(
                         path,
@@ -205,13 +216,15 @@ impl Checkpoint {
                     ));
                 }
             };
-            if DType::bytes_for(dtype, shape.iter().product()) != view.data().len() as u64 {
+            let (start, end) = view.data_offsets;
+            let numel = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+            if numel.map(|n| DType::bytes_for(dtype, n as usize)) != Some((end - start) as u64) {
                 return Err(err(
                     path,
                     format!("tensor {name}: size does not match its shape"),
                 ));
             }
-            tensors.insert(name, (dtype, shape, view.data().to_vec()));
+            tensors.insert(name, (dtype, shape, data.read((start, end))?));
         }
         Ok(Checkpoint {
             path: path.to_path_buf(),
@@ -249,8 +262,8 @@ impl Checkpoint {
     /// Uploads the checkpoint's values into `params` by name (and the optimizer state when
     /// given, by parameter and slot name). Every tensor is checked before anything is written.
     /// With `partial`, parameters the checkpoint lacks keep their values (reported as fresh);
-    /// without it, a missing one is an error. Checkpoint tensors nothing asked for (another
-    /// optimizer's state, parameters of another model part) are reported as unused.
+    /// without it, a missing one is an error. Optimizer state nothing asked for (another
+    /// method's) is reported as unused; a weight nothing asked for is an error.
     pub fn restore(
         &self,
         gpu: &Gpu,
@@ -275,18 +288,33 @@ impl Checkpoint {
         for (name, t) in &pairs {
             self.get(name, t)?;
         }
+        let asked: std::collections::HashSet<&str> =
+            pairs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut unused: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !asked.contains(k.as_str()))
+            .cloned()
+            .collect();
+        unused.sort();
+        // Another optimizer's state may go unused; a weight the model lacks may not: the file
+        // was saved from another model (e.g. a config edited from 2 layers to 1).
+        let strays: Vec<&String> = unused.iter().filter(|n| !n.starts_with("optim.")).collect();
+        if let Some(first) = strays.first() {
+            return Err(err(
+                &self.path,
+                format!(
+                    "holds {} weight(s) this model does not have ({first:?}{}): it was saved from \
+                     another model shape than the config builds",
+                    strays.len(),
+                    if strays.len() > 1 { ", …" } else { "" }
+                ),
+            ));
+        }
         for (name, t) in &pairs {
             gpu.upload(t, self.get(name, t)?);
         }
         report.restored = pairs.into_iter().map(|(n, _)| n).collect();
-        let restored: std::collections::HashSet<&String> = report.restored.iter().collect();
-        let mut unused: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !restored.contains(k))
-            .cloned()
-            .collect();
-        unused.sort();
         report.unused = unused;
         Ok(report)
     }

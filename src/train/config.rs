@@ -10,6 +10,11 @@ use crate::optim::{OptimizerConfig, OptimizerName};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The most held-out addition problems (each evaluation runs them all).
+pub const MAX_TEST_SIZE: usize = 1_000_000;
+/// The most tokens one step draws on the host (its inputs and targets: 8 bytes a token).
+pub const MAX_TOKENS_PER_STEP: u128 = 1 << 28;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -179,16 +184,55 @@ impl TrainConfig {
         }
     }
 
+    /// A config from JSON: an object of fields (serde would otherwise also take an array,
+    /// setting fields by position).
     pub fn from_json(text: &str, origin: &str) -> Result<TrainConfig> {
+        if !text.trim_start().starts_with('{') {
+            return Err(Error::Config(format!(
+                "{origin}: a config is a JSON object of fields ({{\"steps\": 100, …}}), not {}",
+                match text.trim_start().chars().next() {
+                    Some('[') => "an array",
+                    None => "an empty file",
+                    _ => "a single value",
+                }
+            )));
+        }
         serde_json::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))
     }
 
     pub fn load(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_text_capped(path, crate::files::CONFIG_CAP, "config")?;
         Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// The model's weight count from the config alone (closed form, saturating; without LoRA
+    /// adapters, which are small): what is checked against the device before anything is
+    /// built, so a config claiming 100 000 layers is refused at once.
+    pub fn weight_count(&self) -> u64 {
+        let count: u128 = match self.model {
+            ModelKind::Gpt => {
+                let g = &self.gpt;
+                let (v, t, l, c) = (
+                    g.vocab_size as u128,
+                    g.block_size as u128,
+                    g.n_layer as u128,
+                    g.n_embd as u128,
+                );
+                // wte, wpe; per block: two LayerNorms (2C each), qkv (3C² + 3C), attention
+                // projection (C² + C), MLP (4C² + 4C and 4C² + C); the final LayerNorm
+                v * c + t * c + l * (12 * c * c + 13 * c) + 2 * c
+            }
+            ModelKind::Mlp => {
+                let m = &self.mlp;
+                let widths: Vec<u128> = std::iter::once(crate::data::digits::FEATURES)
+                    .chain(m.hidden.iter().copied())
+                    .chain(std::iter::once(crate::data::digits::CLASSES))
+                    .map(|w| w as u128)
+                    .collect();
+                widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+            }
+        };
+        u64::try_from(count).unwrap_or(u64::MAX)
     }
 
     /// Checks the values that JSON types cannot; each error says what to change.
@@ -217,6 +261,13 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every must be at least 1".into());
         }
+        let tokens = (self.batch_size as u128) * (self.gpt.block_size.max(1) as u128);
+        if self.model == ModelKind::Gpt && tokens > MAX_TOKENS_PER_STEP {
+            return bad(format!(
+                "batch_size × block_size = {tokens} tokens per step, more than {MAX_TOKENS_PER_STEP}; \
+                 use a smaller batch or block"
+            ));
+        }
         if self.max_nonfinite_steps == 0 {
             return bad("max_nonfinite_steps must be at least 1 (1: stop at the first)".into());
         }
@@ -235,6 +286,13 @@ impl TrainConfig {
                     return bad(format!(
                         "addition.digits must be 1..9, got {}",
                         self.addition.digits
+                    ));
+                }
+                if self.addition.test_size > MAX_TEST_SIZE {
+                    return bad(format!(
+                        "addition.test_size {} is more than the {MAX_TEST_SIZE} held-out \
+                         problems an evaluation may take",
+                        self.addition.test_size
                     ));
                 }
                 let need = 3 * self.addition.digits + 2;

@@ -18,12 +18,12 @@ impl Metrics {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                         path: dir.to_path_buf(),
-                        source,
+                        error: source,
                     })?;
                 }
                 let f = std::fs::File::create(p).map_err(|source| Error::Io {
                     path: p.to_path_buf(),
-                    source,
+                    error: source,
                 })?;
                 Some((p.to_path_buf(), std::io::BufWriter::new(f)))
             }
@@ -43,12 +43,12 @@ impl Metrics {
         }
         let io = |source| Error::Io {
             path: path.clone(),
-            source,
+            error: source,
         };
         writeln!(w, "{}", Value::Object(obj)).map_err(io)?;
         w.flush().map_err(|source| Error::Io {
             path: path.clone(),
-            source,
+            error: source,
         })
     }
 }

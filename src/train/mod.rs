@@ -89,6 +89,13 @@ impl Task {
 /// Builds the model a config describes, initialised from the config's seed, with the
 /// parameters the config's `freeze` patterns name frozen.
 pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
+    // the weights alone, from the config, before anything is built
+    crate::memory::check_fits(
+        gpu,
+        "the model's fp32 weights",
+        config.weight_count().saturating_mul(4),
+        None,
+    )?;
     let mut rng = Rng::new(config.seed);
     // Frozen parameters are built without gradients; `freeze` then checks every pattern
     // matched. With LoRA every base weight is frozen and the adapters (from their own stream,
@@ -194,6 +201,20 @@ impl<'g> Trainer<'g> {
         config.validate()?;
         // The matmul tuning first: an autotune's buffers are given back before the model
         // exists, so the run's peaks (and the planner's) are the training step's alone.
+        if config.lora.is_none() && config.freeze.is_empty() && state_shard.is_none() {
+            // weights, gradients and optimizer state from the config alone, before anything
+            // is built (a lower bound of the plan: activations come on top)
+            let h = config.optimizer.resolve()?;
+            let per_weight =
+                8.0 + crate::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
+            let states = config.weight_count() as f64 * per_weight;
+            crate::memory::check_fits(
+                gpu,
+                "the model states (fp32 weights, gradients and optimizer state)",
+                states.min(u64::MAX as f64) as u64,
+                None,
+            )?;
+        }
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let model = build_model(gpu, &config)?;
@@ -456,6 +477,19 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         config.mlp.inputs = digits::FEATURES;
         config.mlp.classes = digits::CLASSES;
     }
+    config.validate()?;
+    // The model on a ledger twin first: every tensor is checked against the checkpoint and the
+    // memory planned before anything is allocated.
+    let ledger = gpu.ledger();
+    let twin = build_model(&ledger, &config)?;
+    ckpt.restore(&ledger, &twin.params(), None, false)?;
+    crate::memory::check_fits(
+        gpu,
+        "the checkpoint's model",
+        ledger.memory().peak_total,
+        None,
+    )?;
+    drop(twin);
     let model = build_model(gpu, &config)?;
     ckpt.restore(gpu, &model.params(), None, false)?;
     Ok((config, model))

@@ -1,0 +1,154 @@
+//! Reading what a user points wgtrain at, as what it is: a path must be a regular file (a
+//! directory, FIFO or device is refused at once, before anything blocks or grows), a file is read
+//! up to a cap, and a safetensors file's header is read and validated before its data.
+
+use crate::error::{Error, Result};
+use safetensors::tensor::Metadata;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+/// Configs and adapter configs: far more than any real one.
+pub const CONFIG_CAP: u64 = 16 << 20;
+/// The most a safetensors header may be (safetensors' own limit).
+pub const HEADER_CAP: u64 = 100_000_000;
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        error: source,
+    }
+}
+
+fn refuse(path: &Path, reason: String) -> Error {
+    io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
+    )
+}
+
+/// Opens `path` if it is a regular file (after following links), with its length.
+pub fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(refuse(path, format!("is {kind}; expected a file")));
+    }
+    let file = File::open(path).map_err(|e| io(path, e))?;
+    Ok((file, meta.len()))
+}
+
+/// The whole of a regular file of at most `cap` bytes (`what` names it in the error).
+pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
+    let (file, len) = open_regular(path)?;
+    if len > cap {
+        return Err(refuse(
+            path,
+            format!("is {len} bytes, more than a {what} may be ({cap} bytes)"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // `take`: a file that grows while it is read still stops at the cap
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io(path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(refuse(path, format!("grew past {cap} bytes while read")));
+    }
+    Ok(bytes)
+}
+
+/// [`read_capped`] as UTF-8 text.
+pub fn read_text_capped(path: &Path, cap: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_capped(path, cap, what)?)
+        .map_err(|_| refuse(path, format!("is not UTF-8 text (a {what} is JSON)")))
+}
+
+/// A safetensors file's header, validated (offsets contiguous, sizes matching shapes and dtypes,
+/// the data exactly filling the rest of the file) before any data is read, and the file
+/// positioned at its data. `what` says what kind of file was expected, for the errors.
+pub fn open_safetensors(path: &Path, what: &str) -> Result<(Metadata, SafetensorsData)> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (mut file, len) = open_regular(path)?;
+    let mut n = [0u8; 8];
+    if len < 8 {
+        return Err(bad(format!(
+            "not a safetensors file (not a {what}): it is {len} bytes, too short for a header"
+        )));
+    }
+    file.read_exact(&mut n).map_err(|e| io(path, e))?;
+    let n = u64::from_le_bytes(n);
+    if n > HEADER_CAP || n > len - 8 {
+        return Err(bad(format!(
+            "not a safetensors file (not a {what}): its header length {n} is larger than {}",
+            if n > HEADER_CAP {
+                format!("safetensors allows ({HEADER_CAP} bytes)")
+            } else {
+                format!("the file ({len} bytes)")
+            }
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| io(path, e))?;
+    // Metadata's deserializer validates the offsets, shapes and dtypes against each other.
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| {
+        bad(format!(
+            "not a safetensors file (not a {what}): its header is invalid ({e})"
+        ))
+    })?;
+    let data_len = meta.data_len() as u64;
+    if 8 + n + data_len != len {
+        return Err(bad(format!(
+            "its header describes {data_len} bytes of tensor data but the file holds {}: the \
+             file is truncated or corrupted",
+            len - 8 - n
+        )));
+    }
+    Ok((
+        meta,
+        SafetensorsData {
+            file,
+            at: 0,
+            path: path.to_path_buf(),
+        },
+    ))
+}
+
+/// The data part of a safetensors file, read tensor by tensor in offset order, so no more than
+/// one tensor's bytes are held beyond what the caller keeps.
+pub struct SafetensorsData {
+    file: File,
+    /// The data offset the file is at.
+    at: usize,
+    path: std::path::PathBuf,
+}
+
+impl SafetensorsData {
+    /// The bytes at data offsets `start..end` (each call's start at or after the last's end).
+    pub fn read(&mut self, (start, end): (usize, usize)) -> Result<Vec<u8>> {
+        assert!(
+            start >= self.at && end >= start,
+            "safetensors data read in offset order"
+        );
+        if start > self.at {
+            std::io::copy(
+                &mut (&mut self.file).take((start - self.at) as u64),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| io(&self.path, e))?;
+        }
+        let mut bytes = vec![0u8; end - start];
+        self.file
+            .read_exact(&mut bytes)
+            .map_err(|e| io(&self.path, e))?;
+        self.at = end;
+        Ok(bytes)
+    }
+}
