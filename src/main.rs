@@ -44,7 +44,34 @@ enum Command {
     Merge(cli::sample::MergeArgs),
 }
 
+/// Mesa's Vulkan and GL loaders print "error: XDG_RUNTIME_DIR is invalid or not set" before
+/// every command on a headless machine without one, which reads like wgtrain's own errors. When
+/// it is unset or not a directory, point it at a private directory of ours before any instance
+/// exists (here, while the process has one thread, so setting the environment is sound).
+#[cfg(unix)]
+fn ensure_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let valid =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if valid {
+        return;
+    }
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let dir = std::env::temp_dir().join(format!("wgtrain-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    // only ours, and private, as the XDG spec asks of a runtime directory
+    let ours = std::fs::metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+    if ours {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(not(unix))]
+fn ensure_runtime_dir() {}
+
 fn main() {
+    ensure_runtime_dir();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
     )

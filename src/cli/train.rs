@@ -92,6 +92,9 @@ pub struct TrainArgs {
     /// are not built yet).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub zero: u8,
+    /// Replace a checkpoint of another run in --out (without it, such a run refuses to start).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind> {
@@ -216,15 +219,34 @@ pub fn apply_max_memory(gpu: &Gpu, args: &TrainArgs, config: TrainConfig) -> Res
     Ok(chosen)
 }
 
-/// Creates the output directory and proves it writable before any training time is spent.
-fn prepare_out_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-    let probe = dir.join(".wgtrain-write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+/// Claims the output directory for the run `run` before any training time is spent (see
+/// `OutDir::claim`: the lock, stale temporary files, another run's checkpoint); resuming the
+/// checkpoint that is there is allowed whatever its run id.
+fn claim_out_dir(
+    dir: &Path,
+    run: &str,
+    args: &TrainArgs,
+) -> Result<wgtrain::train::outdir::OutDir> {
+    let target = dir.join(CHECKPOINT_FILE);
+    let same_file = match (&args.resume, target.canonicalize()) {
+        (Some(r), Ok(t)) => r.canonicalize().is_ok_and(|r| r == t),
+        _ => false,
+    };
+    let claimed = wgtrain::train::outdir::OutDir::claim(
+        dir,
+        CHECKPOINT_FILE,
+        run,
+        args.overwrite || same_file,
+    )
+    .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
+    if claimed.removed_temporaries > 0 {
+        eprintln!(
+            "{}: removed {} temporary file(s) a killed run left",
+            dir.display(),
+            claimed.removed_temporaries
+        );
+    }
+    Ok(claimed)
 }
 
 fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
@@ -281,9 +303,10 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
         wgtrain::memory::check_fits(g, &what, p.peak_total, budget(args)?)?;
     }
     let out_dir = config.out.as_ref().map(PathBuf::from);
-    if let Some(dir) = &out_dir {
-        prepare_out_dir(dir)?;
-    }
+    let _claimed = out_dir
+        .as_deref()
+        .map(|d| claim_out_dir(d, &wgtrain::train::new_run_id(), args))
+        .transpose()?;
     for (i, g) in gpus.iter().enumerate() {
         eprintln!("rank {i}: {} ({:?})", g.info().name, g.info().backend);
     }
@@ -344,13 +367,20 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     // adapter's limits (an error names the first too large), and the peaks are predicted.
     let plan = wgtrain::memory::plan_resumed(&gpu, &config, ckpt.as_ref())?;
     wgtrain::memory::check_fits(&gpu, "the run's planned peak", plan.total, budget(&args)?)?;
+    let run = match &ckpt {
+        Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
+        _ => wgtrain::train::new_run_id(),
+    };
     let out_dir = config.out.as_ref().map(PathBuf::from);
-    if let Some(dir) = &out_dir {
-        prepare_out_dir(dir)?;
-    }
-    let mut metrics = Metrics::create(config.metrics.as_deref().map(Path::new))?;
+    let _claimed = out_dir
+        .as_deref()
+        .map(|d| claim_out_dir(d, &run, &args))
+        .transpose()?;
+    // a resumed run continues its metrics file
+    let mut metrics = Metrics::create(config.metrics.as_deref().map(Path::new), ckpt.is_some())?;
 
     let mut trainer = Trainer::new(&gpu, config)?;
+    trainer.run = run;
     if let Some(ckpt) = &ckpt {
         for line in trainer.resume(ckpt)?.describe() {
             eprintln!("resume: {line}");

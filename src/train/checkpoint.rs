@@ -28,6 +28,10 @@ pub struct CheckpointMeta {
     pub rng: [u64; 4],
     /// The training config, as JSON.
     pub config: String,
+    /// The run this checkpoint belongs to (kept across resumes; empty in checkpoints written
+    /// before runs had ids): an output directory holding another run's checkpoint is not
+    /// overwritten without `--overwrite`.
+    pub run: String,
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -92,11 +96,24 @@ pub fn save(
     );
     info.insert("rng".to_string(), serde_json::to_string(&meta.rng).unwrap());
     info.insert("config".to_string(), meta.config.clone());
+    info.insert("run".to_string(), meta.run.clone());
     if !packed.is_empty() {
         info.insert("i4".to_string(), serde_json::to_string(&packed).unwrap());
     }
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(path, e))?;
     write_atomically(path, &bytes)
+}
+
+/// The step and run of the checkpoint at `path`, from its header alone (no tensor is read);
+/// None when it is not a readable wgtrain checkpoint.
+pub fn peek(path: &Path) -> Option<(u64, String)> {
+    let (header, _) = crate::files::open_safetensors(path, "wgtrain checkpoint").ok()?;
+    let info = header.metadata().as_ref()?;
+    if info.get("format").map(String::as_str) != Some(FORMAT) {
+        return None;
+    }
+    let step = info.get("step")?.parse().ok()?;
+    Some((step, info.get("run").cloned().unwrap_or_default()))
 }
 
 /// How a tensor of `dtype` and `shape` is stored in safetensors: its own type, except I4 (bytes).
@@ -180,6 +197,7 @@ impl Checkpoint {
                 .map_err(|e| err(path, format!("optimizer_gamma: {e}")))?,
             rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
             config: field("config")?.clone(),
+            run: info.get("run").cloned().unwrap_or_default(),
         };
         if meta.rng == [0; 4] {
             // xoshiro's one fixed point: it would draw zeros forever

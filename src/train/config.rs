@@ -306,6 +306,20 @@ impl TrainConfig {
             (ModelKind::Gpt, _) => {}
         }
         self.gpt.validate().map_err(Error::Config)?;
+        if self.model == ModelKind::Gpt {
+            // the data's tokens are bytes: every one must have an embedding row and a logit
+            let (need, tokens) = match self.data.as_str() {
+                "addition" => (usize::from(b'=') + 1, "the bytes '0'..'9', '+' and '='"),
+                _ => (256, "bytes 0..255 (a text is read as bytes)"),
+            };
+            if self.gpt.vocab_size < need {
+                return bad(format!(
+                    "gpt.vocab_size {} is too small for data {:?}: its tokens are {tokens}, so \
+                     vocab_size must be at least {need}",
+                    self.gpt.vocab_size, self.data
+                ));
+            }
+        }
         if let Some(lora) = &self.lora {
             if self.model != ModelKind::Gpt {
                 return bad("lora applies to the gpt model".into());

@@ -10,8 +10,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Writes to `path` (truncating it), or nowhere when `None`.
-    pub fn create(path: Option<&Path>) -> Result<Metrics> {
+    /// Writes to `path`, or nowhere when `None`: a new run truncates it, a resumed one
+    /// (`append`) continues the history it holds.
+    pub fn create(path: Option<&Path>, append: bool) -> Result<Metrics> {
         let file = match path {
             None => None,
             Some(p) => {
@@ -21,10 +22,16 @@ impl Metrics {
                         error: source,
                     })?;
                 }
-                let f = std::fs::File::create(p).map_err(|source| Error::Io {
-                    path: p.to_path_buf(),
-                    error: source,
-                })?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .append(append)
+                    .truncate(!append)
+                    .open(p)
+                    .map_err(|source| Error::Io {
+                        path: p.to_path_buf(),
+                        error: source,
+                    })?;
                 Some((p.to_path_buf(), std::io::BufWriter::new(f)))
             }
         };

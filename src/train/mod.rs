@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod metrics;
+pub mod outdir;
 
 pub use config::{ModelKind, TrainConfig};
 
@@ -147,6 +148,8 @@ pub struct Trainer<'g> {
     pub rng: Rng,
     /// Optimizer steps taken.
     pub step: u64,
+    /// This run's id (new for a fresh run, the checkpoint's on a resume).
+    pub run: String,
     /// (1): Σ of the last step's per-target losses
     loss_sum: Tensor,
     /// (2): the step's squared global gradient norm and its skip word (optim::guard)
@@ -233,6 +236,7 @@ impl<'g> Trainer<'g> {
             task,
             optimizer,
             step: 0,
+            run: new_run_id(),
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
             stats: guard::step_stats(gpu)?,
             health: guard::health_counters(gpu)?,
@@ -401,6 +405,7 @@ impl<'g> Trainer<'g> {
             optimizer_gamma: self.optimizer.gamma,
             rng: self.rng.state(),
             config: serde_json::to_string(&self.config).expect("a config serializes"),
+            run: self.run.clone(),
         }
     }
 
@@ -443,6 +448,9 @@ impl<'g> Trainer<'g> {
             self.optimizer.gamma = ckpt.meta.optimizer_gamma;
         }
         self.rng = Rng::from_state(ckpt.meta.rng);
+        if !ckpt.meta.run.is_empty() {
+            self.run = ckpt.meta.run.clone();
+        }
         Ok(report)
     }
 
@@ -468,6 +476,20 @@ impl<'g> Trainer<'g> {
         }
         Ok(report)
     }
+}
+
+/// A fresh run id: the time and process, hashed (unique enough to tell runs apart; nothing
+/// depends on its value).
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// Rebuilds the model a checkpoint was saved from, with its weights.

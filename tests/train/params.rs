@@ -184,6 +184,7 @@ fn a_checkpoint_saves_and_loads_every_dtype() {
         optimizer_gamma: 1.0,
         rng: [1, 2, 3, 4],
         config: serde_json::to_string(&TrainConfig::default()).unwrap(),
+        run: "test".into(),
     };
     checkpoint::save(&gpu, &path, &[], &state, &meta).unwrap();
     let ckpt = Checkpoint::load(&path).unwrap();
