@@ -112,10 +112,10 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     let mut config = if let Some(path) = &args.config {
         TrainConfig::load(path)?
     } else if let Some(ckpt) = ckpt {
-        TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?
+        ckpt.config()?
     } else if let Some(base) = &init {
         // the base's model shape; a fine-tune starts its own run
-        let mut c = TrainConfig::from_json(&base.meta.config, &base.path.display().to_string())?;
+        let mut c = base.config()?;
         c.out = None;
         c.metrics = None;
         c

@@ -251,6 +251,14 @@ impl Checkpoint {
         })
     }
 
+    /// The training config stored in the checkpoint.
+    pub fn config(&self) -> Result<crate::train::TrainConfig> {
+        crate::train::TrainConfig::from_json(
+            &self.meta.config,
+            &format!("{} (the config stored in it)", self.path.display()),
+        )
+    }
+
     /// The bytes of `name`, checked against the tensor that will receive them.
     pub fn get(&self, name: &str, into: &Tensor) -> Result<&[u8]> {
         let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| {
@@ -304,7 +312,19 @@ impl Checkpoint {
             }
         }
         for (name, t) in &pairs {
-            self.get(name, t)?;
+            let bytes = self.get(name, t)?;
+            if t.dtype() == DType::F32 {
+                let bad = bytes
+                    .chunks_exact(4)
+                    .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                    .count();
+                if bad > 0 {
+                    return Err(err(
+                        &self.path,
+                        format!("tensor {name:?} holds {bad} NaN or infinite values"),
+                    ));
+                }
+            }
         }
         let asked: std::collections::HashSet<&str> =
             pairs.iter().map(|(n, _)| n.as_str()).collect();

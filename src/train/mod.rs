@@ -434,9 +434,7 @@ impl<'g> Trainer<'g> {
     /// shape must match. A checkpoint of another optimizer method restores the weights and
     /// drops its state (the report names what was dropped); the new optimizer starts fresh.
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
-        let saved = TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())
-            .map(|c| c.optimizer.name)
-            .ok();
+        let saved = ckpt.config().map(|c| c.optimizer.name).ok();
         // a checkpoint without optimizer state (a merged model) restores the weights only
         let has_state = ckpt.tensors.keys().any(|k| k.starts_with("optim."));
         let same_method = saved == Some(self.optimizer.hyper.name) && has_state;
@@ -494,7 +492,7 @@ pub fn new_run_id() -> String {
 
 /// Rebuilds the model a checkpoint was saved from, with its weights.
 pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn Model>)> {
-    let mut config = TrainConfig::from_json(&ckpt.meta.config, &ckpt.path.display().to_string())?;
+    let mut config = ckpt.config()?;
     if config.model == ModelKind::Mlp {
         config.mlp.inputs = digits::FEATURES;
         config.mlp.classes = digits::CLASSES;

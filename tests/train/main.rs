@@ -13,6 +13,7 @@ mod lora;
 mod memory;
 mod params;
 mod planner;
+mod reliability;
 mod second_order;
 mod training;
 

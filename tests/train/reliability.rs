@@ -1,0 +1,804 @@
+//! What wgtrain guarantees against hostile input and crashes: a corpus of bad configs, data,
+//! checkpoints, flags, output paths and numerical faults, each failing with exit 1, one `error:`
+//! line and no panic, with a good checkpoint left byte for byte as it was; a kill -9 loop over
+//! checkpoint writes; the step guard skipping a non-finite step on the GPU.
+
+use crate::cli::{stderr, wgtrain};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use wgtrain::train::checkpoint::Checkpoint;
+use wgtrain::train::{TrainConfig, Trainer};
+
+const CKPT: &str = "checkpoint.safetensors";
+
+fn run_env(args: &[String], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the wgtrain binary runs")
+}
+
+/// A safetensors file's parts: its header as JSON and its data.
+fn split_safetensors(bytes: &[u8]) -> (Value, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+fn join_safetensors(header: &Value, data: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    out
+}
+
+/// One case of the corpus: the arguments (with `{good}` for the good checkpoint's path, `{dir}`
+/// for the case's directory), extra environment, and what the error line must contain.
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    needles: Vec<&'static str>,
+}
+
+fn case(name: &'static str, args: &[&str], needles: &[&'static str]) -> Case {
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        needles: needles.to_vec(),
+    }
+}
+
+const MLP: &str = r#"{"model": "mlp", "data": "digits", "steps": 3, "batch_size": 16,
+  "eval_every": 0, "log_every": 1, "checkpoint_every": 1, "mlp": {"hidden": [16]}}"#;
+
+/// A GPT checkpoint's config tampered: `edit` changes the stored config JSON.
+fn with_config(good: &[u8], edit: impl Fn(&mut Value)) -> Vec<u8> {
+    let (mut header, data) = split_safetensors(good);
+    let mut config: Value =
+        serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
+    edit(&mut config);
+    header["__metadata__"]["config"] = config.to_string().into();
+    join_safetensors(&header, &data)
+}
+
+#[test]
+fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
+    let dir = crate::TmpDir::new("corpus");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        p(name)
+    };
+    // the good checkpoints every case must leave alone: an MLP and a 2-layer GPT
+    let mlp_cfg = write("mlp.json", MLP.as_bytes());
+    let o = wgtrain(&["train", "--config", &mlp_cfg, "--out", &p("good")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good_path = dir.join("good").join(CKPT);
+    let good = std::fs::read(&good_path).unwrap();
+    let gpt_cfg = write(
+        "gpt.json",
+        br#"{"model": "gpt", "data": "addition", "steps": 2, "batch_size": 4, "eval_every": 0,
+             "addition": {"test_size": 20},
+             "gpt": {"block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16}}"#,
+    );
+    let o = wgtrain(&["train", "--config", &gpt_cfg, "--out", &p("gpt")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gpt_path = dir.join("gpt").join(CKPT);
+    let gpt = std::fs::read(&gpt_path).unwrap();
+    let (header, data) = split_safetensors(&good);
+    let good_s = good_path.to_str().unwrap().to_string();
+
+    // configs
+    let json = |name: &'static str, text: &str| write(name, text.as_bytes());
+    let mut cases = vec![
+        case(
+            "array config",
+            &["train", "--config", &json("a.json", "[]")],
+            &["JSON object", "array"],
+        ),
+        case(
+            "positional config",
+            &[
+                "train",
+                "--config",
+                &json("b.json", r#"["mlp", "digits", 3]"#),
+            ],
+            &["JSON object"],
+        ),
+        case(
+            "number config",
+            &["train", "--config", &json("c.json", "42")],
+            &["single value"],
+        ),
+        case(
+            "empty config",
+            &["train", "--config", &json("d.json", "")],
+            &["empty file"],
+        ),
+        case(
+            "config is a directory",
+            &["train", "--config", &p("good")],
+            &["is a directory"],
+        ),
+        case(
+            "config is /dev/zero",
+            &["train", "--config", "/dev/zero"],
+            &["not a regular file"],
+        ),
+        case(
+            "unknown field",
+            &["train", "--config", &json("e.json", r#"{"stepz": 3}"#)],
+            &["stepz"],
+        ),
+        case(
+            "negative momentum",
+            &[
+                "train",
+                "--config",
+                &json(
+                    "f.json",
+                    r#"{"optimizer": {"name": "momentum", "momentum": -3}}"#,
+                ),
+            ],
+            &["momentum must be"],
+        ),
+        case(
+            "negative eps",
+            &[
+                "train",
+                "--config",
+                &json("g.json", r#"{"optimizer": {"name": "adam", "eps": -1e-8}}"#),
+            ],
+            &["eps must be"],
+        ),
+        case(
+            "negative weight decay",
+            &[
+                "train",
+                "--config",
+                &json(
+                    "h.json",
+                    r#"{"optimizer": {"name": "adamw", "weight_decay": -0.1}}"#,
+                ),
+            ],
+            &["weight_decay must be"],
+        ),
+        case(
+            "max_nonfinite_steps 0",
+            &[
+                "train",
+                "--config",
+                &json("i.json", r#"{"max_nonfinite_steps": 0}"#),
+            ],
+            &["max_nonfinite_steps"],
+        ),
+        case(
+            "huge addition test set",
+            &[
+                "train",
+                "--config",
+                &json("j.json", r#"{"addition": {"test_size": 1000000000000000}}"#),
+            ],
+            &["test_size"],
+        ),
+        case(
+            "vocabulary smaller than the data",
+            &[
+                "train",
+                "--config",
+                &json(
+                    "k.json",
+                    r#"{"gpt": {"vocab_size": 10, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16}}"#,
+                ),
+            ],
+            &["vocab_size", "62"],
+        ),
+        case(
+            "vocabulary of a billion",
+            &[
+                "train",
+                "--config",
+                &json(
+                    "l.json",
+                    r#"{"gpt": {"vocab_size": 1000000000, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 64}}"#,
+                ),
+            ],
+            &["more than the device's memory"],
+        ),
+        case(
+            "too many tokens per step",
+            &[
+                "train",
+                "--config",
+                &json("m.json", r#"{"batch_size": 1000000000}"#),
+            ],
+            &["tokens per step"],
+        ),
+        case(
+            "negative grad_clip",
+            &["train", "--config", &json("n.json", r#"{"grad_clip": -1}"#)],
+            &["grad_clip"],
+        ),
+        case(
+            "log_every 0",
+            &["train", "--config", &json("o.json", r#"{"log_every": 0}"#)],
+            &["log_every"],
+        ),
+        case(
+            "huge dense quadratic",
+            &[
+                "optimize",
+                "--problem",
+                "quadratic:100000:10",
+                "--method",
+                "bfgs",
+            ],
+            &["at most 8192"],
+        ),
+    ];
+    let mut many_layers = case(
+        "a model larger than the device",
+        &[
+            "train",
+            "--config",
+            &json(
+                "p.json",
+                r#"{"gpt": {"n_layer": 1000, "n_head": 4, "n_embd": 128, "block_size": 8}}"#,
+            ),
+        ],
+        &["more than the device's memory", "WGTRAIN_DEVICE_MEMORY"],
+    );
+    many_layers
+        .env
+        .push(("WGTRAIN_DEVICE_MEMORY", "64MiB".into()));
+    cases.push(many_layers);
+    let mut planned = case(
+        "a run whose plan exceeds the device",
+        &["train", "--config", &mlp_cfg, "--batch-size", "16384"],
+        &["the run's planned peak", "more than the device's memory"],
+    );
+    planned.env.push(("WGTRAIN_DEVICE_MEMORY", "2MiB".into()));
+    cases.push(planned);
+
+    // data
+    cases.extend([
+        case(
+            "data is a directory",
+            &["train", "--data", &p("good"), "--steps", "1"],
+            &["is a directory"],
+        ),
+        case(
+            "data is /dev/zero",
+            &["train", "--data", "/dev/zero", "--steps", "1"],
+            &["not a regular file"],
+        ),
+        case(
+            "data is empty",
+            &["train", "--data", &write("empty.txt", b""), "--steps", "1"],
+            &["empty"],
+        ),
+        case(
+            "data is missing",
+            &["train", "--data", &p("nothing.txt"), "--steps", "1"],
+            &["nothing.txt"],
+        ),
+    ]);
+    #[cfg(unix)]
+    {
+        let fifo = p("fifo");
+        let made = Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            cases.push(case(
+                "data is a FIFO",
+                &["train", "--data", &fifo, "--steps", "1"],
+                &["not a regular file"],
+            ));
+            cases.push(case(
+                "checkpoint is a FIFO",
+                &["eval", "--checkpoint", &fifo],
+                &["not a regular file"],
+            ));
+        }
+    }
+
+    // checkpoints, crafted from the good one
+    let ckpt_cases: Vec<(&'static str, Vec<u8>, &'static [&'static str])> = {
+        let mut v: Vec<(&'static str, Vec<u8>, &'static [&'static str])> = vec![
+            ("empty checkpoint", vec![], &["too short"]),
+            (
+                "header length 2^64-1",
+                u64::MAX.to_le_bytes().to_vec(),
+                &["header length"],
+            ),
+            (
+                "header length past the end",
+                {
+                    let mut b = good.clone();
+                    b[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+                    b
+                },
+                &["header length"],
+            ),
+            ("truncated in the header", good[..40].to_vec(), &["header"]),
+            (
+                "truncated after the header",
+                good[..good.len() - data.len()].to_vec(),
+                &["truncated"],
+            ),
+            (
+                "truncated in the data",
+                good[..good.len() - data.len() / 2].to_vec(),
+                &["truncated"],
+            ),
+            (
+                "one byte short",
+                good[..good.len() - 1].to_vec(),
+                &["truncated"],
+            ),
+            (
+                "one byte over",
+                [good.as_slice(), b"x"].concat(),
+                &["truncated or corrupted"],
+            ),
+            (
+                "header not JSON",
+                {
+                    let mut b = good.clone();
+                    b[8..16].copy_from_slice(b"garbage!");
+                    b
+                },
+                &["header is invalid"],
+            ),
+            (
+                "random bytes",
+                (0..100_000u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+                    .collect(),
+                &["not a safetensors file"],
+            ),
+        ];
+        let tamper = |edit: &dyn Fn(&mut Value)| {
+            let mut h = header.clone();
+            edit(&mut h);
+            join_safetensors(&h, &data)
+        };
+        v.push((
+            "offsets past the end",
+            tamper(&|h| h["fc0.weight"]["data_offsets"][1] = json!(1u64 << 40)),
+            &["header is invalid"],
+        ));
+        v.push((
+            "overlapping offsets",
+            tamper(&|h| {
+                let start = h["fc0.weight"]["data_offsets"][0].as_u64().unwrap();
+                h["fc0.bias"]["data_offsets"][0] = json!(start);
+            }),
+            &["header is invalid"],
+        ));
+        v.push((
+            "a dtype wgtrain does not read",
+            tamper(&|h| {
+                // F64 of half as many elements: the sizes still agree
+                let shape = h["fc0.bias"]["shape"][0].as_u64().unwrap();
+                h["fc0.bias"]["dtype"] = json!("F64");
+                h["fc0.bias"]["shape"] = json!([shape / 2]);
+            }),
+            &["wgtrain reads"],
+        ));
+        v.push((
+            "a transposed weight",
+            tamper(&|h| {
+                let s = h["fc0.weight"]["shape"].clone();
+                h["fc0.weight"]["shape"] = json!([s[1], s[0]]);
+            }),
+            &["the model expects"],
+        ));
+        v.push((
+            "no format",
+            tamper(&|h| h["__metadata__"]["format"] = json!("pytorch")),
+            &["not a wgtrain checkpoint"],
+        ));
+        v.push((
+            "step not a number",
+            tamper(&|h| h["__metadata__"]["step"] = json!("three")),
+            &["step"],
+        ));
+        v.push((
+            "an all-zero RNG state",
+            tamper(&|h| h["__metadata__"]["rng"] = json!("[0,0,0,0]")),
+            &["RNG state"],
+        ));
+        v.push((
+            "config not JSON",
+            tamper(&|h| h["__metadata__"]["config"] = json!("{oops")),
+            &["config"],
+        ));
+        v.push((
+            "NaN weights",
+            {
+                let info = &header["fc0.weight"]["data_offsets"];
+                let at = info[0].as_u64().unwrap() as usize;
+                let mut d = data.clone();
+                d[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+                join_safetensors(&header, &d)
+            },
+            &["NaN or infinite"],
+        ));
+        v.push((
+            "a layer dropped from the config",
+            with_config(&gpt, |c| c["gpt"]["n_layer"] = json!(1)),
+            &["does not have", "h.1"],
+        ));
+        v.push((
+            "a layer added to the config",
+            with_config(&gpt, |c| c["gpt"]["n_layer"] = json!(3)),
+            &["has no tensor", "h.2"],
+        ));
+        v.push((
+            "a config claiming 100 000 layers",
+            with_config(&gpt, |c| {
+                c["gpt"]["n_layer"] = json!(100_000);
+                c["gpt"]["n_embd"] = json!(256);
+            }),
+            &["more than the device's memory"],
+        ));
+        v
+    };
+    for (i, (name, bytes, needles)) in ckpt_cases.into_iter().enumerate() {
+        let path = write(&format!("bad-{i}.safetensors"), &bytes);
+        let verb = ["eval", "sample", "train"][i % 3];
+        let mut args = vec![verb.to_string()];
+        if verb == "train" {
+            args.extend([
+                "--resume".into(),
+                path.clone(),
+                "--steps".into(),
+                "9".into(),
+            ]);
+        } else {
+            args.extend(["--checkpoint".into(), path.clone()]);
+        }
+        cases.push(Case {
+            name,
+            args,
+            env: vec![],
+            needles: needles.to_vec(),
+        });
+    }
+    cases.push(case(
+        "checkpoint is a directory",
+        &["sample", "--checkpoint", &p("good")],
+        &["is a directory"],
+    ));
+
+    // flags and output paths
+    cases.extend([
+        case(
+            "--zero without --devices",
+            &["train", "--zero", "1"],
+            &["--devices"],
+        ),
+        case("--devices 0", &["train", "--devices", "0"], &["--devices"]),
+        case(
+            "--max-memory not a size",
+            &["train", "--max-memory", "lots"],
+            &["size"],
+        ),
+        case(
+            "--recompute bogus",
+            &["train", "--recompute", "sometimes"],
+            &["sometimes"],
+        ),
+        case(
+            "--optimizer bogus",
+            &["train", "--optimizer", "adamax"],
+            &["adamax"],
+        ),
+        case(
+            "--out onto another run's checkpoint",
+            &["train", "--config", &mlp_cfg, "--out", &p("good")],
+            &["another run", "--overwrite"],
+        ),
+        case(
+            "--out is a file",
+            &["train", "--config", &mlp_cfg, "--out", &mlp_cfg],
+            &["output directory"],
+        ),
+    ]);
+    // a live process holds the lock (this test's own process)
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::write(locked.join(".wgtrain.lock"), std::process::id().to_string()).unwrap();
+    cases.push(case(
+        "--out locked by a live run",
+        &[
+            "train",
+            "--config",
+            &mlp_cfg,
+            "--out",
+            locked.to_str().unwrap(),
+        ],
+        &["in use by another wgtrain run"],
+    ));
+
+    assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
+    let started = Instant::now();
+    for c in &cases {
+        let env: Vec<(&str, &str)> = c.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = run_env(&c.args, &env);
+        let err = stderr(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: {:?} should fail with 1; stderr:\n{err}",
+            c.name,
+            c.args
+        );
+        assert!(!err.contains("panicked"), "{} panicked:\n{err}", c.name);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "{}: one error line, got {errors:?}",
+            c.name
+        );
+        for n in &c.needles {
+            assert!(
+                errors[0].contains(n),
+                "{}: {n:?} not in {:?}",
+                c.name,
+                errors[0]
+            );
+        }
+        assert!(
+            std::fs::read(&good_path).unwrap() == good,
+            "{}: the good checkpoint changed",
+            c.name
+        );
+        assert!(
+            std::fs::read(&gpt_path).unwrap() == gpt,
+            "{}: the GPT checkpoint changed",
+            c.name
+        );
+    }
+    eprintln!(
+        "{} bad-input cases in {:.1} s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // a diverging run (a copy of the good one, resumed at lr 1e6 writing a checkpoint every
+    // step) stops with the step named, and what it leaves is a finite checkpoint
+    let diverge = dir.join("diverge");
+    std::fs::create_dir_all(&diverge).unwrap();
+    let copy = diverge.join(CKPT);
+    std::fs::copy(&good_path, &copy).unwrap();
+    let o = run_env(
+        &[
+            "train",
+            "--resume",
+            copy.to_str().unwrap(),
+            "--out",
+            diverge.to_str().unwrap(),
+            "--steps",
+            "60",
+            "--lr",
+            "1e6",
+        ]
+        .map(String::from),
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the diverging run should stop: {err}"
+    );
+    assert!(
+        err.contains("NaN or infinite") && !err.contains("panicked"),
+        "{err}"
+    );
+    let left = Checkpoint::load(&copy).expect("a loadable checkpoint stays");
+    assert!(left.meta.step >= 3, "{}", left.meta.step);
+    for (name, (_, _, bytes)) in &left.tensors {
+        let finite = bytes
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes(b.try_into().unwrap()).is_finite());
+        assert!(
+            finite,
+            "{name} is not finite in the checkpoint a diverged run left"
+        );
+    }
+    // the good checkpoint still resumes, into its own directory (same run)
+    let o = wgtrain(&["train", "--resume", &good_s, "--steps", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Checkpoint::load(&good_path).unwrap().meta.step, 4);
+}
+
+#[test]
+fn out_dirs_are_locked_cleaned_and_resumed_into_their_metrics() {
+    let dir = crate::TmpDir::new("outdir");
+    let cfg = dir.join("mlp.json");
+    std::fs::write(&cfg, MLP).unwrap();
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // a killed writer's temporary file and a lock of a process that is gone
+    let stale = out.join(format!(".{CKPT}.tmp-4000000"));
+    std::fs::write(&stale, vec![0u8; 1000]).unwrap();
+    std::fs::write(out.join(".wgtrain.lock"), "4000000").unwrap();
+    let metrics = dir.join("m.jsonl");
+    let (cfg_s, out_s, m_s) = (
+        cfg.to_str().unwrap(),
+        out.to_str().unwrap(),
+        metrics.to_str().unwrap(),
+    );
+    let o = wgtrain(&["train", "--config", cfg_s, "--out", out_s, "--metrics", m_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("removed 1 temporary file"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stale.exists() && !out.join(".wgtrain.lock").exists());
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    let first = lines(&metrics);
+    // resume continues the metrics history instead of truncating it
+    let ckpt = out.join(CKPT);
+    let o = wgtrain(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--metrics",
+        m_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        lines(&metrics) > first,
+        "the resumed run appended to the metrics"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(text.matches("\"event\":\"end\"").count(), 2);
+    // a fresh run onto it needs --overwrite
+    let o = wgtrain(&["train", "--config", cfg_s, "--out", out_s, "--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Checkpoint::load(&ckpt).unwrap().meta.step, 3);
+}
+
+/// Kills a training run that writes a checkpoint every step, at 20+ points, resuming each time:
+/// a loadable checkpoint always remains, and the last resume finishes cleanly.
+#[test]
+fn kill_9_during_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
+    let dir = crate::TmpDir::new("kill9");
+    let cfg = dir.join("mlp.json");
+    std::fs::write(
+        &cfg,
+        MLP.replace("\"steps\": 3", "\"steps\": 1000000")
+            .replace("\"log_every\": 1", "\"log_every\": 1000"),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let ckpt = out.join(CKPT);
+    let mut delays = wgtrain::rng::Rng::new(9);
+    let (mut kills, mut seen_steps) = (0, vec![]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while kills < 20 && Instant::now() < deadline {
+        let mut args: Vec<String> =
+            vec!["train".into(), "--out".into(), out.to_str().unwrap().into()];
+        if ckpt.exists() {
+            args.extend(["--resume".into(), ckpt.to_str().unwrap().into()]);
+        } else {
+            args.extend(["--config".into(), cfg.to_str().unwrap().into()]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(&args)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // past start-up (about half a second here), into the writes
+        let wait = 400 + delays.below(800);
+        std::thread::sleep(Duration::from_millis(wait));
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run ended on its own before the kill");
+        }
+        child.kill().unwrap(); // SIGKILL on unix
+        child.wait().unwrap();
+        kills += 1;
+        if ckpt.exists() {
+            let c = Checkpoint::load(&ckpt).unwrap_or_else(|e| {
+                panic!("after kill {kills}: the checkpoint does not load: {e}")
+            });
+            seen_steps.push(c.meta.step);
+        } else {
+            assert!(
+                seen_steps.is_empty(),
+                "after kill {kills}: the checkpoint vanished"
+            );
+        }
+    }
+    assert!(kills >= 20, "only {kills} kills in the time");
+    assert!(
+        seen_steps.windows(2).all(|w| w[0] <= w[1]),
+        "steps went back: {seen_steps:?}"
+    );
+    let last = *seen_steps.last().expect("some checkpoint was written");
+    let o = wgtrain(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        &(last + 2).to_string(),
+    ]);
+    assert!(o.status.success(), "the final resume: {}", stderr(&o));
+    assert_eq!(Checkpoint::load(&ckpt).unwrap().meta.step, last + 2);
+    eprintln!("{kills} kills, checkpoints at steps {seen_steps:?}");
+}
+
+/// The step guard: a step whose loss is NaN changes no weight and no optimizer state, bit for
+/// bit, and is counted with its step number; the run stops at max_nonfinite_steps.
+#[test]
+fn a_non_finite_step_is_skipped_on_the_gpu_and_counted() {
+    let gpu = crate::gpu();
+    let mut config: TrainConfig = serde_json::from_str(MLP).unwrap();
+    config.max_nonfinite_steps = 2;
+    let mut t = Trainer::new(gpu, config).unwrap();
+    t.train_step(false).unwrap();
+    let snapshot = |t: &Trainer| -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = t
+            .model
+            .params()
+            .iter()
+            .map(|p| gpu.read_bytes(&p.value).unwrap())
+            .collect();
+        for (_, slots) in t.optimizer.state() {
+            all.extend(slots.iter().map(|(_, s)| gpu.read_bytes(s).unwrap()));
+        }
+        all
+    };
+    let before = snapshot(&t);
+    // a step with a NaN loss: phases by hand, the loss poisoned before the update
+    let batch = t.draw_batch();
+    t.forward_backward(&batch).unwrap();
+    t.grad_norm().unwrap();
+    t.set_loss_sum(f32::NAN);
+    t.update().unwrap();
+    assert!(
+        snapshot(&t) == before,
+        "a skipped step changed weights or optimizer state"
+    );
+    let h = t.health().unwrap();
+    assert_eq!(
+        (h.skipped, h.first, h.first_loss_bad, h.first_grad_bad),
+        (1, Some(2), true, false)
+    );
+    t.check_health().expect("1 of 2 allowed");
+    // a finite step updates again
+    t.train_step(false).unwrap();
+    assert!(snapshot(&t) != before);
+    // an infinite gradient: poison the norm the guard reads
+    let batch = t.draw_batch();
+    t.forward_backward(&batch).unwrap();
+    t.grad_norm().unwrap();
+    t.stats().write_f32(gpu, &[f32::INFINITY, 0.0]);
+    t.update().unwrap();
+    let h = t.health().unwrap();
+    assert_eq!((h.skipped, h.last), (2, Some(4)));
+    let e = t.check_health().unwrap_err().to_string();
+    assert!(e.contains("at step 2") && e.contains("1 more since"), "{e}");
+    let dir = crate::TmpDir::new("guard");
+    let path: PathBuf = dir.join(CKPT);
+    let e = t.save(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("NaN or infinite at step 2") && !path.exists(),
+        "{e}"
+    );
+}
