@@ -78,6 +78,21 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
         mib(fp + fg + fo)
     );
     println!("model states: {}", p.formula_text(name));
+    match gpu.memory_capacity() {
+        Some((bytes, source)) => println!(
+            "device memory: {} ({source}): the plan {}",
+            mib(bytes),
+            if p.total <= bytes {
+                "fits; `wgtrain train` would run it"
+            } else {
+                "does not fit; `wgtrain train` refuses it"
+            }
+        ),
+        None => println!(
+            "device memory: unknown on this backend (set {} to check)",
+            wgtrain::gpu::capacity::MEMORY_ENV
+        ),
+    }
     Ok(())
 }
 
