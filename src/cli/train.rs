@@ -479,9 +479,11 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
             bar.set_message(format!(
                 "loss {loss:.4} | {rate:.0} {rate_unit} | {ms_per_step:.1} ms/step"
             ));
-            if plain && trainer.step % (c.log_every * 10) == 0 {
+            // a log file (no terminal, so no progress bar) gets a line every log_every steps
+            if plain {
                 eprintln!(
-                    "step {:>6} | loss {loss:.4} | lr {lr:.2e} | {rate:.0} {rate_unit}",
+                    "step {:>6} | loss {loss:.4} | lr {lr:.2e} | {ms_per_step:.1} ms/step | \
+                     {rate:.0} {rate_unit}",
                     trainer.step
                 );
             }

@@ -202,8 +202,6 @@ impl<'g> Trainer<'g> {
             config.mlp.classes = digits::CLASSES;
         }
         config.validate()?;
-        // The matmul tuning first: an autotune's buffers are given back before the model
-        // exists, so the run's peaks (and the planner's) are the training step's alone.
         if config.lora.is_none() && config.freeze.is_empty() && state_shard.is_none() {
             // weights, gradients and optimizer state from the config alone, before anything
             // is built (a lower bound of the plan: activations come on top)
@@ -218,6 +216,8 @@ impl<'g> Trainer<'g> {
                 None,
             )?;
         }
+        // The matmul tuning first: an autotune's buffers are given back before the model
+        // exists, so the run's peaks (and the planner's) are the training step's alone.
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let model = build_model(gpu, &config)?;
