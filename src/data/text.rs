@@ -33,8 +33,19 @@ impl Text {
         Ok(Text { train: bytes, val })
     }
 
-    /// Checks that windows of block_size + 1 fit in the training text.
+    /// Checks that windows of block_size + 1 fit in the training text and in the validation
+    /// split (evaluation never falls back to training text).
     pub fn check_block_size(&self, block_size: usize) -> Result<()> {
+        if self.val.len() < block_size + 1 {
+            return Err(Error::Data(format!(
+                "the text's validation split (its last 10 %) has {} bytes, fewer than \
+                 block_size + 1 = {}; use a longer text (at least {} bytes) or a smaller \
+                 block_size",
+                self.val.len(),
+                block_size + 1,
+                10 * (block_size + 1)
+            )));
+        }
         if self.train.len() < block_size + 1 {
             return Err(Error::Data(format!(
                 "the text's training part has {} bytes, fewer than block_size + 1 = {}; use a \

@@ -264,7 +264,9 @@ fn run_rank(
     } else {
         crate::train::EvalResult {
             loss: f32::NAN,
+            loss_se: f32::NAN,
             accuracy: None,
+            accuracy_se: None,
             source: "rank 0 only",
         }
     };

@@ -79,6 +79,9 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Evaluate every this many steps (0: only at the end).
     pub eval_every: u64,
+    /// Validation windows (of block_size tokens) a text evaluation averages over, the same
+    /// windows at every evaluation (like nanoGPT's eval_iters).
+    pub eval_windows: usize,
     /// Write a checkpoint every this many steps when `out` is set (0: only at the end).
     pub checkpoint_every: u64,
     pub out: Option<String>,
@@ -116,6 +119,7 @@ impl Default for TrainConfig {
             seed: 1337,
             log_every: 25,
             eval_every: 250,
+            eval_windows: 64,
             checkpoint_every: 0,
             out: None,
             metrics: None,
@@ -266,6 +270,12 @@ impl TrainConfig {
             return bad(format!(
                 "batch_size × block_size = {tokens} tokens per step, more than {MAX_TOKENS_PER_STEP}; \
                  use a smaller batch or block"
+            ));
+        }
+        if self.eval_windows == 0 || self.eval_windows > 1_000_000 {
+            return bad(format!(
+                "eval_windows must be 1..1000000, got {}",
+                self.eval_windows
             ));
         }
         if self.max_nonfinite_steps == 0 {

@@ -11,9 +11,6 @@ use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 
-/// Validation windows for a text model.
-const TEXT_EVAL_WINDOWS: usize = 64;
-
 // Evaluation runs in chunks of the training micro-batch, so it never needs more activation
 // memory than a training step: the run's measured peak is the training step's.
 
@@ -28,6 +25,7 @@ pub fn evaluate(
         Task::Digits(d) => {
             let n = d.test_y.len();
             let (mut loss, mut correct) = (0.0f64, 0usize);
+            let mut per_item = Vec::with_capacity(n);
             let all = Batch::Rows {
                 x: d.test_x.clone(),
                 y: d.test_y.clone(),
@@ -49,7 +47,9 @@ pub fn evaluate(
                     Category::Activations,
                 )?;
                 softmax_xent(gpu, &logits, &targets, &losses, None, 0.0)?;
-                loss += sum(&losses.to_f32(gpu)?);
+                let losses = losses.to_f32(gpu)?;
+                loss += sum(&losses);
+                per_item.extend(losses.iter().map(|&l| l as f64));
                 let logits = logits.to_f32(gpu)?;
                 correct += logits
                     .chunks(digits::CLASSES)
@@ -59,7 +59,9 @@ pub fn evaluate(
             }
             Ok(EvalResult {
                 loss: (loss / n as f64) as f32,
+                loss_se: standard_error(&per_item),
                 accuracy: Some(correct as f32 / n as f32),
+                accuracy_se: Some(binomial_se(correct, n)),
                 source: "test split",
             })
         }
@@ -67,6 +69,7 @@ pub fn evaluate(
             let mut loss_sum = 0.0f64;
             let mut targets = 0usize;
             let mut correct = 0usize;
+            let mut per_item = Vec::with_capacity(a.test.len());
             for chunk in a.test.chunks(mb) {
                 let (x, y) = a.encode(chunk);
                 let batch = Batch::Tokens {
@@ -74,7 +77,15 @@ pub fn evaluate(
                     y,
                     seq: a.seq_len() - 1,
                 };
-                loss_sum += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
+                let losses = model.losses(gpu, &batch)?.to_f32(gpu)?;
+                loss_sum += sum(&losses);
+                // each problem's mean over its answer digits (PAD positions add 0)
+                let per_problem = a.answer_len() as f64;
+                per_item.extend(
+                    losses
+                        .chunks(a.seq_len() - 1)
+                        .map(|row| sum(row) / per_problem),
+                );
                 targets += batch.targets();
                 let answers = addition_answers(gpu, model, a, chunk)?;
                 correct += chunk
@@ -85,38 +96,58 @@ pub fn evaluate(
             }
             Ok(EvalResult {
                 loss: (loss_sum / targets.max(1) as f64) as f32,
+                loss_se: standard_error(&per_item),
                 accuracy: Some(correct as f32 / a.test.len().max(1) as f32),
+                accuracy_se: Some(binomial_se(correct, a.test.len())),
                 source: "held-out problems",
             })
         }
         Task::Text(text) => {
             let t = config.gpt.block_size;
-            // A validation split shorter than one window cannot be evaluated on: say so
-            // rather than call training text "eval loss".
-            let (source, what) = if text.val.len() > t {
-                (&text.val, "validation split")
-            } else {
-                (
-                    &text.train,
-                    "training text (the validation split is shorter than a block)",
-                )
-            };
+            // never the training text: a validation split shorter than a window is refused
+            // when the text is loaded (Text::check_block_size)
+            assert!(text.val.len() > t, "the validation split holds a window");
             // A fixed stream, so evaluations at different steps see the same windows.
             let mut rng = Rng::new(config.seed ^ 0xE7A1);
             let mut total = 0.0f64;
-            let batches = TEXT_EVAL_WINDOWS.div_ceil(mb);
+            let mut per_item = Vec::with_capacity(config.eval_windows);
+            let batches = config.eval_windows.div_ceil(mb);
             for _ in 0..batches {
-                let (x, y) = Text::batch(source, mb, t, &mut rng);
+                let (x, y) = Text::batch(&text.val, mb, t, &mut rng);
                 let batch = Batch::Tokens { x, y, seq: t };
-                total += sum(&model.losses(gpu, &batch)?.to_f32(gpu)?);
+                let losses = model.losses(gpu, &batch)?.to_f32(gpu)?;
+                total += sum(&losses);
+                per_item.extend(losses.chunks(t).map(|w| sum(w) / t as f64));
             }
             Ok(EvalResult {
                 loss: (total / (batches * mb * t) as f64) as f32,
+                loss_se: standard_error(&per_item),
                 accuracy: None,
-                source: what,
+                accuracy_se: None,
+                source: "validation split",
             })
         }
     }
+}
+
+/// The standard error of the mean of `v`: sample standard deviation / √n (0 for n < 2).
+fn standard_error(v: &[f64]) -> f32 {
+    let n = v.len() as f64;
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (var / n).sqrt() as f32
+}
+
+/// √(p(1−p)/n) for `hits` of `n`.
+fn binomial_se(hits: usize, n: usize) -> f32 {
+    if n == 0 {
+        return 0.0;
+    }
+    let p = hits as f64 / n as f64;
+    (p * (1.0 - p) / n as f64).sqrt() as f32
 }
 
 fn sum(v: &[f32]) -> f64 {
@@ -241,4 +272,19 @@ pub fn sample_logits(logits: &[f32], temperature: f32, top_k: usize, rng: &mut R
         u -= w;
     }
     *order.last().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_errors_match_their_formulas() {
+        // sample sd of 1, 2, 3, 4 is √(5/3); over √4
+        let se = standard_error(&[1.0, 2.0, 3.0, 4.0]) as f64;
+        assert!((se - (5.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-7, "{se}");
+        assert_eq!(standard_error(&[3.0]), 0.0);
+        assert!((binomial_se(90, 100) as f64 - 0.03).abs() < 1e-7);
+        assert_eq!(binomial_se(0, 0), 0.0);
+    }
 }

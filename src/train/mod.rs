@@ -132,8 +132,14 @@ pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalResult {
     pub loss: f32,
+    /// The standard error of `loss`: the standard deviation of the items' mean losses (test
+    /// samples, held-out problems, validation windows) over √items, so that two runs' losses
+    /// can be told apart or not.
+    pub loss_se: f32,
     /// Test accuracy (digits) or held-out exact match (addition); none for text.
     pub accuracy: Option<f32>,
+    /// The binomial standard error of `accuracy`, √(p(1−p)/n).
+    pub accuracy_se: Option<f32>,
     /// What the loss was measured on ("validation split", "test split", …).
     pub source: &'static str,
 }

@@ -222,7 +222,7 @@ fn a_target_past_the_vocabulary_is_an_error_naming_its_position() {
 }
 
 #[test]
-fn evaluation_says_when_it_falls_back_to_the_training_text() {
+fn a_validation_split_shorter_than_a_block_is_refused_never_replaced_by_training_text() {
     let dir = crate::TmpDir::new("short-val");
     let text = dir.join("t.txt");
     // 90 % of 60 bytes trains; the 6 validation bytes are shorter than a block of 16
@@ -236,9 +236,11 @@ fn evaluation_says_when_it_falls_back_to_the_training_text() {
     c.gpt.n_embd = 16;
     c.gpt.block_size = 16;
     let gpu = Gpu::new(None).unwrap();
-    let t = Trainer::new(&gpu, c).unwrap();
-    let r = t.evaluate().unwrap();
-    assert!(r.source.contains("training text"), "{}", r.source);
+    let e = Trainer::new(&gpu, c).err().expect("refused").to_string();
+    assert!(
+        e.contains("validation split") && e.contains("block_size"),
+        "{e}"
+    );
 }
 
 #[test]
