@@ -74,10 +74,11 @@ pub enum Error {
     /// Refused before anything is allocated: the planned bytes exceed the device or a budget.
     #[error(
         "{what} needs {needed} bytes ({needed_mib:.1} MiB), more than {limit_name} \
-         ({limit} bytes, {limit_mib:.1} MiB); use a smaller batch (or --micro-batch-size, \
-         --recompute), sequence or model"
+         ({limit} bytes, {limit_mib:.1} MiB); {hint}"
     )]
     DoesNotFit {
+        /// What to change, e.g. "use a smaller batch".
+        hint: &'static str,
         what: String,
         needed: u64,
         needed_mib: f64,

@@ -306,7 +306,8 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
     let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
     for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
         let what = format!("rank {i}'s planned peak");
-        wgtrain::memory::check_fits(g, &what, p.peak_total, budget(args)?)?;
+        let hint = wgtrain::memory::SMALLER_RUN;
+        wgtrain::memory::check_fits(g, &what, p.peak_total, budget(args)?, hint)?;
     }
     let out_dir = config.out.as_ref().map(PathBuf::from);
     let _claimed = out_dir
@@ -372,7 +373,13 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     // The whole run on a ledger first: every tensor it will allocate is checked against the
     // adapter's limits (an error names the first too large), and the peaks are predicted.
     let plan = wgtrain::memory::plan_resumed(&gpu, &config, ckpt.as_ref())?;
-    wgtrain::memory::check_fits(&gpu, "the run's planned peak", plan.total, budget(&args)?)?;
+    wgtrain::memory::check_fits(
+        &gpu,
+        "the run's planned peak",
+        plan.total,
+        budget(&args)?,
+        wgtrain::memory::SMALLER_RUN,
+    )?;
     let run = match &ckpt {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),

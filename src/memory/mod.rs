@@ -143,10 +143,20 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
 
 pub use crate::gpu::capacity::parse_size;
 
+/// What to change when a training run does not fit.
+pub const SMALLER_RUN: &str =
+    "use a smaller batch (or --micro-batch-size, --recompute), sequence or model";
+
 /// Refuses `needed` bytes (`what`: "the run's planned peak", …) that exceed the device's memory
-/// ([`Gpu::memory_capacity`]) or `budget` (`--max-memory`), naming both figures, so a run too
-/// large is stopped before it allocates anything.
-pub fn check_fits(gpu: &Gpu, what: &str, needed: u64, budget: Option<u64>) -> Result<()> {
+/// ([`Gpu::memory_capacity`]) or `budget` (`--max-memory`), naming both figures and `hint`
+/// (what to change), so work too large is stopped before it allocates anything.
+pub fn check_fits(
+    gpu: &Gpu,
+    what: &str,
+    needed: u64,
+    budget: Option<u64>,
+    hint: &'static str,
+) -> Result<()> {
     let device = gpu
         .memory_capacity()
         .map(|(b, source)| (b, format!("the device's memory ({source})")));
@@ -157,6 +167,7 @@ pub fn check_fits(gpu: &Gpu, what: &str, needed: u64, budget: Option<u64>) -> Re
     };
     match limit {
         Some((limit, limit_name)) if needed > limit => Err(Error::DoesNotFit {
+            hint,
             what: what.to_string(),
             needed,
             needed_mib: needed as f64 / (1 << 20) as f64,

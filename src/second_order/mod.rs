@@ -381,6 +381,10 @@ pub fn minimize(
         Method::Gd | Method::Lbfgs => false,
     };
     let cmat = if needs_matrix {
+        // refused before it is allocated when the device cannot hold it
+        let bytes = (n as u64).saturating_mul(n as u64).saturating_mul(4);
+        let what = format!("{}'s n×n matrix", method.name());
+        crate::memory::check_fits(gpu, &what, bytes, None, "use lbfgs, which keeps no matrix")?;
         Some(linalg::identity(gpu, "C", n).map_err(|e| {
             Error::Config(format!(
                 "{} keeps an n×n matrix for n = {n}: {e}; use lbfgs",

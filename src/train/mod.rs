@@ -96,6 +96,7 @@ pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
         "the model's fp32 weights",
         config.weight_count().saturating_mul(4),
         None,
+        "use a smaller model (fewer or narrower layers, a smaller vocabulary or context)",
     )?;
     let mut rng = Rng::new(config.seed);
     // Frozen parameters are built without gradients; `freeze` then checks every pattern
@@ -220,6 +221,7 @@ impl<'g> Trainer<'g> {
                 "the model states (fp32 weights, gradients and optimizer state)",
                 states.min(u64::MAX as f64) as u64,
                 None,
+                "use a smaller model, or train part of it (freeze, LoRA)",
             )?;
         }
         // The matmul tuning first: an autotune's buffers are given back before the model
@@ -514,6 +516,7 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         "the checkpoint's model",
         ledger.memory().peak_total,
         None,
+        "it was trained on a device with more memory; run it there",
     )?;
     drop(twin);
     let model = build_model(gpu, &config)?;

@@ -259,6 +259,19 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
         .env
         .push(("WGTRAIN_DEVICE_MEMORY", "64MiB".into()));
     cases.push(many_layers);
+    let mut dense = case(
+        "a quasi-Newton matrix larger than the device",
+        &[
+            "optimize",
+            "--problem",
+            "rosenbrock:1000",
+            "--method",
+            "bfgs",
+        ],
+        &["n×n matrix", "use lbfgs"],
+    );
+    dense.env.push(("WGTRAIN_DEVICE_MEMORY", "1MiB".into()));
+    cases.push(dense);
     let mut planned = case(
         "a run whose plan exceeds the device",
         &["train", "--config", &mlp_cfg, "--batch-size", "16384"],
