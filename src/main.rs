@@ -42,6 +42,8 @@ enum Command {
     Eval(cli::sample::EvalArgs),
     /// Fold a LoRA adapter into its base model: a full checkpoint with W + scale·B·A.
     Merge(cli::sample::MergeArgs),
+    /// Chart the loss curves of one or more metrics files (overlaid) as SVG.
+    Plot(cli::plot::PlotArgs),
 }
 
 /// Mesa's Vulkan and GL loaders print "error: XDG_RUNTIME_DIR is invalid or not set" before
@@ -93,5 +95,6 @@ fn run(args: Args) -> Result<()> {
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
         Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),
+        Command::Plot(p) => cli::plot::run(p),
     }
 }

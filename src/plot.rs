@@ -129,6 +129,13 @@ pub fn line_chart(
                 pts.join(" ")
             );
         }
+        // sparse series (evaluations) get a marker per point, so one point still shows
+        if pts.len() <= 30 {
+            for p in &pts {
+                let (x, y) = p.split_once(',').expect("x,y");
+                let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            }
+        }
         let ly = top + 18.0 * i as f64 + 10.0;
         let _ = writeln!(
             s,

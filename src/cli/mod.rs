@@ -2,5 +2,6 @@ pub mod bench;
 pub mod info;
 pub mod optimize;
 pub mod plan;
+pub mod plot;
 pub mod sample;
 pub mod train;

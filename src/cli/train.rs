@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// Write metrics as JSON Lines to this file.
     #[arg(long)]
     metrics: Option<String>,
+    /// At the end, chart the run's training and eval loss over steps (.svg; with --metrics,
+    /// the file's whole history, a resumed run's included).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Optimizer: sgd | momentum | nesterov | rmsprop | adam | adamw | lion | nag-gs | adam8bit
     /// (that method's defaults; for the digits MLP, the values tuned in
     /// assets/configs/optimizers/NAME.json).
@@ -361,10 +365,16 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if args.zero > 0 && args.devices.is_none() {
         bail!("--zero shards over data-parallel ranks: give --devices too");
     }
+    if let Some(p) = &args.plot {
+        super::plot::check_chart_path(p)?;
+    }
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
     if let Some(spec) = args.devices.clone() {
+        if args.plot.is_some() {
+            bail!("--plot charts one-device runs for now (with --devices, plot the metrics)");
+        }
         return run_ddp(adapter, &args, config, &spec);
     }
     let started = Instant::now();
@@ -610,6 +620,21 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         }
     } else {
         eprintln!("(pass --out DIR to keep a checkpoint for `wgtrain sample` and `wgtrain eval`)");
+    }
+    // last: a chart that cannot be written costs no checkpoint
+    if let Some(chart) = &args.plot {
+        // the metrics file holds the whole history (a resume appends); else this run's records
+        let curves = match metrics.path() {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read back {}", p.display()))?;
+                wgtrain::train::metrics::Curves::parse(&text).map_err(anyhow::Error::msg)?
+            }
+            None => metrics.curves().clone(),
+        };
+        let title = format!("{} on {}", trainer.model.describe(), c.data);
+        super::plot::write_chart(chart, &title, &[(String::new(), curves)], false)?;
+        eprintln!("plot: {}", chart.display());
     }
     Ok(())
 }

@@ -581,3 +581,60 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         &["--devices", "expected N"],
     );
 }
+
+#[test]
+fn train_plots_its_curves_and_plot_overlays_runs() {
+    let dir = tmp_dir("plot");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let cfg = write(
+        &dir.join("mlp.json"),
+        r#"{"model": "mlp", "data": "digits", "steps": 20, "batch_size": 16, "log_every": 5,
+            "eval_every": 10, "mlp": {"hidden": [16]}}"#,
+    );
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        &cfg,
+        "--metrics",
+        &p("a.jsonl"),
+        "--plot",
+        &p("a.svg"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(dir.join("a.svg")).unwrap();
+    // a train and an eval series; the eval points (steps 10 and 20) as markers
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+    assert!(svg.contains("train loss") && svg.contains("eval loss"));
+    let metrics = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+    let curves = wgtrain::train::metrics::Curves::parse(&metrics).unwrap();
+    assert_eq!(curves.train.len(), 4);
+    assert_eq!(
+        curves.eval.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [10.0, 20.0]
+    );
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        &cfg,
+        "--lr",
+        "1e-4",
+        "--metrics",
+        &p("b.jsonl"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = wgtrain(&["plot", &p("a.jsonl"), &p("b.jsonl"), "--out", &p("ab.svg")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(dir.join("ab.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert!(svg.contains("a: train loss") && svg.contains("b: eval loss"));
+    // refused before any training: a PNG name, and a file that is not metrics
+    fails_with(&["train", "--plot", &p("x.png")], &["SVG only"]);
+    fails_with(
+        &["plot", &cfg, "--out", &p("c.svg")],
+        &["not a metrics file"],
+    );
+    fails_with(
+        &["plot", &p("mlp.json.nope"), "--out", &p("c.svg")],
+        &["mlp.json.nope"],
+    );
+}
