@@ -373,7 +373,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     config.validate()?;
     if let Some(spec) = args.devices.clone() {
         if args.plot.is_some() {
-            bail!("--plot charts one-device runs for now (with --devices, plot the metrics)");
+            bail!("--plot charts one-device runs for now; --devices does not take it yet");
         }
         return run_ddp(adapter, &args, config, &spec);
     }
