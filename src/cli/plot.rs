@@ -63,10 +63,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     check_chart_path(&args.out)?;
     let mut runs = vec![];
     for path in &args.metrics {
-        let bytes = wgtrain::files::read_capped(path, 1 << 30, "metrics file")?;
-        let text = String::from_utf8_lossy(&bytes);
-        let curves = Curves::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a metrics file: {e}", path.display()))?;
+        let curves = Curves::load(path)?;
         let label = if args.metrics.len() > 1 {
             format!(
                 "{}: ",

@@ -625,11 +625,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if let Some(chart) = &args.plot {
         // the metrics file holds the whole history (a resume appends); else this run's records
         let curves = match metrics.path() {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read back {}", p.display()))?;
-                wgtrain::train::metrics::Curves::parse(&text).map_err(anyhow::Error::msg)?
-            }
+            Some(p) => wgtrain::train::metrics::Curves::load(p)?,
             None => metrics.curves().clone(),
         };
         let title = format!("{} on {}", trainer.model.describe(), c.data);

@@ -28,6 +28,13 @@ impl Curves {
         }
     }
 
+    /// The curves of the metrics file at `path` (a regular file of at most 1 GiB).
+    pub fn load(path: &Path) -> Result<Curves> {
+        let bytes = crate::files::read_capped(path, 1 << 30, "metrics file")?;
+        Self::parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|e| Error::Data(format!("{}: not a metrics file: {e}", path.display())))
+    }
+
     /// The curves of a metrics file's text (JSON Lines; lines that are not records are an
     /// error naming the line).
     pub fn parse(text: &str) -> std::result::Result<Curves, String> {

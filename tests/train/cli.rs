@@ -8,7 +8,8 @@ pub fn wgtrain(args: &[&str]) -> Output {
     wgtrain_env(args, &[])
 }
 
-fn wgtrain_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The binary with `args` and extra environment, logging off.
+pub fn wgtrain_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
         .env("RUST_LOG", "off")

@@ -3,24 +3,15 @@
 //! line and no panic, with a good checkpoint left byte for byte as it was; a kill -9 loop over
 //! checkpoint writes; the step guard skipping a non-finite step on the GPU.
 
-use crate::cli::{stderr, wgtrain};
+use crate::cli::{stderr, wgtrain, wgtrain_env as run_env};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::{TrainConfig, Trainer};
 
 const CKPT: &str = "checkpoint.safetensors";
-
-fn run_env(args: &[String], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the wgtrain binary runs")
-}
 
 /// A safetensors file's parts: its header as JSON and its data.
 fn split_safetensors(bytes: &[u8]) -> (Value, Vec<u8>) {
