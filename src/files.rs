@@ -62,6 +62,27 @@ pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// [`read_capped`], decompressing a `.gz` file (gzip): the cap then bounds the decompressed
+/// bytes, so a small archive cannot expand past it.
+pub fn read_capped_gz(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
+    if path.extension().is_none_or(|e| e != "gz") {
+        return read_capped(path, cap, what);
+    }
+    let (file, _) = open_regular(path)?;
+    let mut bytes = vec![];
+    flate2::read::GzDecoder::new(std::io::BufReader::new(file))
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(path, format!("is not a readable gzip file ({e})")))?;
+    if bytes.len() as u64 > cap {
+        return Err(refuse(
+            path,
+            format!("decompresses to more than a {what} may be ({cap} bytes)"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// [`read_capped`] as UTF-8 text.
 pub fn read_text_capped(path: &Path, cap: u64, what: &str) -> Result<String> {
     String::from_utf8(read_capped(path, cap, what)?)

@@ -96,7 +96,7 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-/// `plan --devices N [--zero 1]`: each data-parallel rank's predicted peaks.
+/// `plan --devices N [--parallel dp|ddp] [--zero 1]`: each data-parallel rank's predicted peaks.
 fn plan_ranks(
     adapter: Option<&str>,
     args: &PlanArgs,
@@ -104,10 +104,7 @@ fn plan_ranks(
     spec: &str,
 ) -> Result<()> {
     let gpus = super::train::open_devices(adapter, spec)?;
-    let options = wgtrain::parallel::ddp::DdpOptions {
-        zero: args.train.zero,
-        ..Default::default()
-    };
+    let options = super::train::ddp_options(&args.train)?;
     let ranks = wgtrain::parallel::ddp::plan(&gpus, config, &options)?;
     if args.json {
         let v: Vec<_> = ranks
@@ -125,8 +122,9 @@ fn plan_ranks(
         return Ok(());
     }
     println!(
-        "plan for {} ranks (ZeRO stage {}): global batch {}, optimizer {}",
+        "plan for {} ranks, {} (ZeRO stage {}): global batch {}, optimizer {}",
         gpus.len(),
+        options.mode.name(),
         args.train.zero,
         config.batch_size,
         config.optimizer.name.as_str()

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wgtrain::gpu::Category;
+use wgtrain::optim::schedule::{Scaling, Warmup};
 use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::eval::addition_answers;
@@ -30,6 +31,10 @@ pub struct TrainArgs {
     /// Total optimizer steps (a resumed run continues up to this many).
     #[arg(long)]
     steps: Option<u64>,
+    /// Train for this many epochs instead of --steps (steps = epochs x training samples /
+    /// batch size: a larger batch takes fewer steps).
+    #[arg(long, conflicts_with = "steps")]
+    epochs: Option<f64>,
     #[arg(long)]
     batch_size: Option<usize>,
     /// Samples run at once; gradients accumulate to --batch-size.
@@ -45,6 +50,26 @@ pub struct TrainArgs {
     freeze: Option<String>,
     #[arg(long)]
     lr: Option<f32>,
+    /// Scale --lr from --base-batch-size to --batch-size: none | linear | sqrt.
+    #[arg(long)]
+    lr_scaling: Option<String>,
+    /// The batch size --lr was tuned at (for --lr-scaling).
+    #[arg(long)]
+    base_batch_size: Option<usize>,
+    /// Learning-rate warmup: none | constant (a small lr, then the target) | gradual (linear
+    /// ramp).
+    #[arg(long)]
+    warmup: Option<String>,
+    /// Warmup length in steps.
+    #[arg(long, conflicts_with = "warmup_epochs")]
+    warmup_steps: Option<u64>,
+    /// Warmup length in epochs (rounded up to whole steps).
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// The constant warmup's lr as a fraction of the target (Goyal et al.'s: 1/k for a k-times
+    /// larger batch, the base batch's lr).
+    #[arg(long)]
+    warmup_lr_ratio: Option<f32>,
     /// Validation windows a text evaluation averages over (default 64; the same ones each time).
     #[arg(long)]
     eval_windows: Option<usize>,
@@ -92,6 +117,11 @@ pub struct TrainArgs {
     /// per adapter) or a comma list of adapter selectors ("0,1"). batch_size is global.
     #[arg(long)]
     pub devices: Option<String>,
+    /// With --devices: ddp (every rank all-reduces the gradients and updates its replica; the
+    /// default) or dp (rank 0 is a parameter server: it gathers the gradients, updates, and
+    /// sends the weights back).
+    #[arg(long)]
+    pub parallel: Option<String>,
     /// DDP gradient bucket size in MiB after the first 1 MiB bucket (default 25).
     #[arg(long)]
     bucket_mb: Option<f64>,
@@ -171,6 +201,29 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     }
     if let Some(lr) = args.lr {
         config.lr = lr;
+    }
+    let schedule = &mut config.schedule;
+    if let Some(s) = &args.lr_scaling {
+        schedule.scaling = Scaling::parse(s).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(b) = args.base_batch_size {
+        schedule.base_batch_size = b;
+    }
+    if let Some(w) = &args.warmup {
+        schedule.warmup = Warmup::parse(w).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(w) = args.warmup_steps {
+        schedule.warmup_steps = w;
+    }
+    if let Some(r) = args.warmup_lr_ratio {
+        schedule.warmup_lr_ratio = r;
+    }
+    // epochs last: they count steps at the final batch size
+    if let Some(e) = args.epochs {
+        config.steps = config.steps_for_epochs(e)?;
+    }
+    if let Some(e) = args.warmup_epochs {
+        config.schedule.warmup_steps = config.steps_for_epochs(e)?;
     }
     if let Some(w) = args.eval_windows {
         config.eval_windows = w;
@@ -281,7 +334,22 @@ pub fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
     })
 }
 
-/// `train --devices`: DDP over the devices, one thread per rank.
+/// The data-parallel flags: --parallel, --zero, --bucket-mb.
+pub fn ddp_options(args: &TrainArgs) -> Result<wgtrain::parallel::ddp::DdpOptions> {
+    let mut options = wgtrain::parallel::ddp::DdpOptions {
+        zero: args.zero,
+        ..Default::default()
+    };
+    if let Some(m) = &args.parallel {
+        options.mode = wgtrain::parallel::ddp::Mode::parse(m)?;
+    }
+    if let Some(mb) = args.bucket_mb {
+        options.bucket_bytes = (mb * (1 << 20) as f64) as u64;
+    }
+    Ok(options)
+}
+
+/// `train --devices`: data parallel over the devices, one thread per rank.
 fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &str) -> Result<()> {
     if args.resume.is_some() || config.init.is_some() {
         bail!("--devices trains from scratch for now: --resume and --init run on one device");
@@ -294,18 +362,14 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
             config.batch_size
         );
     }
-    let mut options = wgtrain::parallel::ddp::DdpOptions {
-        zero: args.zero,
+    let options = wgtrain::parallel::ddp::DdpOptions {
         log_every: config.log_every * 10,
         save: config
             .out
             .as_ref()
             .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
-        ..Default::default()
+        ..ddp_options(args)?
     };
-    if let Some(mb) = args.bucket_mb {
-        options.bucket_bytes = (mb * (1 << 20) as f64) as u64;
-    }
     // each rank's step on a ledger twin first: refused before anything is allocated
     let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
     for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
@@ -322,7 +386,8 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
         eprintln!("rank {i}: {} ({:?})", g.info().name, g.info().backend);
     }
     eprintln!(
-        "ddp over {n} ranks{}: global batch {} ({} per rank), {} steps",
+        "{} over {n} ranks{}: global batch {} ({} per rank), {} steps",
+        options.mode.name(),
         if args.zero == 1 { ", ZeRO stage 1" } else { "" },
         config.batch_size,
         config.batch_size / n.max(1),
@@ -364,6 +429,9 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if args.zero > 0 && args.devices.is_none() {
         bail!("--zero shards over data-parallel ranks: give --devices too");
+    }
+    if args.parallel.is_some() && args.devices.is_none() {
+        bail!("--parallel splits the batch over data-parallel ranks: give --devices too");
     }
     if let Some(p) = &args.plot {
         super::plot::check_chart_path(p)?;

@@ -38,6 +38,12 @@ impl Addition {
         }
     }
 
+    /// Problems a training batch draws from: every pair of operands but the held-out ones.
+    pub fn train_size(&self) -> usize {
+        let max = 10usize.pow(self.digits as u32);
+        max * max - self.test.len()
+    }
+
     /// Characters in the prompt "a+b=".
     pub fn prompt_len(&self) -> usize {
         2 * self.digits + 2

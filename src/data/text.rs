@@ -1,4 +1,4 @@
-//! Any file as bytes (vocabulary 256): the first 90 % trains, the last 10 % validates; batches are
+//! Any file as bytes (vocabulary 256; a `.gz` file decompressed): the first 90 % trains, the last 10 % validates; batches are
 //! random windows of block_size + 1 bytes.
 
 use crate::error::{Error, Result};
@@ -17,9 +17,10 @@ pub struct Text {
 }
 
 impl Text {
-    /// Reads a text file: a regular file, at most [`text_cap`] bytes.
+    /// Reads a text file: a regular file, at most [`text_cap`] bytes; a `.gz` file is
+    /// decompressed (its text at most that).
     pub fn load(path: &Path) -> Result<Text> {
-        let bytes = crate::files::read_capped(path, text_cap(), "text to train on")?;
+        let bytes = crate::files::read_capped_gz(path, text_cap(), "text to train on")?;
         Self::from_bytes(bytes).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
     }
 

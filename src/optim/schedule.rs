@@ -22,6 +22,19 @@ pub enum Warmup {
     Gradual,
 }
 
+impl Warmup {
+    pub fn parse(s: &str) -> Result<Warmup, String> {
+        match s {
+            "none" => Ok(Warmup::None),
+            "constant" => Ok(Warmup::Constant),
+            "gradual" => Ok(Warmup::Gradual),
+            _ => Err(format!(
+                "warmup must be none, constant or gradual, not {s:?}"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scaling {
@@ -30,6 +43,19 @@ pub enum Scaling {
     Linear,
     /// lr = base_lr · sqrt(B / B_base)
     Sqrt,
+}
+
+impl Scaling {
+    pub fn parse(s: &str) -> Result<Scaling, String> {
+        match s {
+            "none" => Ok(Scaling::None),
+            "linear" => Ok(Scaling::Linear),
+            "sqrt" => Ok(Scaling::Sqrt),
+            _ => Err(format!(
+                "lr scaling must be none, linear or sqrt, not {s:?}"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,13 @@
-//! Distributed data parallel, PyTorch's DDP: every rank keeps a replica of the model (identical
-//! at the start: rank 0's weights are broadcast and each rank checks its own against them),
-//! takes its slice of the global batch, runs forward and backward, and all-reduces the gradients
-//! in buckets filled in reverse parameter order (the first 1 MiB, then `bucket_bytes` each, as
-//! PyTorch does); then every rank takes the global norm and applies the same update.
+//! Data parallelism, two ways ([`Mode`]). Every rank keeps a replica of the model (identical at
+//! the start: rank 0's weights are broadcast and each rank checks its own against them), takes
+//! its slice of the global batch, and runs forward and backward; the gradients move in buckets
+//! filled in reverse parameter order (the first 1 MiB, then `bucket_bytes` each, as PyTorch
+//! does).
+//! - `Ddp`, PyTorch's DistributedDataParallel: the buckets are all-reduced, and every rank takes
+//!   the global norm and applies the same update.
+//! - `Dp`, the parameter server: rank 0 gathers the buckets, sums them, updates (it alone holds
+//!   optimizer state), and broadcasts the new weights, bucket by bucket. Its traffic grows with
+//!   the ranks: the bottleneck DDP removes.
 //!
 //! Each bucket is one fused device buffer per rank (charged to workspace): the bucket's
 //! gradients are copied into it, read back in one transfer, summed across ranks in rank order on
@@ -22,8 +27,37 @@ use crate::train::{TrainConfig, Trainer};
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
 pub const FIRST_BUCKET_BYTES: u64 = 1 << 20;
 
+/// How the ranks combine their gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Rank 0 is the parameter server: gathers, sums, updates, broadcasts the weights.
+    Dp,
+    /// Every rank all-reduces the gradients and applies the same update.
+    Ddp,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        match s {
+            "dp" => Ok(Mode::Dp),
+            "ddp" => Ok(Mode::Ddp),
+            _ => Err(Error::Config(format!(
+                "--parallel must be dp (parameter server) or ddp, not {s:?}"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dp => "dp (parameter server)",
+            Mode::Ddp => "ddp",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DdpOptions {
+    pub mode: Mode,
     /// Gradient bytes of the first bucket (PyTorch's: 1 MiB).
     pub first_bucket_bytes: u64,
     /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
@@ -40,6 +74,7 @@ pub struct DdpOptions {
 impl Default for DdpOptions {
     fn default() -> Self {
         DdpOptions {
+            mode: Mode::Ddp,
             first_bucket_bytes: FIRST_BUCKET_BYTES,
             bucket_bytes: 25 << 20,
             log_every: 0,
@@ -108,6 +143,7 @@ pub fn train(
 ) -> Result<DdpReport> {
     let n = gpus.len();
     assert_eq!(comms.len(), n, "one collective handle per device");
+    check_options(options)?;
     if config.batch_size % n != 0 {
         return Err(Error::Config(format!(
             "batch_size {} does not split evenly over {n} ranks",
@@ -214,18 +250,23 @@ fn run_rank(
         let params = t.model.trainable_params();
         for (bucket, indices) in fused.iter().zip(&members) {
             let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
-            let mut offset = 0;
-            for p in &members {
-                gpu.copy_region(p.grad(), 0, bucket, offset, p.grad().bytes());
-                offset += p.grad().bytes();
-            }
-            let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(bucket)?);
-            comm.all_reduce_sum(&mut host)?;
-            gpu.upload(bucket, bytemuck::cast_slice(&host));
-            let mut offset = 0;
-            for p in &members {
-                gpu.copy_region(bucket, offset, p.grad(), 0, p.grad().bytes());
-                offset += p.grad().bytes();
+            let mut host = pack(gpu, &members, bucket, |p| p.grad())?;
+            let summed = match options.mode {
+                Mode::Ddp => {
+                    comm.all_reduce_sum(&mut host)?;
+                    true
+                }
+                // the server sums in rank order, as the all-reduce does: the same bits
+                Mode::Dp => match comm.gather(&host, 0)? {
+                    Some(all) => {
+                        super::sum_in_rank_order(&all, &mut host);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if summed {
+                unpack(gpu, &host, &members, bucket, |p| p.grad());
             }
         }
         drop(params);
@@ -234,8 +275,25 @@ fn run_rank(
         losses.push(loss[0] / count as f32);
         // every rank's step guard sees the global loss, so all skip a non-finite step alike
         t.set_loss_sum(loss[0]);
+        // (a dp replica's update has no optimizer state to apply: it only advances the step)
         t.grad_norm()?;
         t.update()?;
+        if options.mode == Mode::Dp {
+            // the server's new weights to every replica, a bucket at a time
+            let params = t.model.trainable_params();
+            for (bucket, indices) in fused.iter().zip(&members) {
+                let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
+                let mut host = if rank == 0 {
+                    pack(gpu, &members, bucket, |p| &p.value)?
+                } else {
+                    vec![0.0; (bucket.bytes() / 4) as usize]
+                };
+                comm.broadcast(&mut host, 0)?;
+                if rank != 0 {
+                    unpack(gpu, &host, &members, bucket, |p| &p.value);
+                }
+            }
+        }
         if let Some((_, owner)) = &owners {
             // each parameter's owner updated it: everyone takes its values
             for (p, &o) in t.model.trainable_params().iter().zip(owner) {
@@ -295,6 +353,40 @@ fn run_rank(
     })
 }
 
+/// Copies each member's tensor (`which`: its gradient or value) into the fused `bucket`, in
+/// order, and reads the bucket back: one transfer for the bucket.
+fn pack(
+    gpu: &Gpu,
+    members: &[&Param],
+    bucket: &Tensor,
+    which: impl Fn(&Param) -> &Tensor,
+) -> Result<Vec<f32>> {
+    let mut offset = 0;
+    for p in members {
+        let t = which(p);
+        gpu.copy_region(t, 0, bucket, offset, t.bytes());
+        offset += t.bytes();
+    }
+    Ok(bytemuck::pod_collect_to_vec(&gpu.read_bytes(bucket)?))
+}
+
+/// [`pack`] undone: uploads `host` to the bucket and copies each member's part back.
+fn unpack(
+    gpu: &Gpu,
+    host: &[f32],
+    members: &[&Param],
+    bucket: &Tensor,
+    which: impl Fn(&Param) -> &Tensor,
+) {
+    gpu.upload(bucket, bytemuck::cast_slice(host));
+    let mut offset = 0;
+    for p in members {
+        let t = which(p);
+        gpu.copy_region(bucket, offset, t, 0, t.bytes());
+        offset += t.bytes();
+    }
+}
+
 /// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
 /// state (or shard), and the fused bucket buffers.
 struct Rank<'g> {
@@ -325,6 +417,10 @@ fn setup<'g>(
         None
     };
     let t = match &owners {
+        // a parameter server's replica keeps no optimizer state
+        None if options.mode == Mode::Dp && rank != 0 => {
+            Trainer::with_state_shard(gpu, config.clone(), Default::default())?
+        }
         Some((names, owner)) => {
             let shard = names
                 .iter()
@@ -362,12 +458,24 @@ fn setup<'g>(
     })
 }
 
+fn check_options(options: &DdpOptions) -> Result<()> {
+    if options.mode == Mode::Dp && options.zero > 0 {
+        return Err(Error::Config(
+            "ZeRO shards what DDP replicates; the parameter server (dp) already keeps the \
+             optimizer state on rank 0 alone: use --parallel ddp with --zero"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Predicts each rank's peak memory for [`train`] on `gpus` (rank r on `gpus[r]`): every rank's
 /// set-up and one step (its slice of the batch, the buckets, its optimizer shard) on a ledger
 /// twin, as the planner does for one device; the collectives move host data only and allocate
 /// nothing on a device, so they are left out.
 pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<Vec<MemoryStats>> {
     let ranks = gpus.len();
+    check_options(options)?;
     if config.batch_size % ranks != 0 {
         return Err(Error::Config(format!(
             "batch_size {} does not split evenly over {ranks} ranks",

@@ -30,6 +30,18 @@ pub trait Collective: Send + Sync {
     fn bytes(&self) -> u64;
 }
 
+/// `out` = parts[0] + parts[1] + … elementwise, added in that order (f32 addition is not
+/// associative, so every reduction that must give the same bits sums this way).
+pub fn sum_in_rank_order(parts: &[Vec<f32>], out: &mut [f32]) {
+    out.copy_from_slice(&parts[0]);
+    for other in &parts[1..] {
+        assert_eq!(other.len(), out.len(), "ranks gave different sizes");
+        for (d, v) in out.iter_mut().zip(other) {
+            *d += v;
+        }
+    }
+}
+
 struct Gate {
     generation: u64,
     arrived: usize,
@@ -113,20 +125,7 @@ impl Collective for InProcess {
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()> {
         self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
         self.barrier()?;
-        {
-            let slots = self.shared.slots.lock().unwrap();
-            data.copy_from_slice(&slots[0]);
-            for other in &slots[1..] {
-                assert_eq!(
-                    other.len(),
-                    data.len(),
-                    "all_reduce: ranks gave different sizes"
-                );
-                for (d, v) in data.iter_mut().zip(other) {
-                    *d += v;
-                }
-            }
-        }
+        sum_in_rank_order(&self.shared.slots.lock().unwrap(), data);
         // nobody refills the slots before everyone has read them
         self.barrier()?;
         // what a ring all-reduce moves per rank: 2·(n−1)/n of the buffer each way
@@ -156,10 +155,14 @@ impl Collective for InProcess {
         self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
         self.barrier()?;
         let all = (self.rank == root).then(|| self.shared.slots.lock().unwrap().clone());
-        if self.rank != root {
-            self.bytes
-                .fetch_add(4 * data.len() as u64, Ordering::Relaxed);
-        }
+        let moved = match &all {
+            // the root receives everyone else's part
+            Some(all) => {
+                all.iter().map(|v| 4 * v.len() as u64).sum::<u64>() - 4 * data.len() as u64
+            }
+            None => 4 * data.len() as u64,
+        };
+        self.bytes.fetch_add(moved, Ordering::Relaxed);
         self.barrier()?;
         Ok(all)
     }

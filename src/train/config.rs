@@ -385,6 +385,20 @@ impl TrainConfig {
         self.schedule.lr_at(self.peak_lr(), step, self.steps)
     }
 
+    /// The optimizer steps `epochs` passes over the training data take at this batch size
+    /// (rounded up; at least 1): a fixed budget of epochs, so a k-times larger batch takes
+    /// k-times fewer steps. Loads the data to count it.
+    pub fn steps_for_epochs(&self, epochs: f64) -> Result<u64> {
+        if !(epochs.is_finite() && epochs > 0.0) {
+            return Err(Error::Config(format!(
+                "epochs must be a positive number, got {epochs}"
+            )));
+        }
+        let size = crate::train::load_task(self)?.epoch_size(self);
+        let steps = (epochs * size as f64 / self.effective_batch().max(1) as f64).ceil();
+        Ok((steps as u64).max(1))
+    }
+
     /// The addition task this config describes.
     pub fn addition_task(&self) -> Addition {
         Addition::new(self.addition.digits, self.addition.test_size, self.seed)
@@ -421,6 +435,21 @@ fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_epoch_budget_takes_k_times_fewer_steps_at_a_k_times_larger_batch() {
+        // 2-digit addition: 10 000 problems, 1000 held out
+        let mut c = TrainConfig::default();
+        assert_eq!(crate::train::load_task(&c).unwrap().epoch_size(&c), 9000);
+        c.batch_size = 8;
+        assert_eq!(c.steps_for_epochs(2.0).unwrap(), 2250);
+        c.batch_size = 256;
+        assert_eq!(c.steps_for_epochs(2.0).unwrap(), 71); // 70.3, rounded up
+        assert_eq!(c.steps_for_epochs(1e-9).unwrap(), 1);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(c.steps_for_epochs(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn unknown_fields_and_wrong_types_are_rejected_by_name() {

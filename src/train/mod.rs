@@ -77,6 +77,17 @@ impl Task {
         }
     }
 
+    /// Samples in one epoch: the training rows (digits), the problems not held out (addition;
+    /// batches draw them at random, so an epoch is this many draws, not one pass), or the
+    /// windows of block_size that tile the training text (each token a target once).
+    pub fn epoch_size(&self, config: &TrainConfig) -> usize {
+        match self {
+            Task::Digits(d) => d.train_y.len(),
+            Task::Addition(a) => a.train_size(),
+            Task::Text(text) => text.train.len() / config.gpt.block_size.max(1),
+        }
+    }
+
     /// The sequence length a GPT trains on for this task (1 for rows).
     pub fn seq_len(&self, config: &TrainConfig) -> usize {
         match self {

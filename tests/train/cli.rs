@@ -222,7 +222,7 @@ fn the_shipped_configs_parse_and_validate() {
         }
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     // every optimizer's tuned values lay over the digits config
     let digits = wgtrain::train::TrainConfig::load(&dir.join("mlp-digits.json")).unwrap();
     for name in wgtrain::optim::OptimizerName::ALL {
@@ -581,6 +581,32 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         &["train", "--devices", "zero"],
         &["--devices", "expected N"],
     );
+    // the parameter server: rank 0 alone holds optimizer state
+    let o = wgtrain(&[
+        "train",
+        "--model",
+        "mlp",
+        "--devices",
+        "2",
+        "--parallel",
+        "dp",
+        "--steps",
+        "4",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("dp (parameter server) over 2 ranks"), "{err}");
+    let rank1 = err.lines().find(|l| l.starts_with("rank 1: peak")).unwrap();
+    assert!(rank1.contains("optimizer 0.00"), "{rank1}");
+    fails_with(
+        &["train", "--devices", "2", "--parallel", "dp", "--zero", "1"],
+        &["--parallel ddp with --zero"],
+    );
+    fails_with(
+        &["train", "--devices", "2", "--parallel", "ps"],
+        &["dp (parameter server) or ddp", "ps"],
+    );
+    fails_with(&["train", "--parallel", "dp"], &["give --devices too"]);
 }
 
 #[test]
@@ -638,4 +664,94 @@ fn train_plots_its_curves_and_plot_overlays_runs() {
         &["plot", &p("mlp.json.nope"), "--out", &p("c.svg")],
         &["mlp.json.nope"],
     );
+}
+
+#[test]
+fn the_large_batch_flags_set_the_steps_the_lr_rule_and_the_warmup() {
+    let dir = tmp_dir("large-batch");
+    let metrics = dir.join("m.jsonl");
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/configs/large-batch.json"
+    );
+    // the shipped grid config, logging every step
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    v["log_every"] = 1.into();
+    v["data"] = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/warandpeace-400k.txt.gz"
+    )
+    .into();
+    let config = write(&dir.join("lb.json"), &v.to_string());
+    let config = config.as_str();
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        config,
+        "--epochs",
+        "0.05",
+        "--batch-size",
+        "64",
+        "--lr-scaling",
+        "sqrt",
+        "--base-batch-size",
+        "8",
+        "--warmup",
+        "constant",
+        "--warmup-epochs",
+        "0.02",
+        "--warmup-lr-ratio",
+        "0.125",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // the shipped text, read from its .gz: 0.05 epochs of its 22 500 training windows of 16
+    // bytes at batch 64: ceil(17.6) = 18 steps; the warmup ceil(0.02 · 22 500 / 64) = 8
+    assert!(err.contains("steps 18 (from 0), batch 64"), "{err}");
+    assert!(
+        err.contains(
+            "= 0.003 x sqrt(64/8) (square-root scaling), constant warmup at 0.125x for 8 steps"
+        ),
+        "{err}"
+    );
+    // the lr each step ran at: 1/8 of the peak for the 8 warmup steps, then the peak (the
+    // cosine decay starts from it); f32 arithmetic, so a relative 1e-6
+    let lrs: Vec<f64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["lr"].as_f64())
+        .collect();
+    assert_eq!(lrs.len(), 18);
+    let peak = 0.003f64 * 8f64.sqrt();
+    for (step, &lr) in lrs.iter().enumerate().take(9) {
+        let want = if step < 8 { peak * 0.125 } else { peak };
+        assert!(
+            (lr - want).abs() < 1e-6 * peak,
+            "step {step}: lr {lr}, want {want}"
+        );
+    }
+    // bad values: one error line each
+    fails_with(
+        &["train", "--config", config, "--epochs=-1"],
+        &["epochs must be a positive number"],
+    );
+    fails_with(
+        &["train", "--lr-scaling", "cubic"],
+        &["none, linear or sqrt", "cubic"],
+    );
+    fails_with(
+        &["train", "--warmup", "slow"],
+        &["none, constant or gradual"],
+    );
+    fails_with(
+        &["train", "--lr-scaling", "linear"],
+        &["schedule.scaling needs schedule.base_batch_size"],
+    );
+    // --epochs and --steps say the same thing two ways: the command line refuses both
+    let o = wgtrain(&["train", "--epochs", "1", "--steps", "5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -3,7 +3,7 @@
 //! batch as N micro-batches.
 
 use wgtrain::gpu::{DeviceOptions, Gpu};
-use wgtrain::parallel::ddp::{self, DdpOptions};
+use wgtrain::parallel::ddp::{self, DdpOptions, Mode};
 use wgtrain::parallel::{Collective, InProcess};
 use wgtrain::train::{ModelKind, TrainConfig, Trainer};
 
@@ -193,6 +193,55 @@ fn zero_1_shards_the_optimizer_state_and_equals_one_device_bit_for_bit() {
 }
 
 #[test]
+fn the_parameter_server_equals_one_device_bit_for_bit_and_alone_holds_the_state() {
+    let c = mlp();
+    for n in [2, 3] {
+        let gpus = Gpu::open_n(None, n).unwrap();
+        let options = DdpOptions {
+            mode: Mode::Dp,
+            // several buckets each way
+            bucket_bytes: 16 << 10,
+            first_bucket_bytes: 16 << 10,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(&gpus, comms(n), &c, &options).unwrap();
+        assert!(r.buckets > 1);
+        // the server sums in rank order as the all-reduce does; a replica whose weights missed
+        // an update would give another gradient, and the next step's loss would differ
+        let (losses, params) = one_device(&c, n);
+        assert_eq!(r.losses, losses, "dp on {n} ranks: losses");
+        assert_eq!(r.params, params, "dp on {n} ranks: parameters");
+        let psi: u64 = params.iter().map(|(_, v)| v.len() as u64).sum();
+        let state: Vec<u64> = r
+            .memory
+            .iter()
+            .map(|m| m.peak.get(wgtrain::gpu::Category::OptimizerState))
+            .collect();
+        assert_eq!(state[0], 8 * psi, "AdamW's state on the server");
+        assert!(state[1..].iter().all(|&s| s == 0), "{state:?}");
+        // per step a replica sends its gradients and receives the weights (4Ψ bytes each);
+        // the server receives and sends that for every replica; plus the start's broadcast
+        // and the loss
+        let step = 2 * 4 * psi * c.steps;
+        let start = 4 * psi;
+        let (server, replicas) = (r.comm_bytes[0], &r.comm_bytes[1..]);
+        let k = n as u64 - 1;
+        assert!(server >= k * (step + start) && server < k * (step + start) + 4096);
+        for &b in replicas {
+            assert!(b >= step + start && b < step + start + 4096, "{b}");
+        }
+    }
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let dp_zero = DdpOptions {
+        mode: Mode::Dp,
+        zero: 1,
+        ..DdpOptions::default()
+    };
+    let e = ddp::train(&gpus, comms(2), &c, &dp_zero).err().unwrap();
+    assert!(e.to_string().contains("--parallel ddp with --zero"), "{e}");
+}
+
+#[test]
 fn a_zero_1_checkpoint_is_whole_and_resumes_on_one_device() {
     let dir = crate::TmpDir::new("zero1-ckpt");
     let path = dir.join("c.safetensors");
@@ -236,9 +285,10 @@ fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
     let mut mlp = mlp();
     mlp.steps = 2;
     for (what, c, n) in [("mlp", &mlp, 2), ("mlp", &mlp, 3), ("gpt", &gpt, 2)] {
-        for zero in [0, 1] {
+        for (zero, mode) in [(0, Mode::Ddp), (1, Mode::Ddp), (0, Mode::Dp)] {
             let options = DdpOptions {
                 zero,
+                mode,
                 ..DdpOptions::default()
             };
             let gpus = Gpu::open_n(None, n).unwrap();
@@ -249,7 +299,7 @@ fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
                     assert_eq!(
                         p.peak.get(cat),
                         m.peak.get(cat),
-                        "{what}, {n} ranks, zero {zero}, rank {rank}: {}",
+                        "{what}, {n} ranks, zero {zero}, {mode:?}, rank {rank}: {}",
                         cat.name()
                     );
                 }
