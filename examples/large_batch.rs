@@ -14,13 +14,14 @@
 //! --out.
 //!
 //!     cargo run --release --example large_batch [-- --full] [--quick] [--seeds N] [--out DIR]
+//!     cargo run --release --example large_batch -- --table DIR/results.json   # reprint
 //!
 //! The default cells per optimizer and k are the paper's rows: no scaling, sqrt and linear, each
 //! with gradual warmup, and linear with no warmup and with constant warmup. `--full` runs all
 //! nine scaling × warmup pairs; `--quick` one seed at k = 8 only. Each cell is also a command:
 //! the example prints the `wgtrain train` line that runs it.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 use wgtrain::optim::schedule::{Scaling, Warmup};
@@ -251,6 +252,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if let Some(file) = value("--table") {
+        // the table and curves of an earlier run, from its results.json
+        let results: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        return summarize(&results, &out);
+    }
     let gpu = Gpu::new(None)?;
     println!(
         "{} cells x {seeds} seeds on {}: GPT of {} weights on War and Peace ({epoch} training \
@@ -262,98 +268,166 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("each cell from the CLI, e.g.: {}", cells[1].command(1));
     let started = Instant::now();
-    let mut rows = vec![];
     let mut results = vec![];
     for cell in &cells {
-        let mut outcomes = vec![];
         for seed in 1..=seeds {
             let o = train(&gpu, cell.config(&base, seed)?, epoch)?;
+            eprintln!(
+                "{} k={} {} {} seed {seed}: {} ({:.1} s)",
+                cell.opt.as_str(),
+                cell.k,
+                Cell::name(cell.scaling),
+                Cell::warmup_name(cell.warmup),
+                match &o.result {
+                    Ok(loss) => format!("{loss:.4}"),
+                    Err(why) => why.clone(),
+                },
+                o.secs
+            );
             results.push(json!({
                 "optimizer": cell.opt.as_str(), "k": cell.k, "batch": cell.batch(),
                 "scaling": Cell::name(cell.scaling), "warmup": Cell::warmup_name(cell.warmup),
                 "seed": seed, "peak_lr": o.peak_lr, "steps": o.steps, "seconds": o.secs,
                 "eval_loss": o.result.as_ref().ok(),
                 "stopped": o.result.as_ref().err(), "curve": o.curve,
+                "command": cell.command(seed),
             }));
-            outcomes.push(o);
         }
-        let ok: Vec<f64> = outcomes
-            .iter()
-            .filter_map(|o| o.result.as_ref().ok().copied())
-            .collect();
-        let diverged = outcomes.len() - ok.len();
-        let loss = if ok.is_empty() {
-            "diverged".to_string()
-        } else {
-            let (l, ls) = mean_std(&ok);
-            let note = if diverged > 0 {
-                format!(" ({diverged} of {seeds} diverged)")
-            } else {
-                String::new()
-            };
-            format!("{l:.4} ± {ls:.4}{note}")
-        };
-        let secs = outcomes.iter().map(|o| o.secs).sum::<f64>() / outcomes.len() as f64;
-        let row = format!(
-            "| {} | {} | {} | {} | {:.4} | {} | {} | {} | {:.1} |",
-            cell.opt.as_str(),
-            cell.k,
-            cell.batch(),
-            Cell::name(cell.scaling),
-            outcomes[0].peak_lr,
-            Cell::warmup_name(cell.warmup),
-            outcomes[0].steps,
-            loss,
-            secs
-        );
-        eprintln!("{row}");
-        rows.push((*cell, row, outcomes));
     }
-    let total = started.elapsed().as_secs_f64();
+    println!(
+        "{} runs in {:.1} min",
+        results.len(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    let path = out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    println!("every run: {}", path.display());
+    summarize(&results, &out)
+}
 
+/// A run that ends worse than guessing uniformly over the 256 bytes (ln 256 nats) diverged,
+/// even when its loss stayed finite.
+fn diverged(run: &Value) -> Option<String> {
+    match run["eval_loss"].as_f64() {
+        None => Some(run["stopped"].as_str().unwrap_or("stopped").to_string()),
+        Some(l) if l > 256f64.ln() => Some(format!("diverged: validation loss {l:.3e}")),
+        Some(_) => None,
+    }
+}
+
+/// The table (runs grouped by cell, in order: mean ± sample std of the validation loss over
+/// the seeds that did not diverge) and the warmup curves.
+fn summarize(results: &[Value], out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let key = |r: &Value| {
+        ["optimizer", "k", "scaling", "warmup"]
+            .map(|f| r[f].to_string())
+            .join(" ")
+    };
+    let mut cells: Vec<Vec<&Value>> = vec![];
+    for r in results {
+        match cells.last_mut() {
+            Some(c) if key(c[0]) == key(r) => c.push(r),
+            _ => cells.push(vec![r]),
+        }
+    }
     println!();
     println!(
         "| optimizer | k | batch | scaling | α (peak lr) | warmup | steps | validation loss | s/run |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (_, row, _) in &rows {
-        println!("{row}");
+    for runs in &cells {
+        let r = runs[0];
+        let ok: Vec<f64> = runs
+            .iter()
+            .filter(|r| diverged(r).is_none())
+            .map(|r| r["eval_loss"].as_f64().unwrap())
+            .collect();
+        let lost = runs.len() - ok.len();
+        let loss = if ok.is_empty() {
+            format!("diverged ({lost} of {lost})")
+        } else {
+            let (l, ls) = mean_std(&ok);
+            let note = if lost > 0 {
+                format!(" ({lost} of {} diverged)", runs.len())
+            } else {
+                String::new()
+            };
+            format!("{l:.4} ± {ls:.4}{note}")
+        };
+        let secs = runs
+            .iter()
+            .map(|r| r["seconds"].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+            / runs.len() as f64;
+        println!(
+            "| {} | {} | {} | {} | {:.4} | {} | {} | {loss} | {secs:.1} |",
+            r["optimizer"].as_str().unwrap_or("?"),
+            r["k"],
+            r["batch"],
+            r["scaling"].as_str().unwrap_or("?"),
+            r["peak_lr"].as_f64().unwrap_or(f64::NAN),
+            r["warmup"].as_str().unwrap_or("?"),
+            r["steps"],
+        );
     }
-    println!();
-    println!(
-        "{} runs in {:.1} min ({seeds} seeds; mean ± sample std over the seeds that finished)",
-        results.len(),
-        total / 60.0
-    );
 
-    // The warmup curves: k = 32 (or the largest k run) with linear scaling, by warmup, and the
-    // base batch for reference; each the mean over the seeds.
-    let k_max = *ks.last().unwrap();
-    for opt in [OptimizerName::Momentum, OptimizerName::Adam] {
+    // The warmup curves: the largest k with linear scaling, by warmup, and the base batch for
+    // reference; each the mean over the seeds.
+    let k_max = results
+        .iter()
+        .filter_map(|r| r["k"].as_u64())
+        .max()
+        .unwrap_or(1);
+    for opt in ["momentum", "adam"] {
         let mut series = vec![];
-        for (cell, _, outcomes) in &rows {
-            let warmup_study = cell.k == k_max && cell.scaling == Scaling::Linear;
-            if cell.opt != opt || !(warmup_study || cell.k == 1) {
+        for runs in &cells {
+            let r = runs[0];
+            let k = r["k"].as_u64().unwrap_or(0);
+            let warmup_study = k == k_max && r["scaling"] == "linear";
+            if r["optimizer"] != opt || !(warmup_study || k == 1) {
                 continue;
             }
-            let curves: Vec<_> = outcomes.iter().map(|o| &o.curve).collect();
+            // the mean over the seeds that did not diverge; where all did, the first seed's
+            // curve up to where it left the chart (twice a uniform guess's loss)
+            let finished: Vec<&Value> = runs
+                .iter()
+                .copied()
+                .filter(|r| diverged(r).is_none())
+                .collect();
+            let all_diverged = finished.is_empty();
+            let shown = if all_diverged {
+                &runs[..1]
+            } else {
+                &finished[..]
+            };
+            let curves: Vec<Vec<(f64, f64)>> = shown
+                .iter()
+                .map(|r| serde_json::from_value(r["curve"].clone()).unwrap_or_default())
+                .collect();
+            let mut points = mean_curve(&curves.iter().collect::<Vec<_>>());
+            points.retain(|p| p.1 < 2.0 * 256f64.ln());
             series.push(Series {
-                name: if cell.k == 1 {
-                    format!("batch {BASE_BATCH}, lr {}", base_lr(opt))
-                } else {
-                    format!("{} warmup", Cell::warmup_name(cell.warmup))
+                name: match (k, all_diverged) {
+                    (1, _) => format!(
+                        "batch {}, lr {}",
+                        r["batch"],
+                        r["peak_lr"].as_f64().unwrap_or(0.0) as f32
+                    ),
+                    (_, false) => format!("{} warmup", r["warmup"].as_str().unwrap_or("?")),
+                    (_, true) => {
+                        format!("{} warmup (diverged)", r["warmup"].as_str().unwrap_or("?"))
+                    }
                 },
-                points: mean_curve(&curves),
+                points,
             });
         }
-        let path = out.join(format!("warmup-{}.svg", opt.as_str()));
+        let path = out.join(format!("warmup-{opt}.svg"));
         std::fs::write(
             &path,
             line_chart(
                 &format!(
-                    "{}: batch {} (k = {k_max}), linear lr scaling, by warmup",
-                    opt.as_str(),
-                    BASE_BATCH * k_max
+                    "{opt}: batch {} (k = {k_max}), linear lr scaling, by warmup",
+                    BASE_BATCH as u64 * k_max
                 ),
                 "epoch",
                 "training loss (mean over seeds)",
@@ -363,8 +437,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         println!("warmup curves: {}", path.display());
     }
-    let path = out.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
-    println!("every run: {}", path.display());
     Ok(())
 }

@@ -350,10 +350,13 @@ pub fn ddp_options(args: &TrainArgs) -> Result<wgtrain::parallel::ddp::DdpOption
 }
 
 /// `train --devices`: data parallel over the devices, one thread per rank.
-fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &str) -> Result<()> {
-    if args.resume.is_some() || config.init.is_some() {
-        bail!("--devices trains from scratch for now: --resume and --init run on one device");
-    }
+fn run_ddp(
+    adapter: Option<&str>,
+    args: &TrainArgs,
+    config: TrainConfig,
+    spec: &str,
+    run: String,
+) -> Result<()> {
     let gpus = open_devices(adapter, spec)?;
     let n = gpus.len();
     if config.batch_size % n != 0 {
@@ -368,6 +371,8 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
             .out
             .as_ref()
             .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
+        resume: args.resume.clone(),
+        run: Some(run.clone()),
         ..ddp_options(args)?
     };
     // each rank's step on a ledger twin first: refused before anything is allocated
@@ -380,19 +385,22 @@ fn run_ddp(adapter: Option<&str>, args: &TrainArgs, config: TrainConfig, spec: &
     let out_dir = config.out.as_ref().map(PathBuf::from);
     let _claimed = out_dir
         .as_deref()
-        .map(|d| claim_out_dir(d, &wgtrain::train::new_run_id(), args))
+        .map(|d| claim_out_dir(d, &run, args))
         .transpose()?;
     for (i, g) in gpus.iter().enumerate() {
         eprintln!("rank {i}: {} ({:?})", g.info().name, g.info().backend);
     }
     eprintln!(
-        "{} over {n} ranks{}: global batch {} ({} per rank), {} steps",
+        "{} over {n} ranks{}: global batch {} ({} per rank), up to step {}",
         options.mode.name(),
         if args.zero == 1 { ", ZeRO stage 1" } else { "" },
         config.batch_size,
         config.batch_size / n.max(1),
         config.steps
     );
+    if let Some(p) = &args.resume {
+        eprintln!("resume: every rank from {}", p.display());
+    }
     let comms = wgtrain::parallel::InProcess::group(n)
         .into_iter()
         .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
@@ -439,11 +447,15 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
+    let run = match &ckpt {
+        Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
+        _ => wgtrain::train::new_run_id(),
+    };
     if let Some(spec) = args.devices.clone() {
         if args.plot.is_some() {
             bail!("--plot charts one-device runs for now; --devices does not take it yet");
         }
-        return run_ddp(adapter, &args, config, &spec);
+        return run_ddp(adapter, &args, config, &spec, run);
     }
     let started = Instant::now();
     let gpu = Gpu::new(adapter)?;
@@ -458,10 +470,6 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         budget(&args)?,
         wgtrain::memory::SMALLER_RUN,
     )?;
-    let run = match &ckpt {
-        Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
-        _ => wgtrain::train::new_run_id(),
-    };
     let out_dir = config.out.as_ref().map(PathBuf::from);
     let _claimed = out_dir
         .as_deref()

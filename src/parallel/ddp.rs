@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::Param;
 use crate::tensor::{DType, Tensor};
+use crate::train::checkpoint::Checkpoint;
 use crate::train::{TrainConfig, Trainer};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
@@ -66,6 +67,11 @@ pub struct DdpOptions {
     pub log_every: u64,
     /// Rank 0 writes the final checkpoint here.
     pub save: Option<std::path::PathBuf>,
+    /// Every rank resumes from this checkpoint (written by any number of ranks: checkpoints
+    /// are whole) and continues up to `config.steps`.
+    pub resume: Option<std::path::PathBuf>,
+    /// The run id the checkpoint records (a fresh one when None and not resuming).
+    pub run: Option<String>,
     /// ZeRO stage: 0 (every rank keeps all optimizer state) or 1 (each keeps its shard, updates
     /// its parameters, and the ranks broadcast the updated values).
     pub zero: u8,
@@ -79,6 +85,8 @@ impl Default for DdpOptions {
             bucket_bytes: 25 << 20,
             log_every: 0,
             save: None,
+            resume: None,
+            run: None,
             zero: 0,
         }
     }
@@ -86,7 +94,7 @@ impl Default for DdpOptions {
 
 /// What a run measured, per rank where it differs.
 pub struct DdpReport {
-    /// The global batch's mean loss at each step (the same on every rank).
+    /// The global batch's mean loss at each step run (the same on every rank).
     pub losses: Vec<f32>,
     /// Rank 0's parameters at the end (every rank holds the same).
     pub params: Vec<(String, Vec<f32>)>,
@@ -229,6 +237,15 @@ fn run_rank(
         fused,
         members,
     } = setup(gpu, config, options, comm.size(), rank)?;
+    // every rank reads the checkpoint itself, as processes on other machines would
+    if let Some(path) = &options.resume {
+        t.resume(&Checkpoint::load(path)?)?;
+    } else if let Some(init) = &config.init {
+        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+    }
+    if let (Some(run), None) = (&options.run, &options.resume) {
+        t.run = run.clone();
+    }
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
     for p in t.model.params() {
         let mine = p.value.to_f32(gpu)?;
@@ -242,7 +259,7 @@ fn run_rank(
         }
     }
     let mut losses = vec![];
-    for _ in 0..config.steps {
+    while t.step < config.steps {
         let global = t.draw_batch();
         let count = global.targets().max(1);
         let mine = global.split(per_rank).swap_remove(rank);

@@ -557,12 +557,29 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         err.contains("ddp over 2 ranks") && err.contains("rank 1: peak"),
         "{err}"
     );
-    let o = wgtrain(&[
-        "eval",
-        "--checkpoint",
-        out.join("checkpoint.safetensors").to_str().unwrap(),
-    ]);
+    let ckpt = out.join("checkpoint.safetensors");
+    let o = wgtrain(&["eval", "--checkpoint", ckpt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // the checkpoint continues on two devices, into the same directory
+    let o = wgtrain(&[
+        "train",
+        "--devices",
+        "2",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "24",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resume: every rank from") && err.contains("up to step 24"));
+    assert!(err.contains("done: 4 steps"), "{err}");
+    let meta = wgtrain::train::checkpoint::Checkpoint::load(&ckpt)
+        .unwrap()
+        .meta;
+    assert_eq!(meta.step, 24);
     let never = dir.join("never");
     fails_with(
         &[

@@ -242,6 +242,49 @@ fn the_parameter_server_equals_one_device_bit_for_bit_and_alone_holds_the_state(
 }
 
 #[test]
+fn a_checkpoint_resumes_on_several_ranks_in_every_mode_as_an_unbroken_run() {
+    let dir = crate::TmpDir::new("ddp-resume");
+    let c = mlp();
+    let (losses, params) = one_device(&c, 2);
+    let mut first = c.clone();
+    first.steps = 3;
+    // the first 3 steps on one device (the global batch as 2 micro-batches) and on 2 ranks
+    let from_one = dir.join("one.safetensors");
+    {
+        let gpu = Gpu::new(None).unwrap();
+        let mut f = first.clone();
+        f.micro_batch_size = c.batch_size / 2;
+        let mut t = Trainer::new(&gpu, f).unwrap();
+        for _ in 0..3 {
+            t.train_step(false).unwrap();
+        }
+        t.save(&from_one).unwrap();
+    }
+    let from_two = dir.join("two.safetensors");
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let save = DdpOptions {
+        save: Some(from_two.clone()),
+        ..DdpOptions::default()
+    };
+    ddp::train(&gpus, comms(2), &first, &save).unwrap();
+    // then to step 5 on 2 ranks, every mode: the unbroken one-device run, bit for bit
+    for ckpt in [&from_one, &from_two] {
+        for (mode, zero) in [(Mode::Ddp, 0), (Mode::Ddp, 1), (Mode::Dp, 0)] {
+            let options = DdpOptions {
+                mode,
+                zero,
+                resume: Some(ckpt.clone()),
+                ..DdpOptions::default()
+            };
+            let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
+            let what = format!("{mode:?}, zero {zero}, from {}", ckpt.display());
+            assert_eq!(r.losses, losses[3..], "{what}: losses");
+            assert_eq!(r.params, params, "{what}: parameters");
+        }
+    }
+}
+
+#[test]
 fn a_zero_1_checkpoint_is_whole_and_resumes_on_one_device() {
     let dir = crate::TmpDir::new("zero1-ckpt");
     let path = dir.join("c.safetensors");
