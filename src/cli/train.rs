@@ -366,7 +366,6 @@ fn run_ddp(
         );
     }
     let options = wgtrain::parallel::ddp::DdpOptions {
-        log_every: config.log_every * 10,
         save: config
             .out
             .as_ref()
@@ -405,9 +404,41 @@ fn run_ddp(
         .into_iter()
         .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
         .collect();
+    // a resumed run continues its metrics file; rank 0 writes it
+    let metrics = std::sync::Mutex::new(Metrics::create(
+        config.metrics.as_deref().map(Path::new),
+        args.resume.is_some(),
+    )?);
+    let log_every = config.log_every.max(1);
     let started = Instant::now();
-    let r = wgtrain::parallel::ddp::train(&gpus, comms, &config, &options)?;
+    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
+        if s.step % log_every != 0 && s.step != config.steps {
+            return Ok(());
+        }
+        eprintln!(
+            "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step in collectives (rank 0)",
+            s.step,
+            s.loss,
+            s.lr,
+            s.comm_ms / s.step.max(1) as f64
+        );
+        metrics.lock().unwrap().write(
+            "step",
+            json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
+                   "comm_ms": s.comm_ms}),
+        )
+    };
+    let r = wgtrain::parallel::ddp::train_observed(&gpus, comms, &config, &options, &on_step)?;
     let wall_s = started.elapsed().as_secs_f64();
+    let end = json!({
+        "wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
+        "eval": eval_json(config.steps, &r.eval), "ranks": n, "mode": options.mode.name(),
+        "zero": options.zero, "comm_bytes": r.comm_bytes, "comm_ms": r.comm_ms,
+        "peak_bytes": r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>(),
+    });
+    let mut metrics = metrics.into_inner().unwrap();
+    metrics.write("eval", eval_json(config.steps, &r.eval))?;
+    metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | final loss {:.4} | {} | {} gradient buckets per step",
         r.losses.len(),
@@ -418,18 +449,23 @@ fn run_ddp(
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for (i, (m, bytes)) in r.memory.iter().zip(&r.comm_bytes).enumerate() {
         eprintln!(
-            "rank {i}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB through the collectives",
+            "rank {i}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB through the collectives in {:.0} ms",
             mib(m.peak_total),
             mib(m.peak.get(Category::Params)),
             mib(m.peak.get(Category::Grads)),
             mib(m.peak.get(Category::OptimizerState)),
             mib(m.peak.get(Category::Activations)),
             mib(m.peak.get(Category::Workspace)),
-            mib(*bytes)
+            mib(*bytes),
+            r.comm_ms[i]
         );
     }
     if let Some(dir) = &out_dir {
         eprintln!("checkpoint: {}", dir.join(CHECKPOINT_FILE).display());
+    }
+    if let Some(chart) = &args.plot {
+        let title = format!("{} ranks ({}) on {}", n, options.mode.name(), config.data);
+        write_run_chart(chart, &metrics, &title)?;
     }
     Ok(())
 }
@@ -452,9 +488,6 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         _ => wgtrain::train::new_run_id(),
     };
     if let Some(spec) = args.devices.clone() {
-        if args.plot.is_some() {
-            bail!("--plot charts one-device runs for now; --devices does not take it yet");
-        }
         return run_ddp(adapter, &args, config, &spec, run);
     }
     let started = Instant::now();
@@ -699,15 +732,21 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     }
     // last: a chart that cannot be written costs no checkpoint
     if let Some(chart) = &args.plot {
-        // the metrics file holds the whole history (a resume appends); else this run's records
-        let curves = match metrics.path() {
-            Some(p) => wgtrain::train::metrics::Curves::load(p)?,
-            None => metrics.curves().clone(),
-        };
         let title = format!("{} on {}", trainer.model.describe(), c.data);
-        super::plot::write_chart(chart, &title, &[(String::new(), curves)], false)?;
-        eprintln!("plot: {}", chart.display());
+        write_run_chart(chart, &metrics, &title)?;
     }
+    Ok(())
+}
+
+/// `--plot`: the run's curves; the metrics file holds the whole history (a resume appends),
+/// else this run's records.
+fn write_run_chart(chart: &Path, metrics: &Metrics, title: &str) -> Result<()> {
+    let curves = match metrics.path() {
+        Some(p) => wgtrain::train::metrics::Curves::load(p)?,
+        None => metrics.curves().clone(),
+    };
+    super::plot::write_chart(chart, title, &[(String::new(), curves)], false)?;
+    eprintln!("plot: {}", chart.display());
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use crate::nn::Param;
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{TrainConfig, Trainer};
+use std::time::{Duration, Instant};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
 pub const FIRST_BUCKET_BYTES: u64 = 1 << 20;
@@ -63,8 +64,6 @@ pub struct DdpOptions {
     pub first_bucket_bytes: u64,
     /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
     pub bucket_bytes: u64,
-    /// Rank 0 prints the loss every this many steps (0: never).
-    pub log_every: u64,
     /// Rank 0 writes the final checkpoint here.
     pub save: Option<std::path::PathBuf>,
     /// Every rank resumes from this checkpoint (written by any number of ranks: checkpoints
@@ -83,7 +82,6 @@ impl Default for DdpOptions {
             mode: Mode::Ddp,
             first_bucket_bytes: FIRST_BUCKET_BYTES,
             bucket_bytes: 25 << 20,
-            log_every: 0,
             save: None,
             resume: None,
             run: None,
@@ -100,6 +98,9 @@ pub struct DdpReport {
     pub params: Vec<(String, Vec<f32>)>,
     /// Bytes each rank moved through the collectives.
     pub comm_bytes: Vec<u64>,
+    /// Milliseconds each rank spent in collective calls (waiting for the others included; the
+    /// device-to-host copies around them are not).
+    pub comm_ms: Vec<f64>,
     /// Each rank's pool figures.
     pub memory: Vec<MemoryStats>,
     /// Buckets per step.
@@ -149,6 +150,30 @@ pub fn train(
     config: &TrainConfig,
     options: &DdpOptions,
 ) -> Result<DdpReport> {
+    train_observed(gpus, comms, config, options, &|_| Ok(()))
+}
+
+/// What rank 0 reports after each step.
+pub struct StepReport {
+    pub step: u64,
+    /// The global batch's mean loss.
+    pub loss: f32,
+    /// The lr the step ran at.
+    pub lr: f32,
+    /// Rank 0's bytes and milliseconds in the collectives so far.
+    pub comm_bytes: u64,
+    pub comm_ms: f64,
+}
+
+/// [`train`], calling `on_step` on rank 0 after every step (to log or write metrics; an error
+/// it returns stops every rank).
+pub fn train_observed(
+    gpus: &[Gpu],
+    comms: Vec<Box<dyn Collective>>,
+    config: &TrainConfig,
+    options: &DdpOptions,
+    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+) -> Result<DdpReport> {
     let n = gpus.len();
     assert_eq!(comms.len(), n, "one collective handle per device");
     check_options(options)?;
@@ -171,7 +196,7 @@ pub fn train(
             .zip(comms)
             .map(|(gpu, comm)| {
                 s.spawn(move || {
-                    let r = run_rank(gpu, comm.as_ref(), config, options, per_rank);
+                    let r = run_rank(gpu, comm.as_ref(), config, options, per_rank, on_step);
                     if let Err(e) = &r {
                         comm.abort(&e.to_string());
                     }
@@ -199,15 +224,18 @@ pub fn train(
     }
     let first = ranks.remove(0);
     let mut comm_bytes = vec![first.comm_bytes];
+    let mut comm_ms = vec![first.comm_ms];
     let mut memory = vec![first.memory];
     for r in ranks {
         comm_bytes.push(r.comm_bytes);
+        comm_ms.push(r.comm_ms);
         memory.push(r.memory);
     }
     Ok(DdpReport {
         losses: first.losses,
         params: first.params,
         comm_bytes,
+        comm_ms,
         memory,
         buckets: first.buckets,
         eval: first.eval,
@@ -218,6 +246,7 @@ struct RankResult {
     losses: Vec<f32>,
     params: Vec<(String, Vec<f32>)>,
     comm_bytes: u64,
+    comm_ms: f64,
     memory: MemoryStats,
     buckets: usize,
     eval: crate::train::EvalResult,
@@ -229,6 +258,7 @@ fn run_rank(
     config: &TrainConfig,
     options: &DdpOptions,
     per_rank: usize,
+    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
 ) -> Result<RankResult> {
     let rank = comm.rank();
     let Rank {
@@ -259,6 +289,7 @@ fn run_rank(
         }
     }
     let mut losses = vec![];
+    let mut clock = Duration::ZERO;
     while t.step < config.steps {
         let global = t.draw_batch();
         let count = global.targets().max(1);
@@ -270,11 +301,11 @@ fn run_rank(
             let mut host = pack(gpu, &members, bucket, |p| p.grad())?;
             let summed = match options.mode {
                 Mode::Ddp => {
-                    comm.all_reduce_sum(&mut host)?;
+                    timed(&mut clock, || comm.all_reduce_sum(&mut host))?;
                     true
                 }
                 // the server sums in rank order, as the all-reduce does: the same bits
-                Mode::Dp => match comm.gather(&host, 0)? {
+                Mode::Dp => match timed(&mut clock, || comm.gather(&host, 0))? {
                     Some(all) => {
                         super::sum_in_rank_order(&all, &mut host);
                         true
@@ -288,7 +319,7 @@ fn run_rank(
         }
         drop(params);
         let mut loss = [t.last_loss_sum()?];
-        comm.all_reduce_sum(&mut loss)?;
+        timed(&mut clock, || comm.all_reduce_sum(&mut loss))?;
         losses.push(loss[0] / count as f32);
         // every rank's step guard sees the global loss, so all skip a non-finite step alike
         t.set_loss_sum(loss[0]);
@@ -305,7 +336,7 @@ fn run_rank(
                 } else {
                     vec![0.0; (bucket.bytes() / 4) as usize]
                 };
-                comm.broadcast(&mut host, 0)?;
+                timed(&mut clock, || comm.broadcast(&mut host, 0))?;
                 if rank != 0 {
                     unpack(gpu, &host, &members, bucket, |p| &p.value);
                 }
@@ -319,7 +350,7 @@ fn run_rank(
                 } else {
                     vec![0.0; p.numel()]
                 };
-                comm.broadcast(&mut v, o)?;
+                timed(&mut clock, || comm.broadcast(&mut v, o))?;
                 if o != rank {
                     p.value.write_f32(gpu, &v);
                 }
@@ -328,8 +359,14 @@ fn run_rank(
         gpu.flush()?;
         // every rank has the same counts (the same global loss and gradients): all stop alike
         t.check_health()?;
-        if rank == 0 && options.log_every > 0 && t.step % options.log_every == 0 {
-            eprintln!("step {:>6} | loss {:.4}", t.step, loss[0] / count as f32);
+        if rank == 0 {
+            on_step(&StepReport {
+                step: t.step,
+                loss: loss[0] / count as f32,
+                lr: t.config.lr_at(t.step - 1),
+                comm_bytes: comm.bytes(),
+                comm_ms: clock.as_secs_f64() * 1e3,
+            })?;
         }
     }
     let memory = gpu.memory();
@@ -364,10 +401,19 @@ fn run_rank(
         losses,
         params,
         comm_bytes: comm.bytes(),
+        comm_ms: clock.as_secs_f64() * 1e3,
         memory,
         buckets: fused.len(),
         eval,
     })
+}
+
+/// Runs a collective, adding its wall time to `clock`.
+fn timed<T>(clock: &mut Duration, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let r = f();
+    *clock += start.elapsed();
+    r
 }
 
 /// Copies each member's tensor (`which`: its gradient or value) into the fused `bucket`, in

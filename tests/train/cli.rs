@@ -599,6 +599,7 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         &["--devices", "expected N"],
     );
     // the parameter server: rank 0 alone holds optimizer state
+    let (metrics, chart) = (dir.join("dp.jsonl"), dir.join("dp.svg"));
     let o = wgtrain(&[
         "train",
         "--model",
@@ -609,12 +610,33 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         "dp",
         "--steps",
         "4",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--plot",
+        chart.to_str().unwrap(),
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("dp (parameter server) over 2 ranks"), "{err}");
     let rank1 = err.lines().find(|l| l.starts_with("rank 1: peak")).unwrap();
     assert!(rank1.contains("optimizer 0.00"), "{rank1}");
+    // the metrics: rank 0's traffic at the logging steps, every rank's at the end
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step = events.iter().find(|e| e["event"] == "step").unwrap();
+    assert!(step["comm_bytes"].as_u64().unwrap() > 0, "{step}");
+    let end = events.iter().find(|e| e["event"] == "end").unwrap();
+    let bytes: Vec<u64> = serde_json::from_value(end["comm_bytes"].clone()).unwrap();
+    let ms: Vec<f64> = serde_json::from_value(end["comm_ms"].clone()).unwrap();
+    assert_eq!((bytes.len(), ms.len()), (2, 2), "{end}");
+    // with one replica the server moves exactly what the replica does
+    assert_eq!(bytes[0], bytes[1], "{end}");
+    assert!(std::fs::read_to_string(&chart)
+        .unwrap()
+        .contains("<polyline"));
     fails_with(
         &["train", "--devices", "2", "--parallel", "dp", "--zero", "1"],
         &["--parallel ddp with --zero"],
