@@ -9,9 +9,8 @@
 //! base batch's tuned lr is scaled by none / linear (k) / sqrt (√k), and warmed up over the
 //! first quarter epoch by none / constant (the base lr, Goyal's) / gradual, for SGD with
 //! momentum and for Adam, over several seeds. It prints the table (validation loss, mean ± std
-//! over seeds), and writes `results.json` and the warmup curves (`warmup-momentum.svg`,
-//! `warmup-adam.svg`: training loss over the epoch at k = 32 with linear scaling, by warmup) to
-//! --out.
+//! over seeds), and writes `results.json` and the warmup curves (`warmup-OPT-kK.svg`: training
+//! loss over the epoch with linear scaling, by warmup, beside the base batch) to --out.
 //!
 //!     cargo run --release --example large_batch [-- --full] [--quick] [--seeds N] [--out DIR]
 //!     cargo run --release --example large_batch -- --table DIR/results.json   # reprint
@@ -315,6 +314,39 @@ fn diverged(run: &Value) -> Option<String> {
     }
 }
 
+/// One cell's training-loss curve: the mean over the seeds that did not diverge; where all did,
+/// the first seed's, up to where it leaves the chart (twice a uniform guess's loss).
+fn warmup_series(runs: &[&Value]) -> Series {
+    let r = runs[0];
+    let finished: Vec<&Value> = runs
+        .iter()
+        .copied()
+        .filter(|r| diverged(r).is_none())
+        .collect();
+    let shown = if finished.is_empty() {
+        &runs[..1]
+    } else {
+        &finished[..]
+    };
+    let curves: Vec<Vec<(f64, f64)>> = shown
+        .iter()
+        .map(|r| serde_json::from_value(r["curve"].clone()).unwrap_or_default())
+        .collect();
+    let mut points = mean_curve(&curves.iter().collect::<Vec<_>>());
+    points.retain(|p| p.1 < 2.0 * 256f64.ln());
+    let warmup = r["warmup"].as_str().unwrap_or("?");
+    let name = if r["k"] == 1 {
+        format!("batch {}", r["batch"])
+    } else if finished.is_empty() {
+        format!("{warmup} (diverged)")
+    } else if finished.len() < runs.len() {
+        format!("{warmup} ({} of {} seeds)", finished.len(), runs.len())
+    } else {
+        format!("{warmup} warmup")
+    };
+    Series { name, points }
+}
+
 /// The table (runs grouped by cell, in order: mean ± sample std of the validation loss over
 /// the seeds that did not diverge) and the warmup curves.
 fn summarize(results: &[Value], out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -371,71 +403,39 @@ fn summarize(results: &[Value], out: &std::path::Path) -> Result<(), Box<dyn std
         );
     }
 
-    // The warmup curves: the largest k with linear scaling, by warmup, and the base batch for
-    // reference; each the mean over the seeds.
-    let k_max = results
-        .iter()
-        .filter_map(|r| r["k"].as_u64())
-        .max()
-        .unwrap_or(1);
+    // The warmup curves: per optimizer and k, linear scaling by warmup, with the base batch
+    // for reference; each the mean over the seeds.
+    let mut ks: Vec<u64> = results.iter().filter_map(|r| r["k"].as_u64()).collect();
+    ks.sort();
+    ks.dedup();
     for opt in ["momentum", "adam"] {
-        let mut series = vec![];
-        for runs in &cells {
-            let r = runs[0];
-            let k = r["k"].as_u64().unwrap_or(0);
-            let warmup_study = k == k_max && r["scaling"] == "linear";
-            if r["optimizer"] != opt || !(warmup_study || k == 1) {
-                continue;
-            }
-            // the mean over the seeds that did not diverge; where all did, the first seed's
-            // curve up to where it left the chart (twice a uniform guess's loss)
-            let finished: Vec<&Value> = runs
+        for &k_big in ks.iter().filter(|&&k| k > 1) {
+            let path = out.join(format!("warmup-{opt}-k{k_big}.svg"));
+            let title = format!(
+                "{opt}: batch {} (k = {k_big}), linear lr scaling, by warmup",
+                BASE_BATCH as u64 * k_big
+            );
+            let series: Vec<Series> = cells
                 .iter()
-                .copied()
-                .filter(|r| diverged(r).is_none())
+                .filter(|runs| {
+                    let k = runs[0]["k"].as_u64().unwrap_or(0);
+                    runs[0]["optimizer"] == opt
+                        && (k == 1 || (k == k_big && runs[0]["scaling"] == "linear"))
+                })
+                .map(|runs| warmup_series(runs))
                 .collect();
-            let all_diverged = finished.is_empty();
-            let shown = if all_diverged {
-                &runs[..1]
-            } else {
-                &finished[..]
-            };
-            let curves: Vec<Vec<(f64, f64)>> = shown
-                .iter()
-                .map(|r| serde_json::from_value(r["curve"].clone()).unwrap_or_default())
-                .collect();
-            let mut points = mean_curve(&curves.iter().collect::<Vec<_>>());
-            points.retain(|p| p.1 < 2.0 * 256f64.ln());
-            series.push(Series {
-                name: match (k, all_diverged) {
-                    (1, _) => format!(
-                        "batch {}, lr {}",
-                        r["batch"],
-                        r["peak_lr"].as_f64().unwrap_or(0.0) as f32
-                    ),
-                    (_, false) => format!("{} warmup", r["warmup"].as_str().unwrap_or("?")),
-                    (_, true) => {
-                        format!("{} warmup (diverged)", r["warmup"].as_str().unwrap_or("?"))
-                    }
-                },
-                points,
-            });
-        }
-        let path = out.join(format!("warmup-{opt}.svg"));
-        std::fs::write(
-            &path,
-            line_chart(
-                &format!(
-                    "{opt}: batch {} (k = {k_max}), linear lr scaling, by warmup",
-                    BASE_BATCH as u64 * k_max
+            std::fs::write(
+                &path,
+                line_chart(
+                    &title,
+                    "epoch",
+                    "training loss (mean over seeds)",
+                    true,
+                    &series,
                 ),
-                "epoch",
-                "training loss (mean over seeds)",
-                true,
-                &series,
-            ),
-        )?;
-        println!("warmup curves: {}", path.display());
+            )?;
+            println!("warmup curves: {}", path.display());
+        }
     }
     Ok(())
 }
