@@ -21,6 +21,7 @@ use super::Collective;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::Param;
+use crate::ops::reduce::{reduce, Reduction};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{TrainConfig, Trainer};
@@ -266,6 +267,8 @@ fn run_rank(
         owners,
         fused,
         members,
+        segments,
+        norm_parts,
     } = setup(gpu, config, options, comm.size(), rank)?;
     // every rank reads the checkpoint itself, as processes on other machines would
     if let Some(path) = &options.resume {
@@ -296,26 +299,29 @@ fn run_rank(
         let mine = global.split(per_rank).swap_remove(rank);
         t.forward_backward_scaled(&mine, count)?;
         let params = t.model.trainable_params();
-        for (bucket, indices) in fused.iter().zip(&members) {
+        for (b, (bucket, indices)) in fused.iter().zip(&members).enumerate() {
             let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
             let mut host = pack(gpu, &members, bucket, |p| p.grad())?;
-            let summed = match options.mode {
-                Mode::Ddp => {
-                    timed(&mut clock, || comm.all_reduce_sum(&mut host))?;
-                    true
+            // every sum is in rank order, so each way gives one device's bits
+            let keep: Vec<bool> = match (options.mode, &owners) {
+                // ZeRO: each rank needs only its own parameters' sums
+                (Mode::Ddp, Some((_, owner))) => {
+                    timed(&mut clock, || comm.reduce_scatter(&mut host, &segments[b]))?;
+                    indices.iter().map(|&i| owner[i] == rank).collect()
                 }
-                // the server sums in rank order, as the all-reduce does: the same bits
-                Mode::Dp => match timed(&mut clock, || comm.gather(&host, 0))? {
+                (Mode::Ddp, None) => {
+                    timed(&mut clock, || comm.all_reduce_sum(&mut host))?;
+                    vec![true; indices.len()]
+                }
+                (Mode::Dp, _) => match timed(&mut clock, || comm.gather(&host, 0))? {
                     Some(all) => {
-                        super::sum_in_rank_order(&all, &mut host);
-                        true
+                        super::sum_in_rank_order(all.iter().map(|v| v.as_slice()), &mut host);
+                        vec![true; indices.len()]
                     }
-                    None => false,
+                    None => vec![false; indices.len()],
                 },
             };
-            if summed {
-                unpack(gpu, &host, &members, bucket, |p| p.grad());
-            }
+            unpack(gpu, &host, &members, bucket, |p| p.grad(), &keep);
         }
         drop(params);
         let mut loss = [t.last_loss_sum()?];
@@ -324,7 +330,12 @@ fn run_rank(
         // every rank's step guard sees the global loss, so all skip a non-finite step alike
         t.set_loss_sum(loss[0]);
         // (a dp replica's update has no optimizer state to apply: it only advances the step)
-        t.grad_norm()?;
+        match (&owners, &norm_parts) {
+            (Some((_, owner)), Some(parts)) => {
+                sharded_grad_norm(gpu, comm, &t, owner, parts, &mut clock)?
+            }
+            _ => t.grad_norm()?,
+        }
         t.update()?;
         if options.mode == Mode::Dp {
             // the server's new weights to every replica, a bucket at a time
@@ -337,23 +348,20 @@ fn run_rank(
                     vec![0.0; (bucket.bytes() / 4) as usize]
                 };
                 timed(&mut clock, || comm.broadcast(&mut host, 0))?;
-                if rank != 0 {
-                    unpack(gpu, &host, &members, bucket, |p| &p.value);
-                }
+                let keep = vec![rank != 0; members.len()];
+                unpack(gpu, &host, &members, bucket, |p| &p.value, &keep);
             }
         }
         if let Some((_, owner)) = &owners {
-            // each parameter's owner updated it: everyone takes its values
-            for (p, &o) in t.model.trainable_params().iter().zip(owner) {
-                let mut v = if o == rank {
-                    p.value.to_f32(gpu)?
-                } else {
-                    vec![0.0; p.numel()]
-                };
-                timed(&mut clock, || comm.broadcast(&mut v, o))?;
-                if o != rank {
-                    p.value.write_f32(gpu, &v);
-                }
+            // each parameter's owner updated it: an all-gather per bucket gives everyone the
+            // new values
+            let params = t.model.trainable_params();
+            for (b, (bucket, indices)) in fused.iter().zip(&members).enumerate() {
+                let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
+                let mut host = pack(gpu, &members, bucket, |p| &p.value)?;
+                timed(&mut clock, || comm.all_gather(&mut host, &segments[b]))?;
+                let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
+                unpack(gpu, &host, &members, bucket, |p| &p.value, &keep);
             }
         }
         gpu.flush()?;
@@ -433,21 +441,60 @@ fn pack(
     Ok(bytemuck::pod_collect_to_vec(&gpu.read_bytes(bucket)?))
 }
 
-/// [`pack`] undone: uploads `host` to the bucket and copies each member's part back.
+/// [`pack`] undone: uploads `host` to the bucket and copies back the part of each member
+/// whose `keep` is set (nothing is uploaded when none is).
 fn unpack(
     gpu: &Gpu,
     host: &[f32],
     members: &[&Param],
     bucket: &Tensor,
     which: impl Fn(&Param) -> &Tensor,
+    keep: &[bool],
 ) {
+    if !keep.contains(&true) {
+        return;
+    }
     gpu.upload(bucket, bytemuck::cast_slice(host));
     let mut offset = 0;
-    for p in members {
+    for (p, &k) in members.iter().zip(keep) {
         let t = which(p);
-        gpu.copy_region(bucket, offset, t, 0, t.bytes());
+        if k {
+            gpu.copy_region(bucket, offset, t, 0, t.bytes());
+        }
         offset += t.bytes();
     }
+}
+
+/// The squared gradient norms of `rank`'s own parameters, each into its slot of `parts`.
+fn own_norms(gpu: &Gpu, t: &Trainer, owner: &[usize], rank: usize, parts: &Tensor) -> Result<()> {
+    for (i, p) in t.model.trainable_params().iter().enumerate() {
+        if owner[i] == rank {
+            reduce(gpu, p.grad(), Reduction::SumOfSquares, parts, i, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// ZeRO's global gradient norm from the shards: each rank reduces its own parameters'
+/// squared norms into their slots of `parts` (the others stay 0), the slots are summed over
+/// ranks (x + 0 = x: exact), and the host adds them in parameter order, as
+/// [`crate::optim::grad_norm_sq`] does on one device: the same bits. Writes the step's stats.
+fn sharded_grad_norm(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    t: &Trainer,
+    owner: &[usize],
+    parts: &Tensor,
+    clock: &mut Duration,
+) -> Result<()> {
+    own_norms(gpu, t, owner, comm.rank(), parts)?;
+    let n = t.model.trainable_params().len();
+    let mut v = parts.to_f32(gpu)?;
+    timed(clock, || comm.all_reduce_sum(&mut v))?;
+    let norm_sq = v[..n].iter().copied().reduce(|a, b| a + b).unwrap_or(0.0);
+    // the skip word (0) is the guard's to set
+    t.stats().write_f32(gpu, &[norm_sq, 0.0]);
+    Ok(())
 }
 
 /// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
@@ -457,8 +504,13 @@ struct Rank<'g> {
     /// ZeRO 1: trainable parameter names and each one's owner rank.
     owners: Option<(Vec<String>, Vec<usize>)>,
     fused: Vec<Tensor>,
-    /// Each bucket's parameters, as indices into the trainable parameters.
+    /// Each bucket's parameters, as indices into the trainable parameters (under ZeRO grouped
+    /// by owner, in rank order, so that each owner's part of the bucket is one segment).
     members: Vec<Vec<usize>>,
+    /// ZeRO: each bucket's segment lengths per rank, and a slot per trainable parameter for its
+    /// squared gradient norm (the global norm from the shards).
+    segments: Vec<Vec<usize>>,
+    norm_parts: Option<Tensor>,
 }
 
 fn setup<'g>(
@@ -496,7 +548,25 @@ fn setup<'g>(
         None => Trainer::new(gpu, config.clone())?,
     };
     let trainable = t.model.trainable_params();
-    let groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
+    let mut groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
+    let mut segments = vec![];
+    let mut norm_parts = None;
+    if let Some((_, owner)) = &owners {
+        for g in &mut groups {
+            g.sort_by_key(|&j| owner[j]);
+            let mut counts = vec![0; ranks];
+            for &j in g.iter() {
+                counts[owner[j]] += trainable[j].numel();
+            }
+            segments.push(counts);
+        }
+        norm_parts = Some(Tensor::zeros(
+            gpu,
+            "zero norm parts",
+            &[trainable.len().max(1)],
+            Category::Workspace,
+        )?);
+    }
     // one fused buffer per bucket (PyTorch keeps them for the run, too)
     let fused: Vec<Tensor> = groups
         .iter()
@@ -518,6 +588,8 @@ fn setup<'g>(
         owners,
         fused,
         members: groups,
+        segments,
+        norm_parts,
     })
 }
 
@@ -553,13 +625,19 @@ pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<
             let Rank {
                 mut t,
                 fused: _fused,
+                owners,
+                norm_parts,
                 ..
             } = setup(&ledger, config, options, ranks, rank)?;
             let global = t.draw_batch();
             let count = global.targets().max(1);
             let mine = global.split(per_rank).swap_remove(rank);
             t.forward_backward_scaled(&mine, count)?;
-            t.grad_norm()?;
+            // the device side of the step (the collectives allocate nothing on it)
+            match (&owners, &norm_parts) {
+                (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,
+                _ => t.grad_norm()?,
+            }
             t.update()?;
             Ok(ledger.memory())
         })

@@ -18,6 +18,13 @@ pub trait Collective: Send + Sync {
     fn size(&self) -> usize;
     /// Every rank's `data` replaced by the elementwise sum over ranks, summed in rank order.
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()>;
+    /// Rank r's segment of `data` (`counts[r]` values, after the segments of the ranks before
+    /// it) replaced by that segment's elementwise sum over ranks, in rank order; the rest of
+    /// `data` is left as it was. Every rank gives the same `counts`.
+    fn reduce_scatter(&self, data: &mut [f32], counts: &[usize]) -> Result<()>;
+    /// [`Collective::reduce_scatter`] undone: every rank's `data` gets each rank r's segment
+    /// (`counts[r]` values, in rank order) from rank r.
+    fn all_gather(&self, data: &mut [f32], counts: &[usize]) -> Result<()>;
     /// Every rank's `data` replaced by `root`'s.
     fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()>;
     /// `root` receives every rank's `data` (of any length), in rank order; others get None.
@@ -32,9 +39,10 @@ pub trait Collective: Send + Sync {
 
 /// `out` = parts[0] + parts[1] + … elementwise, added in that order (f32 addition is not
 /// associative, so every reduction that must give the same bits sums this way).
-pub fn sum_in_rank_order(parts: &[Vec<f32>], out: &mut [f32]) {
-    out.copy_from_slice(&parts[0]);
-    for other in &parts[1..] {
+pub fn sum_in_rank_order<'a>(parts: impl IntoIterator<Item = &'a [f32]>, out: &mut [f32]) {
+    let mut parts = parts.into_iter();
+    out.copy_from_slice(parts.next().expect("at least one rank"));
+    for other in parts {
         assert_eq!(other.len(), out.len(), "ranks gave different sizes");
         for (d, v) in out.iter_mut().zip(other) {
             *d += v;
@@ -86,6 +94,18 @@ impl InProcess {
             .collect()
     }
 
+    /// This rank's segment of a buffer of `len` values split by `counts`.
+    fn segment(&self, len: usize, counts: &[usize]) -> std::ops::Range<usize> {
+        assert_eq!(counts.len(), self.shared.size, "a count per rank");
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            len,
+            "the counts cover the data"
+        );
+        let start: usize = counts[..self.rank].iter().sum();
+        start..start + counts[self.rank]
+    }
+
     fn aborted(why: &str) -> Error {
         Error::Device(format!("another rank failed: {why}"))
     }
@@ -125,13 +145,65 @@ impl Collective for InProcess {
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()> {
         self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
         self.barrier()?;
-        sum_in_rank_order(&self.shared.slots.lock().unwrap(), data);
+        sum_in_rank_order(
+            self.shared
+                .slots
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_slice()),
+            data,
+        );
         // nobody refills the slots before everyone has read them
         self.barrier()?;
         // what a ring all-reduce moves per rank: 2·(n−1)/n of the buffer each way
         let n = self.shared.size as u64;
         let moved = 2 * (n - 1) * 4 * data.len() as u64 / n.max(1);
         self.bytes.fetch_add(2 * moved, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reduce_scatter(&self, data: &mut [f32], counts: &[usize]) -> Result<()> {
+        let mine = self.segment(data.len(), counts);
+        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
+        self.barrier()?;
+        sum_in_rank_order(
+            self.shared
+                .slots
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|v| &v[mine.clone()]),
+            &mut data[mine.clone()],
+        );
+        self.barrier()?;
+        // each rank sends every other rank its part of that rank's segment and receives its
+        // own segment's parts: (n−1)/n of the buffer each way when the segments are even
+        let sent = 4 * (data.len() - mine.len()) as u64;
+        let received = 4 * (mine.len() * (self.shared.size - 1)) as u64;
+        self.bytes.fetch_add(sent + received, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn all_gather(&self, data: &mut [f32], counts: &[usize]) -> Result<()> {
+        let mine = self.segment(data.len(), counts);
+        self.shared.slots.lock().unwrap()[self.rank] = data[mine.clone()].to_vec();
+        self.barrier()?;
+        {
+            let slots = self.shared.slots.lock().unwrap();
+            let mut at = 0;
+            for (r, part) in slots.iter().enumerate() {
+                if r != self.rank {
+                    data[at..at + part.len()].copy_from_slice(part);
+                }
+                at += part.len();
+            }
+        }
+        self.barrier()?;
+        // its segment to every other rank; every other segment from its owner
+        let sent = 4 * (mine.len() * (self.shared.size - 1)) as u64;
+        let received = 4 * (data.len() - mine.len()) as u64;
+        self.bytes.fetch_add(sent + received, Ordering::Relaxed);
         Ok(())
     }
 
@@ -177,5 +249,47 @@ impl Collective for InProcess {
 
     fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on every rank of an in-process group of `n`, one thread each.
+    fn on_ranks<T: Send>(n: usize, f: impl Fn(&InProcess) -> T + Sync) -> Vec<T> {
+        let group = InProcess::group(n);
+        std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = group.iter().map(|c| s.spawn(move || f(c))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn reduce_scatter_sums_each_segment_in_rank_order_and_all_gather_restores_the_rest() {
+        // uneven segments, one empty; values whose sum depends on the order of addition
+        let counts = [3, 0, 2];
+        let data =
+            |r: usize| -> Vec<f32> { (0..5).map(|i| [1e8, 1.0, -1e8][r] + i as f32).collect() };
+        let out = on_ranks(3, |c| {
+            let mut v = data(c.rank());
+            c.reduce_scatter(&mut v, &counts).unwrap();
+            let reduced = v.clone();
+            c.all_gather(&mut v, &counts).unwrap();
+            (reduced, v, c.bytes())
+        });
+        let sum = |i: usize| (data(0)[i] + data(1)[i]) + data(2)[i];
+        // rank 0 owns 0..3, rank 2 owns 3..5; outside its segment a rank keeps its own values
+        assert_eq!(out[0].0[..3], [sum(0), sum(1), sum(2)]);
+        assert_eq!(out[0].0[3..], data(0)[3..]);
+        assert_eq!(out[1].0, data(1));
+        assert_eq!(out[2].0[3..], [sum(3), sum(4)]);
+        let whole: Vec<f32> = (0..5).map(sum).collect();
+        for (r, o) in out.iter().enumerate() {
+            assert_eq!(o.1, whole, "rank {r} after all_gather");
+        }
+        // rank 0: sent 2 values, received 3 x 2; then sent 3 x 2, received 2 (4 bytes each)
+        assert_eq!(out[0].2, 4 * (2 + 6 + 6 + 2));
     }
 }

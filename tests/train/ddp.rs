@@ -189,6 +189,13 @@ fn zero_1_shards_the_optimizer_state_and_equals_one_device_bit_for_bit() {
             .collect();
         assert_eq!(state.iter().sum::<u64>(), 8 * psi, "{state:?}");
         assert!(state.iter().all(|&s| s < 8 * psi), "{state:?}");
+        // reduce-scatter then all-gather move what DDP's all-reduce does (the ZeRO paper's
+        // 2Ψ), over all ranks together; per rank it follows the uneven whole-tensor shards.
+        // The difference: the squared norms' slots, all-reduced, and the start's broadcast
+        let ddp = ddp::train(&gpus, comms(n), &c, &DdpOptions::default()).unwrap();
+        let (zero, plain): (u64, u64) = (r.comm_bytes.iter().sum(), ddp.comm_bytes.iter().sum());
+        let slack = 16 * n as u64 * c.steps * params.len() as u64;
+        assert!(zero >= plain && zero <= plain + slack, "{zero} vs {plain}");
     }
 }
 
