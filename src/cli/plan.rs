@@ -106,12 +106,24 @@ fn plan_ranks(
     let gpus = super::train::open_devices(adapter, spec)?;
     let options = super::train::ddp_options(&args.train)?;
     let ranks = wgtrain::parallel::ddp::plan(&gpus, config, &options)?;
+    let formula = model_state_formula(&gpus[0], config, &options, ranks.len())?;
+    let states = |m: &wgtrain::gpu::MemoryStats| {
+        [Category::Params, Category::Grads, Category::OptimizerState]
+            .iter()
+            .map(|&c| m.peak.get(c))
+            .sum::<u64>()
+    };
     if args.json {
         let v: Vec<_> = ranks
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(r, m)| {
                 let mut j = m.peak.to_json();
                 j["total"] = m.peak_total.into();
+                j["model_states"] = states(m).into();
+                if let Some(f) = &formula {
+                    j["model_states_formula"] = f.1[r].into();
+                }
                 j
             })
             .collect();
@@ -130,21 +142,88 @@ fn plan_ranks(
         config.optimizer.name.as_str()
     );
     println!(
-        "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "rank", "params", "grads", "optimizer", "activations", "workspace", "peak total"
+        "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14}",
+        "rank",
+        "params",
+        "grads",
+        "optimizer",
+        "activations",
+        "workspace",
+        "peak total",
+        "model states",
+        "formula"
     );
     for (r, m) in ranks.iter().enumerate() {
         let cell = |c: Category| mib(m.peak.get(c));
         println!(
-            "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14}",
             r,
             cell(Category::Params),
             cell(Category::Grads),
             cell(Category::OptimizerState),
             cell(Category::Activations),
             cell(Category::Workspace),
-            mib(m.peak_total)
+            mib(m.peak_total),
+            mib(states(m)),
+            formula.as_ref().map_or("-".into(), |f| mib(f.1[r]))
         );
     }
+    if let Some((text, _)) = formula {
+        println!("model states (params + grads + optimizer state) by the formula: {text}");
+    }
     Ok(())
+}
+
+/// The course's model-state formulas per rank, in fp32 with K bytes of optimizer state per
+/// parameter: DDP (8 + K)Ψ; ZeRO 1 8Ψ + KΨ/N (the shards are whole tensors, so a rank's share
+/// is only near Ψ/N: the rank's own tensors are counted); the parameter server (8 + K)Ψ on rank
+/// 0 and 8Ψ on a replica. None where parameters are frozen (LoRA, freeze).
+fn model_state_formula(
+    gpu: &Gpu,
+    config: &wgtrain::train::TrainConfig,
+    options: &wgtrain::parallel::ddp::DdpOptions,
+    n: usize,
+) -> Result<Option<(String, Vec<u64>)>> {
+    use wgtrain::parallel::ddp::Mode;
+    if config.lora.is_some() || !config.freeze.is_empty() {
+        return Ok(None);
+    }
+    let h = config.optimizer.resolve()?;
+    let k = wgtrain::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
+    let psi = config.weight_count() as f64;
+    let per_rank: Vec<f64> = match (options.mode, options.zero) {
+        (Mode::Dp, _) => (0..n)
+            .map(|r| if r == 0 { (8.0 + k) * psi } else { 8.0 * psi })
+            .collect(),
+        (Mode::Ddp, 0) => vec![(8.0 + k) * psi; n],
+        (Mode::Ddp, _) => {
+            // each rank's own share of Ψ, from the same partition the run uses
+            let ledger = gpu.ledger();
+            let t = wgtrain::train::Trainer::new(&ledger, config.clone())?;
+            let sizes: Vec<usize> = t
+                .model
+                .trainable_params()
+                .iter()
+                .map(|p| p.numel())
+                .collect();
+            let owner = wgtrain::parallel::ddp::partition(&sizes, n);
+            (0..n)
+                .map(|r| {
+                    let own: usize = sizes
+                        .iter()
+                        .zip(&owner)
+                        .filter(|(_, &o)| o == r)
+                        .map(|(s, _)| s)
+                        .sum();
+                    8.0 * psi + k * own as f64
+                })
+                .collect()
+        }
+    };
+    let text = match (options.mode, options.zero) {
+        (Mode::Dp, _) => format!("(8 + {k})Ψ on the server, 8Ψ on a replica, Ψ = {psi}"),
+        (Mode::Ddp, 0) => format!("(8 + {k})Ψ, Ψ = {psi}"),
+        _ => format!("8Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+    };
+    Ok(Some((text, per_rank.iter().map(|&b| b as u64).collect())))
 }

@@ -794,3 +794,37 @@ fn the_large_batch_flags_set_the_steps_the_lr_rule_and_the_warmup() {
     let o = wgtrain(&["train", "--epochs", "1", "--steps", "5"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn plan_devices_puts_each_ranks_model_states_beside_the_formula_exactly() {
+    for mode in [
+        &["--parallel", "ddp"][..],
+        &["--zero", "1"],
+        &["--parallel", "dp"],
+    ] {
+        for n in ["2", "3"] {
+            let mut args = vec![
+                "plan",
+                "--model",
+                "mlp",
+                "--batch-size",
+                "48",
+                "--devices",
+                n,
+            ];
+            args.extend(mode);
+            args.push("--json");
+            let o = wgtrain(&args);
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let ranks = v["ranks"].as_array().unwrap();
+            assert_eq!(ranks.len(), n.parse::<usize>().unwrap());
+            for r in ranks {
+                assert_eq!(
+                    r["model_states"], r["model_states_formula"],
+                    "{args:?}: {r}"
+                );
+            }
+        }
+    }
+}
