@@ -334,6 +334,121 @@ pub fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
     })
 }
 
+/// `train --devices mpi` under mpirun: this process is one rank of MPI's world, on the adapter
+/// its local rank picks (the n-th adapter for local rank n, wrapping; --adapter or
+/// WGTRAIN_ADAPTER overrides). Rank 0 writes the checkpoint, the metrics and the summary.
+#[cfg(feature = "mpi")]
+fn run_mpi(
+    adapter: Option<&str>,
+    args: &TrainArgs,
+    config: TrainConfig,
+    run: String,
+) -> Result<()> {
+    use wgtrain::parallel::Collective;
+    let (_universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+        .context("MPI would not initialise (is this run under mpirun?)")?;
+    let comm = wgtrain::parallel::mpi::Mpi::new(_universe.world())?;
+    let (rank, n) = (comm.rank(), comm.size());
+    let local: usize = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(rank);
+    let gpu = match adapter {
+        Some(a) => Gpu::new(Some(a))?,
+        None => {
+            let count = Gpu::list_adapters(None)?.0.len().max(1);
+            Gpu::new(Some(&(local % count).to_string()))?
+        }
+    };
+    let options = wgtrain::parallel::ddp::DdpOptions {
+        save: config
+            .out
+            .as_ref()
+            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
+        resume: args.resume.clone(),
+        run: Some(run.clone()),
+        ..ddp_options(args)?
+    };
+    let plan = wgtrain::parallel::ddp::plan_rank(&gpu, &config, &options, n, rank)?;
+    let what = format!("rank {rank}'s planned peak");
+    wgtrain::memory::check_fits(
+        &gpu,
+        &what,
+        plan.peak_total,
+        budget(args)?,
+        wgtrain::memory::SMALLER_RUN,
+    )?;
+    // rank 0 alone owns the output directory and the metrics file
+    let out_dir = config.out.as_ref().map(PathBuf::from).filter(|_| rank == 0);
+    let _claimed = out_dir
+        .as_deref()
+        .map(|d| claim_out_dir(d, &run, args))
+        .transpose()?;
+    let metrics_path = config
+        .metrics
+        .as_deref()
+        .map(Path::new)
+        .filter(|_| rank == 0);
+    let metrics = std::sync::Mutex::new(Metrics::create(metrics_path, args.resume.is_some())?);
+    eprintln!(
+        "rank {rank} of {n} (MPI): {} ({:?})",
+        gpu.info().name,
+        gpu.info().backend
+    );
+    if rank == 0 {
+        eprintln!(
+            "{} over {n} MPI ranks{}: global batch {} ({} per rank), up to step {}",
+            options.mode.name(),
+            if args.zero == 1 { ", ZeRO stage 1" } else { "" },
+            config.batch_size,
+            config.batch_size / n.max(1),
+            config.steps
+        );
+    }
+    let log_every = config.log_every.max(1);
+    let started = Instant::now();
+    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
+        if s.step % log_every != 0 && s.step != config.steps {
+            return Ok(());
+        }
+        eprintln!("step {:>6} | loss {:.4} | lr {:.2e}", s.step, s.loss, s.lr);
+        metrics.lock().unwrap().write(
+            "step",
+            json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
+                   "comm_ms": s.comm_ms}),
+        )
+    };
+    let r = wgtrain::parallel::ddp::train_rank(&gpu, &comm, &config, &options, &on_step)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let m = &r.memory[0];
+    eprintln!(
+        "rank {rank}: peak {:.2} MiB, {:.2} MiB through the collectives in {:.0} ms",
+        m.peak_total as f64 / (1 << 20) as f64,
+        r.comm_bytes[0] as f64 / (1 << 20) as f64,
+        r.comm_ms[0]
+    );
+    if rank == 0 {
+        let mut metrics = metrics.into_inner().unwrap();
+        metrics.write("eval", eval_json(config.steps, &r.eval))?;
+        metrics.write(
+            "end",
+            json!({"wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
+                   "ranks": n, "mode": options.mode.name(), "zero": options.zero, "mpi": true}),
+        )?;
+        eprintln!(
+            "done: {} steps in {wall_s:.1} s | final loss {:.4} | {}",
+            r.losses.len(),
+            r.losses.last().copied().unwrap_or(f32::NAN),
+            describe(&r.eval)
+        );
+    }
+    Ok(())
+}
+
 /// The data-parallel flags: --parallel, --zero, --bucket-mb.
 pub fn ddp_options(args: &TrainArgs) -> Result<wgtrain::parallel::ddp::DdpOptions> {
     let mut options = wgtrain::parallel::ddp::DdpOptions {
@@ -357,6 +472,15 @@ fn run_ddp(
     spec: &str,
     run: String,
 ) -> Result<()> {
+    if spec == "mpi" {
+        #[cfg(feature = "mpi")]
+        return run_mpi(adapter, args, config, run);
+        #[cfg(not(feature = "mpi"))]
+        bail!(
+            "--devices mpi: this wgtrain was built without MPI (cargo build --release --features \
+             mpi, with an MPI implementation and libclang installed)"
+        );
+    }
     let gpus = open_devices(adapter, spec)?;
     let n = gpus.len();
     if config.batch_size % n != 0 {

@@ -177,20 +177,7 @@ pub fn train_observed(
 ) -> Result<DdpReport> {
     let n = gpus.len();
     assert_eq!(comms.len(), n, "one collective handle per device");
-    check_options(options)?;
-    if config.batch_size % n != 0 {
-        return Err(Error::Config(format!(
-            "batch_size {} does not split evenly over {n} ranks",
-            config.batch_size
-        )));
-    }
-    let per_rank = config.batch_size / n;
-    if config.micro_batch_size > 0 && per_rank % config.micro_batch_size != 0 {
-        return Err(Error::Config(format!(
-            "micro_batch_size {} must divide each rank's {per_rank} rows",
-            config.micro_batch_size
-        )));
-    }
+    let per_rank = rows_per_rank(config, options, n)?;
     let results: Vec<Result<RankResult>> = std::thread::scope(|s| {
         let handles: Vec<_> = gpus
             .iter()
@@ -240,6 +227,55 @@ pub fn train_observed(
         memory,
         buckets: first.buckets,
         eval: first.eval,
+    })
+}
+
+/// Each rank's rows of the global batch, once the options and the split are checked.
+fn rows_per_rank(config: &TrainConfig, options: &DdpOptions, n: usize) -> Result<usize> {
+    check_options(options)?;
+    if config.batch_size % n != 0 {
+        return Err(Error::Config(format!(
+            "batch_size {} does not split evenly over {n} ranks",
+            config.batch_size
+        )));
+    }
+    let per_rank = config.batch_size / n;
+    if config.micro_batch_size > 0 && per_rank % config.micro_batch_size != 0 {
+        return Err(Error::Config(format!(
+            "micro_batch_size {} must divide each rank's {per_rank} rows",
+            config.micro_batch_size
+        )));
+    }
+    Ok(per_rank)
+}
+
+/// One rank of [`train_observed`], the others in other processes (MPI): this process's rank
+/// of `comm` on `gpu`. The report's per-rank vectors hold this rank's figures alone; `eval` is
+/// rank 0's. A failure calls [`Collective::abort`], which stops the others.
+pub fn train_rank(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    config: &TrainConfig,
+    options: &DdpOptions,
+    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+) -> Result<DdpReport> {
+    let r = rows_per_rank(config, options, comm.size())
+        .and_then(|per_rank| run_rank(gpu, comm, config, options, per_rank, on_step));
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            comm.abort(&e.to_string());
+            return Err(e);
+        }
+    };
+    Ok(DdpReport {
+        losses: r.losses,
+        params: r.params,
+        comm_bytes: vec![r.comm_bytes],
+        comm_ms: vec![r.comm_ms],
+        memory: vec![r.memory],
+        buckets: r.buckets,
+        eval: r.eval,
     })
 }
 
@@ -610,38 +646,40 @@ fn check_options(options: &DdpOptions) -> Result<()> {
 /// nothing on a device, so they are left out.
 pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<Vec<MemoryStats>> {
     let ranks = gpus.len();
-    check_options(options)?;
-    if config.batch_size % ranks != 0 {
-        return Err(Error::Config(format!(
-            "batch_size {} does not split evenly over {ranks} ranks",
-            config.batch_size
-        )));
-    }
-    let per_rank = config.batch_size / ranks;
     (0..ranks)
-        .map(|rank| {
-            let ledger = gpus[rank].ledger();
-            // the bucket buffers stay live through the step, as in a run
-            let Rank {
-                mut t,
-                fused: _fused,
-                owners,
-                norm_parts,
-                ..
-            } = setup(&ledger, config, options, ranks, rank)?;
-            let global = t.draw_batch();
-            let count = global.targets().max(1);
-            let mine = global.split(per_rank).swap_remove(rank);
-            t.forward_backward_scaled(&mine, count)?;
-            // the device side of the step (the collectives allocate nothing on it)
-            match (&owners, &norm_parts) {
-                (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,
-                _ => t.grad_norm()?,
-            }
-            t.update()?;
-            Ok(ledger.memory())
-        })
+        .map(|rank| plan_rank(&gpus[rank], config, options, ranks, rank))
         .collect()
+}
+
+/// [`plan`] for one rank of `ranks`, on `gpu`'s ledger twin.
+pub fn plan_rank(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    options: &DdpOptions,
+    ranks: usize,
+    rank: usize,
+) -> Result<MemoryStats> {
+    let per_rank = rows_per_rank(config, options, ranks)?;
+    let ledger = gpu.ledger();
+    // the bucket buffers stay live through the step, as in a run
+    let Rank {
+        mut t,
+        fused: _fused,
+        owners,
+        norm_parts,
+        ..
+    } = setup(&ledger, config, options, ranks, rank)?;
+    let global = t.draw_batch();
+    let count = global.targets().max(1);
+    let mine = global.split(per_rank).swap_remove(rank);
+    t.forward_backward_scaled(&mine, count)?;
+    // the device side of the step (the collectives allocate nothing on it)
+    match (&owners, &norm_parts) {
+        (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,
+        _ => t.grad_norm()?,
+    }
+    t.update()?;
+    Ok(ledger.memory())
 }
 
 /// ZeRO 1 before a checkpoint: rank 0 receives every other rank's optimizer state and adds it to

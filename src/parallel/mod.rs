@@ -5,6 +5,8 @@
 //! 1's, …), so a result never depends on thread timing. `ddp` is data parallelism on top.
 
 pub mod ddp;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,6 +11,8 @@ mod devices;
 mod gradients;
 mod lora;
 mod memory;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod params;
 mod planner;
 mod reliability;

@@ -1,0 +1,144 @@
+//! The MPI backend (feature `mpi`) against the in-process one: `mpirun -np 2 wgtrain train
+//! --devices mpi` gives `wgtrain train --devices 2`'s losses and checkpoint bit for bit, under
+//! ddp, ZeRO 1 and the parameter server (every reduction sums in rank order in both); and a
+//! rank killed with -9 stops the job in bounded time without touching the last checkpoint.
+
+use crate::cli::{stderr, wgtrain};
+use std::path::Path;
+use std::process::Command;
+use wgtrain::train::checkpoint::Checkpoint;
+
+const CONFIG: &str = r#"{"model": "mlp", "data": "digits", "steps": 5, "batch_size": 48,
+  "log_every": 1, "mlp": {"hidden": [32]}}"#;
+
+fn mpirun(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    .arg(env!("CARGO_BIN_EXE_wgtrain"))
+    .args(args)
+    .env("RUST_LOG", "off");
+    c
+}
+
+/// The training losses a metrics file logged, step by step.
+fn losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
+    let dir = crate::TmpDir::new("mpi");
+    let config = dir.join("c.json");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.to_str().unwrap();
+    for mode in [
+        &["--parallel", "ddp"][..],
+        &["--zero", "1"],
+        &["--parallel", "dp"],
+    ] {
+        let name = mode.join("");
+        let run = |how: &str| {
+            let out = dir.join(format!("{name}-{how}"));
+            let metrics = dir.join(format!("{name}-{how}.jsonl"));
+            let mut args = vec!["train", "--config", config, "--devices"];
+            args.push(if how == "mpi" { "mpi" } else { "2" });
+            args.extend(mode);
+            args.extend(["--out", out.to_str().unwrap()]);
+            args.extend(["--metrics", metrics.to_str().unwrap()]);
+            let o = if how == "mpi" {
+                mpirun(2, &args).output().expect("mpirun runs")
+            } else {
+                wgtrain(&args)
+            };
+            assert!(o.status.success(), "{how} {mode:?}: {}", stderr(&o));
+            (out.join("checkpoint.safetensors"), metrics)
+        };
+        let (mpi_ckpt, mpi_metrics) = run("mpi");
+        let (ip_ckpt, ip_metrics) = run("in-process");
+        let l = losses(&mpi_metrics);
+        assert_eq!(l.len(), 5, "{mode:?}: one line a step");
+        assert_eq!(l, losses(&ip_metrics), "{mode:?}: losses");
+        let (a, b) = (
+            Checkpoint::load(&mpi_ckpt).unwrap(),
+            Checkpoint::load(&ip_ckpt).unwrap(),
+        );
+        assert_eq!(a.meta.step, 5);
+        assert_eq!(a.tensors.len(), b.tensors.len(), "{mode:?}");
+        for (name, t) in &a.tensors {
+            assert_eq!(Some(t), b.tensors.get(name), "{mode:?}: {name}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_and_the_last_checkpoint_survives() {
+    let dir = crate::TmpDir::new("mpi-kill");
+    let config = dir.join("c.json");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = dir.join("run");
+    let args = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--devices",
+        "mpi",
+    ];
+    let out_args = ["--out", out.to_str().unwrap()];
+    // a good checkpoint first
+    let o = mpirun(2, &[&args[..], &out_args].concat())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    // then a long run into the same directory; rank 1 is killed once it trains
+    let resume = ["--resume", ckpt.to_str().unwrap(), "--steps", "100000000"];
+    let child = mpirun(2, &[&args[..], &out_args, &resume].concat())
+        .env("WGTRAIN_MPI_TIMEOUT_S", "20")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rank1 = loop {
+        // the rank process: a wgtrain whose environment says rank 1
+        let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let env = String::from_utf8_lossy(&env);
+            let ours = env.contains(&format!("{}", dir.display()))
+                || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .ok()?
+                    .contains(out.to_str().unwrap());
+            (ours && env.split('\0').any(|v| v == "OMPI_COMM_WORLD_RANK=1")).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(started.elapsed().as_secs() < 60, "rank 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    Command::new("kill")
+        .args(["-9", &rank1.to_string()])
+        .status()
+        .unwrap();
+    let killed = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let waited = killed.elapsed().as_secs_f64();
+    assert!(!o.status.success(), "the job failed");
+    // mpirun ends the job when a rank dies; the collectives' timeout bounds it otherwise
+    assert!(waited < 40.0, "the job took {waited:.1} s to stop");
+    // no checkpoint was written over the good one (it is only written at the end)
+    assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+}
