@@ -647,7 +647,10 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
     );
     fails_with(&["train", "--parallel", "dp"], &["give --devices too"]);
     #[cfg(not(feature = "mpi"))]
-    fails_with(&["train", "--devices", "mpi"], &["built without MPI", "--features mpi"]);
+    fails_with(
+        &["train", "--devices", "mpi"],
+        &["built without MPI", "--features mpi"],
+    );
 }
 
 #[test]
