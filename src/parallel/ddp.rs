@@ -72,8 +72,9 @@ pub struct DdpOptions {
     pub resume: Option<std::path::PathBuf>,
     /// The run id the checkpoint records (a fresh one when None and not resuming).
     pub run: Option<String>,
-    /// ZeRO stage: 0 (every rank keeps all optimizer state) or 1 (each keeps its shard, updates
-    /// its parameters, and the ranks broadcast the updated values).
+    /// ZeRO stage: 0 (every rank keeps all optimizer state) or 1 (each keeps its shard: the
+    /// gradients are reduce-scattered, each rank updates its parameters, and an all-gather
+    /// gives everyone the new values).
     pub zero: u8,
 }
 
