@@ -1,7 +1,8 @@
 //! The MPI backend (feature `mpi`) against the in-process one: `mpirun -np 2 wgtrain train
 //! --devices mpi` gives `wgtrain train --devices 2`'s losses and checkpoint bit for bit, under
-//! ddp, ZeRO 1 and the parameter server (every reduction sums in rank order in both); and a
-//! rank killed with -9 stops the job in bounded time without touching the last checkpoint.
+//! ddp, ZeRO 1 and the parameter server (every reduction sums in rank order in both); a rank
+//! killed with -9 stops the job without touching the last checkpoint; a rank that hangs stops
+//! it at the collectives' timeout.
 
 use crate::cli::{stderr, wgtrain};
 use std::path::Path;
@@ -109,25 +110,7 @@ fn a_killed_rank_stops_the_job_and_the_last_checkpoint_survives() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let rank1 = loop {
-        // the rank process: a wgtrain whose environment says rank 1
-        let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let env = String::from_utf8_lossy(&env);
-            let ours = env.contains(&format!("{}", dir.display()))
-                || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .ok()?
-                    .contains(out.to_str().unwrap());
-            (ours && env.split('\0').any(|v| v == "OMPI_COMM_WORLD_RANK=1")).then_some(pid)
-        });
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(started.elapsed().as_secs() < 60, "rank 1 never started");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let rank1 = rank_1_of(&out);
     std::thread::sleep(std::time::Duration::from_secs(3));
     Command::new("kill")
         .args(["-9", &rank1.to_string()])
@@ -136,9 +119,80 @@ fn a_killed_rank_stops_the_job_and_the_last_checkpoint_survives() {
     let killed = std::time::Instant::now();
     let o = child.wait_with_output().unwrap();
     let waited = killed.elapsed().as_secs_f64();
+    let err = stderr(&o);
     assert!(!o.status.success(), "the job failed");
-    // mpirun ends the job when a rank dies; the collectives' timeout bounds it otherwise
+    // mpirun ends the job when a rank dies, and says so (Open MPI's words); the collectives'
+    // timeout bounds it otherwise (the next test)
+    assert!(err.contains("signal 9"), "{err}");
     assert!(waited < 40.0, "the job took {waited:.1} s to stop");
     // no checkpoint was written over the good one (it is only written at the end)
     assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+}
+
+#[test]
+fn a_hung_rank_stops_the_job_at_the_collectives_timeout() {
+    let dir = crate::TmpDir::new("mpi-hang");
+    let config = dir.join("c.json");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = dir.join("run");
+    let child = mpirun(
+        2,
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--devices",
+            "mpi",
+            "--steps",
+            "100000000",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .env("WGTRAIN_MPI_TIMEOUT_S", "5")
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let rank1 = rank_1_of(&out);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // stopped, not dead: mpirun cannot tell, so only the timeout can end the job
+    Command::new("kill")
+        .args(["-STOP", &rank1.to_string()])
+        .status()
+        .unwrap();
+    let stopped = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let waited = stopped.elapsed().as_secs_f64();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("error: rank 0 of 2:") && err.contains("waited more than 5 s"),
+        "{err}"
+    );
+    assert!((5.0..30.0).contains(&waited), "stopped after {waited:.1} s");
+    let _ = Command::new("kill")
+        .args(["-9", &rank1.to_string()])
+        .status();
+}
+
+/// The pid of the rank-1 wgtrain process of the job writing to `out`, once it runs.
+fn rank_1_of(out: &Path) -> u32 {
+    let started = std::time::Instant::now();
+    loop {
+        // the rank process: a wgtrain whose environment says rank 1
+        let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let env = String::from_utf8_lossy(&env);
+            let ours = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .ok()?
+                .contains(out.to_str().unwrap());
+            (ours && env.split('\0').any(|v| v == "OMPI_COMM_WORLD_RANK=1")).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(started.elapsed().as_secs() < 60, "rank 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
