@@ -320,6 +320,10 @@ fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
 pub fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
     Ok(match spec {
         "all" => Gpu::open_all()?,
+        "mpi" => bail!(
+            "--devices mpi runs one rank per process under mpirun (`wgtrain train`); to plan N \
+             ranks here, give --devices N"
+        ),
         s if s.contains(',') => s
             .split(',')
             .map(|sel| Gpu::new(Some(sel.trim())))

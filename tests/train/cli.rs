@@ -646,6 +646,10 @@ fn train_on_two_devices_writes_a_checkpoint_and_refuses_uneven_batches() {
         &["dp (parameter server) or ddp", "ps"],
     );
     fails_with(&["train", "--parallel", "dp"], &["give --devices too"]);
+    fails_with(
+        &["plan", "--devices", "mpi"],
+        &["under mpirun", "--devices N"],
+    );
     #[cfg(not(feature = "mpi"))]
     fails_with(
         &["train", "--devices", "mpi"],
