@@ -349,9 +349,9 @@ fn run_mpi(
     run: String,
 ) -> Result<()> {
     use wgtrain::parallel::Collective;
-    let (_universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+    let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
         .context("MPI would not initialise (is this run under mpirun?)")?;
-    let comm = wgtrain::parallel::mpi::Mpi::new(_universe.world())?;
+    let comm = wgtrain::parallel::mpi::Mpi::new(universe.world())?;
     let (rank, n) = (comm.rank(), comm.size());
     let local: usize = [
         "OMPI_COMM_WORLD_LOCAL_RANK",
