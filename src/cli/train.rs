@@ -392,12 +392,15 @@ fn run_mpi(
         .as_deref()
         .map(|d| claim_out_dir(d, &run, args))
         .transpose()?;
-    let metrics_path = config
-        .metrics
-        .as_deref()
-        .map(Path::new)
-        .filter(|_| rank == 0);
-    let metrics = std::sync::Mutex::new(Metrics::create(metrics_path, args.resume.is_some())?);
+    // rank 0 writes the run's metrics; another rank its own figures beside them (FILE.rankR.jsonl)
+    let metrics_path = config.metrics.as_deref().map(|m| match rank {
+        0 => PathBuf::from(m),
+        r => Path::new(m).with_extension(format!("rank{r}.jsonl")),
+    });
+    let metrics = std::sync::Mutex::new(Metrics::create(
+        metrics_path.as_deref(),
+        args.resume.is_some(),
+    )?);
     eprintln!(
         "rank {rank} of {n} (MPI): {} ({:?})",
         gpu.info().name,
@@ -435,14 +438,16 @@ fn run_mpi(
         r.comm_bytes[0] as f64 / (1 << 20) as f64,
         r.comm_ms[0]
     );
+    let mut metrics = metrics.into_inner().unwrap();
+    let mut end = json!({"wall_s": wall_s, "steps": r.losses.len(), "rank": rank, "ranks": n,
+        "mode": options.mode.name(), "zero": options.zero, "mpi": true,
+        "comm_bytes": r.comm_bytes[0], "comm_ms": r.comm_ms[0], "peak_bytes": m.peak_total});
     if rank == 0 {
-        let mut metrics = metrics.into_inner().unwrap();
         metrics.write("eval", eval_json(config.steps, &r.eval))?;
-        metrics.write(
-            "end",
-            json!({"wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
-                   "ranks": n, "mode": options.mode.name(), "zero": options.zero, "mpi": true}),
-        )?;
+        end["final_loss"] = r.losses.last().copied().into();
+    }
+    metrics.write("end", end)?;
+    if rank == 0 {
         eprintln!(
             "done: {} steps in {wall_s:.1} s | final loss {:.4} | {}",
             r.losses.len(),

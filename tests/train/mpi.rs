@@ -66,6 +66,13 @@ fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
             (out.join("checkpoint.safetensors"), metrics)
         };
         let (mpi_ckpt, mpi_metrics) = run("mpi");
+        // rank 1's own figures beside rank 0's file
+        let rank1 = mpi_metrics.with_extension("rank1.jsonl");
+        let text = std::fs::read_to_string(&rank1).unwrap();
+        let end: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(end["event"], "end", "{end}");
+        assert_eq!(end["rank"], 1, "{end}");
+        assert!(end["comm_bytes"].as_u64().unwrap() > 0, "{end}");
         let (ip_ckpt, ip_metrics) = run("in-process");
         let l = losses(&mpi_metrics);
         assert_eq!(l.len(), 5, "{mode:?}: one line a step");
