@@ -122,8 +122,12 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()> {
+        if data.is_empty() {
+            // every rank gives the same length: nothing to exchange
+            return Ok(());
+        }
         let all = self.all_buffers(data);
-        sum_in_rank_order(all.chunks(data.len().max(1)), data);
+        sum_in_rank_order(all.chunks(data.len()), data);
         Ok(())
     }
 
@@ -131,8 +135,11 @@ impl Collective for Mpi {
         assert_eq!(counts.len(), self.size, "a count per rank");
         let start: usize = counts[..self.rank].iter().sum();
         let mine = start..start + counts[self.rank];
+        if data.is_empty() {
+            return Ok(());
+        }
         let all = self.all_buffers(data);
-        let n = data.len().max(1);
+        let n = data.len();
         sum_in_rank_order(
             all.chunks(n).map(|v| &v[mine.clone()]),
             &mut data[start..start + counts[self.rank]],
