@@ -368,15 +368,7 @@ fn run_mpi(
             Gpu::new(Some(&(local % count).to_string()))?
         }
     };
-    let options = wgtrain::parallel::ddp::DdpOptions {
-        save: config
-            .out
-            .as_ref()
-            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
-        resume: args.resume.clone(),
-        run: Some(run.clone()),
-        ..ddp_options(args)?
-    };
+    let options = run_options(args, &config, &run)?;
     let plan = wgtrain::parallel::ddp::plan_rank(&gpu, &config, &options, n, rank)?;
     let what = format!("rank {rank}'s planned peak");
     wgtrain::memory::check_fits(
@@ -416,19 +408,8 @@ fn run_mpi(
             config.steps
         );
     }
-    let log_every = config.log_every.max(1);
     let started = Instant::now();
-    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
-        if s.step % log_every != 0 && s.step != config.steps {
-            return Ok(());
-        }
-        eprintln!("step {:>6} | loss {:.4} | lr {:.2e}", s.step, s.loss, s.lr);
-        metrics.lock().unwrap().write(
-            "step",
-            json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
-                   "comm_ms": s.comm_ms}),
-        )
-    };
+    let on_step = |s: &wgtrain::parallel::ddp::StepReport| log_step(s, &config, &metrics);
     let r = wgtrain::parallel::ddp::train_rank(&gpu, &comm, &config, &options, &on_step)?;
     let wall_s = started.elapsed().as_secs_f64();
     let m = &r.memory[0];
@@ -456,6 +437,47 @@ fn run_mpi(
         );
     }
     Ok(())
+}
+
+/// A data-parallel run's options: the flags, and where rank 0 saves and what it resumes.
+fn run_options(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    run: &str,
+) -> Result<wgtrain::parallel::ddp::DdpOptions> {
+    Ok(wgtrain::parallel::ddp::DdpOptions {
+        save: config
+            .out
+            .as_ref()
+            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
+        resume: args.resume.clone(),
+        run: Some(run.to_string()),
+        ..ddp_options(args)?
+    })
+}
+
+/// Rank 0's line and metrics record every `log_every` steps (and at the last) of a
+/// data-parallel run.
+fn log_step(
+    s: &wgtrain::parallel::ddp::StepReport,
+    config: &TrainConfig,
+    metrics: &std::sync::Mutex<Metrics>,
+) -> wgtrain::Result<()> {
+    if s.step % config.log_every.max(1) != 0 && s.step != config.steps {
+        return Ok(());
+    }
+    eprintln!(
+        "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step in collectives (rank 0)",
+        s.step,
+        s.loss,
+        s.lr,
+        s.comm_ms / s.steps_run.max(1) as f64
+    );
+    metrics.lock().unwrap().write(
+        "step",
+        json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
+               "comm_ms": s.comm_ms}),
+    )
 }
 
 /// The data-parallel flags: --parallel, --zero, --bucket-mb.
@@ -498,15 +520,7 @@ fn run_ddp(
             config.batch_size
         );
     }
-    let options = wgtrain::parallel::ddp::DdpOptions {
-        save: config
-            .out
-            .as_ref()
-            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
-        resume: args.resume.clone(),
-        run: Some(run.clone()),
-        ..ddp_options(args)?
-    };
+    let options = run_options(args, &config, &run)?;
     // each rank's step on a ledger twin first: refused before anything is allocated
     let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
     for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
@@ -542,25 +556,8 @@ fn run_ddp(
         config.metrics.as_deref().map(Path::new),
         args.resume.is_some(),
     )?);
-    let log_every = config.log_every.max(1);
     let started = Instant::now();
-    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
-        if s.step % log_every != 0 && s.step != config.steps {
-            return Ok(());
-        }
-        eprintln!(
-            "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step in collectives (rank 0)",
-            s.step,
-            s.loss,
-            s.lr,
-            s.comm_ms / s.step.max(1) as f64
-        );
-        metrics.lock().unwrap().write(
-            "step",
-            json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
-                   "comm_ms": s.comm_ms}),
-        )
-    };
+    let on_step = |s: &wgtrain::parallel::ddp::StepReport| log_step(s, &config, &metrics);
     let r = wgtrain::parallel::ddp::train_observed(&gpus, comms, &config, &options, &on_step)?;
     let wall_s = started.elapsed().as_secs_f64();
     let end = json!({

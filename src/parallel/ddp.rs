@@ -162,7 +162,9 @@ pub struct StepReport {
     pub loss: f32,
     /// The lr the step ran at.
     pub lr: f32,
-    /// Rank 0's bytes and milliseconds in the collectives so far.
+    /// Steps this run has taken (fewer than `step` after a resume).
+    pub steps_run: u64,
+    /// Rank 0's bytes and milliseconds in the collectives so far in this run.
     pub comm_bytes: u64,
     pub comm_ms: f64,
 }
@@ -409,6 +411,7 @@ fn run_rank(
                 step: t.step,
                 loss: loss[0] / count as f32,
                 lr: t.config.lr_at(t.step - 1),
+                steps_run: losses.len() as u64,
                 comm_bytes: comm.bytes(),
                 comm_ms: clock.as_secs_f64() * 1e3,
             })?;

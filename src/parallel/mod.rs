@@ -96,6 +96,24 @@ impl InProcess {
             .collect()
     }
 
+    /// Posts `data`, then replaces `data[range]` by that range's rank-order sum over the ranks'
+    /// posts (the all-reduce's whole buffer, the reduce-scatter's own segment).
+    fn sum_range(&self, data: &mut [f32], range: std::ops::Range<usize>) -> Result<()> {
+        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
+        self.barrier()?;
+        sum_in_rank_order(
+            self.shared
+                .slots
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|v| &v[range.clone()]),
+            &mut data[range.clone()],
+        );
+        // nobody refills the slots before everyone has read them
+        self.barrier()
+    }
+
     /// This rank's segment of a buffer of `len` values split by `counts`.
     fn segment(&self, len: usize, counts: &[usize]) -> std::ops::Range<usize> {
         assert_eq!(counts.len(), self.shared.size, "a count per rank");
@@ -145,19 +163,7 @@ impl Collective for InProcess {
     }
 
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()> {
-        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
-        self.barrier()?;
-        sum_in_rank_order(
-            self.shared
-                .slots
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_slice()),
-            data,
-        );
-        // nobody refills the slots before everyone has read them
-        self.barrier()?;
+        self.sum_range(data, 0..data.len())?;
         // what a ring all-reduce moves per rank: 2·(n−1)/n of the buffer each way
         let n = self.shared.size as u64;
         let moved = 2 * (n - 1) * 4 * data.len() as u64 / n.max(1);
@@ -167,18 +173,7 @@ impl Collective for InProcess {
 
     fn reduce_scatter(&self, data: &mut [f32], counts: &[usize]) -> Result<()> {
         let mine = self.segment(data.len(), counts);
-        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
-        self.barrier()?;
-        sum_in_rank_order(
-            self.shared
-                .slots
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|v| &v[mine.clone()]),
-            &mut data[mine.clone()],
-        );
-        self.barrier()?;
+        self.sum_range(data, mine.clone())?;
         // each rank sends every other rank its part of that rank's segment and receives its
         // own segment's parts: (n−1)/n of the buffer each way when the segments are even
         let sent = 4 * (data.len() - mine.len()) as u64;
