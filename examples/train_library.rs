@@ -5,7 +5,7 @@
 //!     cargo run --release --example train_library
 
 use wgtrain::nn::gpt::GptBatch;
-use wgtrain::nn::{zero_grads, Gpt, GptConfig};
+use wgtrain::nn::{zero_grads, Gpt, GptConfig, NoHooks};
 use wgtrain::ops::reduce::{reduce, Reduction};
 use wgtrain::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
@@ -21,7 +21,7 @@ fn main() -> Result<(), wgtrain::Error> {
         n_embd: 32,
     };
     let mut rng = Rng::new(0);
-    let model = Gpt::new(&gpu, config.clone(), &mut rng)?;
+    let mut model = Gpt::new(&gpu, config.clone(), &mut rng)?;
     let adamw = OptimizerConfig::named(OptimizerName::Adamw);
     let mut opt = Optimizer::new(&gpu, &adamw, 1.0, &model.params())?;
     let text = b"the quick brown fox jumps over the lazy dog. ".repeat(4);
@@ -39,9 +39,10 @@ fn main() -> Result<(), wgtrain::Error> {
             y.extend(text[s + 1..s + t + 1].iter().map(|&c| c as u32));
         }
         let batch = GptBatch::new(&gpu, &config, &x, &y, b, t)?;
+        zero_grads(&gpu, &model.params());
+        let scale = 1.0 / batch.n_targets as f32;
+        let losses = model.forward_backward(&gpu, &batch, scale, &mut NoHooks)?;
         let params = model.params();
-        zero_grads(&gpu, &params);
-        let losses = model.forward_backward(&gpu, &batch, 1.0 / batch.n_targets as f32)?;
         reduce(&gpu, &losses, Reduction::Sum, &loss_sum, 0, false)?;
         // the global gradient norm (clipping to 1.0), then the update that reads it
         grad_norm_sq(&gpu, &params, &norm_sq)?;

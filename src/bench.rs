@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::{Category, Gpu, KernelTime};
 use crate::nn::gpt::GptBatch;
-use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig};
+use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks};
 use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName};
@@ -226,13 +226,12 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         classes: 10,
         activation: crate::nn::Activation::Relu,
     };
-    let model = Mlp::new(&gpu, config, &mut rng)?;
-    let params = model.params();
+    let mut model = Mlp::new(&gpu, config, &mut rng)?;
     let mut opt = Optimizer::new(
         &gpu,
         &OptimizerConfig::named(OptimizerName::Adam),
         1.0,
-        &params,
+        &model.params(),
     )?;
     let b = if quick { 32 } else { 256 };
     let x = Tensor::from_f32(
@@ -247,8 +246,9 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
     let norm_sq = crate::optim::guard::step_stats(&gpu)?;
     let step = || -> Result<()> {
-        zero_grads(&gpu, &params);
-        let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32)?;
+        zero_grads(&gpu, &model.params());
+        let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32, &mut NoHooks)?;
+        let params = model.params();
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
         grad_norm_sq(&gpu, &params, &norm_sq)?;
         opt.step(&gpu, &params, 1e-3, &norm_sq)?;
@@ -283,13 +283,12 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
             n_embd: 256,
         }
     };
-    let model = Gpt::new(&gpu, config.clone(), &mut rng)?;
-    let params = model.params();
+    let mut model = Gpt::new(&gpu, config.clone(), &mut rng)?;
     let mut opt = Optimizer::new(
         &gpu,
         &OptimizerConfig::named(OptimizerName::Adamw),
         1.0,
-        &params,
+        &model.params(),
     )?;
     let (b, t) = if quick { (2, 32) } else { (8, 128) };
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
@@ -298,8 +297,9 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
     let norm_sq = crate::optim::guard::step_stats(&gpu)?;
     let step = || -> Result<()> {
-        zero_grads(&gpu, &params);
-        let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32)?;
+        zero_grads(&gpu, &model.params());
+        let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32, &mut NoHooks)?;
+        let params = model.params();
         reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
         grad_norm_sq(&gpu, &params, &norm_sq)?;
         opt.step(&gpu, &params, 1e-3, &norm_sq)?;

@@ -215,7 +215,10 @@ fn model_state_formula(
                         .filter(|(_, &o)| o == r)
                         .map(|(s, _)| s)
                         .sum();
-                    8.0 * psi + k * own as f64
+                    match options.zero {
+                        1 => 8.0 * psi + k * own as f64,
+                        _ => 4.0 * psi + (4.0 + k) * own as f64,
+                    }
                 })
                 .collect()
         }
@@ -223,7 +226,8 @@ fn model_state_formula(
     let text = match (options.mode, options.zero) {
         (Mode::Dp, _) => format!("(8 + {k})Ψ on the server, 8Ψ on a replica, Ψ = {psi}"),
         (Mode::Ddp, 0) => format!("(8 + {k})Ψ, Ψ = {psi}"),
-        _ => format!("8Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (_, 1) => format!("8Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        _ => format!("4Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
     };
     Ok(Some((text, per_rank.iter().map(|&b| b as u64).collect())))
 }

@@ -125,9 +125,9 @@ pub struct TrainArgs {
     /// DDP gradient bucket size in MiB after the first 1 MiB bucket (default 25).
     #[arg(long)]
     bucket_mb: Option<f64>,
-    /// With --devices: ZeRO stage 1 shards the optimizer state over the ranks (stages 2 and 3
-    /// are not built yet).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    /// With --devices: ZeRO stage 1 shards the optimizer state over the ranks, stage 2 the
+    /// gradients too.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub zero: u8,
     /// Replace a checkpoint of another run in --out (without it, such a run refuses to start).
     #[arg(long)]
@@ -402,7 +402,7 @@ fn run_mpi(
         eprintln!(
             "{} over {n} MPI ranks{}: global batch {} ({} per rank), up to step {}",
             options.mode.name(),
-            if args.zero == 1 { ", ZeRO stage 1" } else { "" },
+            zero_label(args.zero),
             config.batch_size,
             config.batch_size / n.max(1),
             config.steps
@@ -480,6 +480,14 @@ fn log_step(
     )
 }
 
+/// ", ZeRO stage K" for the start line (nothing without ZeRO).
+fn zero_label(stage: u8) -> String {
+    match stage {
+        0 => String::new(),
+        k => format!(", ZeRO stage {k}"),
+    }
+}
+
 /// The data-parallel flags: --parallel, --zero, --bucket-mb.
 pub fn ddp_options(args: &TrainArgs) -> Result<wgtrain::parallel::ddp::DdpOptions> {
     let mut options = wgtrain::parallel::ddp::DdpOptions {
@@ -539,7 +547,7 @@ fn run_ddp(
     eprintln!(
         "{} over {n} ranks{}: global batch {} ({} per rank), up to step {}",
         options.mode.name(),
-        if args.zero == 1 { ", ZeRO stage 1" } else { "" },
+        zero_label(args.zero),
         config.batch_size,
         config.batch_size / n.max(1),
         config.steps

@@ -6,7 +6,7 @@ use super::layernorm::LayerNorm;
 use super::linear::Linear;
 use super::lora::{LoraAdapter, LoraConfig};
 use super::recompute::Recompute;
-use super::{activation, Param};
+use super::{activation, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::elementwise::add;
@@ -286,26 +286,36 @@ impl Gpt {
     /// Forward and backward of Σ losses · grad_scale: adds every parameter's gradient and returns
     /// the per-position losses (B·T). Saved activations follow `self.recompute` (see
     /// [`Recompute`]); the gradients are bit-identical under every policy. All recorded; nothing
-    /// is submitted.
-    pub fn forward_backward(&self, gpu: &Gpu, batch: &GptBatch, grad_scale: f32) -> Result<Tensor> {
+    /// is submitted unless `hooks` submit (see [`StepHooks`]: the groups are the head with
+    /// the tied token embedding, the final LayerNorm, each block, and the embeddings).
+    pub fn forward_backward(
+        &mut self,
+        gpu: &Gpu,
+        batch: &GptBatch,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
         // LoRA adapters apply their dropout in this forward and backward only
-        struct Training<'a>(Vec<&'a std::sync::atomic::AtomicBool>);
-        impl Drop for Training<'_> {
-            fn drop(&mut self) {
-                for f in &self.0 {
-                    f.store(false, Ordering::Relaxed);
+        let set_training = |gpt: &Gpt, on: bool| {
+            for l in gpt.linears() {
+                if let Some(a) = &l.lora {
+                    a.training.store(on, Ordering::Relaxed);
                 }
             }
-        }
-        let flags: Vec<_> = self
-            .linears()
-            .into_iter()
-            .filter_map(|l| l.lora.as_ref().map(|a| &a.training))
-            .collect();
-        for f in &flags {
-            f.store(true, Ordering::Relaxed);
-        }
-        let _training = Training(flags);
+        };
+        set_training(self, true);
+        let r = self.train_pass(gpu, batch, grad_scale, hooks);
+        set_training(self, false);
+        r
+    }
+
+    fn train_pass(
+        &mut self,
+        gpu: &Gpu,
+        batch: &GptBatch,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
         let n = self.blocks.len();
         let policy = self.recompute;
         // What the forward keeps: block i's input and/or cache.
@@ -357,6 +367,8 @@ impl Gpt {
             None,
             false,
         );
+        // the head's share of the tied embedding's gradient; the embeddings add theirs last
+        hooks.grads_needed(gpu, &mut [&mut self.wte])?;
         if let Some((dwte, accumulate)) = self.wte.grad_write() {
             matmul_backward(
                 gpu,
@@ -372,7 +384,9 @@ impl Gpt {
         }
         drop(dlogits);
         drop(xf);
+        hooks.grads_needed(gpu, &mut self.ln_f.params_mut())?;
         let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
+        hooks.grads_written(gpu, &mut self.ln_f.params_mut())?;
         drop((x_last, dxf, lnf_cache));
         for i in (0..n).rev() {
             if caches[i].is_none() {
@@ -386,17 +400,22 @@ impl Gpt {
                 .expect("an input for every block reached by backward");
             // the first block's input gradient feeds only the embeddings' gradients
             let need_dx = i > 0 || self.wte.trainable() || self.wpe.trainable();
-            match self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)? {
+            hooks.grads_needed(gpu, &mut self.blocks[i].params_mut())?;
+            let dx_in = self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)?;
+            hooks.grads_written(gpu, &mut self.blocks[i].params_mut())?;
+            match dx_in {
                 Some(d) => dx = d,
                 None => return Ok(losses),
             }
         }
+        hooks.grads_needed(gpu, &mut [&mut self.wpe])?;
         if let Some((dwte, accumulate)) = self.wte.grad_write() {
             embedding_backward(gpu, &batch.tokens, &dx, dwte, accumulate);
         }
         if let Some((dwpe, accumulate)) = self.wpe.grad_write() {
             embedding_backward(gpu, &batch.positions, &dx, dwpe, accumulate);
         }
+        hooks.grads_written(gpu, &mut [&mut self.wte, &mut self.wpe])?;
         Ok(losses)
     }
 

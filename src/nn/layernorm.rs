@@ -64,9 +64,9 @@ impl LayerNorm {
         // (adding to the zeros of the other is the same sum). A frozen one's share lands in a
         // scratch row; with both frozen the kernel does not run.
         let scratch = |p: &Param| -> Result<Option<Tensor>> {
-            match p.grad {
-                Some(_) => Ok(None),
-                None => Tensor::empty(
+            match p.trainable() {
+                true => Ok(None),
+                false => Tensor::empty(
                     gpu,
                     "ln frozen grad",
                     p.value.shape(),

@@ -1,7 +1,7 @@
 //! A multilayer perceptron classifier: Linear → activation → … → Linear → logits.
 
 use super::linear::Linear;
-use super::{activation, Param};
+use super::{activation, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward};
@@ -127,26 +127,29 @@ impl Mlp {
     }
 
     /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
-    /// the per-sample losses (N).
+    /// the per-sample losses (N). Each layer is a group of [`StepHooks`].
     pub fn forward_backward(
-        &self,
+        &mut self,
         gpu: &Gpu,
         x: &Tensor,
         targets: &Tensor,
         grad_scale: f32,
+        hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (logits, hidden) = self.forward(gpu, x)?;
         let losses = activation(gpu, "losses", &[x.rows()])?;
         let mut dout = activation(gpu, "dlogits", logits.shape())?;
         softmax_xent(gpu, &logits, targets, &losses, Some(&dout), grad_scale)?;
-        for (i, layer) in self.layers.iter().enumerate().rev() {
+        for i in (0..self.layers.len()).rev() {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
-            if i == 0 {
-                layer.backward(gpu, input, &dout, None)?;
-                break;
-            }
-            let dpost = activation(gpu, "mlp.dpost", input.shape())?;
-            layer.backward(gpu, input, &dout, Some(&dpost))?;
+            hooks.grads_needed(gpu, &mut self.layers[i].params_mut())?;
+            let dpost = match i {
+                0 => None,
+                _ => Some(activation(gpu, "mlp.dpost", input.shape())?),
+            };
+            self.layers[i].backward(gpu, input, &dout, dpost.as_ref())?;
+            hooks.grads_written(gpu, &mut self.layers[i].params_mut())?;
+            let Some(dpost) = dpost else { break };
             let h = &hidden[i - 1];
             let dpre = activation(gpu, "mlp.dpre", input.shape())?;
             match &h.pre {

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod block;
 pub mod gpt;
+pub mod hooks;
 pub mod layernorm;
 pub mod linear;
 pub mod lora;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod recompute;
 
 pub use gpt::{Gpt, GptConfig};
+pub use hooks::{NoHooks, StepHooks};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use model::{Batch, Model};
 pub use recompute::Recompute;
@@ -21,17 +23,21 @@ use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A model tensor and, while it is trainable, its gradient. Gradients accumulate (`+=`) across
 /// backward passes; the trainer zeroes them at the first micro-batch of each step. A frozen
 /// parameter ([`Param::freeze`]) has no gradient buffer at all: backward computes no gradient
-/// for it and the optimizer keeps no state for it.
+/// for it and the optimizer keeps no state for it. A trainable one may hold its gradient
+/// elsewhere for a while (a ZeRO 2 rank keeps only its own shard's: [`StepHooks`] lend the
+/// others a buffer for the backward that writes them).
 pub struct Param {
     pub name: String,
     pub value: Tensor,
-    /// Same shape as `value`; None when frozen.
+    /// Same shape as `value`; None when frozen, or while the gradient lives elsewhere.
     pub grad: Option<Tensor>,
+    frozen: bool,
     /// Whether weight decay applies (matrices and embeddings; not biases or LayerNorm gains).
     pub decay: bool,
     /// Whether `grad` holds the zeros [`zero_grads`] wrote, with nothing added since (see
@@ -51,26 +57,45 @@ impl Param {
     }
 
     /// The gradient to write and whether to add to it ([`Param::accumulate_grad`]); None for a
-    /// frozen parameter, whose gradient nobody computes.
+    /// frozen parameter, whose gradient nobody computes. Panics (a programmer error) for a
+    /// trainable one whose gradient is elsewhere: the step's hooks lend it a buffer first.
+    #[track_caller]
     pub fn grad_write(&self) -> Option<(&Tensor, bool)> {
-        self.grad.as_ref().map(|g| (g, self.accumulate_grad()))
+        if self.frozen {
+            return None;
+        }
+        Some((self.grad(), self.accumulate_grad()))
     }
 
-    /// The gradient of a trainable parameter (panics, a programmer error, for a frozen one).
+    /// The gradient of a trainable parameter (panics, a programmer error, for a frozen one or
+    /// one whose gradient is elsewhere).
     #[track_caller]
     pub fn grad(&self) -> &Tensor {
-        self.grad
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is frozen: it has no gradient", self.name))
+        self.grad.as_ref().unwrap_or_else(|| {
+            if self.frozen {
+                panic!("{} is frozen: it has no gradient", self.name)
+            } else {
+                panic!("{}'s gradient is not on this device now", self.name)
+            }
+        })
     }
 
     pub fn trainable(&self) -> bool {
-        self.grad.is_some()
+        !self.frozen
     }
 
     /// Makes the parameter frozen: its gradient buffer goes back to the pool.
     pub fn freeze(&mut self) {
+        self.frozen = true;
         self.grad = None;
+    }
+
+    /// Gives the parameter `grad` (zeros, or a gradient to add to) as its gradient buffer,
+    /// returning the one it held; `zeros` says which, for [`Param::accumulate_grad`].
+    pub fn swap_grad(&mut self, grad: Option<Tensor>, zeros: bool) -> Option<Tensor> {
+        debug_assert!(!self.frozen, "{} is frozen", self.name);
+        self.grad_is_zero.store(zeros, Ordering::Relaxed);
+        std::mem::replace(&mut self.grad, grad)
     }
 
     /// A parameter with `init` values: trainable (with a zeroed gradient) unless it is built
@@ -85,11 +110,17 @@ impl Param {
     fn with_value(gpu: &Gpu, name: &str, value: Tensor, decay: bool) -> Result<Param> {
         let shape = value.shape().to_vec();
         let shape = shape.as_slice();
-        let frozen = FROZEN.with(|f| f.borrow().iter().any(|p| name_matches(p, name)));
+        let (frozen, elsewhere) = SCOPE.with(|s| {
+            let s = s.borrow();
+            let frozen = s.frozen.iter().any(|p| name_matches(p, name));
+            let elsewhere = s.grads_for.as_ref().is_some_and(|own| !own.contains(name));
+            (frozen, elsewhere)
+        });
         Ok(Param {
             name: name.to_string(),
             value,
-            grad: if frozen {
+            frozen,
+            grad: if frozen || elsewhere {
                 None
             } else {
                 Some(Tensor::zeros(
@@ -149,25 +180,49 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
     }
 }
 
+/// How parameters built in this thread's current scope start.
+#[derive(Clone, Default)]
+struct Scope {
+    /// Names matching one of these are frozen.
+    frozen: Vec<String>,
+    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard).
+    grads_for: Option<HashSet<String>>,
+}
+
 thread_local! {
-    /// The freeze patterns of the [`frozen_scope`] this thread is in.
-    static FROZEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCOPE: std::cell::RefCell<Scope> = std::cell::RefCell::new(Scope::default());
+}
+
+/// Runs `build` with `change` applied to this thread's [`Scope`], restoring it afterwards.
+fn scoped<T>(change: impl FnOnce(&mut Scope), build: impl FnOnce() -> T) -> T {
+    struct Reset(Option<Scope>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let old = self.0.take().unwrap();
+            SCOPE.with(|s| *s.borrow_mut() = old);
+        }
+    }
+    let old = SCOPE.with(|s| {
+        let old = s.borrow().clone();
+        change(&mut s.borrow_mut());
+        old
+    });
+    let _reset = Reset(Some(old));
+    build()
 }
 
 /// Runs `build` (a model constructor) with every parameter whose name matches one of
 /// `patterns` created frozen, so that its gradient is never allocated (freezing afterwards,
 /// [`Param::freeze`], would allocate it first). Scoped to this thread and this call.
 pub fn frozen_scope<T>(patterns: &[String], build: impl FnOnce() -> T) -> T {
-    struct Reset(Vec<String>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            let old = std::mem::take(&mut self.0);
-            FROZEN.with(|f| *f.borrow_mut() = old);
-        }
-    }
-    let old = FROZEN.with(|f| std::mem::replace(&mut *f.borrow_mut(), patterns.to_vec()));
-    let _reset = Reset(old);
-    build()
+    scoped(|s| s.frozen = patterns.to_vec(), build)
+}
+
+/// Runs `build` with gradient buffers created only for the trainable parameters named in
+/// `own` (a ZeRO 2 rank's shard); the others stay trainable, their gradients lent by the
+/// step's [`StepHooks`] while the backward writes them.
+pub fn grad_shard_scope<T>(own: &HashSet<String>, build: impl FnOnce() -> T) -> T {
+    scoped(|s| s.grads_for = Some(own.clone()), build)
 }
 
 /// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`

@@ -5,7 +5,7 @@
 
 use super::gpt::GptBatch;
 use super::lora::LoraConfig;
-use super::{activation, Gpt, Mlp, Param};
+use super::{activation, Gpt, Mlp, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
@@ -99,8 +99,15 @@ pub trait Model {
     }
 
     /// Records forward and backward of Σ losses · `grad_scale` over the batch: adds into every
-    /// trainable parameter's gradient and returns the per-target losses. Nothing is submitted.
-    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor>;
+    /// trainable parameter's gradient and returns the per-target losses. Nothing is submitted
+    /// unless `hooks` submit ([`StepHooks`]; [`super::NoHooks`] for one device).
+    fn forward_backward(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor>;
 
     /// Per-target losses, forward only (PAD targets give 0).
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor>;
@@ -202,9 +209,15 @@ impl Model for Mlp {
     fn params_mut(&mut self) -> Vec<&mut Param> {
         Mlp::params_mut(self)
     }
-    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor> {
+    fn forward_backward(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
-        Mlp::forward_backward(self, gpu, &x, &y, grad_scale)
+        Mlp::forward_backward(self, gpu, &x, &y, grad_scale, hooks)
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
@@ -247,9 +260,15 @@ impl Model for Gpt {
     fn params_mut(&mut self) -> Vec<&mut Param> {
         Gpt::params_mut(self)
     }
-    fn forward_backward(&self, gpu: &Gpu, batch: &Batch, grad_scale: f32) -> Result<Tensor> {
+    fn forward_backward(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        Gpt::forward_backward(self, gpu, &b, grad_scale)
+        Gpt::forward_backward(self, gpu, &b, grad_scale, hooks)
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;

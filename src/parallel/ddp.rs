@@ -20,11 +20,11 @@
 use super::Collective;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
-use crate::nn::Param;
+use crate::nn::{NoHooks, Param, StepHooks};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Shard, TrainConfig, Trainer};
 use std::time::{Duration, Instant};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
@@ -72,9 +72,11 @@ pub struct DdpOptions {
     pub resume: Option<std::path::PathBuf>,
     /// The run id the checkpoint records (a fresh one when None and not resuming).
     pub run: Option<String>,
-    /// ZeRO stage: 0 (every rank keeps all optimizer state) or 1 (each keeps its shard: the
+    /// ZeRO stage: 0 (every rank keeps all optimizer state), 1 (each keeps its shard: the
     /// gradients are reduce-scattered, each rank updates its parameters, and an all-gather
-    /// gives everyone the new values).
+    /// gives everyone the new values) or 2 (also only its shard of the gradients: each bucket
+    /// is reduce-scattered inside the backward, as soon as it is written, and the buffers lent
+    /// for the others' gradients are freed).
     pub zero: u8,
 }
 
@@ -127,18 +129,19 @@ pub fn partition(sizes: &[usize], ranks: usize) -> Vec<usize> {
     owner
 }
 
-/// Trainable parameters grouped into buckets, last parameter first, as indices into `params`.
-fn buckets(params: &[&Param], first: u64, rest: u64) -> Vec<Vec<usize>> {
+/// Trainable parameters (their element counts) grouped into buckets of f32 gradients, last
+/// parameter first, as indices.
+fn buckets(numels: &[usize], first: u64, rest: u64) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = vec![];
     let mut bytes = 0;
-    for (i, p) in params.iter().enumerate().rev() {
+    for (i, &n) in numels.iter().enumerate().rev() {
         let limit = if out.len() <= 1 { first } else { rest };
         if out.is_empty() || (bytes >= limit && !out.last().unwrap().is_empty()) {
             out.push(vec![]);
             bytes = 0;
         }
         out.last_mut().unwrap().push(i);
-        bytes += p.grad().bytes();
+        bytes += 4 * n as u64;
     }
     out
 }
@@ -304,9 +307,7 @@ fn run_rank(
     let Rank {
         mut t,
         owners,
-        fused,
-        members,
-        segments,
+        buckets,
         norm_parts,
     } = setup(gpu, config, options, comm.size(), rank)?;
     // every rank reads the checkpoint itself, as processes on other machines would
@@ -336,33 +337,18 @@ fn run_rank(
         let global = t.draw_batch();
         let count = global.targets().max(1);
         let mine = global.split(per_rank).swap_remove(rank);
-        t.forward_backward_scaled(&mine, count)?;
-        let params = t.model.trainable_params();
-        for (b, (bucket, indices)) in fused.iter().zip(&members).enumerate() {
-            let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
-            let mut host = pack(gpu, &members, bucket, |p| p.grad())?;
-            // every sum is in rank order, so each way gives one device's bits
-            let keep: Vec<bool> = match (options.mode, &owners) {
-                // ZeRO: each rank needs only its own parameters' sums
-                (Mode::Ddp, Some((_, owner))) => {
-                    timed(&mut clock, || comm.reduce_scatter(&mut host, &segments[b]))?;
-                    indices.iter().map(|&i| owner[i] == rank).collect()
-                }
-                (Mode::Ddp, None) => {
-                    timed(&mut clock, || comm.all_reduce_sum(&mut host))?;
-                    vec![true; indices.len()]
-                }
-                (Mode::Dp, _) => match timed(&mut clock, || comm.gather(&host, 0))? {
-                    Some(all) => {
-                        super::sum_in_rank_order(all.iter().map(|v| v.as_slice()), &mut host);
-                        vec![true; indices.len()]
-                    }
-                    None => vec![false; indices.len()],
-                },
-            };
-            unpack(gpu, &host, &members, bucket, |p| p.grad(), &keep);
+        match (options.zero, &owners) {
+            (2, Some((_, owner))) => {
+                // the buckets are reduced inside the backward
+                let mut reducer = GradReducer::new(Some(comm), &t, owner, &buckets);
+                t.forward_backward_scaled(&mine, count, &mut reducer)?;
+                clock += reducer.finish(t.model.as_mut());
+            }
+            _ => {
+                t.forward_backward_scaled(&mine, count, &mut NoHooks)?;
+                exchange_grads(gpu, comm, &t, options.mode, &owners, &buckets, &mut clock)?;
+            }
         }
-        drop(params);
         let mut loss = [t.last_loss_sum()?];
         timed(&mut clock, || comm.all_reduce_sum(&mut loss))?;
         losses.push(loss[0] / count as f32);
@@ -379,7 +365,9 @@ fn run_rank(
         if options.mode == Mode::Dp {
             // the server's new weights to every replica, a bucket at a time
             let params = t.model.trainable_params();
-            for (bucket, indices) in fused.iter().zip(&members) {
+            for (b, indices) in buckets.members.iter().enumerate() {
+                let bucket = buckets.buffer(gpu, b)?;
+                let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
                 let mut host = if rank == 0 {
                     pack(gpu, &members, bucket, |p| &p.value)?
@@ -395,10 +383,14 @@ fn run_rank(
             // each parameter's owner updated it: an all-gather per bucket gives everyone the
             // new values
             let params = t.model.trainable_params();
-            for (b, (bucket, indices)) in fused.iter().zip(&members).enumerate() {
+            for (b, indices) in buckets.members.iter().enumerate() {
+                let bucket = buckets.buffer(gpu, b)?;
+                let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
                 let mut host = pack(gpu, &members, bucket, |p| &p.value)?;
-                timed(&mut clock, || comm.all_gather(&mut host, &segments[b]))?;
+                timed(&mut clock, || {
+                    comm.all_gather(&mut host, &buckets.segments[b])
+                })?;
                 let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
                 unpack(gpu, &host, &members, bucket, |p| &p.value, &keep);
             }
@@ -451,9 +443,213 @@ fn run_rank(
         comm_bytes: comm.bytes(),
         comm_ms: clock.as_secs_f64() * 1e3,
         memory,
-        buckets: fused.len(),
+        buckets: buckets.members.len(),
         eval,
     })
+}
+
+/// DDP, ZeRO 1 and the parameter server after the backward: each bucket's gradients packed,
+/// exchanged and written back (all of them, the owner's, or the server's).
+fn exchange_grads(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    t: &Trainer,
+    mode: Mode,
+    owners: &Option<(Vec<String>, Vec<usize>)>,
+    buckets: &Buckets,
+    clock: &mut Duration,
+) -> Result<()> {
+    let rank = comm.rank();
+    let params = t.model.trainable_params();
+    for (b, indices) in buckets.members.iter().enumerate() {
+        let bucket = buckets.buffer(gpu, b)?;
+        let bucket: &Tensor = &bucket;
+        let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
+        let mut host = pack(gpu, &members, bucket, |p| p.grad())?;
+        // every sum is in rank order, so each way gives one device's bits
+        let keep: Vec<bool> = match (mode, owners) {
+            // ZeRO: each rank needs only its own parameters' sums
+            (Mode::Ddp, Some((_, owner))) => {
+                timed(clock, || {
+                    comm.reduce_scatter(&mut host, &buckets.segments[b])
+                })?;
+                indices.iter().map(|&i| owner[i] == rank).collect()
+            }
+            (Mode::Ddp, None) => {
+                timed(clock, || comm.all_reduce_sum(&mut host))?;
+                vec![true; indices.len()]
+            }
+            (Mode::Dp, _) => match timed(clock, || comm.gather(&host, 0))? {
+                Some(all) => {
+                    super::sum_in_rank_order(all.iter().map(|v| v.as_slice()), &mut host);
+                    vec![true; indices.len()]
+                }
+                None => vec![false; indices.len()],
+            },
+        };
+        unpack(gpu, &host, &members, bucket, |p| p.grad(), &keep);
+    }
+    Ok(())
+}
+
+/// ZeRO 2 inside the backward ([`StepHooks`]): each parameter's gradient is written into a
+/// buffer lent for the micro-batch (workspace); once every member of a bucket is written, the
+/// bucket is packed, reduce-scattered, each owned part copied (first micro-batch) or added
+/// into the owner's shard gradient, and the lent buffers freed. The shard gradients (charged
+/// to gradients: 4Ψ/N) are held here during the backward and given back to their
+/// parameters by [`GradReducer::finish`], for the norm and the update.
+struct GradReducer<'a> {
+    /// None on a ledger twin (the plan): the same buffers, no exchange.
+    comm: Option<&'a dyn Collective>,
+    rank: usize,
+    owner: &'a [usize],
+    buckets: &'a Buckets,
+    /// Trainable parameter name → index.
+    index: std::collections::HashMap<String, usize>,
+    bucket_of: Vec<usize>,
+    /// Members of each bucket written in this micro-batch.
+    written: Vec<usize>,
+    /// Whether this step has reduced each bucket yet (later micro-batches add).
+    reduced: Vec<bool>,
+    /// Each parameter's buffer while it is lent out, and its written gradient until its bucket
+    /// is reduced.
+    lent: Vec<Option<Tensor>>,
+    lending: Vec<bool>,
+    /// The owned parameters' shard gradients while the backward runs.
+    kept: Vec<Option<Tensor>>,
+    clock: Duration,
+}
+
+impl<'a> GradReducer<'a> {
+    fn new(
+        comm: Option<&'a dyn Collective>,
+        t: &Trainer,
+        owner: &'a [usize],
+        buckets: &'a Buckets,
+    ) -> Self {
+        let params = t.model.trainable_params();
+        let n = params.len();
+        let mut bucket_of = vec![0; n];
+        for (b, m) in buckets.members.iter().enumerate() {
+            for &i in m {
+                bucket_of[i] = b;
+            }
+        }
+        GradReducer {
+            comm,
+            rank: comm.map_or(0, |c| c.rank()),
+            owner,
+            buckets,
+            index: params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.clone(), i))
+                .collect(),
+            bucket_of,
+            written: vec![0; buckets.members.len()],
+            reduced: vec![false; buckets.members.len()],
+            lent: (0..n).map(|_| None).collect(),
+            lending: vec![false; n],
+            kept: (0..n).map(|_| None).collect(),
+            clock: Duration::ZERO,
+        }
+    }
+
+    /// A ledger's reducer plans as `rank`.
+    fn planning(mut self, rank: usize) -> Self {
+        self.rank = rank;
+        self
+    }
+
+    fn reduce(&mut self, gpu: &Gpu, b: usize) -> Result<()> {
+        let buckets: &'a Buckets = self.buckets;
+        let members = &buckets.members[b];
+        let bucket = buckets.buffer(gpu, b)?;
+        let bucket: &Tensor = &bucket;
+        let mut offset = 0;
+        for &i in members {
+            let g = self.lent[i].as_ref().expect("a written gradient");
+            gpu.copy_region(g, 0, bucket, offset, g.bytes());
+            offset += g.bytes();
+        }
+        let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&bucket)?);
+        if let Some(comm) = self.comm {
+            let segments = &buckets.segments[b];
+            timed(&mut self.clock, || comm.reduce_scatter(&mut host, segments))?;
+        }
+        gpu.upload(bucket, bytemuck::cast_slice(&host));
+        let mut offset = 0;
+        for &i in members {
+            let g = self.lent[i].take().expect("a written gradient");
+            if self.owner[i] == self.rank {
+                let kept = self.kept[i].as_ref().expect("an owned gradient");
+                if self.reduced[b] {
+                    gpu.copy_region(bucket, offset, &g, 0, g.bytes());
+                    crate::ops::elementwise::accumulate(gpu, &g, 1.0, kept);
+                } else {
+                    gpu.copy_region(bucket, offset, kept, 0, g.bytes());
+                }
+            }
+            offset += g.bytes();
+        }
+        self.reduced[b] = true;
+        Ok(())
+    }
+
+    /// After the step's backward: every bucket reduced, the shard gradients back in their
+    /// parameters. Returns the time spent in collectives.
+    fn finish(mut self, model: &mut dyn crate::nn::Model) -> Duration {
+        assert!(
+            self.written.iter().all(|&w| w == 0),
+            "a bucket's gradients were written and never reduced"
+        );
+        for p in model.params_mut() {
+            if let Some(&i) = self.index.get(&p.name) {
+                if let Some(g) = self.kept[i].take() {
+                    p.swap_grad(Some(g), false);
+                }
+            }
+        }
+        self.clock
+    }
+}
+
+impl StepHooks for GradReducer<'_> {
+    fn grads_needed(&mut self, gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
+        for p in group.iter_mut().filter(|p| p.trainable()) {
+            let i = self.index[&p.name];
+            if self.lending[i] {
+                continue;
+            }
+            self.lending[i] = true;
+            let lent = Tensor::zeros(
+                gpu,
+                &format!("{}.grad (lent)", p.name),
+                p.value.shape(),
+                Category::Workspace,
+            )?;
+            if let Some(own) = p.swap_grad(Some(lent), true) {
+                debug_assert!(self.kept[i].is_none());
+                self.kept[i] = Some(own);
+            }
+        }
+        Ok(())
+    }
+
+    fn grads_written(&mut self, gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
+        for p in group.iter_mut().filter(|p| p.trainable()) {
+            let i = self.index[&p.name];
+            self.lending[i] = false;
+            self.lent[i] = p.swap_grad(None, false);
+            let b = self.bucket_of[i];
+            self.written[b] += 1;
+            if self.written[b] == self.buckets.members[b].len() {
+                self.written[b] = 0;
+                self.reduce(gpu, b)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs a collective, adding its wall time to `clock`.
@@ -538,19 +734,65 @@ fn sharded_grad_norm(
 }
 
 /// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
-/// state (or shard), and the fused bucket buffers.
+/// state (or shard), and the buckets.
 struct Rank<'g> {
     t: Trainer<'g>,
-    /// ZeRO 1: trainable parameter names and each one's owner rank.
+    /// ZeRO: trainable parameter names and each one's owner rank.
     owners: Option<(Vec<String>, Vec<usize>)>,
-    fused: Vec<Tensor>,
+    buckets: Buckets,
+    /// ZeRO: a slot per trainable parameter for its squared gradient norm (the global norm
+    /// from the shards).
+    norm_parts: Option<Tensor>,
+}
+
+/// The gradient buckets, and their fused device buffers.
+struct Buckets {
     /// Each bucket's parameters, as indices into the trainable parameters (under ZeRO grouped
     /// by owner, in rank order, so that each owner's part of the bucket is one segment).
     members: Vec<Vec<usize>>,
-    /// ZeRO: each bucket's segment lengths per rank, and a slot per trainable parameter for its
-    /// squared gradient norm (the global norm from the shards).
+    /// ZeRO: each bucket's segment lengths per rank.
     segments: Vec<Vec<usize>>,
-    norm_parts: Option<Tensor>,
+    /// Each bucket's elements.
+    numel: Vec<usize>,
+    /// One fused buffer per bucket, kept for the run (as PyTorch's DDP does); empty under ZeRO
+    /// 2, where a bucket's buffer lives only while it is exchanged (a bucket of every
+    /// gradient kept for the run would be the Ψ of gradients stage 2 removes).
+    kept: Vec<Tensor>,
+}
+
+/// A bucket's fused buffer: the one kept for the run, or a fresh one.
+enum BucketBuffer<'a> {
+    Kept(&'a Tensor),
+    Fresh(Tensor),
+}
+
+impl std::ops::Deref for BucketBuffer<'_> {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        match self {
+            BucketBuffer::Kept(t) => t,
+            BucketBuffer::Fresh(t) => t,
+        }
+    }
+}
+
+impl Buckets {
+    fn buffer(&self, gpu: &Gpu, b: usize) -> Result<BucketBuffer<'_>> {
+        match self.kept.get(b) {
+            Some(t) => Ok(BucketBuffer::Kept(t)),
+            None => Ok(BucketBuffer::Fresh(bucket_tensor(gpu, b, self.numel[b])?)),
+        }
+    }
+}
+
+fn bucket_tensor(gpu: &Gpu, b: usize, numel: usize) -> Result<Tensor> {
+    Tensor::empty(
+        gpu,
+        &format!("ddp bucket {b}"),
+        &[numel],
+        DType::F32,
+        Category::Workspace,
+    )
 }
 
 fn setup<'g>(
@@ -560,7 +802,7 @@ fn setup<'g>(
     ranks: usize,
     rank: usize,
 ) -> Result<Rank<'g>> {
-    // ZeRO 1: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
+    // ZeRO: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
     let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
         let ledger = gpu.ledger();
         let shape = Trainer::new(&ledger, config.clone())?;
@@ -574,21 +816,23 @@ fn setup<'g>(
     let t = match &owners {
         // a parameter server's replica keeps no optimizer state
         None if options.mode == Mode::Dp && rank != 0 => {
-            Trainer::with_state_shard(gpu, config.clone(), Default::default())?
+            Trainer::with_shard(gpu, config.clone(), Shard::default())?
         }
         Some((names, owner)) => {
-            let shard = names
+            let own = names
                 .iter()
                 .zip(owner)
                 .filter(|(_, &o)| o == rank)
                 .map(|(n, _)| n.clone())
                 .collect();
-            Trainer::with_state_shard(gpu, config.clone(), shard)?
+            let grads = options.zero >= 2;
+            Trainer::with_shard(gpu, config.clone(), Shard { own, grads })?
         }
         None => Trainer::new(gpu, config.clone())?,
     };
     let trainable = t.model.trainable_params();
-    let mut groups = buckets(&trainable, options.first_bucket_bytes, options.bucket_bytes);
+    let numels: Vec<usize> = trainable.iter().map(|p| p.numel()).collect();
+    let mut groups = buckets(&numels, options.first_bucket_bytes, options.bucket_bytes);
     let mut segments = vec![];
     let mut norm_parts = None;
     if let Some((_, owner)) = &owners {
@@ -596,7 +840,7 @@ fn setup<'g>(
             g.sort_by_key(|&j| owner[j]);
             let mut counts = vec![0; ranks];
             for &j in g.iter() {
-                counts[owner[j]] += trainable[j].numel();
+                counts[owner[j]] += numels[j];
             }
             segments.push(counts);
         }
@@ -607,33 +851,39 @@ fn setup<'g>(
             Category::Workspace,
         )?);
     }
-    // one fused buffer per bucket (PyTorch keeps them for the run, too)
-    let fused: Vec<Tensor> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let numel = g.iter().map(|&j| trainable[j].numel()).sum::<usize>();
-            Tensor::empty(
-                gpu,
-                &format!("ddp bucket {i}"),
-                &[numel],
-                DType::F32,
-                Category::Workspace,
-            )
-        })
-        .collect::<Result<_>>()?;
     drop(trainable);
+    let numel: Vec<usize> = groups
+        .iter()
+        .map(|g| g.iter().map(|&j| numels[j]).sum())
+        .collect();
+    let kept = match options.zero {
+        2.. => vec![],
+        _ => numel
+            .iter()
+            .enumerate()
+            .map(|(b, &n)| bucket_tensor(gpu, b, n))
+            .collect::<Result<_>>()?,
+    };
     Ok(Rank {
         t,
         owners,
-        fused,
-        members: groups,
-        segments,
+        buckets: Buckets {
+            members: groups,
+            segments,
+            numel,
+            kept,
+        },
         norm_parts,
     })
 }
 
 fn check_options(options: &DdpOptions) -> Result<()> {
+    if options.zero > 2 {
+        return Err(Error::Config(format!(
+            "--zero {}: the stages are 1 (optimizer state), 2 (and gradients)",
+            options.zero
+        )));
+    }
     if options.mode == Mode::Dp && options.zero > 0 {
         return Err(Error::Config(
             "ZeRO shards what DDP replicates; the parameter server (dp) already keeps the \
@@ -668,15 +918,21 @@ pub fn plan_rank(
     // the bucket buffers stay live through the step, as in a run
     let Rank {
         mut t,
-        fused: _fused,
+        buckets,
         owners,
         norm_parts,
-        ..
     } = setup(&ledger, config, options, ranks, rank)?;
     let global = t.draw_batch();
     let count = global.targets().max(1);
     let mine = global.split(per_rank).swap_remove(rank);
-    t.forward_backward_scaled(&mine, count)?;
+    match (options.zero, &owners) {
+        (2, Some((_, owner))) => {
+            let mut reducer = GradReducer::new(None, &t, owner, &buckets).planning(rank);
+            t.forward_backward_scaled(&mine, count, &mut reducer)?;
+            reducer.finish(t.model.as_mut());
+        }
+        _ => t.forward_backward_scaled(&mine, count, &mut NoHooks)?,
+    }
     // the device side of the step (the collectives allocate nothing on it)
     match (&owners, &norm_parts) {
         (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,

@@ -542,9 +542,11 @@ impl Objective for MlpDigits {
             offset += p.value.bytes();
         }
         crate::nn::zero_grads(gpu, &params);
-        let losses = self
-            .model
-            .forward_backward(gpu, &self.x, &self.y, 1.0 / self.rows as f32)?;
+        let scale = 1.0 / self.rows as f32;
+        let losses =
+            self.model
+                .forward_backward(gpu, &self.x, &self.y, scale, &mut crate::nn::NoHooks)?;
+        let params = self.model.params();
         let mut offset = 0;
         for p in &params {
             gpu.copy_region(p.grad(), 0, g, offset, p.grad().bytes());

@@ -21,13 +21,16 @@ use crate::data::text::Text;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
-use crate::nn::{frozen_scope, zero_grads, Batch, Gpt, Mlp, Model};
+use crate::nn::{
+    frozen_scope, grad_shard_scope, zero_grads, Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
+};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::guard::{self, Health};
 use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use checkpoint::{Checkpoint, CheckpointMeta, RestoreReport};
+use std::collections::HashSet;
 use std::path::Path;
 
 pub enum Task {
@@ -174,8 +177,17 @@ pub struct Trainer<'g> {
     stats: Tensor,
     /// (4, u32): the non-finite steps the guard skipped (optim::guard)
     health: Tensor,
-    /// The parameters whose optimizer state lives here (a ZeRO stage-1 shard); None: all.
-    state_shard: Option<std::collections::HashSet<String>>,
+    /// What a data-parallel rank keeps of the model states (ZeRO); None: all of them.
+    shard: Option<Shard>,
+}
+
+/// A ZeRO rank's share of the model states: optimizer state for the parameters it owns (stage
+/// 1), and from stage 2 gradient buffers for those alone (the others' gradients are lent by
+/// the step's hooks while the backward writes them, see [`crate::nn::StepHooks`]).
+#[derive(Clone, Debug, Default)]
+pub struct Shard {
+    pub own: HashSet<String>,
+    pub grads: bool,
 }
 
 impl<'g> Trainer<'g> {
@@ -184,14 +196,10 @@ impl<'g> Trainer<'g> {
     }
 
     /// Validates the config, loads its data and builds the trainer.
-    fn loading(
-        gpu: &'g Gpu,
-        config: TrainConfig,
-        state_shard: Option<std::collections::HashSet<String>>,
-    ) -> Result<Trainer<'g>> {
+    fn loading(gpu: &'g Gpu, config: TrainConfig, shard: Option<Shard>) -> Result<Trainer<'g>> {
         config.validate()?;
         let task = load_task(&config)?;
-        Self::build(gpu, config, task, state_shard)
+        Self::build(gpu, config, task, shard)
     }
 
     /// A trainer on data already loaded (`task` must be the config's kind of data).
@@ -199,13 +207,9 @@ impl<'g> Trainer<'g> {
         Self::build(gpu, config, task, None)
     }
 
-    /// A trainer that keeps optimizer state only for the parameters named in `shard` (ZeRO
-    /// stage 1: each data-parallel rank updates its shard and the ranks exchange the results).
-    pub fn with_state_shard(
-        gpu: &'g Gpu,
-        config: TrainConfig,
-        shard: std::collections::HashSet<String>,
-    ) -> Result<Trainer<'g>> {
+    /// A trainer that keeps only `shard` of the model states (ZeRO: each data-parallel rank
+    /// updates its shard and the ranks exchange the results).
+    pub fn with_shard(gpu: &'g Gpu, config: TrainConfig, shard: Shard) -> Result<Trainer<'g>> {
         Self::loading(gpu, config, Some(shard))
     }
 
@@ -213,14 +217,14 @@ impl<'g> Trainer<'g> {
         gpu: &'g Gpu,
         mut config: TrainConfig,
         task: Task,
-        state_shard: Option<std::collections::HashSet<String>>,
+        shard: Option<Shard>,
     ) -> Result<Trainer<'g>> {
         if config.model == ModelKind::Mlp {
             config.mlp.inputs = digits::FEATURES;
             config.mlp.classes = digits::CLASSES;
         }
         config.validate()?;
-        if config.lora.is_none() && config.freeze.is_empty() && state_shard.is_none() {
+        if config.lora.is_none() && config.freeze.is_empty() && shard.is_none() {
             // weights, gradients and optimizer state from the config alone, before anything
             // is built (a lower bound of the plan: activations come on top)
             let h = config.optimizer.resolve()?;
@@ -239,11 +243,14 @@ impl<'g> Trainer<'g> {
         // exists, so the run's peaks (and the planner's) are the training step's alone.
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
-        let model = build_model(gpu, &config)?;
+        let model = match &shard {
+            Some(s) if s.grads => grad_shard_scope(&s.own, || build_model(gpu, &config))?,
+            _ => build_model(gpu, &config)?,
+        };
         let owned: Vec<_> = model
             .trainable_params()
             .into_iter()
-            .filter(|p| state_shard.as_ref().is_none_or(|s| s.contains(&p.name)))
+            .filter(|p| shard.as_ref().is_none_or(|s| s.own.contains(&p.name)))
             .collect();
         let optimizer = Optimizer::new(gpu, &config.optimizer, config.grad_clip, &owned)?;
         drop(owned);
@@ -259,7 +266,7 @@ impl<'g> Trainer<'g> {
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
             stats: guard::step_stats(gpu)?,
             health: guard::health_counters(gpu)?,
-            state_shard,
+            shard,
         })
     }
 
@@ -280,13 +287,19 @@ impl<'g> Trainer<'g> {
     /// batch). Returns that target count (the loss's denominator).
     pub fn forward_backward(&mut self, batch: &Batch) -> Result<usize> {
         let count = batch.targets().max(1);
-        self.forward_backward_scaled(batch, count)?;
+        self.forward_backward_scaled(batch, count, &mut NoHooks)?;
         Ok(count)
     }
 
     /// [`Trainer::forward_backward`] of a part of a larger batch (a data-parallel rank's
-    /// slice): the losses are scaled by 1/`count`, the targets of the whole batch.
-    pub fn forward_backward_scaled(&mut self, batch: &Batch, count: usize) -> Result<()> {
+    /// slice): the losses are scaled by 1/`count`, the targets of the whole batch; `hooks`
+    /// see every micro-batch's backward (ZeRO 2 reduces gradients inside it).
+    pub fn forward_backward_scaled(
+        &mut self,
+        batch: &Batch,
+        count: usize,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<()> {
         let gpu = self.gpu;
         zero_grads(gpu, &self.model.trainable_params());
         for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
@@ -296,7 +309,7 @@ impl<'g> Trainer<'g> {
             self.model.set_dropout_seed(seed);
             let losses = self
                 .model
-                .forward_backward(gpu, micro, 1.0 / count as f32)?;
+                .forward_backward(gpu, micro, 1.0 / count as f32, hooks)?;
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
         Ok(())
@@ -338,12 +351,12 @@ impl<'g> Trainer<'g> {
             self.step + 1,
         );
         let lr = self.config.lr_at(self.step);
-        let shard = &self.state_shard;
+        let shard = &self.shard;
         let params: Vec<_> = self
             .model
             .trainable_params()
             .into_iter()
-            .filter(|p| shard.as_ref().is_none_or(|s| s.contains(&p.name)))
+            .filter(|p| shard.as_ref().is_none_or(|s| s.own.contains(&p.name)))
             .collect();
         self.optimizer.step(self.gpu, &params, lr, &self.stats)?;
         self.step += 1;

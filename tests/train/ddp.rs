@@ -94,10 +94,22 @@ fn ddp_across_the_vulkan_and_gl_adapters_equals_one_device() {
     let gpus: Vec<Gpu> = gpus.into_iter().take(2).collect();
     assert_ne!(gpus[0].info().backend, gpus[1].info().backend);
     let c = mlp();
-    let r = ddp::train(&gpus, comms(2), &c, &DdpOptions::default()).unwrap();
     let (losses, params) = one_device(&c, 2);
-    assert_eq!(r.losses, losses);
-    assert_eq!(r.params, params);
+    for (mode, zero) in [
+        (Mode::Ddp, 0),
+        (Mode::Dp, 0),
+        (Mode::Ddp, 1),
+        (Mode::Ddp, 2),
+    ] {
+        let options = DdpOptions {
+            mode,
+            zero,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
+        assert_eq!(r.losses, losses, "{mode:?}, ZeRO {zero}: losses");
+        assert_eq!(r.params, params, "{mode:?}, ZeRO {zero}: parameters");
+    }
 }
 
 #[test]
@@ -111,15 +123,28 @@ fn ddp_of_a_gpt_matches_one_device_within_rounding_of_the_tied_embedding() {
     c.gpt.n_embd = 32;
     c.addition.test_size = 10;
     let gpus = Gpu::open_n(None, 2).unwrap();
-    let r = ddp::train(&gpus, comms(2), &c, &DdpOptions::default()).unwrap();
     let (losses, params) = one_device(&c, 2);
+    for zero in [0, 2] {
+        let options = DdpOptions {
+            zero,
+            // ZeRO 2: the tied embedding is lent at the head and reduced after the embeddings
+            first_bucket_bytes: 1,
+            bucket_bytes: 1,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
+        close_to_one_device(&r, &losses, &params);
+    }
+}
+
+fn close_to_one_device(r: &ddp::DdpReport, losses: &[f32], params: &[(String, Vec<f32>)]) {
     // The token embedding is also the LM head, so each micro-batch writes its gradient twice
     // (head, then embedding): one device adds e1 + (h1 + (e0 + h0)), DDP (e0 + h0) + (e1 + h1).
     // The same terms in another order: a few f32 ulps, which the updates carry forward.
-    for (a, b) in r.losses.iter().zip(&losses) {
+    for (a, b) in r.losses.iter().zip(losses) {
         assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
     }
-    for ((name, a), (_, b)) in r.params.iter().zip(&params) {
+    for ((name, a), (_, b)) in r.params.iter().zip(params) {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(err <= 1e-4 * scale, "{name}: {err} vs {scale}");
@@ -168,35 +193,68 @@ fn one_ranks_device_error_stops_every_rank_with_that_error() {
 }
 
 #[test]
-fn zero_1_shards_the_optimizer_state_and_equals_one_device_bit_for_bit() {
+fn zero_1_and_2_shard_the_model_states_and_equal_one_device_bit_for_bit() {
+    use wgtrain::gpu::Category;
     let c = mlp();
     for n in [2, 3] {
         let gpus = Gpu::open_n(None, n).unwrap();
-        let options = DdpOptions {
-            zero: 1,
-            ..DdpOptions::default()
-        };
-        let r = ddp::train(&gpus, comms(n), &c, &options).unwrap();
         let (losses, params) = one_device(&c, n);
-        assert_eq!(r.losses, losses, "ZeRO 1 on {n} ranks: losses");
-        assert_eq!(r.params, params, "ZeRO 1 on {n} ranks: parameters");
-        // the shards add up to the whole state (AdamW: 8 bytes per parameter), none holds it all
         let psi: u64 = params.iter().map(|(_, v)| v.len() as u64).sum();
-        let state: Vec<u64> = r
-            .memory
-            .iter()
-            .map(|m| m.peak.get(wgtrain::gpu::Category::OptimizerState))
-            .collect();
-        assert_eq!(state.iter().sum::<u64>(), 8 * psi, "{state:?}");
-        assert!(state.iter().all(|&s| s < 8 * psi), "{state:?}");
-        // reduce-scatter then all-gather move what DDP's all-reduce does (the ZeRO paper's
-        // 2Ψ), over all ranks together; per rank it follows the uneven whole-tensor shards.
-        // The difference: the squared norms' slots, all-reduced, and the start's broadcast
         let ddp = ddp::train(&gpus, comms(n), &c, &DdpOptions::default()).unwrap();
-        let (zero, plain): (u64, u64) = (r.comm_bytes.iter().sum(), ddp.comm_bytes.iter().sum());
-        let slack = 16 * n as u64 * c.steps * params.len() as u64;
-        assert!(zero >= plain && zero <= plain + slack, "{zero} vs {plain}");
+        for (zero, tiny) in [(1, false), (2, false), (2, true)] {
+            let options = DdpOptions {
+                zero,
+                // every tensor its own bucket: stage 2 reduces them one by one in the backward
+                first_bucket_bytes: if tiny { 1 } else { 1 << 20 },
+                bucket_bytes: if tiny { 1 } else { 25 << 20 },
+                ..DdpOptions::default()
+            };
+            let what = format!("ZeRO {zero} on {n} ranks, tiny buckets {tiny}");
+            let r = ddp::train(&gpus, comms(n), &c, &options).unwrap();
+            assert_eq!(r.losses, losses, "{what}: losses");
+            assert_eq!(r.params, params, "{what}: parameters");
+            // the shards add up to the whole state (AdamW: 8 bytes per parameter), none holds
+            // it all; from stage 2 the gradients too (4 bytes), and the rest of a rank's
+            // gradients are only lent (workspace) while its backward writes them
+            let peaks = |cat| -> Vec<u64> { r.memory.iter().map(|m| m.peak.get(cat)).collect() };
+            let (state, grads) = (peaks(Category::OptimizerState), peaks(Category::Grads));
+            assert_eq!(state.iter().sum::<u64>(), 8 * psi, "{what}: {state:?}");
+            assert!(state.iter().all(|&s| s < 8 * psi), "{what}: {state:?}");
+            for (s, g) in state.iter().zip(&grads) {
+                let want = if zero == 2 { s / 2 } else { 4 * psi };
+                assert_eq!(*g, want, "{what}: the gradients each rank keeps");
+            }
+            // reduce-scatter then all-gather move what DDP's all-reduce does (the ZeRO paper's
+            // 2Ψ), over all ranks together; per rank it follows the uneven whole-tensor shards.
+            // The difference: the squared norms' slots, all-reduced, and the start's broadcast
+            let (zero, plain): (u64, u64) =
+                (r.comm_bytes.iter().sum(), ddp.comm_bytes.iter().sum());
+            let slack = 16 * n as u64 * c.steps * params.len() as u64;
+            assert!(
+                zero >= plain && zero <= plain + slack,
+                "{what}: {zero} vs {plain}"
+            );
+        }
     }
+}
+
+#[test]
+fn zero_2_with_micro_batches_per_rank_adds_each_reduced_micro_batch_into_its_shard() {
+    // two micro-batches per rank: stage 2 reduces each micro-batch's buckets inside its
+    // backward and adds the reduced sums, (g0 + g2) + (g1 + g3) where one device adds
+    // ((g0 + g1) + g2) + g3: the same terms in another order, a few ulps
+    let mut c = mlp();
+    c.micro_batch_size = 12;
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let options = DdpOptions {
+        zero: 2,
+        ..DdpOptions::default()
+    };
+    let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
+    let (losses, params) = one_device(&c, 4);
+    close_to_one_device(&r, &losses, &params);
+    // and the sums did take another order (the accumulating path ran)
+    assert_ne!(r.params, params);
 }
 
 #[test]
@@ -276,7 +334,12 @@ fn a_checkpoint_resumes_on_several_ranks_in_every_mode_as_an_unbroken_run() {
     ddp::train(&gpus, comms(2), &first, &save).unwrap();
     // then to step 5 on 2 ranks, every mode: the unbroken one-device run, bit for bit
     for ckpt in [&from_one, &from_two] {
-        for (mode, zero) in [(Mode::Ddp, 0), (Mode::Ddp, 1), (Mode::Dp, 0)] {
+        for (mode, zero) in [
+            (Mode::Ddp, 0),
+            (Mode::Ddp, 1),
+            (Mode::Ddp, 2),
+            (Mode::Dp, 0),
+        ] {
             let options = DdpOptions {
                 mode,
                 zero,
@@ -335,7 +398,12 @@ fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
     let mut mlp = mlp();
     mlp.steps = 2;
     for (what, c, n) in [("mlp", &mlp, 2), ("mlp", &mlp, 3), ("gpt", &gpt, 2)] {
-        for (zero, mode) in [(0, Mode::Ddp), (1, Mode::Ddp), (0, Mode::Dp)] {
+        for (zero, mode) in [
+            (0, Mode::Ddp),
+            (1, Mode::Ddp),
+            (2, Mode::Ddp),
+            (0, Mode::Dp),
+        ] {
             let options = DdpOptions {
                 zero,
                 mode,

@@ -5,7 +5,7 @@
 use crate::{gpu, reference};
 use std::collections::HashMap;
 use wgtrain::nn::gpt::GptBatch;
-use wgtrain::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, Param};
+use wgtrain::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks, Param};
 use wgtrain::ops::softmax_xent::PAD;
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Tensor};
@@ -263,7 +263,7 @@ fn gpt_gradients_match_a_float64_model() {
         n_embd: 8,
     };
     let mut rng = Rng::new(3);
-    let model = Gpt::new(gpu(), cfg.clone(), &mut rng).unwrap();
+    let mut model = Gpt::new(gpu(), cfg.clone(), &mut rng).unwrap();
     // Larger weights than GPT-2's init so every path carries signal.
     for p in model.params() {
         let n = p.numel();
@@ -279,11 +279,11 @@ fn gpt_gradients_match_a_float64_model() {
     let mut targets: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
     targets[3] = PAD;
     let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
-    let params = model.params();
-    zero_grads(gpu(), &params);
+    zero_grads(gpu(), &model.params());
     let losses = model
-        .forward_backward(gpu(), &batch, 1.0 / batch.n_targets as f32)
+        .forward_backward(gpu(), &batch, 1.0 / batch.n_targets as f32, &mut NoHooks)
         .unwrap();
+    let params = model.params();
     let gpu_loss: f32 = losses.to_f32(gpu()).unwrap().iter().sum::<f32>() / batch.n_targets as f32;
     let (values, grads) = read_params(&params);
     let (loss, ref_grads) = gpt_reference(&values, &cfg, &tokens, &targets, b, t, true);
@@ -306,17 +306,17 @@ fn mlp_gradients_match_a_float64_model() {
             classes: 4,
             activation,
         };
-        let model = Mlp::new(gpu(), cfg.clone(), &mut rng).unwrap();
+        let mut model = Mlp::new(gpu(), cfg.clone(), &mut rng).unwrap();
         let n = 6;
         let x: Vec<f32> = rng.uniform_vec(n * 7, -1.0, 1.0);
         let y: Vec<u32> = (0..n).map(|_| rng.below(4) as u32).collect();
         let tx = Tensor::from_f32(gpu(), "x", &[n, 7], &x, Category::Activations).unwrap();
         let ty = Tensor::from_u32(gpu(), "y", &[n], &y, Category::Activations).unwrap();
-        let params = model.params();
-        zero_grads(gpu(), &params);
+        zero_grads(gpu(), &model.params());
         model
-            .forward_backward(gpu(), &tx, &ty, 1.0 / n as f32)
+            .forward_backward(gpu(), &tx, &ty, 1.0 / n as f32, &mut NoHooks)
             .unwrap();
+        let params = model.params();
         let (values, grads) = read_params(&params);
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let sizes = [7usize, 9, 5, 4];

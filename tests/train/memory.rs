@@ -3,7 +3,7 @@
 
 use crate::gpu;
 use wgtrain::nn::gpt::GptBatch;
-use wgtrain::nn::{zero_grads, Gpt, GptConfig, Recompute};
+use wgtrain::nn::{zero_grads, Gpt, GptConfig, NoHooks, Recompute};
 use wgtrain::optim::{OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
 use wgtrain::train::{ModelKind, TrainConfig, Trainer};
@@ -79,14 +79,14 @@ fn every_checkpoint_policy_gives_bit_identical_gradients_and_the_stated_recomput
         let mut model = Gpt::new(gpu(), cfg.clone(), &mut Rng::new(1)).unwrap();
         model.recompute = policy;
         let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, 3, 8).unwrap();
-        let params = model.params();
-        zero_grads(gpu(), &params);
+        zero_grads(gpu(), &model.params());
         let losses = model
-            .forward_backward(gpu(), &batch, 0.1)
+            .forward_backward(gpu(), &batch, 0.1, &mut NoHooks)
             .unwrap()
             .to_f32(gpu())
             .unwrap();
-        let grads: Vec<Vec<u32>> = params
+        let grads: Vec<Vec<u32>> = model
+            .params()
             .iter()
             .map(|p| {
                 p.grad()

@@ -46,6 +46,7 @@ fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
     for mode in [
         &["--parallel", "ddp"][..],
         &["--zero", "1"],
+        &["--zero", "2"],
         &["--parallel", "dp"],
     ] {
         let name = mode.join("");
