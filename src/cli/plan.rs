@@ -96,7 +96,7 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-/// `plan --devices N [--parallel dp|ddp] [--zero 1]`: each data-parallel rank's predicted peaks.
+/// `plan --devices N [--parallel dp|ddp] [--zero 1|2|3]`: each data-parallel rank's predicted peaks.
 fn plan_ranks(
     adapter: Option<&str>,
     args: &PlanArgs,
@@ -175,8 +175,9 @@ fn plan_ranks(
 }
 
 /// The course's model-state formulas per rank, in fp32 with K bytes of optimizer state per
-/// parameter: DDP (8 + K)Ψ; ZeRO 1 8Ψ + KΨ/N (the shards are whole tensors, so a rank's share
-/// is only near Ψ/N: the rank's own tensors are counted); the parameter server (8 + K)Ψ on rank
+/// parameter: DDP (8 + K)Ψ; ZeRO 1 8Ψ + KΨ/N, ZeRO 2 4Ψ + (4 + K)Ψ/N, ZeRO 3 (8 + K)Ψ/N (the
+/// shards are whole tensors, so a rank's share is only near Ψ/N: the rank's own tensors are
+/// counted); the parameter server (8 + K)Ψ on rank
 /// 0 and 8Ψ on a replica. None where parameters are frozen (LoRA, freeze).
 fn model_state_formula(
     gpu: &Gpu,
@@ -215,9 +216,11 @@ fn model_state_formula(
                         .filter(|(_, &o)| o == r)
                         .map(|(s, _)| s)
                         .sum();
+                    let own = own as f64;
                     match options.zero {
-                        1 => 8.0 * psi + k * own as f64,
-                        _ => 4.0 * psi + (4.0 + k) * own as f64,
+                        1 => 8.0 * psi + k * own,
+                        2 => 4.0 * psi + (4.0 + k) * own,
+                        _ => (8.0 + k) * own,
                     }
                 })
                 .collect()
@@ -227,7 +230,8 @@ fn model_state_formula(
         (Mode::Dp, _) => format!("(8 + {k})Ψ on the server, 8Ψ on a replica, Ψ = {psi}"),
         (Mode::Ddp, 0) => format!("(8 + {k})Ψ, Ψ = {psi}"),
         (_, 1) => format!("8Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
-        _ => format!("4Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (_, 2) => format!("4Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        _ => format!("(8 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
     };
     Ok(Some((text, per_rank.iter().map(|&b| b as u64).collect())))
 }

@@ -126,8 +126,8 @@ pub struct TrainArgs {
     #[arg(long)]
     bucket_mb: Option<f64>,
     /// With --devices: ZeRO stage 1 shards the optimizer state over the ranks, stage 2 the
-    /// gradients too.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    /// gradients too, stage 3 the parameters too.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub zero: u8,
     /// Replace a checkpoint of another run in --out (without it, such a run refuses to start).
     #[arg(long)]

@@ -227,9 +227,9 @@ impl Gpt {
     fn embed(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
         let shape = [batch.batch, batch.seq, self.config.n_embd];
         let tok = activation(gpu, "tok_emb", &shape)?;
-        embedding_forward(gpu, &batch.tokens, &self.wte.value, &tok);
+        embedding_forward(gpu, &batch.tokens, self.wte.value(), &tok);
         let pos = activation(gpu, "pos_emb", &shape)?;
-        embedding_forward(gpu, &batch.positions, &self.wpe.value, &pos);
+        embedding_forward(gpu, &batch.positions, self.wpe.value(), &pos);
         let x = activation(gpu, "x0", &shape)?;
         add(gpu, &tok, &pos, &x);
         Ok(x)
@@ -261,7 +261,7 @@ impl Gpt {
             gpu,
             self.head_dims(batch),
             &xf,
-            &self.wte.value,
+            self.wte.value(),
             None,
             &logits,
             false,
@@ -321,9 +321,11 @@ impl Gpt {
         // What the forward keeps: block i's input and/or cache.
         let mut inputs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         let mut caches: Vec<Option<BlockCache>> = (0..n).map(|_| None).collect();
+        hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
         let mut x = self.embed(gpu, batch)?;
+        hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
         for i in 0..n {
-            let (y, cache) = self.block_forward(gpu, i, &x)?;
+            let (y, cache) = self.block_forward_hooked(gpu, i, &x, hooks)?;
             if policy.keeps_cache(i, n) {
                 caches[i] = Some(cache);
             }
@@ -333,6 +335,8 @@ impl Gpt {
             x = y;
         }
         let x_last = x;
+        // the head: the final LayerNorm and the tied embedding, forward and backward
+        hooks.values_needed(gpu, &mut self.head_params())?;
         let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
         let d = self.head_dims(batch);
         let logits = activation(
@@ -340,7 +344,7 @@ impl Gpt {
             "logits",
             &[batch.batch, batch.seq, self.config.vocab_size],
         )?;
-        matmul(gpu, d, &xf, &self.wte.value, None, &logits, false);
+        matmul(gpu, d, &xf, self.wte.value(), None, &logits, false);
         let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
         // A separate buffer keeps the kernel's read and write bindings distinct.
         let dlogits = activation(gpu, "dlogits", logits.shape())?;
@@ -360,7 +364,7 @@ impl Gpt {
             gpu,
             d,
             &xf,
-            &self.wte.value,
+            self.wte.value(),
             &dlogits,
             Some(&dxf),
             None,
@@ -374,7 +378,7 @@ impl Gpt {
                 gpu,
                 d,
                 &xf,
-                &self.wte.value,
+                self.wte.value(),
                 &dlogits,
                 None,
                 Some(dwte),
@@ -387,10 +391,11 @@ impl Gpt {
         hooks.grads_needed(gpu, &mut self.ln_f.params_mut())?;
         let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
         hooks.grads_written(gpu, &mut self.ln_f.params_mut())?;
+        hooks.values_done(gpu, &mut self.head_params())?;
         drop((x_last, dxf, lnf_cache));
         for i in (0..n).rev() {
             if caches[i].is_none() {
-                self.recompute_for(gpu, i, &mut inputs, &mut caches)?;
+                self.recompute_for(gpu, i, &mut inputs, &mut caches, hooks)?;
             }
             let cache = caches[i]
                 .take()
@@ -400,9 +405,11 @@ impl Gpt {
                 .expect("an input for every block reached by backward");
             // the first block's input gradient feeds only the embeddings' gradients
             let need_dx = i > 0 || self.wte.trainable() || self.wpe.trainable();
+            hooks.values_needed(gpu, &mut self.blocks[i].params_mut())?;
             hooks.grads_needed(gpu, &mut self.blocks[i].params_mut())?;
             let dx_in = self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)?;
             hooks.grads_written(gpu, &mut self.blocks[i].params_mut())?;
+            hooks.values_done(gpu, &mut self.blocks[i].params_mut())?;
             match dx_in {
                 Some(d) => dx = d,
                 None => return Ok(losses),
@@ -419,13 +426,33 @@ impl Gpt {
         Ok(losses)
     }
 
+    /// What the head reads: the final LayerNorm and the tied token embedding.
+    fn head_params(&mut self) -> [&mut Param; 3] {
+        [&mut self.wte, &mut self.ln_f.w, &mut self.ln_f.b]
+    }
+
+    /// [`Gpt::block_forward`] between the hooks that bring block i's values and free them.
+    fn block_forward_hooked(
+        &mut self,
+        gpu: &Gpu,
+        i: usize,
+        x: &Tensor,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(Tensor, BlockCache)> {
+        hooks.values_needed(gpu, &mut self.blocks[i].params_mut())?;
+        let r = self.block_forward(gpu, i, x)?;
+        hooks.values_done(gpu, &mut self.blocks[i].params_mut())?;
+        Ok(r)
+    }
+
     /// Rebuilds block i's cache (and input) for the backward pass.
     fn recompute_for(
-        &self,
+        &mut self,
         gpu: &Gpu,
         i: usize,
         inputs: &mut [Option<Tensor>],
         caches: &mut [Option<BlockCache>],
+        hooks: &mut dyn StepHooks,
     ) -> Result<()> {
         let n = self.blocks.len();
         match self.recompute {
@@ -435,14 +462,14 @@ impl Gpt {
                 let mut x: Option<Tensor> = None;
                 for j in 0..i {
                     let input = x.as_ref().unwrap_or_else(|| inputs[0].as_ref().unwrap());
-                    x = Some(self.block_forward(gpu, j, input)?.0);
+                    x = Some(self.block_forward_hooked(gpu, j, input, hooks)?.0);
                 }
                 let input = match x {
                     Some(x) => x,
                     // block 0's input is the kept model input itself
                     None => inputs[0].take().unwrap(),
                 };
-                let (_, cache) = self.block_forward(gpu, i, &input)?;
+                let (_, cache) = self.block_forward_hooked(gpu, i, &input, hooks)?;
                 if i == 0 {
                     inputs[0] = Some(input);
                 } else {
@@ -458,7 +485,7 @@ impl Gpt {
                     .take()
                     .expect("a checkpoint at every segment start");
                 for j in start..=i {
-                    let (y, cache) = self.block_forward(gpu, j, &x)?;
+                    let (y, cache) = self.block_forward_hooked(gpu, j, &x, hooks)?;
                     caches[j] = Some(cache);
                     inputs[j] = Some(x);
                     x = y;

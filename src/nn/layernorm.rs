@@ -41,8 +41,8 @@ impl LayerNorm {
         layernorm_forward(
             gpu,
             x,
-            &self.w.value,
-            &self.b.value,
+            self.w.value(),
+            self.b.value(),
             EPS,
             &out,
             &cache.mean,
@@ -69,7 +69,7 @@ impl LayerNorm {
                 false => Tensor::empty(
                     gpu,
                     "ln frozen grad",
-                    p.value.shape(),
+                    p.value().shape(),
                     crate::tensor::DType::F32,
                     crate::gpu::Category::Workspace,
                 )
@@ -86,7 +86,7 @@ impl LayerNorm {
             gpu,
             dout,
             x,
-            &self.w.value,
+            self.w.value(),
             &cache.mean,
             &cache.rstd,
             &dx,

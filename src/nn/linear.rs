@@ -80,8 +80,8 @@ impl Linear {
             gpu,
             d,
             x,
-            &self.w.value,
-            self.b.as_ref().map(|b| &b.value),
+            self.w.value(),
+            self.b.as_ref().map(|b| b.value()),
             out,
             false,
         );
@@ -89,7 +89,7 @@ impl Linear {
             let us = self.lora_hidden(gpu, lora, x)?;
             // out += us (R, r)·Bᵀ
             let db = MatmulDims::new(d.m, self.out_features, lora.rank(), Layout::NT);
-            matmul(gpu, db, &us, &lora.b.value, None, out, true);
+            matmul(gpu, db, &us, lora.b.value(), None, out, true);
         }
         Ok(())
     }
@@ -115,7 +115,7 @@ impl Linear {
         let x = dropped.as_ref().unwrap_or(x);
         let u = activation(gpu, "lora.u", &[rows, r])?;
         let da = MatmulDims::new(rows, r, self.in_features, Layout::NT);
-        matmul(gpu, da, x, &lora.a.value, None, &u, false);
+        matmul(gpu, da, x, lora.a.value(), None, &u, false);
         let us = activation(gpu, "lora.us", &[rows, r])?;
         scale(gpu, &u, lora.scale, &us);
         Ok(us)
@@ -133,7 +133,7 @@ impl Linear {
             "forward_relu: {} has a LoRA adapter",
             self.name()
         );
-        matmul_bias_relu(gpu, self.dims(x), x, &self.w.value, &b.value, out);
+        matmul_bias_relu(gpu, self.dims(x), x, self.w.value(), b.value(), out);
     }
 
     /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked;
@@ -146,7 +146,7 @@ impl Linear {
         dx: Option<&Tensor>,
     ) -> Result<()> {
         let d = self.dims(x);
-        let w = &self.w.value;
+        let w = self.w.value();
         if let Some(dx) = dx {
             matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
         }
@@ -190,7 +190,7 @@ impl Linear {
         // du (R, r) = scale·(dout (R, out)·B (out, r))
         let dus = activation(gpu, "lora.dus", &[rows, r])?;
         let d = MatmulDims::new(rows, r, n_out, Layout::NN);
-        matmul(gpu, d, dout, &lora.b.value, None, &dus, false);
+        matmul(gpu, d, dout, lora.b.value(), None, &dus, false);
         let du = activation(gpu, "lora.du", &[rows, r])?;
         scale(gpu, &dus, lora.scale, &du);
         drop(dus);
@@ -206,10 +206,10 @@ impl Linear {
             let d = MatmulDims::new(rows, n_in, r, Layout::NN);
             let p = lora.active_dropout();
             if p == 0.0 {
-                matmul(gpu, d, &du, &lora.a.value, None, dx, true);
+                matmul(gpu, d, &du, lora.a.value(), None, dx, true);
             } else {
                 let dxd = activation(gpu, "lora.dx_drop", dx.shape())?;
-                matmul(gpu, d, &du, &lora.a.value, None, &dxd, false);
+                matmul(gpu, d, &du, lora.a.value(), None, &dxd, false);
                 let masked = activation(gpu, "lora.dx_masked", dx.shape())?;
                 dropout(gpu, &dxd, p, lora.seed.load(Ordering::Relaxed), &masked);
                 accumulate(gpu, &masked, 1.0, dx);
@@ -226,7 +226,11 @@ impl Linear {
             .as_mut()
             .expect("fold_lora: a layer with an adapter");
         assert_ne!(lora.merged, merge, "the adapter's merged state");
-        let (n_out, n_in, r) = (self.out_features, self.in_features, lora.a.value.shape()[0]);
+        let (n_out, n_in, r) = (
+            self.out_features,
+            self.in_features,
+            lora.a.value().shape()[0],
+        );
         // BA (out, in) = B (out, r)·A (r, in)
         let ba = Tensor::empty(
             gpu,
@@ -236,9 +240,9 @@ impl Linear {
             crate::gpu::Category::Workspace,
         )?;
         let d = MatmulDims::new(n_out, n_in, r, Layout::NN);
-        matmul(gpu, d, &lora.b.value, &lora.a.value, None, &ba, false);
+        matmul(gpu, d, lora.b.value(), lora.a.value(), None, &ba, false);
         let sign = if merge { 1.0 } else { -1.0 };
-        accumulate(gpu, &ba, sign * lora.scale, &self.w.value);
+        accumulate(gpu, &ba, sign * lora.scale, self.w.value());
         lora.merged = merge;
         Ok(())
     }

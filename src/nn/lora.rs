@@ -161,7 +161,7 @@ impl LoraAdapter {
     }
 
     pub fn rank(&self) -> usize {
-        self.a.value.shape()[0]
+        self.a.value().shape()[0]
     }
 
     /// The dropout probability in force now: the configured one while training, else 0.

@@ -89,41 +89,66 @@ impl Mlp {
         self.params().iter().map(|p| p.numel()).sum()
     }
 
-    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, Vec<Hidden>)> {
-        let n = x.rows();
+    /// Layer i's forward of `input`: a hidden layer's pre-activation (GELU) and activation, or
+    /// the last layer's logits (as `post`).
+    fn layer_forward(&self, gpu: &Gpu, i: usize, input: &Tensor) -> Result<Hidden> {
+        let layer = &self.layers[i];
+        let shape = [input.rows(), layer.out_features];
+        if i + 1 == self.layers.len() {
+            let logits = activation(gpu, "logits", &shape)?;
+            layer.forward(gpu, input, &logits)?;
+            return Ok(Hidden {
+                pre: None,
+                post: logits,
+            });
+        }
+        Ok(match self.config.activation {
+            // one pass: the matmul's stores add the bias and apply the ReLU
+            Activation::Relu => {
+                let post = activation(gpu, "mlp.post", &shape)?;
+                layer.forward_relu(gpu, input, &post);
+                Hidden { pre: None, post }
+            }
+            Activation::Gelu => {
+                let pre = activation(gpu, "mlp.pre", &shape)?;
+                layer.forward(gpu, input, &pre)?;
+                let post = activation(gpu, "mlp.post", &shape)?;
+                gelu_forward(gpu, &pre, &post);
+                Hidden {
+                    pre: Some(pre),
+                    post,
+                }
+            }
+        })
+    }
+
+    /// The logits and every hidden layer's outputs; `hooks` (a training step's) see each
+    /// layer's values used.
+    fn forward(
+        &mut self,
+        gpu: &Gpu,
+        x: &Tensor,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(Tensor, Vec<Hidden>)> {
         let mut hidden: Vec<Hidden> = vec![];
-        let (last, rest) = self.layers.split_last().unwrap();
-        for layer in rest {
+        for i in 0..self.layers.len() {
             let input = hidden.last().map_or(x, |h| &h.post);
-            let shape = [n, layer.out_features];
-            let h = match self.config.activation {
-                // one pass: the matmul's stores add the bias and apply the ReLU
-                Activation::Relu => {
-                    let post = activation(gpu, "mlp.post", &shape)?;
-                    layer.forward_relu(gpu, input, &post);
-                    Hidden { pre: None, post }
-                }
-                Activation::Gelu => {
-                    let pre = activation(gpu, "mlp.pre", &shape)?;
-                    layer.forward(gpu, input, &pre)?;
-                    let post = activation(gpu, "mlp.post", &shape)?;
-                    gelu_forward(gpu, &pre, &post);
-                    Hidden {
-                        pre: Some(pre),
-                        post,
-                    }
-                }
-            };
+            hooks.values_needed(gpu, &mut self.layers[i].params_mut())?;
+            let h = self.layer_forward(gpu, i, input)?;
+            hooks.values_done(gpu, &mut self.layers[i].params_mut())?;
             hidden.push(h);
         }
-        let logits = activation(gpu, "logits", &[n, last.out_features])?;
-        last.forward(gpu, hidden.last().map_or(x, |h| &h.post), &logits)?;
+        let logits = hidden.pop().unwrap().post;
         Ok((logits, hidden))
     }
 
     /// Logits (N, classes) for inputs x (N, inputs).
     pub fn logits(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward(gpu, x)?.0)
+        let mut h = self.layer_forward(gpu, 0, x)?;
+        for i in 1..self.layers.len() {
+            h = self.layer_forward(gpu, i, &h.post)?;
+        }
+        Ok(h.post)
     }
 
     /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
@@ -136,12 +161,13 @@ impl Mlp {
         grad_scale: f32,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
-        let (logits, hidden) = self.forward(gpu, x)?;
+        let (logits, hidden) = self.forward(gpu, x, hooks)?;
         let losses = activation(gpu, "losses", &[x.rows()])?;
         let mut dout = activation(gpu, "dlogits", logits.shape())?;
         softmax_xent(gpu, &logits, targets, &losses, Some(&dout), grad_scale)?;
         for i in (0..self.layers.len()).rev() {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
+            hooks.values_needed(gpu, &mut self.layers[i].params_mut())?;
             hooks.grads_needed(gpu, &mut self.layers[i].params_mut())?;
             let dpost = match i {
                 0 => None,
@@ -149,6 +175,7 @@ impl Mlp {
             };
             self.layers[i].backward(gpu, input, &dout, dpost.as_ref())?;
             hooks.grads_written(gpu, &mut self.layers[i].params_mut())?;
+            hooks.values_done(gpu, &mut self.layers[i].params_mut())?;
             let Some(dpost) = dpost else { break };
             let h = &hidden[i - 1];
             let dpre = activation(gpu, "mlp.dpre", input.shape())?;

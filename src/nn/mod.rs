@@ -31,11 +31,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// parameter ([`Param::freeze`]) has no gradient buffer at all: backward computes no gradient
 /// for it and the optimizer keeps no state for it. A trainable one may hold its gradient
 /// elsewhere for a while (a ZeRO 2 rank keeps only its own shard's: [`StepHooks`] lend the
-/// others a buffer for the backward that writes them).
+/// others a buffer for the backward that writes them), and its value too (a ZeRO 3 rank holds
+/// only its own shard's values: the hooks gather the others' before a layer runs and free them
+/// after).
 pub struct Param {
     pub name: String,
-    pub value: Tensor,
-    /// Same shape as `value`; None when frozen, or while the gradient lives elsewhere.
+    /// None while the value lives on another rank (ZeRO 3).
+    value: Option<Tensor>,
+    shape: Vec<usize>,
+    /// Same shape as the value; None when frozen, or while the gradient lives elsewhere.
     pub grad: Option<Tensor>,
     frozen: bool,
     /// Whether weight decay applies (matrices and embeddings; not biases or LayerNorm gains).
@@ -102,23 +106,35 @@ impl Param {
     /// inside [`frozen_scope`] with a pattern that matches its name, in which case it never
     /// allocates a gradient.
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
-        let value = Tensor::from_f32(gpu, name, shape, init, Category::Params)?;
-        Self::with_value(gpu, name, value, decay)
+        Self::build(gpu, name, shape, decay, || {
+            Tensor::from_f32(gpu, name, shape, init, Category::Params)
+        })
     }
 
-    /// A parameter holding `value` (see [`Param::new`]).
-    fn with_value(gpu: &Gpu, name: &str, value: Tensor, decay: bool) -> Result<Param> {
-        let shape = value.shape().to_vec();
-        let shape = shape.as_slice();
-        let (frozen, elsewhere) = SCOPE.with(|s| {
+    /// A parameter whose value `value` creates, unless this thread's [`Scope`] puts the value
+    /// on another rank (see [`Param::new`]).
+    fn build(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        decay: bool,
+        value: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Param> {
+        let (frozen, elsewhere, value_elsewhere) = SCOPE.with(|s| {
             let s = s.borrow();
             let frozen = s.frozen.iter().any(|p| name_matches(p, name));
-            let elsewhere = s.grads_for.as_ref().is_some_and(|own| !own.contains(name));
-            (frozen, elsewhere)
+            // (frozen parameters are not partitioned: every rank keeps them whole)
+            let elsewhere = !frozen && s.own.as_ref().is_some_and(|own| !own.contains(name));
+            (frozen, elsewhere, elsewhere && s.values)
         });
         Ok(Param {
             name: name.to_string(),
-            value,
+            value: if value_elsewhere {
+                None
+            } else {
+                Some(value()?)
+            },
+            shape: shape.to_vec(),
             frozen,
             grad: if frozen || elsewhere {
                 None
@@ -146,9 +162,12 @@ impl Param {
         if gpu.is_ledger() {
             // a ledger keeps no values: drawing them would only cost time and host memory (20 GB
             // for a 5-billion-weight plan)
-            let value = Tensor::empty(gpu, name, shape, DType::F32, Category::Params)?;
-            return Self::with_value(gpu, name, value, true);
+            return Self::build(gpu, name, shape, true, || {
+                Tensor::empty(gpu, name, shape, DType::F32, Category::Params)
+            });
         }
+        // drawn even where the value will live on another rank, so that every rank's stream
+        // stays in step
         let n: usize = shape.iter().product();
         let init: Vec<f32> = (0..n).map(|_| (rng.normal() * std as f64) as f32).collect();
         Self::new(gpu, name, shape, &init, true)
@@ -161,7 +180,37 @@ impl Param {
     }
 
     pub fn numel(&self) -> usize {
-        self.value.numel()
+        self.shape.iter().product()
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The value (panics, a programmer error, while it lives on another rank: the step's
+    /// hooks gather it before a layer reads it).
+    #[track_caller]
+    pub fn value(&self) -> &Tensor {
+        self.value.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{}'s value is not on this device now (ZeRO 3: its owner holds it)",
+                self.name
+            )
+        })
+    }
+
+    /// Whether the value is on this device.
+    pub fn resident(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Gives the parameter `value` (gathered from its owner, or None to free it), returning the
+    /// one it held.
+    pub fn swap_value(&mut self, value: Option<Tensor>) -> Option<Tensor> {
+        if let Some(v) = &value {
+            assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
+        }
+        std::mem::replace(&mut self.value, value)
     }
 }
 
@@ -185,8 +234,10 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
 struct Scope {
     /// Names matching one of these are frozen.
     frozen: Vec<String>,
-    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard).
-    grads_for: Option<HashSet<String>>,
+    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard), and
+    /// with `values` only these get their value on this device (ZeRO 3).
+    own: Option<HashSet<String>>,
+    values: bool,
 }
 
 thread_local! {
@@ -219,10 +270,16 @@ pub fn frozen_scope<T>(patterns: &[String], build: impl FnOnce() -> T) -> T {
 }
 
 /// Runs `build` with gradient buffers created only for the trainable parameters named in
-/// `own` (a ZeRO 2 rank's shard); the others stay trainable, their gradients lent by the
-/// step's [`StepHooks`] while the backward writes them.
-pub fn grad_shard_scope<T>(own: &HashSet<String>, build: impl FnOnce() -> T) -> T {
-    scoped(|s| s.grads_for = Some(own.clone()), build)
+/// `own` (a ZeRO 2 rank's shard), and with `values` their values only too (ZeRO 3); the others
+/// stay trainable, what they lack lent by the step's [`StepHooks`] while a layer needs it.
+pub fn shard_scope<T>(own: &HashSet<String>, values: bool, build: impl FnOnce() -> T) -> T {
+    scoped(
+        |s| {
+            s.own = Some(own.clone());
+            s.values = values;
+        },
+        build,
+    )
 }
 
 /// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`

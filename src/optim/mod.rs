@@ -307,7 +307,7 @@ impl Optimizer {
         let mut state = Vec::with_capacity(params.len());
         let mut uses_8bit = false;
         for p in params.iter().filter(|p| p.trainable()) {
-            let shape = p.value.shape();
+            let shape = p.value().shape();
             let f32_slot = |slot| state_tensor(gpu, p, slot, shape, DType::F32);
             let slots: Vec<(&'static str, Tensor)> = match hyper.name {
                 OptimizerName::Sgd => vec![],
@@ -352,7 +352,7 @@ impl Optimizer {
                         DType::F32,
                         Category::OptimizerState,
                     )?;
-                    gpu.copy(&p.value, &v);
+                    gpu.copy(p.value(), &v);
                     vec![("v", v)]
                 }
             };
@@ -443,14 +443,14 @@ impl Optimizer {
             let slots = self
                 .slots(&p.name)
                 .unwrap_or_else(|| panic!("optimizer has no state for {}", p.name));
-            crate::ops::expect_f32("optimizer step", &[p.grad(), &p.value]);
+            crate::ops::expect_f32("optimizer step", &[p.grad(), p.value()]);
             let n = p.numel() as u32;
             let wd = if p.decay { h.weight_decay } else { 0.0 };
             let s = |i: usize| &slots[i].1;
             let mut args = vec![(p.grad(), Access::Read), (stats, Access::Read)];
             let (kernel, words, per_group): (Kernel, Vec<u32>, usize) = match h.name {
                 OptimizerName::Sgd | OptimizerName::Momentum | OptimizerName::Nesterov => {
-                    args.push((&p.value, Access::ReadWrite));
+                    args.push((p.value(), Access::ReadWrite));
                     let entry = match h.name {
                         OptimizerName::Sgd => "sgd",
                         OptimizerName::Momentum => "momentum",
@@ -474,7 +474,7 @@ impl Optimizer {
                     } else {
                         &self.placeholders[1]
                     };
-                    args.push((&p.value, Access::ReadWrite));
+                    args.push((p.value(), Access::ReadWrite));
                     args.push((s(0), Access::ReadWrite));
                     args.push((buf, Access::ReadWrite));
                     args.push((gavg, Access::ReadWrite));
@@ -506,18 +506,18 @@ impl Optimizer {
                     ];
                     if slots.len() == 3 {
                         args.push((self.qmap.as_ref().expect("8-bit maps"), Access::Read));
-                        args.push((&p.value, Access::ReadWrite));
+                        args.push((p.value(), Access::ReadWrite));
                         args.extend(slots.iter().map(|(_, t)| (t, Access::ReadWrite)));
                         (Kernel::new(Shader::OptimAdam8bit, "step"), w, BLOCK_8BIT)
                     } else {
-                        args.push((&p.value, Access::ReadWrite));
+                        args.push((p.value(), Access::ReadWrite));
                         args.push((s(0), Access::ReadWrite));
                         args.push((s(1), Access::ReadWrite));
                         (Kernel::new(Shader::OptimAdam, "step"), w, 256)
                     }
                 }
                 OptimizerName::Lion => {
-                    args.push((&p.value, Access::ReadWrite));
+                    args.push((p.value(), Access::ReadWrite));
                     args.push((s(0), Access::ReadWrite));
                     let w = vec![
                         n,
@@ -530,7 +530,7 @@ impl Optimizer {
                     (Kernel::new(Shader::OptimLion, "step"), w, 256)
                 }
                 OptimizerName::NagGs => {
-                    args.push((&p.value, Access::ReadWrite));
+                    args.push((p.value(), Access::ReadWrite));
                     args.push((s(0), Access::ReadWrite));
                     let w = vec![n, lr.to_bits(), nag_b.to_bits(), h.mu.to_bits(), clip];
                     (Kernel::new(Shader::OptimNagGs, "step"), w, 256)

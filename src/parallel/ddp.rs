@@ -76,7 +76,9 @@ pub struct DdpOptions {
     /// gradients are reduce-scattered, each rank updates its parameters, and an all-gather
     /// gives everyone the new values) or 2 (also only its shard of the gradients: each bucket
     /// is reduce-scattered inside the backward, as soon as it is written, and the buffers lent
-    /// for the others' gradients are freed).
+    /// for the others' gradients are freed) or 3 (also only its shard of the parameters: each
+    /// layer's values are all-gathered before its forward and again before its backward, and
+    /// freed after).
     pub zero: u8,
 }
 
@@ -320,8 +322,12 @@ fn run_rank(
         t.run = run.clone();
     }
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
+    // (under ZeRO 3 a trainable parameter lives on its owner alone: nothing to compare)
     for p in t.model.params() {
-        let mine = p.value.to_f32(gpu)?;
+        if options.zero >= 3 && p.trainable() {
+            continue;
+        }
+        let mine = p.value().to_f32(gpu)?;
         let mut theirs = mine.clone();
         comm.broadcast(&mut theirs, 0)?;
         if mine != theirs {
@@ -338,9 +344,11 @@ fn run_rank(
         let count = global.targets().max(1);
         let mine = global.split(per_rank).swap_remove(rank);
         match (options.zero, &owners) {
-            (2, Some((_, owner))) => {
-                // the buckets are reduced inside the backward
-                let mut reducer = GradReducer::new(Some(comm), &t, owner, &buckets);
+            (2.., Some((_, owner))) => {
+                // the buckets are reduced (and under stage 3 the values gathered) inside the
+                // forward and backward
+                let values = options.zero >= 3;
+                let mut reducer = ZeroHooks::new(Some(comm), &t, owner, &buckets, values);
                 t.forward_backward_scaled(&mine, count, &mut reducer)?;
                 clock += reducer.finish(t.model.as_mut());
             }
@@ -370,29 +378,29 @@ fn run_rank(
                 let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
                 let mut host = if rank == 0 {
-                    pack(gpu, &members, bucket, |p| &p.value)?
+                    pack(gpu, &members, bucket, |p| p.value())?
                 } else {
                     vec![0.0; (bucket.bytes() / 4) as usize]
                 };
                 timed(&mut clock, || comm.broadcast(&mut host, 0))?;
                 let keep = vec![rank != 0; members.len()];
-                unpack(gpu, &host, &members, bucket, |p| &p.value, &keep);
+                unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
             }
         }
-        if let Some((_, owner)) = &owners {
+        if let (Some((_, owner)), 1..=2) = (&owners, options.zero) {
             // each parameter's owner updated it: an all-gather per bucket gives everyone the
-            // new values
+            // new values (stage 3 gathers them layer by layer in the next step instead)
             let params = t.model.trainable_params();
             for (b, indices) in buckets.members.iter().enumerate() {
                 let bucket = buckets.buffer(gpu, b)?;
                 let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
-                let mut host = pack(gpu, &members, bucket, |p| &p.value)?;
+                let mut host = pack(gpu, &members, bucket, |p| p.value())?;
                 timed(&mut clock, || {
                     comm.all_gather(&mut host, &buckets.segments[b])
                 })?;
                 let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
-                unpack(gpu, &host, &members, bucket, |p| &p.value, &keep);
+                unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
             }
         }
         gpu.flush()?;
@@ -410,6 +418,13 @@ fn run_rank(
         }
     }
     let memory = gpu.memory();
+    if let (Some((_, owner)), 3) = (&owners, options.zero) {
+        // the whole model on every rank once, for the evaluation, the checkpoint and the
+        // report (after the training step's peaks were taken)
+        let mut hooks = ZeroHooks::new(Some(comm), &t, owner, &buckets, true);
+        hooks.values_needed(gpu, &mut t.model.params_mut())?;
+        clock += hooks.clock;
+    }
     // every rank holds the same model: rank 0 evaluates and writes the checkpoint
     let eval = if rank == 0 {
         t.evaluate()?
@@ -435,7 +450,7 @@ fn run_rank(
         .model
         .params()
         .iter()
-        .map(|p| Ok((p.name.clone(), p.value.to_f32(gpu)?)))
+        .map(|p| Ok((p.name.clone(), p.value().to_f32(gpu)?)))
         .collect::<Result<_>>()?;
     Ok(RankResult {
         losses,
@@ -492,16 +507,25 @@ fn exchange_grads(
     Ok(())
 }
 
-/// ZeRO 2 inside the backward ([`StepHooks`]): each parameter's gradient is written into a
-/// buffer lent for the micro-batch (workspace); once every member of a bucket is written, the
-/// bucket is packed, reduce-scattered, each owned part copied (first micro-batch) or added
-/// into the owner's shard gradient, and the lent buffers freed. The shard gradients (charged
-/// to gradients: 4Ψ/N) are held here during the backward and given back to their
-/// parameters by [`GradReducer::finish`], for the norm and the update.
-struct GradReducer<'a> {
+/// ZeRO 2 and 3 inside the step ([`StepHooks`]).
+///
+/// Gradients (stages 2 and 3): each parameter's gradient is written into a buffer lent for the
+/// micro-batch (workspace); once every member of a bucket is written, the bucket is packed,
+/// reduce-scattered, each owned part copied (first micro-batch) or added into the owner's
+/// shard gradient, and the lent buffers freed. The shard gradients (charged to gradients:
+/// 4Ψ_r) are held here during the backward and given back to their parameters by
+/// [`ZeroHooks::finish`], for the norm and the update.
+///
+/// Values (stage 3): before a layer group's forward or backward, its values are all-gathered
+/// from their owners (one fused buffer per group, each owner's part one segment) into
+/// buffers charged to workspace, and freed once the group is done.
+struct ZeroHooks<'a> {
     /// None on a ledger twin (the plan): the same buffers, no exchange.
     comm: Option<&'a dyn Collective>,
     rank: usize,
+    ranks: usize,
+    /// Stage 3: gather values.
+    values: bool,
     owner: &'a [usize],
     buckets: &'a Buckets,
     /// Trainable parameter name → index.
@@ -520,12 +544,13 @@ struct GradReducer<'a> {
     clock: Duration,
 }
 
-impl<'a> GradReducer<'a> {
+impl<'a> ZeroHooks<'a> {
     fn new(
         comm: Option<&'a dyn Collective>,
         t: &Trainer,
         owner: &'a [usize],
         buckets: &'a Buckets,
+        values: bool,
     ) -> Self {
         let params = t.model.trainable_params();
         let n = params.len();
@@ -535,9 +560,11 @@ impl<'a> GradReducer<'a> {
                 bucket_of[i] = b;
             }
         }
-        GradReducer {
+        ZeroHooks {
             comm,
             rank: comm.map_or(0, |c| c.rank()),
+            ranks: comm.map_or(1, |c| c.size()),
+            values,
             owner,
             buckets,
             index: params
@@ -555,10 +582,23 @@ impl<'a> GradReducer<'a> {
         }
     }
 
-    /// A ledger's reducer plans as `rank`.
-    fn planning(mut self, rank: usize) -> Self {
+    /// A ledger's hooks plan as `rank` of `ranks`.
+    fn planning(mut self, rank: usize, ranks: usize) -> Self {
         self.rank = rank;
+        self.ranks = ranks;
         self
+    }
+
+    /// Every partitioned member of `group`, as (position in the group, parameter index), in
+    /// owner order: the same list on every rank.
+    fn partitioned(&self, group: &[&mut Param]) -> Vec<(usize, usize)> {
+        let mut m: Vec<(usize, usize)> = group
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| self.index.get(&p.name).map(|&i| (k, i)))
+            .collect();
+        m.sort_by_key(|&(k, i)| (self.owner[i], k));
+        m
     }
 
     fn reduce(&mut self, gpu: &Gpu, b: usize) -> Result<()> {
@@ -614,7 +654,71 @@ impl<'a> GradReducer<'a> {
     }
 }
 
-impl StepHooks for GradReducer<'_> {
+impl StepHooks for ZeroHooks<'_> {
+    fn values_needed(&mut self, gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
+        if !self.values {
+            return Ok(());
+        }
+        let members = self.partitioned(group);
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut counts = vec![0; self.ranks];
+        for &(k, i) in &members {
+            counts[self.owner[i]] += group[k].numel();
+        }
+        let fused = Tensor::empty(
+            gpu,
+            "zero3 gathered group",
+            &[counts.iter().sum::<usize>()],
+            DType::F32,
+            Category::Workspace,
+        )?;
+        let mut offset = 0;
+        for &(k, i) in &members {
+            let bytes = 4 * group[k].numel() as u64;
+            if self.owner[i] == self.rank {
+                gpu.copy_region(group[k].value(), 0, &fused, offset, bytes);
+            }
+            offset += bytes;
+        }
+        let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
+        if let Some(comm) = self.comm {
+            timed(&mut self.clock, || comm.all_gather(&mut host, &counts))?;
+        }
+        gpu.upload(&fused, bytemuck::cast_slice(&host));
+        let mut offset = 0;
+        for &(k, i) in &members {
+            let p = &mut group[k];
+            let bytes = 4 * p.numel() as u64;
+            if self.owner[i] != self.rank {
+                let v = Tensor::empty(
+                    gpu,
+                    &format!("{} (gathered)", p.name),
+                    p.shape(),
+                    DType::F32,
+                    Category::Workspace,
+                )?;
+                gpu.copy_region(&fused, offset, &v, 0, bytes);
+                p.swap_value(Some(v));
+            }
+            offset += bytes;
+        }
+        Ok(())
+    }
+
+    fn values_done(&mut self, _gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
+        if !self.values {
+            return Ok(());
+        }
+        for (k, i) in self.partitioned(group) {
+            if self.owner[i] != self.rank {
+                group[k].swap_value(None);
+            }
+        }
+        Ok(())
+    }
+
     fn grads_needed(&mut self, gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
         for p in group.iter_mut().filter(|p| p.trainable()) {
             let i = self.index[&p.name];
@@ -625,7 +729,7 @@ impl StepHooks for GradReducer<'_> {
             let lent = Tensor::zeros(
                 gpu,
                 &format!("{}.grad (lent)", p.name),
-                p.value.shape(),
+                p.shape(),
                 Category::Workspace,
             )?;
             if let Some(own) = p.swap_grad(Some(lent), true) {
@@ -825,8 +929,8 @@ fn setup<'g>(
                 .filter(|(_, &o)| o == rank)
                 .map(|(n, _)| n.clone())
                 .collect();
-            let grads = options.zero >= 2;
-            Trainer::with_shard(gpu, config.clone(), Shard { own, grads })?
+            let (grads, values) = (options.zero >= 2, options.zero >= 3);
+            Trainer::with_shard(gpu, config.clone(), Shard { own, grads, values })?
         }
         None => Trainer::new(gpu, config.clone())?,
     };
@@ -878,9 +982,10 @@ fn setup<'g>(
 }
 
 fn check_options(options: &DdpOptions) -> Result<()> {
-    if options.zero > 2 {
+    if options.zero > 3 {
         return Err(Error::Config(format!(
-            "--zero {}: the stages are 1 (optimizer state), 2 (and gradients)",
+            "--zero {}: the stages are 1 (optimizer state), 2 (and gradients), 3 (and \
+             parameters)",
             options.zero
         )));
     }
@@ -926,8 +1031,10 @@ pub fn plan_rank(
     let count = global.targets().max(1);
     let mine = global.split(per_rank).swap_remove(rank);
     match (options.zero, &owners) {
-        (2, Some((_, owner))) => {
-            let mut reducer = GradReducer::new(None, &t, owner, &buckets).planning(rank);
+        (2.., Some((_, owner))) => {
+            let values = options.zero >= 3;
+            let mut reducer =
+                ZeroHooks::new(None, &t, owner, &buckets, values).planning(rank, ranks);
             t.forward_backward_scaled(&mine, count, &mut reducer)?;
             reducer.finish(t.model.as_mut());
         }

@@ -505,7 +505,7 @@ impl MlpDigits {
         let rows = d.train_y.len();
         let mut x0 = vec![];
         for p in model.params() {
-            x0.extend(p.value.to_f32(gpu)?);
+            x0.extend(p.value().to_f32(gpu)?);
         }
         Ok(MlpDigits {
             n: x0.len(),
@@ -538,8 +538,8 @@ impl Objective for MlpDigits {
         let params = self.model.params();
         let mut offset = 0;
         for p in &params {
-            gpu.copy_region(x, offset, &p.value, 0, p.value.bytes());
-            offset += p.value.bytes();
+            gpu.copy_region(x, offset, p.value(), 0, p.value().bytes());
+            offset += p.value().bytes();
         }
         crate::nn::zero_grads(gpu, &params);
         let scale = 1.0 / self.rows as f32;

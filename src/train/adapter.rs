@@ -41,10 +41,10 @@ pub fn save(
     let mut named = vec![];
     for p in model.params() {
         if p.name.contains(".lora_") {
-            let bytes = gpu.read_bytes(&p.value)?;
+            let bytes = gpu.read_bytes(p.value())?;
             named.push((
                 format!("{PREFIX}{}", p.name),
-                p.value.shape().to_vec(),
+                p.value().shape().to_vec(),
                 bytes,
             ));
         }
@@ -167,13 +167,13 @@ impl Adapter {
                     ),
                 )
             })?;
-            if shape != p.value.shape() {
+            if shape != p.value().shape() {
                 return Err(err(
                     &self.path,
                     format!(
                         "{PREFIX}{} is {shape:?}, the model's is {:?} (another base, or another r)",
                         p.name,
-                        p.value.shape()
+                        p.value().shape()
                     ),
                 ));
             }
@@ -189,7 +189,7 @@ impl Adapter {
             ));
         }
         for p in &lora {
-            gpu.upload(&p.value, &self.tensors[&p.name].1);
+            gpu.upload(p.value(), &self.tensors[&p.name].1);
         }
         Ok(())
     }

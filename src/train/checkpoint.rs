@@ -69,7 +69,7 @@ pub fn save(
         Ok(())
     };
     for p in params {
-        add(p.name.clone(), &p.value)?;
+        add(p.name.clone(), p.value())?;
     }
     // optimizer state by parameter name (frozen parameters have none)
     for (name, slots) in state {
@@ -261,19 +261,22 @@ impl Checkpoint {
 
     /// The bytes of `name`, checked against the tensor that will receive them.
     pub fn get(&self, name: &str, into: &Tensor) -> Result<&[u8]> {
+        self.get_as(name, into.dtype(), into.shape())
+    }
+
+    /// The bytes of `name`, checked against the dtype and shape expected of it.
+    pub fn get_as(&self, name: &str, want: DType, want_shape: &[usize]) -> Result<&[u8]> {
         let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| {
             err(
                 &self.path,
                 format!("has no tensor {name:?}: it was saved from another model or optimizer"),
             )
         })?;
-        if shape != into.shape() || *dtype != into.dtype() {
+        if shape != want_shape || *dtype != want {
             return Err(err(
                 &self.path,
                 format!(
-                    "tensor {name:?} is {dtype:?} {shape:?}, the model expects {:?} {:?}: it was saved from another model shape",
-                    into.dtype(),
-                    into.shape()
+                    "tensor {name:?} is {dtype:?} {shape:?}, the model expects {want:?} {want_shape:?}: it was saved from another model shape",
                 ),
             ));
         }
@@ -299,11 +302,16 @@ impl Checkpoint {
     ) -> Result<RestoreReport> {
         let mut pairs: Vec<(String, &Tensor)> = vec![];
         let mut report = RestoreReport::default();
+        // values that live on another rank (ZeRO 3): checked here, restored by their owner
+        let mut elsewhere: Vec<String> = vec![];
         for p in params {
             if partial && !self.tensors.contains_key(&p.name) {
                 report.fresh.push(p.name.clone());
+            } else if !p.resident() {
+                self.get_as(&p.name, DType::F32, p.shape())?;
+                elsewhere.push(p.name.clone());
             } else {
-                pairs.push((p.name.clone(), &p.value));
+                pairs.push((p.name.clone(), p.value()));
             }
         }
         for (name, slots) in state.unwrap_or_default() {
@@ -326,8 +334,11 @@ impl Checkpoint {
                 }
             }
         }
-        let asked: std::collections::HashSet<&str> =
-            pairs.iter().map(|(n, _)| n.as_str()).collect();
+        let asked: std::collections::HashSet<&str> = pairs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(elsewhere.iter().map(|n| n.as_str()))
+            .collect();
         let mut unused: Vec<String> = self
             .tensors
             .keys()
@@ -352,7 +363,7 @@ impl Checkpoint {
         for (name, t) in &pairs {
             gpu.upload(t, self.get(name, t)?);
         }
-        report.restored = pairs.into_iter().map(|(n, _)| n).collect();
+        report.restored = pairs.into_iter().map(|(n, _)| n).chain(elsewhere).collect();
         report.unused = unused;
         Ok(report)
     }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
-    frozen_scope, grad_shard_scope, zero_grads, Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
+    frozen_scope, shard_scope, zero_grads, Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
 };
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::guard::{self, Health};
@@ -182,12 +182,14 @@ pub struct Trainer<'g> {
 }
 
 /// A ZeRO rank's share of the model states: optimizer state for the parameters it owns (stage
-/// 1), and from stage 2 gradient buffers for those alone (the others' gradients are lent by
+/// 1), from stage 2 gradient buffers for those alone, from stage 3 their values alone (the others' gradients are lent by
 /// the step's hooks while the backward writes them, see [`crate::nn::StepHooks`]).
 #[derive(Clone, Debug, Default)]
 pub struct Shard {
     pub own: HashSet<String>,
     pub grads: bool,
+    /// ZeRO 3: only the owned parameters' values too (the others gathered layer by layer).
+    pub values: bool,
 }
 
 impl<'g> Trainer<'g> {
@@ -244,7 +246,7 @@ impl<'g> Trainer<'g> {
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let model = match &shard {
-            Some(s) if s.grads => grad_shard_scope(&s.own, || build_model(gpu, &config))?,
+            Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config))?,
             _ => build_model(gpu, &config)?,
         };
         let owned: Vec<_> = model
@@ -412,8 +414,8 @@ impl<'g> Trainer<'g> {
     pub fn nonfinite_weights(&self) -> Result<u64> {
         let count = Tensor::zeros(self.gpu, "non-finite weights", &[1], Category::Workspace)?;
         for p in self.model.params() {
-            if p.value.dtype() == crate::tensor::DType::F32 {
-                reduce(self.gpu, &p.value, Reduction::NonFinite, &count, 0, true)?;
+            if p.value().dtype() == crate::tensor::DType::F32 {
+                reduce(self.gpu, p.value(), Reduction::NonFinite, &count, 0, true)?;
             }
         }
         Ok(count.to_f32(self.gpu)?[0] as u64)

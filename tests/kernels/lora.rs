@@ -27,10 +27,10 @@ fn layer(rng: &mut Rng) -> (Linear, f64) {
     // B = 0 at init; give it values so every term of the backward is exercised
     adapter
         .b
-        .value
+        .value()
         .write_f32(gpu(), &rand_vec(rng, n_out * DIMS.3));
     let bias = rand_vec(rng, n_out);
-    l.b.as_ref().unwrap().value.write_f32(gpu(), &bias);
+    l.b.as_ref().unwrap().value().write_f32(gpu(), &bias);
     l.lora = Some(adapter);
     (l, config.scale() as f64)
 }
@@ -44,10 +44,10 @@ fn lora_forward_and_backward_match_the_reference() {
     let x = rand_vec(&mut rng, rows * n_in);
     let dy = rand_vec(&mut rng, rows * n_out);
     let (x64, dy64) = (to64(&x), to64(&dy));
-    let w64 = to64(&read(&l.w.value));
-    let b64 = to64(&read(&l.b.as_ref().unwrap().value));
-    let a64 = to64(&read(&lora.a.value));
-    let bb64 = to64(&read(&lora.b.value));
+    let w64 = to64(&read(l.w.value()));
+    let b64 = to64(&read(l.b.as_ref().unwrap().value()));
+    let a64 = to64(&read(lora.a.value()));
+    let bb64 = to64(&read(lora.b.value()));
     assert_eq!(s, 2.0, "alpha / r");
 
     let tx = upload("x", &[rows, n_in], &x);
@@ -103,7 +103,7 @@ fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
     let x = upload("x", &[rows, n_in], &rand_vec(&mut rng, rows * n_in));
     let (unmerged, merged) = (zeros("y0", &[rows, n_out]), zeros("y1", &[rows, n_out]));
     l.forward(gpu(), &x, &unmerged).unwrap();
-    let w0 = read(&l.w.value);
+    let w0 = read(l.w.value());
     l.fold_lora(gpu(), true).unwrap();
     l.forward(gpu(), &x, &merged).unwrap();
     // the same sums in another order: f32 rounding of values ≤ ~10
@@ -116,7 +116,7 @@ fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
     );
     l.fold_lora(gpu(), false).unwrap();
     // (W + d) − d: W back up to one rounding of W + d
-    assert_close("unmerged W", &read(&l.w.value), &to64(&w0), 1e-6, 1e-6);
+    assert_close("unmerged W", &read(l.w.value()), &to64(&w0), 1e-6, 1e-6);
 }
 
 #[test]
@@ -173,10 +173,10 @@ fn lora_with_dropout_matches_the_reference_under_the_same_mask() {
         .collect();
     let (x64, dy64) = (to64(&x), to64(&dy));
     let xd: Vec<f64> = x64.iter().zip(&m).map(|(a, b)| a * b).collect();
-    let w64 = to64(&read(&l.w.value));
-    let b64 = to64(&read(&l.b.as_ref().unwrap().value));
-    let a64 = to64(&read(&lora.a.value));
-    let bb64 = to64(&read(&lora.b.value));
+    let w64 = to64(&read(l.w.value()));
+    let b64 = to64(&read(l.b.as_ref().unwrap().value()));
+    let a64 = to64(&read(lora.a.value()));
+    let bb64 = to64(&read(lora.b.value()));
 
     let tx = upload("x", &[rows, n_in], &x);
     let y = zeros("y", &[rows, n_out]);

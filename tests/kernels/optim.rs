@@ -161,7 +161,7 @@ fn run_gpu(
         grad_norm_sq(gpu, &[&p], &norm_sq).unwrap();
         opt.step(gpu, &[&p], lr, &norm_sq).unwrap();
     }
-    (p.value.to_f32(gpu).unwrap(), opt, p)
+    (p.value().to_f32(gpu).unwrap(), opt, p)
 }
 
 /// The method against the f64 reference, without clipping and with a global-norm clip of 1

@@ -809,6 +809,8 @@ fn plan_devices_puts_each_ranks_model_states_beside_the_formula_exactly() {
     for mode in [
         &["--parallel", "ddp"][..],
         &["--zero", "1"],
+        &["--zero", "2"],
+        &["--zero", "3"],
         &["--parallel", "dp"],
     ] {
         for n in ["2", "3"] {

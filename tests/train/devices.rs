@@ -50,8 +50,8 @@ fn two_gpus_on_one_adapter_one_without_subgroups_train_side_by_side() {
     }
     for (pa, pb) in a.model.params().iter().zip(b.model.params()) {
         assert_eq!(
-            pa.value.to_f32(&full).unwrap(),
-            pb.value.to_f32(&plain).unwrap(),
+            pa.value().to_f32(&full).unwrap(),
+            pb.value().to_f32(&plain).unwrap(),
             "{}",
             pa.name
         );

@@ -16,7 +16,7 @@ fn read_params(params: &[&Param]) -> (Params, Params) {
     let mut values = HashMap::new();
     let mut grads = HashMap::new();
     for p in params {
-        let v = p.value.to_f32(gpu()).unwrap();
+        let v = p.value().to_f32(gpu()).unwrap();
         let g = p.grad().to_f32(gpu()).unwrap();
         values.insert(p.name.clone(), v.iter().map(|&x| x as f64).collect());
         grads.insert(p.name.clone(), g.iter().map(|&x| x as f64).collect());
@@ -272,7 +272,7 @@ fn gpt_gradients_match_a_float64_model() {
         } else {
             rng.uniform_vec(n, 0.5, 1.5)
         };
-        p.value.write_f32(gpu(), &init);
+        p.value().write_f32(gpu(), &init);
     }
     let (b, t) = (2, 5);
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();

@@ -79,7 +79,7 @@ fn b_zero_starts_from_the_base_and_only_the_adapters_train() {
         .model
         .params()
         .iter()
-        .map(|p| (p.name.clone(), p.value.to_f32(&gpu).unwrap()))
+        .map(|p| (p.name.clone(), p.value().to_f32(&gpu).unwrap()))
         .collect();
     let grads0 = gpu.memory().live.get(Category::Grads);
     for _ in 0..4 {
@@ -109,7 +109,7 @@ fn b_zero_starts_from_the_base_and_only_the_adapters_train() {
             .into_iter()
             .find(|p| &p.name == name)
             .unwrap();
-        let now = p.value.to_f32(&gpu).unwrap();
+        let now = p.value().to_f32(&gpu).unwrap();
         if name.contains(".lora_B") {
             assert_ne!(&now, b, "{name} trains");
         } else if !name.contains(".lora_") {
@@ -161,8 +161,8 @@ fn a_lora_run_with_dropout_resumes_bit_for_bit() {
     assert_eq!(&losses[2..], &again[..]);
     for (a, b) in straight.model.params().iter().zip(resumed.model.params()) {
         assert_eq!(
-            a.value.to_f32(&gpu).unwrap(),
-            b.value.to_f32(&gpu).unwrap(),
+            a.value().to_f32(&gpu).unwrap(),
+            b.value().to_f32(&gpu).unwrap(),
             "{}",
             a.name
         );

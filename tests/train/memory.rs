@@ -17,7 +17,7 @@ fn grads_and_weights(t: &Trainer) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
             .collect(),
         params
             .iter()
-            .map(|p| p.value.to_f32(gpu()).unwrap())
+            .map(|p| p.value().to_f32(gpu()).unwrap())
             .collect(),
     )
 }

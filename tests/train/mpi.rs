@@ -47,6 +47,7 @@ fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
         &["--parallel", "ddp"][..],
         &["--zero", "1"],
         &["--zero", "2"],
+        &["--zero", "3"],
         &["--parallel", "dp"],
     ] {
         let name = mode.join("");

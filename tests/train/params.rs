@@ -23,7 +23,7 @@ fn values(t: &Trainer, gpu: &Gpu) -> Vec<(String, Vec<f32>)> {
     t.model
         .params()
         .iter()
-        .map(|p| (p.name.clone(), p.value.to_f32(gpu).unwrap()))
+        .map(|p| (p.name.clone(), p.value().to_f32(gpu).unwrap()))
         .collect()
 }
 

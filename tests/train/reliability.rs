@@ -761,7 +761,7 @@ fn a_non_finite_step_is_skipped_on_the_gpu_and_counted() {
             .model
             .params()
             .iter()
-            .map(|p| gpu.read_bytes(&p.value).unwrap())
+            .map(|p| gpu.read_bytes(p.value()).unwrap())
             .collect();
         for (_, slots) in t.optimizer.state() {
             all.extend(slots.iter().map(|(_, s)| gpu.read_bytes(s).unwrap()));

@@ -26,7 +26,7 @@ fn weights(trainer: &Trainer) -> Vec<Vec<f32>> {
         .model
         .params()
         .iter()
-        .map(|p| p.value.to_f32(gpu()).unwrap())
+        .map(|p| p.value().to_f32(gpu()).unwrap())
         .collect()
 }
 
