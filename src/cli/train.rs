@@ -422,7 +422,8 @@ fn run_mpi(
     let mut metrics = metrics.into_inner().unwrap();
     let mut end = json!({"wall_s": wall_s, "steps": r.losses.len(), "rank": rank, "ranks": n,
         "mode": options.mode.name(), "zero": options.zero, "mpi": true,
-        "comm_bytes": r.comm_bytes[0], "comm_ms": r.comm_ms[0], "peak_bytes": m.peak_total});
+        "comm_bytes": r.comm_bytes[0], "comm_ms": r.comm_ms[0], "peak_bytes": m.peak_total,
+        "peak_by_category": m.peak.to_json()});
     if rank == 0 {
         metrics.write("eval", eval_json(config.steps, &r.eval))?;
         end["final_loss"] = r.losses.last().copied().into();
@@ -573,6 +574,7 @@ fn run_ddp(
         "eval": eval_json(config.steps, &r.eval), "ranks": n, "mode": options.mode.name(),
         "zero": options.zero, "comm_bytes": r.comm_bytes, "comm_ms": r.comm_ms,
         "peak_bytes": r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>(),
+        "peak_by_category": r.memory.iter().map(|m| m.peak.to_json()).collect::<Vec<_>>(),
     });
     let mut metrics = metrics.into_inner().unwrap();
     metrics.write("eval", eval_json(config.steps, &r.eval))?;

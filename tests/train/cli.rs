@@ -839,3 +839,25 @@ fn plan_devices_puts_each_ranks_model_states_beside_the_formula_exactly() {
         }
     }
 }
+
+#[test]
+fn a_zero_3_run_on_two_devices_resumes_on_one() {
+    let dir = tmp_dir("zero3");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    let common = ["--model", "gpt", "--batch-size", "8"];
+    let mut args = vec!["train", "--devices", "2", "--zero", "3", "--steps", "3"];
+    args.extend(common);
+    args.extend(["--out", out]);
+    let o = wgtrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ZeRO stage 3"), "{}", stderr(&o));
+    let ckpt = dir.join("run").join("checkpoint.safetensors");
+    let mut args = vec!["train", "--resume", ckpt.to_str().unwrap(), "--steps", "5"];
+    args.extend(common);
+    args.extend(["--out", out]);
+    let o = wgtrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = wgtrain::train::checkpoint::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(c.meta.step, 5, "one device continued the 2-rank ZeRO 3 run");
+}
