@@ -124,6 +124,41 @@ impl GptBatch {
     }
 }
 
+/// What one pipeline stage of a GPT runs: a contiguous range of blocks, with the embeddings
+/// on the first stage and the final LayerNorm, head and loss on the last (one device: both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageSpan {
+    pub blocks: std::ops::Range<usize>,
+    pub first: bool,
+    pub last: bool,
+}
+
+impl StageSpan {
+    /// The whole model as one stage.
+    pub fn whole(n_layer: usize) -> StageSpan {
+        StageSpan {
+            blocks: 0..n_layer,
+            first: true,
+            last: true,
+        }
+    }
+}
+
+/// A stage forward's result: the (B, T, C) activation for the next stage, or the last stage's
+/// per-position losses (B·T).
+pub enum StageOut {
+    Hidden(Tensor),
+    Losses(Tensor),
+}
+
+/// What a stage's backward needs from its forward.
+pub struct StageCache {
+    inputs: Vec<Option<Tensor>>,
+    caches: Vec<Option<BlockCache>>,
+    /// The last stage's gradient at its blocks' output (the head's backward ran in the forward).
+    dout: Option<Tensor>,
+}
+
 pub struct Gpt {
     pub config: GptConfig,
     /// (V, C), also the LM head
@@ -316,23 +351,65 @@ impl Gpt {
         grad_scale: f32,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
-        let n = self.blocks.len();
+        let span = StageSpan::whole(self.blocks.len());
+        let (out, cache) = self.stage_forward(gpu, &span, batch, None, grad_scale, hooks)?;
+        self.stage_backward(gpu, &span, batch, cache, None, hooks)?;
+        match out {
+            StageOut::Losses(l) => Ok(l),
+            StageOut::Hidden(_) => unreachable!("the whole model ends in the loss"),
+        }
+    }
+
+    /// A pipeline stage's forward of one micro-batch: the embeddings (first stage; else
+    /// `input`, the previous stage's (B, T, C) output), the span's blocks, and on the last stage
+    /// the final LayerNorm, the head and the loss, whose backward runs here too (the head's
+    /// gradients written, the cache holding the gradient at the blocks' output), so that no
+    /// (B, T, V) buffer outlives the forward. Saved activations follow `self.recompute` over
+    /// the span's blocks. Recorded, not submitted (unless `hooks` submit).
+    pub fn stage_forward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &GptBatch,
+        input: Option<Tensor>,
+        grad_scale: f32,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(StageOut, StageCache)> {
+        let n = span.blocks.len();
         let policy = self.recompute;
-        // What the forward keeps: block i's input and/or cache.
+        // What the forward keeps: block i's input and/or cache (indices within the span).
         let mut inputs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         let mut caches: Vec<Option<BlockCache>> = (0..n).map(|_| None).collect();
-        hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
-        let mut x = self.embed(gpu, batch)?;
-        hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
-        for i in 0..n {
-            let (y, cache) = self.block_forward_hooked(gpu, i, &x, hooks)?;
-            if policy.keeps_cache(i, n) {
-                caches[i] = Some(cache);
+        let mut x = match input {
+            Some(x) => x,
+            None => {
+                assert!(
+                    span.first,
+                    "a stage after the first takes the previous one's output"
+                );
+                hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                let x = self.embed(gpu, batch)?;
+                hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                x
             }
-            if policy.keeps_input(i, n) {
-                inputs[i] = Some(x);
+        };
+        for (li, i) in span.blocks.clone().enumerate() {
+            let (y, cache) = self.block_forward_hooked(gpu, i, &x, hooks)?;
+            if policy.keeps_cache(li, n) {
+                caches[li] = Some(cache);
+            }
+            if policy.keeps_input(li, n) {
+                inputs[li] = Some(x);
             }
             x = y;
+        }
+        if !span.last {
+            let cache = StageCache {
+                inputs,
+                caches,
+                dout: None,
+            };
+            return Ok((StageOut::Hidden(x), cache));
         }
         let x_last = x;
         // the head: the final LayerNorm and the tied embedding, forward and backward
@@ -389,22 +466,54 @@ impl Gpt {
         drop(dlogits);
         drop(xf);
         hooks.grads_needed(gpu, &mut self.ln_f.params_mut())?;
-        let mut dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
+        let dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
         hooks.grads_written(gpu, &mut self.ln_f.params_mut())?;
         hooks.values_done(gpu, &mut self.head_params())?;
-        drop((x_last, dxf, lnf_cache));
-        for i in (0..n).rev() {
-            if caches[i].is_none() {
-                self.recompute_for(gpu, i, &mut inputs, &mut caches, hooks)?;
+        if !span.first {
+            // a pipeline's last stage holds its own copy of the tied embedding: its gradient
+            // (the head's share) is complete here
+            hooks.grads_written(gpu, &mut [&mut self.wte])?;
+        }
+        let cache = StageCache {
+            inputs,
+            caches,
+            dout: Some(dx),
+        };
+        Ok((StageOut::Losses(losses), cache))
+    }
+
+    /// The backward of [`Gpt::stage_forward`]: `dout` is the gradient at the span's output
+    /// (None on the last stage, whose cache holds it). Returns the gradient at the stage's
+    /// input, or None on the first stage (which writes the embeddings' gradients instead).
+    pub fn stage_backward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &GptBatch,
+        cache: StageCache,
+        dout: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Option<Tensor>> {
+        let StageCache {
+            mut inputs,
+            mut caches,
+            dout: kept,
+        } = cache;
+        let mut dx = dout.or(kept).expect("the gradient at the stage's output");
+        let start = span.blocks.start;
+        for i in span.blocks.clone().rev() {
+            let li = i - start;
+            if caches[li].is_none() {
+                self.recompute_for(gpu, start, li, &mut inputs, &mut caches, hooks)?;
             }
-            let cache = caches[i]
+            let cache = caches[li]
                 .take()
                 .expect("a cache for every block reached by backward");
-            let x = inputs[i]
+            let x = inputs[li]
                 .take()
                 .expect("an input for every block reached by backward");
             // the first block's input gradient feeds only the embeddings' gradients
-            let need_dx = i > 0 || self.wte.trainable() || self.wpe.trainable();
+            let need_dx = i > start || !span.first || self.wte.trainable() || self.wpe.trainable();
             hooks.values_needed(gpu, &mut self.blocks[i].params_mut())?;
             hooks.grads_needed(gpu, &mut self.blocks[i].params_mut())?;
             let dx_in = self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)?;
@@ -412,8 +521,16 @@ impl Gpt {
             hooks.values_done(gpu, &mut self.blocks[i].params_mut())?;
             match dx_in {
                 Some(d) => dx = d,
-                None => return Ok(losses),
+                None => return Ok(None),
             }
+        }
+        if !span.first {
+            return Ok(Some(dx));
+        }
+        if span.last {
+            // the tied embedding's gradient is lent already (the head wrote its share)
+        } else {
+            hooks.grads_needed(gpu, &mut [&mut self.wte])?;
         }
         hooks.grads_needed(gpu, &mut [&mut self.wpe])?;
         if let Some((dwte, accumulate)) = self.wte.grad_write() {
@@ -423,7 +540,7 @@ impl Gpt {
             embedding_backward(gpu, &batch.positions, &dx, dwpe, accumulate);
         }
         hooks.grads_written(gpu, &mut [&mut self.wte, &mut self.wpe])?;
-        Ok(losses)
+        Ok(None)
     }
 
     /// What the head reads: the final LayerNorm and the tied token embedding.
@@ -445,31 +562,33 @@ impl Gpt {
         Ok(r)
     }
 
-    /// Rebuilds block i's cache (and input) for the backward pass.
+    /// Rebuilds the cache (and input) of block `first + i` for the backward pass; `inputs` and
+    /// `caches` are indexed within the span that starts at block `first`.
     fn recompute_for(
         &mut self,
         gpu: &Gpu,
+        first: usize,
         i: usize,
         inputs: &mut [Option<Tensor>],
         caches: &mut [Option<BlockCache>],
         hooks: &mut dyn StepHooks,
     ) -> Result<()> {
-        let n = self.blocks.len();
+        let n = inputs.len();
         match self.recompute {
             Recompute::None => unreachable!("vanilla backprop keeps every cache"),
             Recompute::All => {
-                // From the model input through block i, keeping only the running activation.
+                // From the span's input through block i, keeping only the running activation.
                 let mut x: Option<Tensor> = None;
                 for j in 0..i {
                     let input = x.as_ref().unwrap_or_else(|| inputs[0].as_ref().unwrap());
-                    x = Some(self.block_forward_hooked(gpu, j, input, hooks)?.0);
+                    x = Some(self.block_forward_hooked(gpu, first + j, input, hooks)?.0);
                 }
                 let input = match x {
                     Some(x) => x,
-                    // block 0's input is the kept model input itself
+                    // the span's first block's input is the kept input itself
                     None => inputs[0].take().unwrap(),
                 };
-                let (_, cache) = self.block_forward_hooked(gpu, i, &input, hooks)?;
+                let (_, cache) = self.block_forward_hooked(gpu, first + i, &input, hooks)?;
                 if i == 0 {
                     inputs[0] = Some(input);
                 } else {
@@ -485,7 +604,7 @@ impl Gpt {
                     .take()
                     .expect("a checkpoint at every segment start");
                 for j in start..=i {
-                    let (y, cache) = self.block_forward_hooked(gpu, j, &x, hooks)?;
+                    let (y, cache) = self.block_forward_hooked(gpu, first + j, &x, hooks)?;
                     caches[j] = Some(cache);
                     inputs[j] = Some(x);
                     x = y;

@@ -130,6 +130,11 @@ pub trait Model {
         let _ = seed;
     }
 
+    /// The GPT underneath, for what only a GPT supports (pipeline stages).
+    fn gpt_mut(&mut self) -> Option<&mut Gpt> {
+        None
+    }
+
     /// The layers LoRA can adapt (empty for a model without any).
     fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
         vec![]
@@ -236,7 +241,8 @@ impl Model for Mlp {
 }
 
 impl Gpt {
-    fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<GptBatch> {
+    /// A host batch of token sequences on the device.
+    pub fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<GptBatch> {
         match batch {
             Batch::Tokens { x, y, seq } => {
                 GptBatch::new(gpu, &self.config, x, y, x.len() / seq, *seq)
@@ -287,6 +293,9 @@ impl Model for Gpt {
     }
     fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
         Gpt::linears_mut(self)
+    }
+    fn gpt_mut(&mut self) -> Option<&mut Gpt> {
+        Some(self)
     }
     fn set_dropout_seed(&self, seed: u64) {
         for (i, l) in self.linears().into_iter().enumerate() {

@@ -806,7 +806,13 @@ fn unpack(
 }
 
 /// The squared gradient norms of `rank`'s own parameters, each into its slot of `parts`.
-fn own_norms(gpu: &Gpu, t: &Trainer, owner: &[usize], rank: usize, parts: &Tensor) -> Result<()> {
+pub(super) fn own_norms(
+    gpu: &Gpu,
+    t: &Trainer,
+    owner: &[usize],
+    rank: usize,
+    parts: &Tensor,
+) -> Result<()> {
     for (i, p) in t.model.trainable_params().iter().enumerate() {
         if owner[i] == rank {
             reduce(gpu, p.grad(), Reduction::SumOfSquares, parts, i, false)?;
@@ -819,7 +825,7 @@ fn own_norms(gpu: &Gpu, t: &Trainer, owner: &[usize], rank: usize, parts: &Tenso
 /// squared norms into their slots of `parts` (the others stay 0), the slots are summed over
 /// ranks (x + 0 = x: exact), and the host adds them in parameter order, as
 /// [`crate::optim::grad_norm_sq`] does on one device: the same bits. Writes the step's stats.
-fn sharded_grad_norm(
+pub(super) fn sharded_grad_norm(
     gpu: &Gpu,
     comm: &dyn Collective,
     t: &Trainer,

@@ -7,6 +7,8 @@
 pub mod ddp;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod pipeline;
+pub mod schedule;
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};

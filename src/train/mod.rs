@@ -317,6 +317,13 @@ impl<'g> Trainer<'g> {
         Ok(())
     }
 
+    /// Adds a micro-batch's per-target losses into the step's loss sum (`first`: the step's
+    /// first, which replaces it); for a step run outside [`Trainer::forward_backward`] (a
+    /// pipeline stage).
+    pub fn add_losses(&self, losses: &Tensor, first: bool) -> Result<()> {
+        reduce(self.gpu, losses, Reduction::Sum, &self.loss_sum, 0, !first)
+    }
+
     /// Σ of the last forward_backward's per-target losses (a sync point).
     pub fn last_loss_sum(&self) -> Result<f32> {
         Ok(self.loss_sum.to_f32(self.gpu)?[0])

@@ -14,6 +14,7 @@ mod memory;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod params;
+mod pipeline;
 mod planner;
 mod reliability;
 mod second_order;

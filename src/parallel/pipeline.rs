@@ -1,0 +1,627 @@
+//! Pipeline parallelism: a GPT's blocks split into p contiguous stages, each on its own device
+//! and host thread, the step's m micro-batches run through them in a [`Schedule`]'s order.
+//!
+//! A stage is a [`Trainer`] whose model holds only the stage's parameters (built in a
+//! [`Shard`]: the others' values and gradients are never allocated), so its optimizer state
+//! and update cover just those. The first stage holds the embeddings, the last the final
+//! LayerNorm and the head; the head's tie to the token embedding is kept by giving the last
+//! stage its own copy of it and summing the two stages' gradients of it after the flush, so
+//! that both copies take the same update and stay equal bit for bit.
+//!
+//! Activations go forward and their gradients backward through the host (wgpu cannot share a
+//! buffer between devices): a stage reads its output back in one transfer and sends it to the
+//! next stage's thread, which uploads it. After the flush (every micro-batch's backward), the
+//! stages all-reduce the tied embedding's gradient, the loss, and the per-tensor squared norms
+//! (added in parameter order, the tied embedding once, as one device adds them), then each
+//! updates its parameters.
+
+use super::ddp::{own_norms, sharded_grad_norm};
+use super::schedule::{actions, simulate, Action, Schedule, Timeline};
+use super::{Collective, InProcess};
+use crate::error::{Error, Result};
+use crate::gpu::{Category, Gpu, MemoryStats};
+use crate::nn::gpt::{StageCache, StageOut, StageSpan};
+use crate::nn::{zero_grads, NoHooks};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// Parameters by name, in model order.
+type NamedValues = Vec<(String, Vec<f32>)>;
+
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    pub schedule: Schedule,
+    /// The whole model's checkpoint, written at the end (resumes on one device).
+    pub save: Option<std::path::PathBuf>,
+}
+
+/// One action a stage ran, in milliseconds since the run started.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub stage: usize,
+    pub step: u64,
+    pub action: Action,
+    pub start_ms: f64,
+    pub end_ms: f64,
+}
+
+pub struct PipelineReport {
+    /// The global batch's mean loss at each step.
+    pub losses: Vec<f32>,
+    /// The whole model's parameters at the end, in model order.
+    pub params: Vec<(String, Vec<f32>)>,
+    /// Each stage's blocks.
+    pub spans: Vec<StageSpan>,
+    /// Micro-batches per step.
+    pub micro_batches: usize,
+    /// Each stage's pool figures.
+    pub memory: Vec<MemoryStats>,
+    /// Every forward and backward every stage ran.
+    pub events: Vec<Event>,
+    /// Bytes of activations and their gradients each stage sent and received.
+    pub link_bytes: Vec<u64>,
+    /// The whole model's evaluation at the end.
+    pub eval: EvalResult,
+}
+
+impl PipelineReport {
+    /// The idle fraction of `step`: 1 − busy / (stages × the step's span).
+    pub fn bubble(&self, step: u64) -> f64 {
+        let evs: Vec<&Event> = self.events.iter().filter(|e| e.step == step).collect();
+        let start = evs.iter().map(|e| e.start_ms).fold(f64::INFINITY, f64::min);
+        let end = evs
+            .iter()
+            .map(|e| e.end_ms)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let busy: f64 = evs.iter().map(|e| e.end_ms - e.start_ms).sum();
+        1.0 - busy / (self.spans.len() as f64 * (end - start))
+    }
+
+    /// The bubble the schedule implies for `step`'s measured per-stage mean forward and
+    /// backward times (the simulator run on them): what is left of the measured bubble beyond
+    /// it is the step's overhead (waiting on host transfers and thread wake-ups), not the
+    /// schedule.
+    pub fn simulated(&self, schedule: Schedule, step: u64) -> Timeline {
+        let p = self.spans.len();
+        let mean = |s: usize, fwd: bool| {
+            let d: Vec<f64> = self
+                .events
+                .iter()
+                .filter(|e| {
+                    e.step == step && e.stage == s && matches!(e.action, Action::Forward(_)) == fwd
+                })
+                .map(|e| e.end_ms - e.start_ms)
+                .collect();
+            d.iter().sum::<f64>() / d.len().max(1) as f64
+        };
+        simulate(
+            schedule,
+            p,
+            self.micro_batches,
+            |s| mean(s, true),
+            |s| mean(s, false),
+        )
+    }
+}
+
+/// Splits `n` blocks of `block` parameters each into `p` contiguous stages, the first also
+/// holding `first` parameters (the embeddings) and the last `last` (the head), so that the
+/// largest stage is as small as it can be; ties go to the earlier cut.
+pub fn partition(
+    n: usize,
+    block: usize,
+    p: usize,
+    first: usize,
+    last: usize,
+) -> Result<Vec<StageSpan>> {
+    if p == 0 || n < p {
+        return Err(Error::Config(format!(
+            "--pipeline {p}: the model has {n} blocks, and every stage needs at least one"
+        )));
+    }
+    // best[k][i]: the smallest largest load for blocks 0..i over stages 0..k (k + 1 stages)
+    let load = |s: usize, a: usize, b: usize| {
+        (b - a) * block + if s == 0 { first } else { 0 } + if s + 1 == p { last } else { 0 }
+    };
+    let mut best = vec![vec![usize::MAX; n + 1]; p];
+    let mut cut = vec![vec![0; n + 1]; p];
+    for (i, b) in best[0].iter_mut().enumerate().skip(1) {
+        *b = load(0, 0, i);
+    }
+    for k in 1..p {
+        for i in k + 1..=n {
+            for j in k..i {
+                let v = best[k - 1][j].max(load(k, j, i));
+                if v < best[k][i] {
+                    best[k][i] = v;
+                    cut[k][i] = j;
+                }
+            }
+        }
+    }
+    let mut bounds = vec![n];
+    let mut i = n;
+    for k in (1..p).rev() {
+        i = cut[k][i];
+        bounds.push(i);
+    }
+    bounds.push(0);
+    bounds.reverse();
+    Ok((0..p)
+        .map(|s| StageSpan {
+            blocks: bounds[s]..bounds[s + 1],
+            first: s == 0,
+            last: s + 1 == p,
+        })
+        .collect())
+}
+
+/// Which stage(s) hold a parameter of the full model: the embeddings on the first (the tied
+/// token embedding on the last too), block i's on its stage, the final LayerNorm on the last.
+fn stages_of(name: &str, spans: &[StageSpan]) -> Vec<usize> {
+    let p = spans.len();
+    if name == "wte" {
+        return if p > 1 { vec![0, p - 1] } else { vec![0] };
+    }
+    if name == "wpe" {
+        return vec![0];
+    }
+    if let Some(rest) = name.strip_prefix("h.") {
+        let i: usize = rest
+            .split('.')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a block parameter's name: {name}"));
+        return vec![spans.iter().position(|s| s.blocks.contains(&i)).unwrap()];
+    }
+    vec![p - 1]
+}
+
+/// The stage plan every stage computes alike.
+struct Plan {
+    spans: Vec<StageSpan>,
+    /// Per stage, the parameters it holds.
+    own: Vec<HashSet<String>>,
+    /// The stage that counts each trainable parameter in the norm (the tied one: the first).
+    norm_owner: Vec<usize>,
+    micro: usize,
+    m: usize,
+    /// (B_micro, T, C) of a stage's output.
+    hidden: [usize; 3],
+}
+
+fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
+    if config.model != ModelKind::Gpt {
+        return Err(Error::Config(
+            "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
+        ));
+    }
+    let micro = config.micro_batch();
+    if config.batch_size % micro != 0 {
+        return Err(Error::Config(format!(
+            "micro_batch_size {micro} must divide batch_size {}",
+            config.batch_size
+        )));
+    }
+    let ledger = gpu.ledger();
+    let shape = Trainer::new(&ledger, config.clone())?;
+    let params = shape.model.params();
+    let size = |name: &str| {
+        params
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.numel())
+    };
+    let g = &config.gpt;
+    let block: usize = params
+        .iter()
+        .filter(|p| p.name.starts_with("h.0."))
+        .map(|p| p.numel())
+        .sum();
+    let ln_f = size("ln_f.weight") + size("ln_f.bias");
+    let spans = partition(
+        g.n_layer,
+        block,
+        p,
+        size("wte") + size("wpe"),
+        ln_f + size("wte"),
+    )?;
+    let mut own = vec![HashSet::new(); p];
+    for q in &params {
+        for s in stages_of(&q.name, &spans) {
+            own[s].insert(q.name.clone());
+        }
+    }
+    let norm_owner = shape
+        .model
+        .trainable_params()
+        .iter()
+        .map(|q| stages_of(&q.name, &spans)[0])
+        .collect();
+    let seq = shape.task.seq_len(config);
+    Ok(Plan {
+        spans,
+        own,
+        norm_owner,
+        micro,
+        m: config.batch_size / micro,
+        hidden: [micro, seq, g.n_embd],
+    })
+}
+
+/// A stage's neighbours: activations from the previous stage and to the next, gradients the
+/// other way. None on a ledger (the plan), where a received buffer is zeros.
+#[derive(Default)]
+struct Links {
+    from_prev: Option<Receiver<Vec<f32>>>,
+    to_next: Option<Sender<Vec<f32>>>,
+    from_next: Option<Receiver<Vec<f32>>>,
+    to_prev: Option<Sender<Vec<f32>>>,
+    bytes: u64,
+}
+
+const ANOTHER: &str = "another stage failed";
+
+impl Links {
+    fn recv(rx: &Option<Receiver<Vec<f32>>>, numel: usize, bytes: &mut u64) -> Result<Vec<f32>> {
+        match rx {
+            None => Ok(vec![0.0; numel]),
+            Some(rx) => {
+                let v = rx.recv().map_err(|_| Error::Device(ANOTHER.into()))?;
+                *bytes += 4 * v.len() as u64;
+                Ok(v)
+            }
+        }
+    }
+
+    fn send(tx: &Option<Sender<Vec<f32>>>, v: Vec<f32>, bytes: &mut u64) -> Result<()> {
+        if let Some(tx) = tx {
+            *bytes += 4 * v.len() as u64;
+            tx.send(v).map_err(|_| Error::Device(ANOTHER.into()))?;
+        }
+        Ok(())
+    }
+}
+
+struct StageResult {
+    losses: Vec<f32>,
+    params: Vec<(String, Vec<f32>)>,
+    state: HashMap<String, Vec<Vec<u8>>>,
+    memory: MemoryStats,
+    events: Vec<Event>,
+    link_bytes: u64,
+    step: u64,
+    optimizer_t: u64,
+    gamma: f32,
+    rng: [u64; 4],
+    run: String,
+}
+
+/// Trains `config.steps` steps with stage s on `gpus[s]`: `config.batch_size` split into
+/// micro-batches of `micro_batch_size` (m of them), run through the stages in
+/// `options.schedule`'s order. A stage's error stops every stage and is returned.
+pub fn train(
+    gpus: &[Gpu],
+    config: &TrainConfig,
+    options: &PipelineOptions,
+) -> Result<PipelineReport> {
+    let p = gpus.len();
+    let plan = plan(&gpus[0], config, p)?;
+    let comms = InProcess::group(p);
+    let mut links: Vec<Links> = (0..p).map(|_| Links::default()).collect();
+    for s in 0..p.saturating_sub(1) {
+        let (tx, rx) = channel();
+        links[s].to_next = Some(tx);
+        links[s + 1].from_prev = Some(rx);
+        let (tx, rx) = channel();
+        links[s + 1].to_prev = Some(tx);
+        links[s].from_next = Some(rx);
+    }
+    let epoch = Instant::now();
+    let plan = &plan;
+    let results: Vec<Result<StageResult>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = gpus
+            .iter()
+            .zip(comms)
+            .zip(links)
+            .enumerate()
+            .map(|(s, ((gpu, comm), links))| {
+                sc.spawn(move || {
+                    let r = run_stage(gpu, Some(&comm), config, plan, s, links, options, epoch);
+                    if let Err(e) = &r {
+                        comm.abort(&e.to_string());
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a stage thread panicked"))
+            .collect()
+    });
+    // the stage that failed first says why; the others only echo it
+    let mut stages = vec![];
+    let mut echo = None;
+    for r in results {
+        match r {
+            Ok(r) => stages.push(r),
+            Err(e)
+                if e.to_string().contains(ANOTHER)
+                    || e.to_string().contains("another rank failed") =>
+            {
+                echo = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = echo {
+        return Err(e);
+    }
+    let (eval, params) = whole_model(&gpus[0], config, &stages, options)?;
+    Ok(PipelineReport {
+        losses: stages[0].losses.clone(),
+        params,
+        spans: plan.spans.clone(),
+        micro_batches: plan.m,
+        memory: stages.iter().map(|r| r.memory).collect(),
+        link_bytes: stages.iter().map(|r| r.link_bytes).collect(),
+        events: stages.into_iter().flat_map(|r| r.events).collect(),
+        eval,
+    })
+}
+
+/// Predicts each stage's peak memory: every stage's set-up and one step (its schedule's
+/// actions in order, the received activations zeros) on a ledger twin of its device.
+pub fn plan_memory(
+    gpus: &[Gpu],
+    config: &TrainConfig,
+    options: &PipelineOptions,
+) -> Result<Vec<MemoryStats>> {
+    let p = gpus.len();
+    let plan = plan(&gpus[0], config, p)?;
+    let mut one = config.clone();
+    one.steps = 1;
+    (0..p)
+        .map(|s| {
+            let ledger = gpus[s].ledger();
+            let r = run_stage(
+                &ledger,
+                None,
+                &one,
+                &plan,
+                s,
+                Links::default(),
+                options,
+                Instant::now(),
+            )?;
+            Ok(r.memory)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    gpu: &Gpu,
+    comm: Option<&dyn Collective>,
+    config: &TrainConfig,
+    plan: &Plan,
+    s: usize,
+    mut links: Links,
+    options: &PipelineOptions,
+    epoch: Instant,
+) -> Result<StageResult> {
+    let p = plan.spans.len();
+    let span = &plan.spans[s];
+    let shard = Shard {
+        own: plan.own[s].clone(),
+        grads: true,
+        values: true,
+    };
+    let mut t = Trainer::with_shard(gpu, config.clone(), shard)?;
+    let order = actions(options.schedule, p, s, plan.m);
+    let parts = Tensor::zeros(
+        gpu,
+        "pipeline norm parts",
+        &[t.model.trainable_params().len().max(1)],
+        Category::Workspace,
+    )?;
+    debug_assert_eq!(t.model.params()[0].name, "wte");
+    let wte_numel = t.model.params()[0].numel();
+    let tied = p > 1 && t.model.params()[0].trainable() && (span.first || span.last);
+    let hidden: usize = plan.hidden.iter().product();
+    let mut losses = vec![];
+    let mut events = vec![];
+    let mut clock = Duration::ZERO;
+    let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
+    while t.step < config.steps {
+        let global = t.draw_batch();
+        let count = global.targets().max(1);
+        let micros = global.split(plan.micro);
+        zero_grads(gpu, &t.model.trainable_params());
+        let scale = 1.0 / count as f32;
+        let mut stage_losses: Vec<Tensor> = vec![];
+        {
+            let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
+            let batches = micros
+                .iter()
+                .map(|b| gpt.upload(gpu, b))
+                .collect::<Result<Vec<_>>>()?;
+            let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
+            for &a in &order {
+                let start = Instant::now();
+                match a {
+                    Action::Forward(j) => {
+                        let input = match span.first {
+                            true => None,
+                            false => {
+                                let v = Links::recv(&links.from_prev, hidden, &mut links.bytes)?;
+                                Some(Tensor::from_f32(
+                                    gpu,
+                                    "stage input",
+                                    &plan.hidden,
+                                    &v,
+                                    Category::Activations,
+                                )?)
+                            }
+                        };
+                        let (out, cache) =
+                            gpt.stage_forward(gpu, span, &batches[j], input, scale, &mut NoHooks)?;
+                        match out {
+                            StageOut::Hidden(h) => {
+                                let v = h.to_f32(gpu)?;
+                                Links::send(&links.to_next, v, &mut links.bytes)?;
+                            }
+                            StageOut::Losses(l) => {
+                                gpu.sync()?;
+                                stage_losses.push(l);
+                            }
+                        }
+                        caches[j] = Some(cache);
+                    }
+                    Action::Backward(j) => {
+                        let dout = match span.last {
+                            true => None,
+                            false => {
+                                let v = Links::recv(&links.from_next, hidden, &mut links.bytes)?;
+                                Some(Tensor::from_f32(
+                                    gpu,
+                                    "stage output grad",
+                                    &plan.hidden,
+                                    &v,
+                                    Category::Activations,
+                                )?)
+                            }
+                        };
+                        let cache = caches[j].take().expect("a forward before its backward");
+                        match gpt.stage_backward(
+                            gpu,
+                            span,
+                            &batches[j],
+                            cache,
+                            dout,
+                            &mut NoHooks,
+                        )? {
+                            Some(dx) => {
+                                let v = dx.to_f32(gpu)?;
+                                Links::send(&links.to_prev, v, &mut links.bytes)?;
+                            }
+                            None => gpu.sync()?,
+                        }
+                    }
+                }
+                events.push(Event {
+                    stage: s,
+                    step: t.step,
+                    action: a,
+                    start_ms: ms(start),
+                    end_ms: ms(Instant::now()),
+                });
+            }
+        }
+        for (k, l) in stage_losses.iter().enumerate() {
+            t.add_losses(l, k == 0)?;
+        }
+        let mut loss = [if span.last { t.last_loss_sum()? } else { 0.0 }];
+        if let Some(comm) = comm {
+            comm.all_reduce_sum(&mut loss)?;
+            // the tied embedding: the first stage's share (embeddings) plus the last's (head),
+            // every stage taking part (the middle ones with zeros)
+            if p > 1 && t.model.params()[0].trainable() {
+                let wte = &t.model.params()[0];
+                let mut g = match tied {
+                    true => wte.grad().to_f32(gpu)?,
+                    false => vec![0.0; wte_numel],
+                };
+                comm.all_reduce_sum(&mut g)?;
+                if tied {
+                    wte.grad().write_f32(gpu, &g);
+                }
+            }
+            sharded_grad_norm(gpu, comm, &t, &plan.norm_owner, &parts, &mut clock)?;
+        } else {
+            // a ledger: the norm's device side only
+            own_norms(gpu, &t, &plan.norm_owner, s, &parts)?;
+        }
+        losses.push(loss[0] / count as f32);
+        t.set_loss_sum(loss[0]);
+        t.update()?;
+        gpu.flush()?;
+        t.check_health()?;
+    }
+    let memory = gpu.memory();
+    let params = t
+        .model
+        .params()
+        .iter()
+        .filter(|q| q.resident() && plan.own[s].contains(&q.name))
+        .map(|q| Ok((q.name.clone(), q.value().to_f32(gpu)?)))
+        .collect::<Result<_>>()?;
+    let mut state = HashMap::new();
+    for (name, slots) in t.optimizer.state() {
+        let bytes = slots
+            .iter()
+            .map(|(_, x)| gpu.read_bytes(x))
+            .collect::<Result<Vec<_>>>()?;
+        state.insert(name.clone(), bytes);
+    }
+    Ok(StageResult {
+        losses,
+        params,
+        state,
+        memory,
+        events,
+        link_bytes: links.bytes,
+        step: t.step,
+        optimizer_t: t.optimizer.t,
+        gamma: t.optimizer.gamma,
+        rng: t.rng.state(),
+        run: t.run.clone(),
+    })
+}
+
+/// The stages' parameters and optimizer state put together as one model on `gpu` (after the
+/// stages are gone): evaluated there, and saved as a whole checkpoint when asked.
+fn whole_model(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    stages: &[StageResult],
+    options: &PipelineOptions,
+) -> Result<(EvalResult, NamedValues)> {
+    let mut whole = Trainer::new(gpu, config.clone())?;
+    let mut params = vec![];
+    for q in whole.model.params() {
+        // the first stage that holds it (the tied embedding's copies are equal)
+        let v = stages
+            .iter()
+            .find_map(|r| r.params.iter().find(|(n, _)| *n == q.name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no stage holds {}", q.name));
+        q.value().write_f32(gpu, &v);
+        params.push((q.name.clone(), v));
+    }
+    for (name, slots) in whole.optimizer.state() {
+        let theirs = stages
+            .iter()
+            .find_map(|r| r.state.get(name))
+            .unwrap_or_else(|| panic!("no stage holds the state of {name}"));
+        for ((_, x), bytes) in slots.iter().zip(theirs) {
+            gpu.upload(x, bytes);
+        }
+    }
+    let first = &stages[0];
+    whole.step = first.step;
+    whole.optimizer.t = first.optimizer_t;
+    whole.optimizer.gamma = first.gamma;
+    whole.rng = Rng::from_state(first.rng);
+    whole.run = first.run.clone();
+    let eval = whole.evaluate()?;
+    if let Some(path) = &options.save {
+        whole.save(path)?;
+    }
+    Ok((eval, params))
+}

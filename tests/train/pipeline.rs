@@ -1,0 +1,163 @@
+//! Pipeline parallelism against one device: a GPT's blocks split over 2 and 3 stages, the step's
+//! micro-batches run under each schedule, equals one device accumulating the same micro-batches.
+
+use wgtrain::gpu::{Category, DeviceOptions, Gpu};
+use wgtrain::nn::Recompute;
+use wgtrain::parallel::pipeline::{self, PipelineOptions};
+use wgtrain::parallel::schedule::Schedule;
+use wgtrain::train::{TrainConfig, Trainer};
+
+const SCHEDULES: [Schedule; 3] = [Schedule::Naive, Schedule::Gpipe, Schedule::OneFOneB];
+
+fn gpt(n_layer: usize) -> TrainConfig {
+    let mut c = TrainConfig {
+        batch_size: 8,
+        micro_batch_size: 2,
+        steps: 3,
+        ..TrainConfig::default()
+    };
+    c.gpt.n_layer = n_layer;
+    c.gpt.n_embd = 32;
+    c.addition.test_size = 10;
+    c
+}
+
+fn options(schedule: Schedule) -> PipelineOptions {
+    PipelineOptions {
+        schedule,
+        save: None,
+    }
+}
+
+/// Losses and final parameters on one device, the same micro-batches accumulated.
+fn one_device(config: &TrainConfig) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let gpu = Gpu::new(None).unwrap();
+    let mut t = Trainer::new(&gpu, config.clone()).unwrap();
+    let losses = (0..config.steps)
+        .map(|_| t.train_step(true).unwrap().unwrap())
+        .collect();
+    let params = t
+        .model
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.value().to_f32(&gpu).unwrap()))
+        .collect();
+    (losses, params)
+}
+
+#[test]
+fn every_schedule_on_2_and_3_stages_equals_one_device_bit_for_bit_without_the_tie() {
+    // With the token embedding frozen there is no tied gradient to sum across stages: each
+    // stage accumulates its micro-batches' gradients in one device's order, the norm adds the
+    // per-tensor squares in parameter order, so every bit agrees.
+    for (stages, recompute) in [(2, Recompute::None), (3, Recompute::Sqrt)] {
+        let mut c = gpt(4);
+        c.freeze = vec!["wte".into()];
+        c.recompute = recompute;
+        let (losses, params) = one_device(&c);
+        let gpus = Gpu::open_n(None, stages).unwrap();
+        for schedule in SCHEDULES {
+            let what = format!("{schedule:?} on {stages} stages, recompute {recompute:?}");
+            let r = pipeline::train(&gpus, &c, &options(schedule)).unwrap();
+            assert_eq!(r.micro_batches, 4);
+            assert_eq!(r.losses, losses, "{what}: losses");
+            assert_eq!(r.params, params, "{what}: parameters");
+        }
+    }
+}
+
+#[test]
+fn the_tied_embedding_summed_across_the_first_and_last_stage_matches_one_device() {
+    let c = gpt(2);
+    let (losses, params) = one_device(&c);
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let r = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
+    // one device adds the token embedding's gradient as h0 + e0 + h1 + e1 + …, the pipeline
+    // (e0 + e1 + …) + (h0 + h1 + …): the same terms in another order, a few ulps
+    close(&r, &losses, &params);
+    assert_ne!(r.params, params, "the sums did take another order");
+}
+
+#[test]
+fn stages_across_the_vulkan_and_gl_adapters_match_one_device_within_gls_rounding() {
+    let gpus = Gpu::open_all().unwrap();
+    if gpus.len() < 2 {
+        eprintln!("skipped: one adapter here");
+        return;
+    }
+    let gpus: Vec<Gpu> = gpus.into_iter().take(2).collect();
+    let mut c = gpt(2);
+    c.freeze = vec!["wte".into()];
+    let (losses, params) = one_device(&c);
+    let r = pipeline::train(&gpus, &c, &options(Schedule::Gpipe)).unwrap();
+    // GL has no subgroups, so its LayerNorm sums a row's statistics by a workgroup reduction,
+    // in another order than the subgroup kernel the Vulkan stage (and the one device) runs:
+    // a few ulps per step
+    close(&r, &losses, &params);
+}
+
+/// Within the rounding of a sum taken in another order: 1e-5 of the loss; parameters within
+/// 1e-4 of their largest value or 1e-6 absolute (AdamW divides a gradient by its own running
+/// size, so where a gradient is near zero a few ulps of it move the update by a visible
+/// fraction of one step's lr, 1e-3: the floor is a thousandth of that).
+fn close(r: &pipeline::PipelineReport, losses: &[f32], params: &[(String, Vec<f32>)]) {
+    for (a, b) in r.losses.iter().zip(losses) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+    }
+    for ((name, a), (_, b)) in r.params.iter().zip(params) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= (1e-4 * scale).max(1e-6), "{name}: {err} vs {scale}");
+    }
+}
+
+#[test]
+fn one_f_one_b_holds_fewer_activations_than_gpipe_and_the_plan_says_so_to_the_byte() {
+    let mut c = gpt(4);
+    c.batch_size = 16;
+    c.steps = 1;
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let mut peaks = vec![];
+    for schedule in [Schedule::Gpipe, Schedule::OneFOneB] {
+        let r = pipeline::train(&gpus, &c, &options(schedule)).unwrap();
+        let planned = pipeline::plan_memory(&gpus, &c, &options(schedule)).unwrap();
+        for (s, (m, p)) in r.memory.iter().zip(&planned).enumerate() {
+            for cat in Category::ALL {
+                assert_eq!(
+                    m.peak.get(cat),
+                    p.peak.get(cat),
+                    "{schedule:?} stage {s} {}",
+                    cat.name()
+                );
+            }
+        }
+        peaks.push(r.memory[0].peak.get(Category::Activations));
+    }
+    // stage 0 of 2 holds 8 micro-batches' activations under GPipe, at most 2 under 1F1B
+    assert!(peaks[1] * 2 < peaks[0], "{peaks:?}");
+}
+
+#[test]
+fn a_stages_device_error_stops_the_pipeline_with_that_error() {
+    let c = gpt(2);
+    let normal = Gpu::new(None).unwrap();
+    // stage 1's device is too small for a block's MLP weight (128·32 floats = 16 KiB)
+    let mut limits = normal.limits().clone();
+    limits.max_storage_buffer_binding_size = 8 << 10;
+    limits.max_buffer_size = 8 << 10;
+    let small = Gpu::new_with(
+        None,
+        &DeviceOptions {
+            limits: Some(limits),
+            ..DeviceOptions::default()
+        },
+    )
+    .unwrap();
+    let e = pipeline::train(&[normal, small], &c, &options(Schedule::OneFOneB))
+        .err()
+        .expect("stage 1 cannot build its blocks");
+    assert!(
+        e.to_string().contains("more than this adapter allows"),
+        "{e}"
+    );
+}
