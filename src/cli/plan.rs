@@ -29,6 +29,9 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
         .transpose()?;
     let config = resolve_config(&args.train, ckpt.as_ref())?;
     config.validate()?;
+    if args.train.pipeline.is_some() {
+        return plan_stages(adapter, &args, config);
+    }
     if let Some(spec) = &args.train.devices {
         return plan_ranks(adapter, &args, &config, spec);
     }
@@ -93,6 +96,80 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
             wgtrain::gpu::capacity::MEMORY_ENV
         ),
     }
+    Ok(())
+}
+
+/// `plan --pipeline P [--schedule S]`: each stage's predicted peaks, and the micro-batches of
+/// activations its schedule holds at once.
+fn plan_stages(
+    adapter: Option<&str>,
+    args: &PlanArgs,
+    mut config: wgtrain::train::TrainConfig,
+) -> Result<()> {
+    use wgtrain::parallel::{pipeline, schedule};
+    let (gpus, options) = super::train::pipeline_setup(adapter, &args.train, &mut config)?;
+    let p = gpus.len();
+    let m = config.batch_size / config.micro_batch_size;
+    let stages = pipeline::plan_memory(&gpus, &config, &options)?;
+    let spans = pipeline::stages(&gpus[0], &config, p)?;
+    let timeline = schedule::simulate(options.schedule, p, m, |_| 1.0, |_| 1.0);
+    if args.json {
+        let v: Vec<_> = stages
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                let mut j = st.peak.to_json();
+                j["total"] = st.peak_total.into();
+                j["blocks"] = serde_json::json!([spans[s].0.blocks.start, spans[s].0.blocks.end]);
+                j["micro_batches_held"] = timeline.peak_in_flight(s).into();
+                j
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "stages": v }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "plan for {p} pipeline stages, {} schedule: {m} micro-batches of {}, optimizer {}",
+        options.schedule.name(),
+        config.micro_batch_size,
+        config.optimizer.name.as_str()
+    );
+    println!(
+        "{:<6} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>6}",
+        "stage",
+        "blocks",
+        "params",
+        "grads",
+        "optimizer",
+        "activations",
+        "workspace",
+        "peak total",
+        "held"
+    );
+    for (s, st) in stages.iter().enumerate() {
+        let cell = |c: Category| mib(st.peak.get(c));
+        let b = &spans[s].0.blocks;
+        println!(
+            "{:<6} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>6}",
+            s,
+            format!("{}..{}", b.start, b.end),
+            cell(Category::Params),
+            cell(Category::Grads),
+            cell(Category::OptimizerState),
+            cell(Category::Activations),
+            cell(Category::Workspace),
+            mib(st.peak_total),
+            timeline.peak_in_flight(s)
+        );
+    }
+    println!(
+        "held: micro-batches of activations a stage keeps at once (GPipe m, 1F1B min(p−s, m), \
+         naive 1); bubble (p−1)/(m+p−1) = {:.1} % for gpipe and 1f1b",
+        100.0 * schedule::Schedule::Gpipe.ideal_bubble(p, m)
+    );
     Ok(())
 }
 

@@ -129,6 +129,23 @@ pub struct TrainArgs {
     /// gradients too, stage 3 the parameters too.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub zero: u8,
+    /// Pipeline parallel: the GPT's blocks split into P stages, one per device (P devices on
+    /// the chosen adapter, or the --devices list, one stage each); the batch runs as
+    /// batch_size / micro_batch_size micro-batches (micro_batch_size 0: P of them).
+    #[arg(long)]
+    pub pipeline: Option<usize>,
+    /// With --pipeline: naive (one micro-batch at a time), gpipe (all forwards, then all
+    /// backwards) or 1f1b (PipeDream-flush; the default).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// With --pipeline: write every stage's forwards and backwards as Chrome trace-event JSON
+    /// (Perfetto, chrome://tracing).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// With --pipeline: draw the last step's timeline (stages as rows, micro-batches as
+    /// numbered boxes) as an SVG.
+    #[arg(long)]
+    pub trace_svg: Option<PathBuf>,
     /// Replace a checkpoint of another run in --out (without it, such a run refuses to start).
     #[arg(long)]
     pub overwrite: bool,
@@ -610,6 +627,190 @@ fn run_ddp(
     Ok(())
 }
 
+/// The stages' devices and the run's options for `--pipeline P` (and micro_batch_size set to
+/// give P micro-batches when the config has none).
+pub fn pipeline_setup(
+    adapter: Option<&str>,
+    args: &TrainArgs,
+    config: &mut TrainConfig,
+) -> Result<(Vec<Gpu>, wgtrain::parallel::pipeline::PipelineOptions)> {
+    let p = args.pipeline.unwrap_or(1);
+    if p == 0 {
+        bail!("--pipeline needs at least one stage");
+    }
+    if args.zero > 0 || args.parallel.is_some() {
+        bail!(
+            "--pipeline splits the model over devices; it does not combine with --parallel or \
+             --zero"
+        );
+    }
+    let gpus = match &args.devices {
+        Some(spec) => open_devices(adapter, spec)?,
+        None => Gpu::open_n(adapter, p)?,
+    };
+    if gpus.len() != p {
+        bail!(
+            "--pipeline {p} needs {p} devices; --devices names {}",
+            gpus.len()
+        );
+    }
+    if config.micro_batch_size == 0 {
+        if config.batch_size % p != 0 {
+            bail!(
+                "batch_size {} does not split into {p} micro-batches: set micro_batch_size",
+                config.batch_size
+            );
+        }
+        config.micro_batch_size = config.batch_size / p;
+    }
+    let schedule =
+        wgtrain::parallel::schedule::Schedule::parse(args.schedule.as_deref().unwrap_or("1f1b"))?;
+    let options = wgtrain::parallel::pipeline::PipelineOptions {
+        schedule,
+        save: config
+            .out
+            .as_ref()
+            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
+        resume: args.resume.clone(),
+    };
+    Ok((gpus, options))
+}
+
+/// `train --pipeline P`: the model's stages on P devices, one thread each.
+fn run_pipeline(
+    adapter: Option<&str>,
+    args: &TrainArgs,
+    mut config: TrainConfig,
+    run: String,
+) -> Result<()> {
+    use wgtrain::parallel::{pipeline, trace};
+    for path in [&args.trace, &args.trace_svg].into_iter().flatten() {
+        if path.is_dir() {
+            bail!("{}: is a directory, not a file to write", path.display());
+        }
+    }
+    let (gpus, options) = pipeline_setup(adapter, args, &mut config)?;
+    let p = gpus.len();
+    let m = config.batch_size / config.micro_batch_size;
+    // each stage's step on a ledger twin first: refused before anything is allocated
+    let plans = pipeline::plan_memory(&gpus, &config, &options)?;
+    for (i, (g, plan)) in gpus.iter().zip(&plans).enumerate() {
+        let what = format!("stage {i}'s planned peak");
+        wgtrain::memory::check_fits(
+            g,
+            &what,
+            plan.peak_total,
+            budget(args)?,
+            wgtrain::memory::SMALLER_RUN,
+        )?;
+    }
+    let out_dir = config.out.as_ref().map(PathBuf::from);
+    let _claimed = out_dir
+        .as_deref()
+        .map(|d| claim_out_dir(d, &run, args))
+        .transpose()?;
+    let mut metrics = Metrics::create(
+        config.metrics.as_deref().map(Path::new),
+        args.resume.is_some(),
+    )?;
+    let spans = pipeline::stages(&gpus[0], &config, p)?;
+    eprintln!(
+        "pipeline: {p} stages, {} schedule, {m} micro-batches of {} (global batch {}), up to step {}",
+        options.schedule.name(),
+        config.micro_batch_size,
+        config.batch_size,
+        config.steps
+    );
+    for (s, (g, (span, params))) in gpus.iter().zip(&spans).enumerate() {
+        eprintln!(
+            "stage {s}: blocks {}..{}{}{}, {params} parameters, on {}",
+            span.blocks.start,
+            span.blocks.end,
+            if span.first { " + embeddings" } else { "" },
+            if span.last {
+                " + final LayerNorm and head"
+            } else {
+                ""
+            },
+            g.info().name
+        );
+    }
+    if let Some(p) = &args.resume {
+        eprintln!("resume: every stage from {}", p.display());
+    }
+    let started = Instant::now();
+    let r = pipeline::train(&gpus, &config, &options)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let first_step = config.steps - r.losses.len() as u64;
+    for (k, loss) in r.losses.iter().enumerate() {
+        let step = first_step + k as u64 + 1;
+        metrics.write("train", json!({"step": step, "loss": loss}))?;
+    }
+    let last = config.steps - 1;
+    let measured = r.bubble(last);
+    let simulated = r.simulated(options.schedule, last).bubble();
+    let ideal = options.schedule.ideal_bubble(p, m);
+    let end = json!({
+        "wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
+        "stages": p, "micro_batches": m, "schedule": options.schedule.name(),
+        "bubble": measured, "bubble_simulated": simulated, "bubble_ideal": ideal,
+        "link_bytes": r.link_bytes,
+        "peak_by_category": r.memory.iter().map(|m| m.peak.to_json()).collect::<Vec<_>>(),
+        "peak_bytes": r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>(),
+    });
+    metrics.write("eval", eval_json(config.steps, &r.eval))?;
+    metrics.write("end", end)?;
+    eprintln!(
+        "done: {} steps in {wall_s:.1} s | final loss {:.4} | {}",
+        r.losses.len(),
+        r.losses.last().copied().unwrap_or(f32::NAN),
+        describe(&r.eval)
+    );
+    eprintln!(
+        "bubble (last step): measured {:.1} %, {:.1} % for the measured forward and backward times \
+         (the rest: host transfers and waits between them), {:.1} % by (p−1)/(m+p−1)",
+        100.0 * measured,
+        100.0 * simulated,
+        100.0 * ideal
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for (s, m) in r.memory.iter().enumerate() {
+        eprintln!(
+            "stage {s}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB of activations and gradients moved",
+            mib(m.peak_total),
+            mib(m.peak.get(Category::Params)),
+            mib(m.peak.get(Category::Grads)),
+            mib(m.peak.get(Category::OptimizerState)),
+            mib(m.peak.get(Category::Activations)),
+            mib(m.peak.get(Category::Workspace)),
+            mib(r.link_bytes[s]),
+        );
+    }
+    let names: Vec<String> = gpus.iter().map(|g| g.info().name.clone()).collect();
+    if let Some(path) = &args.trace {
+        let text = serde_json::to_string(&trace::chrome_trace(&r.events, &names))?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the trace to {}", path.display()))?;
+        eprintln!("trace: {}", path.display());
+    }
+    if let Some(path) = &args.trace_svg {
+        let title = format!(
+            "{} over {p} stages, {m} micro-batches: step {} (bubble {:.0} % measured, {:.0} % by (p−1)/(m+p−1))",
+            options.schedule.name(),
+            last + 1,
+            100.0 * measured,
+            100.0 * ideal
+        );
+        std::fs::write(path, trace::svg(&r.events, last, p, &title))
+            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
+        eprintln!("timeline: {}", path.display());
+    }
+    if let Some(dir) = &out_dir {
+        eprintln!("checkpoint: {}", dir.join(CHECKPOINT_FILE).display());
+    }
+    Ok(())
+}
+
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if args.zero > 0 && args.devices.is_none() {
         bail!("--zero shards over data-parallel ranks: give --devices too");
@@ -627,6 +828,12 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),
     };
+    if args.pipeline.is_some() {
+        return run_pipeline(adapter, &args, config, run);
+    }
+    if args.schedule.is_some() || args.trace.is_some() || args.trace_svg.is_some() {
+        bail!("--schedule, --trace and --trace-svg describe a pipeline: give --pipeline P too");
+    }
     if let Some(spec) = args.devices.clone() {
         return run_ddp(adapter, &args, config, &spec, run);
     }

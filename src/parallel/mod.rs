@@ -9,6 +9,7 @@ pub mod ddp;
 pub mod mpi;
 pub mod pipeline;
 pub mod schedule;
+pub mod trace;
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};

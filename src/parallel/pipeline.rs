@@ -24,6 +24,7 @@ use crate::nn::gpt::{StageCache, StageOut, StageSpan};
 use crate::nn::{zero_grads, NoHooks};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -37,6 +38,9 @@ pub struct PipelineOptions {
     pub schedule: Schedule,
     /// The whole model's checkpoint, written at the end (resumes on one device).
     pub save: Option<std::path::PathBuf>,
+    /// Every stage resumes from this checkpoint (any run's: checkpoints are whole), taking its
+    /// own parameters and their optimizer state.
+    pub resume: Option<std::path::PathBuf>,
 }
 
 /// One action a stage ran, in milliseconds since the run started.
@@ -184,8 +188,9 @@ fn stages_of(name: &str, spans: &[StageSpan]) -> Vec<usize> {
 /// The stage plan every stage computes alike.
 struct Plan {
     spans: Vec<StageSpan>,
-    /// Per stage, the parameters it holds.
+    /// Per stage, the parameters it holds, and how many weights they are.
     own: Vec<HashSet<String>>,
+    weights: Vec<usize>,
     /// The stage that counts each trainable parameter in the norm (the tied one: the first).
     norm_owner: Vec<usize>,
     micro: usize,
@@ -231,9 +236,11 @@ fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
         ln_f + size("wte"),
     )?;
     let mut own = vec![HashSet::new(); p];
+    let mut weights = vec![0; p];
     for q in &params {
         for s in stages_of(&q.name, &spans) {
             own[s].insert(q.name.clone());
+            weights[s] += q.numel();
         }
     }
     let norm_owner = shape
@@ -246,11 +253,19 @@ fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
     Ok(Plan {
         spans,
         own,
+        weights,
         norm_owner,
         micro,
         m: config.batch_size / micro,
         hidden: [micro, seq, g.n_embd],
     })
+}
+
+/// Each of `p` stages' blocks and the weights it holds (the tied embedding on both ends), as
+/// [`train`] splits `config`'s GPT.
+pub fn stages(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Vec<(StageSpan, usize)>> {
+    let plan = plan(gpu, config, p)?;
+    Ok(plan.spans.into_iter().zip(plan.weights).collect())
 }
 
 /// A stage's neighbours: activations from the previous stage and to the next, gradients the
@@ -423,6 +438,12 @@ fn run_stage(
         values: true,
     };
     let mut t = Trainer::with_shard(gpu, config.clone(), shard)?;
+    // every stage reads the checkpoint itself (a value it does not hold is checked and left)
+    if let Some(path) = &options.resume {
+        t.resume(&Checkpoint::load(path)?)?;
+    } else if let Some(init) = &config.init {
+        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+    }
     let order = actions(options.schedule, p, s, plan.m);
     let parts = Tensor::zeros(
         gpu,
@@ -453,22 +474,24 @@ fn run_stage(
                 .collect::<Result<Vec<_>>>()?;
             let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
             for &a in &order {
+                // what the action waits for from a neighbour comes first: the wait is the
+                // bubble's, not the action's
+                let received = match a {
+                    Action::Forward(_) if !span.first => {
+                        Some(Links::recv(&links.from_prev, hidden, &mut links.bytes)?)
+                    }
+                    Action::Backward(_) if !span.last => {
+                        Some(Links::recv(&links.from_next, hidden, &mut links.bytes)?)
+                    }
+                    _ => None,
+                };
                 let start = Instant::now();
+                let upload = |v: Vec<f32>, name: &str| {
+                    Tensor::from_f32(gpu, name, &plan.hidden, &v, Category::Activations)
+                };
                 match a {
                     Action::Forward(j) => {
-                        let input = match span.first {
-                            true => None,
-                            false => {
-                                let v = Links::recv(&links.from_prev, hidden, &mut links.bytes)?;
-                                Some(Tensor::from_f32(
-                                    gpu,
-                                    "stage input",
-                                    &plan.hidden,
-                                    &v,
-                                    Category::Activations,
-                                )?)
-                            }
-                        };
+                        let input = received.map(|v| upload(v, "stage input")).transpose()?;
                         let (out, cache) =
                             gpt.stage_forward(gpu, span, &batches[j], input, scale, &mut NoHooks)?;
                         match out {
@@ -484,19 +507,9 @@ fn run_stage(
                         caches[j] = Some(cache);
                     }
                     Action::Backward(j) => {
-                        let dout = match span.last {
-                            true => None,
-                            false => {
-                                let v = Links::recv(&links.from_next, hidden, &mut links.bytes)?;
-                                Some(Tensor::from_f32(
-                                    gpu,
-                                    "stage output grad",
-                                    &plan.hidden,
-                                    &v,
-                                    Category::Activations,
-                                )?)
-                            }
-                        };
+                        let dout = received
+                            .map(|v| upload(v, "stage output grad"))
+                            .transpose()?;
                         let cache = caches[j].take().expect("a forward before its backward");
                         match gpt.stage_backward(
                             gpu,

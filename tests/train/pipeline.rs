@@ -26,6 +26,7 @@ fn options(schedule: Schedule) -> PipelineOptions {
     PipelineOptions {
         schedule,
         save: None,
+        resume: None,
     }
 }
 
