@@ -812,6 +812,9 @@ fn run_pipeline(
 }
 
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
+    if args.pipeline.is_some() && (args.zero > 0 || args.parallel.is_some()) {
+        bail!("--pipeline splits the model over devices; it does not combine with --parallel or --zero");
+    }
     if args.zero > 0 && args.devices.is_none() {
         bail!("--zero shards over data-parallel ranks: give --devices too");
     }

@@ -861,3 +861,99 @@ fn a_zero_3_run_on_two_devices_resumes_on_one() {
     let c = wgtrain::train::checkpoint::Checkpoint::load(&ckpt).unwrap();
     assert_eq!(c.meta.step, 5, "one device continued the 2-rank ZeRO 3 run");
 }
+
+#[test]
+fn a_pipeline_run_writes_its_trace_and_timeline_and_resumes_on_one_device() {
+    let dir = tmp_dir("pipeline");
+    let out = dir.join("run");
+    let (trace, svg) = (dir.join("t.json"), dir.join("t.svg"));
+    let common = [
+        "--model",
+        "gpt",
+        "--batch-size",
+        "8",
+        "--micro-batch-size",
+        "2",
+    ];
+    let mut args = vec![
+        "train",
+        "--pipeline",
+        "2",
+        "--schedule",
+        "gpipe",
+        "--steps",
+        "3",
+    ];
+    args.extend(common);
+    args.extend(["--trace", trace.to_str().unwrap()]);
+    args.extend(["--trace-svg", svg.to_str().unwrap()]);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = wgtrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("stage 1: blocks 1..2 + final LayerNorm and head"),
+        "{err}"
+    );
+    assert!(err.contains("bubble (last step): measured"), "{err}");
+    // Chrome's trace-event format: a complete event per forward and backward of every
+    // micro-batch on every stage, every step
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    let slices: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(
+        slices.len(),
+        3 * 2 * 2 * 4,
+        "steps × stages × (F, B) × micro-batches"
+    );
+    assert!(slices.iter().all(|e| e["dur"].as_f64().unwrap() >= 0.0));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    // the whole model's checkpoint continues on one device
+    let ckpt = out.join("checkpoint.safetensors");
+    let mut args = vec!["train", "--resume", ckpt.to_str().unwrap(), "--steps", "4"];
+    args.extend(common);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = wgtrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = wgtrain::train::checkpoint::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(c.meta.step, 4);
+    // and a planned pipeline says how many micro-batches each stage holds
+    let o = wgtrain(&[
+        "plan",
+        "--model",
+        "gpt",
+        "--pipeline",
+        "2",
+        "--micro-batch-size",
+        "1",
+        "--batch-size",
+        "8",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let held: Vec<u64> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["micro_batches_held"].as_u64().unwrap())
+        .collect();
+    assert_eq!(held, [2, 1], "1F1B by default: p − s");
+    fails_with(
+        &["train", "--schedule", "gpipe"],
+        &["give --pipeline P too"],
+    );
+    fails_with(
+        &["train", "--pipeline", "2", "--zero", "1"],
+        &["does not combine"],
+    );
+    fails_with(
+        &["train", "--pipeline", "2", "--model", "mlp"],
+        &["use --model gpt"],
+    );
+    fails_with(
+        &["train", "--pipeline", "4", "--model", "gpt"],
+        &["every stage needs at least one"],
+    );
+}
