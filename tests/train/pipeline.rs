@@ -51,14 +51,21 @@ fn every_schedule_on_2_and_3_stages_equals_one_device_bit_for_bit_without_the_ti
     // With the token embedding frozen there is no tied gradient to sum across stages: each
     // stage accumulates its micro-batches' gradients in one device's order, the norm adds the
     // per-tensor squares in parameter order, so every bit agrees.
-    for (stages, recompute) in [(2, Recompute::None), (3, Recompute::Sqrt)] {
+    use wgtrain::optim::{OptimizerConfig, OptimizerName};
+    for (stages, recompute, optimizer) in [
+        (2, Recompute::None, OptimizerName::Adamw),
+        (3, Recompute::Sqrt, OptimizerName::Adamw),
+        (2, Recompute::All, OptimizerName::Lion),
+        (3, Recompute::Every(1), OptimizerName::Sgd),
+    ] {
         let mut c = gpt(4);
         c.freeze = vec!["wte".into()];
         c.recompute = recompute;
+        c.optimizer = OptimizerConfig::named(optimizer);
         let (losses, params) = one_device(&c);
         let gpus = Gpu::open_n(None, stages).unwrap();
         for schedule in SCHEDULES {
-            let what = format!("{schedule:?} on {stages} stages, recompute {recompute:?}");
+            let what = format!("{schedule:?} on {stages} stages, {recompute:?}, {optimizer:?}");
             let r = pipeline::train(&gpus, &c, &options(schedule)).unwrap();
             assert_eq!(r.micro_batches, 4);
             assert_eq!(r.losses, losses, "{what}: losses");
