@@ -331,17 +331,20 @@ impl Gpt {
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         // LoRA adapters apply their dropout in this forward and backward only
-        let set_training = |gpt: &Gpt, on: bool| {
-            for l in gpt.linears() {
-                if let Some(a) = &l.lora {
-                    a.training.store(on, Ordering::Relaxed);
-                }
-            }
-        };
-        set_training(self, true);
+        self.set_training(true);
         let r = self.train_pass(gpu, batch, grad_scale, hooks);
-        set_training(self, false);
+        self.set_training(false);
         r
+    }
+
+    /// Whether forwards and backwards train: LoRA adapters apply their dropout only then. A
+    /// caller of [`Gpt::stage_forward`] sets it around a step's stage passes.
+    pub fn set_training(&self, on: bool) {
+        for l in self.linears() {
+            if let Some(a) = &l.lora {
+                a.training.store(on, Ordering::Relaxed);
+            }
+        }
     }
 
     fn train_pass(

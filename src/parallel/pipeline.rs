@@ -466,6 +466,7 @@ fn run_stage(
         zero_grads(gpu, &t.model.trainable_params());
         let scale = 1.0 / count as f32;
         let mut stage_losses: Vec<Tensor> = vec![];
+        let seeds: Vec<u64> = (0..plan.m).map(|k| t.dropout_seed(k)).collect();
         {
             let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
             let batches = micros
@@ -473,6 +474,9 @@ fn run_stage(
                 .map(|b| gpt.upload(gpu, b))
                 .collect::<Result<Vec<_>>>()?;
             let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
+            // LoRA adapters apply their dropout in training passes only (an error ends the run,
+            // so it needs no reset)
+            gpt.set_training(true);
             for &a in &order {
                 // what the action waits for from a neighbour comes first: the wait is the
                 // bubble's, not the action's
@@ -486,6 +490,8 @@ fn run_stage(
                     _ => None,
                 };
                 let start = Instant::now();
+                // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
+                crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
                 let upload = |v: Vec<f32>, name: &str| {
                     Tensor::from_f32(gpu, name, &plan.hidden, &v, Category::Activations)
                 };
@@ -535,6 +541,7 @@ fn run_stage(
                     end_ms: ms(Instant::now()),
                 });
             }
+            gpt.set_training(false);
         }
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;

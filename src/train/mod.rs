@@ -305,9 +305,7 @@ impl<'g> Trainer<'g> {
         let gpu = self.gpu;
         zero_grads(gpu, &self.model.trainable_params());
         for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
-            // dropout masks from the run's seed, the step and the micro-batch (so a resumed run
-            // draws the same ones)
-            let seed = self.config.seed ^ (self.step << 20) ^ k as u64 ^ 0xD80_0000_0000_0000;
+            let seed = self.dropout_seed(k);
             self.model.set_dropout_seed(seed);
             let losses = self
                 .model
@@ -315,6 +313,12 @@ impl<'g> Trainer<'g> {
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
         Ok(())
+    }
+
+    /// The dropout seed of this step's micro-batch `k`: from the run's seed, the step and the
+    /// micro-batch, so a resumed run (or a pipeline stage) draws the same masks.
+    pub fn dropout_seed(&self, k: usize) -> u64 {
+        self.config.seed ^ (self.step << 20) ^ k as u64 ^ 0xD80_0000_0000_0000
     }
 
     /// Adds a micro-batch's per-target losses into the step's loss sum (`first`: the step's

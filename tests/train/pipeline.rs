@@ -169,3 +169,20 @@ fn a_stages_device_error_stops_the_pipeline_with_that_error() {
         "{e}"
     );
 }
+
+#[test]
+fn lora_with_dropout_on_a_pipeline_equals_one_device_bit_for_bit() {
+    // the base is frozen (the tie included) and each stage seeds the adapters' dropout masks
+    // per step and micro-batch as one device does
+    let mut c = gpt(2);
+    c.lora = Some(wgtrain::nn::lora::LoraConfig {
+        r: 4,
+        dropout: 0.2,
+        ..Default::default()
+    });
+    let (losses, params) = one_device(&c);
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let r = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
+    assert_eq!(r.losses, losses);
+    assert_eq!(r.params, params);
+}
