@@ -111,7 +111,7 @@ fn plan_stages(
     let p = gpus.len();
     let m = config.batch_size / config.micro_batch_size;
     let stages = pipeline::plan_memory(&gpus, &config, &options)?;
-    let spans = pipeline::stages(&gpus[0], &config, p)?;
+    let spans = pipeline::stages(&gpus[0], &config, p, &options.partition)?;
     let timeline = schedule::simulate(options.schedule, p, m, |_| 1.0, |_| 1.0);
     if args.json {
         let v: Vec<_> = stages

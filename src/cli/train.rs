@@ -138,6 +138,11 @@ pub struct TrainArgs {
     /// backwards) or 1f1b (PipeDream-flush; the default).
     #[arg(long)]
     pub schedule: Option<String>,
+    /// With --pipeline: params (the largest stage by parameters as small as it can be; the
+    /// default) or balanced (by one block's, the embeddings' and the head's forward and
+    /// backward time, measured on the first device before the run).
+    #[arg(long)]
+    pub partition: Option<String>,
     /// With --pipeline: write every stage's forwards and backwards as Chrome trace-event JSON
     /// (Perfetto, chrome://tracing).
     #[arg(long)]
@@ -665,8 +670,24 @@ pub fn pipeline_setup(
     }
     let schedule =
         wgtrain::parallel::schedule::Schedule::parse(args.schedule.as_deref().unwrap_or("1f1b"))?;
+    use wgtrain::parallel::pipeline::{self, Partition};
+    let partition = match args.partition.as_deref().unwrap_or("params") {
+        "params" => Partition::Params,
+        "balanced" => {
+            // measured once, so that the plan and every stage cut the model alike
+            let (block, embed, head) = pipeline::measured_costs(&gpus[0], config)?;
+            let spans = pipeline::split(config.gpt.n_layer, block, p, embed, head)?;
+            eprintln!(
+                "partition: balanced by measured time per micro-batch (a block {block} µs, the \
+                 embeddings {embed} µs, the head {head} µs)"
+            );
+            Partition::Blocks(spans.iter().map(|s| s.blocks.len()).collect())
+        }
+        other => bail!("--partition must be params or balanced, not {other:?}"),
+    };
     let options = wgtrain::parallel::pipeline::PipelineOptions {
         schedule,
+        partition,
         save: config
             .out
             .as_ref()
@@ -713,7 +734,7 @@ fn run_pipeline(
         config.metrics.as_deref().map(Path::new),
         args.resume.is_some(),
     )?;
-    let spans = pipeline::stages(&gpus[0], &config, p)?;
+    let spans = pipeline::stages(&gpus[0], &config, p, &options.partition)?;
     eprintln!(
         "pipeline: {p} stages, {} schedule, {m} micro-batches of {} (global batch {}), up to step {}",
         options.schedule.name(),
@@ -834,8 +855,15 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if args.pipeline.is_some() {
         return run_pipeline(adapter, &args, config, run);
     }
-    if args.schedule.is_some() || args.trace.is_some() || args.trace_svg.is_some() {
-        bail!("--schedule, --trace and --trace-svg describe a pipeline: give --pipeline P too");
+    if args.schedule.is_some()
+        || args.partition.is_some()
+        || args.trace.is_some()
+        || args.trace_svg.is_some()
+    {
+        bail!(
+            "--schedule, --partition, --trace and --trace-svg describe a pipeline: give \
+             --pipeline P too"
+        );
     }
     if let Some(spec) = args.devices.clone() {
         return run_ddp(adapter, &args, config, &spec, run);

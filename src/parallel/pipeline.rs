@@ -33,9 +33,22 @@ use std::time::{Duration, Instant};
 /// Parameters by name, in model order.
 type NamedValues = Vec<(String, Vec<f32>)>;
 
+/// How the blocks are cut into stages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// The largest stage by parameters as small as it can be (the ends' tensors included).
+    Params,
+    /// The slowest stage by measured time as fast as it can be: one block's, the embeddings'
+    /// and the head's forward and backward timed on the first device ([`measured_costs`]).
+    Balanced,
+    /// These many blocks per stage.
+    Blocks(Vec<usize>),
+}
+
 #[derive(Clone, Debug)]
 pub struct PipelineOptions {
     pub schedule: Schedule,
+    pub partition: Partition,
     /// The whole model's checkpoint, written at the end (resumes on one device).
     pub save: Option<std::path::PathBuf>,
     /// Every stage resumes from this checkpoint (any run's: checkpoints are whole), taking its
@@ -115,7 +128,7 @@ impl PipelineReport {
 /// Splits `n` blocks of `block` parameters each into `p` contiguous stages, the first also
 /// holding `first` parameters (the embeddings) and the last `last` (the head), so that the
 /// largest stage is as small as it can be; ties go to the earlier cut.
-pub fn partition(
+pub fn split(
     n: usize,
     block: usize,
     p: usize,
@@ -199,7 +212,7 @@ struct Plan {
     hidden: [usize; 3],
 }
 
-fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
+fn plan(gpu: &Gpu, config: &TrainConfig, p: usize, partition: &Partition) -> Result<Plan> {
     if config.model != ModelKind::Gpt {
         return Err(Error::Config(
             "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
@@ -228,13 +241,20 @@ fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
         .map(|p| p.numel())
         .sum();
     let ln_f = size("ln_f.weight") + size("ln_f.bias");
-    let spans = partition(
-        g.n_layer,
-        block,
-        p,
-        size("wte") + size("wpe"),
-        ln_f + size("wte"),
-    )?;
+    let spans = match partition {
+        Partition::Params => split(
+            g.n_layer,
+            block,
+            p,
+            size("wte") + size("wpe"),
+            ln_f + size("wte"),
+        )?,
+        Partition::Balanced => {
+            let (block, embed, head) = measured_costs(gpu, config)?;
+            split(g.n_layer, block, p, embed, head)?
+        }
+        Partition::Blocks(counts) => spans_of(counts, g.n_layer, p)?,
+    };
     let mut own = vec![HashSet::new(); p];
     let mut weights = vec![0; p];
     for q in &params {
@@ -261,10 +281,85 @@ fn plan(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Plan> {
     })
 }
 
+/// Stages of `counts[s]` blocks each, checked against the model's `n` blocks.
+fn spans_of(counts: &[usize], n: usize, p: usize) -> Result<Vec<StageSpan>> {
+    if counts.len() != p || counts.contains(&0) || counts.iter().sum::<usize>() != n {
+        return Err(Error::Config(format!(
+            "a partition of {n} blocks into {p} stages needs {p} positive counts adding to {n}, \
+             not {counts:?}"
+        )));
+    }
+    let mut start = 0;
+    Ok(counts
+        .iter()
+        .enumerate()
+        .map(|(s, &c)| {
+            start += c;
+            StageSpan {
+                blocks: start - c..start,
+                first: s == 0,
+                last: s + 1 == p,
+            }
+        })
+        .collect())
+}
+
+/// One micro-batch's forward and backward time on `gpu`, in microseconds: of one block, of the
+/// embeddings and of the head (final LayerNorm, head and loss), each the median of five timed
+/// runs (after one untimed) of a three-block copy of the model cut into first, middle and last
+/// one-block stages: the middle is a block's time, the first's and the last's excess over it
+/// the ends'.
+pub fn measured_costs(gpu: &Gpu, config: &TrainConfig) -> Result<(usize, usize, usize)> {
+    let mut c = config.clone();
+    c.gpt.n_layer = 3;
+    c.recompute = crate::nn::Recompute::None;
+    c.lora = None;
+    c.freeze = vec![];
+    let mut t = Trainer::new(gpu, c)?;
+    let micro = t.draw_batch().split(config.micro_batch()).swap_remove(0);
+    let gpt = t.model.gpt_mut().expect("a GPT");
+    let batch = gpt.upload(gpu, &micro)?;
+    let hidden = [batch.batch, batch.seq, config.gpt.n_embd];
+    let mut time = |blocks: std::ops::Range<usize>| -> Result<f64> {
+        let span = StageSpan {
+            first: blocks.start == 0,
+            last: blocks.end == 3,
+            blocks,
+        };
+        let mut runs = vec![];
+        for k in 0..6 {
+            let zeros = || Tensor::zeros(gpu, "probe", &hidden, Category::Activations);
+            let input = if span.first { None } else { Some(zeros()?) };
+            let dout = if span.last { None } else { Some(zeros()?) };
+            gpu.sync()?;
+            let start = Instant::now();
+            let (_, cache) = gpt.stage_forward(gpu, &span, &batch, input, 1.0, &mut NoHooks)?;
+            gpt.stage_backward(gpu, &span, &batch, cache, dout, &mut NoHooks)?;
+            gpu.sync()?;
+            if k > 0 {
+                runs.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        runs.sort_by(f64::total_cmp);
+        Ok(runs[runs.len() / 2])
+    };
+    let (first, middle, last) = (time(0..1)?, time(1..2)?, time(2..3)?);
+    Ok((
+        middle.max(1.0) as usize,
+        (first - middle).max(0.0) as usize,
+        (last - middle).max(0.0) as usize,
+    ))
+}
+
 /// Each of `p` stages' blocks and the weights it holds (the tied embedding on both ends), as
-/// [`train`] splits `config`'s GPT.
-pub fn stages(gpu: &Gpu, config: &TrainConfig, p: usize) -> Result<Vec<(StageSpan, usize)>> {
-    let plan = plan(gpu, config, p)?;
+/// [`train`] splits `config`'s GPT under `partition`.
+pub fn stages(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    p: usize,
+    partition: &Partition,
+) -> Result<Vec<(StageSpan, usize)>> {
+    let plan = plan(gpu, config, p, partition)?;
     Ok(plan.spans.into_iter().zip(plan.weights).collect())
 }
 
@@ -325,7 +420,7 @@ pub fn train(
     options: &PipelineOptions,
 ) -> Result<PipelineReport> {
     let p = gpus.len();
-    let plan = plan(&gpus[0], config, p)?;
+    let plan = plan(&gpus[0], config, p, &options.partition)?;
     let comms = InProcess::group(p);
     let mut links: Vec<Links> = (0..p).map(|_| Links::default()).collect();
     for s in 0..p.saturating_sub(1) {
@@ -398,7 +493,7 @@ pub fn plan_memory(
     options: &PipelineOptions,
 ) -> Result<Vec<MemoryStats>> {
     let p = gpus.len();
-    let plan = plan(&gpus[0], config, p)?;
+    let plan = plan(&gpus[0], config, p, &options.partition)?;
     let mut one = config.clone();
     one.steps = 1;
     (0..p)
@@ -644,4 +739,64 @@ fn whole_model(
         whole.save(path)?;
     }
     Ok((eval, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn the_split_makes_the_largest_stage_as_small_as_it_can_be() {
+        // against every way to cut n blocks into p non-empty stages
+        fn best(n: usize, p: usize, load: &dyn Fn(usize, usize, usize) -> usize) -> usize {
+            fn go(
+                s: usize,
+                start: usize,
+                n: usize,
+                p: usize,
+                load: &dyn Fn(usize, usize, usize) -> usize,
+            ) -> usize {
+                if s + 1 == p {
+                    return load(s, start, n);
+                }
+                (start + 1..=n - (p - 1 - s))
+                    .map(|e| load(s, start, e).max(go(s + 1, e, n, p, load)))
+                    .min()
+                    .unwrap()
+            }
+            go(0, 0, n, p, load)
+        }
+        for (n, p, first, last) in [
+            (9, 3, 0, 0),
+            (9, 3, 150, 150),
+            (9, 4, 41, 33),
+            (9, 1, 5, 5),
+            (7, 3, 0, 500),
+            (12, 5, 30, 260),
+        ] {
+            let load = |s: usize, a: usize, b: usize| {
+                (b - a) * 100 + if s == 0 { first } else { 0 } + if s + 1 == p { last } else { 0 }
+            };
+            let spans = split(n, 100, p, first, last).unwrap();
+            assert_eq!(spans.len(), p);
+            assert_eq!(spans[0].blocks.start, 0);
+            assert_eq!(spans[p - 1].blocks.end, n);
+            for w in spans.windows(2) {
+                assert_eq!(w[0].blocks.end, w[1].blocks.start);
+            }
+            assert!(spans.iter().all(|s| !s.blocks.is_empty()));
+            let worst = spans
+                .iter()
+                .enumerate()
+                .map(|(s, sp)| load(s, sp.blocks.start, sp.blocks.end))
+                .max()
+                .unwrap();
+            assert_eq!(
+                worst,
+                best(n, p, &load),
+                "n {n} p {p} ends {first} {last}: {spans:?}"
+            );
+        }
+        assert!(split(2, 100, 3, 0, 0).is_err(), "a stage without a block");
+    }
 }

@@ -25,6 +25,7 @@ fn gpt(n_layer: usize) -> TrainConfig {
 fn options(schedule: Schedule) -> PipelineOptions {
     PipelineOptions {
         schedule,
+        partition: pipeline::Partition::Params,
         save: None,
         resume: None,
     }
