@@ -496,6 +496,13 @@ pub fn plan_memory(
     let plan = plan(&gpus[0], config, p, &options.partition)?;
     let mut one = config.clone();
     one.steps = 1;
+    // one step from the start: a resume would begin past it (a checkpoint's values and state
+    // take the buffers a fresh stage has anyway)
+    let options = &PipelineOptions {
+        resume: None,
+        save: None,
+        ..options.clone()
+    };
     (0..p)
         .map(|s| {
             let ledger = gpus[s].ledger();
