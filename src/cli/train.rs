@@ -730,7 +730,7 @@ fn run_pipeline(
         .as_deref()
         .map(|d| claim_out_dir(d, &run, args))
         .transpose()?;
-    let mut metrics = Metrics::create(
+    let metrics = Metrics::create(
         config.metrics.as_deref().map(Path::new),
         args.resume.is_some(),
     )?;
@@ -760,13 +760,26 @@ fn run_pipeline(
         eprintln!("resume: every stage from {}", p.display());
     }
     let started = Instant::now();
-    let r = pipeline::train(&gpus, &config, &options)?;
+    let metrics = std::sync::Mutex::new(metrics);
+    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
+        if s.step % config.log_every.max(1) == 0 || s.step == config.steps {
+            eprintln!(
+                "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step",
+                s.step,
+                s.loss,
+                s.lr,
+                started.elapsed().as_secs_f64() * 1e3 / s.steps_run.max(1) as f64
+            );
+            metrics.lock().unwrap().write(
+                "step",
+                json!({"step": s.step, "loss": s.loss, "lr": s.lr, "link_bytes": s.comm_bytes}),
+            )?;
+        }
+        Ok(())
+    };
+    let r = pipeline::train_observed(&gpus, &config, &options, &on_step)?;
     let wall_s = started.elapsed().as_secs_f64();
-    let first_step = config.steps - r.losses.len() as u64;
-    for (k, loss) in r.losses.iter().enumerate() {
-        let step = first_step + k as u64 + 1;
-        metrics.write("train", json!({"step": step, "loss": loss}))?;
-    }
+    let mut metrics = metrics.into_inner().unwrap();
     let last = config.steps - 1;
     let measured = r.bubble(last);
     let simulated = r.simulated(options.schedule, last).bubble();

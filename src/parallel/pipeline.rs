@@ -15,7 +15,7 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{own_norms, sharded_grad_norm};
+use super::ddp::{own_norms, sharded_grad_norm, StepReport};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
@@ -419,6 +419,18 @@ pub fn train(
     config: &TrainConfig,
     options: &PipelineOptions,
 ) -> Result<PipelineReport> {
+    train_observed(gpus, config, options, &|_| Ok(()))
+}
+
+/// [`train`], calling `on_step` on the first stage after every step (to log or write metrics;
+/// an error it returns stops every stage). Its `comm_bytes` are the activations and gradients
+/// the stage moved, `comm_ms` its time in the collectives after the flush.
+pub fn train_observed(
+    gpus: &[Gpu],
+    config: &TrainConfig,
+    options: &PipelineOptions,
+    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+) -> Result<PipelineReport> {
     let p = gpus.len();
     let plan = plan(&gpus[0], config, p, &options.partition)?;
     let comms = InProcess::group(p);
@@ -441,7 +453,17 @@ pub fn train(
             .enumerate()
             .map(|(s, ((gpu, comm), links))| {
                 sc.spawn(move || {
-                    let r = run_stage(gpu, Some(&comm), config, plan, s, links, options, epoch);
+                    let r = run_stage(
+                        gpu,
+                        Some(&comm),
+                        config,
+                        plan,
+                        s,
+                        links,
+                        options,
+                        epoch,
+                        on_step,
+                    );
                     if let Err(e) = &r {
                         comm.abort(&e.to_string());
                     }
@@ -515,6 +537,7 @@ pub fn plan_memory(
                 Links::default(),
                 options,
                 Instant::now(),
+                &|_| Ok(()),
             )?;
             Ok(r.memory)
         })
@@ -531,6 +554,7 @@ fn run_stage(
     mut links: Links,
     options: &PipelineOptions,
     epoch: Instant,
+    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
 ) -> Result<StageResult> {
     let p = plan.spans.len();
     let span = &plan.spans[s];
@@ -674,6 +698,16 @@ fn run_stage(
         t.update()?;
         gpu.flush()?;
         t.check_health()?;
+        if s == 0 && comm.is_some() {
+            on_step(&StepReport {
+                step: t.step,
+                loss: loss[0] / count as f32,
+                lr: t.config.lr_at(t.step - 1),
+                steps_run: losses.len() as u64,
+                comm_bytes: links.bytes,
+                comm_ms: clock.as_secs_f64() * 1e3,
+            })?;
+        }
     }
     let memory = gpu.memory();
     let params = t
