@@ -13,6 +13,7 @@ pub mod ops;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
+pub mod quant;
 pub mod rng;
 pub mod second_order;
 pub mod tensor;

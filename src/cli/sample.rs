@@ -89,6 +89,9 @@ pub struct EvalArgs {
 }
 
 pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
+    if wgtrain::quant::file::is_quantized(&args.checkpoint) {
+        return eval_quantized(adapter, &args);
+    }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
     let (mut config, model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
@@ -103,6 +106,33 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
         super::train::describe(&r),
         ckpt.meta.step,
         config.data
+    );
+    Ok(())
+}
+
+/// `eval` of a quantized model: its weights decoded to f32 once at load (dequantizing matmul
+/// kernels are not built yet), so the figures are what the quantization kept.
+fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
+    if args.lora.is_some() {
+        anyhow::bail!(
+            "--lora with a quantized model is not supported (merge first, then quantize)"
+        );
+    }
+    let q = wgtrain::quant::file::read(&args.checkpoint)?;
+    let gpu = Gpu::new(adapter)?;
+    let (mut config, model) = q.decoded(&gpu)?;
+    if let Some(d) = &args.data {
+        config.data = d.clone();
+        config.validate()?;
+    }
+    let task = load_task(&config)?;
+    let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
+    println!(
+        "{} (step {}, data {}; {} weights decoded at load)",
+        super::train::describe(&r),
+        q.step,
+        config.data,
+        q.method.name()
     );
     Ok(())
 }

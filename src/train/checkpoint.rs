@@ -174,6 +174,16 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let (header, mut data) = crate::files::open_safetensors(path, "wgtrain checkpoint")?;
         let info = header.metadata().clone().unwrap_or_default();
+        if info.get("format").map(String::as_str) == Some(crate::quant::file::FORMAT) {
+            return Err(err(
+                path,
+                format!(
+                    "is a quantized model ({} weights, written by wgtrain quantize): it is for \
+                     inference; training resumes from the checkpoint it was quantized from",
+                    info.get("method").map_or("?", String::as_str)
+                ),
+            ));
+        }
         if info.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(err(
                 path,

@@ -957,3 +957,72 @@ fn a_pipeline_run_writes_its_trace_and_timeline_and_resumes_on_one_device() {
         &["every stage needs at least one"],
     );
 }
+
+#[test]
+fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training() {
+    let dir = tmp_dir("quantize");
+    let out = dir.join("run");
+    let o = wgtrain(&[
+        "train",
+        "--model",
+        "mlp",
+        "--steps",
+        "150",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoint.safetensors");
+    let accuracy = |path: &Path| -> f64 {
+        let o = wgtrain(&["eval", "--checkpoint", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let after = text.split("accuracy ").nth(1).expect("an accuracy");
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    let full = accuracy(&ckpt);
+    assert!(full > 90.0, "the f32 model learned: {full}");
+    for (method, group) in [("int8", None), ("int4", Some("32")), ("nf4", Some("64"))] {
+        let q = dir.join(format!("{method}.safetensors"));
+        let mut args = vec![
+            "quantize",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--method",
+            method,
+        ];
+        if let Some(g) = group {
+            args.extend(["--group", g]);
+        }
+        args.extend(["--out", q.to_str().unwrap()]);
+        let o = wgtrain(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let report = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            report.contains("fc0.weight") && report.contains("bits per weight"),
+            "{report}"
+        );
+        // 360 test digits: one standard error is about 1 point; three points is 11 digits
+        let acc = accuracy(&q);
+        assert!((full - acc).abs() <= 3.0, "{method}: {acc} vs f32 {full}");
+        fails_with(
+            &["train", "--resume", q.to_str().unwrap()],
+            &[
+                "is a quantized model",
+                "training resumes from the checkpoint",
+            ],
+        );
+    }
+    fails_with(
+        &[
+            "quantize",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--method",
+            "fp3",
+            "--out",
+            "x",
+        ],
+        &["int8, int4 or nf4"],
+    );
+}

@@ -1,0 +1,300 @@
+//! A quantized model on disk: safetensors with every tensor of the checkpoint it came from
+//! (optimizer state dropped) except each quantized weight W, stored as `W.qcodes` (U8, one row
+//! of codes per output channel) and `W.qscale` (one scale per group: F16 for int4, F32
+//! otherwise), and in the metadata the format, the method, its group, the quantized weights'
+//! shapes and the source checkpoint's config and step.
+
+use super::{quantize, relative_error, Method, Quantized};
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+use crate::train::checkpoint::Checkpoint;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub const FORMAT: &str = "wgtrain-quantized-1";
+
+/// What quantizing one weight did.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    pub name: String,
+    pub shape: [usize; 2],
+    /// ‖W − dequantize(Q)‖_F / ‖W‖_F
+    pub error: f64,
+    pub bytes_before: usize,
+    pub bytes_after: usize,
+}
+
+/// The weights a post-training quantization targets: the linear layers' matrices (2-D,
+/// named `*.weight`), not the embeddings (`wte`, `wpe`) nor 1-D tensors nor optimizer state.
+pub fn targets(ckpt: &Checkpoint) -> Vec<String> {
+    let mut v: Vec<String> = ckpt
+        .tensors
+        .iter()
+        .filter(|(n, (dtype, shape, _))| {
+            *dtype == DType::F32
+                && shape.len() == 2
+                && n.ends_with(".weight")
+                && !n.starts_with("optim.")
+                && !n.contains(".lora_")
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Quantizes `ckpt`'s target weights by `method` and writes the quantized model to `out`
+/// (atomically). Returns a report per quantized weight, in name order.
+pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerReport>> {
+    let quantized: Vec<String> = targets(ckpt);
+    if quantized.is_empty() {
+        return Err(err(&ckpt.path, "holds no linear weights to quantize"));
+    }
+    let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
+    let mut shapes: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    let mut reports = vec![];
+    let mut names: Vec<&String> = ckpt.tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let (dtype, shape, bytes) = &ckpt.tensors[name];
+        if name.starts_with("optim.") {
+            continue;
+        }
+        if !quantized.contains(name) {
+            let (file_dtype, file_shape) = match dtype {
+                DType::F32 => (Dtype::F32, shape.clone()),
+                DType::U32 => (Dtype::U32, shape.clone()),
+                other => {
+                    return Err(err(
+                        &ckpt.path,
+                        format!("{name} is {other:?}: only f32 checkpoints quantize"),
+                    ))
+                }
+            };
+            named.push((name.clone(), file_dtype, file_shape, bytes.clone()));
+            continue;
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let w: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+        let q = quantize(method, &w, rows, cols)
+            .map_err(|e| err(&ckpt.path, format!("{name}: {e}")))?;
+        let error = relative_error(&q.dequantize(), &w);
+        let scale_bytes: Vec<u8> = match method {
+            Method::Int4 { .. } => q
+                .scales
+                .iter()
+                .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
+                .collect(),
+            _ => q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        };
+        let scale_dtype = match method {
+            Method::Int4 { .. } => Dtype::F16,
+            _ => Dtype::F32,
+        };
+        reports.push(LayerReport {
+            name: name.clone(),
+            shape: [rows, cols],
+            error,
+            bytes_before: bytes.len(),
+            bytes_after: q.bytes(),
+        });
+        let (row_bytes, groups) = (q.row_bytes(), q.groups_per_row());
+        named.push((
+            format!("{name}.qcodes"),
+            Dtype::U8,
+            vec![rows, row_bytes],
+            q.codes,
+        ));
+        named.push((
+            format!("{name}.qscale"),
+            scale_dtype,
+            vec![rows, groups],
+            scale_bytes,
+        ));
+        shapes.insert(name.clone(), [rows, cols]);
+    }
+    let views = named
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| err(out, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("method".to_string(), method.name().to_string());
+    info.insert("group".to_string(), method.group(0).to_string());
+    info.insert(
+        "quantized".to_string(),
+        serde_json::to_string(&shapes).unwrap(),
+    );
+    info.insert("config".to_string(), ckpt.meta.config.clone());
+    info.insert("step".to_string(), ckpt.meta.step.to_string());
+    let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(out, e))?;
+    crate::train::checkpoint::write_atomically(out, &bytes)?;
+    Ok(reports)
+}
+
+/// A quantized model read back: the method, the quantized weights, and every other tensor as
+/// f32 by name.
+pub struct QuantizedModel {
+    pub method: Method,
+    pub config: String,
+    pub step: u64,
+    pub quantized: BTreeMap<String, Quantized>,
+    pub plain: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// Reads a file [`write`] wrote (the header validated before the data is read).
+pub fn read(path: &Path) -> Result<QuantizedModel> {
+    let (header, mut data) = crate::files::open_safetensors(path, "quantized model")?;
+    let info = header.metadata().clone().unwrap_or_default();
+    if info.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(err(
+            path,
+            format!("not a quantized model (no format {FORMAT:?} in its metadata)"),
+        ));
+    }
+    let field = |k: &str| {
+        info.get(k)
+            .ok_or_else(|| err(path, format!("metadata lacks {k:?}")))
+    };
+    let group: usize = field("group")?
+        .parse()
+        .map_err(|e| err(path, format!("group: {e}")))?;
+    let method = Method::parse(
+        field("method")?,
+        (field("method")? != "int8").then_some(group),
+    )
+    .map_err(|e| err(path, e))?;
+    let shapes: BTreeMap<String, [usize; 2]> = serde_json::from_str(field("quantized")?)
+        .map_err(|e| err(path, format!("quantized: {e}")))?;
+    let step = field("step")?
+        .parse()
+        .map_err(|e| err(path, format!("step: {e}")))?;
+    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
+    let mut entries: Vec<_> = header.tensors().into_iter().collect();
+    entries.sort_by_key(|(_, t)| t.data_offsets.0);
+    for (name, t) in entries {
+        let width = match t.dtype {
+            Dtype::U8 => 1,
+            Dtype::F16 => 2,
+            Dtype::F32 => 4,
+            other => return Err(err(path, format!("tensor {name} is {other:?}"))),
+        };
+        let numel: usize = t.shape.iter().product();
+        if numel * width != t.data_offsets.1 - t.data_offsets.0 {
+            return Err(err(
+                path,
+                format!("tensor {name}: size does not match its shape"),
+            ));
+        }
+        let bytes = data.read(t.data_offsets)?;
+        tensors.insert(name, (t.dtype, t.shape.clone(), bytes));
+    }
+    let mut quantized = BTreeMap::new();
+    for (name, [rows, cols]) in &shapes {
+        let mut take = |suffix: &str| {
+            tensors
+                .remove(&format!("{name}{suffix}"))
+                .ok_or_else(|| err(path, format!("lacks {name}{suffix}")))
+        };
+        let (_, cshape, codes) = take(".qcodes")?;
+        let (sdtype, sshape, sbytes) = take(".qscale")?;
+        let scales: Vec<f32> = match sdtype {
+            Dtype::F16 => sbytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => bytemuck::pod_collect_to_vec(&sbytes),
+        };
+        let q = Quantized {
+            method,
+            rows: *rows,
+            cols: *cols,
+            codes,
+            scales,
+        };
+        if cshape != [*rows, q.row_bytes()] || sshape != [*rows, q.groups_per_row()] {
+            return Err(err(
+                path,
+                format!(
+                    "{name}: codes {cshape:?} or scales {sshape:?} do not fit ({rows}, {cols})"
+                ),
+            ));
+        }
+        quantized.insert(name.clone(), q);
+    }
+    let plain = tensors
+        .into_iter()
+        .map(|(n, (_, shape, bytes))| (n, (shape, bytemuck::pod_collect_to_vec(&bytes))))
+        .collect();
+    Ok(QuantizedModel {
+        method,
+        config: field("config")?.clone(),
+        step,
+        quantized,
+        plain,
+    })
+}
+
+/// Whether `path` holds a quantized model (by its header alone).
+pub fn is_quantized(path: &Path) -> bool {
+    crate::files::open_safetensors(path, "quantized model").is_ok_and(|(h, _)| {
+        h.metadata()
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .is_some_and(|f| f == FORMAT)
+    })
+}
+
+impl QuantizedModel {
+    /// The model its config describes, with every quantized weight decoded to f32 (once, on
+    /// the host) and every other tensor as stored: for evaluating what the quantization kept.
+    pub fn decoded(
+        &self,
+        gpu: &crate::Gpu,
+    ) -> Result<(crate::train::TrainConfig, Box<dyn crate::nn::Model>)> {
+        let mut config =
+            crate::train::TrainConfig::from_json(&self.config, "the quantized model's config")?;
+        if config.model == crate::train::ModelKind::Mlp {
+            config.mlp.inputs = crate::data::digits::FEATURES;
+            config.mlp.classes = crate::data::digits::CLASSES;
+        }
+        config.lora = None;
+        config.init = None;
+        config.validate()?;
+        let model = crate::train::build_model(gpu, &config)?;
+        for p in model.params() {
+            let (shape, values) = match (self.quantized.get(&p.name), self.plain.get(&p.name)) {
+                (Some(q), _) => (vec![q.rows, q.cols], q.dequantize()),
+                (None, Some((shape, v))) => (shape.clone(), v.clone()),
+                (None, None) => {
+                    return Err(Error::Config(format!(
+                        "the quantized model lacks {} that its config's model has",
+                        p.name
+                    )))
+                }
+            };
+            if shape != p.shape() {
+                return Err(Error::Config(format!(
+                    "{} is {shape:?} in the quantized model, {:?} in its config's model",
+                    p.name,
+                    p.shape()
+                )));
+            }
+            p.value().write_f32(gpu, &values);
+        }
+        Ok((config, model))
+    }
+}
