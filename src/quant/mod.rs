@@ -319,8 +319,8 @@ mod tests {
                             let x = if amax == 0.0 { 0.0 } else { v * (1.0 / amax) };
                             // the nearest value, the lower one on a tie
                             let mut best = 0;
-                            for k in 1..16 {
-                                if (x - NF4[k]).abs() < (x - NF4[best]).abs() {
+                            for (k, v) in NF4.iter().enumerate().skip(1) {
+                                if (x - v).abs() < (x - NF4[best]).abs() {
                                     best = k;
                                 }
                             }
