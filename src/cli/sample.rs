@@ -110,8 +110,7 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// `eval` of a quantized model: its weights decoded to f32 once at load (dequantizing matmul
-/// kernels are not built yet), so the figures are what the quantization kept.
+/// `eval` of a quantized model: its linear layers run the dequantizing matmul on the codes.
 fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     if args.lora.is_some() {
         anyhow::bail!(
@@ -120,7 +119,7 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     }
     let q = wgtrain::quant::file::read(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (mut config, model) = q.decoded(&gpu)?;
+    let (mut config, model) = q.on_device(&gpu)?;
     if let Some(d) = &args.data {
         config.data = d.clone();
         config.validate()?;
@@ -128,7 +127,7 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     let task = load_task(&config)?;
     let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
     println!(
-        "{} (step {}, data {}; {} weights decoded at load)",
+        "{} (step {}, data {}; {} weights)",
         super::train::describe(&r),
         q.step,
         config.data,

@@ -16,6 +16,7 @@ pub enum Shader {
     Attention,
     Reduce,
     Cast,
+    Qmatmul,
     Dropout,
     OptimSgd,
     OptimRmsprop,
@@ -28,7 +29,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 20] = [
+    pub const ALL: [Shader; 21] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -40,6 +41,7 @@ impl Shader {
         Shader::Attention,
         Shader::Reduce,
         Shader::Cast,
+        Shader::Qmatmul,
         Shader::Dropout,
         Shader::OptimSgd,
         Shader::OptimRmsprop,
@@ -64,6 +66,7 @@ impl Shader {
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
+            Shader::Qmatmul => "qmatmul",
             Shader::Dropout => "dropout",
             Shader::OptimSgd => "optim/sgd",
             Shader::OptimRmsprop => "optim/rmsprop",
@@ -89,6 +92,7 @@ impl Shader {
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
+            Shader::Qmatmul => include_str!("../../shaders/qmatmul.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
             Shader::OptimSgd => include_str!("../../shaders/optim/sgd.wgsl"),
             Shader::OptimRmsprop => include_str!("../../shaders/optim/rmsprop.wgsl"),

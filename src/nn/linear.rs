@@ -7,6 +7,7 @@ use crate::gpu::Gpu;
 use crate::ops::dropout::dropout;
 use crate::ops::elementwise::{accumulate, scale};
 use crate::ops::matmul::{matmul, matmul_backward, matmul_bias_relu, Layout, MatmulDims};
+use crate::ops::qmatmul::{qmatmul, QuantWeight};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use std::sync::atomic::Ordering;
@@ -20,6 +21,9 @@ pub struct Linear {
     pub out_features: usize,
     /// A LoRA update scale·B·A added to W's output (see `nn::lora`).
     pub lora: Option<LoraAdapter>,
+    /// W quantized (inference only): when set, the forward reads it through the dequantizing
+    /// matmul and `w` holds no value on the device.
+    pub quant: Option<QuantWeight>,
 }
 
 impl Linear {
@@ -54,6 +58,7 @@ impl Linear {
             in_features,
             out_features,
             lora: None,
+            quant: None,
         })
     }
 
@@ -76,15 +81,11 @@ impl Linear {
     /// out (R, out) = x (R, in)·Wᵀ + b (+ scale·(x·Aᵀ)·Bᵀ with an adapter)
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let d = self.dims(x);
-        matmul(
-            gpu,
-            d,
-            x,
-            self.w.value(),
-            self.b.as_ref().map(|b| b.value()),
-            out,
-            false,
-        );
+        let bias = self.b.as_ref().map(|b| b.value());
+        match &self.quant {
+            Some(q) => qmatmul(gpu, x, q, bias, false, out),
+            None => matmul(gpu, d, x, self.w.value(), bias, out, false),
+        }
         if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
             let us = self.lora_hidden(gpu, lora, x)?;
             // out += us (R, r)·Bᵀ
@@ -133,7 +134,10 @@ impl Linear {
             "forward_relu: {} has a LoRA adapter",
             self.name()
         );
-        matmul_bias_relu(gpu, self.dims(x), x, self.w.value(), b.value(), out);
+        match &self.quant {
+            Some(q) => qmatmul(gpu, x, q, Some(b.value()), true, out),
+            None => matmul_bias_relu(gpu, self.dims(x), x, self.w.value(), b.value(), out),
+        }
     }
 
     /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked;
@@ -145,6 +149,11 @@ impl Linear {
         dout: &Tensor,
         dx: Option<&Tensor>,
     ) -> Result<()> {
+        assert!(
+            self.quant.is_none(),
+            "{}: a quantized weight is for inference; training has no backward through it",
+            self.name()
+        );
         let d = self.dims(x);
         let w = self.w.value();
         if let Some(dx) = dx {

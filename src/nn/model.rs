@@ -214,6 +214,9 @@ impl Model for Mlp {
     fn params_mut(&mut self) -> Vec<&mut Param> {
         Mlp::params_mut(self)
     }
+    fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
+        self.layers.iter_mut().collect()
+    }
     fn forward_backward(
         &mut self,
         gpu: &Gpu,

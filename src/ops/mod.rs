@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
 pub mod matmul_tune;
+pub mod qmatmul;
 pub mod reduce;
 pub mod softmax_xent;
 

@@ -259,9 +259,10 @@ pub fn is_quantized(path: &Path) -> bool {
 }
 
 impl QuantizedModel {
-    /// The model its config describes, with every quantized weight decoded to f32 (once, on
-    /// the host) and every other tensor as stored: for evaluating what the quantization kept.
-    pub fn decoded(
+    /// The model its config describes on `gpu`, every quantized weight uploaded as its codes
+    /// and scales (read by the dequantizing matmul; the f32 matrix is never allocated) and
+    /// every other tensor as stored: for inference.
+    pub fn on_device(
         &self,
         gpu: &crate::Gpu,
     ) -> Result<(crate::train::TrainConfig, Box<dyn crate::nn::Model>)> {
@@ -274,26 +275,48 @@ impl QuantizedModel {
         config.lora = None;
         config.init = None;
         config.validate()?;
-        let model = crate::train::build_model(gpu, &config)?;
-        for p in model.params() {
-            let (shape, values) = match (self.quantized.get(&p.name), self.plain.get(&p.name)) {
-                (Some(q), _) => (vec![q.rows, q.cols], q.dequantize()),
-                (None, Some((shape, v))) => (shape.clone(), v.clone()),
-                (None, None) => {
+        // the quantized weights' f32 values are never allocated: built as held elsewhere
+        let plain: std::collections::HashSet<String> = self.plain.keys().cloned().collect();
+        let mut model =
+            crate::nn::shard_scope(&plain, true, || crate::train::build_model(gpu, &config))?;
+        for l in model.linears_mut() {
+            if let Some(q) = self.quantized.get(&l.w.name) {
+                if [q.rows, q.cols] != [l.out_features, l.in_features] {
                     return Err(Error::Config(format!(
-                        "the quantized model lacks {} that its config's model has",
-                        p.name
-                    )))
+                        "{} is ({}, {}) in the quantized model, ({}, {}) in its config's model",
+                        l.w.name, q.rows, q.cols, l.out_features, l.in_features
+                    )));
                 }
+                l.quant = Some(crate::ops::qmatmul::QuantWeight::upload(gpu, &l.w.name, q)?);
+            }
+        }
+        for p in model.params() {
+            if self.quantized.contains_key(&p.name) {
+                continue;
+            }
+            let Some((shape, values)) = self.plain.get(&p.name) else {
+                return Err(Error::Config(format!(
+                    "the quantized model lacks {} that its config's model has",
+                    p.name
+                )));
             };
-            if shape != p.shape() {
+            if shape.as_slice() != p.shape() {
                 return Err(Error::Config(format!(
                     "{} is {shape:?} in the quantized model, {:?} in its config's model",
                     p.name,
                     p.shape()
                 )));
             }
-            p.value().write_f32(gpu, &values);
+            p.value().write_f32(gpu, values);
+        }
+        if let Some(missing) = self
+            .quantized
+            .keys()
+            .find(|n| !model.params().iter().any(|p| &p.name == *n))
+        {
+            return Err(Error::Config(format!(
+                "the quantized model holds {missing}, which its config's model lacks"
+            )));
         }
         Ok((config, model))
     }

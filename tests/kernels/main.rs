@@ -15,6 +15,7 @@ mod layernorm;
 mod lora;
 mod matmul;
 mod optim;
+mod qmatmul;
 mod reduce;
 mod runtime;
 mod softmax_xent;

@@ -1,0 +1,87 @@
+// y (M, N) = x (M, K) · Wᵀ with W (N, K) stored quantized (src/quant): each weight decoded
+// inside the load from its code and its group's scale, the products summed in f32 over k in
+// order. FORMAT: 0 int8 (a signed byte, one scale per row), 1 int4 (a nibble, (q − 8)·d with
+// d an f16), 2 nf4 (a nibble indexing the NF4 values, times an f32 absmax). Codes are bytes,
+// row n starting at byte n·row_bytes, 4-bit codes two to a byte with the even column in the low
+// nibble; scales are one per group of `group` columns, row by row (int4: f16 pairs per u32).
+// With `has_bias` each output adds its column's bias, and with `relu` it is max(·, 0) after.
+// One invocation per output; the linear index folds a 2-D grid (see Gpu::groups_1d).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    row_bytes: u32,
+    groups: u32,
+    group: u32,
+    has_bias: u32,
+    relu: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> codes: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+override FORMAT: u32 = 0u;
+
+const WG: u32 = 64u;
+
+fn byte_at(b: u32) -> u32 {
+    return (codes[b >> 2u] >> ((b & 3u) * 8u)) & 0xFFu;
+}
+
+fn scale_at(i: u32) -> f32 {
+    if (FORMAT == 1u) {
+        let h = unpack2x16float(scales[i >> 1u]);
+        return select(h.x, h.y, (i & 1u) == 1u);
+    }
+    return bitcast<f32>(scales[i]);
+}
+
+fn nf4(q: u32) -> f32 {
+    var table = array<f32, 16>(
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0);
+    return table[q];
+}
+
+fn weight(row: u32, c: u32) -> f32 {
+    let d = scale_at(row * p.groups + c / p.group);
+    let base = row * p.row_bytes;
+    if (FORMAT == 0u) {
+        let q = bitcast<i32>(byte_at(base + c) << 24u) >> 24u;
+        return f32(q) * d;
+    }
+    let q = (byte_at(base + c / 2u) >> ((c & 1u) * 4u)) & 0xFu;
+    if (FORMAT == 1u) {
+        return (f32(q) - 8.0) * d;
+    }
+    return nf4(q) * d;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.m * p.n) {
+        return;
+    }
+    let r = i / p.n;
+    let col = i % p.n;
+    var acc = 0.0;
+    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
+        acc = acc + x[r * p.k + kk] * weight(col, kk);
+    }
+    if (p.has_bias != 0u) {
+        acc = acc + bias[col];
+    }
+    if (p.relu != 0u) {
+        acc = max(acc, 0.0);
+    }
+    y[i] = acc;
+}
