@@ -51,9 +51,18 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         bail!("--temperature must be 0 or more");
     }
-    let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (_, model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
+    let model = if wgtrain::quant::file::is_quantized(&args.checkpoint) {
+        if args.lora.is_some() {
+            bail!("--lora with a quantized model is not supported (merge first, then quantize)");
+        }
+        wgtrain::quant::file::read(&args.checkpoint)?
+            .on_device(&gpu)?
+            .1
+    } else {
+        let ckpt = Checkpoint::load(&args.checkpoint)?;
+        load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?.1
+    };
     if model.context().is_none() {
         bail!(
             "{} holds an mlp classifier, which does not generate text; use `wgtrain eval`",
