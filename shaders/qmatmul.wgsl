@@ -5,7 +5,7 @@
 // row n starting at byte n·row_bytes, 4-bit codes two to a byte with the even column in the low
 // nibble; scales are one per group of `group` columns, row by row (int4: f16 pairs per u32).
 // With `has_bias` each output adds its column's bias, and with `relu` it is max(·, 0) after.
-// One invocation per output; the linear index folds a 2-D grid (see Gpu::groups_1d).
+// The linear index folds a 2-D grid (see Gpu::groups_1d).
 
 struct Params {
     m: u32,
@@ -64,24 +64,45 @@ fn weight(row: u32, c: u32) -> f32 {
     return nf4(q) * d;
 }
 
+// Each invocation computes four rows of one output column, so each weight is decoded once
+// for four products; every output still sums its k in order.
+const ROWS: u32 = 4u;
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (i >= p.m * p.n) {
+    let row_blocks = (p.m + ROWS - 1u) / ROWS;
+    if (i >= row_blocks * p.n) {
         return;
     }
-    let r = i / p.n;
+    let r0 = (i / p.n) * ROWS;
     let col = i % p.n;
-    var acc = 0.0;
+    // rows past M read row M − 1 again (in bounds) and are not stored
+    let last = p.m - 1u;
+    let x0 = min(r0, last) * p.k;
+    let x1 = min(r0 + 1u, last) * p.k;
+    let x2 = min(r0 + 2u, last) * p.k;
+    let x3 = min(r0 + 3u, last) * p.k;
+    var acc = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk = kk + 1u) {
-        acc = acc + x[r * p.k + kk] * weight(col, kk);
+        let w = weight(col, kk);
+        acc = acc + vec4<f32>(x[x0 + kk], x[x1 + kk], x[x2 + kk], x[x3 + kk]) * w;
     }
+    var b = 0.0;
     if (p.has_bias != 0u) {
-        acc = acc + bias[col];
+        b = bias[col];
     }
-    if (p.relu != 0u) {
-        acc = max(acc, 0.0);
+    for (var j = 0u; j < ROWS; j = j + 1u) {
+        if (r0 + j < p.m) {
+            var v = acc[j];
+            if (p.has_bias != 0u) {
+                v = v + b;
+            }
+            if (p.relu != 0u) {
+                v = max(v, 0.0);
+            }
+            y[(r0 + j) * p.n + col] = v;
+        }
     }
-    y[i] = acc;
 }

@@ -1,6 +1,6 @@
 //! Matmul against a quantized weight (`shaders/qmatmul.wgsl`): y = x · Wᵀ with W's codes and
 //! scales on the device as [`crate::quant`] packs them, each weight decoded inside the load.
-//! One invocation per output, summing over k in order; the reference is the host's
+//! Four rows of one output column per invocation, each output summing over k in order; the reference is the host's
 //! dequantization and an f64 product.
 
 use super::dispatch_items;
@@ -149,5 +149,6 @@ pub fn qmatmul(
         (bias.unwrap_or(&w.scales), Access::Read),
         (y, Access::ReadWrite),
     ];
-    dispatch_items(gpu, kernel, &args, &params, m * w.rows, 64);
+    // four rows of one column per invocation
+    dispatch_items(gpu, kernel, &args, &params, m.div_ceil(4) * w.rows, 64);
 }
