@@ -503,6 +503,20 @@ fn log_step(
     )
 }
 
+/// "peak X MiB (params …, workspace …)": one device's peaks by category, for a summary line.
+fn peaks(m: &wgtrain::gpu::MemoryStats) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    format!(
+        "peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2})",
+        mib(m.peak_total),
+        mib(m.peak.get(Category::Params)),
+        mib(m.peak.get(Category::Grads)),
+        mib(m.peak.get(Category::OptimizerState)),
+        mib(m.peak.get(Category::Activations)),
+        mib(m.peak.get(Category::Workspace)),
+    )
+}
+
 /// ", ZeRO stage K" for the start line (nothing without ZeRO).
 fn zero_label(stage: u8) -> String {
     match stage {
@@ -608,17 +622,11 @@ fn run_ddp(
         describe(&r.eval),
         r.buckets
     );
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for (i, (m, bytes)) in r.memory.iter().zip(&r.comm_bytes).enumerate() {
         eprintln!(
-            "rank {i}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB through the collectives in {:.0} ms",
-            mib(m.peak_total),
-            mib(m.peak.get(Category::Params)),
-            mib(m.peak.get(Category::Grads)),
-            mib(m.peak.get(Category::OptimizerState)),
-            mib(m.peak.get(Category::Activations)),
-            mib(m.peak.get(Category::Workspace)),
-            mib(*bytes),
+            "rank {i}: {}, {:.2} MiB through the collectives in {:.0} ms",
+            peaks(m),
+            *bytes as f64 / (1 << 20) as f64,
             r.comm_ms[i]
         );
     }
@@ -807,17 +815,11 @@ fn run_pipeline(
         100.0 * simulated,
         100.0 * ideal
     );
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for (s, m) in r.memory.iter().enumerate() {
         eprintln!(
-            "stage {s}: peak {:.2} MiB (params {:.2}, grads {:.2}, optimizer {:.2}, activations {:.2}, workspace {:.2}), {:.2} MiB of activations and gradients moved",
-            mib(m.peak_total),
-            mib(m.peak.get(Category::Params)),
-            mib(m.peak.get(Category::Grads)),
-            mib(m.peak.get(Category::OptimizerState)),
-            mib(m.peak.get(Category::Activations)),
-            mib(m.peak.get(Category::Workspace)),
-            mib(r.link_bytes[s]),
+            "stage {s}: {}, {:.2} MiB of activations and gradients moved",
+            peaks(m),
+            r.link_bytes[s] as f64 / (1 << 20) as f64
         );
     }
     let names: Vec<String> = gpus.iter().map(|g| g.info().name.clone()).collect();

@@ -343,19 +343,10 @@ fn run_rank(
         let global = t.draw_batch();
         let count = global.targets().max(1);
         let mine = global.split(per_rank).swap_remove(rank);
-        match (options.zero, &owners) {
-            (2.., Some((_, owner))) => {
-                // the buckets are reduced (and under stage 3 the values gathered) inside the
-                // forward and backward
-                let values = options.zero >= 3;
-                let mut reducer = ZeroHooks::new(Some(comm), &t, owner, &buckets, values);
-                t.forward_backward_scaled(&mine, count, &mut reducer)?;
-                clock += reducer.finish(t.model.as_mut());
-            }
-            _ => {
-                t.forward_backward_scaled(&mine, count, &mut NoHooks)?;
-                exchange_grads(gpu, comm, &t, options.mode, &owners, &buckets, &mut clock)?;
-            }
+        let whose = (Some(comm), rank, comm.size());
+        clock += forward_backward(&mut t, whose, options, &owners, &buckets, &mine, count)?;
+        if options.zero < 2 {
+            exchange_grads(gpu, comm, &t, options.mode, &owners, &buckets, &mut clock)?;
         }
         let mut loss = [t.last_loss_sum()?];
         timed(&mut clock, || comm.all_reduce_sum(&mut loss))?;
@@ -421,7 +412,7 @@ fn run_rank(
     if let (Some((_, owner)), 3) = (&owners, options.zero) {
         // the whole model on every rank once, for the evaluation, the checkpoint and the
         // report (after the training step's peaks were taken)
-        let mut hooks = ZeroHooks::new(Some(comm), &t, owner, &buckets, true);
+        let mut hooks = ZeroHooks::new(Some(comm), rank, comm.size(), &t, owner, &buckets, true);
         hooks.values_needed(gpu, &mut t.model.params_mut())?;
         clock += hooks.clock;
     }
@@ -547,6 +538,8 @@ struct ZeroHooks<'a> {
 impl<'a> ZeroHooks<'a> {
     fn new(
         comm: Option<&'a dyn Collective>,
+        rank: usize,
+        ranks: usize,
         t: &Trainer,
         owner: &'a [usize],
         buckets: &'a Buckets,
@@ -562,8 +555,8 @@ impl<'a> ZeroHooks<'a> {
         }
         ZeroHooks {
             comm,
-            rank: comm.map_or(0, |c| c.rank()),
-            ranks: comm.map_or(1, |c| c.size()),
+            rank,
+            ranks,
             values,
             owner,
             buckets,
@@ -580,13 +573,6 @@ impl<'a> ZeroHooks<'a> {
             kept: (0..n).map(|_| None).collect(),
             clock: Duration::ZERO,
         }
-    }
-
-    /// A ledger's hooks plan as `rank` of `ranks`.
-    fn planning(mut self, rank: usize, ranks: usize) -> Self {
-        self.rank = rank;
-        self.ranks = ranks;
-        self
     }
 
     /// Every partitioned member of `group`, as (position in the group, parameter index), in
@@ -753,6 +739,33 @@ impl StepHooks for ZeroHooks<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// This rank's forward and backward of its slice `mine`, with the hooks its ZeRO stage needs:
+/// stages 2 and 3 exchange inside the pass (over `comm`, None on a ledger twin: the same
+/// buffers, no exchange); the others leave the gradients for [`exchange_grads`]. Returns the
+/// time spent in collectives.
+fn forward_backward(
+    t: &mut Trainer,
+    (comm, rank, ranks): (Option<&dyn Collective>, usize, usize),
+    options: &DdpOptions,
+    owners: &Option<(Vec<String>, Vec<usize>)>,
+    buckets: &Buckets,
+    mine: &crate::nn::Batch,
+    count: usize,
+) -> Result<Duration> {
+    match (options.zero, owners) {
+        (2.., Some((_, owner))) => {
+            let values = options.zero >= 3;
+            let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, buckets, values);
+            t.forward_backward_scaled(mine, count, &mut hooks)?;
+            Ok(hooks.finish(t.model.as_mut()))
+        }
+        _ => {
+            t.forward_backward_scaled(mine, count, &mut NoHooks)?;
+            Ok(Duration::ZERO)
+        }
     }
 }
 
@@ -1036,16 +1049,15 @@ pub fn plan_rank(
     let global = t.draw_batch();
     let count = global.targets().max(1);
     let mine = global.split(per_rank).swap_remove(rank);
-    match (options.zero, &owners) {
-        (2.., Some((_, owner))) => {
-            let values = options.zero >= 3;
-            let mut reducer =
-                ZeroHooks::new(None, &t, owner, &buckets, values).planning(rank, ranks);
-            t.forward_backward_scaled(&mine, count, &mut reducer)?;
-            reducer.finish(t.model.as_mut());
-        }
-        _ => t.forward_backward_scaled(&mine, count, &mut NoHooks)?,
-    }
+    forward_backward(
+        &mut t,
+        (None, rank, ranks),
+        options,
+        &owners,
+        &buckets,
+        &mine,
+        count,
+    )?;
     // the device side of the step (the collectives allocate nothing on it)
     match (&owners, &norm_parts) {
         (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,
