@@ -54,6 +54,14 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i < p.n) { out[i] = max(x[i], 0.0); }
 }
 
+// out = sign(x): −1, 0 or 1 (y is not read). The Kashin decomposition's sign maps.
+@compute @workgroup_size(256)
+fn sign_map(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = sign(x[i]); }
+}
+
 // dx = dout * [x > 0]      (x = forward input, y = dout)
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -137,6 +145,13 @@ fn relu_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index4(wid, nwg, lid);
     if (i < p.n / 4u) { out4[i] = max(x4[i], vec4<f32>(0.0)); }
+}
+
+@compute @workgroup_size(256)
+fn sign_map4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index4(wid, nwg, lid);
+    if (i < p.n / 4u) { out4[i] = sign(x4[i]); }
 }
 
 @compute @workgroup_size(256)

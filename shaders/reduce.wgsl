@@ -3,7 +3,8 @@
 //   partials4: the same over vec4s (n and chunk counted in vec4s), for sizes divisible by 4:
 //             llvmpipe gathers every storage read lane by lane, so a vec4 read is 4x fewer
 //   finish:   one workgroup reduces the partials into out[index] (= or +=)
-// mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values.
+// mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values,
+// 3 = sum of absolute values (an entrywise ℓ1 norm).
 // colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
 // colsum4: the same four columns per invocation (cols a multiple of 4), in small workgroups so
 //          that a few hundred columns still spread over every core; the same sums in the same
@@ -63,6 +64,7 @@ fn term4(v: vec4<f32>) -> vec4<f32> {
             let inf = vec4<u32>(0x7f800000u);
             return select(vec4<f32>(0.0), vec4<f32>(1.0), (bitcast<vec4<u32>>(v) & inf) == inf);
         }
+        case 3u: { return abs(v); }
         default: { return v; }
     }
 }

@@ -42,7 +42,7 @@ enum Command {
     Eval(cli::sample::EvalArgs),
     /// Fold a LoRA adapter into its base model: a full checkpoint with W + scale·B·A.
     Merge(cli::sample::MergeArgs),
-    /// Quantize a checkpoint's linear weights (int8, int4, nf4) for inference.
+    /// Quantize a checkpoint's linear weights (int8, int4, nf4, kashin) for inference.
     Quantize(cli::quantize::QuantizeArgs),
     /// Chart the loss curves of one or more metrics files (overlaid) as SVG.
     Plot(cli::plot::PlotArgs),
@@ -98,6 +98,6 @@ fn run(args: Args) -> Result<()> {
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
         Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),
         Command::Plot(p) => cli::plot::run(p),
-        Command::Quantize(q) => cli::quantize::run(q),
+        Command::Quantize(q) => cli::quantize::run(args.adapter.as_deref(), q),
     }
 }

@@ -140,7 +140,7 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
         super::train::describe(&r),
         q.step,
         config.data,
-        q.method.name()
+        q.scheme
     );
     Ok(())
 }

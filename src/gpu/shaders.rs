@@ -17,6 +17,7 @@ pub enum Shader {
     Reduce,
     Cast,
     Qmatmul,
+    Kashin,
     Dropout,
     OptimSgd,
     OptimRmsprop,
@@ -29,7 +30,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 21] = [
+    pub const ALL: [Shader; 22] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -42,6 +43,7 @@ impl Shader {
         Shader::Reduce,
         Shader::Cast,
         Shader::Qmatmul,
+        Shader::Kashin,
         Shader::Dropout,
         Shader::OptimSgd,
         Shader::OptimRmsprop,
@@ -67,6 +69,7 @@ impl Shader {
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
             Shader::Qmatmul => "qmatmul",
+            Shader::Kashin => "kashin",
             Shader::Dropout => "dropout",
             Shader::OptimSgd => "optim/sgd",
             Shader::OptimRmsprop => "optim/rmsprop",
@@ -93,6 +96,7 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::Qmatmul => include_str!("../../shaders/qmatmul.wgsl"),
+            Shader::Kashin => include_str!("../../shaders/kashin.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
             Shader::OptimSgd => include_str!("../../shaders/optim/sgd.wgsl"),
             Shader::OptimRmsprop => include_str!("../../shaders/optim/rmsprop.wgsl"),

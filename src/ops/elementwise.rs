@@ -57,6 +57,11 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
     run(gpu, ["relu_forward", "relu_forward4"], x, x, out, 0.0);
 }
 
+/// out = sign(x) (−1, 0 or 1).
+pub fn sign(gpu: &Gpu, x: &Tensor, out: &Tensor) {
+    run(gpu, ["sign_map", "sign_map4"], x, x, out, 0.0);
+}
+
 /// dx = dout · [x > 0], with x the forward input.
 pub fn relu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
     run(gpu, ["relu_backward", "relu_backward4"], x, dout, dx, 0.0);

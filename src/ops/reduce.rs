@@ -1,4 +1,4 @@
-//! Deterministic reductions (sum, sum of squares, non-finite count), column sums, and their
+//! Deterministic reductions (sum, sum of squares, non-finite count, ℓ1 norm), column sums, and their
 //! backward. Kernel: `shaders/reduce.wgsl`.
 
 use super::{dispatch_items, expect_numel, flag};
@@ -27,6 +27,8 @@ pub enum Reduction {
     SumOfSquares = 1,
     /// How many values are NaN or ±Inf.
     NonFinite = 2,
+    /// Σ |x|, the entrywise ℓ1 norm.
+    AbsSum = 3,
 }
 
 /// out[index] (+)= reduction of x. Two passes with a fixed shape for a given n: deterministic.
@@ -97,8 +99,8 @@ fn first_pass_shape(numel: usize) -> (&'static Kernel, usize, usize, usize) {
 pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: &Tensor) {
     super::expect_f32("reduce_backward", &[x, dy, dx]);
     assert!(
-        mode != Reduction::NonFinite,
-        "a non-finite count has no gradient"
+        matches!(mode, Reduction::Sum | Reduction::SumOfSquares),
+        "reduce_backward: only sums and sums of squares have a gradient here, not {mode:?}"
     );
     expect_numel("reduce_backward dy", dy, 1);
     expect_numel("reduce_backward dx", dx, x.numel());

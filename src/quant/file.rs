@@ -1,10 +1,16 @@
 //! A quantized model on disk: safetensors with every tensor of the checkpoint it came from
-//! (optimizer state dropped) except each quantized weight W, stored as `W.qcodes` (U8, one row
-//! of codes per output channel) and `W.qscale` (one scale per group: F16 for int4, F32
-//! otherwise), and in the metadata the format, the method, its group, the quantized weights'
-//! shapes and the source checkpoint's config and step.
+//! (optimizer state dropped) except each quantized weight W, stored
+//! - in a grouped format as `W.qcodes` (U8, one row of codes per output channel) and
+//!   `W.qscale` (one scale per group: F16 for int4, F32 otherwise);
+//! - by the Kashin method as `W.qcodes` (U8, the b-bit codes as one little-endian bitstream),
+//!   `W.qcodebook` (F32, (2^b, 2)) and `W.qnorm` (F32, (1));
+//!
+//! and in the metadata the format, the method and its parameters (group; or bits and basis),
+//! the quantized weights' shapes, the weights left f32 (`unquantized`: a Kashin decomposition
+//! that did not converge) and the source checkpoint's config and step.
 
-use super::{quantize, relative_error, Method, Quantized};
+use super::kashin::{self, Basis, Kashin};
+use super::{quantize, relative_error, Encoded, Method, Quantized, Scheme};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 use crate::train::checkpoint::Checkpoint;
@@ -24,6 +30,8 @@ pub struct LayerReport {
     pub error: f64,
     pub bytes_before: usize,
     pub bytes_after: usize,
+    /// Kashin: the decomposition's iterations and final residual, or why the weight stayed f32.
+    pub note: String,
 }
 
 /// The weights a post-training quantization targets: the linear layers' matrices (2-D,
@@ -52,9 +60,15 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Quantizes `ckpt`'s target weights by `method` and writes the quantized model to `out`
-/// (atomically). Returns a report per quantized weight, in name order.
-pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerReport>> {
+/// Quantizes `ckpt`'s target weights by `scheme` and writes the quantized model to `out`
+/// (atomically). Returns a report per target weight, in name order. The Kashin method runs on
+/// `gpu`; the grouped formats on the host.
+pub fn write(
+    ckpt: &Checkpoint,
+    scheme: &Scheme,
+    out: &Path,
+    gpu: &crate::Gpu,
+) -> Result<Vec<LayerReport>> {
     let quantized: Vec<String> = targets(ckpt);
     if quantized.is_empty() {
         return Err(err(&ckpt.path, "holds no linear weights to quantize"));
@@ -62,6 +76,7 @@ pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerR
     let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
     let mut shapes: BTreeMap<String, [usize; 2]> = BTreeMap::new();
     let mut reports = vec![];
+    let mut unquantized: Vec<String> = vec![];
     let mut names: Vec<&String> = ckpt.tensors.keys().collect();
     names.sort();
     for name in names {
@@ -85,41 +100,43 @@ pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerR
         }
         let (rows, cols) = (shape[0], shape[1]);
         let w: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
-        let q = quantize(method, &w, rows, cols)
-            .map_err(|e| err(&ckpt.path, format!("{name}: {e}")))?;
-        let error = relative_error(&q.dequantize(), &w);
-        let scale_bytes: Vec<u8> = match method {
-            Method::Int4 { .. } => q
-                .scales
-                .iter()
-                .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
-                .collect(),
-            _ => q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        };
-        let scale_dtype = match method {
-            Method::Int4 { .. } => Dtype::F16,
-            _ => Dtype::F32,
+        let context = |e: Error| err(&ckpt.path, format!("{name}: {e}"));
+        let (encoded, note) = match scheme {
+            Scheme::Grouped(m) => (
+                Encoded::Grouped(quantize(*m, &w, rows, cols).map_err(context)?),
+                String::new(),
+            ),
+            Scheme::Kashin(o) => {
+                let r = kashin::quantize(gpu, &w, rows, cols, o).map_err(context)?;
+                let how = format!("{} iterations, residual {:.1e}", r.iterations, r.residual);
+                match r.quantized {
+                    Some(k) => (Encoded::Kashin(k), how),
+                    None => {
+                        // not converged: left f32, as the authors leave such a layer
+                        reports.push(LayerReport {
+                            name: name.clone(),
+                            shape: [rows, cols],
+                            error: 0.0,
+                            bytes_before: bytes.len(),
+                            bytes_after: bytes.len(),
+                            note: format!("did not reach --tol {:e} ({how}): left f32", o.tol),
+                        });
+                        unquantized.push(name.clone());
+                        named.push((name.clone(), Dtype::F32, shape.clone(), bytes.clone()));
+                        continue;
+                    }
+                }
+            }
         };
         reports.push(LayerReport {
             name: name.clone(),
             shape: [rows, cols],
-            error,
+            error: relative_error(&encoded.dequantize(), &w),
             bytes_before: bytes.len(),
-            bytes_after: q.bytes(),
+            bytes_after: encoded.bytes(),
+            note,
         });
-        let (row_bytes, groups) = (q.row_bytes(), q.groups_per_row());
-        named.push((
-            format!("{name}.qcodes"),
-            Dtype::U8,
-            vec![rows, row_bytes],
-            q.codes,
-        ));
-        named.push((
-            format!("{name}.qscale"),
-            scale_dtype,
-            vec![rows, groups],
-            scale_bytes,
-        ));
+        named.extend(stored_tensors(name, encoded));
         shapes.insert(name.clone(), [rows, cols]);
     }
     let views = named
@@ -132,8 +149,20 @@ pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerR
         .collect::<Result<Vec<_>>>()?;
     let mut info = HashMap::new();
     info.insert("format".to_string(), FORMAT.to_string());
-    info.insert("method".to_string(), method.name().to_string());
-    info.insert("group".to_string(), method.group(0).to_string());
+    info.insert("method".to_string(), scheme.name().to_string());
+    match scheme {
+        Scheme::Grouped(m) => {
+            info.insert("group".to_string(), m.group(0).to_string());
+        }
+        Scheme::Kashin(o) => {
+            info.insert("bits".to_string(), o.bits.to_string());
+            info.insert("basis".to_string(), o.basis.describe());
+        }
+    }
+    info.insert(
+        "unquantized".to_string(),
+        serde_json::to_string(&unquantized).unwrap(),
+    );
     info.insert(
         "quantized".to_string(),
         serde_json::to_string(&shapes).unwrap(),
@@ -145,13 +174,74 @@ pub fn write(ckpt: &Checkpoint, method: Method, out: &Path) -> Result<Vec<LayerR
     Ok(reports)
 }
 
-/// A quantized model read back: the method, the quantized weights, and every other tensor as
+/// The tensors that store one quantized weight `name`: (name, dtype, shape, bytes).
+fn stored_tensors(name: &str, e: Encoded) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    match e {
+        Encoded::Grouped(q) => {
+            let (scale_dtype, scale_bytes): (Dtype, Vec<u8>) = match q.method {
+                Method::Int4 { .. } => (
+                    Dtype::F16,
+                    q.scales
+                        .iter()
+                        .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
+                        .collect(),
+                ),
+                _ => (
+                    Dtype::F32,
+                    q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                ),
+            };
+            let (rows, row_bytes, groups) = (q.rows, q.row_bytes(), q.groups_per_row());
+            vec![
+                (
+                    format!("{name}.qcodes"),
+                    Dtype::U8,
+                    vec![rows, row_bytes],
+                    q.codes,
+                ),
+                (
+                    format!("{name}.qscale"),
+                    scale_dtype,
+                    vec![rows, groups],
+                    scale_bytes,
+                ),
+            ]
+        }
+        Encoded::Kashin(k) => vec![
+            (
+                format!("{name}.qcodes"),
+                Dtype::U8,
+                vec![k.codes.len()],
+                k.codes.clone(),
+            ),
+            (
+                format!("{name}.qcodebook"),
+                Dtype::F32,
+                vec![k.codebook.len(), 2],
+                k.codebook
+                    .iter()
+                    .flatten()
+                    .flat_map(|c| c.to_le_bytes())
+                    .collect(),
+            ),
+            (
+                format!("{name}.qnorm"),
+                Dtype::F32,
+                vec![1],
+                k.norm.to_le_bytes().to_vec(),
+            ),
+        ],
+    }
+}
+
+/// A quantized model read back: the scheme, the quantized weights, and every other tensor as
 /// f32 by name.
 pub struct QuantizedModel {
-    pub method: Method,
+    /// The method and its parameters, as `quantize` printed them.
+    pub scheme: String,
     pub config: String,
     pub step: u64,
-    pub quantized: BTreeMap<String, Quantized>,
+    pub quantized: BTreeMap<String, Encoded>,
     pub plain: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
@@ -169,14 +259,26 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
         info.get(k)
             .ok_or_else(|| err(path, format!("metadata lacks {k:?}")))
     };
-    let group: usize = field("group")?
-        .parse()
-        .map_err(|e| err(path, format!("group: {e}")))?;
-    let method = Method::parse(
-        field("method")?,
-        (field("method")? != "int8").then_some(group),
-    )
-    .map_err(|e| err(path, e))?;
+    let number = |k: &str| -> Result<usize> {
+        field(k)?
+            .parse()
+            .map_err(|e| err(path, format!("{k}: {e}")))
+    };
+    // the grouped method, or None for kashin (with its bits and basis)
+    let (method, kashin) = match field("method")?.as_str() {
+        "kashin" => {
+            let basis = Basis::from_description(field("basis")?)
+                .ok_or_else(|| err(path, format!("basis {:?}", info["basis"])))?;
+            (None, Some((number("bits")? as u32, basis)))
+        }
+        name => {
+            let group = (name != "int8").then(|| number("group")).transpose()?;
+            (
+                Some(Method::parse(name, group).map_err(|e| err(path, e))?),
+                None,
+            )
+        }
+    };
     let shapes: BTreeMap<String, [usize; 2]> = serde_json::from_str(field("quantized")?)
         .map_err(|e| err(path, format!("quantized: {e}")))?;
     let step = field("step")?
@@ -203,44 +305,83 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
         tensors.insert(name, (t.dtype, t.shape.clone(), bytes));
     }
     let mut quantized = BTreeMap::new();
-    for (name, [rows, cols]) in &shapes {
+    for (name, &[rows, cols]) in &shapes {
         let mut take = |suffix: &str| {
             tensors
                 .remove(&format!("{name}{suffix}"))
                 .ok_or_else(|| err(path, format!("lacks {name}{suffix}")))
         };
-        let (_, cshape, codes) = take(".qcodes")?;
-        let (sdtype, sshape, sbytes) = take(".qscale")?;
-        let scales: Vec<f32> = match sdtype {
-            Dtype::F16 => sbytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => bytemuck::pod_collect_to_vec(&sbytes),
+        let encoded = match (method, kashin) {
+            (Some(method), _) => {
+                let (_, cshape, codes) = take(".qcodes")?;
+                let (sdtype, sshape, sbytes) = take(".qscale")?;
+                let scales: Vec<f32> = match sdtype {
+                    Dtype::F16 => sbytes
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    _ => bytemuck::pod_collect_to_vec(&sbytes),
+                };
+                let q = Quantized {
+                    method,
+                    rows,
+                    cols,
+                    codes,
+                    scales,
+                };
+                if cshape != [rows, q.row_bytes()] || sshape != [rows, q.groups_per_row()] {
+                    return Err(err(
+                        path,
+                        format!(
+                            "{name}: codes {cshape:?} or scales {sshape:?} do not fit ({rows}, \
+                             {cols})"
+                        ),
+                    ));
+                }
+                Encoded::Grouped(q)
+            }
+            (None, Some((bits, basis))) => {
+                let (_, _, codes) = take(".qcodes")?;
+                let (cdtype, cshape, cb) = take(".qcodebook")?;
+                let (ndtype, _, norm) = take(".qnorm")?;
+                let fits = (2..=8).contains(&bits)
+                    && codes.len() == (rows * cols * bits as usize).div_ceil(8)
+                    && cdtype == Dtype::F32
+                    && cshape == [1 << bits, 2]
+                    && ndtype == Dtype::F32
+                    && norm.len() == 4;
+                if !fits {
+                    return Err(err(
+                        path,
+                        format!("{name}: codes, codebook or norm do not fit ({rows}, {cols}) at {bits} bits"),
+                    ));
+                }
+                let cb: Vec<f32> = bytemuck::pod_collect_to_vec(&cb);
+                Encoded::Kashin(Kashin {
+                    rows,
+                    cols,
+                    bits,
+                    basis,
+                    norm: f32::from_le_bytes([norm[0], norm[1], norm[2], norm[3]]),
+                    codebook: cb.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
+                    codes,
+                })
+            }
+            (None, None) => unreachable!("a method is grouped or kashin"),
         };
-        let q = Quantized {
-            method,
-            rows: *rows,
-            cols: *cols,
-            codes,
-            scales,
-        };
-        if cshape != [*rows, q.row_bytes()] || sshape != [*rows, q.groups_per_row()] {
-            return Err(err(
-                path,
-                format!(
-                    "{name}: codes {cshape:?} or scales {sshape:?} do not fit ({rows}, {cols})"
-                ),
-            ));
-        }
-        quantized.insert(name.clone(), q);
+        quantized.insert(name.clone(), encoded);
     }
     let plain = tensors
         .into_iter()
         .map(|(n, (_, shape, bytes))| (n, (shape, bytemuck::pod_collect_to_vec(&bytes))))
         .collect();
+    let scheme = match (method, kashin) {
+        (Some(m), _) => Scheme::Grouped(m).describe(),
+        (None, Some((bits, basis))) => format!("kashin ({bits} bits, {} basis)", basis.describe()),
+        (None, None) => unreachable!(),
+    };
     Ok(QuantizedModel {
-        method,
+        scheme,
         config: field("config")?.clone(),
         step,
         quantized,
@@ -275,19 +416,33 @@ impl QuantizedModel {
         config.lora = None;
         config.init = None;
         config.validate()?;
-        // the quantized weights' f32 values are never allocated: built as held elsewhere
-        let plain: std::collections::HashSet<String> = self.plain.keys().cloned().collect();
+        // a grouped weight's f32 values are never allocated (built as held elsewhere); a
+        // Kashin weight is decoded into its f32 value
+        let mut resident: std::collections::HashSet<String> = self.plain.keys().cloned().collect();
+        resident.extend(
+            self.quantized
+                .iter()
+                .filter(|(_, e)| matches!(e, Encoded::Kashin(_)))
+                .map(|(n, _)| n.clone()),
+        );
         let mut model =
-            crate::nn::shard_scope(&plain, true, || crate::train::build_model(gpu, &config))?;
+            crate::nn::shard_scope(&resident, true, || crate::train::build_model(gpu, &config))?;
         for l in model.linears_mut() {
-            if let Some(q) = self.quantized.get(&l.w.name) {
-                if [q.rows, q.cols] != [l.out_features, l.in_features] {
+            if let Some(e) = self.quantized.get(&l.w.name) {
+                let [rows, cols] = e.shape();
+                if [rows, cols] != [l.out_features, l.in_features] {
                     return Err(Error::Config(format!(
-                        "{} is ({}, {}) in the quantized model, ({}, {}) in its config's model",
-                        l.w.name, q.rows, q.cols, l.out_features, l.in_features
+                        "{} is ({rows}, {cols}) in the quantized model, ({}, {}) in its config's \
+                         model",
+                        l.w.name, l.out_features, l.in_features
                     )));
                 }
-                l.quant = Some(crate::ops::qmatmul::QuantWeight::upload(gpu, &l.w.name, q)?);
+                match e {
+                    Encoded::Grouped(q) => {
+                        l.quant = Some(crate::ops::qmatmul::QuantWeight::upload(gpu, &l.w.name, q)?)
+                    }
+                    Encoded::Kashin(k) => k.decode_on(gpu, l.w.value())?,
+                }
             }
         }
         for p in model.params() {

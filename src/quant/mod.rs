@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use half::f16;
 
 pub mod file;
+pub mod kashin;
 
 /// bitsandbytes' NF4 values (the quantiles of N(0, 1) scaled to [−1, 1], with an exact 0).
 pub const NF4: [f32; 16] = [
@@ -63,7 +64,7 @@ impl Method {
             "int4" => Ok(Method::Int4 { group: g(32)? }),
             "nf4" => Ok(Method::Nf4 { block: g(64)? }),
             _ => Err(Error::Config(format!(
-                "--method must be int8, int4 or nf4, not {name:?}"
+                "--method must be int8, int4, nf4 or kashin, not {name:?}"
             ))),
         }
     }
@@ -96,6 +97,64 @@ impl Method {
         match self {
             Method::Int4 { .. } => 16,
             _ => 32,
+        }
+    }
+}
+
+/// How a checkpoint's weights are quantized: a row-grouped format (which the dequantizing matmul
+/// runs on its codes) or the Kashin method (decoded once at load).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scheme {
+    Grouped(Method),
+    Kashin(kashin::Options),
+}
+
+impl Scheme {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::Grouped(m) => m.name(),
+            Scheme::Kashin(_) => "kashin",
+        }
+    }
+
+    /// The name and its parameters, as `quantize` prints them.
+    pub fn describe(&self) -> String {
+        match self {
+            Scheme::Grouped(Method::Int8) => "int8".into(),
+            Scheme::Grouped(m) => format!("{} (group {})", m.name(), m.group(0)),
+            Scheme::Kashin(o) => format!("kashin ({} bits, {} basis)", o.bits, o.basis.describe()),
+        }
+    }
+}
+
+/// One quantized matrix as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Encoded {
+    Grouped(Quantized),
+    Kashin(kashin::Kashin),
+}
+
+impl Encoded {
+    pub fn shape(&self) -> [usize; 2] {
+        match self {
+            Encoded::Grouped(q) => [q.rows, q.cols],
+            Encoded::Kashin(k) => [k.rows, k.cols],
+        }
+    }
+
+    /// Stored bytes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Encoded::Grouped(q) => q.bytes(),
+            Encoded::Kashin(k) => k.bytes(),
+        }
+    }
+
+    /// The f32 matrix the codes stand for, decoded on the host.
+    pub fn dequantize(&self) -> Vec<f32> {
+        match self {
+            Encoded::Grouped(q) => q.dequantize(),
+            Encoded::Kashin(k) => k.dequantize(),
         }
     }
 }
@@ -169,14 +228,7 @@ fn row_bytes(method: Method, cols: usize) -> usize {
 /// refused (no scale represents them), naming the first.
 pub fn quantize(method: Method, w: &[f32], rows: usize, cols: usize) -> Result<Quantized> {
     assert_eq!(w.len(), rows * cols, "a ({rows}, {cols}) matrix");
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite(format!(
-            "weight ({}, {}) is {}: a quantized format cannot hold it",
-            i / cols.max(1),
-            i % cols.max(1),
-            w[i]
-        )));
-    }
+    refuse_non_finite(w, cols)?;
     let g = method.group(cols).min(cols.max(1));
     let rb = row_bytes(method, cols);
     let mut codes = vec![0u8; rows * rb];
@@ -210,6 +262,19 @@ pub fn quantize(method: Method, w: &[f32], rows: usize, cols: usize) -> Result<Q
         codes,
         scales,
     })
+}
+
+/// NaN or an infinity in a (·, cols) matrix: an error naming the first.
+fn refuse_non_finite(w: &[f32], cols: usize) -> Result<()> {
+    match w.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::NonFinite(format!(
+            "weight ({}, {}) is {}: a quantized format cannot hold it",
+            i / cols.max(1),
+            i % cols.max(1),
+            w[i]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// One group's stored scale and codes; None when int4's f16 scale cannot hold the group's.

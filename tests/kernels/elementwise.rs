@@ -149,3 +149,23 @@ fn dispatches_past_65535_workgroups_fold_into_2d() {
     let bad = (0..n).find(|&i| got[i] != 2.0 * x[i]);
     assert_eq!(bad, None, "first wrong element");
 }
+
+#[test]
+fn sign_maps_every_value_exactly() {
+    let mut rng = Rng::new(72);
+    // the vec4 kernel and the scalar tail; exact zeros (both signs) map to 0
+    for n in [1, 6, 1003] {
+        let mut x = rand_vec(&mut rng, n);
+        x[0] = 0.0;
+        if n > 2 {
+            x[2] = -0.0;
+        }
+        let out = zeros("sign", &[n]);
+        wgtrain::ops::elementwise::sign(gpu(), &upload("x", &[n], &x), &out);
+        let want: Vec<f32> = x
+            .iter()
+            .map(|&v| if v == 0.0 { 0.0 } else { v.signum() })
+            .collect();
+        assert_eq!(read(&out), want, "n {n}");
+    }
+}

@@ -11,6 +11,7 @@ mod cast;
 mod devices;
 mod elementwise;
 mod embedding;
+mod kashin;
 mod layernorm;
 mod lora;
 mod matmul;

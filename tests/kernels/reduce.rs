@@ -3,23 +3,31 @@ use wgtrain::ops::reduce::{colsum, reduce, reduce_backward, Reduction};
 use wgtrain::rng::Rng;
 
 #[test]
-fn sum_and_sum_of_squares_match_reference() {
+fn sums_sums_of_squares_and_l1_norms_match_reference() {
     let mut rng = Rng::new(60);
     // sizes divisible by 4 take the vec4 kernel: one and several workgroups, a short last chunk
     for n in [1, 7, 256, 1000, 1025, 300_000, 300_001, (1 << 20) + 4] {
         let x = rand_vec(&mut rng, n);
         let tx = upload("x", &[n], &x);
-        let out = zeros("out", &[3]);
+        let out = zeros("out", &[4]);
         reduce(gpu(), &tx, Reduction::Sum, &out, 0, false).unwrap();
         reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 1, false).unwrap();
         // accumulate: a global norm over two tensors
         reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 2, false).unwrap();
         reduce(gpu(), &tx, Reduction::SumOfSquares, &out, 2, true).unwrap();
+        reduce(gpu(), &tx, Reduction::AbsSum, &out, 3, false).unwrap();
         let s: f64 = x.iter().map(|&v| v as f64).sum();
+        let l1: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
         let q: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
         // a tree of f32 additions: error about log2(n)·ε·Σ|x|
         let tol = 1e-6 * (n as f64).sqrt().max(1.0);
-        assert_close(&format!("n {n}"), &read(&out), &[s, q, 2.0 * q], tol, 1e-6);
+        assert_close(
+            &format!("n {n}"),
+            &read(&out),
+            &[s, q, 2.0 * q, l1],
+            tol,
+            1e-6,
+        );
     }
 }
 

