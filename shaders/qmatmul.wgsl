@@ -1,9 +1,11 @@
 // y (M, N) = x (M, K) · Wᵀ with W (N, K) stored quantized (src/quant): each weight decoded
 // inside the load from its code and its group's scale, the products summed in f32 over k in
-// order. FORMAT: 0 int8 (a signed byte, one scale per row), 1 int4 (a nibble, (q − 8)·d with
-// d an f16), 2 nf4 (a nibble indexing the NF4 values, times an f32 absmax). Codes are bytes,
-// row n starting at byte n·row_bytes, 4-bit codes two to a byte with the even column in the low
-// nibble; scales are one per group of `group` columns, row by row (int4: f16 pairs per u32).
+// order. FORMAT: 0 int8 (a signed byte, one scale per row), 1 int4, int3, int2 (a `bits`-bit
+// code, (q − 2^(bits−1))·d with d an f16), 2 nf4 (a nibble indexing the NF4 values, times an
+// f32 absmax). Codes are bytes, row n starting at byte n·row_bytes; narrower codes are the
+// row's little-endian bitstream (code c in bits c·bits ..: 4-bit codes two to a byte, the even
+// column in the low nibble; a 3-bit code may straddle two bytes); scales are one per group of
+// `group` columns, row by row (int: f16 pairs per u32).
 // With `has_bias` each output adds its column's bias, and with `relu` it is max(·, 0) after.
 // The linear index folds a 2-D grid (see Gpu::groups_1d).
 
@@ -16,6 +18,7 @@ struct Params {
     group: u32,
     has_bias: u32,
     relu: u32,
+    bits: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -57,9 +60,15 @@ fn weight(row: u32, c: u32) -> f32 {
         let q = bitcast<i32>(byte_at(base + c) << 24u) >> 24u;
         return f32(q) * d;
     }
-    let q = (byte_at(base + c / 2u) >> ((c & 1u) * 4u)) & 0xFu;
+    let bit = c * p.bits;
+    var two = byte_at(base + bit / 8u);
+    if ((bit % 8u) + p.bits > 8u) {
+        // only then is the next byte part of this row's codes
+        two = two | (byte_at(base + bit / 8u + 1u) << 8u);
+    }
+    let q = (two >> (bit % 8u)) & ((1u << p.bits) - 1u);
     if (FORMAT == 1u) {
-        return (f32(q) - 8.0) * d;
+        return (f32(q) - f32(1u << (p.bits - 1u))) * d;
     }
     return nf4(q) * d;
 }

@@ -13,11 +13,12 @@ pub struct QuantizeArgs {
     /// The trained checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// int8 (per output channel), int4 (Q4_0's group-wise absmax), nf4 (bitsandbytes'
-    /// NormalFloat with a per-block absmax) or kashin (two well-clustered factors, 2-D k-means).
+    /// int8 (per output channel), int4, int3, int2 (Q4_0's group-wise absmax at 4, 3, 2 bits),
+    /// nf4 (bitsandbytes' NormalFloat with a per-block absmax) or kashin (two well-clustered
+    /// factors, 2-D k-means).
     #[arg(long)]
     method: String,
-    /// Group (int4, default 32) or block (nf4, default 64) length along a row.
+    /// Group (int4, int3, int2: default 32) or block (nf4, default 64) length along a row.
     #[arg(long)]
     group: Option<usize>,
     /// kashin: bits per weight's code, 2 to 8 (default 4).
@@ -53,7 +54,7 @@ impl QuantizeArgs {
         if self.method != "kashin" {
             if let Some((flag, _)) = kashin_only.iter().find(|(_, given)| *given) {
                 bail!(
-                    "{flag} is a kashin option; {} has fixed bits (int8 8, int4 and nf4 4)",
+                    "{flag} is a kashin option; {} has fixed bits (int8 8, int4 4, int3 3, int2 2, nf4 4)",
                     self.method
                 );
             }

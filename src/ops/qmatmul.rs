@@ -34,7 +34,7 @@ impl QuantWeight {
             Category::Params,
         )?;
         let scales = match q.method {
-            Method::Int4 { .. } => {
+            Method::Int { .. } => {
                 let halves: Vec<u16> = q
                     .scales
                     .iter()
@@ -128,7 +128,7 @@ pub fn qmatmul(
     }
     let kernel = match w.method {
         Method::Int8 => &KERNELS[0],
-        Method::Int4 { .. } => &KERNELS[1],
+        Method::Int { .. } => &KERNELS[1],
         Method::Nf4 { .. } => &KERNELS[2],
     };
     let params = [
@@ -140,6 +140,7 @@ pub fn qmatmul(
         w.method.group(w.cols).min(w.cols) as u32,
         bias.is_some() as u32,
         relu as u32,
+        w.method.code_bits() as u32,
     ];
     // without a bias the binding still needs a buffer: the scales stand in, never read
     let args = [

@@ -179,7 +179,7 @@ fn stored_tensors(name: &str, e: Encoded) -> Vec<(String, Dtype, Vec<usize>, Vec
     match e {
         Encoded::Grouped(q) => {
             let (scale_dtype, scale_bytes): (Dtype, Vec<u8>) = match q.method {
-                Method::Int4 { .. } => (
+                Method::Int { .. } => (
                     Dtype::F16,
                     q.scales
                         .iter()

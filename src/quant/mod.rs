@@ -1,14 +1,17 @@
 //! Post-training quantization of weight matrices (rows = output channels, columns = inputs):
 //! the codes and scales of each format, computed on the host by one exact rule each, and
 //! their dequantization. Every format groups along a row, so a matrix of any width works (a
-//! row's last group may be shorter); 4-bit codes pack two to a byte, the even column in the
-//! low nibble.
+//! row's last group may be shorter); codes narrower than a byte pack as each row's
+//! little-endian bitstream (code c in bits c·b .. c·b + b of the row: 4-bit codes two to a
+//! byte, the even column in the low nibble).
 //!
 //! - `int8`: per output channel, d = absmax/127, q = round(x/d) (half away from zero),
 //!   x ≈ q·d. 8 + 32/K bits per weight.
 //! - `int4`: llama.cpp's Q4_0 rule per group of g: the signed value of largest magnitude m,
 //!   d = m/−8, q = min(15, ⌊x/d + 8.5⌋), x ≈ (q − 8)·d with d stored as f16 (quantized with the
-//!   f32 d, decoded with the f16 one, as Q4_0 does). 4 + 16/g bits per weight.
+//!   f32 d, decoded with the f16 one, as Q4_0 does). 4 + 16/g bits per weight. `int3` and
+//!   `int2` are the same rule at b bits (h = 2^(b−1): d = m/−h, q = min(2^b − 1, ⌊x/d + h +
+//!   ½⌋), x ≈ (q − h)·d): the group-wise rounding baseline at the Kashin method's widths.
 //! - `nf4`: bitsandbytes' 16 NormalFloat values per block of B with an f32 absmax: the code of
 //!   the nearest value to x·(1/absmax), ties to the lower code (bitsandbytes' strict
 //!   comparisons at the midpoints), x ≈ NF4[q]·absmax. 4 + 32/B bits per weight.
@@ -42,13 +45,19 @@ pub const NF4: [f32; 16] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Int8,
-    Int4 { group: usize },
-    Nf4 { block: usize },
+    /// Q4_0's rule at `bits` = 2, 3 or 4.
+    Int {
+        bits: u32,
+        group: usize,
+    },
+    Nf4 {
+        block: usize,
+    },
 }
 
 impl Method {
-    /// A method by name: int8, int4 (group `group`, default 32) or nf4 (block `group`,
-    /// default 64).
+    /// A method by name: int8, int4, int3, int2 (group `group`, default 32) or nf4 (block
+    /// `group`, default 64).
     pub fn parse(name: &str, group: Option<usize>) -> Result<Method> {
         let g = |default: usize| -> Result<usize> {
             match group.unwrap_or(default) {
@@ -61,10 +70,13 @@ impl Method {
                 "int8 scales each output channel: it takes no --group".into(),
             )),
             "int8" => Ok(Method::Int8),
-            "int4" => Ok(Method::Int4 { group: g(32)? }),
+            "int4" | "int3" | "int2" => Ok(Method::Int {
+                bits: u32::from(name.as_bytes()[3] - b'0'),
+                group: g(32)?,
+            }),
             "nf4" => Ok(Method::Nf4 { block: g(64)? }),
             _ => Err(Error::Config(format!(
-                "--method must be int8, int4, nf4 or kashin, not {name:?}"
+                "--method must be int8, int4, int3, int2, nf4 or kashin, not {name:?}"
             ))),
         }
     }
@@ -72,7 +84,9 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Int8 => "int8",
-            Method::Int4 { .. } => "int4",
+            Method::Int { bits: 2, .. } => "int2",
+            Method::Int { bits: 3, .. } => "int3",
+            Method::Int { .. } => "int4",
             Method::Nf4 { .. } => "nf4",
         }
     }
@@ -81,21 +95,22 @@ impl Method {
     pub fn group(self, cols: usize) -> usize {
         match self {
             Method::Int8 => cols,
-            Method::Int4 { group } => group,
+            Method::Int { group, .. } => group,
             Method::Nf4 { block } => block,
         }
     }
 
-    fn code_bits(self) -> usize {
+    pub fn code_bits(self) -> usize {
         match self {
             Method::Int8 => 8,
-            _ => 4,
+            Method::Int { bits, .. } => bits as usize,
+            Method::Nf4 { .. } => 4,
         }
     }
 
     fn scale_bits(self) -> usize {
         match self {
-            Method::Int4 { .. } => 16,
+            Method::Int { .. } => 16,
             _ => 32,
         }
     }
@@ -196,7 +211,13 @@ impl Quantized {
         let row = &self.codes[r * self.row_bytes()..];
         match self.method {
             Method::Int8 => row[c],
-            _ => (row[c / 2] >> (4 * (c % 2))) & 0xF,
+            m => {
+                // up to 4 bits from the row's bitstream: within one byte or across two
+                let (b, bit) = (m.code_bits(), c * m.code_bits());
+                let two =
+                    u16::from(row[bit / 8]) | u16::from(*row.get(bit / 8 + 1).unwrap_or(&0)) << 8;
+                ((two >> (bit % 8)) & ((1 << b) - 1)) as u8
+            }
         }
     }
 
@@ -211,7 +232,7 @@ impl Quantized {
                 let q = self.code(r, c);
                 out.push(match self.method {
                     Method::Int8 => q as i8 as f32 * d,
-                    Method::Int4 { .. } => (q as f32 - 8.0) * d,
+                    Method::Int { bits, .. } => (q as f32 - (1 << (bits - 1)) as f32) * d,
                     Method::Nf4 { .. } => NF4[q as usize] * d,
                 });
             }
@@ -250,7 +271,14 @@ pub fn quantize(method: Method, w: &[f32], rows: usize, cols: usize) -> Result<Q
                 let c = k * g + j;
                 match method {
                     Method::Int8 => out[c] = q,
-                    _ => out[c / 2] |= q << (4 * (c % 2)),
+                    m => {
+                        let bit = c * m.code_bits();
+                        let two = u16::from(q) << (bit % 8);
+                        out[bit / 8] |= two as u8;
+                        if two >> 8 != 0 {
+                            out[bit / 8 + 1] |= (two >> 8) as u8;
+                        }
+                    }
                 }
             }
         }
@@ -292,17 +320,19 @@ fn quantize_group(method: Method, x: &[f32]) -> Option<(f32, Vec<u8>)> {
                 .collect();
             Some((d, q))
         }
-        Method::Int4 { .. } => {
+        Method::Int { bits, .. } => {
             // the signed value of the largest magnitude (the first of equals)
             let m = x
                 .iter()
                 .copied()
                 .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-            let d = m / -8.0;
+            let half = (1 << (bits - 1)) as f32;
+            let d = m / -half;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let top = (1 << bits) - 1;
             let q = x
                 .iter()
-                .map(|&v| ((v * id + 8.5) as i32).min(15) as u8)
+                .map(|&v| ((v * id + (half + 0.5)) as i32).min(top) as u8)
                 .collect();
             let stored = f16::from_f32(d);
             stored.is_finite().then(|| (stored.to_f32(), q))
@@ -369,13 +399,15 @@ mod tests {
                             codes.push(q.clamp(-127.0, 127.0) as i8 as u8);
                         }
                     }
-                    Method::Int4 { .. } => {
+                    Method::Int { bits, .. } => {
                         let i = (0..group.len()).find(|&i| group[i].abs() == amax).unwrap();
-                        let d = group[i] / -8.0;
+                        let h = 2f32.powi(bits as i32 - 1);
+                        let d = group[i] / -h;
                         scales.push(half::f16::from_f32(d).to_f32());
                         for &v in group {
                             let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-                            codes.push(((v * id + 8.5).floor() as i32).min(15) as u8);
+                            let q = ((v * id + h + 0.5).floor() as i32).min((1 << bits) - 1);
+                            codes.push(q as u8);
                         }
                     }
                     Method::Nf4 { .. } => {
@@ -399,11 +431,13 @@ mod tests {
         (codes, scales)
     }
 
-    fn methods() -> [Method; 5] {
+    fn methods() -> [Method; 7] {
         [
             Method::Int8,
-            Method::Int4 { group: 32 },
-            Method::Int4 { group: 7 },
+            Method::Int { bits: 4, group: 32 },
+            Method::Int { bits: 4, group: 7 },
+            Method::Int { bits: 3, group: 7 },
+            Method::Int { bits: 2, group: 32 },
             Method::Nf4 { block: 64 },
             Method::Nf4 { block: 5 },
         ]
@@ -447,7 +481,7 @@ mod tests {
                 ("outlier", &outlier),
                 ("constant", &constant),
             ] {
-                if what == "outlier" && m.name() == "int4" {
+                if what == "outlier" && matches!(m, Method::Int { .. }) {
                     // f16 scales top out at 65504: refused, saying which group and why
                     let e = quantize(m, w, 4, 40).unwrap_err().to_string();
                     assert!(
@@ -466,7 +500,11 @@ mod tests {
                     _ => {
                         // a constant is its group's extreme: int8 and nf4 restore it to an ulp,
                         // int4 to its f16 scale's rounding
-                        let tol = if m.name() == "int4" { 1e-3 } else { 1e-6 };
+                        let tol = if matches!(m, Method::Int { .. }) {
+                            1e-3
+                        } else {
+                            1e-6
+                        };
                         assert!(
                             d.iter().all(|&v| (v - 0.25).abs() <= tol * 0.25),
                             "{m:?}: {d:?}"
@@ -494,7 +532,9 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
         for (m, bits, max_err) in [
             (Method::Int8, 8.0 + 32.0 / 256.0, 0.01),
-            (Method::Int4 { group: 32 }, 4.5, 0.12),
+            (Method::Int { bits: 4, group: 32 }, 4.5, 0.12),
+            (Method::Int { bits: 3, group: 32 }, 3.5, 0.25),
+            (Method::Int { bits: 2, group: 32 }, 2.5, 0.6),
             (Method::Nf4 { block: 64 }, 4.5, 0.11),
         ] {
             let q = quantize(m, &w, rows, cols).unwrap();

@@ -15,8 +15,11 @@ fn qmatmul_decodes_every_format_as_the_host_does() {
         let w: Vec<f32> = rand_vec(&mut rng, n * k).iter().map(|v| v * 0.1).collect();
         for method in [
             Method::Int8,
-            Method::Int4 { group: 32 },
-            Method::Int4 { group: 7 },
+            Method::Int { bits: 4, group: 32 },
+            Method::Int { bits: 4, group: 7 },
+            Method::Int { bits: 3, group: 32 },
+            Method::Int { bits: 3, group: 7 },
+            Method::Int { bits: 2, group: 5 },
             Method::Nf4 { block: 64 },
             Method::Nf4 { block: 5 },
         ] {

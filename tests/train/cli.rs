@@ -1026,7 +1026,7 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
             "--out",
             "x",
         ],
-        &["int8, int4, nf4 or kashin"],
+        &["int2, nf4 or kashin"],
     );
     // a decomposition that cannot converge in one iteration leaves every layer f32, saying so:
     // the model then evaluates exactly as the checkpoint does
