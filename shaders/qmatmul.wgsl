@@ -27,6 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>; // main4's view of x
 
 override FORMAT: u32 = 0u;
 
@@ -44,13 +45,28 @@ fn scale_at(i: u32) -> f32 {
     return bitcast<f32>(scales[i]);
 }
 
+// The NF4 value of code q as a tree of selects on q's bits: a private table indexed per lane
+// is a gather on llvmpipe, and this decode runs once per weight per eight products.
 fn nf4(q: u32) -> f32 {
-    var table = array<f32, 16>(
-        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0);
-    return table[q];
+    let b0 = (q & 1u) != 0u;
+    let b1 = (q & 2u) != 0u;
+    let b2 = (q & 4u) != 0u;
+    let b3 = (q & 8u) != 0u;
+    let p0 = select(-1.0, -0.6961928009986877, b0);
+    let p1 = select(-0.5250730514526367, -0.39491748809814453, b0);
+    let p2 = select(-0.28444138169288635, -0.18477343022823334, b0);
+    let p3 = select(-0.09105003625154495, 0.0, b0);
+    let p4 = select(0.07958029955625534, 0.16093020141124725, b0);
+    let p5 = select(0.24611230194568634, 0.33791524171829224, b0);
+    let p6 = select(0.44070982933044434, 0.5626170039176941, b0);
+    let p7 = select(0.7229568362236023, 1.0, b0);
+    let q0 = select(p0, p1, b1);
+    let q1 = select(p2, p3, b1);
+    let q2 = select(p4, p5, b1);
+    let q3 = select(p6, p7, b1);
+    let r0 = select(q0, q1, b2);
+    let r1 = select(q2, q3, b2);
+    return select(r0, r1, b3);
 }
 
 fn weight(row: u32, c: u32) -> f32 {
@@ -105,6 +121,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = 0u; j < ROWS; j = j + 1u) {
         if (r0 + j < p.m) {
             var v = acc[j];
+            if (p.has_bias != 0u) {
+                v = v + b;
+            }
+            if (p.relu != 0u) {
+                v = max(v, 0.0);
+            }
+            y[(r0 + j) * p.n + col] = v;
+        }
+    }
+}
+
+// main for K a multiple of 4, eight rows of one column per invocation: x read a vec4 (four k)
+// at a time for each row, each weight decoded once per eight products. The same sums grouped by
+// four (a dot of four products, then added).
+const ROWS8: u32 = 8u;
+
+fn x_row(r: u32) -> u32 {
+    return min(r, p.m - 1u) * (p.k / 4u);
+}
+
+@compute @workgroup_size(64)
+fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    let row_blocks = (p.m + ROWS8 - 1u) / ROWS8;
+    if (i >= row_blocks * p.n) {
+        return;
+    }
+    let r0 = (i / p.n) * ROWS8;
+    let col = i % p.n;
+    // rows past M read row M − 1 again (in bounds) and are not stored
+    let x0 = x_row(r0);
+    let x1 = x_row(r0 + 1u);
+    let x2 = x_row(r0 + 2u);
+    let x3 = x_row(r0 + 3u);
+    let x4_ = x_row(r0 + 4u);
+    let x5 = x_row(r0 + 5u);
+    let x6 = x_row(r0 + 6u);
+    let x7 = x_row(r0 + 7u);
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var kk = 0u; kk < p.k / 4u; kk = kk + 1u) {
+        let c = 4u * kk;
+        let w = vec4<f32>(weight(col, c), weight(col, c + 1u), weight(col, c + 2u),
+                          weight(col, c + 3u));
+        lo = lo + vec4<f32>(dot(x4[x0 + kk], w), dot(x4[x1 + kk], w), dot(x4[x2 + kk], w),
+                            dot(x4[x3 + kk], w));
+        hi = hi + vec4<f32>(dot(x4[x4_ + kk], w), dot(x4[x5 + kk], w), dot(x4[x6 + kk], w),
+                            dot(x4[x7 + kk], w));
+    }
+    var b = 0.0;
+    if (p.has_bias != 0u) {
+        b = bias[col];
+    }
+    for (var j = 0u; j < ROWS8; j = j + 1u) {
+        if (r0 + j < p.m) {
+            var v = select(hi[j % 4u], lo[j % 4u], j < 4u);
             if (p.has_bias != 0u) {
                 v = v + b;
             }

@@ -72,23 +72,19 @@ impl QuantWeight {
     }
 }
 
-const KERNELS: [Kernel; 3] = [
+/// (format, whether K is a multiple of 4) → kernel: `main4` reads x a vec4 at a time.
+fn kernel(method: Method, k4: bool) -> Kernel {
+    let overrides: &'static [(&'static str, f64)] = match method {
+        Method::Int8 => &[("FORMAT", 0.0)],
+        Method::Int { .. } => &[("FORMAT", 1.0)],
+        Method::Nf4 { .. } => &[("FORMAT", 2.0)],
+    };
     Kernel {
         shader: Shader::Qmatmul,
-        entry: "main",
-        overrides: &[("FORMAT", 0.0)],
-    },
-    Kernel {
-        shader: Shader::Qmatmul,
-        entry: "main",
-        overrides: &[("FORMAT", 1.0)],
-    },
-    Kernel {
-        shader: Shader::Qmatmul,
-        entry: "main",
-        overrides: &[("FORMAT", 2.0)],
-    },
-];
+        entry: if k4 { "main4" } else { "main" },
+        overrides,
+    }
+}
 
 /// Records y (M, N) = x (M, K) · Wᵀ (+ bias (N)) (then max(·, 0) with `relu`) for the quantized
 /// (N, K) weight `w`; x may be any shape of M·K elements.
@@ -126,11 +122,7 @@ pub fn qmatmul(
         );
         super::expect_f32("qmatmul", &[b]);
     }
-    let kernel = match w.method {
-        Method::Int8 => &KERNELS[0],
-        Method::Int { .. } => &KERNELS[1],
-        Method::Nf4 { .. } => &KERNELS[2],
-    };
+    let kernel = kernel(w.method, k % 4 == 0);
     let params = [
         m as u32,
         w.rows as u32,
@@ -150,6 +142,7 @@ pub fn qmatmul(
         (bias.unwrap_or(&w.scales), Access::Read),
         (y, Access::ReadWrite),
     ];
-    // four rows of one column per invocation
-    dispatch_items(gpu, kernel, &args, &params, m.div_ceil(4) * w.rows, 64);
+    // four rows (main) or eight (main4) of one column per invocation
+    let rows = if k % 4 == 0 { 8 } else { 4 };
+    dispatch_items(gpu, &kernel, &args, &params, m.div_ceil(rows) * w.rows, 64);
 }
