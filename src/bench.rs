@@ -93,7 +93,7 @@ fn time_ms(
 /// with `opts.profile` the kernels of one more step.
 fn time_step(
     gpu: &Gpu,
-    workload: &'static str,
+    workload: &str,
     start: Instant,
     opts: StepOptions,
     (samples, tokens): (usize, Option<usize>),
@@ -262,6 +262,38 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
 /// batch 8, AdamW, random tokens.
 /// With `quick`, a scaled-down version (1 layer, d_model 64, context 32, batch 2) for smoke runs.
 pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+    let full = GptConfig {
+        vocab_size: 256,
+        block_size: 128,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 256,
+    };
+    bench_gpt(adapter, opts, "w-gpt", full, 8)
+}
+
+/// W-GPT-S, a small model whose step is mostly fixed costs: vocab 256, context 64, 4 layers, 4
+/// heads, d_model 128, batch 12, AdamW, random tokens. `quick` as W-GPT's.
+pub fn bench_w_gpt_s(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+    let full = GptConfig {
+        vocab_size: 256,
+        block_size: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+    };
+    bench_gpt(adapter, opts, "w-gpt-s", full, 12)
+}
+
+/// A GPT step workload: `config` at batch `b` (context its block size), or with `opts.quick`
+/// the scaled-down smoke version.
+fn bench_gpt(
+    adapter: Option<&str>,
+    opts: StepOptions,
+    name: &str,
+    full: GptConfig,
+    b: usize,
+) -> Result<StepResult> {
     let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
@@ -275,13 +307,7 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
             n_embd: 64,
         }
     } else {
-        GptConfig {
-            vocab_size: 256,
-            block_size: 128,
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 256,
-        }
+        full
     };
     let mut model = Gpt::new(&gpu, config.clone(), &mut rng)?;
     let mut opt = Optimizer::new(
@@ -290,7 +316,11 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         1.0,
         &model.params(),
     )?;
-    let (b, t) = if quick { (2, 32) } else { (8, 128) };
+    let (b, t) = if quick {
+        (2, 32)
+    } else {
+        (b, config.block_size)
+    };
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
@@ -306,5 +336,5 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         gpu.flush()?;
         Ok(())
     };
-    time_step(&gpu, "w-gpt", start, opts, (b, Some(b * t)), step)
+    time_step(&gpu, name, start, opts, (b, Some(b * t)), step)
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 use wgtrain::bench::{
-    bench_matmul, bench_w_gpt, bench_w_mlp, w_gpt_shapes, StepOptions, StepResult,
+    bench_matmul, bench_w_gpt, bench_w_gpt_s, bench_w_mlp, w_gpt_shapes, StepOptions, StepResult,
 };
 use wgtrain::ops::matmul::Layout;
 use wgtrain::ops::matmul_tune;
@@ -22,7 +22,7 @@ pub struct BenchArgs {
     /// time goes (timestamp queries; needs TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
-    /// Internal: run one step workload (w-mlp or w-gpt) and print its result as JSON. `bench`
+    /// Internal: run one step workload (w-mlp, w-gpt or w-gpt-s) and print its result as JSON. `bench`
     /// runs each workload in a child process of its own this way.
     #[arg(long, hide = true)]
     workload: Option<String>,
@@ -57,7 +57,8 @@ fn run_workload(adapter: Option<&str>, name: &str, child: Child) -> Result<()> {
     let r = match name {
         "w-mlp" => bench_w_mlp(adapter, opts)?,
         "w-gpt" => bench_w_gpt(adapter, opts)?,
-        other => anyhow::bail!("unknown workload {other:?}; expected w-mlp or w-gpt"),
+        "w-gpt-s" => bench_w_gpt_s(adapter, opts)?,
+        other => anyhow::bail!("unknown workload {other:?}; expected w-mlp, w-gpt or w-gpt-s"),
     };
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
@@ -193,7 +194,7 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         cold: false,
     };
     let mut step_results = vec![];
-    for name in ["w-mlp", "w-gpt"] {
+    for name in WORKLOADS {
         let mut r = spawn_workload(adapter, name, warm)?;
         // a first step from nothing cached: the full workloads only (it costs a compile of
         // every kernel, seconds on a CPU adapter)
@@ -204,15 +205,17 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         step_results.push(r);
     }
     if args.quick {
-        println!("(--quick: scaled-down workloads, not the W-MLP and W-GPT definitions)");
+        println!("(--quick: scaled-down workloads, not the W-MLP, W-GPT and W-GPT-S definitions)");
     }
+    // PyTorch's step on this machine's CPU, the same workloads, one after the other with ours
+    let torch = if args.quick { None } else { torch_steps() };
     println!(
-        "{:<6} {:>9} {:>9} {:>10} {:>9} {:>8}  first step ms: caches as found, nothing cached",
+        "{:<8} {:>9} {:>9} {:>10} {:>9} {:>8}  first step ms: caches as found, nothing cached",
         "step", "ms/step", "tokens/s", "samples/s", "peak MiB", "submits"
     );
     for s in &step_results {
         println!(
-            "{:<6} {:>9.1} {:>9} {:>10.0} {:>9.2} {:>8.1}  {:>13.0}, {}",
+            "{:<8} {:>9.1} {:>9} {:>10.0} {:>9.2} {:>8.1}  {:>13.0}, {}",
             s.workload,
             s.ms_per_step,
             s.tokens_per_s
@@ -226,6 +229,30 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
                 .map(|t| format!("{t:.0}"))
                 .unwrap_or_else(|| "not measured (--quick)".into()),
         );
+    }
+    match &torch {
+        Some(rows) => {
+            let ratios: Vec<String> = step_results
+                .iter()
+                .filter_map(|s| {
+                    let (_, ms) = rows.iter().find(|(n, _)| *n == s.workload)?;
+                    Some(format!(
+                        "{} {:.1} ms ({:.2}x)",
+                        s.workload,
+                        ms,
+                        s.ms_per_step / ms
+                    ))
+                })
+                .collect();
+            println!(
+                "PyTorch on this CPU (benches/torch_steps.py, same run; wgtrain's step / PyTorch's): {}",
+                ratios.join(", ")
+            );
+        }
+        None if !args.quick => {
+            println!("(PyTorch reference: needs python3 with torch and benches/torch_steps.py)")
+        }
+        None => {}
     }
     if args.profile {
         for s in &step_results {
@@ -249,12 +276,49 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
                 .map(|(n, g)| json!({"n": n, "gflops": g}))
                 .collect::<Vec<_>>()),
             "steps": step_results,
+            "torch_steps": torch.as_ref().map(|rows| rows
+                .iter()
+                .map(|(n, ms)| json!({"workload": n, "ms_per_step": ms}))
+                .collect::<Vec<_>>()),
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The step workloads, each in a child process of its own.
+const WORKLOADS: [&str; 3] = ["w-mlp", "w-gpt", "w-gpt-s"];
+
+/// (workload, ms per step) of PyTorch's CPU step for each workload, from
+/// `benches/torch_steps.py` next to the sources this binary was built from; None when python3,
+/// torch or the script is missing.
+fn torch_steps() -> Option<Vec<(String, f64)>> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_steps.py");
+    if !script.is_file() {
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    // lines: "torch w-mlp: 12.345 ms/step"
+    let rows: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("torch ")?.split_once(": ")?;
+            Some((
+                name.to_string(),
+                rest.strip_suffix(" ms/step")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    (!rows.is_empty()).then_some(rows)
 }
 
 /// (n, GFLOP/s) for numpy's n³ float32 matmul, from `benches/numpy_sgemm.py` next to the sources

@@ -336,7 +336,11 @@ fn bench_quick_runs_and_writes_json() {
         assert_eq!(dtypes, ["f32", "f16"]);
     }
     let steps = v["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 2);
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|s| s["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w-mlp", "w-gpt", "w-gpt-s"]);
     assert!(
         steps
             .iter()
