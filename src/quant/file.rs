@@ -128,10 +128,15 @@ pub fn write(
                 }
             }
         };
+        // the matrix a model loading the codes runs with
+        let decoded = match &encoded {
+            Encoded::Grouped(q) => q.dequantize(),
+            Encoded::Kashin(k) => k.decode(gpu)?,
+        };
         reports.push(LayerReport {
             name: name.clone(),
             shape: [rows, cols],
-            error: relative_error(&encoded.dequantize(), &w),
+            error: relative_error(&decoded, &w),
             bytes_before: bytes.len(),
             bytes_after: encoded.bytes(),
             note,

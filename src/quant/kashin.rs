@@ -582,6 +582,20 @@ impl Kashin {
             .collect()
     }
 
+    /// The decoded matrix, computed on `gpu` ([`Kashin::decode_on`]) and read back: what a
+    /// model loading these codes runs with (the host's [`Kashin::dequantize`] costs
+    /// O(rows·cols·(rows + cols)) scalar f64 operations).
+    pub fn decode(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let out = Tensor::zeros(
+            gpu,
+            "kashin decoded",
+            &[self.rows, self.cols],
+            Category::Workspace,
+        )?;
+        self.decode_on(gpu, &out)?;
+        out.to_f32(gpu)
+    }
+
     /// Decodes into `out` ((rows, cols) f32) on `gpu`: the codebook lookup, then Q1·V'_q and
     /// its product with Q2ᵀ accumulated onto U_q. Recorded, not flushed.
     pub fn decode_on(&self, gpu: &Gpu, out: &Tensor) -> Result<()> {
