@@ -70,7 +70,7 @@ impl Basis {
     pub fn matrix(self, n: usize, second: bool) -> Vec<f64> {
         match self {
             Basis::Dct => dct(n),
-            Basis::Random { seed } => random_orthogonal(n, seed + u64::from(second)),
+            Basis::Random { seed } => random_orthogonal(n, seed.wrapping_add(u64::from(second))),
         }
     }
 }
