@@ -89,6 +89,21 @@ fn weight(row: u32, c: u32) -> f32 {
     return nf4(q) * d;
 }
 
+// The epilogue: y[row, col] = v (+ bias[col]) (then max(·, 0)), for rows inside M.
+fn store(row: u32, col: u32, acc: f32) {
+    if (row >= p.m) {
+        return;
+    }
+    var v = acc;
+    if (p.has_bias != 0u) {
+        v = v + bias[col];
+    }
+    if (p.relu != 0u) {
+        v = max(v, 0.0);
+    }
+    y[row * p.n + col] = v;
+}
+
 // Each invocation computes four rows of one output column, so each weight is decoded once
 // for four products; every output still sums its k in order.
 const ROWS: u32 = 4u;
@@ -114,21 +129,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let w = weight(col, kk);
         acc = acc + vec4<f32>(x[x0 + kk], x[x1 + kk], x[x2 + kk], x[x3 + kk]) * w;
     }
-    var b = 0.0;
-    if (p.has_bias != 0u) {
-        b = bias[col];
-    }
     for (var j = 0u; j < ROWS; j = j + 1u) {
-        if (r0 + j < p.m) {
-            var v = acc[j];
-            if (p.has_bias != 0u) {
-                v = v + b;
-            }
-            if (p.relu != 0u) {
-                v = max(v, 0.0);
-            }
-            y[(r0 + j) * p.n + col] = v;
-        }
+        store(r0 + j, col, acc[j]);
     }
 }
 
@@ -171,20 +173,7 @@ fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         hi = hi + vec4<f32>(dot(x4[x4_ + kk], w), dot(x4[x5 + kk], w), dot(x4[x6 + kk], w),
                             dot(x4[x7 + kk], w));
     }
-    var b = 0.0;
-    if (p.has_bias != 0u) {
-        b = bias[col];
-    }
     for (var j = 0u; j < ROWS8; j = j + 1u) {
-        if (r0 + j < p.m) {
-            var v = select(hi[j % 4u], lo[j % 4u], j < 4u);
-            if (p.has_bias != 0u) {
-                v = v + b;
-            }
-            if (p.relu != 0u) {
-                v = max(v, 0.0);
-            }
-            y[(r0 + j) * p.n + col] = v;
-        }
+        store(r0 + j, col, select(hi[j % 4u], lo[j % 4u], j < 4u));
     }
 }

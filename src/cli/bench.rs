@@ -291,11 +291,12 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
 /// The step workloads, each in a child process of its own.
 const WORKLOADS: [&str; 3] = ["w-mlp", "w-gpt", "w-gpt-s"];
 
-/// (workload, ms per step) of PyTorch's CPU step for each workload, from
-/// `benches/torch_steps.py` next to the sources this binary was built from; None when python3,
-/// torch or the script is missing.
-fn torch_steps() -> Option<Vec<(String, f64)>> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_steps.py");
+/// The standard output of `python3 benches/<script>` (next to the sources this binary was built
+/// from), for the reference runs; None when python3, the script or what it imports is missing.
+fn python_reference(script: &str) -> Option<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(script);
     if !script.is_file() {
         return None;
     }
@@ -304,11 +305,15 @@ fn torch_steps() -> Option<Vec<(String, f64)>> {
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// (workload, ms per step) of PyTorch's CPU step for each workload (`benches/torch_steps.py`).
+fn torch_steps() -> Option<Vec<(String, f64)>> {
     // lines: "torch w-mlp: 12.345 ms/step"
-    let rows: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+    let rows: Vec<(String, f64)> = python_reference("torch_steps.py")?
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("torch ")?.split_once(": ")?;
@@ -321,22 +326,10 @@ fn torch_steps() -> Option<Vec<(String, f64)>> {
     (!rows.is_empty()).then_some(rows)
 }
 
-/// (n, GFLOP/s) for numpy's n³ float32 matmul, from `benches/numpy_sgemm.py` next to the sources
-/// this binary was built from; None when python3, numpy or the script is missing.
+/// (n, GFLOP/s) for numpy's n³ float32 matmul (`benches/numpy_sgemm.py`).
 fn numpy_sgemm() -> Option<Vec<(usize, f64)>> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/numpy_sgemm.py");
-    if !script.exists() {
-        return None;
-    }
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
     // lines: "numpy sgemm 1024x1024x1024: 12.345 ms, 173.9 GFLOP/s"
-    let rows: Vec<(usize, f64)> = String::from_utf8_lossy(&out.stdout)
+    let rows: Vec<(usize, f64)> = python_reference("numpy_sgemm.py")?
         .lines()
         .filter_map(|l| {
             let n = l

@@ -75,6 +75,55 @@ impl Basis {
     }
 }
 
+impl Basis {
+    /// Q1 (rows, rows) and Q2 (cols, cols) on `gpu` as f32, charged to workspace.
+    fn upload(self, gpu: &Gpu, rows: usize, cols: usize) -> Result<(Tensor, Tensor)> {
+        let side = |n: usize, second: bool, name: &str| {
+            let q: Vec<f32> = self
+                .matrix(n, second)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect();
+            Tensor::from_f32(gpu, name, &[n, n], &q, Category::Workspace)
+        };
+        Ok((
+            side(rows, false, "kashin Q1")?,
+            side(cols, true, "kashin Q2")?,
+        ))
+    }
+}
+
+/// out (+)= Q1·s·Q2ᵀ (s, t, out: (rows, cols); t the Q1·s between the two matmuls): a step
+/// direction or V'_q taken back from the rotated basis. Recorded, not flushed.
+fn rotate_back(
+    gpu: &Gpu,
+    (q1, q2): (&Tensor, &Tensor),
+    s: &Tensor,
+    t: &Tensor,
+    out: &Tensor,
+    accumulate: bool,
+) {
+    let (m, n) = (q1.rows(), q2.rows());
+    matmul(
+        gpu,
+        MatmulDims::new(m, n, m, Layout::NN),
+        q1,
+        s,
+        None,
+        t,
+        false,
+    );
+    matmul(
+        gpu,
+        MatmulDims::new(m, n, n, Layout::NT),
+        t,
+        q2,
+        None,
+        out,
+        accumulate,
+    );
+}
+
 fn dct(n: usize) -> Vec<f64> {
     let mut q = vec![0.0; n * n];
     for i in 0..n {
@@ -248,21 +297,7 @@ pub fn decompose(
         });
     }
     let ws = |name: &str, shape: &[usize]| Tensor::zeros(gpu, name, shape, Category::Workspace);
-    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
-    let q1 = Tensor::from_f32(
-        gpu,
-        "kashin Q1",
-        &[m, m],
-        &f32s(basis.matrix(m, false)),
-        Category::Workspace,
-    )?;
-    let q2 = Tensor::from_f32(
-        gpu,
-        "kashin Q2",
-        &[n, n],
-        &f32s(basis.matrix(n, true)),
-        Category::Workspace,
-    )?;
+    let (q1, q2) = basis.upload(gpu, m, n)?;
     let x0: Vec<f32> = w.iter().map(|&v| (v as f64 / norm) as f32).collect();
     // X (m, n): the remainder; T (m, n): X·Q2 or Q1·S; Y (m, n) = Q1ᵀ·X·Q2; P (m, n) = Q1·S·Q2ᵀ
     let x = Tensor::from_f32(gpu, "kashin X", &[m, n], &x0, Category::Workspace)?;
@@ -329,24 +364,7 @@ pub fn decompose(
         } else {
             // c·W = (‖Y‖₁ / nnz(Y))·Q1 sign(Y) Q2ᵀ; V' gains the same step on sign(Y)
             let a = (s[1] / s[3]) as f32;
-            matmul(
-                gpu,
-                MatmulDims::new(m, n, m, Layout::NN),
-                &q1,
-                &sy,
-                None,
-                &t,
-                false,
-            );
-            matmul(
-                gpu,
-                MatmulDims::new(m, n, n, Layout::NT),
-                &t,
-                &q2,
-                None,
-                &p,
-                false,
-            );
+            rotate_back(gpu, (&q1, &q2), &sy, &t, &p, false);
             accumulate(gpu, &p, -a, &x);
             accumulate(gpu, &sy, a, &v);
         }
@@ -618,42 +636,11 @@ impl Kashin {
             &self.scaled_codebook(),
             Category::Workspace,
         )?;
-        let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
-        let q1 = Tensor::from_f32(
-            gpu,
-            "kashin Q1",
-            &[m, m],
-            &f32s(self.basis.matrix(m, false)),
-            Category::Workspace,
-        )?;
-        let q2 = Tensor::from_f32(
-            gpu,
-            "kashin Q2",
-            &[n, n],
-            &f32s(self.basis.matrix(n, true)),
-            Category::Workspace,
-        )?;
+        let (q1, q2) = self.basis.upload(gpu, m, n)?;
         let vq = Tensor::zeros(gpu, "kashin V'_q", &[m, n], Category::Workspace)?;
         let t = Tensor::zeros(gpu, "kashin Q1·V'_q", &[m, n], Category::Workspace)?;
         crate::ops::kashin::decode(gpu, &codes, self.bits, &cb, out, &vq);
-        matmul(
-            gpu,
-            MatmulDims::new(m, n, m, Layout::NN),
-            &q1,
-            &vq,
-            None,
-            &t,
-            false,
-        );
-        matmul(
-            gpu,
-            MatmulDims::new(m, n, n, Layout::NT),
-            &t,
-            &q2,
-            None,
-            out,
-            true,
-        );
+        rotate_back(gpu, (&q1, &q2), &vq, &t, out, true);
         Ok(())
     }
 }
