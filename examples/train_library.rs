@@ -26,7 +26,7 @@ fn main() -> Result<(), wgtrain::Error> {
     let mut opt = Optimizer::new(&gpu, &adamw, 1.0, &model.params())?;
     let text = b"the quick brown fox jumps over the lazy dog. ".repeat(4);
     let loss_sum = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = wgtrain::optim::guard::step_stats(&gpu)?;
+    let norm_sq = wgtrain::optim::guard::step_stats(&gpu, 1.0)?;
 
     for step in 0..30 {
         // a batch of 4 windows of 16 bytes, each target the next byte

@@ -1,6 +1,8 @@
 // Fused softmax + cross-entropy over rows of logits, forward and backward in one pass:
 //   loss[r]       = logsumexp(logits[r, :]) - logits[r, tgt[r]]
-//   dlogits[r, v] = grad_scale * (softmax(logits[r, :])[v] - [v == tgt[r]])
+//   dlogits[r, v] = grad_scale * (softmax(logits[r, :])[v] - [v == tgt[r]]) (* the loss scale)
+// The loss scale (mixed precision's dynamic loss scaling) is read from the step stats on the GPU,
+// where the step guard keeps it (shaders/guard.wgsl), when `scaled` is 1.
 // Stable: the row max is subtracted before exp. A tgt equal to PAD (0xFFFFFFFF) marks a padded
 // row: its loss and its dlogits are 0. One workgroup per row; reductions use a fixed tree, so
 // results are deterministic.
@@ -10,6 +12,8 @@ struct Params {
     vocab: u32,
     grad_scale: f32,
     write_grad: u32,
+    scaled: u32,
+    scale_index: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,6 +21,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> targets: array<u32>;  // (R)
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;  // (R)
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>; // (R, V), when write_grad = 1
+@group(0) @binding(5) var<storage, read> stats: array<f32>; // the loss scale at scale_index, when scaled = 1
 
 const WG: u32 = 64u;
 const PAD: u32 = 0xFFFFFFFFu;
@@ -74,12 +79,14 @@ fn forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
     if (p.write_grad == 1u) {
         let inv = 1.0 / s;
+        var scale = p.grad_scale;
+        if (p.scaled == 1u) { scale = scale * stats[p.scale_index]; }
         for (var v = lid; v < p.vocab; v += WG) {
             var g = 0.0;
             if (!padded) {
                 g = exp(logits[base + v] - m) * inv - select(0.0, 1.0, v == tgt);
             }
-            dlogits[base + v] = p.grad_scale * g;
+            dlogits[base + v] = scale * g;
         }
     }
 }

@@ -244,7 +244,7 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
     let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = crate::optim::guard::step_stats(&gpu)?;
+    let norm_sq = crate::optim::guard::step_stats(&gpu, 1.0)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &model.params());
         let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32, &mut NoHooks)?;
@@ -325,7 +325,7 @@ fn bench_gpt(
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
     let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = crate::optim::guard::step_stats(&gpu)?;
+    let norm_sq = crate::optim::guard::step_stats(&gpu, 1.0)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &model.params());
         let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32, &mut NoHooks)?;

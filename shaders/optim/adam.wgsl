@@ -2,7 +2,9 @@
 //   g = grad·clip (+ weight_decay·p for Adam's L2 form, decoupled = 0)
 //   m = β1·m + (1−β1)·g;   v = β2·v + (1−β2)·g²
 //   p −= lr · ( (m / bc1) / (sqrt(v / bc2) + eps) (+ weight_decay·p for AdamW, decoupled = 1) )
-// bc1 = 1−β1^t and bc2 = 1−β2^t come from the host. clip is global-norm clipping as in sgd.wgsl.
+// bc1 = 1−β1^t and bc2 = 1−β2^t: the host's f64 values for t = 1 .. L in `bias_corrections`,
+// indexed by t = the steps taken before + 1 (stats[3], counted on the GPU after each update that
+// was not skipped, so a skipped step leaves t as it was); past L both are 1.0 in f32. clip is global-norm clipping as in sgd.wgsl.
 
 struct Params {
     n: u32,
@@ -11,8 +13,6 @@ struct Params {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    bc1: f32,
-    bc2: f32,
     max_norm: f32,
     decoupled: u32,
     first: u32, // `step` handles elements first .. n (the tail `step4` leaves)
@@ -20,12 +20,20 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
-// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+// stats (shaders/guard.wgsl): [0] the squared global gradient norm (unscaled), [1] nonzero when
+// the step guard skips this step (a skipped step changes nothing), [2] the factor that unscales
+// the gradients (1/loss scale; 1 without a scaler), [3] the optimizer steps taken before this one.
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
+// (L + 1) pairs (bc1, bc2) for t = 1 .. L, then (1, 1) for every later step
+@group(0) @binding(6) var<storage, read> bias_corrections: array<vec2<f32>>;
+
+fn bias_correction() -> vec2<f32> {
+    let t = u32(stats[3]) + 1u; // the step being taken
+    return bias_corrections[min(t, arrayLength(&bias_corrections)) - 1u];
+}
 
 const WG: u32 = 256u;
 
@@ -34,8 +42,8 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = p.first + (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n || stats[1] != 0.0) { return; }
-    var clip = 1.0;
-    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
+    var clip = stats[2];
+    if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
     let x = param[i];
     var g = grad[i] * clip;
     if (p.decoupled == 0u) { g += p.weight_decay * x; }
@@ -43,7 +51,8 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    let bc = bias_correction();
+    var update = (mi / bc.x) / (sqrt(vi / bc.y) + p.eps);
     if (p.decoupled == 1u) { update += p.weight_decay * x; }
     param[i] = x - p.lr * update;
 }
@@ -61,8 +70,8 @@ fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n / 4u || stats[1] != 0.0) { return; }
-    var clip = 1.0;
-    if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
+    var clip = stats[2];
+    if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
     let x = param4[i];
     var g = grad4[i] * clip;
     if (p.decoupled == 0u) { g += p.weight_decay * x; }
@@ -70,7 +79,8 @@ fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let vi = p.beta2 * v4[i] + (1.0 - p.beta2) * g * g;
     m4[i] = mi;
     v4[i] = vi;
-    var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    let bc = bias_correction();
+    var update = (mi / bc.x) / (sqrt(vi / bc.y) + p.eps);
     if (p.decoupled == 1u) { update += p.weight_decay * x; }
     param4[i] = x - p.lr * update;
 }

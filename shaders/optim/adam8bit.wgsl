@@ -13,22 +13,28 @@ struct Params {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    bc1: f32,
-    bc2: f32,
     max_norm: f32,
     decoupled: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
-// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+// stats (shaders/guard.wgsl): [0] the squared global gradient norm (unscaled), [1] nonzero when
+// the step guard skips this step (a skipped step changes nothing), [2] the factor that unscales
+// the gradients (1/loss scale; 1 without a scaler), [3] the optimizer steps taken before this one.
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> qmap: array<f32>;            // (512): signed | unsigned, each sorted
 @group(0) @binding(4) var<storage, read_write> param: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m_codes: array<u32>;   // (ceil(n/4))
 @group(0) @binding(6) var<storage, read_write> v_codes: array<u32>;   // (ceil(n/4))
 @group(0) @binding(7) var<storage, read_write> absmax: array<f32>;    // (2·blocks): m, v per block
+// bias corrections by steps taken, as in adam.wgsl
+@group(0) @binding(8) var<storage, read> bias_corrections: array<vec2<f32>>;
+
+fn bias_correction() -> vec2<f32> {
+    let t = u32(stats[3]) + 1u; // the step being taken
+    return bias_corrections[min(t, arrayLength(&bias_corrections)) - 1u];
+}
 
 const BLOCK: u32 = 256u;
 var<workgroup> red_m: array<f32, 256>;
@@ -66,8 +72,8 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var mi = 0.0;
     var vi = 0.0;
     if (i < p.n) {
-        var clip = 1.0;
-        if (p.max_norm > 0.0) { clip = min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
+        var clip = stats[2];
+        if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
         let x = param[i];
         var g = grad[i] * clip;
         if (p.decoupled == 0u) { g += p.weight_decay * x; }
@@ -75,7 +81,8 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let v_old = qmap[256u + code_of(v_codes[i / 4u], i)] * absmax[2u * block + 1u];
         mi = p.beta1 * m_old + (1.0 - p.beta1) * g;
         vi = p.beta2 * v_old + (1.0 - p.beta2) * g * g;
-        var update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+        let bc = bias_correction();
+        var update = (mi / bc.x) / (sqrt(vi / bc.y) + p.eps);
         if (p.decoupled == 1u) { update += p.weight_decay * x; }
         param[i] = x - p.lr * update;
     }

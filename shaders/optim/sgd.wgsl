@@ -16,8 +16,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-// stats: [0] the squared global gradient norm, [1] nonzero when the step guard skips this step
-// (a non-finite loss or gradient: shaders/guard.wgsl); a skipped step changes nothing.
+// stats (shaders/guard.wgsl): [0] the squared global gradient norm (unscaled), [1] nonzero when
+// the step guard skips this step (a skipped step changes nothing), [2] the factor that unscales
+// the gradients (1/loss scale; 1 without a scaler), [3] the optimizer steps taken before this one.
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> param: array<f32>;
 @group(0) @binding(4) var<storage, read_write> buf: array<f32>;
@@ -26,9 +27,9 @@ const WG: u32 = 256u;
 
 fn clip_scale() -> f32 {
     if (p.max_norm > 0.0) {
-        return min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6));
+        return stats[2] * min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6));
     }
-    return 1.0;
+    return stats[2];
 }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {

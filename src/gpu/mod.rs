@@ -557,7 +557,7 @@ impl Gpu {
     }
 
     /// Keeps the first error of recorded work for the next [`Gpu::flush`] to return.
-    fn defer_error(&self, e: Error) {
+    pub(crate) fn defer_error(&self, e: Error) {
         let mut pending = self.pending_error.lock().unwrap();
         if pending.is_none() {
             *pending = Some(e);

@@ -12,6 +12,7 @@ use crate::gpu::{ByCategory, Category, Gpu};
 use crate::nn::Recompute;
 use crate::optim::OptimizerName;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::config::Precision;
 use crate::train::{load_task, ModelKind, Task, TrainConfig, Trainer};
 use serde_json::json;
 
@@ -26,32 +27,53 @@ pub struct Plan {
     pub psi: u64,
     /// Parameters that train (Ψ less the frozen ones): those with gradients and state.
     pub psi_trainable: u64,
-    /// Optimizer-state bytes per parameter in the textbook formula.
+    /// Optimizer-state bytes per parameter in the textbook formula (K).
     pub optimizer_bytes_per_param: f64,
+    /// fp32, or mixed precision (half working weights and gradients over fp32 masters).
+    pub precision: Precision,
     /// Every tensor the run allocates, by name, with its largest size: checked against the
     /// adapter's limits before a run.
     pub tensors: Vec<(String, u64)>,
 }
 
 impl Plan {
-    /// The textbook formula: 4Ψ fp32 weights + 4Ψ' fp32 gradients + kΨ' optimizer state, Ψ'
-    /// the trainable parameters.
+    /// The textbook formula, Ψ' the trainable parameters: in fp32, 4Ψ weights + 4Ψ' gradients
+    /// + KΨ' optimizer state; in mixed precision, 2Ψ half weights (+ 4 for each frozen one's
+    /// fp32 value) + 2Ψ' half gradients + (4 + K)Ψ' optimizer state (the fp32 masters with it,
+    /// as ZeRO counts them: 16Ψ for Adam).
     pub fn formula(&self) -> (u64, u64, u64) {
-        (
-            4 * self.psi,
-            4 * self.psi_trainable,
-            (self.optimizer_bytes_per_param * self.psi_trainable as f64) as u64,
-        )
+        let k = (self.optimizer_bytes_per_param * self.psi_trainable as f64) as u64;
+        let frozen = self.psi - self.psi_trainable;
+        match self.precision {
+            Precision::Fp32 => (4 * self.psi, 4 * self.psi_trainable, k),
+            _ => (
+                2 * self.psi + 4 * frozen,
+                2 * self.psi_trainable,
+                4 * self.psi_trainable + k,
+            ),
+        }
     }
 
     pub fn formula_text(&self, optimizer: OptimizerName) -> String {
         let k = self.optimizer_bytes_per_param;
-        format!(
-            "4Ψ + 4Ψ + {k}Ψ = {}Ψ (fp32 weights, fp32 gradients, {} state); Ψ = {}",
-            8.0 + k,
-            optimizer.as_str(),
-            self.psi
-        )
+        match self.precision {
+            Precision::Fp32 => format!(
+                "4Ψ + 4Ψ + {k}Ψ = {}Ψ (fp32 weights, fp32 gradients, {} state); Ψ = {}",
+                8.0 + k,
+                optimizer.as_str(),
+                self.psi
+            ),
+            p => {
+                let half = if p == Precision::Fp16 { "fp16" } else { "bf16" };
+                format!(
+                    "2Ψ + 2Ψ + (4 + {k})Ψ = {}Ψ ({half} weights, {half} gradients, fp32 masters \
+                     and {} state); Ψ = {}",
+                    8.0 + k,
+                    optimizer.as_str(),
+                    self.psi
+                )
+            }
+        }
     }
 
     pub fn to_json(&self, optimizer: OptimizerName) -> serde_json::Value {
@@ -75,6 +97,15 @@ impl Plan {
                 "text": self.formula_text(optimizer),
             },
         })
+    }
+}
+
+/// Model-state bytes per parameter (weights, gradients, optimizer state of K bytes): 8 + K in
+/// fp32, 2 + 2 + (4 + K) in mixed precision.
+pub fn model_state_bytes_per_param(precision: Precision, k: f64) -> f64 {
+    match precision {
+        Precision::Fp32 => 8.0 + k,
+        _ => 2.0 + 2.0 + 4.0 + k,
     }
 }
 
@@ -137,6 +168,7 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
             hyper.centered,
             hyper.momentum,
         ),
+        precision: config.precision,
         tensors,
     })
 }

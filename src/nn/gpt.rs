@@ -6,13 +6,13 @@ use super::layernorm::LayerNorm;
 use super::linear::Linear;
 use super::lora::{LoraAdapter, LoraConfig};
 use super::recompute::Recompute;
-use super::{activation, Param, StepHooks};
+use super::{activation, f32_activation, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::elementwise::add;
 use crate::ops::embedding::{embedding_backward, embedding_forward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
-use crate::ops::softmax_xent::{softmax_xent, PAD};
+use crate::ops::softmax_xent::{softmax_xent, softmax_xent_scaled, PAD};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -262,9 +262,9 @@ impl Gpt {
     fn embed(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
         let shape = [batch.batch, batch.seq, self.config.n_embd];
         let tok = activation(gpu, "tok_emb", &shape)?;
-        embedding_forward(gpu, &batch.tokens, self.wte.value(), &tok);
+        embedding_forward(gpu, &batch.tokens, self.wte.weight(), &tok);
         let pos = activation(gpu, "pos_emb", &shape)?;
-        embedding_forward(gpu, &batch.positions, self.wpe.value(), &pos);
+        embedding_forward(gpu, &batch.positions, self.wpe.weight(), &pos);
         let x = activation(gpu, "x0", &shape)?;
         add(gpu, &tok, &pos, &x);
         Ok(x)
@@ -296,7 +296,7 @@ impl Gpt {
             gpu,
             self.head_dims(batch),
             &xf,
-            self.wte.value(),
+            self.wte.weight(),
             None,
             &logits,
             false,
@@ -307,7 +307,7 @@ impl Gpt {
     /// Per-position losses (B·T) of a batch, forward only (PAD targets give 0).
     pub fn losses(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
         let logits = self.logits(gpu, batch)?;
-        let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
+        let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
         softmax_xent(gpu, &logits, &batch.targets, &losses, None, 0.0)?;
         Ok(losses)
     }
@@ -424,17 +424,18 @@ impl Gpt {
             "logits",
             &[batch.batch, batch.seq, self.config.vocab_size],
         )?;
-        matmul(gpu, d, &xf, self.wte.value(), None, &logits, false);
-        let losses = activation(gpu, "losses", &[batch.batch * batch.seq])?;
+        matmul(gpu, d, &xf, self.wte.weight(), None, &logits, false);
+        let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
         // A separate buffer keeps the kernel's read and write bindings distinct.
         let dlogits = activation(gpu, "dlogits", logits.shape())?;
-        softmax_xent(
+        softmax_xent_scaled(
             gpu,
             &logits,
             &batch.targets,
             &losses,
             Some(&dlogits),
             grad_scale,
+            super::loss_scale().as_deref(),
         )?;
         drop(logits);
 
@@ -444,7 +445,7 @@ impl Gpt {
             gpu,
             d,
             &xf,
-            self.wte.value(),
+            self.wte.weight(),
             &dlogits,
             Some(&dxf),
             None,
@@ -458,7 +459,7 @@ impl Gpt {
                 gpu,
                 d,
                 &xf,
-                self.wte.value(),
+                self.wte.weight(),
                 &dlogits,
                 None,
                 Some(dwte),

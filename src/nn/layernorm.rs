@@ -1,6 +1,6 @@
 //! LayerNorm over the last dimension, with learned gain and bias.
 
-use super::{activation, Param};
+use super::{activation, f32_activation, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
@@ -35,14 +35,14 @@ impl LayerNorm {
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, LayerNormCache)> {
         let out = activation(gpu, "ln.out", x.shape())?;
         let cache = LayerNormCache {
-            mean: activation(gpu, "ln.mean", &[x.rows()])?,
-            rstd: activation(gpu, "ln.rstd", &[x.rows()])?,
+            mean: f32_activation(gpu, "ln.mean", &[x.rows()])?,
+            rstd: f32_activation(gpu, "ln.rstd", &[x.rows()])?,
         };
         layernorm_forward(
             gpu,
             x,
-            self.w.value(),
-            self.b.value(),
+            self.w.weight(),
+            self.b.weight(),
             EPS,
             &out,
             &cache.mean,
@@ -69,7 +69,7 @@ impl LayerNorm {
                 false => Tensor::empty(
                     gpu,
                     "ln frozen grad",
-                    p.value().shape(),
+                    p.weight().shape(),
                     crate::tensor::DType::F32,
                     crate::gpu::Category::Workspace,
                 )
@@ -86,7 +86,7 @@ impl LayerNorm {
             gpu,
             dout,
             x,
-            self.w.value(),
+            self.w.weight(),
             &cache.mean,
             &cache.rstd,
             &dx,

@@ -81,16 +81,16 @@ impl Linear {
     /// out (R, out) = x (R, in)·Wᵀ + b (+ scale·(x·Aᵀ)·Bᵀ with an adapter)
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let d = self.dims(x);
-        let bias = self.b.as_ref().map(|b| b.value());
+        let bias = self.b.as_ref().map(|b| b.weight());
         match &self.quant {
             Some(q) => qmatmul(gpu, x, q, bias, false, out),
-            None => matmul(gpu, d, x, self.w.value(), bias, out, false),
+            None => matmul(gpu, d, x, self.w.weight(), bias, out, false),
         }
         if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
             let us = self.lora_hidden(gpu, lora, x)?;
             // out += us (R, r)·Bᵀ
             let db = MatmulDims::new(d.m, self.out_features, lora.rank(), Layout::NT);
-            matmul(gpu, db, &us, lora.b.value(), None, out, true);
+            matmul(gpu, db, &us, lora.b.weight(), None, out, true);
         }
         Ok(())
     }
@@ -116,7 +116,7 @@ impl Linear {
         let x = dropped.as_ref().unwrap_or(x);
         let u = activation(gpu, "lora.u", &[rows, r])?;
         let da = MatmulDims::new(rows, r, self.in_features, Layout::NT);
-        matmul(gpu, da, x, lora.a.value(), None, &u, false);
+        matmul(gpu, da, x, lora.a.weight(), None, &u, false);
         let us = activation(gpu, "lora.us", &[rows, r])?;
         scale(gpu, &u, lora.scale, &us);
         Ok(us)
@@ -135,8 +135,8 @@ impl Linear {
             self.name()
         );
         match &self.quant {
-            Some(q) => qmatmul(gpu, x, q, Some(b.value()), true, out),
-            None => matmul_bias_relu(gpu, self.dims(x), x, self.w.value(), b.value(), out),
+            Some(q) => qmatmul(gpu, x, q, Some(b.weight()), true, out),
+            None => matmul_bias_relu(gpu, self.dims(x), x, self.w.weight(), b.weight(), out),
         }
     }
 
@@ -155,7 +155,7 @@ impl Linear {
             self.name()
         );
         let d = self.dims(x);
-        let w = self.w.value();
+        let w = self.w.weight();
         if let Some(dx) = dx {
             matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
         }
@@ -199,7 +199,7 @@ impl Linear {
         // du (R, r) = scale·(dout (R, out)·B (out, r))
         let dus = activation(gpu, "lora.dus", &[rows, r])?;
         let d = MatmulDims::new(rows, r, n_out, Layout::NN);
-        matmul(gpu, d, dout, lora.b.value(), None, &dus, false);
+        matmul(gpu, d, dout, lora.b.weight(), None, &dus, false);
         let du = activation(gpu, "lora.du", &[rows, r])?;
         scale(gpu, &dus, lora.scale, &du);
         drop(dus);
@@ -215,10 +215,10 @@ impl Linear {
             let d = MatmulDims::new(rows, n_in, r, Layout::NN);
             let p = lora.active_dropout();
             if p == 0.0 {
-                matmul(gpu, d, &du, lora.a.value(), None, dx, true);
+                matmul(gpu, d, &du, lora.a.weight(), None, dx, true);
             } else {
                 let dxd = activation(gpu, "lora.dx_drop", dx.shape())?;
-                matmul(gpu, d, &du, lora.a.value(), None, &dxd, false);
+                matmul(gpu, d, &du, lora.a.weight(), None, &dxd, false);
                 let masked = activation(gpu, "lora.dx_masked", dx.shape())?;
                 dropout(gpu, &dxd, p, lora.seed.load(Ordering::Relaxed), &masked);
                 accumulate(gpu, &masked, 1.0, dx);
@@ -238,7 +238,7 @@ impl Linear {
         let (n_out, n_in, r) = (
             self.out_features,
             self.in_features,
-            lora.a.value().shape()[0],
+            lora.a.weight().shape()[0],
         );
         // BA (out, in) = B (out, r)·A (r, in)
         let ba = Tensor::empty(
@@ -249,9 +249,11 @@ impl Linear {
             crate::gpu::Category::Workspace,
         )?;
         let d = MatmulDims::new(n_out, n_in, r, Layout::NN);
+        // on the masters (f32 always), then rounded into the working copy
         matmul(gpu, d, lora.b.value(), lora.a.value(), None, &ba, false);
         let sign = if merge { 1.0 } else { -1.0 };
         accumulate(gpu, &ba, sign * lora.scale, self.w.value());
+        self.w.refresh_work(gpu);
         lora.merged = merge;
         Ok(())
     }

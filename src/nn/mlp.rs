@@ -1,11 +1,11 @@
 //! A multilayer perceptron classifier: Linear → activation → … → Linear → logits.
 
 use super::linear::Linear;
-use super::{activation, Param, StepHooks};
+use super::{activation, f32_activation, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward};
-use crate::ops::softmax_xent::softmax_xent;
+use crate::ops::softmax_xent::softmax_xent_scaled;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -162,9 +162,18 @@ impl Mlp {
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (logits, hidden) = self.forward(gpu, x, hooks)?;
-        let losses = activation(gpu, "losses", &[x.rows()])?;
+        let losses = f32_activation(gpu, "losses", &[x.rows()])?;
         let mut dout = activation(gpu, "dlogits", logits.shape())?;
-        softmax_xent(gpu, &logits, targets, &losses, Some(&dout), grad_scale)?;
+        let scale = super::loss_scale();
+        softmax_xent_scaled(
+            gpu,
+            &logits,
+            targets,
+            &losses,
+            Some(&dout),
+            grad_scale,
+            scale.as_deref(),
+        )?;
         for i in (0..self.layers.len()).rev() {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
             hooks.values_needed(gpu, &mut self.layers[i].params_mut())?;

@@ -36,10 +36,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// after).
 pub struct Param {
     pub name: String,
-    /// None while the value lives on another rank (ZeRO 3).
+    /// None while the value lives on another rank (ZeRO 3). Under mixed precision this is the
+    /// fp32 master copy the optimizer updates (charged to optimizer state when trainable, as
+    /// ZeRO counts it), and `work` is what the layers compute with.
     value: Option<Tensor>,
+    /// Mixed precision: the half-precision working copy (f16 or bf16, charged to params),
+    /// rounded from the master after every update ([`Param::refresh_work`]).
+    work: Option<Tensor>,
     shape: Vec<usize>,
-    /// Same shape as the value; None when frozen, or while the gradient lives elsewhere.
+    /// Same shape as the value, in the working precision (f32, or the half type under mixed
+    /// precision); None when frozen, or while the gradient lives elsewhere.
     pub grad: Option<Tensor>,
     frozen: bool,
     /// Whether weight decay applies (matrices and embeddings; not biases or LayerNorm gains).
@@ -106,45 +112,59 @@ impl Param {
     /// inside [`frozen_scope`] with a pattern that matches its name, in which case it never
     /// allocates a gradient.
     pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
-        Self::build(gpu, name, shape, decay, || {
-            Tensor::from_f32(gpu, name, shape, init, Category::Params)
+        Self::build(gpu, name, shape, decay, |category| {
+            Tensor::from_f32(gpu, name, shape, init, category)
         })
     }
 
-    /// A parameter whose value `value` creates, unless this thread's [`Scope`] puts the value
-    /// on another rank (see [`Param::new`]).
+    /// A parameter whose value `value` creates (charged to the category it is given), unless
+    /// this thread's [`Scope`] puts the value on another rank (see [`Param::new`]).
     fn build(
         gpu: &Gpu,
         name: &str,
         shape: &[usize],
         decay: bool,
-        value: impl FnOnce() -> Result<Tensor>,
+        value: impl FnOnce(Category) -> Result<Tensor>,
     ) -> Result<Param> {
-        let (frozen, elsewhere, value_elsewhere) = SCOPE.with(|s| {
+        let (frozen, elsewhere, value_elsewhere, compute) = SCOPE.with(|s| {
             let s = s.borrow();
             let frozen = s.frozen.iter().any(|p| name_matches(p, name));
             // (frozen parameters are not partitioned: every rank keeps them whole)
             let elsewhere = !frozen && s.own.as_ref().is_some_and(|own| !own.contains(name));
-            (frozen, elsewhere, elsewhere && s.values)
+            (frozen, elsewhere, elsewhere && s.values, s.compute)
         });
+        let mixed = compute != DType::F32;
+        // a trainable master is optimizer state under mixed precision (ZeRO's 4Ψ of its 12Ψ)
+        let master = if mixed && !frozen {
+            Category::OptimizerState
+        } else {
+            Category::Params
+        };
+        let value = if value_elsewhere {
+            None
+        } else {
+            Some(value(master)?)
+        };
+        let work = match (&value, mixed) {
+            (Some(v), true) => {
+                let w = Tensor::empty(gpu, name, shape, compute, Category::Params)?;
+                crate::ops::cast::cast(gpu, v, &w);
+                Some(w)
+            }
+            _ => None,
+        };
         Ok(Param {
             name: name.to_string(),
-            value: if value_elsewhere {
-                None
-            } else {
-                Some(value()?)
-            },
+            value,
+            work,
             shape: shape.to_vec(),
             frozen,
             grad: if frozen || elsewhere {
                 None
             } else {
-                Some(Tensor::zeros(
-                    gpu,
-                    &format!("{name}.grad"),
-                    shape,
-                    Category::Grads,
-                )?)
+                let g = Tensor::empty(gpu, &format!("{name}.grad"), shape, compute, Category::Grads)?;
+                gpu.clear(&g);
+                Some(g)
             },
             decay,
             grad_is_zero: AtomicBool::new(true),
@@ -162,8 +182,8 @@ impl Param {
         if gpu.is_ledger() {
             // a ledger keeps no values: drawing them would only cost time and host memory (20 GB
             // for a 5-billion-weight plan)
-            return Self::build(gpu, name, shape, true, || {
-                Tensor::empty(gpu, name, shape, DType::F32, Category::Params)
+            return Self::build(gpu, name, shape, true, |category| {
+                Tensor::empty(gpu, name, shape, DType::F32, category)
             });
         }
         // drawn even where the value will live on another rank, so that every rank's stream
@@ -199,6 +219,25 @@ impl Param {
         })
     }
 
+    /// What the layers compute with: the working copy under mixed precision, else the value.
+    #[track_caller]
+    pub fn weight(&self) -> &Tensor {
+        self.work.as_ref().unwrap_or_else(|| self.value())
+    }
+
+    /// The working precision: f32, or f16/bf16 under mixed precision.
+    pub fn compute_dtype(&self) -> DType {
+        self.work.as_ref().map_or(DType::F32, |w| w.dtype())
+    }
+
+    /// Records the rounding of the master value into the working copy (after an update or a
+    /// restore; nothing without mixed precision).
+    pub fn refresh_work(&self, gpu: &Gpu) {
+        if let (Some(v), Some(w)) = (&self.value, &self.work) {
+            crate::ops::cast::cast(gpu, v, w);
+        }
+    }
+
     /// Whether the value is on this device.
     pub fn resident(&self) -> bool {
         self.value.is_some()
@@ -214,8 +253,17 @@ impl Param {
     }
 }
 
-/// An activation buffer; kernels write all of it before anything reads it.
+/// An activation buffer in the working precision of the model running in this thread
+/// ([`compute_scope`]: f32, or f16/bf16 under mixed precision); kernels write all of it before
+/// anything reads it.
 pub(crate) fn activation(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor> {
+    let dtype = SCOPE.with(|s| s.borrow().compute);
+    Tensor::empty(gpu, name, shape, dtype, Category::Activations)
+}
+
+/// An activation kept in f32 whatever the working precision: per-target losses and
+/// LayerNorm's statistics (the op policy: reductions and losses in f32).
+pub(crate) fn f32_activation(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor> {
     Tensor::empty(gpu, name, shape, DType::F32, Category::Activations)
 }
 
@@ -230,14 +278,56 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
 }
 
 /// How parameters built in this thread's current scope start.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Scope {
+    /// The working precision of the parameters built and the activations made here.
+    compute: DType,
+    /// The step stats whose loss scale the loss gradient is multiplied by (dynamic loss
+    /// scaling; `optim::guard`), while a trainer's step runs.
+    loss_scale: Option<std::sync::Arc<Tensor>>,
     /// Names matching one of these are frozen.
     frozen: Vec<String>,
     /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard), and
     /// with `values` only these get their value on this device (ZeRO 3).
     own: Option<HashSet<String>>,
     values: bool,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            compute: DType::F32,
+            loss_scale: None,
+            frozen: Vec::new(),
+            own: None,
+            values: false,
+        }
+    }
+}
+
+/// Runs `run` with `dtype` as this thread's working precision: parameters built inside get a
+/// working copy and gradients of that type (mixed precision, with f32 masters), and activations
+/// are made in it. Models build inside it and run their passes inside it (the trainer passes
+/// their [`Model`] dtype); f32 is the default.
+pub fn compute_scope<T>(dtype: DType, run: impl FnOnce() -> T) -> T {
+    assert!(
+        matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
+        "compute_scope: {} is not a float working precision",
+        dtype.name()
+    );
+    scoped(|s| s.compute = dtype, run)
+}
+
+/// Runs `run` (a training step's forward and backward) with the loss gradient multiplied by the
+/// loss scale in `stats` (see [`loss_scale`]).
+pub fn loss_scale_scope<T>(stats: std::sync::Arc<Tensor>, run: impl FnOnce() -> T) -> T {
+    scoped(|s| s.loss_scale = Some(stats), run)
+}
+
+/// The step stats holding the loss scale the model's loss gradient is multiplied by, when a
+/// scaled step is running in this thread (the models pass it to `softmax_xent_scaled`).
+pub(crate) fn loss_scale() -> Option<std::sync::Arc<Tensor>> {
+    SCOPE.with(|s| s.borrow().loss_scale.clone())
 }
 
 thread_local! {

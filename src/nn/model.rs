@@ -5,7 +5,7 @@
 
 use super::gpt::GptBatch;
 use super::lora::LoraConfig;
-use super::{activation, Gpt, Mlp, Param, StepHooks};
+use super::{compute_scope, f32_activation, Gpt, Mlp, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
@@ -92,6 +92,13 @@ pub trait Model {
             .into_iter()
             .filter(|p| p.trainable())
             .collect()
+    }
+
+    /// The working precision (f32, or the half type under mixed precision): its parameters'.
+    fn compute_dtype(&self) -> crate::tensor::DType {
+        self.params()
+            .first()
+            .map_or(crate::tensor::DType::F32, |p| p.compute_dtype())
     }
 
     fn num_params(&self) -> usize {
@@ -201,6 +208,16 @@ impl Mlp {
     }
 }
 
+/// `t` as an f32 tensor (logits computed in half precision, for the callers that read them).
+fn in_f32(gpu: &Gpu, t: Tensor) -> Result<Tensor> {
+    if t.dtype() == crate::tensor::DType::F32 {
+        return Ok(t);
+    }
+    let wide = f32_activation(gpu, t.name(), t.shape())?;
+    crate::ops::cast::cast(gpu, &t, &wide);
+    Ok(wide)
+}
+
 impl Model for Mlp {
     fn describe(&self) -> String {
         format!(
@@ -225,18 +242,23 @@ impl Model for Mlp {
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
-        Mlp::forward_backward(self, gpu, &x, &y, grad_scale, hooks)
+        compute_scope(self.compute_dtype(), || {
+            Mlp::forward_backward(self, gpu, &x, &y, grad_scale, hooks)
+        })
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
-        let logits = Mlp::logits(self, gpu, &x)?;
-        let losses = activation(gpu, "losses", &[x.rows()])?;
-        softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
-        Ok(losses)
+        compute_scope(self.compute_dtype(), || {
+            let logits = Mlp::logits(self, gpu, &x)?;
+            let losses = f32_activation(gpu, "losses", &[x.rows()])?;
+            softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
+            Ok(losses)
+        })
     }
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, _) = self.upload(gpu, batch)?;
-        Mlp::logits(self, gpu, &x)
+        let logits = compute_scope(self.compute_dtype(), || Mlp::logits(self, gpu, &x))?;
+        in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {
         None
@@ -277,15 +299,18 @@ impl Model for Gpt {
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        Gpt::forward_backward(self, gpu, &b, grad_scale, hooks)
+        compute_scope(self.compute_dtype(), || {
+            Gpt::forward_backward(self, gpu, &b, grad_scale, hooks)
+        })
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        Gpt::losses(self, gpu, &b)
+        compute_scope(self.compute_dtype(), || Gpt::losses(self, gpu, &b))
     }
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        Gpt::logits(self, gpu, &b)
+        let logits = compute_scope(self.compute_dtype(), || Gpt::logits(self, gpu, &b))?;
+        in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {
         Some(self.config.block_size)

@@ -81,6 +81,26 @@ pub fn attention_forward(
     att: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
+    let (Some(qkv), Some(a), Some(o)) = (
+        super::widen(gpu, qkv),
+        super::Written::new(gpu, att, false),
+        super::Written::new(gpu, out, false),
+    ) else {
+        return Ok(());
+    };
+    attention_forward_f32(gpu, &qkv, nh, a.f32(), o.f32())?;
+    a.done(gpu);
+    o.done(gpu);
+    Ok(())
+}
+
+fn attention_forward_f32(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    nh: usize,
+    att: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
     super::expect_f32("attention_forward", &[qkv, att, out]);
     let (b, t, c, params) = dims(qkv, nh);
     expect_numel("attention att", att, b * nh * t * t);
@@ -139,6 +159,28 @@ pub fn attention_forward(
 
 /// dqkv (B, T, 3C) from dout (B, T, C), the forward's qkv and att; dpre (B, NH, T, T) is workspace.
 pub fn attention_backward(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    att: &Tensor,
+    nh: usize,
+    dpre: &Tensor,
+    dqkv: &Tensor,
+) -> Result<()> {
+    let (Some(dout), Some(qkv), Some(att), Some(d)) = (
+        super::widen(gpu, dout),
+        super::widen(gpu, qkv),
+        super::widen(gpu, att),
+        super::Written::new(gpu, dqkv, false),
+    ) else {
+        return Ok(());
+    };
+    attention_backward_f32(gpu, &dout, &qkv, &att, nh, dpre, d.f32())?;
+    d.done(gpu);
+    Ok(())
+}
+
+fn attention_backward_f32(
     gpu: &Gpu,
     dout: &Tensor,
     qkv: &Tensor,

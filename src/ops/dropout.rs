@@ -31,6 +31,14 @@ pub fn kept(i: u32, seed: u32, p: f32) -> bool {
 
 /// out = x ⊙ mask / (1 − p) (out and x of the same size, not the same tensor).
 pub fn dropout(gpu: &Gpu, x: &Tensor, p: f32, seed: u32, out: &Tensor) {
+    let (Some(x), Some(o)) = (super::widen(gpu, x), super::Written::new(gpu, out, false)) else {
+        return;
+    };
+    dropout_f32(gpu, &x, p, seed, o.f32());
+    o.done(gpu);
+}
+
+fn dropout_f32(gpu: &Gpu, x: &Tensor, p: f32, seed: u32, out: &Tensor) {
     super::expect_f32("dropout", &[x, out]);
     super::expect_numel("dropout out", out, x.numel());
     assert!((0.0..1.0).contains(&p), "dropout: p = {p} is not in [0, 1)");

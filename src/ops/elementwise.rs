@@ -7,8 +7,23 @@ use crate::tensor::Tensor;
 const WG: usize = 256;
 
 /// Records `entry` over out's n elements: the `entry4` kernel (vec4) on the first 4·(n/4), the
-/// scalar `entry` on the rest.
+/// scalar `entry` on the rest. Half-precision tensors go through f32 views (`super::View`).
 fn run(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
+    let same = std::ptr::eq(x, y);
+    let reads_out = entry[0] == "accumulate";
+    let (Some(xv), Some(yv), Some(o)) = (
+        super::widen(gpu, x),
+        if same { Some(super::View::Same(y)) } else { super::widen(gpu, y) },
+        super::Written::new(gpu, out, reads_out),
+    ) else {
+        return;
+    };
+    let yv: &Tensor = if same { &xv } else { &yv };
+    run_f32(gpu, entry, &xv, yv, o.f32(), alpha);
+    o.done(gpu);
+}
+
+fn run_f32(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor, alpha: f32) {
     super::expect_f32(entry[0], &[x, y, out]);
     let [scalar, vec4] = entry;
     let n = out.numel();

@@ -83,6 +83,15 @@ impl EmbeddingIndex {
 
 /// out[r, :] = table[idx[r], :]. table: (V, C); out: (R, C).
 pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out: &Tensor) {
+    let (Some(table), Some(o)) = (super::widen(gpu, table), super::Written::new(gpu, out, false))
+    else {
+        return;
+    };
+    embedding_forward_f32(gpu, index, &table, o.f32());
+    o.done(gpu);
+}
+
+fn embedding_forward_f32(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out: &Tensor) {
     super::expect_f32("embedding_forward", &[table, out]);
     let (rows, cols) = (index.len(), table.cols());
     expect_numel("embedding table", table, index.vocab * cols);
@@ -104,6 +113,23 @@ pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out:
 
 /// dtable[v, :] (+)= Σ_{r : idx[r] = v} dout[r, :]. dout: (R, C); dtable: (V, C).
 pub fn embedding_backward(
+    gpu: &Gpu,
+    index: &EmbeddingIndex,
+    dout: &Tensor,
+    dtable: &Tensor,
+    accumulate: bool,
+) {
+    let (Some(dout), Some(d)) = (
+        super::widen(gpu, dout),
+        super::Written::new(gpu, dtable, accumulate),
+    ) else {
+        return;
+    };
+    embedding_backward_f32(gpu, index, &dout, d.f32(), accumulate);
+    d.done(gpu);
+}
+
+fn embedding_backward_f32(
     gpu: &Gpu,
     index: &EmbeddingIndex,
     dout: &Tensor,

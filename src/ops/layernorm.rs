@@ -35,6 +35,30 @@ pub fn layernorm_forward(
     mean: &Tensor,
     rstd: &Tensor,
 ) {
+    // half-precision x, w, b and out through f32 views; the statistics are f32 always
+    let (Some(x), Some(w), Some(b), Some(o)) = (
+        super::widen(gpu, x),
+        super::widen(gpu, w),
+        super::widen(gpu, b),
+        super::Written::new(gpu, out, false),
+    ) else {
+        return;
+    };
+    layernorm_forward_f32(gpu, &x, &w, &b, eps, o.f32(), mean, rstd);
+    o.done(gpu);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layernorm_forward_f32(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f32,
+    out: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
     super::expect_f32("layernorm_forward", &[x, w, b, out, mean, rstd]);
     let (rows, cols) = (x.rows(), x.cols());
     expect_numel("layernorm w", w, cols);
@@ -74,6 +98,36 @@ pub fn layernorm_backward(
     dx: &Tensor,
     dw: &Tensor,
     db: &Tensor,
+    params: Option<bool>,
+) {
+    let acc = params.unwrap_or(false);
+    let (Some(dout), Some(x), Some(w), Some(dxo), Some(dwo), Some(dbo)) = (
+        super::widen(gpu, dout),
+        super::widen(gpu, x),
+        super::widen(gpu, w),
+        super::Written::new(gpu, dx, false),
+        super::Written::new(gpu, dw, acc),
+        super::Written::new(gpu, db, acc),
+    ) else {
+        return;
+    };
+    layernorm_backward_f32(
+        gpu,
+        [&dout, &x, &w, mean, rstd],
+        [dxo.f32(), dwo.f32(), dbo.f32()],
+        params,
+    );
+    dxo.done(gpu);
+    if params.is_some() {
+        dwo.done(gpu);
+        dbo.done(gpu);
+    }
+}
+
+fn layernorm_backward_f32(
+    gpu: &Gpu,
+    [dout, x, w, mean, rstd]: [&Tensor; 5],
+    [dx, dw, db]: [&Tensor; 3],
     params: Option<bool>,
 ) {
     super::expect_f32("layernorm_backward", &[dout, x, w, mean, rstd, dx, dw, db]);

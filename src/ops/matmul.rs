@@ -187,7 +187,6 @@ pub fn matmul_bias_relu_with(
     bias: &Tensor,
     c: &Tensor,
 ) {
-    super::expect_f32("matmul", &[a, b, bias, c]);
     record(gpu, kernel, d, [a, b, c], Some(bias), Epilogue::BiasRelu);
 }
 
@@ -218,8 +217,6 @@ pub fn matmul_with(
     c: &Tensor,
     accumulate: bool,
 ) {
-    super::expect_f32("matmul", &[a, b, c]);
-    super::expect_f32("matmul", bias.as_slice());
     assert!(
         !(accumulate && bias.is_some()),
         "matmul: a fused bias with accumulate is ambiguous"
@@ -232,7 +229,9 @@ pub fn matmul_with(
     record(gpu, kernel, d, [a, b, c], bias, epilogue);
 }
 
-/// Records one matmul dispatch: c (+)= op(a)·op(b) with the stores `epilogue` says.
+/// Records one matmul dispatch: c (+)= op(a)·op(b) with the stores `epilogue` says. Half-precision
+/// operands are read through f32 views and a half-precision c is rounded once at the end, so the
+/// products of half values accumulate in f32 (`super::View`).
 fn record(
     gpu: &Gpu,
     kernel: MatmulKernel,
@@ -241,6 +240,29 @@ fn record(
     bias: Option<&Tensor>,
     epilogue: Epilogue,
 ) {
+    let accumulate = epilogue == Epilogue::Accumulate;
+    let (Some(a), Some(b), Some(bias), Some(c)) = (
+        super::widen(gpu, a),
+        super::widen(gpu, b),
+        super::widen_opt(gpu, bias),
+        super::Written::new(gpu, c, accumulate),
+    ) else {
+        return;
+    };
+    record_f32(gpu, kernel, d, [&a, &b, c.f32()], bias.as_deref(), epilogue);
+    c.done(gpu);
+}
+
+fn record_f32(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) {
+    super::expect_f32("matmul", &[a, b, c]);
+    super::expect_f32("matmul", bias.as_slice());
     let MatmulDims {
         batch,
         m,
@@ -468,10 +490,7 @@ pub fn matmul_backward(
     dbias: Option<&Tensor>,
     accumulate: bool,
 ) {
-    super::expect_f32("matmul_backward", &[a, b, dc]);
-    for t in [da, db, dbias].into_iter().flatten() {
-        super::expect_f32("matmul_backward", &[t]);
-    }
+    // (each product widens the half-precision operands it reads: see `record`)
     let MatmulDims {
         batch,
         m,

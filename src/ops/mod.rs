@@ -15,8 +15,8 @@ pub mod qmatmul;
 pub mod reduce;
 pub mod softmax_xent;
 
-use crate::gpu::{Access, Gpu, Kernel};
-use crate::tensor::Tensor;
+use crate::gpu::{Access, Category, Gpu, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// Records `kernel` over `n` independent items, `per_group` to a workgroup; the workgroup grid is
 /// folded into 2-D past the per-dimension limit.
@@ -78,4 +78,107 @@ pub(crate) fn expect_f32(op: &str, tensors: &[&Tensor]) {
 
 pub(crate) fn flag(b: bool) -> u32 {
     u32::from(b)
+}
+
+/// An op's f32 view of a float tensor: the tensor itself when it is f32, else (f16, bf16) a
+/// transient f32 copy, charged to workspace and freed when the view drops. This is how every op
+/// reads half-precision storage (mixed precision): the kernel computes in f32 on the widened
+/// values, which are exactly the stored ones, so the result equals a kernel that reads the
+/// half values itself and accumulates in f32.
+pub(crate) enum View<'a> {
+    Same(&'a Tensor),
+    Wide(Tensor),
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        match self {
+            View::Same(t) => t,
+            View::Wide(t) => t,
+        }
+    }
+}
+
+fn is_half(t: &Tensor) -> bool {
+    matches!(t.dtype(), DType::F16 | DType::BF16)
+}
+
+/// A transient f32 twin of the half tensor `t`, holding its values when `copy`. None when the
+/// device refused the buffer: the error is kept for the next flush (ops record, they do not
+/// fail) and the op records nothing.
+fn wide_twin(gpu: &Gpu, t: &Tensor, copy: bool) -> Option<Tensor> {
+    let name = format!("{} (f32)", t.name());
+    match Tensor::empty(gpu, &name, t.shape(), DType::F32, Category::Workspace) {
+        Ok(w) => {
+            if copy {
+                cast::cast(gpu, t, &w);
+            }
+            Some(w)
+        }
+        Err(e) => {
+            gpu.defer_error(e);
+            None
+        }
+    }
+}
+
+/// `t` as f32 for reading (see [`View`]).
+pub(crate) fn widen<'a>(gpu: &Gpu, t: &'a Tensor) -> Option<View<'a>> {
+    if is_half(t) {
+        wide_twin(gpu, t, true).map(View::Wide)
+    } else {
+        Some(View::Same(t))
+    }
+}
+
+/// [`widen`] of an optional tensor: Some(None) for None.
+pub(crate) fn widen_opt<'a>(gpu: &Gpu, t: Option<&'a Tensor>) -> Option<Option<View<'a>>> {
+    match t {
+        Some(t) => widen(gpu, t).map(Some),
+        None => Some(None),
+    }
+}
+
+/// An op's f32 target for an output: the tensor itself when it is f32, else a transient f32 copy
+/// that [`Written::done`] rounds into it (to nearest even, as `ops::cast`). `read`: the op adds
+/// to what the output holds (accumulate), so the copy starts with its values.
+pub(crate) struct Written<'a> {
+    target: &'a Tensor,
+    wide: Option<Tensor>,
+}
+
+impl<'a> Written<'a> {
+    pub(crate) fn new(gpu: &Gpu, target: &'a Tensor, read: bool) -> Option<Written<'a>> {
+        let wide = if is_half(target) {
+            Some(wide_twin(gpu, target, read)?)
+        } else {
+            None
+        };
+        Some(Written { target, wide })
+    }
+
+    /// The tensor the op writes.
+    pub(crate) fn f32(&self) -> &Tensor {
+        self.wide.as_ref().unwrap_or(self.target)
+    }
+
+    /// Records the rounding into the half-precision target (nothing for an f32 one).
+    pub(crate) fn done(self, gpu: &Gpu) {
+        if let Some(w) = &self.wide {
+            cast::cast(gpu, w, self.target);
+        }
+    }
+}
+
+/// [`Written::new`] of an optional output.
+pub(crate) fn written_opt<'a>(
+    gpu: &Gpu,
+    t: Option<&'a Tensor>,
+    read: bool,
+) -> Option<Option<Written<'a>>> {
+    match t {
+        Some(t) => Written::new(gpu, t, read).map(Some),
+        None => Some(None),
+    }
 }

@@ -41,6 +41,10 @@ pub fn reduce(
     index: usize,
     accumulate: bool,
 ) -> Result<()> {
+    let Some(x) = super::widen(gpu, x) else {
+        return Ok(());
+    };
+    let x: &Tensor = &x;
     super::expect_f32("reduce", &[x, out]);
     assert!(index < out.numel(), "reduce: index {index} outside {out:?}");
     let (kernel, n, chunk, groups) = first_pass_shape(x.numel());
@@ -121,6 +125,17 @@ pub fn reduce_backward(gpu: &Gpu, x: &Tensor, mode: Reduction, dy: &Tensor, dx: 
 
 /// out[c] (+)= Σ_r x[r, c]: the bias gradient. x: (rows, cols); out: (cols).
 pub fn colsum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, accumulate: bool) {
+    let (Some(x), Some(o)) = (
+        super::widen(gpu, x),
+        super::Written::new(gpu, out, accumulate),
+    ) else {
+        return;
+    };
+    colsum_f32(gpu, &x, rows, cols, o.f32(), accumulate);
+    o.done(gpu);
+}
+
+fn colsum_f32(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, accumulate: bool) {
     super::expect_f32("colsum", &[x, out]);
     expect_numel("colsum x", x, rows * cols);
     expect_numel("colsum out", out, cols);

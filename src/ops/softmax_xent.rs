@@ -23,6 +23,29 @@ pub fn softmax_xent(
     dlogits: Option<&Tensor>,
     grad_scale: f32,
 ) -> Result<()> {
+    softmax_xent_scaled(gpu, logits, targets, losses, dlogits, grad_scale, None)
+}
+
+/// [`softmax_xent`] with dlogits also multiplied by the loss scale `stats[guard::LOSS_SCALE]`
+/// when `stats` is given (dynamic loss scaling: the scale lives on the GPU). Half-precision
+/// logits and dlogits go through f32 views (the softmax and the loss compute in f32).
+pub fn softmax_xent_scaled(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    losses: &Tensor,
+    dlogits: Option<&Tensor>,
+    grad_scale: f32,
+    stats: Option<&Tensor>,
+) -> Result<()> {
+    let (Some(logits), Some(d)) = (
+        super::widen(gpu, logits),
+        super::written_opt(gpu, dlogits, false),
+    ) else {
+        return Ok(());
+    };
+    let logits: &Tensor = &logits;
+    let dlogits = d.as_ref().map(|d| d.f32());
     super::expect_f32("softmax_xent", &[logits, losses]);
     super::expect_f32("softmax_xent", dlogits.as_slice());
     crate::tensor::expect_dtype("softmax_xent", targets, &[DType::U32]);
@@ -51,6 +74,8 @@ pub fn softmax_xent(
         vocab as u32,
         grad_scale.to_bits(),
         flag(dlogits.is_some()),
+        flag(stats.is_some()),
+        crate::optim::guard::LOSS_SCALE as u32,
     ];
     dispatch_items(
         gpu,
@@ -60,10 +85,15 @@ pub fn softmax_xent(
             (targets, Access::Read),
             (losses, Access::ReadWrite),
             (dlogits_arg, Access::ReadWrite),
+            // (logits stand in for the stats when there is no loss scale: read, never used)
+            (stats.unwrap_or(logits), Access::Read),
         ],
         &params,
         rows,
         1,
     );
+    if let Some(d) = d {
+        d.done(gpu);
+    }
     Ok(())
 }

@@ -269,6 +269,26 @@ pub struct Optimizer {
     placeholders: Vec<Tensor>,
     /// 8-bit Adam's maps (512 values), when used.
     qmap: Option<Tensor>,
+    /// Adam's bias corrections (1 − β1^t, 1 − β2^t) for t = 1 .. L, then (1, 1), as f32 pairs
+    /// (the Adam methods; see [`bias_corrections`]).
+    bias_corrections: Option<Tensor>,
+}
+
+/// Adam's bias corrections (1 − β1^t, 1 − β2^t) for t = 1, 2, … computed in f64 and rounded to
+/// f32, up to the first t where both round to 1.0 (every later step uses that last pair), at
+/// most 2^20 steps. The kernels index it by the steps taken, which the step guard counts on the
+/// GPU, so a skipped step (a loss-scale overflow) leaves Adam's t as it was without a readback.
+pub fn bias_corrections(beta1: f32, beta2: f32) -> Vec<f32> {
+    let mut pairs = Vec::new();
+    for t in 1..=(1u32 << 20) {
+        let bc = |b: f32| (1.0 - (b as f64).powi(t as i32)) as f32;
+        let (b1, b2) = (bc(beta1), bc(beta2));
+        pairs.extend([b1, b2]);
+        if b1 == 1.0 && b2 == 1.0 {
+            break;
+        }
+    }
+    pairs
 }
 
 fn state_tensor(gpu: &Gpu, p: &Param, slot: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -287,7 +307,10 @@ fn state_tensor(gpu: &Gpu, p: &Param, slot: &str, shape: &[usize], dtype: DType)
 /// a gradient) into `stats[0]`: a fixed-order reduction on the GPU, no readback.
 pub fn grad_norm_sq(gpu: &Gpu, params: &[&Param], stats: &Tensor) -> Result<()> {
     if params.is_empty() {
-        gpu.clear(stats);
+        // nothing to sum: Σg² = 0, written by a sum over one zero (the other words are the
+        // guard's, kept across steps)
+        let zero = Tensor::zeros(gpu, "no gradients", &[1], Category::Workspace)?;
+        reduce(gpu, &zero, Reduction::SumOfSquares, stats, 0, false)?;
     }
     for (i, p) in params.iter().enumerate() {
         reduce(gpu, p.grad(), Reduction::SumOfSquares, stats, 0, i > 0)?;
@@ -379,6 +402,22 @@ impl Optimizer {
         } else {
             None
         };
+        let adam = matches!(
+            hyper.name,
+            OptimizerName::Adam | OptimizerName::Adamw | OptimizerName::Adam8bit
+        );
+        let bias_corrections = if adam {
+            let pairs = bias_corrections(hyper.beta1, hyper.beta2);
+            Some(Tensor::from_f32(
+                gpu,
+                "adam bias corrections",
+                &[pairs.len()],
+                &pairs,
+                Category::Workspace,
+            )?)
+        } else {
+            None
+        };
         let index = state
             .iter()
             .enumerate()
@@ -393,6 +432,7 @@ impl Optimizer {
             index,
             placeholders,
             qmap,
+            bias_corrections,
         })
     }
 
@@ -422,10 +462,14 @@ impl Optimizer {
     /// Records one step at learning rate `lr` over the trainable `params`, given the step's
     /// `stats` ([`guard::step_stats`]): clipping by the squared global norm in `stats[0]` (from
     /// [`grad_norm_sq`]; read only when clipping is on), and changing nothing when the skip word
-    /// `stats[1]` is set ([`guard::check`]). Every parameter must be one the optimizer was built
-    /// with; matched by name. A skipped step still counts in `t` (and NAG-GS's γ advances).
+    /// `stats[1]` is set ([`guard::check`]); the gradients are multiplied by `stats[2]` (the
+    /// loss scaler's unscaling) and Adam's bias corrections follow the steps taken,
+    /// `stats[3]`. Every parameter must be one the optimizer was built with; matched by name.
+    /// A skipped step still counts in `t` (and NAG-GS's γ advances), not in the steps taken.
+    /// Half-precision gradients (mixed precision) are read through f32 views, the fp32 masters
+    /// are updated, and each working copy is rounded from its master after its update.
     pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32, stats: &Tensor) -> Result<()> {
-        assert_eq!(stats.numel(), 2, "optimizer step: stats is (norm², skip)");
+        assert_eq!(stats.numel(), guard::STATS, "optimizer step: the step stats");
         let params: Vec<&Param> = params.iter().copied().filter(|p| p.trainable()).collect();
         assert_eq!(
             params.len(),
@@ -434,8 +478,6 @@ impl Optimizer {
         );
         let h = self.hyper;
         let t = self.t + 1;
-        let bc1 = (1.0 - (h.beta1 as f64).powi(t as i32)) as f32;
-        let bc2 = (1.0 - (h.beta2 as f64).powi(t as i32)) as f32;
         let clip = self.grad_clip.to_bits();
         // NAG-GS: b from the old γ; γ advances after the step with this step's α = lr.
         let nag_b = lr * h.mu / (lr * h.mu + self.gamma);
@@ -443,11 +485,15 @@ impl Optimizer {
             let slots = self
                 .slots(&p.name)
                 .unwrap_or_else(|| panic!("optimizer has no state for {}", p.name));
-            crate::ops::expect_f32("optimizer step", &[p.grad(), p.value()]);
+            let Some(grad) = crate::ops::widen(gpu, p.grad()) else {
+                continue;
+            };
+            let grad: &Tensor = &grad;
+            crate::ops::expect_f32("optimizer step", &[grad, p.value()]);
             let n = p.numel() as u32;
             let wd = if p.decay { h.weight_decay } else { 0.0 };
             let s = |i: usize| &slots[i].1;
-            let mut args = vec![(p.grad(), Access::Read), (stats, Access::Read)];
+            let mut args = vec![(grad, Access::Read), (stats, Access::Read)];
             let (kernel, words, per_group): (Kernel, Vec<u32>, usize) = match h.name {
                 OptimizerName::Sgd | OptimizerName::Momentum | OptimizerName::Nesterov => {
                     args.push((p.value(), Access::ReadWrite));
@@ -499,20 +545,21 @@ impl Optimizer {
                         h.beta2.to_bits(),
                         h.eps.to_bits(),
                         wd.to_bits(),
-                        bc1.to_bits(),
-                        bc2.to_bits(),
                         clip,
                         decoupled,
                     ];
+                    let bc = self.bias_corrections.as_ref().expect("adam bias corrections");
                     if slots.len() == 3 {
                         args.push((self.qmap.as_ref().expect("8-bit maps"), Access::Read));
                         args.push((p.value(), Access::ReadWrite));
                         args.extend(slots.iter().map(|(_, t)| (t, Access::ReadWrite)));
+                        args.push((bc, Access::Read));
                         (Kernel::new(Shader::OptimAdam8bit, "step"), w, BLOCK_8BIT)
                     } else {
                         args.push((p.value(), Access::ReadWrite));
                         args.push((s(0), Access::ReadWrite));
                         args.push((s(1), Access::ReadWrite));
+                        args.push((bc, Access::Read));
                         (Kernel::new(Shader::OptimAdam, "step"), w, 256)
                     }
                 }
@@ -544,7 +591,9 @@ impl Optimizer {
             } else {
                 crate::ops::dispatch_items(gpu, &kernel, &args, &words, p.numel(), per_group);
             }
+            p.refresh_work(gpu);
         }
+        guard::count_step(gpu, stats);
         if h.name == OptimizerName::NagGs {
             self.gamma = (self.gamma + lr * h.mu) / (1.0 + lr);
         }

@@ -851,9 +851,8 @@ pub(super) fn sharded_grad_norm(
     let mut v = parts.to_f32(gpu)?;
     timed(clock, || comm.all_reduce_sum(&mut v))?;
     let norm_sq = v[..n].iter().copied().reduce(|a, b| a + b).unwrap_or(0.0);
-    // the skip word (0) is the guard's to set
-    t.stats().write_f32(gpu, &[norm_sq, 0.0]);
-    Ok(())
+    // the skip word is the guard's to set
+    crate::optim::guard::set_norm_sq(gpu, t.stats(), norm_sq)
 }
 
 /// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
@@ -1060,7 +1059,10 @@ pub fn plan_rank(
     )?;
     // the device side of the step (the collectives allocate nothing on it)
     match (&owners, &norm_parts) {
-        (Some((_, owner)), Some(parts)) => own_norms(&ledger, &t, owner, rank, parts)?,
+        (Some((_, owner)), Some(parts)) => {
+            own_norms(&ledger, &t, owner, rank, parts)?;
+            crate::optim::guard::set_norm_sq(&ledger, t.stats(), 0.0)?;
+        }
         _ => t.grad_norm()?,
     }
     t.update()?;

@@ -32,6 +32,10 @@ pub struct CheckpointMeta {
     /// before runs had ids): an output directory holding another run's checkpoint is not
     /// overwritten without `--overwrite`.
     pub run: String,
+    /// The step stats kept across steps: the optimizer steps taken (Adam's t, which skipped
+    /// steps do not advance) and the loss scaler's state. None in checkpoints written before
+    /// they were kept (their steps taken are `optimizer_t`).
+    pub step_state: Option<crate::optim::guard::StepState>,
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -97,6 +101,15 @@ pub fn save(
     info.insert("rng".to_string(), serde_json::to_string(&meta.rng).unwrap());
     info.insert("config".to_string(), meta.config.clone());
     info.insert("run".to_string(), meta.run.clone());
+    if let Some(s) = &meta.step_state {
+        info.insert("steps_taken".to_string(), s.steps_taken.to_string());
+        info.insert("loss_scale".to_string(), s.loss_scale.to_string());
+        info.insert(
+            "loss_scale_growth_tracker".to_string(),
+            s.growth_tracker.to_string(),
+        );
+        info.insert("loss_scale_overflows".to_string(), s.overflows.to_string());
+    }
     if !packed.is_empty() {
         info.insert("i4".to_string(), serde_json::to_string(&packed).unwrap());
     }
@@ -208,6 +221,23 @@ impl Checkpoint {
             rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
             config: field("config")?.clone(),
             run: info.get("run").cloned().unwrap_or_default(),
+            step_state: match info.get("steps_taken") {
+                None => None,
+                Some(_) => {
+                    let loss_scale: f32 = field("loss_scale")?
+                        .parse()
+                        .map_err(|e| err(path, format!("loss_scale: {e}")))?;
+                    if !(loss_scale > 0.0 && loss_scale.is_finite()) {
+                        return Err(err(path, format!("loss_scale {loss_scale} is not positive")));
+                    }
+                    Some(crate::optim::guard::StepState {
+                        steps_taken: num("steps_taken")?,
+                        loss_scale,
+                        growth_tracker: num("loss_scale_growth_tracker")? as u32,
+                        overflows: num("loss_scale_overflows")? as u32,
+                    })
+                }
+            },
         };
         if meta.rng == [0; 4] {
             // xoshiro's one fixed point: it would draw zeros forever
@@ -372,6 +402,9 @@ impl Checkpoint {
         }
         for (name, t) in &pairs {
             gpu.upload(t, self.get(name, t)?);
+        }
+        for p in params {
+            p.refresh_work(gpu);
         }
         report.restored = pairs.into_iter().map(|(n, _)| n).chain(elsewhere).collect();
         report.unused = unused;

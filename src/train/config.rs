@@ -22,6 +22,61 @@ pub enum ModelKind {
     Gpt,
 }
 
+/// The training precision: "fp32", or mixed precision with f16 or bf16 working weights,
+/// activations and gradients over fp32 master weights and optimizer state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Fp16, Precision::Bf16];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Precision> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown precision {s:?}; expected fp32, fp16 or bf16"
+                ))
+            })
+    }
+
+    /// The working (compute) dtype: f32, f16 or bf16.
+    pub fn dtype(self) -> crate::tensor::DType {
+        match self {
+            Precision::Fp32 => crate::tensor::DType::F32,
+            Precision::Fp16 => crate::tensor::DType::F16,
+            Precision::Bf16 => crate::tensor::DType::BF16,
+        }
+    }
+
+    fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+fn is_default_scale(s: &f32) -> bool {
+    *s == crate::optim::guard::INITIAL_SCALE
+}
+
+fn is_default_interval(i: &u32) -> bool {
+    *i == crate::optim::guard::GROWTH_INTERVAL
+}
+
 /// The addition task's knobs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +123,19 @@ pub struct TrainConfig {
     /// fine-tune. Parameters it lacks (LoRA adapters) keep their initial values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// "fp32", "fp16" or "bf16" (mixed precision: fp32 masters and optimizer state).
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// Dynamic loss scaling (PyTorch's GradScaler rules): on by default for fp16, off for bf16
+    /// (its exponent range is fp32's); not available for fp32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scaling: Option<bool>,
+    /// The scaler's initial scale (a power of two, so that unscaling is exact).
+    #[serde(skip_serializing_if = "is_default_scale")]
+    pub initial_loss_scale: f32,
+    /// Finite steps in a row after which the scale doubles.
+    #[serde(skip_serializing_if = "is_default_interval")]
+    pub loss_scale_growth_interval: u32,
     /// Peak learning rate (before batch-size scaling, see `schedule`).
     pub lr: f32,
     /// Warmup, decay and batch-size scaling of the learning rate.
@@ -108,6 +176,10 @@ impl Default for TrainConfig {
             freeze: vec![],
             lora: None,
             init: None,
+            precision: Precision::Fp32,
+            loss_scaling: None,
+            initial_loss_scale: crate::optim::guard::INITIAL_SCALE,
+            loss_scale_growth_interval: crate::optim::guard::GROWTH_INTERVAL,
             lr: 3e-3,
             schedule: Schedule {
                 warmup: Warmup::Gradual,
@@ -143,6 +215,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The loss scaler this run has, if any (fp16 by default; see `loss_scaling`).
+    pub fn scaler(&self) -> Option<crate::optim::guard::Scaler> {
+        let on = self
+            .loss_scaling
+            .unwrap_or(self.precision == Precision::Fp16);
+        (on && self.precision != Precision::Fp32).then_some(crate::optim::guard::Scaler {
+            initial_scale: self.initial_loss_scale,
+            growth_interval: self.loss_scale_growth_interval,
+        })
+    }
+
     /// The defaults for a model and data pair, before any config file or flag: the default run
     /// for gpt on addition, and the shipped `mlp-digits` / `gpt-text` settings otherwise.
     pub fn preset(model: ModelKind, data: &str) -> TrainConfig {
@@ -277,6 +360,18 @@ impl TrainConfig {
                 "eval_windows must be 1..1000000, got {}",
                 self.eval_windows
             ));
+        }
+        if self.precision == Precision::Fp32 && self.loss_scaling == Some(true) {
+            return bad("loss_scaling needs mixed precision (precision fp16 or bf16)".into());
+        }
+        let s = self.initial_loss_scale;
+        if !(s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0 && s.is_normal()) {
+            return bad(format!(
+                "initial_loss_scale must be a positive power of two (exact unscaling), got {s}"
+            ));
+        }
+        if self.loss_scale_growth_interval == 0 {
+            return bad("loss_scale_growth_interval must be at least 1".into());
         }
         if self.max_nonfinite_steps == 0 {
             return bad("max_nonfinite_steps must be at least 1 (1: stop at the first)".into());

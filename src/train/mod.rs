@@ -22,16 +22,18 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
-    frozen_scope, shard_scope, zero_grads, Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
+    compute_scope, frozen_scope, loss_scale_scope, shard_scope, zero_grads, Batch, Gpt, Mlp,
+    Model, NoHooks, StepHooks,
 };
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::guard::{self, Health};
 use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use checkpoint::{Checkpoint, CheckpointMeta, RestoreReport};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 pub enum Task {
     Digits(Digits),
@@ -173,8 +175,9 @@ pub struct Trainer<'g> {
     pub run: String,
     /// (1): Σ of the last step's per-target losses
     loss_sum: Tensor,
-    /// (2): the step's squared global gradient norm and its skip word (optim::guard)
-    stats: Tensor,
+    /// (8): the step's squared global gradient norm, its skip word, the loss scaler's state and
+    /// the steps taken (optim::guard); shared with the model's step for the loss scale
+    stats: Arc<Tensor>,
     /// (4, u32): the non-finite steps the guard skipped (optim::guard)
     health: Tensor,
     /// What a data-parallel rank keeps of the model states (ZeRO); None: all of them.
@@ -226,16 +229,32 @@ impl<'g> Trainer<'g> {
             config.mlp.classes = digits::CLASSES;
         }
         config.validate()?;
+        let dtype = config.precision.dtype();
+        if dtype != DType::F32 && shard.is_some() {
+            return Err(Error::Config(format!(
+                "precision {} runs on one device for now (not with ZeRO or a pipeline)",
+                config.precision.as_str()
+            )));
+        }
+        if dtype == DType::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Config(format!(
+                "precision fp16 needs the adapter feature SHADER_F16, which {} does not offer; \
+                 use bf16 (every adapter)",
+                gpu.info().name
+            )));
+        }
         if config.lora.is_none() && config.freeze.is_empty() && shard.is_none() {
             // weights, gradients and optimizer state from the config alone, before anything
             // is built (a lower bound of the plan: activations come on top)
             let h = config.optimizer.resolve()?;
-            let per_weight =
-                8.0 + crate::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
+            let per_weight = crate::memory::model_state_bytes_per_param(
+                config.precision,
+                crate::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum),
+            );
             let states = config.weight_count() as f64 * per_weight;
             crate::memory::check_fits(
                 gpu,
-                "the model states (fp32 weights, gradients and optimizer state)",
+                "the model states (weights, gradients and optimizer state)",
                 states.min(u64::MAX as f64) as u64,
                 None,
                 "use a smaller model, or train part of it (freeze, LoRA)",
@@ -245,10 +264,11 @@ impl<'g> Trainer<'g> {
         // exists, so the run's peaks (and the planner's) are the training step's alone.
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
-        let model = match &shard {
-            Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config))?,
-            _ => build_model(gpu, &config)?,
-        };
+        let model = compute_scope(dtype, || match &shard {
+            Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config)),
+            _ => build_model(gpu, &config),
+        })?;
+        let scale = config.scaler().map_or(1.0, |s| s.initial_scale);
         let owned: Vec<_> = model
             .trainable_params()
             .into_iter()
@@ -266,7 +286,7 @@ impl<'g> Trainer<'g> {
             step: 0,
             run: new_run_id(),
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
-            stats: guard::step_stats(gpu)?,
+            stats: Arc::new(guard::step_stats(gpu, scale)?),
             health: guard::health_counters(gpu)?,
             shard,
         })
@@ -307,9 +327,13 @@ impl<'g> Trainer<'g> {
         for (k, micro) in batch.split(self.config.micro_batch()).iter().enumerate() {
             let seed = self.dropout_seed(k);
             self.model.set_dropout_seed(seed);
-            let losses = self
-                .model
-                .forward_backward(gpu, micro, 1.0 / count as f32, hooks)?;
+            let scale = 1.0 / count as f32;
+            let losses = match self.config.scaler() {
+                Some(_) => loss_scale_scope(self.stats.clone(), || {
+                    self.model.forward_backward(gpu, micro, scale, hooks)
+                })?,
+                None => self.model.forward_backward(gpu, micro, scale, hooks)?,
+            };
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
         Ok(())
@@ -362,6 +386,7 @@ impl<'g> Trainer<'g> {
             &self.stats,
             &self.health,
             self.step + 1,
+            self.config.scaler(),
         );
         let lr = self.config.lr_at(self.step);
         let shard = &self.shard;
@@ -389,6 +414,11 @@ impl<'g> Trainer<'g> {
             self.gpu.flush()?;
             Ok(None)
         }
+    }
+
+    /// The optimizer steps taken and the loss scaler's state (a sync point).
+    pub fn step_state(&self) -> Result<guard::StepState> {
+        guard::StepState::read(self.gpu, &self.stats)
     }
 
     /// The global gradient norm of the last step (a sync point).
@@ -443,15 +473,17 @@ impl<'g> Trainer<'g> {
         Ok(r)
     }
 
-    pub fn checkpoint_meta(&self) -> CheckpointMeta {
-        CheckpointMeta {
+    /// What a checkpoint of this trainer records besides tensors (reads the step stats back).
+    pub fn checkpoint_meta(&self) -> Result<CheckpointMeta> {
+        Ok(CheckpointMeta {
             step: self.step,
             optimizer_t: self.optimizer.t,
             optimizer_gamma: self.optimizer.gamma,
             rng: self.rng.state(),
             config: serde_json::to_string(&self.config).expect("a config serializes"),
             run: self.run.clone(),
-        }
+            step_state: Some(self.step_state()?),
+        })
     }
 
     /// Writes a checkpoint atomically, after checking the run is healthy and every weight is
@@ -471,7 +503,7 @@ impl<'g> Trainer<'g> {
             path,
             &self.model.params(),
             self.optimizer.state(),
-            &self.checkpoint_meta(),
+            &self.checkpoint_meta()?,
         )
     }
 
@@ -486,10 +518,29 @@ impl<'g> Trainer<'g> {
         let state = same_method.then_some(self.optimizer.state());
         let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;
         self.step = ckpt.meta.step;
+        let mut state = guard::StepState {
+            steps_taken: 0,
+            loss_scale: self.config.scaler().map_or(1.0, |s| s.initial_scale),
+            growth_tracker: 0,
+            overflows: 0,
+        };
         if same_method {
             self.optimizer.t = ckpt.meta.optimizer_t;
             self.optimizer.gamma = ckpt.meta.optimizer_gamma;
+            state.steps_taken = ckpt.meta.optimizer_t;
         }
+        if let Some(saved) = ckpt.meta.step_state {
+            if same_method {
+                state.steps_taken = saved.steps_taken;
+            }
+            // the scaler's state carries over when this run scales too
+            if self.config.scaler().is_some() && saved.loss_scale != 1.0 {
+                state.loss_scale = saved.loss_scale;
+                state.growth_tracker = saved.growth_tracker;
+                state.overflows = saved.overflows;
+            }
+        }
+        state.write(self.gpu, &self.stats);
         self.rng = Rng::from_state(ckpt.meta.rng);
         if !ckpt.meta.run.is_empty() {
             self.run = ckpt.meta.run.clone();

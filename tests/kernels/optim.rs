@@ -155,7 +155,7 @@ fn run_gpu(
     let n = x0.len();
     let p = Param::new(gpu, "w", &[n], x0, decay).unwrap();
     let mut opt = Optimizer::new(gpu, config, clip, &[&p]).unwrap();
-    let norm_sq = wgtrain::optim::guard::step_stats(gpu).unwrap();
+    let norm_sq = wgtrain::optim::guard::step_stats(gpu, 1.0).unwrap();
     for g in all_grads {
         p.grad().write_f32(gpu, g);
         grad_norm_sq(gpu, &[&p], &norm_sq).unwrap();

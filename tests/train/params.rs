@@ -185,6 +185,7 @@ fn a_checkpoint_saves_and_loads_every_dtype() {
         rng: [1, 2, 3, 4],
         config: serde_json::to_string(&TrainConfig::default()).unwrap(),
         run: "test".into(),
+        step_state: None,
     };
     checkpoint::save(&gpu, &path, &[], &state, &meta).unwrap();
     let ckpt = Checkpoint::load(&path).unwrap();

@@ -792,10 +792,12 @@ fn a_non_finite_step_is_skipped_on_the_gpu_and_counted() {
     let batch = t.draw_batch();
     t.forward_backward(&batch).unwrap();
     t.grad_norm().unwrap();
-    t.stats().write_f32(gpu, &[f32::INFINITY, 0.0]);
+    wgtrain::optim::guard::set_norm_sq(gpu, t.stats(), f32::INFINITY).unwrap();
     t.update().unwrap();
     let h = t.health().unwrap();
     assert_eq!((h.skipped, h.last), (2, Some(4)));
+    // the optimizer's steps taken (Adam's t) skip both
+    assert_eq!(t.step_state().unwrap().steps_taken, 2);
     let e = t.check_health().unwrap_err().to_string();
     assert!(e.contains("at step 2") && e.contains("1 more since"), "{e}");
     let dir = crate::TmpDir::new("guard");
