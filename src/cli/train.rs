@@ -50,6 +50,13 @@ pub struct TrainArgs {
     freeze: Option<String>,
     #[arg(long)]
     lr: Option<f32>,
+    /// Training precision: fp32 | fp16 | bf16 (mixed precision: half weights, activations and
+    /// gradients over fp32 master weights and optimizer state; fp16 with dynamic loss scaling).
+    #[arg(long)]
+    precision: Option<String>,
+    /// Dynamic loss scaling: on | off (default: on for fp16, off for bf16).
+    #[arg(long)]
+    loss_scaling: Option<String>,
     /// Scale --lr from --base-batch-size to --batch-size: none | linear | sqrt.
     #[arg(long)]
     lr_scaling: Option<String>,
@@ -223,6 +230,16 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     }
     if let Some(lr) = args.lr {
         config.lr = lr;
+    }
+    if let Some(p) = &args.precision {
+        config.precision = wgtrain::train::config::Precision::parse(p)?;
+    }
+    if let Some(s) = &args.loss_scaling {
+        config.loss_scaling = Some(match s.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => anyhow::bail!("--loss-scaling takes on or off, not {s:?}"),
+        });
     }
     let schedule = &mut config.schedule;
     if let Some(s) = &args.lr_scaling {
@@ -963,6 +980,19 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         "schedule: {}",
         c.schedule.describe(c.lr, c.effective_batch())
     );
+    if c.precision != wgtrain::train::config::Precision::Fp32 {
+        eprintln!(
+            "precision: {} mixed (fp32 master weights and optimizer state), loss scaling {}",
+            c.precision.as_str(),
+            match c.scaler() {
+                Some(s) => format!(
+                    "dynamic (initial scale {}, growth interval {})",
+                    s.initial_scale, s.growth_interval
+                ),
+                None => "off".into(),
+            }
+        );
+    }
 
     let unit = if c.model == ModelKind::Gpt {
         "tokens_per_s"
@@ -1080,6 +1110,38 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         100.0 * mem.fragmentation(),
         mib(mem.runtime)
     );
+    let numel = |ps: Vec<&wgtrain::nn::Param>| ps.iter().map(|p| p.numel() as u64).sum::<u64>();
+    let h = trainer.optimizer.hyper;
+    let k = wgtrain::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
+    let (fp, fg, fo) = wgtrain::memory::model_state_formula(
+        c.precision,
+        numel(trainer.model.params()),
+        numel(trainer.model.trainable_params()),
+        k,
+    );
+    eprintln!(
+        "model states (bytes, measured peak / formula): params {} / {fp}, grads {} / {fg}, \
+         optimizer state {} / {fo} ({} state{})",
+        mem.peak.get(Category::Params),
+        mem.peak.get(Category::Grads),
+        mem.peak.get(Category::OptimizerState),
+        h.name.as_str(),
+        if c.precision == wgtrain::train::config::Precision::Fp32 {
+            String::new()
+        } else {
+            format!(
+                ", with the fp32 master weights; {} mixed",
+                c.precision.as_str()
+            )
+        }
+    );
+    if c.scaler().is_some() {
+        let s = trainer.step_state()?;
+        eprintln!(
+            "loss scaler: scale {} at the end, {} overflow step(s) skipped, {} optimizer steps taken",
+            s.loss_scale, s.overflows, s.steps_taken
+        );
+    }
     if let Task::Addition(a) = &trainer.task {
         let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();
         let answers = addition_answers(&gpu, trainer.model.as_ref(), a, &shown)?;

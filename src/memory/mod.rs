@@ -37,21 +37,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The textbook formula, Ψ' the trainable parameters: in fp32, 4Ψ weights + 4Ψ' gradients
-    /// + KΨ' optimizer state; in mixed precision, 2Ψ half weights (+ 4 for each frozen one's
-    /// fp32 value) + 2Ψ' half gradients + (4 + K)Ψ' optimizer state (the fp32 masters with it,
-    /// as ZeRO counts them: 16Ψ for Adam).
+    /// The textbook formula, Ψ' the trainable parameters: in fp32, 4Ψ weights, 4Ψ' gradients
+    /// and KΨ' optimizer state; in mixed precision, 2Ψ half weights (and 4 bytes for each frozen
+    /// one's fp32 value), 2Ψ' half gradients and (4 + K)Ψ' optimizer state (the fp32 masters
+    /// with it, as ZeRO counts them: 16Ψ for Adam).
     pub fn formula(&self) -> (u64, u64, u64) {
-        let k = (self.optimizer_bytes_per_param * self.psi_trainable as f64) as u64;
-        let frozen = self.psi - self.psi_trainable;
-        match self.precision {
-            Precision::Fp32 => (4 * self.psi, 4 * self.psi_trainable, k),
-            _ => (
-                2 * self.psi + 4 * frozen,
-                2 * self.psi_trainable,
-                4 * self.psi_trainable + k,
-            ),
-        }
+        model_state_formula(
+            self.precision,
+            self.psi,
+            self.psi_trainable,
+            self.optimizer_bytes_per_param,
+        )
     }
 
     pub fn formula_text(&self, optimizer: OptimizerName) -> String {
@@ -97,6 +93,22 @@ impl Plan {
                 "text": self.formula_text(optimizer),
             },
         })
+    }
+}
+
+/// The model-state formula (weights, gradients, optimizer state in bytes) for Ψ parameters of
+/// which Ψ' train, with K optimizer-state bytes per trainable one (see [`Plan::formula`]).
+pub fn model_state_formula(
+    precision: Precision,
+    psi: u64,
+    trainable: u64,
+    k: f64,
+) -> (u64, u64, u64) {
+    let state = (k * trainable as f64) as u64;
+    let frozen = psi - trainable;
+    match precision {
+        Precision::Fp32 => (4 * psi, 4 * trainable, state),
+        _ => (2 * psi + 4 * frozen, 2 * trainable, 4 * trainable + state),
     }
 }
 

@@ -162,7 +162,13 @@ impl Param {
             grad: if frozen || elsewhere {
                 None
             } else {
-                let g = Tensor::empty(gpu, &format!("{name}.grad"), shape, compute, Category::Grads)?;
+                let g = Tensor::empty(
+                    gpu,
+                    &format!("{name}.grad"),
+                    shape,
+                    compute,
+                    Category::Grads,
+                )?;
                 gpu.clear(&g);
                 Some(g)
             },

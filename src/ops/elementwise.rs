@@ -13,7 +13,11 @@ fn run(gpu: &Gpu, entry: [&'static str; 2], x: &Tensor, y: &Tensor, out: &Tensor
     let reads_out = entry[0] == "accumulate";
     let (Some(xv), Some(yv), Some(o)) = (
         super::widen(gpu, x),
-        if same { Some(super::View::Same(y)) } else { super::widen(gpu, y) },
+        if same {
+            Some(super::View::Same(y))
+        } else {
+            super::widen(gpu, y)
+        },
         super::Written::new(gpu, out, reads_out),
     ) else {
         return;

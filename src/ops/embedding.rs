@@ -83,8 +83,10 @@ impl EmbeddingIndex {
 
 /// out[r, :] = table[idx[r], :]. table: (V, C); out: (R, C).
 pub fn embedding_forward(gpu: &Gpu, index: &EmbeddingIndex, table: &Tensor, out: &Tensor) {
-    let (Some(table), Some(o)) = (super::widen(gpu, table), super::Written::new(gpu, out, false))
-    else {
+    let (Some(table), Some(o)) = (
+        super::widen(gpu, table),
+        super::Written::new(gpu, out, false),
+    ) else {
         return;
     };
     embedding_forward_f32(gpu, index, &table, o.f32());

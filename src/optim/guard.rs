@@ -16,7 +16,12 @@ const COUNT_STEP: Kernel = Kernel::new(Shader::Guard, "count_step");
 /// Records, after an optimizer step, its count in the steps taken unless the skip word is set
 /// (Adam's bias corrections read the count: a skipped step leaves t as it was).
 pub fn count_step(gpu: &Gpu, stats: &Tensor) {
-    gpu.dispatch(&COUNT_STEP, &[(stats, Access::ReadWrite)], &[0, 0, 0], [1, 1, 1]);
+    gpu.dispatch(
+        &COUNT_STEP,
+        &[(stats, Access::ReadWrite)],
+        &[0, 0, 0],
+        [1, 1, 1],
+    );
 }
 
 /// Words in a trainer's step stats (see `shaders/guard.wgsl` for each).
@@ -57,7 +62,14 @@ pub fn step_stats(gpu: &Gpu, scale: f32) -> Result<Tensor> {
 /// leaving the words the guard keeps across steps as they are.
 pub fn set_norm_sq(gpu: &Gpu, stats: &Tensor, norm_sq: f32) -> Result<()> {
     let v = Tensor::from_f32(gpu, "gradient norm²", &[1], &[norm_sq], Category::Workspace)?;
-    crate::ops::reduce::reduce(gpu, &v, crate::ops::reduce::Reduction::Sum, stats, NORM_SQ, false)
+    crate::ops::reduce::reduce(
+        gpu,
+        &v,
+        crate::ops::reduce::Reduction::Sum,
+        stats,
+        NORM_SQ,
+        false,
+    )
 }
 
 /// What the stats keep across steps (a checkpoint's `scaler` fields): the steps taken, the loss

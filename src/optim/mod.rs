@@ -469,7 +469,11 @@ impl Optimizer {
     /// Half-precision gradients (mixed precision) are read through f32 views, the fp32 masters
     /// are updated, and each working copy is rounded from its master after its update.
     pub fn step(&mut self, gpu: &Gpu, params: &[&Param], lr: f32, stats: &Tensor) -> Result<()> {
-        assert_eq!(stats.numel(), guard::STATS, "optimizer step: the step stats");
+        assert_eq!(
+            stats.numel(),
+            guard::STATS,
+            "optimizer step: the step stats"
+        );
         let params: Vec<&Param> = params.iter().copied().filter(|p| p.trainable()).collect();
         assert_eq!(
             params.len(),
@@ -548,7 +552,10 @@ impl Optimizer {
                         clip,
                         decoupled,
                     ];
-                    let bc = self.bias_corrections.as_ref().expect("adam bias corrections");
+                    let bc = self
+                        .bias_corrections
+                        .as_ref()
+                        .expect("adam bias corrections");
                     if slots.len() == 3 {
                         args.push((self.qmap.as_ref().expect("8-bit maps"), Access::Read));
                         args.push((p.value(), Access::ReadWrite));

@@ -924,6 +924,13 @@ fn setup<'g>(
     ranks: usize,
     rank: usize,
 ) -> Result<Rank<'g>> {
+    if config.precision != crate::train::config::Precision::Fp32 {
+        // the buckets and collectives move f32 gradients
+        return Err(Error::Config(format!(
+            "precision {} runs on one device for now (not with --devices)",
+            config.precision.as_str()
+        )));
+    }
     // ZeRO: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
     let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
         let ledger = gpu.ledger();

@@ -228,7 +228,10 @@ impl Checkpoint {
                         .parse()
                         .map_err(|e| err(path, format!("loss_scale: {e}")))?;
                     if !(loss_scale > 0.0 && loss_scale.is_finite()) {
-                        return Err(err(path, format!("loss_scale {loss_scale} is not positive")));
+                        return Err(err(
+                            path,
+                            format!("loss_scale {loss_scale} is not positive"),
+                        ));
                     }
                     Some(crate::optim::guard::StepState {
                         steps_taken: num("steps_taken")?,

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
-    compute_scope, frozen_scope, loss_scale_scope, shard_scope, zero_grads, Batch, Gpt, Mlp,
-    Model, NoHooks, StepHooks,
+    compute_scope, frozen_scope, loss_scale_scope, shard_scope, zero_grads, Batch, Gpt, Mlp, Model,
+    NoHooks, StepHooks,
 };
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::guard::{self, Health};

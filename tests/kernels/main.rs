@@ -11,6 +11,7 @@ mod cast;
 mod devices;
 mod elementwise;
 mod embedding;
+mod half;
 mod kashin;
 mod layernorm;
 mod lora;

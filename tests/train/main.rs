@@ -11,6 +11,7 @@ mod devices;
 mod gradients;
 mod lora;
 mod memory;
+mod mixed;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod params;
