@@ -5,13 +5,17 @@
 use crate::error::Result;
 use crate::gpu::{Category, Gpu, KernelTime};
 use crate::nn::gpt::GptBatch;
-use crate::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks};
+use crate::nn::{
+    compute_scope, loss_scale_scope, zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks, Param,
+};
 use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
 use crate::ops::reduce::{reduce, Reduction};
-use crate::optim::{grad_norm_sq, Optimizer, OptimizerConfig, OptimizerName};
+use crate::optim::{grad_norm_sq, guard, Optimizer, OptimizerConfig, OptimizerName};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
+use crate::train::config::Precision;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
@@ -147,8 +151,39 @@ pub fn w_gpt_shapes() -> Vec<(usize, usize, usize, Layout)> {
     ]
 }
 
-/// GFLOP/s of one matmul shape; with `f16`, A and B stored as f16 (`matmul_f16`: the adapter
-/// needs SHADER_F16 and subgroups).
+/// How a benchmarked matmul stores its operands, and so which path it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operands {
+    /// A, B and C f32: the autotuned kernel.
+    F32,
+    /// A and B f16, C f32: the f16 subgroup kernel (`matmul_f16`; SHADER_F16 and subgroups).
+    F16,
+    /// A, B and C in this half type, as mixed-precision training runs them: [`matmul`] reads A
+    /// and B through f32 views, runs the f32 kernel and rounds C once (`ops::View`).
+    Views(DType),
+}
+
+impl Operands {
+    /// The dtype column of the bench's table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operands::F32 => "f32",
+            Operands::F16 => "f16",
+            Operands::Views(DType::F16) => "f16-views",
+            Operands::Views(_) => "bf16-views",
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            Operands::F32 => DType::F32,
+            Operands::F16 => DType::F16,
+            Operands::Views(d) => d,
+        }
+    }
+}
+
+/// GFLOP/s of one matmul shape with its operands stored as `operands` says.
 #[allow(clippy::too_many_arguments)]
 pub fn bench_matmul(
     gpu: &Gpu,
@@ -156,23 +191,33 @@ pub fn bench_matmul(
     n: usize,
     k: usize,
     layout: Layout,
-    f16: bool,
+    operands: Operands,
     warmup: usize,
     reps: usize,
 ) -> Result<MatmulResult> {
     let mut rng = Rng::new(0);
-    let mut operand = |name: &str, numel: usize| {
-        let v = rng.uniform_vec(numel, -1.0, 1.0);
-        if f16 {
-            let h: Vec<half::f16> = v.into_iter().map(half::f16::from_f32).collect();
-            Tensor::from_f16(gpu, name, &[numel], &h, Category::Workspace)
-        } else {
-            Tensor::from_f32(gpu, name, &[numel], &v, Category::Workspace)
+    let mut operand = |name: &str, numel: usize, dtype: DType| -> Result<Tensor> {
+        let v = Tensor::from_f32(
+            gpu,
+            name,
+            &[numel],
+            &rng.uniform_vec(numel, -1.0, 1.0),
+            Category::Workspace,
+        )?;
+        if dtype == DType::F32 {
+            return Ok(v);
         }
+        let h = Tensor::empty(gpu, name, &[numel], dtype, Category::Workspace)?;
+        crate::ops::cast::cast(gpu, &v, &h);
+        Ok(h)
     };
-    let a = operand("a", m * k)?;
-    let b = operand("b", k * n)?;
-    let c = Tensor::zeros(gpu, "c", &[m * n], Category::Workspace)?;
+    let a = operand("a", m * k, operands.dtype())?;
+    let b = operand("b", k * n, operands.dtype())?;
+    let c_dtype = match operands {
+        Operands::Views(d) => d,
+        _ => DType::F32,
+    };
+    let c = operand("c", m * n, c_dtype)?;
     let d = MatmulDims::new(m, n, k, layout);
     // GPU time from timestamp queries where the adapter offers them, else wall clock
     let mut samples = vec![];
@@ -181,7 +226,7 @@ pub fn bench_matmul(
         let t = Instant::now();
         let mut result = Ok(());
         let gpu_ms = gpu.gpu_time_ms(|| {
-            if f16 {
+            if operands == Operands::F16 {
                 result = matmul_f16(gpu, d, &a, &b, None, &c, false);
             } else {
                 matmul(gpu, d, &a, &b, None, &c, false)
@@ -199,7 +244,7 @@ pub fn bench_matmul(
     let ms = median(samples);
     Ok(MatmulResult {
         timing,
-        dtype: if f16 { "f16" } else { "f32" },
+        dtype: operands.label(),
         layout: format!("{layout:?}"),
         m,
         n,
@@ -209,12 +254,94 @@ pub fn bench_matmul(
     })
 }
 
-/// W-MLP: 784 → 1024 → 1024 → 10, ReLU, softmax cross-entropy, batch 256, Adam, random data.
+/// What a step workload adds for its precision: the step stats (norm, scale, steps taken),
+/// and under fp16 the loss scaler and the guard that runs it, as a mixed-precision training
+/// step has them.
+struct StepTail {
+    dtype: DType,
+    stats: Arc<Tensor>,
+    loss: Tensor,
+    health: Tensor,
+    scaler: Option<guard::Scaler>,
+}
+
+impl StepTail {
+    fn new(gpu: &Gpu, precision: Precision) -> Result<StepTail> {
+        if precision == Precision::Fp16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(crate::Error::Config(format!(
+                "fp16 workloads need SHADER_F16, which {} does not offer",
+                gpu.info().name
+            )));
+        }
+        // fp16 gets the loss scaler a training run gets; bf16 and fp32 run without one
+        let scaler = (precision == Precision::Fp16).then_some(guard::Scaler {
+            initial_scale: guard::INITIAL_SCALE,
+            growth_interval: guard::GROWTH_INTERVAL,
+        });
+        Ok(StepTail {
+            dtype: precision.dtype(),
+            stats: Arc::new(guard::step_stats(
+                gpu,
+                scaler.map_or(1.0, |s| s.initial_scale),
+            )?),
+            loss: Tensor::zeros(gpu, "loss", &[1], Category::Workspace)?,
+            health: guard::health_counters(gpu)?,
+            scaler,
+        })
+    }
+
+    /// Builds the model in the workload's working precision (half copies over f32 masters).
+    fn build<T>(&self, build: impl FnOnce() -> Result<T>) -> Result<T> {
+        compute_scope(self.dtype, build)
+    }
+
+    /// Records forward and backward in the working precision, the loss scaled under fp16.
+    fn forward_backward(&self, run: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+        compute_scope(self.dtype, || match self.scaler {
+            Some(_) => loss_scale_scope(self.stats.clone(), run),
+            None => run(),
+        })
+    }
+
+    /// The rest of the step: the loss sum, the squared gradient norm, under fp16 the guard
+    /// (overflow check, unscale, scale update), the optimizer step, one submit.
+    fn finish(
+        &self,
+        gpu: &Gpu,
+        losses: &Tensor,
+        params: &[&Param],
+        opt: &mut Optimizer,
+    ) -> Result<()> {
+        reduce(gpu, losses, Reduction::Sum, &self.loss, 0, false)?;
+        grad_norm_sq(gpu, params, &self.stats)?;
+        if self.scaler.is_some() {
+            guard::check(gpu, &self.loss, &self.stats, &self.health, 1, self.scaler);
+        }
+        opt.step(gpu, params, 1e-3, &self.stats)?;
+        gpu.flush()
+    }
+}
+
+/// The name a workload's results go by: "w-gpt", "w-gpt-bf16".
+fn workload_name(base: &str, precision: Precision) -> String {
+    match precision {
+        Precision::Fp32 => base.to_string(),
+        p => format!("{base}-{}", p.as_str()),
+    }
+}
+
+/// W-MLP: 784 → 1024 → 1024 → 10, ReLU, softmax cross-entropy, batch 256, Adam, random data, in
+/// `precision` (fp16 and bf16: mixed precision, as `--precision` trains).
 /// With `quick`, a scaled-down version (hidden 128, batch 32) for smoke runs.
-pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+pub fn bench_w_mlp(
+    adapter: Option<&str>,
+    opts: StepOptions,
+    precision: Precision,
+) -> Result<StepResult> {
     let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
+    let tail = StepTail::new(&gpu, precision)?;
     let mut rng = Rng::new(1);
     let config = MlpConfig {
         inputs: 784,
@@ -226,7 +353,7 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         classes: 10,
         activation: crate::nn::Activation::Relu,
     };
-    let mut model = Mlp::new(&gpu, config, &mut rng)?;
+    let mut model = tail.build(|| Mlp::new(&gpu, config, &mut rng))?;
     let mut opt = Optimizer::new(
         &gpu,
         &OptimizerConfig::named(OptimizerName::Adam),
@@ -243,25 +370,25 @@ pub fn bench_w_mlp(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
     )?;
     let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
     let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
-    let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = crate::optim::guard::step_stats(&gpu, 1.0)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &model.params());
-        let losses = model.forward_backward(&gpu, &x, &y, 1.0 / b as f32, &mut NoHooks)?;
-        let params = model.params();
-        reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
-        grad_norm_sq(&gpu, &params, &norm_sq)?;
-        opt.step(&gpu, &params, 1e-3, &norm_sq)?;
-        gpu.flush()?;
-        Ok(())
+        let losses = tail.forward_backward(|| {
+            model.forward_backward(&gpu, &x, &y, 1.0 / b as f32, &mut NoHooks)
+        })?;
+        tail.finish(&gpu, &losses, &model.params(), &mut opt)
     };
-    time_step(&gpu, "w-mlp", start, opts, (b, None), step)
+    let name = workload_name("w-mlp", precision);
+    time_step(&gpu, &name, start, opts, (b, None), step)
 }
 
 /// W-GPT: vocab 256, context 128, 4 layers, 4 heads, d_model 256, MLP 1024, GELU, pre-LN,
-/// batch 8, AdamW, random tokens.
+/// batch 8, AdamW, random tokens, in `precision` (as [`bench_w_mlp`]).
 /// With `quick`, a scaled-down version (1 layer, d_model 64, context 32, batch 2) for smoke runs.
-pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+pub fn bench_w_gpt(
+    adapter: Option<&str>,
+    opts: StepOptions,
+    precision: Precision,
+) -> Result<StepResult> {
     let full = GptConfig {
         vocab_size: 256,
         block_size: 128,
@@ -269,12 +396,16 @@ pub fn bench_w_gpt(adapter: Option<&str>, opts: StepOptions) -> Result<StepResul
         n_head: 4,
         n_embd: 256,
     };
-    bench_gpt(adapter, opts, "w-gpt", full, 8)
+    bench_gpt(adapter, opts, "w-gpt", full, 8, precision)
 }
 
 /// W-GPT-S, a small model whose step is mostly fixed costs: vocab 256, context 64, 4 layers, 4
 /// heads, d_model 128, batch 12, AdamW, random tokens. `quick` as W-GPT's.
-pub fn bench_w_gpt_s(adapter: Option<&str>, opts: StepOptions) -> Result<StepResult> {
+pub fn bench_w_gpt_s(
+    adapter: Option<&str>,
+    opts: StepOptions,
+    precision: Precision,
+) -> Result<StepResult> {
     let full = GptConfig {
         vocab_size: 256,
         block_size: 64,
@@ -282,21 +413,23 @@ pub fn bench_w_gpt_s(adapter: Option<&str>, opts: StepOptions) -> Result<StepRes
         n_head: 4,
         n_embd: 128,
     };
-    bench_gpt(adapter, opts, "w-gpt-s", full, 12)
+    bench_gpt(adapter, opts, "w-gpt-s", full, 12, precision)
 }
 
-/// A GPT step workload: `config` at batch `b` (context its block size), or with `opts.quick`
-/// the scaled-down smoke version.
+/// A GPT step workload: `config` at batch `b` (context its block size) in `precision`, or with
+/// `opts.quick` the scaled-down smoke version.
 fn bench_gpt(
     adapter: Option<&str>,
     opts: StepOptions,
     name: &str,
     full: GptConfig,
     b: usize,
+    precision: Precision,
 ) -> Result<StepResult> {
     let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
+    let tail = StepTail::new(&gpu, precision)?;
     let mut rng = Rng::new(2);
     let config = if quick {
         GptConfig {
@@ -309,7 +442,7 @@ fn bench_gpt(
     } else {
         full
     };
-    let mut model = Gpt::new(&gpu, config.clone(), &mut rng)?;
+    let mut model = tail.build(|| Gpt::new(&gpu, config.clone(), &mut rng))?;
     let mut opt = Optimizer::new(
         &gpu,
         &OptimizerConfig::named(OptimizerName::Adamw),
@@ -324,17 +457,13 @@ fn bench_gpt(
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
     let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
-    let loss = Tensor::zeros(&gpu, "loss", &[1], Category::Workspace)?;
-    let norm_sq = crate::optim::guard::step_stats(&gpu, 1.0)?;
     let step = || -> Result<()> {
         zero_grads(&gpu, &model.params());
-        let losses = model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32, &mut NoHooks)?;
-        let params = model.params();
-        reduce(&gpu, &losses, Reduction::Sum, &loss, 0, false)?;
-        grad_norm_sq(&gpu, &params, &norm_sq)?;
-        opt.step(&gpu, &params, 1e-3, &norm_sq)?;
-        gpu.flush()?;
-        Ok(())
+        let losses = tail.forward_backward(|| {
+            model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32, &mut NoHooks)
+        })?;
+        tail.finish(&gpu, &losses, &model.params(), &mut opt)
     };
-    time_step(&gpu, name, start, opts, (b, Some(b * t)), step)
+    let name = workload_name(name, precision);
+    time_step(&gpu, &name, start, opts, (b, Some(b * t)), step)
 }

@@ -4,10 +4,13 @@ use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 use wgtrain::bench::{
-    bench_matmul, bench_w_gpt, bench_w_gpt_s, bench_w_mlp, w_gpt_shapes, StepOptions, StepResult,
+    bench_matmul, bench_w_gpt, bench_w_gpt_s, bench_w_mlp, w_gpt_shapes, Operands, StepOptions,
+    StepResult,
 };
 use wgtrain::ops::matmul::Layout;
 use wgtrain::ops::matmul_tune;
+use wgtrain::tensor::DType;
+use wgtrain::train::config::Precision;
 use wgtrain::Gpu;
 
 #[derive(clap::Args)]
@@ -22,7 +25,8 @@ pub struct BenchArgs {
     /// time goes (timestamp queries; needs TIMESTAMP_QUERY).
     #[arg(long)]
     profile: bool,
-    /// Internal: run one step workload (w-mlp, w-gpt or w-gpt-s) and print its result as JSON. `bench`
+    /// Internal: run one step workload (w-mlp, w-gpt or w-gpt-s, with -fp16 or -bf16 for mixed
+    /// precision) and print its result as JSON. `bench`
     /// runs each workload in a child process of its own this way.
     #[arg(long, hide = true)]
     workload: Option<String>,
@@ -54,11 +58,17 @@ fn run_workload(adapter: Option<&str>, name: &str, child: Child) -> Result<()> {
         quick: child.quick,
         profile: child.profile && !child.cold,
     };
-    let r = match name {
-        "w-mlp" => bench_w_mlp(adapter, opts)?,
-        "w-gpt" => bench_w_gpt(adapter, opts)?,
-        "w-gpt-s" => bench_w_gpt_s(adapter, opts)?,
-        other => anyhow::bail!("unknown workload {other:?}; expected w-mlp, w-gpt or w-gpt-s"),
+    let (base, precision) = [Precision::Fp16, Precision::Bf16]
+        .into_iter()
+        .find_map(|p| Some((name.strip_suffix(&format!("-{}", p.as_str()))?, p)))
+        .unwrap_or((name, Precision::Fp32));
+    let r = match base {
+        "w-mlp" => bench_w_mlp(adapter, opts, precision)?,
+        "w-gpt" => bench_w_gpt(adapter, opts, precision)?,
+        "w-gpt-s" => bench_w_gpt_s(adapter, opts, precision)?,
+        _ => anyhow::bail!(
+            "unknown workload {name:?}; expected w-mlp, w-gpt or w-gpt-s, optionally with -fp16 or -bf16"
+        ),
     };
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
@@ -145,32 +155,45 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         shapes.extend(w_gpt_shapes());
     }
     println!(
-        "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10} {:>9}  timing",
+        "{:<10} {:<4} {:>6} {:>6} {:>6} {:>10} {:>9}  timing",
         "dtype", "op", "m", "n", "k", "ms", "GFLOP/s"
     );
-    // f16 (A and B stored as f16, f32 sums) on the square sizes, where the adapter can
-    let f16 =
-        gpu.features().contains(wgpu::Features::SHADER_F16) && matmul_tune::subgroups_usable(&gpu);
+    // Half precision on the square sizes: the f16 kernel (A and B stored as f16, f32 sums) where
+    // the adapter can run it, and the path mixed-precision training takes (half operands read
+    // through f32 views, C rounded to half): f16 where the adapter has SHADER_F16, bf16 always.
+    let has_f16 = gpu.features().contains(wgpu::Features::SHADER_F16);
+    let f16_kernel = has_f16 && matmul_tune::subgroups_usable(&gpu);
     let squares: Vec<_> = shapes
         .iter()
         .filter(|s| s.0 == s.1 && s.1 == s.2)
         .copied()
         .collect();
-    let runs = shapes
-        .into_iter()
-        .map(|s| (s, false))
-        .chain(squares.into_iter().filter(|_| f16).map(|s| (s, true)));
+    let half: Vec<Operands> = [
+        (f16_kernel, Operands::F16),
+        (has_f16, Operands::Views(DType::F16)),
+        (true, Operands::Views(DType::BF16)),
+    ]
+    .into_iter()
+    .filter_map(|(on, o)| on.then_some(o))
+    .collect();
+    let runs = shapes.into_iter().map(|s| (s, Operands::F32)).chain(
+        half.iter()
+            .flat_map(|&o| squares.iter().map(move |&s| (s, o))),
+    );
     let mut matmuls = vec![];
-    for ((m, n, k, layout), f16) in runs {
-        let r = bench_matmul(&gpu, m, n, k, layout, f16, warmup, reps)?;
+    for ((m, n, k, layout), operands) in runs {
+        let r = bench_matmul(&gpu, m, n, k, layout, operands, warmup, reps)?;
         println!(
-            "{:<6} {:<4} {:>6} {:>6} {:>6} {:>10.3} {:>9.2}  {}",
+            "{:<10} {:<4} {:>6} {:>6} {:>6} {:>10.3} {:>9.2}  {}",
             r.dtype, r.layout, r.m, r.n, r.k, r.ms, r.gflops, r.timing
         );
         matmuls.push(r);
     }
-    if !f16 {
-        println!("(no f16 matmul: it needs SHADER_F16 and subgroups of 8 lanes)");
+    if !f16_kernel {
+        println!("(no f16 kernel: it needs SHADER_F16 and subgroups of 8 lanes)");
+    }
+    if !has_f16 {
+        println!("(no f16 workloads: this adapter has no SHADER_F16)");
     }
     // numpy's sgemm on the same machine in the same run, as the reference point
     let numpy = if args.quick { None } else { numpy_sgemm() };
@@ -194,7 +217,11 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
         cold: false,
     };
     let mut step_results = vec![];
-    for name in WORKLOADS {
+    let workloads = WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| has_f16 || !w.ends_with("-fp16"));
+    for name in workloads {
         let mut r = spawn_workload(adapter, name, warm)?;
         // a first step from nothing cached: the full workloads only (it costs a compile of
         // every kernel, seconds on a CPU adapter)
@@ -210,12 +237,12 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     // PyTorch's step on this machine's CPU, the same workloads, one after the other with ours
     let torch = if args.quick { None } else { torch_steps() };
     println!(
-        "{:<8} {:>9} {:>9} {:>10} {:>9} {:>8}  first step ms: caches as found, nothing cached",
+        "{:<11} {:>9} {:>9} {:>10} {:>9} {:>8}  first step ms: caches as found, nothing cached",
         "step", "ms/step", "tokens/s", "samples/s", "peak MiB", "submits"
     );
     for s in &step_results {
         println!(
-            "{:<8} {:>9.1} {:>9} {:>10.0} {:>9.2} {:>8.1}  {:>13.0}, {}",
+            "{:<11} {:>9.1} {:>9} {:>10.0} {:>9.2} {:>8.1}  {:>13.0}, {}",
             s.workload,
             s.ms_per_step,
             s.tokens_per_s
@@ -288,8 +315,17 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The step workloads, each in a child process of its own.
-const WORKLOADS: [&str; 3] = ["w-mlp", "w-gpt", "w-gpt-s"];
+/// The step workloads, each in a child process of its own: fp32, then W-MLP and W-GPT in mixed
+/// precision.
+const WORKLOADS: [&str; 7] = [
+    "w-mlp",
+    "w-gpt",
+    "w-gpt-s",
+    "w-mlp-fp16",
+    "w-mlp-bf16",
+    "w-gpt-fp16",
+    "w-gpt-bf16",
+];
 
 /// The standard output of `python3 benches/<script>` (next to the sources this binary was built
 /// from), for the reference runs; None when python3, the script or what it imports is missing.

@@ -1115,6 +1115,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let k = wgtrain::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
     let (fp, fg, fo) = wgtrain::memory::model_state_formula(
         c.precision,
+        c.grad_dtype(),
         numel(trainer.model.params()),
         numel(trainer.model.trainable_params()),
         k,

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{ByCategory, Category, Gpu};
 use crate::nn::Recompute;
 use crate::optim::OptimizerName;
+use crate::tensor::DType;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::config::Precision;
 use crate::train::{load_task, ModelKind, Task, TrainConfig, Trainer};
@@ -31,6 +32,9 @@ pub struct Plan {
     pub optimizer_bytes_per_param: f64,
     /// fp32, or mixed precision (half working weights and gradients over fp32 masters).
     pub precision: Precision,
+    /// The gradients' dtype: the working precision, or f32 where mixed-precision micro-batches
+    /// are summed ([`TrainConfig::grad_dtype`]).
+    pub grad_dtype: DType,
     /// Every tensor the run allocates, by name, with its largest size: checked against the
     /// adapter's limits before a run.
     pub tensors: Vec<(String, u64)>,
@@ -39,11 +43,12 @@ pub struct Plan {
 impl Plan {
     /// The textbook formula, Ψ' the trainable parameters: in fp32, 4Ψ weights, 4Ψ' gradients
     /// and KΨ' optimizer state; in mixed precision, 2Ψ half weights (and 4 bytes for each frozen
-    /// one's fp32 value), 2Ψ' half gradients and (4 + K)Ψ' optimizer state (the fp32 masters
-    /// with it, as ZeRO counts them: 16Ψ for Adam).
+    /// one's fp32 value), 2Ψ' half gradients (4Ψ' when micro-batches are summed in f32) and
+    /// (4 + K)Ψ' optimizer state (the fp32 masters with it, as ZeRO counts them: 16Ψ for Adam).
     pub fn formula(&self) -> (u64, u64, u64) {
         model_state_formula(
             self.precision,
+            self.grad_dtype,
             self.psi,
             self.psi_trainable,
             self.optimizer_bytes_per_param,
@@ -60,11 +65,15 @@ impl Plan {
                 self.psi
             ),
             p => {
-                let half = if p == Precision::Fp16 { "fp16" } else { "bf16" };
+                let half = p.as_str();
+                let (g, grads) = match self.grad_dtype {
+                    DType::F32 => (4.0, "fp32 gradients summed over micro-batches".to_string()),
+                    _ => (2.0, format!("{half} gradients")),
+                };
                 format!(
-                    "2Ψ + 2Ψ + (4 + {k})Ψ = {}Ψ ({half} weights, {half} gradients, fp32 masters \
-                     and {} state); Ψ = {}",
-                    8.0 + k,
+                    "2Ψ + {g}Ψ + (4 + {k})Ψ = {}Ψ ({half} weights, {grads}, fp32 masters and {} \
+                     state); Ψ = {}",
+                    6.0 + g + k,
                     optimizer.as_str(),
                     self.psi
                 )
@@ -97,27 +106,32 @@ impl Plan {
 }
 
 /// The model-state formula (weights, gradients, optimizer state in bytes) for Ψ parameters of
-/// which Ψ' train, with K optimizer-state bytes per trainable one (see [`Plan::formula`]).
+/// which Ψ' train, gradients of `grad_dtype`, with K optimizer-state bytes per trainable one
+/// (see [`Plan::formula`]).
 pub fn model_state_formula(
     precision: Precision,
+    grad_dtype: DType,
     psi: u64,
     trainable: u64,
     k: f64,
 ) -> (u64, u64, u64) {
     let state = (k * trainable as f64) as u64;
     let frozen = psi - trainable;
+    let grads = grad_dtype.bytes_for(trainable as usize);
     match precision {
-        Precision::Fp32 => (4 * psi, 4 * trainable, state),
-        _ => (2 * psi + 4 * frozen, 2 * trainable, 4 * trainable + state),
+        Precision::Fp32 => (4 * psi, grads, state),
+        _ => (2 * psi + 4 * frozen, grads, 4 * trainable + state),
     }
 }
 
-/// Model-state bytes per parameter (weights, gradients, optimizer state of K bytes): 8 + K in
-/// fp32, 2 + 2 + (4 + K) in mixed precision.
-pub fn model_state_bytes_per_param(precision: Precision, k: f64) -> f64 {
+/// Model-state bytes per parameter (weights, gradients of `grad_dtype`, optimizer state of K
+/// bytes): 8 + K in fp32, 2 + 2 + (4 + K) in mixed precision (2 + 4 + (4 + K) with f32
+/// gradients).
+pub fn model_state_bytes_per_param(precision: Precision, grad_dtype: DType, k: f64) -> f64 {
+    let g = grad_dtype.bytes_for(1) as f64;
     match precision {
-        Precision::Fp32 => 8.0 + k,
-        _ => 2.0 + 2.0 + 4.0 + k,
+        Precision::Fp32 => 4.0 + g + k,
+        _ => 2.0 + g + 4.0 + k,
     }
 }
 
@@ -181,6 +195,7 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
             hyper.momentum,
         ),
         precision: config.precision,
+        grad_dtype: config.grad_dtype(),
         tensors,
     })
 }

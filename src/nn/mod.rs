@@ -126,12 +126,13 @@ impl Param {
         decay: bool,
         value: impl FnOnce(Category) -> Result<Tensor>,
     ) -> Result<Param> {
-        let (frozen, elsewhere, value_elsewhere, compute) = SCOPE.with(|s| {
+        let (frozen, elsewhere, value_elsewhere, compute, grad_dtype) = SCOPE.with(|s| {
             let s = s.borrow();
             let frozen = s.frozen.iter().any(|p| name_matches(p, name));
             // (frozen parameters are not partitioned: every rank keeps them whole)
             let elsewhere = !frozen && s.own.as_ref().is_some_and(|own| !own.contains(name));
-            (frozen, elsewhere, elsewhere && s.values, s.compute)
+            let grads = s.grads.unwrap_or(s.compute);
+            (frozen, elsewhere, elsewhere && s.values, s.compute, grads)
         });
         let mixed = compute != DType::F32;
         // a trainable master is optimizer state under mixed precision (ZeRO's 4Ψ of its 12Ψ)
@@ -166,7 +167,7 @@ impl Param {
                     gpu,
                     &format!("{name}.grad"),
                     shape,
-                    compute,
+                    grad_dtype,
                     Category::Grads,
                 )?;
                 gpu.clear(&g);
@@ -288,6 +289,9 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
 struct Scope {
     /// The working precision of the parameters built and the activations made here.
     compute: DType,
+    /// The gradients' dtype, when not the working precision (f32 gradients summed over
+    /// micro-batches under mixed precision; [`grad_dtype_scope`]).
+    grads: Option<DType>,
     /// The step stats whose loss scale the loss gradient is multiplied by (dynamic loss
     /// scaling; `optim::guard`), while a trainer's step runs.
     loss_scale: Option<std::sync::Arc<Tensor>>,
@@ -303,6 +307,7 @@ impl Default for Scope {
     fn default() -> Self {
         Scope {
             compute: DType::F32,
+            grads: None,
             loss_scale: None,
             frozen: Vec::new(),
             own: None,
@@ -322,6 +327,13 @@ pub fn compute_scope<T>(dtype: DType, run: impl FnOnce() -> T) -> T {
         dtype.name()
     );
     scoped(|s| s.compute = dtype, run)
+}
+
+/// Runs `run` (a model's construction) with gradients of `dtype` for the trainable parameters
+/// built inside, whatever the working precision (the trainer's f32 gradients when mixed-precision
+/// micro-batches are summed).
+pub fn grad_dtype_scope<T>(dtype: DType, run: impl FnOnce() -> T) -> T {
+    scoped(|s| s.grads = Some(dtype), run)
 }
 
 /// Runs `run` (a training step's forward and backward) with the loss gradient multiplied by the

@@ -452,6 +452,17 @@ impl TrainConfig {
     }
 
     /// What runs at once.
+    /// The gradients' dtype: f32, or under mixed precision the half type when a step is one
+    /// micro-batch. With several, f32: the micro-batches' gradients are summed in f32, since a
+    /// half sum rounded after each micro-batch loses the small contributions (bf16 keeps 8 bits).
+    pub fn grad_dtype(&self) -> crate::tensor::DType {
+        if self.micro_batch() < self.batch_size {
+            crate::tensor::DType::F32
+        } else {
+            self.precision.dtype()
+        }
+    }
+
     pub fn micro_batch(&self) -> usize {
         if self.micro_batch_size == 0 {
             self.batch_size

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
-    compute_scope, frozen_scope, loss_scale_scope, shard_scope, zero_grads, Batch, Gpt, Mlp, Model,
-    NoHooks, StepHooks,
+    compute_scope, frozen_scope, grad_dtype_scope, loss_scale_scope, shard_scope, zero_grads,
+    Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
 };
 use crate::ops::reduce::{reduce, Reduction};
 use crate::optim::guard::{self, Health};
@@ -249,6 +249,7 @@ impl<'g> Trainer<'g> {
             let h = config.optimizer.resolve()?;
             let per_weight = crate::memory::model_state_bytes_per_param(
                 config.precision,
+                config.grad_dtype(),
                 crate::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum),
             );
             let states = config.weight_count() as f64 * per_weight;
@@ -264,9 +265,11 @@ impl<'g> Trainer<'g> {
         // exists, so the run's peaks (and the planner's) are the training step's alone.
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
-        let model = compute_scope(dtype, || match &shard {
-            Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config)),
-            _ => build_model(gpu, &config),
+        let model = compute_scope(dtype, || {
+            grad_dtype_scope(config.grad_dtype(), || match &shard {
+                Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config)),
+                _ => build_model(gpu, &config),
+            })
         })?;
         let scale = config.scaler().map_or(1.0, |s| s.initial_scale);
         let owned: Vec<_> = model

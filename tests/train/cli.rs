@@ -326,21 +326,34 @@ fn bench_quick_runs_and_writes_json() {
     assert!(v["adapter"]["name"].is_string());
     assert!(v["matmul"][0]["gflops"].as_f64().unwrap() > 0.0);
     if v["adapter"]["name"].as_str().unwrap().contains("llvmpipe") {
-        // lavapipe has SHADER_F16 and 8-lane subgroups: the f16 matmul is measured too
+        // lavapipe has SHADER_F16 and 8-lane subgroups: the f16 kernel is measured too, and
+        // the half-precision path training takes (f32 views) for f16 and bf16
         let dtypes: Vec<&str> = v["matmul"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["dtype"].as_str().unwrap())
             .collect();
-        assert_eq!(dtypes, ["f32", "f16"]);
+        assert_eq!(dtypes, ["f32", "f16", "f16-views", "bf16-views"]);
     }
     let steps = v["steps"].as_array().unwrap();
     let names: Vec<&str> = steps
         .iter()
         .map(|s| s["workload"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["w-mlp", "w-gpt", "w-gpt-s"]);
+    // fp32, then mixed precision (lavapipe has SHADER_F16, so fp16 runs too)
+    assert_eq!(
+        names,
+        [
+            "w-mlp",
+            "w-gpt",
+            "w-gpt-s",
+            "w-mlp-fp16",
+            "w-mlp-bf16",
+            "w-gpt-fp16",
+            "w-gpt-bf16"
+        ]
+    );
     assert!(
         steps
             .iter()
