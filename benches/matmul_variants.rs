@@ -3,7 +3,8 @@
 //! C (M, N) = A (M, K) · B (K, N), row-major, with entry point `main` and bindings
 //! 0: uniform {m, n, k}, 1: a, 2: b, 3: c. A variant declares its launch shape in its first line:
 //! `// tile: ROWS COLS WGX [rows-first]` (outputs per workgroup along M and N, invocations per
-//! workgroup; rows-first: workgroup x walks M).
+//! workgroup; rows-first: workgroup x walks M; textures: A and B are rgba32float textures, A
+//! (K/4 texels wide, M high) and B (N/4 wide, K high)).
 //! Every variant is validated against an f64 reference on odd-free small shapes, then timed at
 //! 256³, 512³ and 1024³ (median of 10 runs after a warm-up, wall clock around a wait).
 
@@ -19,6 +20,9 @@ struct Variant {
     cols: u32,
     /// Workgroup x walks the rows (M) instead of the columns.
     rows_first: bool,
+    /// A and B are bound as rgba32float textures (`// tile: … textures`): A (K/4 wide, M high),
+    /// B (N/4 wide, K high), one texel a vec4 of a row.
+    textures: bool,
 }
 
 fn load_variants(filter: Option<&str>) -> Vec<Variant> {
@@ -48,6 +52,7 @@ fn load_variants(filter: Option<&str>) -> Vec<Variant> {
             rows: nums[0],
             cols: nums[1],
             rows_first: first.contains("rows-first"),
+            textures: first.contains("textures"),
         });
     }
     out
@@ -95,18 +100,74 @@ impl Run<'_> {
             usage: storage,
             mapped_at_creation: false,
         });
+        let texture = |w: u32, h: u32, data: &[f32]| {
+            let t = dev.create_texture(&wgpu::TextureDescriptor {
+                label: None,
+                size: wgpu::Extent3d {
+                    width: w,
+                    height: h,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            q.write_texture(
+                t.as_image_copy(),
+                bytemuck::cast_slice(data),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(w * 16),
+                    rows_per_image: None,
+                },
+                t.size(),
+            );
+            t.create_view(&Default::default())
+        };
+        let views = self
+            .v
+            .textures
+            .then(|| (texture(k / 4, m, a), texture(n / 4, k, b)));
         let layout = self.pipeline.get_bind_group_layout(0);
+        let mut entries: Vec<wgpu::BindGroupEntry> = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: ub.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: cb.as_entire_binding(),
+            },
+        ];
+        match &views {
+            Some((va, vb)) => entries.extend([
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::TextureView(va),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::TextureView(vb),
+                },
+            ]),
+            None => entries.extend([
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: ab.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: bb.as_entire_binding(),
+                },
+            ]),
+        }
         let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &layout,
-            entries: &[&ub, &ab, &bb, &cb]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: b.as_entire_binding(),
-                })
-                .collect::<Vec<_>>(),
+            entries: &entries,
         });
         let (gm, gn) = (m.div_ceil(self.v.rows), n.div_ceil(self.v.cols));
         let groups = if self.v.rows_first {
@@ -173,11 +234,57 @@ fn main() {
                 label: Some(&v.name),
                 source: wgpu::ShaderSource::Wgsl(v.source.clone().into()),
             });
+        // rgba32float is not filterable: a textured variant's layout says so (the automatic
+        // layout would ask for a filterable texture)
+        let explicit = v.textures.then(|| {
+            let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty,
+                count: None,
+            };
+            let texture = wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            };
+            let bgl = gpu
+                .device()
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: None,
+                    entries: &[
+                        entry(
+                            0,
+                            wgpu::BindingType::Buffer {
+                                ty: wgpu::BufferBindingType::Uniform,
+                                has_dynamic_offset: false,
+                                min_binding_size: None,
+                            },
+                        ),
+                        entry(1, texture),
+                        entry(2, texture),
+                        entry(
+                            3,
+                            wgpu::BindingType::Buffer {
+                                ty: wgpu::BufferBindingType::Storage { read_only: false },
+                                has_dynamic_offset: false,
+                                min_binding_size: None,
+                            },
+                        ),
+                    ],
+                });
+            gpu.device()
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: None,
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                })
+        });
         let pipeline = gpu
             .device()
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&v.name),
-                layout: None,
+                layout: explicit.as_ref(),
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),

@@ -8,6 +8,8 @@ pub enum Shader {
     /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_f16_source`]); needs
     /// SHADER_F16.
     MatmulSubgroupF16,
+    /// Workgroup-memory tiles, for GPUs.
+    MatmulTiled,
     Elementwise,
     SoftmaxXent,
     Layernorm,
@@ -30,10 +32,11 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 22] = [
+    pub const ALL: [Shader; 23] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
+        Shader::MatmulTiled,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
@@ -60,6 +63,7 @@ impl Shader {
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
+            Shader::MatmulTiled => "matmul_tiled",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
@@ -87,6 +91,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
+            Shader::MatmulTiled => include_str!("../../shaders/matmul_tiled.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),

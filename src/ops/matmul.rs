@@ -1,7 +1,7 @@
 //! Batched matmul in the layouts a training step needs (A·B, A·Bᵀ, Aᵀ·B) with an optional fused
 //! bias, and its backward. Kernel: `shaders/matmul.wgsl`.
 
-use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES};
+use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES, TILED_TILES};
 use super::{expect_numel, flag};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
@@ -88,6 +88,52 @@ static SUBGROUP_RAGGED_KERNELS: [[Kernel; 2]; SUBGROUP_TILES.len()] =
     ragged_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
+
+/// A `matmul_tiled.wgsl` kernel for one shape of [`TILED_TILES`], layout and accumulation.
+macro_rules! tiled_kernel {
+    ($tile:expr, $a_t:expr, $b_t:expr, $acc:expr) => {
+        Kernel {
+            shader: Shader::MatmulTiled,
+            entry: "matmul_tiled",
+            overrides: &[
+                ("TM", TILED_TILES[$tile].1 .0 as f64),
+                ("TN", TILED_TILES[$tile].1 .1 as f64),
+                ("BK", TILED_TILES[$tile].1 .2 as f64),
+                ("A_T", $a_t as u32 as f64),
+                ("B_T", $b_t as u32 as f64),
+                ("ACCUMULATE", $acc as u32 as f64),
+            ],
+        }
+    };
+}
+
+/// One tiled shape in the three layouts (NN, NT, TN), storing and accumulating.
+macro_rules! tiled_layouts {
+    ($tile:expr) => {
+        [
+            [
+                tiled_kernel!($tile, false, false, false),
+                tiled_kernel!($tile, false, false, true),
+            ],
+            [
+                tiled_kernel!($tile, false, true, false),
+                tiled_kernel!($tile, false, true, true),
+            ],
+            [
+                tiled_kernel!($tile, true, false, false),
+                tiled_kernel!($tile, true, false, true),
+            ],
+        ]
+    };
+}
+
+/// [shape][layout][accumulate], indexed like [`TILED_TILES`].
+static TILED_KERNELS: [[[Kernel; 2]; 3]; TILED_TILES.len()] = [
+    tiled_layouts!(0),
+    tiled_layouts!(1),
+    tiled_layouts!(2),
+    tiled_layouts!(3),
+];
 
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
@@ -205,7 +251,8 @@ enum Epilogue {
 
 /// [`matmul`] with the kernel given. `Blocked` means the vec4 kernel when M, N and K are
 /// multiples of 4 and the scalar one otherwise; `Subgroup` takes any dims (its ragged variant
-/// when one is not a multiple of 4).
+/// when one is not a multiple of 4); `Tiled` runs where M, N and K are multiples of 4 and
+/// hands other dims to the scalar kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     gpu: &Gpu,
@@ -318,6 +365,20 @@ fn record_f32(
             return;
         }
     }
+    if let (MatmulKernel::Tiled { rows, cols }, true) = (kernel, aligned) {
+        let shape = TILED_TILES
+            .iter()
+            .position(|(t, _)| *t == (rows, cols))
+            .expect("a shape the table holds");
+        let kernel =
+            &TILED_KERNELS[shape][matmul_tune::layout_index(layout)][usize::from(accumulate)];
+        let groups = [n.div_ceil(cols as usize), m.div_ceil(rows as usize), batch];
+        let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        if groups.iter().all(|&g| g <= limit) {
+            gpu.dispatch(kernel, &args, &aligned_words(d, store_word), groups.map(u));
+            return;
+        }
+    }
     if aligned {
         let words = [
             u(m),
@@ -407,7 +468,7 @@ fn dispatch_subgroup(
 
 /// [`matmul`] with a and b stored as f16 (products and sums in f32, c f32): half the bytes read.
 /// Needs the adapter's SHADER_F16, subgroups of at least 8 lanes, and M, N, K multiples of 4;
-/// runs at the tile the autotune chose (4x1 when it chose the blocked kernel).
+/// runs at the tile the autotune chose (4x1 when it chose another kernel).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_f16(
     gpu: &Gpu,
@@ -452,7 +513,7 @@ pub fn matmul_f16(
             row_groups,
             col_groups,
         } => (row_groups, col_groups),
-        MatmulKernel::Blocked => (4, 1),
+        MatmulKernel::Blocked | MatmulKernel::Tiled { .. } => (4, 1),
     };
     let args = [
         (a, Access::Read),

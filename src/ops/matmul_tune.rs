@@ -29,7 +29,20 @@ pub enum MatmulKernel {
     Blocked,
     /// `matmul_subgroup`: 8·`row_groups` rows × 4·`col_groups` columns per lane.
     Subgroup { row_groups: u32, col_groups: u32 },
+    /// `matmul_tiled`: workgroup-memory tiles of `rows` × `cols` outputs per 256-invocation
+    /// workgroup (one of [`TILED_TILES`]); for GPUs.
+    Tiled { rows: u32, cols: u32 },
 }
+
+/// The tiled kernel's shapes: (outputs per workgroup: rows, columns) with (TM, TN, BK), the rows
+/// and columns per invocation and the k of each shared slice. Workgroup memory per shape is
+/// (BK·BM + BK·BN)·4 bytes: 8, 12, 12 and 8 KiB, inside WebGPU's 16 KiB minimum.
+pub const TILED_TILES: [((u32, u32), (u32, u32, u32)); 4] = [
+    ((64, 64), (4, 4, 16)),
+    ((128, 64), (8, 4, 16)),
+    ((64, 128), (4, 8, 16)),
+    ((128, 128), (8, 8, 8)),
+];
 
 /// The subgroup kernel's tile shapes the autotune tries (row groups of 8 rows, vec4 columns per
 /// lane): every shape `matmul_subgroup.wgsl` spells out.
@@ -52,6 +65,7 @@ impl fmt::Display for MatmulKernel {
                 row_groups,
                 col_groups,
             } => write!(f, "subgroup:{row_groups}x{col_groups}"),
+            MatmulKernel::Tiled { rows, cols } => write!(f, "tiled:{rows}x{cols}"),
         }
     }
 }
@@ -63,8 +77,20 @@ impl std::str::FromStr for MatmulKernel {
             return Ok(MatmulKernel::Blocked);
         }
         let bad = || {
-            format!("unknown matmul kernel `{s}` (expected blocked or subgroup:RxC with (R, C) one of {SUBGROUP_TILES:?})")
+            let tiled = TILED_TILES.map(|(t, _)| t);
+            format!("unknown matmul kernel `{s}` (expected blocked, subgroup:RxC with (R, C) one of {SUBGROUP_TILES:?}, or tiled:RxC with (R, C) one of {tiled:?})")
         };
+        if let Some(t) = s.strip_prefix("tiled:") {
+            let (r, c) = t.split_once('x').ok_or_else(bad)?;
+            let tile = (r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+            if !TILED_TILES.iter().any(|(t, _)| *t == tile) {
+                return Err(bad());
+            }
+            return Ok(MatmulKernel::Tiled {
+                rows: tile.0,
+                cols: tile.1,
+            });
+        }
         let (r, c) = s
             .strip_prefix("subgroup:")
             .and_then(|t| t.split_once('x'))
@@ -117,7 +143,7 @@ pub fn layout_index(layout: Layout) -> usize {
 /// handed the subgroup kernel; a kernel edited during development must be measured again).
 pub fn adapter_key(gpu: &Gpu) -> String {
     let i = gpu.info();
-    // FNV-1a over both kernel files.
+    // FNV-1a over the kernel files.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in [Shader::Matmul, Shader::MatmulSubgroup]
         .iter()
@@ -178,7 +204,7 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
             Err(e) => log::warn!("WGTRAIN_MATMUL: {e}; autotuning"),
         }
     }
-    if !usable {
+    if tune_candidates(gpu) == [MatmulKernel::Blocked] {
         return Tuning::new(MatmulKernel::Blocked, "only candidate");
     }
     if let Some(kernel) = read_cache(key) {
@@ -230,19 +256,31 @@ pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
 /// it is only checked against the f64 product.
 pub const CPU_TUNE_TILES: [(u32, u32); 1] = [(4, 2)];
 
-/// What the autotune times on this adapter.
+/// What the autotune times on this adapter: on a CPU the one subgroup tile of
+/// [`CPU_TUNE_TILES`] (the blocked kernel without subgroups); on a GPU the blocked kernel, the
+/// subgroup tiles of [`TUNE_TILES`] where subgroups of 8 lanes are there, and every shape of the
+/// workgroup-memory tiled kernel ([`TILED_TILES`]). The tiled kernel is no candidate on a CPU:
+/// llvmpipe runs a workgroup's invocations as coroutines and every barrier switches all 256 of
+/// them (measured on lavapipe: see `benches/matmul_variants/README.md`).
 pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
     let tile = |(row_groups, col_groups)| MatmulKernel::Subgroup {
         row_groups,
         col_groups,
     };
+    let usable = subgroups_usable(gpu);
     if gpu.info().device_type == wgpu::DeviceType::Cpu {
-        CPU_TUNE_TILES.map(tile).to_vec()
-    } else {
-        let mut c = vec![MatmulKernel::Blocked];
-        c.extend(TUNE_TILES.map(tile));
-        c
+        return if usable {
+            CPU_TUNE_TILES.map(tile).to_vec()
+        } else {
+            vec![MatmulKernel::Blocked]
+        };
     }
+    let mut c = vec![MatmulKernel::Blocked];
+    if usable {
+        c.extend(TUNE_TILES.map(tile));
+    }
+    c.extend(TILED_TILES.map(|((rows, cols), _)| MatmulKernel::Tiled { rows, cols }));
+    c
 }
 
 /// The subgroup tile for dims that are not multiples of 4 (`matmul_subgroup_ragged`): the
@@ -386,6 +424,11 @@ mod tests {
             };
             assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));
         }
+        for ((rows, cols), _) in TILED_TILES {
+            let k = MatmulKernel::Tiled { rows, cols };
+            assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));
+        }
+        assert!("tiled:32x32".parse::<MatmulKernel>().is_err());
         assert_eq!("blocked".parse(), Ok(MatmulKernel::Blocked));
         assert!("subgroup:5x1".parse::<MatmulKernel>().is_err());
         assert!("subgroup:2".parse::<MatmulKernel>().is_err());

@@ -273,13 +273,15 @@ fn matmul_is_deterministic() {
     assert!(r1.iter().zip(&r2).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
 
-/// Every kernel the autotune may pick gives the f64 reference's answer and exactly the blocked
-/// kernel's bits (same operations in the same order), with bias and with accumulate, in every
+/// Every kernel the autotune may pick (on a CPU or a GPU) gives the f64 reference's answer and
+/// exactly the blocked kernel's bits (same operations in the same order), with bias and with accumulate, in every
 /// layout, on whole tiles, on ragged edges, and on dims that are not multiples of 4.
 #[test]
 fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
     use wgtrain::ops::matmul::{matmul_bias_relu_with, matmul_with};
-    use wgtrain::ops::matmul_tune::{subgroups_usable, MatmulKernel, RAGGED_TILE, SUBGROUP_TILES};
+    use wgtrain::ops::matmul_tune::{
+        subgroups_usable, MatmulKernel, RAGGED_TILE, SUBGROUP_TILES, TILED_TILES,
+    };
     if gpu().info().name.contains("llvmpipe") {
         assert!(subgroups_usable(gpu()), "lavapipe offers 8-lane subgroups");
     }
@@ -292,6 +294,10 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
             }),
         );
     }
+    // the workgroup-memory tiled kernel, for GPUs, validated here on whatever adapter runs the
+    // tests: K over several shared slices with a partial last one (36, 100 at BK 16; 12 at BK 8),
+    // M and N past one 128-wide tile, and ragged edges
+    candidates.extend(TILED_TILES.map(|((rows, cols), _)| MatmulKernel::Tiled { rows, cols }));
     let mut rng = Rng::new(11);
     let cases = [
         (1, 4, 4, 4),
