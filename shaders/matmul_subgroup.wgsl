@@ -43,14 +43,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>; // (N / 4), read when epilogue ≥ 1
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
-// Every read of A and B goes through these two, so that the f16 variant (src/gpu/shaders.rs
-// derives it from this file) changes only them and the two declarations above.
-fn read_a(i: u32) -> vec4<f32> {
-    return a[i];
+// Every read of A and B goes through these two, by (vec4 column, row) of the operand as stored
+// (batches stacked: row = batch · rows + row), so that the f16 variant and the texture variant
+// (src/gpu/shaders.rs derives both from this file) change only them and the two declarations
+// above. `width`: the operand's row length in vec4s.
+fn read_a(col: u32, row: u32, width: u32) -> vec4<f32> {
+    return a[row * width + col];
 }
 
-fn read_b(i: u32) -> vec4<f32> {
-    return b[i];
+fn read_b(col: u32, row: u32, width: u32) -> vec4<f32> {
+    return b[row * width + col];
 }
 
 // B(k0 + j, 4 columns) for j = 0 .. 3.
@@ -62,15 +64,15 @@ struct Tile {
     r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
 }
 
-// This lane's B(4kq .. 4kq+3, vec4 column cv).
-fn load_b(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
+// This lane's B(4kq .. 4kq+3, vec4 column cv); b_row: the batch's first row of B as stored.
+fn load_b(b_row: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
     if (B_T) {
         // B stored (N, K): each of the 4 columns read along k, then transposed (on SIMD lanes
         // a renaming, no work).
-        let t0 = read_b(b_base + (4u * cv) * k4 + kq);
-        let t1 = read_b(b_base + (4u * cv + 1u) * k4 + kq);
-        let t2 = read_b(b_base + (4u * cv + 2u) * k4 + kq);
-        let t3 = read_b(b_base + (4u * cv + 3u) * k4 + kq);
+        let t0 = read_b(kq, b_row + 4u * cv, k4);
+        let t1 = read_b(kq, b_row + 4u * cv + 1u, k4);
+        let t2 = read_b(kq, b_row + 4u * cv + 2u, k4);
+        let t3 = read_b(kq, b_row + 4u * cv + 3u, k4);
         return Quad(
             vec4<f32>(t0.x, t1.x, t2.x, t3.x),
             vec4<f32>(t0.y, t1.y, t2.y, t3.y),
@@ -78,20 +80,21 @@ fn load_b(b_base: u32, kq: u32, k4: u32, n4: u32, cv: u32) -> Quad {
             vec4<f32>(t0.w, t1.w, t2.w, t3.w),
         );
     }
-    let base = b_base + 4u * kq * n4 + cv;
-    return Quad(read_b(base), read_b(base + n4), read_b(base + 2u * n4), read_b(base + 3u * n4));
+    let row = b_row + 4u * kq;
+    return Quad(read_b(cv, row, n4), read_b(cv, row + 1u, n4), read_b(cv, row + 2u, n4), read_b(cv, row + 3u, n4));
 }
 
-// This lane's share of A for the row group starting at row g0 and k = 4kq .. 4kq+3:
+// This lane's share of A for the row group starting at row g0 and k = 4kq .. 4kq+3 (a_row: the
+// batch's first row of A as stored):
 // A stored (M, K): lane i holds A(g0 + i, the 4 k);
 // A stored (K, M): lane 4q + j holds A(g0 + 4q .. g0 + 4q + 3, 4kq + j).
-fn load_a(a_base: u32, kq: u32, k4: u32, m4: u32, g0: u32, lane: u32) -> vec4<f32> {
+fn load_a(a_row: u32, kq: u32, k4: u32, m4: u32, g0: u32, lane: u32) -> vec4<f32> {
     if (A_T) {
         let rv = min(g0 / 4u + lane / 4u, m4 - 1u);
-        return read_a(a_base + (4u * kq + lane % 4u) * m4 + rv);
+        return read_a(rv, a_row + 4u * kq + lane % 4u, m4);
     }
     let row = min(g0 + lane, p.m - 1u);
-    return read_a(a_base + row * k4 + kq);
+    return read_a(kq, a_row + row, k4);
 }
 
 // t += (the row group's 8 rows × 4 k of A) · (4 k × this lane's 4 columns of B), one fma per k
@@ -158,8 +161,9 @@ fn matmul_subgroup(
     let k4 = p.k / 4u;
     let row0 = wg.x * 8u * ROW_GROUPS;
     let col4 = wg.y * 8u * COL_GROUPS + lid.x;
-    let a_base = wg.z * p.a_bs4;
-    let b_base = wg.z * p.b_bs4;
+    // the batch's first rows of A and B as stored: A (M, K) or (K, M), B (K, N) or (N, K)
+    let a_row = wg.z * select(p.m, p.k, A_T);
+    let b_row = wg.z * select(p.k, p.n, B_T);
     // t{g}{h}: row group g, the lane's vec4 column col4 + 8h.
     var t00: Tile;
     var t01: Tile;
@@ -170,26 +174,26 @@ fn matmul_subgroup(
     var t30: Tile;
     var t31: Tile;
     for (var kq = 0u; kq < k4; kq++) {
-        let b0 = load_b(b_base, kq, k4, n4, min(col4, n4 - 1u));
+        let b0 = load_b(b_row, kq, k4, n4, min(col4, n4 - 1u));
         var b1: Quad;
         if (COL_GROUPS > 1u) {
-            b1 = load_b(b_base, kq, k4, n4, min(col4 + 8u, n4 - 1u));
+            b1 = load_b(b_row, kq, k4, n4, min(col4 + 8u, n4 - 1u));
         }
-        let a0 = load_a(a_base, kq, k4, m4, row0 + 0u, lane);
+        let a0 = load_a(a_row, kq, k4, m4, row0 + 0u, lane);
         rank4(&t00, a0, b0);
         if (COL_GROUPS > 1u) { rank4(&t01, a0, b1); }
         if (ROW_GROUPS > 1u) {
-            let a1 = load_a(a_base, kq, k4, m4, row0 + 8u, lane);
+            let a1 = load_a(a_row, kq, k4, m4, row0 + 8u, lane);
             rank4(&t10, a1, b0);
             if (COL_GROUPS > 1u) { rank4(&t11, a1, b1); }
         }
         if (ROW_GROUPS > 2u) {
-            let a2 = load_a(a_base, kq, k4, m4, row0 + 16u, lane);
+            let a2 = load_a(a_row, kq, k4, m4, row0 + 16u, lane);
             rank4(&t20, a2, b0);
             if (COL_GROUPS > 1u) { rank4(&t21, a2, b1); }
         }
         if (ROW_GROUPS > 3u) {
-            let a3 = load_a(a_base, kq, k4, m4, row0 + 24u, lane);
+            let a3 = load_a(a_row, kq, k4, m4, row0 + 24u, lane);
             rank4(&t30, a3, b0);
             if (COL_GROUPS > 1u) { rank4(&t31, a3, b1); }
         }

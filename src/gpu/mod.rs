@@ -11,16 +11,18 @@ pub mod shaders;
 mod pipeline;
 mod profile;
 mod recorder;
+mod texture;
 
 pub use adapter::AdapterSummary;
 pub use pool::{BufferPool, ByCategory, Category, DeviceId, MemoryStats, PooledBuffer};
 pub use profile::KernelTime;
 pub use recorder::Access;
 pub use shaders::{Kernel, Shader};
+pub use texture::OperandTexture;
 
 use crate::error::{Error, Result};
 use pipeline::PipelineCache;
-use recorder::{Command, Recorder};
+use recorder::{Bound, Command, Recorder};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +94,14 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY);
 
+/// One binding of a dispatch (bindings 1.. in order; binding 0 is the uniform block).
+pub enum Binding<'a> {
+    /// A tensor's buffer, [`Access::Read`] or [`Access::ReadWrite`].
+    Buffer(&'a dyn DeviceBuffer, Access),
+    /// A texture, [`Access::Texture`] or [`Access::WriteTexture`].
+    Texture(&'a OperandTexture, Access),
+}
+
 /// Counters of host-side work, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuStats {
@@ -125,6 +135,8 @@ pub struct Gpu {
     /// MAP_READ buffers for readbacks, reused across reads: at most [`READBACK_CACHE`] of them,
     /// the least recently used dropped first.
     readback: Mutex<Vec<wgpu::Buffer>>,
+    /// Operand textures by (slot, width, height) (see [`texture`]).
+    textures: Mutex<texture::TextureCache>,
     submits: AtomicU64,
     dispatches: AtomicU64,
     /// An error of recorded work (a pipeline the device refused), returned by the next flush.
@@ -249,6 +261,7 @@ impl Gpu {
             pipelines: Mutex::default(),
             recorder: Mutex::default(),
             readback: Mutex::default(),
+            textures: Mutex::default(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             pending_error: Mutex::default(),
@@ -352,11 +365,12 @@ impl Gpu {
     pub fn pool(&self) -> &BufferPool {
         &self.pool
     }
-    /// The pool's accounting, with [`MemoryStats::runtime`] (the recorder's arenas and the
-    /// readback staging buffers) filled in.
+    /// The pool's accounting, with [`MemoryStats::runtime`] (the recorder's arenas, the
+    /// readback staging buffers and the operand textures) filled in.
     pub fn memory(&self) -> MemoryStats {
         let mut m = self.pool.stats();
         m.runtime = self.recorder.lock().unwrap().arena_bytes()
+            + self.textures.lock().unwrap().bytes()
             + self
                 .readback
                 .lock()
@@ -406,8 +420,33 @@ impl Gpu {
         params: &[u32],
         groups: [u32; 3],
     ) {
-        for (t, _) in args {
-            self.check_device(kernel.entry, *t);
+        let binds: Vec<Binding> = args
+            .iter()
+            .map(|(t, a)| Binding::Buffer(t as &dyn DeviceBuffer, *a))
+            .collect();
+        self.dispatch_bound(kernel, &binds, params, groups);
+    }
+
+    /// [`Gpu::dispatch`] with buffers and textures: bindings 1.. in the order given.
+    pub fn dispatch_bound(
+        &self,
+        kernel: &Kernel,
+        binds: &[Binding],
+        params: &[u32],
+        groups: [u32; 3],
+    ) {
+        for b in binds {
+            match b {
+                Binding::Buffer(t, _) => self.check_device(kernel.entry, *t),
+                Binding::Texture(t, _) => assert_eq!(
+                    t.device(),
+                    self.id,
+                    "{}: a texture of {} bound on {}",
+                    kernel.entry,
+                    device_name(t.device()),
+                    device_name(self.id)
+                ),
+            }
         }
         if groups.contains(&0) || self.is_ledger() {
             return;
@@ -419,7 +458,12 @@ impl Gpu {
             kernel.shader.name(),
             kernel.entry
         );
-        let access: Vec<Access> = args.iter().map(|(_, a)| *a).collect();
+        let access: Vec<Access> = binds
+            .iter()
+            .map(|b| match b {
+                Binding::Buffer(_, a) | Binding::Texture(_, a) => *a,
+            })
+            .collect();
         let pipeline = self
             .pipelines
             .lock()
@@ -433,9 +477,12 @@ impl Gpu {
                 return;
             }
         };
-        let buffers = args
+        let buffers = binds
             .iter()
-            .map(|(t, _)| (t.buffer().clone(), t.bytes()))
+            .map(|b| match b {
+                Binding::Buffer(t, _) => Bound::Buffer(t.buffer().clone(), t.bytes()),
+                Binding::Texture(t, _) => Bound::Texture(t.view.clone()),
+            })
             .collect();
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         self.recorder
@@ -448,6 +495,30 @@ impl Gpu {
                 params: params.to_vec(),
                 groups,
             });
+    }
+
+    /// An rgba32float texture of `width` × `height` texels for operand `slot` of a kernel (two
+    /// operands of one dispatch take different slots), reused across calls from this thread
+    /// with the same key (see [`texture`]);
+    /// None on a ledger twin (which runs nothing) or past the adapter's texture size.
+    pub fn operand_texture(
+        &self,
+        slot: u32,
+        width: u32,
+        height: u32,
+    ) -> Option<Arc<OperandTexture>> {
+        let max = self.limits.max_texture_dimension_2d;
+        if self.is_ledger() || width == 0 || height == 0 || width > max || height > max {
+            return None;
+        }
+        Some(
+            self.textures
+                .lock()
+                .unwrap()
+                .get((std::thread::current().id(), slot, width, height), || {
+                    OperandTexture::new(&self.device, self.id, width, height)
+                }),
+        )
     }
 
     /// Workgroup counts for `n` workgroups along one axis, folded into 2-D when `n` exceeds the

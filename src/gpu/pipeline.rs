@@ -33,7 +33,7 @@ impl PipelineCache {
     }
 
     /// The pipeline for `kernel`, built on first use. Its explicit layout is binding 0 = the
-    /// uniform block, then one storage buffer per entry of `access`, in order. Built inside a
+    /// uniform block, then one storage buffer or texture per entry of `access`, in order. Built inside a
     /// validation error scope: a kernel the device refuses is an error (not cached), not a panic.
     pub fn get(
         &mut self,
@@ -71,15 +71,28 @@ impl PipelineCache {
             count: None,
         }];
         for (i, a) in access.iter().enumerate() {
+            let storage = |read_only| wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            };
             entries.push(wgpu::BindGroupLayoutEntry {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: *a == Access::Read,
+                ty: match a {
+                    Access::Read => storage(true),
+                    Access::ReadWrite => storage(false),
+                    // rgba32float is not filterable in core WebGPU
+                    Access::Texture => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
                     },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                    Access::WriteTexture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba32Float,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
                 },
                 count: None,
             });

@@ -15,13 +15,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a bind group binds: the pipeline (by address; the pipeline cache keeps it alive), the
-/// uniform block's offset and size in the arena, and each storage buffer with its bound size.
+/// uniform block's offset and size in the arena, and each storage buffer with its bound size or
+/// texture view.
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: usize,
     offset: u64,
     param_size: u64,
-    buffers: Vec<(wgpu::Buffer, u64)>,
+    buffers: Vec<Bound>,
+}
+
+/// One binding of a dispatch after binding 0 (the uniform block).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Bound {
+    /// A storage buffer and the bytes bound.
+    Buffer(wgpu::Buffer, u64),
+    /// A texture (sampled or storage, as the kernel's [`Access`] says).
+    Texture(wgpu::TextureView),
 }
 
 /// Past this many cached bind groups the cache starts over (a program that keeps binding new
@@ -32,18 +42,24 @@ const BIND_CACHE_LIMIT: usize = 8192;
 /// queries per set).
 pub(crate) const PROFILE_DISPATCHES_PER_SET: usize = wgpu::QUERY_SET_MAX_QUERIES as usize / 2;
 
-/// How a kernel binds a buffer; must match the `var<storage, …>` access in the WGSL.
+/// How a kernel binds a buffer or texture; must match its declaration in the WGSL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// `var<storage, read>`
     Read,
+    /// `var<storage, read_write>`
     ReadWrite,
+    /// `texture_2d<f32>` (an unfilterable float texture, read with `textureLoad`)
+    Texture,
+    /// `texture_storage_2d<rgba32float, write>`
+    WriteTexture,
 }
 
 pub(crate) enum Command {
     Dispatch {
         pipeline: Arc<CachedPipeline>,
-        /// (buffer, bytes bound) for bindings 1..; binding 0 is the uniform block.
-        buffers: Vec<(wgpu::Buffer, u64)>,
+        /// Bindings 1..; binding 0 is the uniform block.
+        buffers: Vec<Bound>,
         /// The uniform block, as 32-bit words.
         params: Vec<u32>,
         groups: [u32; 3],
@@ -193,14 +209,19 @@ impl Recorder {
                         size: std::num::NonZeroU64::new(param_size),
                     }),
                 }];
-                for (i, (buffer, bytes)) in buffers.iter().enumerate() {
+                for (i, bound) in buffers.iter().enumerate() {
                     entries.push(wgpu::BindGroupEntry {
                         binding: i as u32 + 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer,
-                            offset: 0,
-                            size: std::num::NonZeroU64::new(bytes.div_ceil(4) * 4),
-                        }),
+                        resource: match bound {
+                            Bound::Buffer(buffer, bytes) => {
+                                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer,
+                                    offset: 0,
+                                    size: std::num::NonZeroU64::new(bytes.div_ceil(4) * 4),
+                                })
+                            }
+                            Bound::Texture(view) => wgpu::BindingResource::TextureView(view),
+                        },
                     });
                 }
                 let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -8,8 +8,13 @@ pub enum Shader {
     /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_f16_source`]); needs
     /// SHADER_F16.
     MatmulSubgroupF16,
+    /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_texture_source`]): A and B
+    /// read from rgba32float textures.
+    MatmulSubgroupTexture,
     /// Workgroup-memory tiles, for GPUs.
     MatmulTiled,
+    /// A buffer copied into an operand texture.
+    TexturePack,
     Elementwise,
     SoftmaxXent,
     Layernorm,
@@ -32,11 +37,13 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 23] = [
+    pub const ALL: [Shader; 25] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
+        Shader::MatmulSubgroupTexture,
         Shader::MatmulTiled,
+        Shader::TexturePack,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
@@ -63,7 +70,9 @@ impl Shader {
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
+            Shader::MatmulSubgroupTexture => "matmul_subgroup (textures)",
             Shader::MatmulTiled => "matmul_tiled",
+            Shader::TexturePack => "texture_pack",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
@@ -91,7 +100,9 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
+            Shader::MatmulSubgroupTexture => matmul_texture_source(),
             Shader::MatmulTiled => include_str!("../../shaders/matmul_tiled.wgsl"),
+            Shader::TexturePack => include_str!("../../shaders/texture_pack.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
@@ -120,29 +131,74 @@ impl Shader {
 /// and output stay; the ragged entry point (f32 only) is left out.
 pub fn matmul_f16_source() -> &'static str {
     static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let f32_src = include_str!("../../shaders/matmul_subgroup.wgsl");
-        let aligned = &f32_src[..f32_src
-            .find("// The ragged variant")
-            .expect("matmul_subgroup.wgsl marks its ragged variant")];
-        let mut src = format!("enable f16;\n{aligned}");
-        for (from, to) in [
-            (
-                "var<storage, read> a: array<vec4<f32>>;",
-                "var<storage, read> a: array<vec4<f16>>;",
-            ),
-            (
-                "var<storage, read> b: array<vec4<f32>>;",
-                "var<storage, read> b: array<vec4<f16>>;",
-            ),
-            ("return a[i];", "return vec4<f32>(a[i]);"),
-            ("return b[i];", "return vec4<f32>(b[i]);"),
-        ] {
-            assert_eq!(src.matches(from).count(), 1, "matmul_subgroup.wgsl: {from}");
-            src = src.replace(from, to);
-        }
-        src
+        derive_aligned_matmul(
+            "enable f16;\n",
+            [
+                (
+                    "var<storage, read> a: array<vec4<f32>>;",
+                    "var<storage, read> a: array<vec4<f16>>;",
+                ),
+                (
+                    "var<storage, read> b: array<vec4<f32>>;",
+                    "var<storage, read> b: array<vec4<f16>>;",
+                ),
+                (
+                    "return a[row * width + col];",
+                    "return vec4<f32>(a[row * width + col]);",
+                ),
+                (
+                    "return b[row * width + col];",
+                    "return vec4<f32>(b[row * width + col]);",
+                ),
+            ],
+        )
     });
     &SOURCE
+}
+
+/// `matmul_subgroup.wgsl`'s aligned kernel with A and B read from rgba32float textures (one texel
+/// a vec4 of a row, batches stacked down the rows; `gpu::texture`): the declarations and the two
+/// accessors change, nothing else; the ragged entry point is left out.
+pub fn matmul_texture_source() -> &'static str {
+    static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        derive_aligned_matmul(
+            "",
+            [
+                (
+                    "var<storage, read> a: array<vec4<f32>>;",
+                    "var a: texture_2d<f32>;",
+                ),
+                (
+                    "var<storage, read> b: array<vec4<f32>>;",
+                    "var b: texture_2d<f32>;",
+                ),
+                (
+                    "return a[row * width + col];",
+                    "return textureLoad(a, vec2<u32>(col, row), 0);",
+                ),
+                (
+                    "return b[row * width + col];",
+                    "return textureLoad(b, vec2<u32>(col, row), 0);",
+                ),
+            ],
+        )
+    });
+    &SOURCE
+}
+
+/// The aligned part of `matmul_subgroup.wgsl` after `prefix`, with each (from, to) replaced
+/// (each `from` must occur exactly once).
+fn derive_aligned_matmul(prefix: &str, replacements: [(&str, &str); 4]) -> String {
+    let f32_src = include_str!("../../shaders/matmul_subgroup.wgsl");
+    let aligned = &f32_src[..f32_src
+        .find("// The ragged variant")
+        .expect("matmul_subgroup.wgsl marks its ragged variant")];
+    let mut src = format!("{prefix}{aligned}");
+    for (from, to) in replacements {
+        assert_eq!(src.matches(from).count(), 1, "matmul_subgroup.wgsl: {from}");
+        src = src.replace(from, to);
+    }
+    src
 }
 
 /// A compute entry point with its pipeline-overridable constants.

@@ -3,7 +3,7 @@
 
 use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES, TILED_TILES};
 use super::{expect_numel, flag};
-use crate::gpu::{Access, Gpu, Kernel, Shader};
+use crate::gpu::{Access, Binding, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
 const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
@@ -88,6 +88,9 @@ static SUBGROUP_RAGGED_KERNELS: [[Kernel; 2]; SUBGROUP_TILES.len()] =
     ragged_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
+static SUBGROUP_TEXTURE_KERNELS: SubgroupTable =
+    subgroup_table!(Shader::MatmulSubgroupTexture, "matmul_subgroup");
+const TEXTURE_PACK: Kernel = Kernel::new(Shader::TexturePack, "pack");
 
 /// A `matmul_tiled.wgsl` kernel for one shape of [`TILED_TILES`], layout and accumulation.
 macro_rules! tiled_kernel {
@@ -205,7 +208,9 @@ pub fn matmul(
 fn tuned_kernel(gpu: &Gpu, d: MatmulDims) -> MatmulKernel {
     let aligned = d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0;
     match matmul_tune::tuning(gpu).kernel {
-        MatmulKernel::Subgroup { .. } if !aligned => matmul_tune::RAGGED_TILE,
+        MatmulKernel::Subgroup { .. } | MatmulKernel::Texture { .. } if !aligned => {
+            matmul_tune::RAGGED_TILE
+        }
         k => k,
     }
 }
@@ -342,6 +347,30 @@ fn record_f32(
     ];
     let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
     let (a_rs, a_cs, b_rs, b_cs) = strides(d);
+    if let (
+        MatmulKernel::Texture {
+            row_groups,
+            col_groups,
+        },
+        true,
+    ) = (kernel, aligned)
+    {
+        let tile = (row_groups, col_groups);
+        if record_texture(gpu, tile, d, [a, b, c], bias, store_word, accumulate) {
+            return;
+        }
+    }
+    // (the texture kernel falls back to its tile's buffer form: the same bits)
+    let kernel = match kernel {
+        MatmulKernel::Texture {
+            row_groups,
+            col_groups,
+        } => MatmulKernel::Subgroup {
+            row_groups,
+            col_groups,
+        },
+        k => k,
+    };
     if let MatmulKernel::Subgroup {
         row_groups,
         col_groups,
@@ -402,6 +431,84 @@ fn record_f32(
     words.extend([store_word, flag(accumulate)]);
     let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch].map(u);
     gpu.dispatch(&MATMUL, &args, &words, groups);
+}
+
+/// Records the texture kernel: A and B each copied into an operand texture (`texture_pack`: one
+/// texel a vec4 of a stored row, batches stacked down the rows), then `matmul_subgroup` reading
+/// them with `textureLoad`. False (nothing recorded) where a texture would exceed the adapter's
+/// size, the grid its workgroup limit, or on a ledger twin (which runs nothing).
+#[allow(clippy::too_many_arguments)]
+fn record_texture(
+    gpu: &Gpu,
+    tile: (u32, u32),
+    d: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    store_word: u32,
+    accumulate: bool,
+) -> bool {
+    let MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        layout,
+    } = d;
+    // (vec4s per stored row, stored rows)
+    let (a_w, a_h) = match layout {
+        Layout::NN | Layout::NT => (k / 4, batch * m),
+        Layout::TN => (m / 4, batch * k),
+    };
+    let (b_w, b_h) = match layout {
+        Layout::NN | Layout::TN => (n / 4, batch * k),
+        Layout::NT => (k / 4, batch * n),
+    };
+    let u = |v: usize| u32::try_from(v).ok();
+    let (Some(a_w), Some(a_h), Some(b_w), Some(b_h)) = (u(a_w), u(a_h), u(b_w), u(b_h)) else {
+        return false;
+    };
+    let (Some(ta), Some(tb)) = (
+        gpu.operand_texture(0, a_w, a_h),
+        gpu.operand_texture(1, b_w, b_h),
+    ) else {
+        return false;
+    };
+    let groups = [
+        m.div_ceil(8 * tile.0 as usize),
+        n.div_ceil(32 * tile.1 as usize),
+        batch,
+    ];
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if groups.iter().any(|&g| g > limit) {
+        return false;
+    }
+    for (src, t) in [(a, &ta), (b, &tb)] {
+        let (w, h) = (t.width(), t.height());
+        gpu.dispatch_bound(
+            &TEXTURE_PACK,
+            &[
+                Binding::Buffer(src, Access::Read),
+                Binding::Texture(t, Access::WriteTexture),
+            ],
+            &[w, h],
+            [w.div_ceil(8), h.div_ceil(8), 1],
+        );
+    }
+    let kernel = &SUBGROUP_TEXTURE_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)]
+        [usize::from(accumulate)];
+    gpu.dispatch_bound(
+        kernel,
+        &[
+            Binding::Texture(&ta, Access::Texture),
+            Binding::Texture(&tb, Access::Texture),
+            // an unread placeholder when there is no bias (c cannot be bound twice)
+            Binding::Buffer(bias.unwrap_or(a), Access::Read),
+            Binding::Buffer(c, Access::ReadWrite),
+        ],
+        &aligned_words(d, store_word),
+        groups.map(|g| g as u32),
+    );
+    true
 }
 
 /// op(A)(i, k) = a[i·a_rs + k·a_cs], op(B)(k, j) = b[k·b_rs + j·b_cs]: (a_rs, a_cs, b_rs, b_cs)
@@ -510,6 +617,10 @@ pub fn matmul_f16(
     }
     let tile = match matmul_tune::tuning(gpu).kernel {
         MatmulKernel::Subgroup {
+            row_groups,
+            col_groups,
+        } => (row_groups, col_groups),
+        MatmulKernel::Texture {
             row_groups,
             col_groups,
         } => (row_groups, col_groups),

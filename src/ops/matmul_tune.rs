@@ -5,11 +5,12 @@
 //!
 //! Where the adapter has subgroups of at least 8 lanes the candidates are the register-blocked
 //! vec4 kernel (`matmul.wgsl`) and the subgroup kernel (`matmul_subgroup.wgsl`) at the tile
-//! shapes of [`TUNE_TILES`] ([`CPU_TUNE_TILES`] only, on CPU adapters); elsewhere the blocked
+//! shapes of [`TUNE_TILES`] ([`CPU_TUNE`] only, on CPU adapters); elsewhere the blocked
 //! kernel is the only one. Every kernel computes each output with the same
 //! operations in the same order, so the choice changes speed, never results; a candidate whose
 //! output is wrong on this device (one that breaks the subgroup kernel's assumptions) is
-//! rejected. `WGTRAIN_MATMUL=blocked|subgroup:RxC` skips the autotune and forces one kernel.
+//! rejected. `WGTRAIN_MATMUL=blocked|subgroup:RxC|texture:RxC|tiled:RxC` skips the autotune and
+//! forces one kernel.
 //! Dims that are not multiples of 4 take the scalar kernel, or [`RAGGED_TILE`] where the tuned
 //! kernel is a subgroup one.
 
@@ -29,15 +30,22 @@ pub enum MatmulKernel {
     Blocked,
     /// `matmul_subgroup`: 8·`row_groups` rows × 4·`col_groups` columns per lane.
     Subgroup { row_groups: u32, col_groups: u32 },
+    /// `matmul_subgroup` at the same tiles with A and B read from textures (each operand first
+    /// copied into an rgba32float texture by `texture_pack`); for llvmpipe, where a texel fetch
+    /// is a gather and a storage read a loop over the SIMD lanes.
+    Texture { row_groups: u32, col_groups: u32 },
     /// `matmul_tiled`: workgroup-memory tiles of `rows` × `cols` outputs per 256-invocation
     /// workgroup (one of [`TILED_TILES`]); for GPUs.
     Tiled { rows: u32, cols: u32 },
 }
 
+/// ((outputs per workgroup: rows, columns), (TM, TN, BK))
+pub type TiledShape = ((u32, u32), (u32, u32, u32));
+
 /// The tiled kernel's shapes: (outputs per workgroup: rows, columns) with (TM, TN, BK), the rows
 /// and columns per invocation and the k of each shared slice. Workgroup memory per shape is
 /// (BK·BM + BK·BN)·4 bytes: 8, 12, 12 and 8 KiB, inside WebGPU's 16 KiB minimum.
-pub const TILED_TILES: [((u32, u32), (u32, u32, u32)); 4] = [
+pub const TILED_TILES: [TiledShape; 4] = [
     ((64, 64), (4, 4, 16)),
     ((128, 64), (8, 4, 16)),
     ((64, 128), (4, 8, 16)),
@@ -65,6 +73,10 @@ impl fmt::Display for MatmulKernel {
                 row_groups,
                 col_groups,
             } => write!(f, "subgroup:{row_groups}x{col_groups}"),
+            MatmulKernel::Texture {
+                row_groups,
+                col_groups,
+            } => write!(f, "texture:{row_groups}x{col_groups}"),
             MatmulKernel::Tiled { rows, cols } => write!(f, "tiled:{rows}x{cols}"),
         }
     }
@@ -78,7 +90,7 @@ impl std::str::FromStr for MatmulKernel {
         }
         let bad = || {
             let tiled = TILED_TILES.map(|(t, _)| t);
-            format!("unknown matmul kernel `{s}` (expected blocked, subgroup:RxC with (R, C) one of {SUBGROUP_TILES:?}, or tiled:RxC with (R, C) one of {tiled:?})")
+            format!("unknown matmul kernel `{s}` (expected blocked, subgroup:RxC or texture:RxC with (R, C) one of {SUBGROUP_TILES:?}, or tiled:RxC with (R, C) one of {tiled:?})")
         };
         if let Some(t) = s.strip_prefix("tiled:") {
             let (r, c) = t.split_once('x').ok_or_else(bad)?;
@@ -91,17 +103,27 @@ impl std::str::FromStr for MatmulKernel {
                 cols: tile.1,
             });
         }
-        let (r, c) = s
-            .strip_prefix("subgroup:")
-            .and_then(|t| t.split_once('x'))
-            .ok_or_else(bad)?;
+        let (textures, rest) = match (s.strip_prefix("subgroup:"), s.strip_prefix("texture:")) {
+            (Some(t), _) => (false, t),
+            (_, Some(t)) => (true, t),
+            _ => return Err(bad()),
+        };
+        let (r, c) = rest.split_once('x').ok_or_else(bad)?;
         let tile = (r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
         if !SUBGROUP_TILES.contains(&tile) {
             return Err(bad());
         }
-        Ok(MatmulKernel::Subgroup {
-            row_groups: tile.0,
-            col_groups: tile.1,
+        let (row_groups, col_groups) = tile;
+        Ok(if textures {
+            MatmulKernel::Texture {
+                row_groups,
+                col_groups,
+            }
+        } else {
+            MatmulKernel::Subgroup {
+                row_groups,
+                col_groups,
+            }
         })
     }
 }
@@ -145,9 +167,14 @@ pub fn adapter_key(gpu: &Gpu) -> String {
     let i = gpu.info();
     // FNV-1a over the kernel files.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in [Shader::Matmul, Shader::MatmulSubgroup]
-        .iter()
-        .flat_map(|s| s.source().bytes())
+    for byte in [
+        Shader::Matmul,
+        Shader::MatmulSubgroup,
+        Shader::MatmulTiled,
+        Shader::TexturePack,
+    ]
+    .iter()
+    .flat_map(|s| s.source().bytes())
     {
         h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
     }
@@ -177,11 +204,10 @@ pub fn tuning(gpu: &Gpu) -> Tuning {
         return t;
     }
     let t = if gpu.is_ledger() {
+        // what a CPU adapter checks, else the blocked kernel: a ledger's dispatches never run,
+        // and every kernel allocates the same buffers
         let kernel = if subgroups_usable(gpu) {
-            MatmulKernel::Subgroup {
-                row_groups: CPU_TUNE_TILES[0].0,
-                col_groups: CPU_TUNE_TILES[0].1,
-            }
+            CPU_TUNE[0]
         } else {
             MatmulKernel::Blocked
         };
@@ -197,9 +223,11 @@ fn decide(gpu: &Gpu, key: &str) -> Tuning {
     let usable = subgroups_usable(gpu);
     if let Ok(forced) = std::env::var("WGTRAIN_MATMUL") {
         match forced.parse::<MatmulKernel>() {
-            Ok(MatmulKernel::Subgroup { .. }) if !usable => log::warn!(
-                "WGTRAIN_MATMUL={forced}: this adapter has no subgroups of 8 lanes; autotuning"
-            ),
+            Ok(MatmulKernel::Subgroup { .. } | MatmulKernel::Texture { .. }) if !usable => {
+                log::warn!(
+                    "WGTRAIN_MATMUL={forced}: this adapter has no subgroups of 8 lanes; autotuning"
+                )
+            }
             Ok(k) => return Tuning::new(k, "forced"),
             Err(e) => log::warn!("WGTRAIN_MATMUL: {e}; autotuning"),
         }
@@ -248,17 +276,22 @@ const CHECK_K: usize = 40;
 /// `WGTRAIN_MATMUL` can still force any kernel.
 pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
 
-/// On CPU adapters (lavapipe; one with subgroups under 8 lanes never gets here) the one tile that
-/// wins there: storage reads are per-lane loops on a CPU, so the tile that reads least per
-/// multiply-add wins. On lavapipe at W-MLP's 256×1024×1024, 4x2 ran 44-48 GFLOP/s in every
-/// layout against 4x1's 37-43 and the blocked kernel's 5.6; the smaller tiles were slower still.
-/// Timing a second candidate cost a first run 0.3-0.45 s (its compile and the timing), so
-/// it is only checked against the f64 product.
-pub const CPU_TUNE_TILES: [(u32, u32); 1] = [(4, 2)];
+/// On CPU adapters with subgroups of 8 lanes (lavapipe) the one kernel that wins there: storage
+/// reads are per-lane loops on a CPU, so the tile that reads least per multiply-add wins, and
+/// reading A and B through textures (a gather for all lanes per texel) wins again. On lavapipe
+/// at W-MLP's 256×1024×1024, the 4x2 subgroup tile ran 44-48 GFLOP/s in every layout against
+/// 4x1's 37-43 and the blocked kernel's 5.6; the smaller tiles were slower still; its texture
+/// form ran 2-2.5x the subgroup tile (`benches/matmul_variants/README.md`). Timing a second
+/// candidate cost a first run 0.3-0.45 s (its compile and the timing), so it is only checked
+/// against the f64 product.
+pub const CPU_TUNE: [MatmulKernel; 1] = [MatmulKernel::Texture {
+    row_groups: 4,
+    col_groups: 2,
+}];
 
-/// What the autotune times on this adapter: on a CPU the one subgroup tile of
-/// [`CPU_TUNE_TILES`] (the blocked kernel without subgroups); on a GPU the blocked kernel, the
-/// subgroup tiles of [`TUNE_TILES`] where subgroups of 8 lanes are there, and every shape of the
+/// What the autotune times on this adapter: on a CPU the one kernel of [`CPU_TUNE`] (the blocked
+/// kernel without subgroups); on a GPU the blocked kernel, the subgroup tiles of [`TUNE_TILES`]
+/// and the texture kernel where subgroups of 8 lanes are there, and every shape of the
 /// workgroup-memory tiled kernel ([`TILED_TILES`]). The tiled kernel is no candidate on a CPU:
 /// llvmpipe runs a workgroup's invocations as coroutines and every barrier switches all 256 of
 /// them (measured on lavapipe: see `benches/matmul_variants/README.md`).
@@ -270,7 +303,7 @@ pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
     let usable = subgroups_usable(gpu);
     if gpu.info().device_type == wgpu::DeviceType::Cpu {
         return if usable {
-            CPU_TUNE_TILES.map(tile).to_vec()
+            CPU_TUNE.to_vec()
         } else {
             vec![MatmulKernel::Blocked]
         };
@@ -278,6 +311,7 @@ pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
     let mut c = vec![MatmulKernel::Blocked];
     if usable {
         c.extend(TUNE_TILES.map(tile));
+        c.extend(CPU_TUNE);
     }
     c.extend(TILED_TILES.map(|((rows, cols), _)| MatmulKernel::Tiled { rows, cols }));
     c
@@ -423,7 +457,13 @@ mod tests {
                 col_groups: c,
             };
             assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));
+            let k = MatmulKernel::Texture {
+                row_groups: r,
+                col_groups: c,
+            };
+            assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));
         }
+        assert!("texture:5x1".parse::<MatmulKernel>().is_err());
         for ((rows, cols), _) in TILED_TILES {
             let k = MatmulKernel::Tiled { rows, cols };
             assert_eq!(k.to_string().parse::<MatmulKernel>(), Ok(k));

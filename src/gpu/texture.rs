@@ -1,0 +1,115 @@
+//! Operand textures: a buffer's contents copied into an rgba32float texture (one texel = one
+//! vec4 of a row) so that a kernel reads them with `textureLoad`. On llvmpipe a texel fetch is a
+//! gather for all SIMD lanes at once where a storage-buffer read is a loop over the lanes, which
+//! makes the matmul 2-2.5x faster there (`benches/matmul_variants/README.md`).
+//!
+//! A [`Gpu`](super::Gpu) keeps a few textures by (recording thread, slot, width, height) and
+//! reuses them: a training step asks for the same shapes every time, so after the first step it
+//! creates none. A texture is scratch between its pack and the kernel that reads it, so two
+//! threads recording on one device (tests share one) must not share one: their commands
+//! interleave in the recorder, and one thread's pack would land between the other's pack and
+//! matmul. One thread's commands keep their order, so within a thread reuse is safe.
+//! They are outside the pool's categories, counted in [`super::MemoryStats::runtime`] like the
+//! recorder's arenas (their contents live for one dispatch, a cache of scratch, not a tensor).
+
+use super::pool::DeviceId;
+use std::sync::Arc;
+
+/// Textures a device keeps; past this many the least recently used is dropped (a recorded
+/// command that still binds it keeps it alive until the submit).
+pub(crate) const TEXTURE_CACHE: usize = 64;
+
+/// An rgba32float texture that kernels read (`texture_2d<f32>`) and a pack kernel writes
+/// (`texture_storage_2d<rgba32float, write>`).
+#[derive(Debug)]
+pub struct OperandTexture {
+    pub(crate) view: wgpu::TextureView,
+    device: DeviceId,
+    width: u32,
+    height: u32,
+}
+
+impl OperandTexture {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        id: DeviceId,
+        width: u32,
+        height: u32,
+    ) -> OperandTexture {
+        let texture = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("wgtrain operand texture"),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+            view_formats: &[],
+        });
+        OperandTexture {
+            view: texture.create_view(&Default::default()),
+            device: id,
+            width,
+            height,
+        }
+    }
+
+    /// Texels per row.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height) * 16
+    }
+}
+
+/// (recording thread, slot, width, height)
+pub(crate) type TextureKey = (std::thread::ThreadId, u32, u32, u32);
+
+/// The cache: key → texture, most recently used last.
+#[derive(Default)]
+pub(crate) struct TextureCache {
+    entries: Vec<(TextureKey, Arc<OperandTexture>)>,
+}
+
+impl TextureCache {
+    /// The texture for `key`, made by `make` on a miss.
+    pub fn get(
+        &mut self,
+        key: TextureKey,
+        make: impl FnOnce() -> OperandTexture,
+    ) -> Arc<OperandTexture> {
+        let t = match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(i) => self.entries.remove(i).1,
+            None => {
+                log::debug!(
+                    "operand texture {key:?}: new, {} cached",
+                    self.entries.len()
+                );
+                Arc::new(make())
+            }
+        };
+        if self.entries.len() >= TEXTURE_CACHE {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, t.clone()));
+        t
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|(_, t)| t.bytes()).sum()
+    }
+}
