@@ -402,9 +402,8 @@ fn record_f32(
         let kernel =
             &TILED_KERNELS[shape][matmul_tune::layout_index(layout)][usize::from(accumulate)];
         let groups = [n.div_ceil(cols as usize), m.div_ceil(rows as usize), batch];
-        let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        if groups.iter().all(|&g| g <= limit) {
-            gpu.dispatch(kernel, &args, &aligned_words(d, store_word), groups.map(u));
+        if let Some(groups) = within_limit(gpu, groups) {
+            gpu.dispatch(kernel, &args, &aligned_words(d, store_word), groups);
             return;
         }
     }
@@ -473,15 +472,9 @@ fn record_texture(
     ) else {
         return false;
     };
-    let groups = [
-        m.div_ceil(8 * tile.0 as usize),
-        n.div_ceil(32 * tile.1 as usize),
-        batch,
-    ];
-    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if groups.iter().any(|&g| g > limit) {
+    let Some(groups) = subgroup_grid(gpu, tile, d) else {
         return false;
-    }
+    };
     for (src, t) in [(a, &ta), (b, &tb)] {
         let (w, h) = (t.width(), t.height());
         gpu.dispatch_bound(
@@ -506,7 +499,7 @@ fn record_texture(
             Binding::Buffer(c, Access::ReadWrite),
         ],
         &aligned_words(d, store_word),
-        groups.map(|g| g as u32),
+        groups,
     );
     true
 }
@@ -559,18 +552,36 @@ fn dispatch_subgroup(
     args: &[(&Tensor, Access); 4],
     words: &[u32],
 ) -> bool {
-    let groups = [
-        d.m.div_ceil(8 * row_groups as usize),
-        d.n.div_ceil(32 * col_groups as usize),
-        d.batch,
-    ];
-    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if groups.iter().any(|&g| g > limit) {
+    let Some(groups) = subgroup_grid(gpu, (row_groups, col_groups), d) else {
         return false;
-    }
-    let groups = groups.map(|g| u32::try_from(g).expect("within the limit"));
+    };
     gpu.dispatch(kernel, args, words, groups);
     true
+}
+
+/// The subgroup kernel's grid at `tile` (its buffer and texture forms alike).
+fn subgroup_grid(
+    gpu: &Gpu,
+    (row_groups, col_groups): (u32, u32),
+    d: MatmulDims,
+) -> Option<[u32; 3]> {
+    within_limit(
+        gpu,
+        [
+            d.m.div_ceil(8 * row_groups as usize),
+            d.n.div_ceil(32 * col_groups as usize),
+            d.batch,
+        ],
+    )
+}
+
+/// `groups` as a grid, or None past the adapter's workgroups per dimension.
+fn within_limit(gpu: &Gpu, groups: [usize; 3]) -> Option<[u32; 3]> {
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    groups
+        .iter()
+        .all(|&g| g <= limit)
+        .then(|| groups.map(|g| u32::try_from(g).expect("within the limit")))
 }
 
 /// [`matmul`] with a and b stored as f16 (products and sums in f32, c f32): half the bytes read.
@@ -619,8 +630,8 @@ pub fn matmul_f16(
         MatmulKernel::Subgroup {
             row_groups,
             col_groups,
-        } => (row_groups, col_groups),
-        MatmulKernel::Texture {
+        }
+        | MatmulKernel::Texture {
             row_groups,
             col_groups,
         } => (row_groups, col_groups),
