@@ -135,7 +135,7 @@ pub struct Gpu {
     /// MAP_READ buffers for readbacks, reused across reads: at most [`READBACK_CACHE`] of them,
     /// the least recently used dropped first.
     readback: Mutex<Vec<wgpu::Buffer>>,
-    /// Operand textures by (slot, width, height) (see [`texture`]).
+    /// Operand textures by (recording thread, slot, width, height) (see [`texture`]).
     textures: Mutex<texture::TextureCache>,
     submits: AtomicU64,
     dispatches: AtomicU64,
