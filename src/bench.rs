@@ -3,7 +3,7 @@
 //! after warm-up; they are never part of `cargo test` (only a smoke run of `--quick` is).
 
 use crate::error::Result;
-use crate::gpu::{Category, Gpu, KernelTime};
+use crate::gpu::{Category, Gpu, KernelTime, ProfileClock};
 use crate::nn::gpt::GptBatch;
 use crate::nn::{
     compute_scope, loss_scale_scope, zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks, Param,
@@ -48,9 +48,29 @@ pub struct StepResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_step_cold_ms: Option<f64>,
     pub submits_per_step: f64,
+    /// Where a timed step's wall time goes on the host, means over the timed steps.
+    #[serde(default)]
+    pub cost: StepCost,
+    /// How `profile` was timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_clock: Option<ProfileClock>,
     /// GPU time per kernel in one more step, when asked for (`bench --profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<KernelTime>>,
+}
+
+/// A step's host-side split, ms per step (means over the timed steps): `record` is the ops
+/// recording their dispatches (and the trainer's host work between them), `encode` turning them
+/// into a command buffer at the flush (bind groups, passes), `submit` the driver's submit, `wait`
+/// the host waiting for the device. On a CPU adapter `wait` is the kernels' run time and what
+/// the driver does between them.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct StepCost {
+    pub dispatches: f64,
+    pub record_ms: f64,
+    pub encode_ms: f64,
+    pub submit_ms: f64,
+    pub wait_ms: f64,
 }
 
 /// How to run a step workload.
@@ -71,17 +91,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median ms of `reps` timed runs of `work` after `warmup` untimed ones, each ended by a sync.
-fn time_ms(
+/// Median ms of `reps` timed runs of `work` after `warmup` untimed ones, each ended by a sync,
+/// and the mean host-side split of the timed runs.
+fn time_runs(
     gpu: &Gpu,
     warmup: usize,
     reps: usize,
     mut work: impl FnMut() -> Result<()>,
-) -> Result<f64> {
+) -> Result<(f64, StepCost)> {
     for _ in 0..warmup {
         work()?;
         gpu.sync()?;
     }
+    let before = gpu.stats();
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -89,7 +111,19 @@ fn time_ms(
         gpu.sync()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(median(samples))
+    let after = gpu.stats();
+    let n = reps.max(1) as f64;
+    let per_step_ms = |a: u64, b: u64| (a - b) as f64 / 1e6 / n;
+    let mut cost = StepCost {
+        dispatches: (after.dispatches - before.dispatches) as f64 / n,
+        record_ms: 0.0,
+        encode_ms: per_step_ms(after.encode_ns, before.encode_ns),
+        submit_ms: per_step_ms(after.submit_ns, before.submit_ns),
+        wait_ms: per_step_ms(after.wait_ns, before.wait_ns),
+    };
+    let mean = samples.iter().sum::<f64>() / n;
+    cost.record_ms = (mean - cost.encode_ms - cost.submit_ms - cost.wait_ms).max(0.0);
+    Ok((median(samples), cost))
 }
 
 /// Times a training step: its first run (from `start`, so device set-up and shader compilation
@@ -107,17 +141,17 @@ fn time_step(
     gpu.sync()?;
     let first_step_ms = start.elapsed().as_secs_f64() * 1e3;
     let submits0 = gpu.stats().submits;
-    let ms = if opts.steps == 0 {
-        0.0
+    let (ms, cost) = if opts.steps == 0 {
+        (0.0, StepCost::default())
     } else {
-        time_ms(gpu, opts.warmup, opts.steps, &mut step)?
+        time_runs(gpu, opts.warmup, opts.steps, &mut step)?
     };
     let ran = (opts.warmup + opts.steps).max(1);
     let submits = (gpu.stats().submits - submits0) as f64 / ran as f64;
-    let profile = if opts.profile {
-        gpu.profile(&mut step)?
-    } else {
-        None
+    let profile_clock = opts.profile.then(|| ProfileClock::for_device(gpu));
+    let profile = match profile_clock {
+        Some(clock) => Some(gpu.profile(clock, &mut step)?),
+        None => None,
     };
     Ok(StepResult {
         workload: workload.to_string(),
@@ -132,6 +166,8 @@ fn time_step(
         first_step_ms,
         first_step_cold_ms: None,
         submits_per_step: submits,
+        cost,
+        profile_clock,
         profile,
     })
 }

@@ -7,6 +7,7 @@ use wgtrain::bench::{
     bench_matmul, bench_w_gpt, bench_w_gpt_s, bench_w_mlp, w_gpt_shapes, Operands, StepOptions,
     StepResult,
 };
+use wgtrain::gpu::ProfileClock;
 use wgtrain::ops::matmul::Layout;
 use wgtrain::ops::matmul_tune;
 use wgtrain::tensor::DType;
@@ -389,15 +390,23 @@ fn numpy_sgemm() -> Option<Vec<(usize, f64)>> {
 /// The per-kernel table of a profiled step (`--profile`).
 fn print_profile(s: &StepResult) {
     let Some(kernels) = &s.profile else {
-        println!(
-            "{}: no per-kernel profile (the adapter has no TIMESTAMP_QUERY)",
-            s.workload
-        );
         return;
     };
-    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    let c = &s.cost;
     println!(
-        "{}: GPU time per kernel in one step ({total:.1} ms in all, one compute pass per dispatch)",
+        "{}: a plain step on the host: {:.0} dispatches; recording {:.1} ms, encoding {:.1} ms, \
+         submit {:.1} ms, waiting for the device {:.1} ms",
+        s.workload, c.dispatches, c.record_ms, c.encode_ms, c.submit_ms, c.wait_ms
+    );
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    let how = match s.profile_clock {
+        Some(ProfileClock::Wall) => {
+            "each dispatch a submit of its own, wall clock: its submit and wait are counted"
+        }
+        _ => "timestamps, one compute pass per dispatch",
+    };
+    println!(
+        "{}: time per kernel in one step ({total:.1} ms in all; {how})",
         s.workload
     );
     println!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");

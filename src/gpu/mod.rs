@@ -15,7 +15,7 @@ mod texture;
 
 pub use adapter::AdapterSummary;
 pub use pool::{BufferPool, ByCategory, Category, DeviceId, MemoryStats, PooledBuffer};
-pub use profile::KernelTime;
+pub use profile::{KernelTime, ProfileClock, TRANSFERS};
 pub use recorder::Access;
 pub use shaders::{Kernel, Shader};
 pub use texture::OperandTexture;
@@ -27,6 +27,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What the recorder binds, copies and reads: anything backed by a pooled buffer (a
 /// [`crate::Tensor`]). The runtime knows tensors only through this, so `tensor` depends on `gpu`
@@ -110,6 +111,18 @@ pub struct GpuStats {
     pub pipelines: usize,
     /// Bind groups created (the recorder reuses them across steps).
     pub bind_groups: u64,
+    /// Host time turning recorded commands into a command buffer at flushes (uniform arena,
+    /// bind groups, passes: [`Recorder::encode`]), in ns.
+    pub encode_ns: u64,
+    /// Host time in `queue.submit` and the flush's error scopes, in ns (on a CPU adapter the
+    /// driver may do some of the work here).
+    pub submit_ns: u64,
+    /// Time the host waited for submitted work (syncs and readbacks), in ns.
+    pub wait_ns: u64,
+}
+
+fn add_ns(counter: &AtomicU64, d: std::time::Duration) {
+    counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// Staging buffers the readback cache keeps (a step reads the same one or two sizes back; an
@@ -139,6 +152,12 @@ pub struct Gpu {
     textures: Mutex<texture::TextureCache>,
     submits: AtomicU64,
     dispatches: AtomicU64,
+    encode_ns: AtomicU64,
+    submit_ns: AtomicU64,
+    wait_ns: AtomicU64,
+    /// While set, every dispatch runs alone and its wall time is appended (label, ms): the
+    /// profile on CPU adapters ([`Gpu::profile`]).
+    wall_profile: Mutex<Option<Vec<(String, f64)>>>,
     /// An error of recorded work (a pipeline the device refused), returned by the next flush.
     pending_error: Mutex<Option<Error>>,
 }
@@ -264,6 +283,10 @@ impl Gpu {
             textures: Mutex::default(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            encode_ns: AtomicU64::new(0),
+            submit_ns: AtomicU64::new(0),
+            wait_ns: AtomicU64::new(0),
+            wall_profile: Mutex::new(None),
             pending_error: Mutex::default(),
         }
     }
@@ -386,6 +409,9 @@ impl Gpu {
             dispatches: self.dispatches.load(Ordering::Relaxed),
             pipelines: self.pipelines.lock().unwrap().len(),
             bind_groups: self.recorder.lock().unwrap().bind_groups_created,
+            encode_ns: self.encode_ns.load(Ordering::Relaxed),
+            submit_ns: self.submit_ns.load(Ordering::Relaxed),
+            wait_ns: self.wait_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -484,6 +510,16 @@ impl Gpu {
                 Binding::Texture(t, _) => Bound::Texture(t.view.clone()),
             })
             .collect();
+        let wall_label = self
+            .wall_profile
+            .lock()
+            .unwrap()
+            .is_some()
+            .then(|| pipeline.label.clone());
+        if wall_label.is_some() && !self.recorder.lock().unwrap().is_empty() {
+            // what was recorded before this dispatch (copies, clears, uploads) runs first
+            self.time_alone(TRANSFERS.to_string());
+        }
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         self.recorder
             .lock()
@@ -495,6 +531,24 @@ impl Gpu {
                 params: params.to_vec(),
                 groups,
             });
+        if let Some(label) = wall_label {
+            self.time_alone(label);
+        }
+    }
+
+    /// Under a wall-clock profile: runs what is recorded as one submit and adds its time
+    /// under `label`.
+    fn time_alone(&self, label: String) {
+        let t = Instant::now();
+        match self.sync() {
+            Ok(()) => {
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if let Some(times) = self.wall_profile.lock().unwrap().as_mut() {
+                    times.push((label, ms));
+                }
+            }
+            Err(e) => self.defer_error(e),
+        }
     }
 
     /// An rgba32float texture of `width` × `height` texels for operand `slot` of a kernel (two
@@ -566,6 +620,39 @@ impl Gpu {
             dst_offset: 0,
             size: src.bytes().div_ceil(4) * 4,
         });
+    }
+
+    /// Records a copy of `src`'s first rows into `dst`, one texel (16 bytes) after another,
+    /// when wgpu allows it: a row of a multiple of 256 bytes (16 texels; any width for one
+    /// row). Returns false, recording nothing, when it does not.
+    pub fn copy_to_texture(&self, src: &dyn DeviceBuffer, dst: &OperandTexture) -> bool {
+        self.check_device("copy_to_texture", src);
+        let bytes_per_row = dst.width() * 16;
+        if bytes_per_row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT != 0 && dst.height() > 1 {
+            return false;
+        }
+        assert!(
+            src.bytes() >= u64::from(bytes_per_row) * u64::from(dst.height()),
+            "copy_to_texture: {:?} holds {} bytes, the texture {}",
+            src.label(),
+            src.bytes(),
+            dst.bytes()
+        );
+        if self.is_ledger() {
+            return true;
+        }
+        self.recorder
+            .lock()
+            .unwrap()
+            .commands
+            .push(Command::CopyToTexture {
+                src: src.buffer().clone(),
+                dst: dst.texture.clone(),
+                bytes_per_row,
+                width: dst.width(),
+                height: dst.height(),
+            });
+        true
     }
 
     /// Records a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`
@@ -648,15 +735,20 @@ impl Gpu {
         if rec.is_empty() {
             return Ok(());
         }
+        let t0 = Instant::now();
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        if let Some(cb) = rec.encode(&self.device, &self.queue) {
+        let encoded = rec.encode(&self.device, &self.queue);
+        let t1 = Instant::now();
+        if let Some(cb) = encoded {
             self.queue.submit([cb]);
             self.submits.fetch_add(1, Ordering::Relaxed);
         }
         drop(rec);
         let invalid = pollster::block_on(invalid.pop());
         let oom = pollster::block_on(oom.pop());
+        add_ns(&self.encode_ns, t1 - t0);
+        add_ns(&self.submit_ns, t1.elapsed());
         match (oom, invalid) {
             (Some(e), _) => Err(Error::Device(format!("out of memory running a batch: {e}"))),
             (None, Some(e)) => Err(Error::Device(e.to_string())),
@@ -667,9 +759,15 @@ impl Gpu {
     /// Submits what is recorded and waits until the GPU has finished it.
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.wait()
+    }
+
+    /// Waits until the GPU has finished what was submitted (counted in [`GpuStats::wait_ns`]).
+    fn wait(&self) -> Result<()> {
+        let t = Instant::now();
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        add_ns(&self.wait_ns, t.elapsed());
+        polled.map_err(|e| Error::Readback(e.to_string()))?;
         Ok(())
     }
 
@@ -734,9 +832,7 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.wait()?;
         rx.recv()
             .map_err(|e| Error::Readback(e.to_string()))?
             .map_err(|e| Error::Readback(e.to_string()))?;

@@ -75,6 +75,14 @@ pub(crate) enum Command {
         buffer: wgpu::Buffer,
         size: u64,
     },
+    /// A buffer's bytes into a texture, row after row (`bytes_per_row` a multiple of 256).
+    CopyToTexture {
+        src: wgpu::Buffer,
+        dst: wgpu::Texture,
+        bytes_per_row: u32,
+        width: u32,
+        height: u32,
+    },
     /// Host data for `dst`, copied in command order from the upload arena.
     Upload {
         data: Vec<u8>,
@@ -313,6 +321,31 @@ impl Recorder {
                     size,
                 } => {
                     encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                    i += 1;
+                }
+                Command::CopyToTexture {
+                    src,
+                    dst,
+                    bytes_per_row,
+                    width,
+                    height,
+                } => {
+                    encoder.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer: src,
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset: 0,
+                                bytes_per_row: Some(*bytes_per_row),
+                                rows_per_image: Some(*height),
+                            },
+                        },
+                        dst.as_image_copy(),
+                        wgpu::Extent3d {
+                            width: *width,
+                            height: *height,
+                            depth_or_array_layers: 1,
+                        },
+                    );
                     i += 1;
                 }
                 Command::Clear { buffer, size } => {

@@ -23,6 +23,7 @@ pub(crate) const TEXTURE_CACHE: usize = 64;
 /// (`texture_storage_2d<rgba32float, write>`).
 #[derive(Debug)]
 pub struct OperandTexture {
+    pub(crate) texture: wgpu::Texture,
     pub(crate) view: wgpu::TextureView,
     device: DeviceId,
     width: u32,
@@ -47,11 +48,14 @@ impl OperandTexture {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::STORAGE_BINDING
+                | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         OperandTexture {
             view: texture.create_view(&Default::default()),
+            texture,
             device: id,
             width,
             height,

@@ -476,6 +476,11 @@ fn record_texture(
         return false;
     };
     for (src, t) in [(a, &ta), (b, &tb)] {
+        // a transfer where wgpu allows one (rows of a multiple of 256 bytes): on lavapipe it is
+        // a row-by-row memcpy, several times faster than the pack kernel's texel stores
+        if gpu.copy_to_texture(src, t) {
+            continue;
+        }
         let (w, h) = (t.width(), t.height());
         gpu.dispatch_bound(
             &TEXTURE_PACK,

@@ -2,7 +2,7 @@
 //! ordering of uploads, and devices owned by the application.
 
 use crate::common::*;
-use wgtrain::gpu::{Category, Gpu};
+use wgtrain::gpu::{Category, Gpu, ProfileClock};
 use wgtrain::ops::elementwise::{add, scale};
 use wgtrain::{DType, Error, Tensor};
 
@@ -41,47 +41,61 @@ fn many_dispatches_then_one_readback_is_one_submit() {
 #[test]
 fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
     let gpu = own_gpu();
-    // 34 values: each scale is a vec4 dispatch (32 values) and a scalar one (the last 2)
-    let x = Tensor::from_f32(&gpu, "x", &[34], &[1.0; 34], Category::Activations).unwrap();
-    let y = Tensor::zeros(&gpu, "y", &[34], Category::Activations).unwrap();
-    let z = Tensor::zeros(&gpu, "z", &[34], Category::Activations).unwrap();
-    let profile = gpu
-        .profile(|| {
-            for _ in 0..3 {
-                scale(&gpu, &x, 2.0, &y);
-                scale(&gpu, &y, 0.5, &x);
-                gpu.flush().unwrap(); // work that submits as it goes is profiled whole
-            }
-            add(&gpu, &x, &y, &z);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(x.to_f32(&gpu).unwrap(), vec![1.0; 34]);
-    assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; 34]);
-    let Some(profile) = profile else {
-        // the adapter has no TIMESTAMP_QUERY: the work still ran
-        return;
-    };
-    let count = |name: &str| {
-        profile
-            .iter()
-            .find(|k| k.kernel == name)
-            .unwrap_or_else(|| panic!("{name} in {profile:?}"))
-            .dispatches
-    };
-    assert_eq!(count("elementwise::scale4"), 6);
-    assert_eq!(count("elementwise::scale"), 6);
-    assert_eq!(count("elementwise::add4"), 1);
-    assert_eq!(count("elementwise::add"), 1);
-    assert_eq!(profile.len(), 4, "{profile:?}");
-    assert!(profile.iter().all(|k| k.ms >= 0.0));
-    assert!(
-        profile.windows(2).all(|w| w[0].ms >= w[1].ms),
-        "largest first"
-    );
-    // profiling is over: the next work is recorded as usual, one pass per run of dispatches
-    scale(&gpu, &x, 2.0, &y);
-    assert_eq!(y.to_f32(&gpu).unwrap(), vec![2.0; 34]);
+    let mut clocks = vec![ProfileClock::Wall];
+    if gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        clocks.push(ProfileClock::Timestamps);
+    }
+    for clock in clocks {
+        // 34 values: each scale is a vec4 dispatch (32 values) and a scalar one (the last 2)
+        let x = Tensor::from_f32(&gpu, "x", &[34], &[1.0; 34], Category::Activations).unwrap();
+        let y = Tensor::zeros(&gpu, "y", &[34], Category::Activations).unwrap();
+        let z = Tensor::zeros(&gpu, "z", &[34], Category::Activations).unwrap();
+        gpu.sync().unwrap();
+        let submits0 = gpu.stats().submits;
+        let profile = gpu
+            .profile(clock, || {
+                for _ in 0..3 {
+                    scale(&gpu, &x, 2.0, &y);
+                    scale(&gpu, &y, 0.5, &x);
+                    gpu.flush().unwrap(); // work that submits as it goes is profiled whole
+                }
+                add(&gpu, &x, &y, &z);
+                Ok(())
+            })
+            .unwrap();
+        if clock == ProfileClock::Wall {
+            assert_eq!(
+                gpu.stats().submits - submits0,
+                14,
+                "{clock:?}: every dispatch a submit of its own"
+            );
+        }
+        assert_eq!(x.to_f32(&gpu).unwrap(), vec![1.0; 34], "{clock:?}");
+        assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; 34], "{clock:?}");
+        let count = |name: &str| {
+            profile
+                .iter()
+                .find(|k| k.kernel == name)
+                .unwrap_or_else(|| panic!("{name} in {profile:?}"))
+                .dispatches
+        };
+        assert_eq!(count("elementwise::scale4"), 6);
+        assert_eq!(count("elementwise::scale"), 6);
+        assert_eq!(count("elementwise::add4"), 1);
+        assert_eq!(count("elementwise::add"), 1);
+        assert_eq!(profile.len(), 4, "{profile:?}");
+        assert!(profile.iter().all(|k| k.ms >= 0.0));
+        assert!(
+            profile.windows(2).all(|w| w[0].ms >= w[1].ms),
+            "largest first"
+        );
+        // profiling is over: the next work is recorded as usual, one submit for all of it
+        let submits0 = gpu.stats().submits;
+        scale(&gpu, &x, 2.0, &y);
+        scale(&gpu, &y, 1.0, &z);
+        assert_eq!(z.to_f32(&gpu).unwrap(), vec![2.0; 34]);
+        assert_eq!(gpu.stats().submits - submits0, 1, "{clock:?}");
+    }
 }
 
 #[test]
