@@ -255,24 +255,36 @@ pub fn bench_matmul(
     };
     let c = operand("c", m * n, c_dtype)?;
     let d = MatmulDims::new(m, n, k, layout);
-    // GPU time from timestamp queries where the adapter offers them, else wall clock
+    // GPU time from timestamp queries on GPUs; wall clock around a sync on CPU adapters (whose
+    // timestamps see the work handed to the driver's threads, not its run: gpu/profile.rs) and
+    // where the adapter has no timestamps
+    let wall = ProfileClock::for_device(gpu) == ProfileClock::Wall;
+    let timing = if wall {
+        "wall clock"
+    } else {
+        "timestamp queries"
+    };
     let mut samples = vec![];
-    let mut timing = "timestamp queries";
     for i in 0..warmup + reps {
-        let t = Instant::now();
         let mut result = Ok(());
-        let gpu_ms = gpu.gpu_time_ms(|| {
+        let mut record = || {
             if operands == Operands::F16 {
                 result = matmul_f16(gpu, d, &a, &b, None, &c, false);
             } else {
                 matmul(gpu, d, &a, &b, None, &c, false)
             }
-        })?;
-        result?;
-        let ms = gpu_ms.unwrap_or_else(|| {
-            timing = "wall clock";
+        };
+        let ms = if wall {
+            gpu.sync()?;
+            let t = Instant::now();
+            record();
+            gpu.sync()?;
             t.elapsed().as_secs_f64() * 1e3
-        });
+        } else {
+            gpu.gpu_time_ms(record)?
+                .expect("an adapter with timestamps times them")
+        };
+        result?;
         if i >= warmup {
             samples.push(ms);
         }
