@@ -623,12 +623,12 @@ impl Gpu {
     }
 
     /// Records a copy of `src`'s first rows into `dst`, one texel (16 bytes) after another,
-    /// when wgpu allows it: a row of a multiple of 256 bytes (16 texels; any width for one
-    /// row). Returns false, recording nothing, when it does not.
+    /// when wgpu allows it: rows of a multiple of 256 bytes (16 texels). Returns false,
+    /// recording nothing, when it does not.
     pub fn copy_to_texture(&self, src: &dyn DeviceBuffer, dst: &OperandTexture) -> bool {
         self.check_device("copy_to_texture", src);
         let bytes_per_row = dst.width() * 16;
-        if bytes_per_row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT != 0 && dst.height() > 1 {
+        if bytes_per_row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT != 0 {
             return false;
         }
         assert!(
