@@ -1,6 +1,7 @@
 // Copies a buffer of vec4s into an rgba32float texture, row by row (width texels a row): the
-// operand textures the texture matmul reads (src/gpu/texture.rs). A copy_buffer_to_texture would
-// need rows of a multiple of 256 bytes; this takes any width, and stays inside the compute pass.
+// operand textures the texture matmul reads (src/gpu/texture.rs). Where rows are a multiple of
+// 256 bytes the matmul uses a copy_buffer_to_texture instead (`Gpu::copy_to_texture`, several
+// times faster on lavapipe); this kernel takes the other widths.
 
 struct Params {
     width: u32,  // texels per row
