@@ -99,8 +99,8 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
 pub enum Binding<'a> {
     /// A tensor's buffer, [`Access::Read`] or [`Access::ReadWrite`].
     Buffer(&'a dyn DeviceBuffer, Access),
-    /// A texture, [`Access::Texture`] or [`Access::WriteTexture`].
-    Texture(&'a OperandTexture, Access),
+    /// An operand texture, read as `texture_2d<f32>` ([`Access::Texture`]).
+    Texture(&'a OperandTexture),
 }
 
 /// Counters of host-side work, for tests and benchmarks.
@@ -464,7 +464,7 @@ impl Gpu {
         for b in binds {
             match b {
                 Binding::Buffer(t, _) => self.check_device(kernel.entry, *t),
-                Binding::Texture(t, _) => assert_eq!(
+                Binding::Texture(t) => assert_eq!(
                     t.device(),
                     self.id,
                     "{}: a texture of {} bound on {}",
@@ -487,7 +487,8 @@ impl Gpu {
         let access: Vec<Access> = binds
             .iter()
             .map(|b| match b {
-                Binding::Buffer(_, a) | Binding::Texture(_, a) => *a,
+                Binding::Buffer(_, a) => *a,
+                Binding::Texture(_) => Access::Texture,
             })
             .collect();
         let pipeline = self
@@ -507,7 +508,7 @@ impl Gpu {
             .iter()
             .map(|b| match b {
                 Binding::Buffer(t, _) => Bound::Buffer(t.buffer().clone(), t.bytes()),
-                Binding::Texture(t, _) => Bound::Texture(t.view.clone()),
+                Binding::Texture(t) => Bound::Texture(t.view.clone()),
             })
             .collect();
         let wall_label = self
@@ -551,26 +552,23 @@ impl Gpu {
         }
     }
 
-    /// An rgba32float texture of `width` × `height` texels for operand `slot` of a kernel (two
-    /// operands of one dispatch take different slots), reused across calls from this thread
-    /// with the same key (see [`texture`]);
-    /// None on a ledger twin (which runs nothing) or past the adapter's texture size.
-    pub fn operand_texture(
-        &self,
-        slot: u32,
-        width: u32,
-        height: u32,
-    ) -> Option<Arc<OperandTexture>> {
+    /// An operand texture holding at least `texels` texels (rows of
+    /// [`texture::TEXELS_PER_ROW`]) for operand `slot` of a kernel (two operands of one
+    /// dispatch take different slots), reused across calls from this thread with the same key
+    /// (see [`texture`]); None on a ledger twin (which runs nothing), for no texels, or past the
+    /// adapter's texture size.
+    pub fn operand_texture(&self, slot: u32, texels: u64) -> Option<Arc<OperandTexture>> {
         let max = self.limits.max_texture_dimension_2d;
-        if self.is_ledger() || width == 0 || height == 0 || width > max || height > max {
+        let height = u32::try_from(OperandTexture::rows_for(texels)).ok()?;
+        if self.is_ledger() || height == 0 || height > max || texture::TEXELS_PER_ROW > max {
             return None;
         }
         Some(
             self.textures
                 .lock()
                 .unwrap()
-                .get((std::thread::current().id(), slot, width, height), || {
-                    OperandTexture::new(&self.device, self.id, width, height)
+                .get((std::thread::current().id(), slot, height), || {
+                    OperandTexture::new(&self.device, self.id, height)
                 }),
         )
     }
@@ -622,37 +620,45 @@ impl Gpu {
         });
     }
 
-    /// Records a copy of `src`'s first rows into `dst`, one texel (16 bytes) after another,
-    /// when wgpu allows it: rows of a multiple of 256 bytes (16 texels). Returns false,
-    /// recording nothing, when it does not.
-    pub fn copy_to_texture(&self, src: &dyn DeviceBuffer, dst: &OperandTexture) -> bool {
+    /// Records a copy of `src`'s first `texels` vec4s into `dst` in its flat layout (texel i at
+    /// (i % TEXELS_PER_ROW, i / TEXELS_PER_ROW)): one transfer of the whole rows, one of the
+    /// last partial row.
+    pub fn copy_to_texture(&self, src: &dyn DeviceBuffer, dst: &OperandTexture, texels: u64) {
         self.check_device("copy_to_texture", src);
-        let bytes_per_row = dst.width() * 16;
-        if bytes_per_row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT != 0 {
-            return false;
-        }
+        assert_eq!(
+            dst.device(),
+            self.id,
+            "copy_to_texture: a texture of another device"
+        );
         assert!(
-            src.bytes() >= u64::from(bytes_per_row) * u64::from(dst.height()),
-            "copy_to_texture: {:?} holds {} bytes, the texture {}",
+            src.bytes() >= texels * 16 && dst.bytes() >= texels * 16,
+            "copy_to_texture: {texels} texels from {:?} ({} bytes) into a texture of {} bytes",
             src.label(),
             src.bytes(),
             dst.bytes()
         );
         if self.is_ledger() {
-            return true;
+            return;
         }
-        self.recorder
-            .lock()
-            .unwrap()
-            .commands
-            .push(Command::CopyToTexture {
+        let per_row = u64::from(texture::TEXELS_PER_ROW);
+        let (rows, rest) = (texels / per_row, texels % per_row);
+        let mut recorder = self.recorder.lock().unwrap();
+        let mut copy = |first_row: u64, width: u64, height: u64| {
+            recorder.commands.push(Command::CopyToTexture {
                 src: src.buffer().clone(),
+                offset: first_row * per_row * 16,
                 dst: dst.texture.clone(),
-                bytes_per_row,
-                width: dst.width(),
-                height: dst.height(),
-            });
-        true
+                first_row: first_row as u32,
+                width: width as u32,
+                height: height as u32,
+            })
+        };
+        if rows > 0 {
+            copy(0, per_row, rows);
+        }
+        if rest > 0 {
+            copy(rows, rest, 1);
+        }
     }
 
     /// Records a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`

@@ -51,8 +51,6 @@ pub enum Access {
     ReadWrite,
     /// `texture_2d<f32>` (an unfilterable float texture, read with `textureLoad`)
     Texture,
-    /// `texture_storage_2d<rgba32float, write>`
-    WriteTexture,
 }
 
 pub(crate) enum Command {
@@ -75,11 +73,13 @@ pub(crate) enum Command {
         buffer: wgpu::Buffer,
         size: u64,
     },
-    /// A buffer's bytes into a texture, row after row (`bytes_per_row` a multiple of 256).
+    /// `height` rows of `width` texels from `src` at `offset` into an operand texture from row
+    /// `first_row` on (the buffer's rows `TEXELS_PER_ROW` texels apart).
     CopyToTexture {
         src: wgpu::Buffer,
+        offset: u64,
         dst: wgpu::Texture,
-        bytes_per_row: u32,
+        first_row: u32,
         width: u32,
         height: u32,
     },
@@ -325,8 +325,9 @@ impl Recorder {
                 }
                 Command::CopyToTexture {
                     src,
+                    offset,
                     dst,
-                    bytes_per_row,
+                    first_row,
                     width,
                     height,
                 } => {
@@ -334,12 +335,21 @@ impl Recorder {
                         wgpu::TexelCopyBufferInfo {
                             buffer: src,
                             layout: wgpu::TexelCopyBufferLayout {
-                                offset: 0,
-                                bytes_per_row: Some(*bytes_per_row),
+                                offset: *offset,
+                                bytes_per_row: Some(super::texture::TEXELS_PER_ROW * 16),
                                 rows_per_image: Some(*height),
                             },
                         },
-                        dst.as_image_copy(),
+                        wgpu::TexelCopyTextureInfo {
+                            texture: dst,
+                            mip_level: 0,
+                            origin: wgpu::Origin3d {
+                                x: 0,
+                                y: *first_row,
+                                z: 0,
+                            },
+                            aspect: wgpu::TextureAspect::All,
+                        },
                         wgpu::Extent3d {
                             width: *width,
                             height: *height,

@@ -13,8 +13,6 @@ pub enum Shader {
     MatmulSubgroupTexture,
     /// Workgroup-memory tiles, for GPUs.
     MatmulTiled,
-    /// A buffer copied into an operand texture.
-    TexturePack,
     Elementwise,
     SoftmaxXent,
     Layernorm,
@@ -37,13 +35,12 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 25] = [
+    pub const ALL: [Shader; 24] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
         Shader::MatmulSubgroupTexture,
         Shader::MatmulTiled,
-        Shader::TexturePack,
         Shader::Elementwise,
         Shader::SoftmaxXent,
         Shader::Layernorm,
@@ -72,7 +69,6 @@ impl Shader {
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
             Shader::MatmulSubgroupTexture => "matmul_subgroup (textures)",
             Shader::MatmulTiled => "matmul_tiled",
-            Shader::TexturePack => "texture_pack",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
@@ -102,7 +98,6 @@ impl Shader {
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
             Shader::MatmulSubgroupTexture => matmul_texture_source(),
             Shader::MatmulTiled => include_str!("../../shaders/matmul_tiled.wgsl"),
-            Shader::TexturePack => include_str!("../../shaders/texture_pack.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
@@ -156,11 +151,18 @@ pub fn matmul_f16_source() -> &'static str {
     &SOURCE
 }
 
-/// `matmul_subgroup.wgsl`'s aligned kernel with A and B read from rgba32float textures (one texel
-/// a vec4 of a row, batches stacked down the rows; `gpu::texture`): the declarations and the two
-/// accessors change, nothing else; the ragged entry point is left out.
+/// `matmul_subgroup.wgsl`'s aligned kernel with A and B read from rgba32float operand textures
+/// (`gpu::texture`'s flat layout: the buffer's vec4 i at texel (i % TEXELS_PER_ROW,
+/// i / TEXELS_PER_ROW)): the declarations and the two accessors change, nothing else; the
+/// ragged entry point is left out.
 pub fn matmul_texture_source() -> &'static str {
     static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let w = super::texture::TEXELS_PER_ROW;
+        let load = |t: &str| {
+            format!(
+                "let i = row * width + col;\n    return textureLoad({t}, vec2<u32>(i % {w}u, i / {w}u), 0);"
+            )
+        };
         derive_aligned_matmul(
             "",
             [
@@ -172,14 +174,8 @@ pub fn matmul_texture_source() -> &'static str {
                     "var<storage, read> b: array<vec4<f32>>;",
                     "var b: texture_2d<f32>;",
                 ),
-                (
-                    "return a[row * width + col];",
-                    "return textureLoad(a, vec2<u32>(col, row), 0);",
-                ),
-                (
-                    "return b[row * width + col];",
-                    "return textureLoad(b, vec2<u32>(col, row), 0);",
-                ),
+                ("return a[row * width + col];", &load("a")),
+                ("return b[row * width + col];", &load("b")),
             ],
         )
     });

@@ -1,9 +1,13 @@
-//! Operand textures: a buffer's contents copied into an rgba32float texture (one texel = one
-//! vec4 of a row) so that a kernel reads them with `textureLoad`. On llvmpipe a texel fetch is a
+//! Operand textures: a buffer's contents copied into an rgba32float texture so that a kernel
+//! reads them with `textureLoad`. The layout is flat: the buffer's i-th vec4 is the texel at
+//! (i % TEXELS_PER_ROW, i / TEXELS_PER_ROW), whatever the shape of the tensor, so that every
+//! texture row is 4 KiB and one `copy_buffer_to_texture` of the whole rows (plus one of the
+//! last, partial row) fills it: wgpu needs a multiple of 256 bytes per row, which a tensor's own
+//! rows (an attention head of 32 floats is 128 bytes) often are not. On llvmpipe a texel fetch is a
 //! gather for all SIMD lanes at once where a storage-buffer read is a loop over the lanes, which
 //! makes the matmul 2-2.5x faster there (`benches/matmul_variants/README.md`).
 //!
-//! A [`Gpu`](super::Gpu) keeps a few textures by (recording thread, slot, width, height) and
+//! A [`Gpu`](super::Gpu) keeps a few textures by (recording thread, slot, height) and
 //! reuses them: a training step asks for the same shapes every time, so after the first step it
 //! creates none. A texture is scratch between its pack and the kernel that reads it, so two
 //! threads recording on one device (tests share one) must not share one: their commands
@@ -19,24 +23,28 @@ use std::sync::Arc;
 /// command that still binds it keeps it alive until the submit).
 pub(crate) const TEXTURE_CACHE: usize = 64;
 
-/// An rgba32float texture that kernels read (`texture_2d<f32>`) and a pack kernel writes
-/// (`texture_storage_2d<rgba32float, write>`).
+/// Texels in every row of an operand texture (4 KiB: a multiple of wgpu's 256-byte copy
+/// alignment). Kernels that read one hard-code it (`src/gpu/shaders.rs`).
+pub const TEXELS_PER_ROW: u32 = 256;
+
+/// An rgba32float texture of `TEXELS_PER_ROW` texels a row that kernels read
+/// (`texture_2d<f32>`), filled by [`Gpu::copy_to_texture`](super::Gpu::copy_to_texture).
 #[derive(Debug)]
 pub struct OperandTexture {
     pub(crate) texture: wgpu::Texture,
     pub(crate) view: wgpu::TextureView,
     device: DeviceId,
-    width: u32,
     height: u32,
 }
 
 impl OperandTexture {
-    pub(crate) fn new(
-        device: &wgpu::Device,
-        id: DeviceId,
-        width: u32,
-        height: u32,
-    ) -> OperandTexture {
+    /// Rows enough for `texels` texels.
+    pub fn rows_for(texels: u64) -> u64 {
+        texels.div_ceil(u64::from(TEXELS_PER_ROW))
+    }
+
+    pub(crate) fn new(device: &wgpu::Device, id: DeviceId, height: u32) -> OperandTexture {
+        let width = TEXELS_PER_ROW;
         let texture = device.create_texture(&wgpu::TextureDescriptor {
             label: Some("wgtrain operand texture"),
             size: wgpu::Extent3d {
@@ -48,23 +56,15 @@ impl OperandTexture {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::STORAGE_BINDING
-                | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         OperandTexture {
             view: texture.create_view(&Default::default()),
             texture,
             device: id,
-            width,
             height,
         }
-    }
-
-    /// Texels per row.
-    pub fn width(&self) -> u32 {
-        self.width
     }
 
     pub fn height(&self) -> u32 {
@@ -76,12 +76,12 @@ impl OperandTexture {
     }
 
     pub fn bytes(&self) -> u64 {
-        u64::from(self.width) * u64::from(self.height) * 16
+        u64::from(TEXELS_PER_ROW) * u64::from(self.height) * 16
     }
 }
 
-/// (recording thread, slot, width, height)
-pub(crate) type TextureKey = (std::thread::ThreadId, u32, u32, u32);
+/// (recording thread, slot, height)
+pub(crate) type TextureKey = (std::thread::ThreadId, u32, u32);
 
 /// The cache: key → texture, most recently used last.
 #[derive(Default)]

@@ -90,7 +90,6 @@ static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
 static SUBGROUP_TEXTURE_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupTexture, "matmul_subgroup");
-const TEXTURE_PACK: Kernel = Kernel::new(Shader::TexturePack, "pack");
 
 /// A `matmul_tiled.wgsl` kernel for one shape of [`TILED_TILES`], layout and accumulation.
 macro_rules! tiled_kernel {
@@ -432,10 +431,11 @@ fn record_f32(
     gpu.dispatch(&MATMUL, &args, &words, groups);
 }
 
-/// Records the texture kernel: A and B each copied into an operand texture (`texture_pack`: one
-/// texel a vec4 of a stored row, batches stacked down the rows), then `matmul_subgroup` reading
-/// them with `textureLoad`. False (nothing recorded) where a texture would exceed the adapter's
-/// size, the grid its workgroup limit, or on a ledger twin (which runs nothing).
+/// Records the texture kernel: A and B each copied into an operand texture (a transfer, in the
+/// textures' flat layout: vec4 i of the buffer at texel (i % 256, i / 256)), then
+/// `matmul_subgroup` reading them with `textureLoad`. False (nothing recorded) where a texture
+/// would exceed the adapter's size, the grid its workgroup limit, or on a ledger twin (which
+/// runs nothing).
 #[allow(clippy::too_many_arguments)]
 fn record_texture(
     gpu: &Gpu,
@@ -453,52 +453,27 @@ fn record_texture(
         k,
         layout,
     } = d;
-    // (vec4s per stored row, stored rows)
-    let (a_w, a_h) = match layout {
-        Layout::NN | Layout::NT => (k / 4, batch * m),
-        Layout::TN => (m / 4, batch * k),
-    };
-    let (b_w, b_h) = match layout {
-        Layout::NN | Layout::TN => (n / 4, batch * k),
-        Layout::NT => (k / 4, batch * n),
-    };
-    let u = |v: usize| u32::try_from(v).ok();
-    let (Some(a_w), Some(a_h), Some(b_w), Some(b_h)) = (u(a_w), u(a_h), u(b_w), u(b_h)) else {
-        return false;
-    };
+    // vec4s of each operand, batches one after another
+    let (a_texels, b_texels) = ((batch * m * k / 4) as u64, (batch * k * n / 4) as u64);
     let (Some(ta), Some(tb)) = (
-        gpu.operand_texture(0, a_w, a_h),
-        gpu.operand_texture(1, b_w, b_h),
+        gpu.operand_texture(0, a_texels),
+        gpu.operand_texture(1, b_texels),
     ) else {
         return false;
     };
     let Some(groups) = subgroup_grid(gpu, tile, d) else {
         return false;
     };
-    for (src, t) in [(a, &ta), (b, &tb)] {
-        // a transfer where wgpu allows one (rows of a multiple of 256 bytes): on lavapipe it is
-        // a row-by-row memcpy, several times faster than the pack kernel's texel stores
-        if gpu.copy_to_texture(src, t) {
-            continue;
-        }
-        let (w, h) = (t.width(), t.height());
-        gpu.dispatch_bound(
-            &TEXTURE_PACK,
-            &[
-                Binding::Buffer(src, Access::Read),
-                Binding::Texture(t, Access::WriteTexture),
-            ],
-            &[w, h],
-            [w.div_ceil(8), h.div_ceil(8), 1],
-        );
-    }
+    // a row-by-row memcpy on lavapipe
+    gpu.copy_to_texture(a, &ta, a_texels);
+    gpu.copy_to_texture(b, &tb, b_texels);
     let kernel = &SUBGROUP_TEXTURE_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)]
         [usize::from(accumulate)];
     gpu.dispatch_bound(
         kernel,
         &[
-            Binding::Texture(&ta, Access::Texture),
-            Binding::Texture(&tb, Access::Texture),
+            Binding::Texture(&ta),
+            Binding::Texture(&tb),
             // an unread placeholder when there is no bias (c cannot be bound twice)
             Binding::Buffer(bias.unwrap_or(a), Access::Read),
             Binding::Buffer(c, Access::ReadWrite),

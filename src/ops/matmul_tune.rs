@@ -31,7 +31,7 @@ pub enum MatmulKernel {
     /// `matmul_subgroup`: 8·`row_groups` rows × 4·`col_groups` columns per lane.
     Subgroup { row_groups: u32, col_groups: u32 },
     /// `matmul_subgroup` at the same tiles with A and B read from textures (each operand first
-    /// copied into an rgba32float texture by `texture_pack`); for llvmpipe, where a texel fetch
+    /// copied into an rgba32float operand texture, `gpu::texture`); for llvmpipe, where a texel fetch
     /// is a gather and a storage read a loop over the SIMD lanes.
     Texture { row_groups: u32, col_groups: u32 },
     /// `matmul_tiled`: workgroup-memory tiles of `rows` × `cols` outputs per 256-invocation
@@ -171,7 +171,7 @@ pub fn adapter_key(gpu: &Gpu) -> String {
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulTiled,
-        Shader::TexturePack,
+        Shader::MatmulSubgroupTexture,
     ]
     .iter()
     .flat_map(|s| s.source().bytes())
