@@ -16,6 +16,8 @@ struct Params {
     max_norm: f32,
     decoupled: u32,
     first: u32, // `step` handles elements first .. n (the tail `step4` leaves)
+    chunk_first: u32, // `step4_textures`: the vec4s chunk_first .. chunk_first + chunk_len
+    chunk_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,10 +44,8 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = p.first + (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n || stats[1] != 0.0) { return; }
-    var clip = stats[2];
-    if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
     let x = param[i];
-    var g = grad[i] * clip;
+    var g = grad[i] * clip_factor();
     if (p.decoupled == 0u) { g += p.weight_decay * x; }
     let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
@@ -65,22 +65,58 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(4) var<storage, read_write> m4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> v4: array<vec4<f32>>;
 
+// One vec4 of the step: x, the raw gradient, m and v in, their new values out.
+struct Step4 { x: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
+
+fn update4(x: vec4<f32>, grad: vec4<f32>, m_old: vec4<f32>, v_old: vec4<f32>, clip: f32,
+           bc: vec2<f32>) -> Step4 {
+    var g = grad * clip;
+    if (p.decoupled == 0u) { g += p.weight_decay * x; }
+    let mi = p.beta1 * m_old + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v_old + (1.0 - p.beta2) * g * g;
+    var update = (mi / bc.x) / (sqrt(vi / bc.y) + p.eps);
+    if (p.decoupled == 1u) { update += p.weight_decay * x; }
+    return Step4(x - p.lr * update, mi, vi);
+}
+
+fn clip_factor() -> f32 {
+    var clip = stats[2];
+    if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
+    return clip;
+}
+
 @compute @workgroup_size(256)
 fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (i >= p.n / 4u || stats[1] != 0.0) { return; }
-    var clip = stats[2];
-    if (p.max_norm > 0.0) { clip *= min(1.0, p.max_norm / (sqrt(stats[0]) + 1e-6)); }
-    let x = param4[i];
-    var g = grad4[i] * clip;
-    if (p.decoupled == 0u) { g += p.weight_decay * x; }
-    let mi = p.beta1 * m4[i] + (1.0 - p.beta1) * g;
-    let vi = p.beta2 * v4[i] + (1.0 - p.beta2) * g * g;
-    m4[i] = mi;
-    v4[i] = vi;
-    let bc = bias_correction();
-    var update = (mi / bc.x) / (sqrt(vi / bc.y) + p.eps);
-    if (p.decoupled == 1u) { update += p.weight_decay * x; }
-    param4[i] = x - p.lr * update;
+    let r = update4(param4[i], grad4[i], m4[i], v4[i], clip_factor(), bias_correction());
+    m4[i] = r.m;
+    v4[i] = r.v;
+    param4[i] = r.x;
+}
+
+// `step4` over one chunk of vec4s whose inputs the host copied into operand textures
+// (src/gpu/texture.rs: the chunk's vec4 j at texel (j % 256, j / 256)), for CPU adapters: on
+// llvmpipe a texel fetch is a gather for all SIMD lanes where a storage read is a loop over
+// them, and this form with its four copies takes about half the time. The same update4, so the
+// same bits.
+@group(0) @binding(7) var grad_t: texture_2d<f32>;
+@group(0) @binding(8) var param_t: texture_2d<f32>;
+@group(0) @binding(9) var m_t: texture_2d<f32>;
+@group(0) @binding(10) var v_t: texture_2d<f32>;
+
+@compute @workgroup_size(256)
+fn step4_textures(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let j = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (j >= p.chunk_len || stats[1] != 0.0) { return; }
+    let at = vec2<u32>(j % 256u, j / 256u);
+    let r = update4(textureLoad(param_t, at, 0), textureLoad(grad_t, at, 0),
+                    textureLoad(m_t, at, 0), textureLoad(v_t, at, 0), clip_factor(),
+                    bias_correction());
+    let i = p.chunk_first + j;
+    m4[i] = r.m;
+    v4[i] = r.v;
+    param4[i] = r.x;
 }

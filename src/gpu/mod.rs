@@ -148,8 +148,10 @@ pub struct Gpu {
     /// MAP_READ buffers for readbacks, reused across reads: at most [`READBACK_CACHE`] of them,
     /// the least recently used dropped first.
     readback: Mutex<Vec<wgpu::Buffer>>,
-    /// Operand textures by (recording thread, slot, width, height) (see [`texture`]).
+    /// Operand textures by (recording thread, slot) (see [`texture`]).
     textures: Mutex<texture::TextureCache>,
+    /// Whether memory-bound kernels that have a texture form use it ([`Gpu::texture_reads`]).
+    texture_reads: std::sync::atomic::AtomicBool,
     submits: AtomicU64,
     dispatches: AtomicU64,
     encode_ns: AtomicU64,
@@ -276,11 +278,11 @@ impl Gpu {
             state: Mutex::new(state),
             device,
             queue,
-            info,
             pipelines: Mutex::default(),
             recorder: Mutex::default(),
             readback: Mutex::default(),
             textures: Mutex::default(),
+            texture_reads: (info.device_type == wgpu::DeviceType::Cpu).into(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             encode_ns: AtomicU64::new(0),
@@ -288,6 +290,7 @@ impl Gpu {
             wait_ns: AtomicU64::new(0),
             wall_profile: Mutex::new(None),
             pending_error: Mutex::default(),
+            info,
         }
     }
 
@@ -552,10 +555,22 @@ impl Gpu {
         }
     }
 
+    /// Whether kernels that have a texture form (the Adam step) read their inputs from operand
+    /// textures: on CPU adapters by default, where a texel fetch is a gather for all SIMD lanes
+    /// and a storage read a loop over them; GPUs read buffers. Both forms give the same bits.
+    pub fn texture_reads(&self) -> bool {
+        self.texture_reads.load(Ordering::Relaxed) && !self.is_ledger()
+    }
+
+    /// Chooses the form [`Gpu::texture_reads`] reports (tests run both on one adapter).
+    pub fn set_texture_reads(&self, on: bool) {
+        self.texture_reads.store(on, Ordering::Relaxed);
+    }
+
     /// An operand texture holding at least `texels` texels (rows of
     /// [`texture::TEXELS_PER_ROW`]) for operand `slot` of a kernel (two operands of one
     /// dispatch take different slots), reused across calls from this thread with the same key
-    /// (see [`texture`]); None on a ledger twin (which runs nothing), for no texels, or past the
+    /// (see [`texture`]: one per key, grown to the largest request); None on a ledger twin (which runs nothing), for no texels, or past the
     /// adapter's texture size.
     pub fn operand_texture(&self, slot: u32, texels: u64) -> Option<Arc<OperandTexture>> {
         let max = self.limits.max_texture_dimension_2d;
@@ -567,7 +582,7 @@ impl Gpu {
             self.textures
                 .lock()
                 .unwrap()
-                .get((std::thread::current().id(), slot, height), || {
+                .get((std::thread::current().id(), slot), height, || {
                     OperandTexture::new(&self.device, self.id, height)
                 }),
         )
@@ -620,10 +635,16 @@ impl Gpu {
         });
     }
 
-    /// Records a copy of `src`'s first `texels` vec4s into `dst` in its flat layout (texel i at
-    /// (i % TEXELS_PER_ROW, i / TEXELS_PER_ROW)): one transfer of the whole rows, one of the
-    /// last partial row.
-    pub fn copy_to_texture(&self, src: &dyn DeviceBuffer, dst: &OperandTexture, texels: u64) {
+    /// Records a copy of `texels` vec4s of `src` from vec4 `first` on into `dst` in its flat
+    /// layout (the j-th at texel (j % TEXELS_PER_ROW, j / TEXELS_PER_ROW)): one transfer of the
+    /// whole rows, one of the last partial row.
+    pub fn copy_to_texture(
+        &self,
+        src: &dyn DeviceBuffer,
+        first: u64,
+        texels: u64,
+        dst: &OperandTexture,
+    ) {
         self.check_device("copy_to_texture", src);
         assert_eq!(
             dst.device(),
@@ -631,8 +652,8 @@ impl Gpu {
             "copy_to_texture: a texture of another device"
         );
         assert!(
-            src.bytes() >= texels * 16 && dst.bytes() >= texels * 16,
-            "copy_to_texture: {texels} texels from {:?} ({} bytes) into a texture of {} bytes",
+            src.bytes() >= (first + texels) * 16 && dst.bytes() >= texels * 16,
+            "copy_to_texture: vec4s {first}..+{texels} of {:?} ({} bytes) into a texture of {} bytes",
             src.label(),
             src.bytes(),
             dst.bytes()
@@ -646,7 +667,7 @@ impl Gpu {
         let mut copy = |first_row: u64, width: u64, height: u64| {
             recorder.commands.push(Command::CopyToTexture {
                 src: src.buffer().clone(),
-                offset: first_row * per_row * 16,
+                offset: (first + first_row * per_row) * 16,
                 dst: dst.texture.clone(),
                 first_row: first_row as u32,
                 width: width as u32,

@@ -7,12 +7,15 @@
 //! gather for all SIMD lanes at once where a storage-buffer read is a loop over the lanes, which
 //! makes the matmul 2-2.5x faster there (`benches/matmul_variants/README.md`).
 //!
-//! A [`Gpu`](super::Gpu) keeps a few textures by (recording thread, slot, height) and
-//! reuses them: a training step asks for the same shapes every time, so after the first step it
-//! creates none. A texture is scratch between its pack and the kernel that reads it, so two
-//! threads recording on one device (tests share one) must not share one: their commands
-//! interleave in the recorder, and one thread's pack would land between the other's pack and
-//! matmul. One thread's commands keep their order, so within a thread reuse is safe.
+//! A [`Gpu`](super::Gpu) keeps one texture per (recording thread, slot), grown to the largest
+//! request so far, and reuses it for every smaller one (a kernel reads only the texels its
+//! operand fills): a training step asks for the same sizes every time, so after the first step
+//! it creates none, and the memory is the largest operand per slot, not one texture per shape.
+//! A texture is scratch between its copy and the kernel that reads it, so two threads recording
+//! on one device (tests share one) must not share one: their commands interleave in the
+//! recorder, and one thread's copy would land between the other's copy and kernel. One
+//! thread's commands keep their order, so within a thread reuse is safe; a texture replaced by a
+//! larger one lives on until the commands that bind it are submitted.
 //! They are outside the pool's categories, counted in [`super::MemoryStats::runtime`] like the
 //! recorder's arenas (their contents live for one dispatch, a cache of scratch, not a tensor).
 
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 /// Textures a device keeps; past this many the least recently used is dropped (a recorded
 /// command that still binds it keeps it alive until the submit).
-pub(crate) const TEXTURE_CACHE: usize = 64;
+pub(crate) const TEXTURE_CACHE: usize = 32;
 
 /// Texels in every row of an operand texture (4 KiB: a multiple of wgpu's 256-byte copy
 /// alignment). Kernels that read one hard-code it (`src/gpu/shaders.rs`).
@@ -80,8 +83,8 @@ impl OperandTexture {
     }
 }
 
-/// (recording thread, slot, height)
-pub(crate) type TextureKey = (std::thread::ThreadId, u32, u32);
+/// (recording thread, slot)
+pub(crate) type TextureKey = (std::thread::ThreadId, u32);
 
 /// The cache: key → texture, most recently used last.
 #[derive(Default)]
@@ -90,17 +93,23 @@ pub(crate) struct TextureCache {
 }
 
 impl TextureCache {
-    /// The texture for `key`, made by `make` on a miss.
+    /// The texture for `key` if it has at least `height` rows, else a new one of `height` rows
+    /// made by `make` (replacing the smaller).
     pub fn get(
         &mut self,
         key: TextureKey,
+        height: u32,
         make: impl FnOnce() -> OperandTexture,
     ) -> Arc<OperandTexture> {
-        let t = match self.entries.iter().position(|(k, _)| *k == key) {
-            Some(i) => self.entries.remove(i).1,
-            None => {
+        let cached = match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(i) => Some(self.entries.remove(i).1),
+            None => None,
+        };
+        let t = match cached {
+            Some(t) if t.height() >= height => t,
+            _ => {
                 log::debug!(
-                    "operand texture {key:?}: new, {} cached",
+                    "operand texture {key:?}: {height} rows, {} cached",
                     self.entries.len()
                 );
                 Arc::new(make())

@@ -465,8 +465,8 @@ fn record_texture(
         return false;
     };
     // a row-by-row memcpy on lavapipe
-    gpu.copy_to_texture(a, &ta, a_texels);
-    gpu.copy_to_texture(b, &tb, b_texels);
+    gpu.copy_to_texture(a, 0, a_texels, &ta);
+    gpu.copy_to_texture(b, 0, b_texels, &tb);
     let kernel = &SUBGROUP_TEXTURE_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)]
         [usize::from(accumulate)];
     gpu.dispatch_bound(

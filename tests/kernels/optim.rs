@@ -221,6 +221,44 @@ fn adam_and_adamw_match_the_reference() {
     }
 }
 
+/// Adam's texture form (CPU adapters: each chunk of 64 Ki vec4s copied into operand textures)
+/// and its buffer form give the same bits, with clipping and weight decay, on a tensor of more
+/// than four chunks with a partial last chunk and a scalar tail. A device of its own, since the
+/// form is a per-device setting and the other tests share one.
+#[test]
+fn adam_reads_through_textures_with_the_buffer_forms_bits() {
+    let own = Gpu::new(None).unwrap();
+    let n = 4 * (4 * 64 * 1024 + 100) + 3;
+    let mut rng = Rng::new(7);
+    let x0 = rng.uniform_vec(n, -1.0, 1.0);
+    let all: Vec<Vec<f32>> = (0..3).map(|_| grads(&mut rng, n)).collect();
+    for name in [OptimizerName::Adam, OptimizerName::Adamw] {
+        let mut c = OptimizerConfig::named(name);
+        c.weight_decay = Some(0.1);
+        let mut runs = Vec::new();
+        for textures in [true, false] {
+            own.set_texture_reads(textures);
+            assert_eq!(own.texture_reads(), textures);
+            runs.push(run_gpu(&own, &c, &x0, &all, 1e-2, true, 1.0).0);
+        }
+        let differ = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{name:?}: {differ} of {n} parameters differ between the forms"
+        );
+        // (a few parameters whose update is below half an ulp of their value stay)
+        let moved = (0..n).filter(|&i| runs[0][i] != x0[i]).count();
+        assert!(
+            moved > n - n / 1000,
+            "{name:?}: only {moved} of {n} parameters moved"
+        );
+    }
+}
+
 #[test]
 fn lion_matches_the_reference_with_exact_zero_signs() {
     let mut c = OptimizerConfig::named(OptimizerName::Lion);
