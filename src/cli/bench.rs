@@ -22,8 +22,9 @@ pub struct BenchArgs {
     /// A fast smoke run: small shapes, few repetitions (figures not comparable).
     #[arg(long)]
     quick: bool,
-    /// Also time every kernel in one more step of each workload and print where the step's GPU
-    /// time goes (timestamp queries; needs TIMESTAMP_QUERY).
+    /// Also time every kernel in one more step of each workload and print where the step's time
+    /// goes (timestamp queries on GPUs; on CPU adapters, or without TIMESTAMP_QUERY, each
+    /// dispatch run alone and timed by the wall clock).
     #[arg(long)]
     profile: bool,
     /// Internal: run one step workload (w-mlp, w-gpt or w-gpt-s, with -fp16 or -bf16 for mixed

@@ -219,6 +219,22 @@ impl Kernel {
 mod tests {
     use super::Shader;
 
+    /// WGSL has no imports, so the kernels that read operand textures write the row width out;
+    /// they must write the one the host copies with.
+    #[test]
+    fn texture_kernels_use_the_hosts_row_width() {
+        let w = crate::gpu::texture::TEXELS_PER_ROW;
+        let adam = Shader::OptimAdam.source();
+        assert!(adam.contains(&format!("vec2<u32>(j % {w}u, j / {w}u)")));
+        let matmul = Shader::MatmulSubgroupTexture.source();
+        assert_eq!(
+            matmul
+                .matches(&format!("vec2<u32>(i % {w}u, i / {w}u)"))
+                .count(),
+            2
+        );
+    }
+
     /// Parses and validates every shader with naga; needs no GPU.
     #[test]
     fn every_shader_parses_and_validates() {

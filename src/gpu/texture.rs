@@ -27,7 +27,8 @@ use std::sync::Arc;
 pub(crate) const TEXTURE_CACHE: usize = 32;
 
 /// Texels in every row of an operand texture (4 KiB: a multiple of wgpu's 256-byte copy
-/// alignment). Kernels that read one hard-code it (`src/gpu/shaders.rs`).
+/// alignment). Kernels that read one write it out (the texture matmul derived in
+/// `src/gpu/shaders.rs`, `optim/adam.wgsl`; a unit test checks both).
 pub const TEXELS_PER_ROW: u32 = 256;
 
 /// An rgba32float texture of `TEXELS_PER_ROW` texels a row that kernels read
