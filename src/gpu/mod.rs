@@ -17,7 +17,7 @@ pub use adapter::AdapterSummary;
 pub use pool::{BufferPool, ByCategory, Category, DeviceId, MemoryStats, PooledBuffer};
 pub use profile::{KernelTime, ProfileClock, TRANSFERS};
 pub use recorder::Access;
-pub use shaders::{Kernel, Shader};
+pub use shaders::{Kernel, Shader, TextureForm};
 pub use texture::OperandTexture;
 
 use crate::error::{Error, Result};

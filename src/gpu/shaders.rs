@@ -32,6 +32,8 @@ pub enum Shader {
     OptimAdam8bit,
     Guard,
     SecondOrder,
+    /// A family with some read-only inputs read from operand textures (see [`TextureForm`]).
+    Textured(&'static TextureForm),
 }
 
 impl Shader {
@@ -64,6 +66,7 @@ impl Shader {
 
     pub fn name(self) -> &'static str {
         match self {
+            Shader::Textured(form) => form.name,
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
@@ -93,6 +96,7 @@ impl Shader {
 
     pub fn source(self) -> &'static str {
         match self {
+            Shader::Textured(form) => form.source(),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
@@ -119,6 +123,137 @@ impl Shader {
             Shader::SecondOrder => include_str!("../../shaders/second_order.wgsl"),
         }
     }
+}
+
+/// A kernel family whose read-only `array<vec4<f32>>` inputs `inputs` are read from operand
+/// textures instead (`gpu::texture`'s flat layout: vec4 i at texel (i % TEXELS_PER_ROW,
+/// i / TEXELS_PER_ROW)), derived from the family's source at run time: each declaration becomes
+/// a `texture_2d<f32>` at the same binding and each `name[i]` a `texel(name, i)`. For CPU
+/// adapters, where a texel fetch is a gather for all SIMD lanes and a storage read a loop over
+/// them; the host copies each input into a texture first (`ops::dispatch_textured`). Every
+/// other operation stays, so both forms give the same bits.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TextureForm {
+    pub base: Shader,
+    pub name: &'static str,
+    pub inputs: &'static [&'static str],
+}
+
+pub static LAYERNORM_SUBGROUP_TEXTURES: TextureForm = TextureForm {
+    base: Shader::LayernormSubgroup,
+    name: "layernorm_subgroup (textures)",
+    inputs: &["x", "w", "b", "dout", "bx", "bw"],
+};
+
+pub static LAYERNORM_TEXTURES: TextureForm = TextureForm {
+    base: Shader::Layernorm,
+    name: "layernorm (textures)",
+    inputs: &["dout4", "bx4"],
+};
+
+pub static ELEMENTWISE_TEXTURES: TextureForm = TextureForm {
+    base: Shader::Elementwise,
+    name: "elementwise (textures)",
+    inputs: &["x4", "y4"],
+};
+
+pub static REDUCE_TEXTURES: TextureForm = TextureForm {
+    base: Shader::Reduce,
+    name: "reduce (textures)",
+    inputs: &["x4"],
+};
+
+pub static ATTENTION_TEXTURES: TextureForm = TextureForm {
+    base: Shader::Attention,
+    name: "attention (textures)",
+    inputs: &["sq4_qkv", "sp4_x", "mg4_xh", "mq4_dq", "mq4_dk", "mq4_dv"],
+};
+
+impl TextureForm {
+    /// Every form the ops use (validated by a unit test).
+    pub const ALL: [&'static TextureForm; 5] = [
+        &LAYERNORM_SUBGROUP_TEXTURES,
+        &LAYERNORM_TEXTURES,
+        &ELEMENTWISE_TEXTURES,
+        &REDUCE_TEXTURES,
+        &ATTENTION_TEXTURES,
+    ];
+
+    pub fn source(&'static self) -> &'static str {
+        // derived once per form and kept for the process (a handful of strings)
+        static DERIVED: std::sync::Mutex<Vec<(&'static TextureForm, &'static str)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut derived = DERIVED.lock().unwrap();
+        if let Some((_, src)) = derived.iter().find(|(f, _)| std::ptr::eq(*f, self)) {
+            return src;
+        }
+        let src: &'static str =
+            Box::leak(with_texture_reads(self.base.source(), self.inputs).into_boxed_str());
+        derived.push((self, src));
+        src
+    }
+}
+
+/// `source` with each of `inputs` (a `var<storage, read> NAME: array<vec4<f32>>;`, declared
+/// exactly once) declared as a texture, every `NAME[i]` read as `texel(NAME, i)`, and `texel`
+/// appended.
+fn with_texture_reads(source: &str, inputs: &[&str]) -> String {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    assert!(
+        !source.contains("texel("),
+        "the source defines its own texel()"
+    );
+    let mut src = source.to_string();
+    for name in inputs {
+        let decl = format!("var<storage, read> {name}: array<vec4<f32>>;");
+        assert_eq!(
+            src.matches(&decl).count(),
+            1,
+            "{name}: declared once as read-only vec4s"
+        );
+        src = src.replace(&decl, &format!("var {name}: texture_2d<f32>;"));
+        assert!(
+            !src.contains(&format!("arrayLength(&{name})")),
+            "{name}: arrayLength"
+        );
+        let pattern = format!("{name}[");
+        let mut out = String::with_capacity(src.len());
+        let mut rest = src.as_str();
+        while let Some(at) = rest.find(&pattern) {
+            let before = rest[..at].chars().next_back();
+            out.push_str(&rest[..at]);
+            let after = &rest[at + pattern.len()..];
+            if before.is_some_and(|c| ident(c) || c == '.') {
+                out.push_str(&pattern);
+                rest = after;
+                continue;
+            }
+            // the index runs to the matching ']'
+            let mut depth = 1;
+            let end = after
+                .char_indices()
+                .find_map(|(i, c)| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => {}
+                    }
+                    (depth == 0).then_some(i)
+                })
+                .unwrap_or_else(|| panic!("{name}[: no closing bracket"));
+            out.push_str(&format!("texel({name}, {})", &after[..end]));
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        src = out;
+    }
+    let w = super::texture::TEXELS_PER_ROW;
+    src.push_str(&format!(
+        "\n// the operand textures' flat layout (src/gpu/texture.rs)\n\
+         fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {{\n    \
+         return textureLoad(t, vec2<u32>(i % {w}u, i / {w}u), 0);\n}}\n"
+    ));
+    src
 }
 
 /// `matmul_subgroup.wgsl`'s aligned kernel with A and B stored as f16: the two declarations and
@@ -218,6 +353,36 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::Shader;
+
+    /// Every texture form parses and validates, and reads its inputs only through `texel`.
+    #[test]
+    fn every_texture_form_validates() {
+        for form in super::TextureForm::ALL {
+            let src = Shader::Textured(form).source();
+            let module = naga::front::wgsl::parse_str(src)
+                .unwrap_or_else(|e| panic!("{}: {}", form.name, e.emit_to_string(src)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", form.name));
+            for name in form.inputs {
+                assert!(src.contains(&format!("var {name}: texture_2d<f32>;")));
+                assert!(
+                    !src.contains(&format!(" {name}[")),
+                    "{}: {name}[ left",
+                    form.name
+                );
+            }
+        }
+        let derived = super::with_texture_reads(
+            "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n\
+             fn f(i: u32, xs: array<u32, 2>) -> vec4<f32> { return x[xs[i]] + x[i] + max_x[0]; }",
+            &["x"],
+        );
+        assert!(derived.contains("return texel(x, xs[i]) + texel(x, i) + max_x[0];"));
+    }
 
     /// WGSL has no imports, so the kernels that read operand textures write the row width out;
     /// they must write the one the host copies with.

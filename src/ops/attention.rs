@@ -9,6 +9,7 @@
 use super::matmul::{matmul, Layout, MatmulDims};
 use super::{dispatch_items, expect_numel};
 use crate::error::Result;
+use crate::gpu::shaders::ATTENTION_TEXTURES;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -29,12 +30,17 @@ const fn moves(scalar: &'static str, vec4: &'static str) -> [Kernel; 2] {
 /// time when hs allows. `params`: the uniform block [`dims`] builds (B, T, C, NH, scale).
 fn dispatch_move(gpu: &Gpu, kernels: &[Kernel; 2], args: &[(&Tensor, Access)], params: &[u32]) {
     let [b, t, c, nh] = [params[0], params[1], params[2], params[3]].map(|v| v as usize);
-    let (kernel, items) = if (c / nh) % 4 == 0 {
-        (&kernels[1], b * t * c / 4)
+    if (c / nh) % 4 == 0 {
+        // the vec4 moves read their inputs through textures where the device reads them faster
+        let inputs: Vec<usize> = (0..args.len())
+            .filter(|&i| args[i].1 == Access::Read)
+            .collect();
+        let form = &ATTENTION_TEXTURES;
+        let items = b * t * c / 4;
+        super::dispatch_items_textured(gpu, &kernels[1], form, &inputs, args, params, items, WG);
     } else {
-        (&kernels[0], b * t * c)
-    };
-    dispatch_items(gpu, kernel, args, params, items, WG);
+        dispatch_items(gpu, &kernels[0], args, params, b * t * c, WG);
+    }
 }
 const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
 const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");

@@ -3,6 +3,7 @@
 //! 8 lanes and C is a multiple of 4 (about 4x faster on lavapipe: no barriers).
 
 use super::{dispatch_items, expect_numel, flag};
+use crate::gpu::shaders::{LAYERNORM_SUBGROUP_TEXTURES, LAYERNORM_TEXTURES};
 use crate::gpu::{Access, Gpu, Kernel, Shader};
 use crate::tensor::Tensor;
 
@@ -15,10 +16,31 @@ const BACKWARD_INPUT_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "backwa
 
 /// The row kernels to use: the subgroup ones where they can run.
 fn row_kernels(gpu: &Gpu, cols: usize) -> (&'static Kernel, &'static Kernel) {
-    if cols % 4 == 0 && super::matmul_tune::subgroups_usable(gpu) {
+    if subgroup_rows(gpu, cols) {
         (&FORWARD_SG, &BACKWARD_INPUT_SG)
     } else {
         (&FORWARD, &BACKWARD_INPUT)
+    }
+}
+
+fn subgroup_rows(gpu: &Gpu, cols: usize) -> bool {
+    cols % 4 == 0 && super::matmul_tune::subgroups_usable(gpu)
+}
+
+/// Records one row kernel over `rows` rows, the subgroup kernel's first three inputs (x, w, b;
+/// dout, x, w) read through textures where the device does.
+fn dispatch_rows(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    args: &[(&Tensor, Access)],
+    params: &[u32],
+    rows: usize,
+) {
+    if kernel.shader == Shader::LayernormSubgroup {
+        let form = &LAYERNORM_SUBGROUP_TEXTURES;
+        super::dispatch_items_textured(gpu, kernel, form, &[0, 1, 2], args, params, rows, 1);
+    } else {
+        dispatch_items(gpu, kernel, args, params, rows, 1);
     }
 }
 
@@ -67,7 +89,7 @@ fn layernorm_forward_f32(
     expect_numel("layernorm mean", mean, rows);
     expect_numel("layernorm rstd", rstd, rows);
     let params = [rows as u32, cols as u32, eps.to_bits(), 0];
-    dispatch_items(
+    dispatch_rows(
         gpu,
         row_kernels(gpu, cols).0,
         &[
@@ -80,7 +102,6 @@ fn layernorm_forward_f32(
         ],
         &params,
         rows,
-        1,
     );
 }
 
@@ -159,12 +180,14 @@ fn layernorm_backward_f32(
         (dw, Access::ReadWrite),
         (db, Access::ReadWrite),
     ]);
-    dispatch_items(gpu, row_kernels(gpu, cols).1, &args, &params, rows, 1);
+    dispatch_rows(gpu, row_kernels(gpu, cols).1, &args, &params, rows);
     if !param_pass {
         return;
     }
     if cols % 4 == 0 {
-        dispatch_items(gpu, &BACKWARD_PARAMS4, &args, &params, cols / 4, 16);
+        let form = &LAYERNORM_TEXTURES;
+        let (kernel, items) = (&BACKWARD_PARAMS4, cols / 4);
+        super::dispatch_items_textured(gpu, kernel, form, &[0, 1], &args, &params, items, 16);
     } else {
         dispatch_items(gpu, &BACKWARD_PARAMS, &args, &params, cols, 64);
     }

@@ -15,7 +15,7 @@ pub mod qmatmul;
 pub mod reduce;
 pub mod softmax_xent;
 
-use crate::gpu::{Access, Category, Gpu, Kernel};
+use crate::gpu::{Access, Binding, Category, Gpu, Kernel, Shader, TextureForm};
 use crate::tensor::{DType, Tensor};
 
 /// Records `kernel` over `n` independent items, `per_group` to a workgroup; the workgroup grid is
@@ -32,14 +32,81 @@ pub(crate) fn dispatch_items(
     gpu.dispatch(kernel, args, params, gpu.groups_1d(groups));
 }
 
+/// [`dispatch_items`] for a kernel with a texture form: `textured` lists the args (read-only,
+/// read as vec4s from their start) that `form` reads from operand textures. Where the device
+/// reads through textures ([`Gpu::texture_reads`]) each is copied into one and `form`'s kernel
+/// runs; elsewhere, or past the adapter's texture size, `kernel` reads the buffers. Both forms
+/// give the same bits.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_items_textured(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    form: &'static TextureForm,
+    textured: &[usize],
+    args: &[(&Tensor, Access)],
+    params: &[u32],
+    n: usize,
+    per_group: usize,
+) {
+    assert_eq!(
+        form.base, kernel.shader,
+        "{}: the texture form of another shader",
+        form.name
+    );
+    let textures = if gpu.texture_reads() {
+        textured
+            .iter()
+            .enumerate()
+            .map(|(slot, &i)| {
+                let texels = (args[i].0.numel() / 4) as u64;
+                gpu.operand_texture(slot as u32, texels.max(1))
+                    .map(|t| (i, texels, t))
+            })
+            .collect::<Option<Vec<_>>>()
+    } else {
+        None
+    };
+    let Some(textures) = textures else {
+        return dispatch_items(gpu, kernel, args, params, n, per_group);
+    };
+    for (i, texels, t) in &textures {
+        debug_assert_eq!(
+            args[*i].1,
+            Access::Read,
+            "{}: a textured input is read-only",
+            form.name
+        );
+        gpu.copy_to_texture(args[*i].0, 0, *texels, t);
+    }
+    let bindings: Vec<Binding> = args
+        .iter()
+        .enumerate()
+        .map(
+            |(i, (t, a))| match textures.iter().find(|(j, _, _)| *j == i) {
+                Some((_, _, tex)) => Binding::Texture(tex),
+                None => Binding::Buffer(*t, *a),
+            },
+        )
+        .collect();
+    let textured_kernel = Kernel {
+        shader: Shader::Textured(form),
+        ..*kernel
+    };
+    let groups = u32::try_from(n.div_ceil(per_group)).expect("workgroup count fits in u32");
+    gpu.dispatch_bound(&textured_kernel, &bindings, params, gpu.groups_1d(groups));
+}
+
 /// Records `vec4` (four elements per invocation) over elements 0 .. 4·(n/4), and `scalar` (one
 /// per invocation) over the rest. Both get `words` followed by `first` = 4·(n/4), where the scalar
 /// kernel starts (kernels taking four at a time ignore it). The two must do the same operations
 /// per element, so that where the split falls never changes a result. On llvmpipe a vec4 read
 /// costs about a quarter of four scalar ones.
+/// With `textured`, the vec4 kernel reads those args through `form`'s textures
+/// ([`dispatch_items_textured`]).
 pub(crate) fn dispatch_vec4_and_tail(
     gpu: &Gpu,
     (vec4, scalar): (&Kernel, &Kernel),
+    textured: Option<(&'static TextureForm, &[usize])>,
     args: &[(&Tensor, Access)],
     words: &[u32],
     n: usize,
@@ -49,7 +116,12 @@ pub(crate) fn dispatch_vec4_and_tail(
     let mut words = words.to_vec();
     words.push(u32::try_from(head).expect("element count fits in u32"));
     if head > 0 {
-        dispatch_items(gpu, vec4, args, &words, head / 4, per_group);
+        match textured {
+            Some((form, which)) => {
+                dispatch_items_textured(gpu, vec4, form, which, args, &words, head / 4, per_group)
+            }
+            None => dispatch_items(gpu, vec4, args, &words, head / 4, per_group),
+        }
     }
     if head < n {
         dispatch_items(gpu, scalar, args, &words, n - head, per_group);

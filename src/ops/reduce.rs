@@ -3,6 +3,7 @@
 
 use super::{dispatch_items, expect_numel, flag};
 use crate::error::Result;
+use crate::gpu::shaders::REDUCE_TEXTURES;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -56,7 +57,7 @@ pub fn reduce(
         Category::Workspace,
     )?;
     let params = [n as u32, chunk as u32, mode as u32, 0, 0];
-    dispatch_items(
+    dispatch_reading_x(
         gpu,
         kernel,
         &[
@@ -80,6 +81,24 @@ pub fn reduce(
         [1, 1, 1],
     );
     Ok(())
+}
+
+/// [`dispatch_items`]; the vec4 kernels (partials4, colsum4) read x (the first arg) through
+/// textures where the device reads them faster.
+fn dispatch_reading_x(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    args: &[(&Tensor, Access)],
+    params: &[u32],
+    n: usize,
+    per_group: usize,
+) {
+    if std::ptr::eq(kernel, &PARTIALS4) || std::ptr::eq(kernel, &COLSUM4) {
+        let form = &REDUCE_TEXTURES;
+        super::dispatch_items_textured(gpu, kernel, form, &[0], args, params, n, per_group);
+    } else {
+        dispatch_items(gpu, kernel, args, params, n, per_group);
+    }
 }
 
 /// The first pass of a reduction over `numel` values: (kernel, n, chunk, workgroups), n and chunk
@@ -146,7 +165,7 @@ fn colsum_f32(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, out: &Tensor, acc
     } else {
         (&COLSUM, cols, WG)
     };
-    dispatch_items(
+    dispatch_reading_x(
         gpu,
         kernel,
         &[

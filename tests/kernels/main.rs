@@ -21,3 +21,4 @@ mod qmatmul;
 mod reduce;
 mod runtime;
 mod softmax_xent;
+mod texture_forms;

@@ -41,6 +41,9 @@ fn many_dispatches_then_one_readback_is_one_submit() {
 #[test]
 fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
     let gpu = own_gpu();
+    // buffer forms, so that no copy into a texture runs between two dispatches and every submit
+    // is a dispatch's own (the texture forms' copies: the next test)
+    gpu.set_texture_reads(false);
     let mut clocks = vec![ProfileClock::Wall];
     if gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
         clocks.push(ProfileClock::Timestamps);
@@ -96,6 +99,36 @@ fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
         assert_eq!(z.to_f32(&gpu).unwrap(), vec![2.0; 34]);
         assert_eq!(gpu.stats().submits - submits0, 1, "{clock:?}");
     }
+}
+
+/// Under the wall clock the copies into operand textures before a texture form's dispatch are
+/// timed on their own, as transfers, and the dispatches under the texture form's name.
+#[test]
+fn a_profile_times_the_copies_into_textures_as_transfers() {
+    let gpu = own_gpu();
+    gpu.set_texture_reads(true);
+    let x = Tensor::from_f32(&gpu, "x", &[32], &[1.0; 32], Category::Activations).unwrap();
+    let y = Tensor::zeros(&gpu, "y", &[32], Category::Activations).unwrap();
+    let z = Tensor::zeros(&gpu, "z", &[32], Category::Activations).unwrap();
+    gpu.sync().unwrap();
+    let profile = gpu
+        .profile(ProfileClock::Wall, || {
+            scale(&gpu, &x, 2.0, &y);
+            add(&gpu, &x, &y, &z);
+            Ok(())
+        })
+        .unwrap();
+    let count = |name: &str| {
+        profile
+            .iter()
+            .find(|k| k.kernel == name)
+            .unwrap_or_else(|| panic!("{name} in {profile:?}"))
+            .dispatches
+    };
+    assert_eq!(count("elementwise (textures)::scale4"), 1);
+    assert_eq!(count("elementwise (textures)::add4"), 1);
+    assert!(count(wgtrain::gpu::TRANSFERS) >= 2, "{profile:?}");
+    assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; 32]);
 }
 
 #[test]
