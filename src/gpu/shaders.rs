@@ -8,9 +8,6 @@ pub enum Shader {
     /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_f16_source`]); needs
     /// SHADER_F16.
     MatmulSubgroupF16,
-    /// Derived from `matmul_subgroup.wgsl` at run time (see [`matmul_texture_source`]): A and B
-    /// read from rgba32float textures.
-    MatmulSubgroupTexture,
     /// Workgroup-memory tiles, for GPUs.
     MatmulTiled,
     Elementwise,
@@ -37,11 +34,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 24] = [
+    pub const ALL: [Shader; 23] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
-        Shader::MatmulSubgroupTexture,
         Shader::MatmulTiled,
         Shader::Elementwise,
         Shader::SoftmaxXent,
@@ -70,7 +66,6 @@ impl Shader {
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
-            Shader::MatmulSubgroupTexture => "matmul_subgroup (textures)",
             Shader::MatmulTiled => "matmul_tiled",
             Shader::Elementwise => "elementwise",
             Shader::SoftmaxXent => "softmax_xent",
@@ -100,7 +95,6 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
-            Shader::MatmulSubgroupTexture => matmul_texture_source(),
             Shader::MatmulTiled => include_str!("../../shaders/matmul_tiled.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
@@ -139,6 +133,13 @@ pub struct TextureForm {
     pub inputs: &'static [&'static str],
 }
 
+/// The CPU adapters' matmul: A and B through textures (`read_a`/`read_b`).
+pub static MATMUL_SUBGROUP_TEXTURES: TextureForm = TextureForm {
+    base: Shader::MatmulSubgroup,
+    name: "matmul_subgroup (textures)",
+    inputs: &["a", "b"],
+};
+
 pub static LAYERNORM_SUBGROUP_TEXTURES: TextureForm = TextureForm {
     base: Shader::LayernormSubgroup,
     name: "layernorm_subgroup (textures)",
@@ -171,7 +172,8 @@ pub static ATTENTION_TEXTURES: TextureForm = TextureForm {
 
 impl TextureForm {
     /// Every form the ops use (validated by a unit test).
-    pub const ALL: [&'static TextureForm; 5] = [
+    pub const ALL: [&'static TextureForm; 6] = [
+        &MATMUL_SUBGROUP_TEXTURES,
         &LAYERNORM_SUBGROUP_TEXTURES,
         &LAYERNORM_TEXTURES,
         &ELEMENTWISE_TEXTURES,
@@ -286,37 +288,6 @@ pub fn matmul_f16_source() -> &'static str {
     &SOURCE
 }
 
-/// `matmul_subgroup.wgsl`'s aligned kernel with A and B read from rgba32float operand textures
-/// (`gpu::texture`'s flat layout: the buffer's vec4 i at texel (i % TEXELS_PER_ROW,
-/// i / TEXELS_PER_ROW)): the declarations and the two accessors change, nothing else; the
-/// ragged entry point is left out.
-pub fn matmul_texture_source() -> &'static str {
-    static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let w = super::texture::TEXELS_PER_ROW;
-        let load = |t: &str| {
-            format!(
-                "let i = row * width + col;\n    return textureLoad({t}, vec2<u32>(i % {w}u, i / {w}u), 0);"
-            )
-        };
-        derive_aligned_matmul(
-            "",
-            [
-                (
-                    "var<storage, read> a: array<vec4<f32>>;",
-                    "var a: texture_2d<f32>;",
-                ),
-                (
-                    "var<storage, read> b: array<vec4<f32>>;",
-                    "var b: texture_2d<f32>;",
-                ),
-                ("return a[row * width + col];", &load("a")),
-                ("return b[row * width + col];", &load("b")),
-            ],
-        )
-    });
-    &SOURCE
-}
-
 /// The aligned part of `matmul_subgroup.wgsl` after `prefix`, with each (from, to) replaced
 /// (each `from` must occur exactly once).
 fn derive_aligned_matmul(prefix: &str, replacements: [(&str, &str); 4]) -> String {
@@ -384,20 +355,16 @@ mod tests {
         assert!(derived.contains("return texel(x, xs[i]) + texel(x, i) + max_x[0];"));
     }
 
-    /// WGSL has no imports, so the kernels that read operand textures write the row width out;
-    /// they must write the one the host copies with.
+    /// WGSL has no imports, so the kernels that read operand textures write the row width out
+    /// (Adam's by hand, the derived forms' `texel`); they must write the one the host copies
+    /// with.
     #[test]
     fn texture_kernels_use_the_hosts_row_width() {
         let w = crate::gpu::texture::TEXELS_PER_ROW;
         let adam = Shader::OptimAdam.source();
         assert!(adam.contains(&format!("vec2<u32>(j % {w}u, j / {w}u)")));
-        let matmul = Shader::MatmulSubgroupTexture.source();
-        assert_eq!(
-            matmul
-                .matches(&format!("vec2<u32>(i % {w}u, i / {w}u)"))
-                .count(),
-            2
-        );
+        let derived = Shader::Textured(&super::MATMUL_SUBGROUP_TEXTURES).source();
+        assert!(derived.contains(&format!("vec2<u32>(i % {w}u, i / {w}u)")));
     }
 
     /// Parses and validates every shader with naga; needs no GPU.

@@ -3,6 +3,7 @@
 
 use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES, TILED_TILES};
 use super::{expect_numel, flag};
+use crate::gpu::shaders::MATMUL_SUBGROUP_TEXTURES;
 use crate::gpu::{Access, Binding, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -88,8 +89,10 @@ static SUBGROUP_RAGGED_KERNELS: [[Kernel; 2]; SUBGROUP_TILES.len()] =
     ragged_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
-static SUBGROUP_TEXTURE_KERNELS: SubgroupTable =
-    subgroup_table!(Shader::MatmulSubgroupTexture, "matmul_subgroup");
+static SUBGROUP_TEXTURE_KERNELS: SubgroupTable = subgroup_table!(
+    Shader::Textured(&MATMUL_SUBGROUP_TEXTURES),
+    "matmul_subgroup"
+);
 
 /// A `matmul_tiled.wgsl` kernel for one shape of [`TILED_TILES`], layout and accumulation.
 macro_rules! tiled_kernel {

@@ -171,7 +171,7 @@ pub fn adapter_key(gpu: &Gpu) -> String {
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulTiled,
-        Shader::MatmulSubgroupTexture,
+        Shader::Textured(&crate::gpu::shaders::MATMUL_SUBGROUP_TEXTURES),
     ]
     .iter()
     .flat_map(|s| s.source().bytes())

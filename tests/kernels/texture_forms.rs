@@ -16,8 +16,14 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     let mut rng = Rng::new(31);
     let mut t = |shape: &[usize]| {
         let n = shape.iter().product();
-        Tensor::from_f32(gpu, "t", shape, &rng.uniform_vec(n, -1.0, 1.0), Category::Activations)
-            .unwrap()
+        Tensor::from_f32(
+            gpu,
+            "t",
+            shape,
+            &rng.uniform_vec(n, -1.0, 1.0),
+            Category::Activations,
+        )
+        .unwrap()
     };
     let (rows, cols) = (37, 132); // 1221 vec4s: 4 texture rows and 197 texels
     let (x, w, b, dout) = (t(&[rows, cols]), t(&[cols]), t(&[cols]), t(&[rows, cols]));
@@ -31,7 +37,12 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     layernorm_forward(gpu, &x, &w, &b, 1e-5, &out, &mean, &rstd);
     let (dx, dw, db) = (z(&[rows, cols]), z(&[cols]), z(&[cols]));
     layernorm_backward(gpu, &dout, &x, &w, &mean, &rstd, &dx, &dw, &db, Some(false));
-    let (g, dg, sum, acc) = (z(&[1027]), z(&[1027]), z(&[1027]), odd2.clone_on(gpu).unwrap());
+    let (g, dg, sum, acc) = (
+        z(&[1027]),
+        z(&[1027]),
+        z(&[1027]),
+        odd2.clone_on(gpu).unwrap(),
+    );
     gelu_forward(gpu, &odd, &g);
     gelu_backward(gpu, &odd, &odd2, &dg);
     add(gpu, &odd, &g, &sum);
@@ -89,13 +100,20 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         "attention (textures)::split_qkv4",
         "attention (textures)::merge_qkv4",
     ] {
-        assert!(profile.iter().any(|k| k.kernel == kernel), "{kernel} in {profile:?}");
+        assert!(
+            profile.iter().any(|k| k.kernel == kernel),
+            "{kernel} in {profile:?}"
+        );
     }
     gpu.set_texture_reads(false);
     let buffers = outputs(&gpu);
     for ((name, a), (_, b)) in textured.iter().zip(&buffers) {
         assert_eq!(a.len(), b.len(), "{name}");
-        let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        let differ = a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
         assert_eq!(differ, 0, "{name}: {differ} of {} values differ", a.len());
         assert!(a.iter().any(|v| *v != 0.0), "{name}: all zeros");
     }
