@@ -14,6 +14,7 @@ pub enum Shader {
     SoftmaxXent,
     Layernorm,
     LayernormSubgroup,
+    SoftmaxXentSubgroup,
     Embedding,
     Attention,
     Reduce,
@@ -34,7 +35,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 23] = [
+    pub const ALL: [Shader; 24] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -43,6 +44,7 @@ impl Shader {
         Shader::SoftmaxXent,
         Shader::Layernorm,
         Shader::LayernormSubgroup,
+        Shader::SoftmaxXentSubgroup,
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
@@ -71,6 +73,7 @@ impl Shader {
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
+            Shader::SoftmaxXentSubgroup => "softmax_xent_subgroup",
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
@@ -100,6 +103,9 @@ impl Shader {
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
+            Shader::SoftmaxXentSubgroup => {
+                include_str!("../../shaders/softmax_xent_subgroup.wgsl")
+            }
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
@@ -146,6 +152,12 @@ pub static LAYERNORM_SUBGROUP_TEXTURES: TextureForm = TextureForm {
     inputs: &["x", "w", "b", "dout", "bx", "bw"],
 };
 
+pub static SOFTMAX_XENT_SUBGROUP_TEXTURES: TextureForm = TextureForm {
+    base: Shader::SoftmaxXentSubgroup,
+    name: "softmax_xent_subgroup (textures)",
+    inputs: &["logits4"],
+};
+
 pub static LAYERNORM_TEXTURES: TextureForm = TextureForm {
     base: Shader::Layernorm,
     name: "layernorm (textures)",
@@ -172,9 +184,10 @@ pub static ATTENTION_TEXTURES: TextureForm = TextureForm {
 
 impl TextureForm {
     /// Every form the ops use (validated by a unit test).
-    pub const ALL: [&'static TextureForm; 6] = [
+    pub const ALL: [&'static TextureForm; 7] = [
         &MATMUL_SUBGROUP_TEXTURES,
         &LAYERNORM_SUBGROUP_TEXTURES,
+        &SOFTMAX_XENT_SUBGROUP_TEXTURES,
         &LAYERNORM_TEXTURES,
         &ELEMENTWISE_TEXTURES,
         &REDUCE_TEXTURES,

@@ -3,10 +3,12 @@
 
 use super::{dispatch_items, expect_numel, flag};
 use crate::error::Result;
+use crate::gpu::shaders::SOFTMAX_XENT_SUBGROUP_TEXTURES;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
 const FORWARD_BACKWARD: Kernel = Kernel::new(Shader::SoftmaxXent, "forward_backward");
+const FORWARD_BACKWARD_SG: Kernel = Kernel::new(Shader::SoftmaxXentSubgroup, "forward_backward");
 
 /// A target with this value marks a padded row: no loss, no gradient.
 pub const PAD: u32 = u32::MAX;
@@ -65,7 +67,8 @@ pub fn softmax_xent_scaled(
     let dlogits_arg = match dlogits {
         Some(d) => d,
         None => {
-            dummy = Tensor::empty(gpu, "xent dummy", &[1], DType::F32, Category::Workspace)?;
+            // four floats: the subgroup kernel binds it as vec4s
+            dummy = Tensor::empty(gpu, "xent dummy", &[4], DType::F32, Category::Workspace)?;
             &dummy
         }
     };
@@ -77,21 +80,21 @@ pub fn softmax_xent_scaled(
         flag(stats.is_some()),
         crate::optim::guard::LOSS_SCALE as u32,
     ];
-    dispatch_items(
-        gpu,
-        &FORWARD_BACKWARD,
-        &[
-            (logits, Access::Read),
-            (targets, Access::Read),
-            (losses, Access::ReadWrite),
-            (dlogits_arg, Access::ReadWrite),
-            // (logits stand in for the stats when there is no loss scale: read, never used)
-            (stats.unwrap_or(logits), Access::Read),
-        ],
-        &params,
-        rows,
-        1,
-    );
+    let args = [
+        (logits, Access::Read),
+        (targets, Access::Read),
+        (losses, Access::ReadWrite),
+        (dlogits_arg, Access::ReadWrite),
+        // (logits stand in for the stats when there is no loss scale: read, never used)
+        (stats.unwrap_or(logits), Access::Read),
+    ];
+    if vocab % 4 == 0 && super::matmul_tune::subgroups_usable(gpu) {
+        // one 8-lane subgroup per row, no barriers; logits through textures where faster
+        let (kernel, form) = (&FORWARD_BACKWARD_SG, &SOFTMAX_XENT_SUBGROUP_TEXTURES);
+        super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, rows, 1);
+    } else {
+        dispatch_items(gpu, &FORWARD_BACKWARD, &args, &params, rows, 1);
+    }
     if let Some(d) = d {
         d.done(gpu);
     }

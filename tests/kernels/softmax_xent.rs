@@ -25,6 +25,10 @@ fn loss_and_dlogits_match_reference_with_padding_and_large_logits() {
         (17, 65, 4.0),
         (9, 129, 1000.0),
         (33, 300, 30.0),
+        // vocabularies of vec4s (the subgroup kernel where the adapter has one): fewer vec4s
+        // than lanes, and large logits
+        (5, 4, 1.0),
+        (9, 256, 1000.0),
     ] {
         let logits = rng.uniform_vec(rows * vocab, -spread, spread);
         let tg = targets(&mut rng, rows, vocab);

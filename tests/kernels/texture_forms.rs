@@ -8,6 +8,7 @@ use wgtrain::ops::attention::{attention_backward, attention_forward};
 use wgtrain::ops::elementwise::{accumulate, add, gelu_backward, gelu_forward, relu_backward};
 use wgtrain::ops::layernorm::{layernorm_backward, layernorm_forward};
 use wgtrain::ops::reduce::{colsum, reduce, Reduction};
+use wgtrain::ops::softmax_xent::softmax_xent;
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Gpu, Tensor};
 
@@ -58,6 +59,14 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     attention_forward(gpu, &qkv, nh, &att, &y).unwrap();
     let (dpre, dqkv) = (z(&[bt.0, nh, bt.1, bt.1]), z(&[bt.0, bt.1, 3 * c]));
     attention_backward(gpu, &d_att_out, &qkv, &att, nh, &dpre, &dqkv).unwrap();
+    // 20 rows of 36 classes (9 vec4s: lanes with one and two), one padded
+    let logits = t(&[20, 36]);
+    let targets: Vec<u32> = (0..20)
+        .map(|r| if r == 7 { u32::MAX } else { (r * 5) % 36 })
+        .collect();
+    let targets = Tensor::from_u32(gpu, "targets", &[20], &targets, Category::Activations).unwrap();
+    let (losses, dlogits) = (z(&[20]), z(&[20, 36]));
+    softmax_xent(gpu, &logits, &targets, &losses, Some(&dlogits), 0.05).unwrap();
     let read = |t: &Tensor| t.to_f32(gpu).unwrap();
     vec![
         ("layernorm out", read(&out)),
@@ -74,6 +83,8 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
         ("colsum", read(&cs)),
         ("attention out", read(&y)),
         ("attention dqkv", read(&dqkv)),
+        ("softmax_xent losses", read(&losses)),
+        ("softmax_xent dlogits", read(&dlogits)),
     ]
 }
 
@@ -99,6 +110,7 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         "reduce (textures)::colsum4",
         "attention (textures)::split_qkv4",
         "attention (textures)::merge_qkv4",
+        "softmax_xent_subgroup (textures)::forward_backward",
     ] {
         assert!(
             profile.iter().any(|k| k.kernel == kernel),
