@@ -15,6 +15,7 @@ pub enum Shader {
     Layernorm,
     LayernormSubgroup,
     SoftmaxXentSubgroup,
+    AttentionSubgroup,
     Embedding,
     Attention,
     Reduce,
@@ -35,7 +36,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 24] = [
+    pub const ALL: [Shader; 25] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -45,6 +46,7 @@ impl Shader {
         Shader::Layernorm,
         Shader::LayernormSubgroup,
         Shader::SoftmaxXentSubgroup,
+        Shader::AttentionSubgroup,
         Shader::Embedding,
         Shader::Attention,
         Shader::Reduce,
@@ -74,6 +76,7 @@ impl Shader {
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::SoftmaxXentSubgroup => "softmax_xent_subgroup",
+            Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
@@ -106,6 +109,7 @@ impl Shader {
             Shader::SoftmaxXentSubgroup => {
                 include_str!("../../shaders/softmax_xent_subgroup.wgsl")
             }
+            Shader::AttentionSubgroup => include_str!("../../shaders/attention_subgroup.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
@@ -158,6 +162,12 @@ pub static SOFTMAX_XENT_SUBGROUP_TEXTURES: TextureForm = TextureForm {
     inputs: &["logits4"],
 };
 
+pub static ATTENTION_SUBGROUP_TEXTURES: TextureForm = TextureForm {
+    base: Shader::AttentionSubgroup,
+    name: "attention_subgroup (textures)",
+    inputs: &["sb_att4"],
+};
+
 pub static LAYERNORM_TEXTURES: TextureForm = TextureForm {
     base: Shader::Layernorm,
     name: "layernorm (textures)",
@@ -184,8 +194,9 @@ pub static ATTENTION_TEXTURES: TextureForm = TextureForm {
 
 impl TextureForm {
     /// Every form the ops use (validated by a unit test).
-    pub const ALL: [&'static TextureForm; 7] = [
+    pub const ALL: [&'static TextureForm; 8] = [
         &MATMUL_SUBGROUP_TEXTURES,
+        &ATTENTION_SUBGROUP_TEXTURES,
         &LAYERNORM_SUBGROUP_TEXTURES,
         &SOFTMAX_XENT_SUBGROUP_TEXTURES,
         &LAYERNORM_TEXTURES,

@@ -9,7 +9,7 @@
 use super::matmul::{matmul, Layout, MatmulDims};
 use super::{dispatch_items, expect_numel};
 use crate::error::Result;
-use crate::gpu::shaders::ATTENTION_TEXTURES;
+use crate::gpu::shaders::{ATTENTION_SUBGROUP_TEXTURES, ATTENTION_TEXTURES};
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -44,6 +44,14 @@ fn dispatch_move(gpu: &Gpu, kernels: &[Kernel; 2], args: &[(&Tensor, Access)], p
 }
 const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
 const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");
+const SOFTMAX_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax");
+const SOFTMAX_BACKWARD_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax_backward");
+
+/// Whether the softmax rows run on one 8-lane subgroup each (T a multiple of 4, the adapter
+/// with subgroups): `attention_subgroup.wgsl`.
+fn subgroup_rows(gpu: &Gpu, t: usize) -> bool {
+    t % 4 == 0 && super::matmul_tune::subgroups_usable(gpu)
+}
 const WG: usize = 64;
 
 /// (batch, seq, channels) read from qkv (B, T, 3C), and the uniform block.
@@ -137,14 +145,25 @@ fn attention_forward_f32(
         att,
         false,
     );
-    dispatch_items(
-        gpu,
-        &SOFTMAX,
-        &[(att, Access::ReadWrite)],
-        &params,
-        b * nh * t,
-        WG,
-    );
+    if subgroup_rows(gpu, t) {
+        dispatch_items(
+            gpu,
+            &SOFTMAX_SG,
+            &[(att, Access::ReadWrite)],
+            &params,
+            b * nh * t,
+            1,
+        );
+    } else {
+        dispatch_items(
+            gpu,
+            &SOFTMAX,
+            &[(att, Access::ReadWrite)],
+            &params,
+            b * nh * t,
+            WG,
+        );
+    }
     matmul(
         gpu,
         per_head(t, hs, t, Layout::NN),
@@ -251,14 +270,13 @@ fn attention_backward_f32(
         false,
     );
     // through the softmax (and the scale) to the raw scores
-    dispatch_items(
-        gpu,
-        &SOFTMAX_BACKWARD,
-        &[(att, Access::Read), (dpre, Access::ReadWrite)],
-        &params,
-        b * nh * t,
-        WG,
-    );
+    let args = [(att, Access::Read), (dpre, Access::ReadWrite)];
+    if subgroup_rows(gpu, t) {
+        let (kernel, form) = (&SOFTMAX_BACKWARD_SG, &ATTENTION_SUBGROUP_TEXTURES);
+        super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, b * nh * t, 1);
+    } else {
+        dispatch_items(gpu, &SOFTMAX_BACKWARD, &args, &params, b * nh * t, WG);
+    }
     // s = q·kᵀ: dq = dpre·k, dk = dpreᵀ·q
     matmul(
         gpu,

@@ -3,8 +3,13 @@ use crate::reference;
 use wgtrain::ops::attention::{attention_backward, attention_forward};
 use wgtrain::rng::Rng;
 
-const CASES: [(usize, usize, usize, usize); 6] = [
-    // (B, T, C, NH); head sizes that are multiples of 4 move heads a vec4 at a time, 6 does not
+const CASES: [(usize, usize, usize, usize); 9] = [
+    // (B, T, C, NH); head sizes that are multiples of 4 move heads a vec4 at a time, 6 does not;
+    // T a multiple of 4 runs the softmax rows on a subgroup where the adapter has one (T = 36:
+    // 9 vec4s, so the first lane takes two)
+    (1, 4, 4, 1),
+    (2, 8, 16, 2),
+    (1, 36, 8, 2),
     (1, 1, 4, 1),
     (2, 9, 32, 4),
     (2, 7, 12, 3),

@@ -30,7 +30,7 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     let (x, w, b, dout) = (t(&[rows, cols]), t(&[cols]), t(&[cols]), t(&[rows, cols]));
     let odd = t(&[1027]); // 256 vec4s and a scalar tail of 3
     let odd2 = t(&[1027]);
-    let (bt, nh, c) = ((2, 9), 2, 16); // (B, T, 3C), head size 8
+    let (bt, nh, c) = ((2, 12), 2, 16); // (B, T, 3C), head size 8
     let qkv = t(&[bt.0, bt.1, 3 * c]);
     let d_att_out = t(&[bt.0, bt.1, c]);
     let z = |shape: &[usize]| Tensor::zeros(gpu, "z", shape, Category::Activations).unwrap();
@@ -111,6 +111,7 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         "attention (textures)::split_qkv4",
         "attention (textures)::merge_qkv4",
         "softmax_xent_subgroup (textures)::forward_backward",
+        "attention_subgroup (textures)::softmax_backward",
     ] {
         assert!(
             profile.iter().any(|k| k.kernel == kernel),
