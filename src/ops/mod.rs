@@ -15,8 +15,9 @@ pub mod qmatmul;
 pub mod reduce;
 pub mod softmax_xent;
 
-use crate::gpu::{Access, Binding, Category, Gpu, Kernel, Shader, TextureForm};
+use crate::gpu::{Access, Binding, Category, Gpu, Kernel, OperandTexture, Shader, TextureForm};
 use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
 
 /// Records `kernel` over `n` independent items, `per_group` to a workgroup; the workgroup grid is
 /// folded into 2-D past the per-dimension limit.
@@ -32,10 +33,16 @@ pub(crate) fn dispatch_items(
     gpu.dispatch(kernel, args, params, gpu.groups_1d(groups));
 }
 
+/// Inputs smaller than this many vec4s stay in their buffers on every adapter: on lavapipe each
+/// copy into a texture is a command with a fixed cost (tens of µs), more than a small tensor's
+/// reads save. W-GPT-S's 32 bias and gain vectors (128-512 floats) are Adam's.
+pub(crate) const TEXTURE_MIN_TEXELS: u64 = 1024;
+
 /// [`dispatch_items`] for a kernel with a texture form: `textured` lists the args (read-only,
 /// read as vec4s from their start) that `form` reads from operand textures. Where the device
-/// reads through textures ([`Gpu::texture_reads`]) each is copied into one and `form`'s kernel
-/// runs; elsewhere, or past the adapter's texture size, `kernel` reads the buffers. Both forms
+/// reads through textures ([`Gpu::texture_reads`]) and they hold [`TEXTURE_MIN_TEXELS`] vec4s or
+/// more, each is copied into one and `form`'s kernel runs; elsewhere, or past the adapter's
+/// texture size, `kernel` reads the buffers. Both forms
 /// give the same bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_items_textured(
@@ -53,40 +60,42 @@ pub(crate) fn dispatch_items_textured(
         "{}: the texture form of another shader",
         form.name
     );
-    let textures = if gpu.texture_reads() {
-        textured
-            .iter()
-            .enumerate()
-            .map(|(slot, &i)| {
-                let texels = (args[i].0.numel() / 4) as u64;
-                gpu.operand_texture(slot as u32, texels.max(1))
-                    .map(|t| (i, texels, t))
-            })
-            .collect::<Option<Vec<_>>>()
-    } else {
-        None
-    };
-    let Some(textures) = textures else {
+    let texels = |i: usize| (args[i].0.numel() / 4) as u64;
+    let total: u64 = textured.iter().map(|&i| texels(i)).sum();
+    if !gpu.texture_reads() || total < TEXTURE_MIN_TEXELS {
         return dispatch_items(gpu, kernel, args, params, n, per_group);
-    };
-    for (i, texels, t) in &textures {
-        debug_assert_eq!(
-            args[*i].1,
+    }
+    // one texture per distinct input (a unary elementwise op passes x as y too)
+    let mut textures: Vec<(&Tensor, Arc<OperandTexture>)> = Vec::new();
+    for &i in textured {
+        let (t, access) = args[i];
+        assert_eq!(
+            access,
             Access::Read,
             "{}: a textured input is read-only",
             form.name
         );
-        gpu.copy_to_texture(args[*i].0, 0, *texels, t);
+        if textures.iter().any(|(u, _)| std::ptr::eq(*u, t)) {
+            continue;
+        }
+        match gpu.operand_texture(textures.len() as u32, texels(i).max(1)) {
+            Some(tex) => textures.push((t, tex)),
+            None => return dispatch_items(gpu, kernel, args, params, n, per_group),
+        }
+    }
+    for (t, tex) in &textures {
+        gpu.copy_to_texture(*t, 0, (t.numel() / 4) as u64, tex);
     }
     let bindings: Vec<Binding> = args
         .iter()
         .enumerate()
-        .map(
-            |(i, (t, a))| match textures.iter().find(|(j, _, _)| *j == i) {
-                Some((_, _, tex)) => Binding::Texture(tex),
-                None => Binding::Buffer(*t, *a),
-            },
-        )
+        .map(|(i, (t, a))| {
+            let tex = textures.iter().find(|(u, _)| std::ptr::eq(*u, *t));
+            match tex {
+                Some((_, tex)) if textured.contains(&i) => Binding::Texture(tex),
+                _ => Binding::Buffer(*t, *a),
+            }
+        })
         .collect();
     let textured_kernel = Kernel {
         shader: Shader::Textured(form),

@@ -325,8 +325,9 @@ const ADAM_CHUNK: u64 = 256 * 1024;
 
 /// Records Adam over `n` elements (`args`: grad, stats, param, m, v, bias corrections; `words`
 /// up to `decoupled`): `step4` four elements at a time, its texture form in chunks of
-/// [`ADAM_CHUNK`] vec4s where the device reads through textures (each chunk's grad, param, m and
-/// v copied into operand textures first), then `step` over the tail.
+/// [`ADAM_CHUNK`] vec4s where the device reads through textures and the tensor is not small
+/// ([`crate::ops::TEXTURE_MIN_TEXELS`]; each chunk's grad, param, m and v copied into operand
+/// textures first), then `step` over the tail.
 fn dispatch_adam(gpu: &Gpu, args: &[(&Tensor, Access)], words: &[u32], n: usize) {
     let head = n / 4 * 4;
     let n4 = (head / 4) as u64;
@@ -336,7 +337,7 @@ fn dispatch_adam(gpu: &Gpu, args: &[(&Tensor, Access)], words: &[u32], n: usize)
         w.extend([head as u32, chunk_first as u32, chunk_len as u32]);
         w
     };
-    let textures = if gpu.texture_reads() && n4 > 0 {
+    let textures = if gpu.texture_reads() && n4 >= crate::ops::TEXTURE_MIN_TEXELS {
         (0..4)
             .map(|slot| gpu.operand_texture(slot, ADAM_CHUNK.min(n4)))
             .collect::<Option<Vec<_>>>()

@@ -107,9 +107,11 @@ fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
 fn a_profile_times_the_copies_into_textures_as_transfers() {
     let gpu = own_gpu();
     gpu.set_texture_reads(true);
-    let x = Tensor::from_f32(&gpu, "x", &[32], &[1.0; 32], Category::Activations).unwrap();
-    let y = Tensor::zeros(&gpu, "y", &[32], Category::Activations).unwrap();
-    let z = Tensor::zeros(&gpu, "z", &[32], Category::Activations).unwrap();
+    // 2048 vec4s: past the size below which inputs stay in their buffers
+    let n = 8192;
+    let x = Tensor::from_f32(&gpu, "x", &[n], &vec![1.0; n], Category::Activations).unwrap();
+    let y = Tensor::zeros(&gpu, "y", &[n], Category::Activations).unwrap();
+    let z = Tensor::zeros(&gpu, "z", &[n], Category::Activations).unwrap();
     gpu.sync().unwrap();
     let profile = gpu
         .profile(ProfileClock::Wall, || {
@@ -128,7 +130,7 @@ fn a_profile_times_the_copies_into_textures_as_transfers() {
     assert_eq!(count("elementwise (textures)::scale4"), 1);
     assert_eq!(count("elementwise (textures)::add4"), 1);
     assert!(count(wgtrain::gpu::TRANSFERS) >= 2, "{profile:?}");
-    assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; 32]);
+    assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; n]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! `textureLoad`) against the buffer forms, bit for bit, on one device of their own with
 //! `Gpu::set_texture_reads` switching between them (the other tests run whichever form the
 //! adapter picks: on lavapipe the texture forms). Shapes whose vec4 counts are not multiples of
-//! a texture row (256 texels), and scalar tails.
+//! a texture row (256 texels), and scalar tails; every input at least `TEXTURE_MIN_TEXELS`
+//! (1024) vec4s, below which the buffer forms run everywhere.
 
 use wgtrain::ops::attention::{attention_backward, attention_forward};
 use wgtrain::ops::elementwise::{accumulate, add, gelu_backward, gelu_forward, relu_backward};
@@ -28,9 +29,9 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     };
     let (rows, cols) = (37, 132); // 1221 vec4s: 4 texture rows and 197 texels
     let (x, w, b, dout) = (t(&[rows, cols]), t(&[cols]), t(&[cols]), t(&[rows, cols]));
-    let odd = t(&[1027]); // 256 vec4s and a scalar tail of 3
-    let odd2 = t(&[1027]);
-    let (bt, nh, c) = ((2, 12), 2, 16); // (B, T, 3C), head size 8
+    let odd = t(&[4103]); // 1025 vec4s and a scalar tail of 3
+    let odd2 = t(&[4103]);
+    let (bt, nh, c) = ((4, 32), 2, 64); // (B, T, 3C), head size 32
     let qkv = t(&[bt.0, bt.1, 3 * c]);
     let d_att_out = t(&[bt.0, bt.1, c]);
     let z = |shape: &[usize]| Tensor::zeros(gpu, "z", shape, Category::Activations).unwrap();
@@ -39,16 +40,16 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     let (dx, dw, db) = (z(&[rows, cols]), z(&[cols]), z(&[cols]));
     layernorm_backward(gpu, &dout, &x, &w, &mean, &rstd, &dx, &dw, &db, Some(false));
     let (g, dg, sum, acc) = (
-        z(&[1027]),
-        z(&[1027]),
-        z(&[1027]),
+        z(&[4103]),
+        z(&[4103]),
+        z(&[4103]),
         odd2.clone_on(gpu).unwrap(),
     );
     gelu_forward(gpu, &odd, &g);
     gelu_backward(gpu, &odd, &odd2, &dg);
     add(gpu, &odd, &g, &sum);
     accumulate(gpu, &odd, 0.5, &acc);
-    let relu = z(&[1027]);
+    let relu = z(&[4103]);
     relu_backward(gpu, &odd, &odd2, &relu);
     let norms = z(&[2]);
     reduce(gpu, &x, Reduction::SumOfSquares, &norms, 0, false).unwrap();
@@ -59,13 +60,13 @@ fn outputs(gpu: &Gpu) -> Vec<(&'static str, Vec<f32>)> {
     attention_forward(gpu, &qkv, nh, &att, &y).unwrap();
     let (dpre, dqkv) = (z(&[bt.0, nh, bt.1, bt.1]), z(&[bt.0, bt.1, 3 * c]));
     attention_backward(gpu, &d_att_out, &qkv, &att, nh, &dpre, &dqkv).unwrap();
-    // 20 rows of 36 classes (9 vec4s: lanes with one and two), one padded
-    let logits = t(&[20, 36]);
-    let targets: Vec<u32> = (0..20)
-        .map(|r| if r == 7 { u32::MAX } else { (r * 5) % 36 })
+    // 40 rows of 204 classes (51 vec4s: lanes with six and seven), one padded
+    let logits = t(&[40, 204]);
+    let targets: Vec<u32> = (0..40)
+        .map(|r| if r == 7 { u32::MAX } else { (r * 5) % 204 })
         .collect();
-    let targets = Tensor::from_u32(gpu, "targets", &[20], &targets, Category::Activations).unwrap();
-    let (losses, dlogits) = (z(&[20]), z(&[20, 36]));
+    let targets = Tensor::from_u32(gpu, "targets", &[40], &targets, Category::Activations).unwrap();
+    let (losses, dlogits) = (z(&[40]), z(&[40, 204]));
     softmax_xent(gpu, &logits, &targets, &losses, Some(&dlogits), 0.05).unwrap();
     let read = |t: &Tensor| t.to_f32(gpu).unwrap();
     vec![
