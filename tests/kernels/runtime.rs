@@ -10,6 +10,15 @@ fn own_gpu() -> Gpu {
     Gpu::new(None).expect("an adapter")
 }
 
+/// The dispatches a profile counts for `kernel` (panicking, with the profile, when it has none).
+fn dispatches_of(profile: &[wgtrain::gpu::KernelTime], kernel: &str) -> usize {
+    profile
+        .iter()
+        .find(|k| k.kernel == kernel)
+        .unwrap_or_else(|| panic!("{kernel} in {profile:?}"))
+        .dispatches
+}
+
 #[test]
 fn many_dispatches_then_one_readback_is_one_submit() {
     let gpu = own_gpu();
@@ -75,13 +84,7 @@ fn a_profile_times_every_dispatch_by_kernel_and_leaves_results_alone() {
         }
         assert_eq!(x.to_f32(&gpu).unwrap(), vec![1.0; 34], "{clock:?}");
         assert_eq!(z.to_f32(&gpu).unwrap(), vec![3.0; 34], "{clock:?}");
-        let count = |name: &str| {
-            profile
-                .iter()
-                .find(|k| k.kernel == name)
-                .unwrap_or_else(|| panic!("{name} in {profile:?}"))
-                .dispatches
-        };
+        let count = |name: &str| dispatches_of(&profile, name);
         assert_eq!(count("elementwise::scale4"), 6);
         assert_eq!(count("elementwise::scale"), 6);
         assert_eq!(count("elementwise::add4"), 1);
@@ -120,13 +123,7 @@ fn a_profile_times_the_copies_into_textures_as_transfers() {
             Ok(())
         })
         .unwrap();
-    let count = |name: &str| {
-        profile
-            .iter()
-            .find(|k| k.kernel == name)
-            .unwrap_or_else(|| panic!("{name} in {profile:?}"))
-            .dispatches
-    };
+    let count = |name: &str| dispatches_of(&profile, name);
     assert_eq!(count("elementwise (textures)::scale4"), 1);
     assert_eq!(count("elementwise (textures)::add4"), 1);
     assert!(count(wgtrain::gpu::TRANSFERS) >= 2, "{profile:?}");
