@@ -46,12 +46,6 @@ const SOFTMAX: Kernel = Kernel::new(Shader::Attention, "softmax");
 const SOFTMAX_BACKWARD: Kernel = Kernel::new(Shader::Attention, "softmax_backward");
 const SOFTMAX_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax");
 const SOFTMAX_BACKWARD_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax_backward");
-
-/// Whether the softmax rows run on one 8-lane subgroup each (T a multiple of 4, the adapter
-/// with subgroups): `attention_subgroup.wgsl`.
-fn subgroup_rows(gpu: &Gpu, t: usize) -> bool {
-    t % 4 == 0 && super::matmul_tune::subgroups_usable(gpu)
-}
 const WG: usize = 64;
 
 /// (batch, seq, channels) read from qkv (B, T, 3C), and the uniform block.
@@ -145,25 +139,14 @@ fn attention_forward_f32(
         att,
         false,
     );
-    if subgroup_rows(gpu, t) {
-        dispatch_items(
-            gpu,
-            &SOFTMAX_SG,
-            &[(att, Access::ReadWrite)],
-            &params,
-            b * nh * t,
-            1,
-        );
+    // a row of T per 8-lane subgroup (attention_subgroup.wgsl) where T is whole vec4s
+    let (softmax, per_group) = if super::subgroup_rows(gpu, t) {
+        (&SOFTMAX_SG, 1)
     } else {
-        dispatch_items(
-            gpu,
-            &SOFTMAX,
-            &[(att, Access::ReadWrite)],
-            &params,
-            b * nh * t,
-            WG,
-        );
-    }
+        (&SOFTMAX, WG)
+    };
+    let args = [(att, Access::ReadWrite)];
+    dispatch_items(gpu, softmax, &args, &params, b * nh * t, per_group);
     matmul(
         gpu,
         per_head(t, hs, t, Layout::NN),
@@ -271,7 +254,7 @@ fn attention_backward_f32(
     );
     // through the softmax (and the scale) to the raw scores
     let args = [(att, Access::Read), (dpre, Access::ReadWrite)];
-    if subgroup_rows(gpu, t) {
+    if super::subgroup_rows(gpu, t) {
         let (kernel, form) = (&SOFTMAX_BACKWARD_SG, &ATTENTION_SUBGROUP_TEXTURES);
         super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, b * nh * t, 1);
     } else {

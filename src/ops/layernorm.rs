@@ -16,15 +16,11 @@ const BACKWARD_INPUT_SG: Kernel = Kernel::new(Shader::LayernormSubgroup, "backwa
 
 /// The row kernels to use: the subgroup ones where they can run.
 fn row_kernels(gpu: &Gpu, cols: usize) -> (&'static Kernel, &'static Kernel) {
-    if subgroup_rows(gpu, cols) {
+    if super::subgroup_rows(gpu, cols) {
         (&FORWARD_SG, &BACKWARD_INPUT_SG)
     } else {
         (&FORWARD, &BACKWARD_INPUT)
     }
-}
-
-fn subgroup_rows(gpu: &Gpu, cols: usize) -> bool {
-    cols % 4 == 0 && super::matmul_tune::subgroups_usable(gpu)
 }
 
 /// Records one row kernel over `rows` rows, the subgroup kernel's first three inputs (x, w, b;

@@ -33,6 +33,12 @@ pub(crate) fn dispatch_items(
     gpu.dispatch(kernel, args, params, gpu.groups_1d(groups));
 }
 
+/// Whether rows `width` wide run on one 8-lane subgroup each (the `*_subgroup` kernels): the
+/// adapter has subgroups of at least 8 lanes and a row is whole vec4s.
+pub(crate) fn subgroup_rows(gpu: &Gpu, width: usize) -> bool {
+    width % 4 == 0 && matmul_tune::subgroups_usable(gpu)
+}
+
 /// Inputs smaller than this many vec4s stay in their buffers on every adapter: on lavapipe each
 /// copy into a texture is a command with a fixed cost (tens of µs), more than a small tensor's
 /// reads save. W-GPT-S's 32 bias and gain vectors (128-512 floats) are Adam's.

@@ -93,7 +93,8 @@ fn dispatch_reading_x(
     n: usize,
     per_group: usize,
 ) {
-    if std::ptr::eq(kernel, &PARTIALS4) || std::ptr::eq(kernel, &COLSUM4) {
+    // (by entry point: `&CONST` at two places need not be one address)
+    if matches!(kernel.entry, "partials4" | "colsum4") {
         let form = &REDUCE_TEXTURES;
         super::dispatch_items_textured(gpu, kernel, form, &[0], args, params, n, per_group);
     } else {

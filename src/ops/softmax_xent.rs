@@ -88,7 +88,7 @@ pub fn softmax_xent_scaled(
         // (logits stand in for the stats when there is no loss scale: read, never used)
         (stats.unwrap_or(logits), Access::Read),
     ];
-    if vocab % 4 == 0 && super::matmul_tune::subgroups_usable(gpu) {
+    if super::subgroup_rows(gpu, vocab) {
         // one 8-lane subgroup per row, no barriers; logits through textures where faster
         let (kernel, form) = (&FORWARD_BACKWARD_SG, &SOFTMAX_XENT_SUBGROUP_TEXTURES);
         super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, rows, 1);
