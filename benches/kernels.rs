@@ -10,14 +10,18 @@ use wgtrain::{Category, Gpu, Tensor};
 fn main() {
     let gpu = Gpu::new(None).expect("an adapter");
     let mut rng = Rng::new(0);
-    let shapes = [
-        (512, 192, 64),
-        (512, 64, 64),
-        (512, 256, 64),
-        (512, 64, 256),
-        (256, 256, 256),
-        (1024, 1024, 1024),
-    ];
+    // WGTRAIN_SHAPES="m,n,k m,n,k ..." picks the shapes; these are W-GPT-S's and two squares
+    let shapes: Vec<(usize, usize, usize)> = std::env::var("WGTRAIN_SHAPES")
+        .unwrap_or_else(|_| {
+            "768,384,128 768,128,128 768,512,128 768,128,512 768,256,128 256,256,256 1024,1024,1024"
+                .into()
+        })
+        .split_whitespace()
+        .map(|s| {
+            let v: Vec<usize> = s.split(',').map(|x| x.parse().expect("m,n,k")).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
     for (m, n, k) in shapes {
         for layout in [Layout::NN, Layout::NT, Layout::TN] {
             let d = MatmulDims::new(m, n, k, layout);

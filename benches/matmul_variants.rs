@@ -4,9 +4,11 @@
 //! 0: uniform {m, n, k}, 1: a, 2: b, 3: c. A variant declares its launch shape in its first line:
 //! `// tile: ROWS COLS WGX [rows-first]` (outputs per workgroup along M and N, invocations per
 //! workgroup; rows-first: workgroup x walks M; textures: A and B are rgba32float textures, A
-//! (K/4 texels wide, M high) and B (N/4 wide, K high)).
-//! Every variant is validated against an f64 reference on odd-free small shapes, then timed at
-//! 256³, 512³ and 1024³ (median of 10 runs after a warm-up, wall clock around a wait).
+//! (K/4 texels wide, M high) and B (N/4 wide, K high); ubo-b: B a uniform buffer, its first
+//! 64 KiB; timing-only: not checked, for experiments that are not a correct product).
+//! Every other variant is validated against an f64 reference on odd-free small shapes, then all
+//! are timed at 256³, 512³ and 1024³ (median of 10 runs after a warm-up, or of `REPS` runs,
+//! wall clock around a wait).
 
 use std::time::Instant;
 use wgpu::util::DeviceExt;
@@ -23,6 +25,11 @@ struct Variant {
     /// A and B are bound as rgba32float textures (`// tile: … textures`): A (K/4 wide, M high),
     /// B (N/4 wide, K high), one texel a vec4 of a row.
     textures: bool,
+    /// B is a uniform buffer (`ubo-b`: its first 64 KiB bound; timing experiments only).
+    ubo_b: bool,
+    /// Timed without the check against the reference (`timing-only`: an experiment that is not a
+    /// correct matmul, such as the arithmetic-peak loops).
+    timing_only: bool,
 }
 
 fn load_variants(filter: Option<&str>) -> Vec<Variant> {
@@ -53,6 +60,8 @@ fn load_variants(filter: Option<&str>) -> Vec<Variant> {
             cols: nums[1],
             rows_first: first.contains("rows-first"),
             textures: first.contains("textures"),
+            ubo_b: first.contains("ubo-b"),
+            timing_only: first.contains("timing-only"),
         });
     }
     out
@@ -90,8 +99,11 @@ impl Run<'_> {
         });
         let bb = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
-            contents: bytemuck::cast_slice(b),
-            usage: storage,
+            // at least 64 KiB, the size a `ubo-b` variant declares
+            contents: bytemuck::cast_slice(
+                &[b, &vec![0.0; 16384usize.saturating_sub(b.len())]].concat(),
+            ),
+            usage: storage | wgpu::BufferUsages::UNIFORM,
         });
         let cbytes = (m * n * 4) as u64;
         let cb = dev.create_buffer(&wgpu::BufferDescriptor {
@@ -148,9 +160,20 @@ impl Run<'_> {
                     binding: 1,
                     resource: wgpu::BindingResource::TextureView(va),
                 },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: wgpu::BindingResource::TextureView(vb),
+                if self.v.ubo_b {
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &bb,
+                            offset: 0,
+                            size: std::num::NonZeroU64::new(bb.size().min(65536)),
+                        }),
+                    }
+                } else {
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::TextureView(vb),
+                    }
                 },
             ]),
             None => entries.extend([
@@ -262,7 +285,18 @@ fn main() {
                             },
                         ),
                         entry(1, texture),
-                        entry(2, texture),
+                        if v.ubo_b {
+                            entry(
+                                2,
+                                wgpu::BindingType::Buffer {
+                                    ty: wgpu::BufferBindingType::Uniform,
+                                    has_dynamic_offset: false,
+                                    min_binding_size: None,
+                                },
+                            )
+                        } else {
+                            entry(2, texture)
+                        },
                         entry(
                             3,
                             wgpu::BindingType::Buffer {
@@ -309,19 +343,24 @@ fn main() {
                 .zip(&r)
                 .map(|(x, y)| (*x as f64 - y).abs())
                 .fold(0.0, f64::max);
-            if err > 1e-4 * (k as f64).sqrt() {
+            if err > 1e-4 * (k as f64).sqrt() && !v.timing_only {
                 println!("{}: WRONG on {m}x{n}x{k}: max error {err:e}", v.name);
                 ok = false;
             }
         }
-        if !ok {
+        if !ok && !v.timing_only {
             continue;
         }
         let mut line = format!("{:24} first run {compile_ms:6.0} ms", v.name);
         for s in [256usize, 512, 1024] {
             let a = rng.uniform_vec(s * s, -1.0, 1.0);
             let b = rng.uniform_vec(s * s, -1.0, 1.0);
-            let (_, mut t) = run.run(s as u32, s as u32, s as u32, &a, &b, 10);
+            // REPS: more runs, for a profiler to attach to
+            let reps = std::env::var("REPS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(10);
+            let (_, mut t) = run.run(s as u32, s as u32, s as u32, &a, &b, reps);
             t.sort_by(f64::total_cmp);
             let med = t[t.len() / 2];
             line += &format!(

@@ -1,5 +1,6 @@
 // LayerNorm rows (layernorm.wgsl has the math) for adapters with subgroups of at least 8 lanes and
-// C a multiple of 4: one 8-invocation workgroup (a single subgroup) per row, each lane reading
+// C a multiple of 4: one 8-invocation workgroup (a single subgroup) per row (one walks several
+// on CPU adapters: ops::subgroup_rows_per_group), each lane reading
 // vec4s at columns 4·(lane + 8j), and the row sums taken by subgroupAdd. layernorm.wgsl's kernels
 // reduce through workgroup memory with a barrier per step, and on llvmpipe every barrier suspends
 // and resumes each group of lanes; here there is none.
@@ -38,9 +39,13 @@ fn hsum(v: vec4<f32>) -> f32 {
 @compute @workgroup_size(8)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= p.rows) { return; }
-    let lane = lid3.x;
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
+        forward_row(row, lid3.x);
+    }
+}
+
+fn forward_row(row: u32, lane: u32) {
     let c4 = p.cols / 4u;
     let base = row * c4;
     let n = f32(p.cols);
@@ -68,9 +73,13 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(8)
 fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= p.rows) { return; }
-    let lane = lid3.x;
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
+        backward_input_row(row, lid3.x);
+    }
+}
+
+fn backward_input_row(row: u32, lane: u32) {
     let c4 = p.cols / 4u;
     let base = row * c4;
     let n = f32(p.cols);

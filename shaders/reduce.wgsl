@@ -3,6 +3,9 @@
 //   partials4: the same over vec4s (n and chunk counted in vec4s), for sizes divisible by 4:
 //             llvmpipe gathers every storage read lane by lane, so a vec4 read is 4x fewer
 //   finish:   one workgroup reduces the partials into out[index] (= or +=)
+//   finish_segments: several tensors' partials, each tensor's a segment (segs: first, count),
+//             each reduced as finish does and the totals added in order into out[index]
+//   (the first passes write their partials from out[index] on: 0 unless a segment's)
 // mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values,
 // 3 = sum of absolute values (an entrywise ℓ1 norm).
 // colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
@@ -15,7 +18,7 @@ struct Params {
     n: u32,         // partials: elements; finish: partial count; colsum: rows
     chunk: u32,     // partials: elements per workgroup; colsum: columns
     mode: u32,
-    index: u32,     // finish: where in out to write
+    index: u32,     // finish: where in out to write; partials: where the partials start
     accumulate: u32,
 }
 
@@ -24,6 +27,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>; // backward: (1)
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>; // partials4's view of x
+@group(0) @binding(3) var<storage, read> segs: array<u32>; // finish_segments: (first, count) each
 
 const WG: u32 = 256u;
 var<workgroup> scratch: array<f32, 256>;
@@ -53,7 +57,7 @@ fn partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) { s += term(x[i]); }
     let total = tree(s, lid);
-    if (lid == 0u) { out[g] = total; }
+    if (lid == 0u) { out[p.index + g] = total; }
 }
 
 fn term4(v: vec4<f32>) -> vec4<f32> {
@@ -79,7 +83,7 @@ fn partials4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     var s = vec4<f32>(0.0);
     for (var i = start + lid; i < end; i += WG) { s += term4(x4[i]); }
     let total = tree((s.x + s.y) + (s.z + s.w), lid);
-    if (lid == 0u) { out[g] = total; }
+    if (lid == 0u) { out[p.index + g] = total; }
 }
 
 @compute @workgroup_size(256)
@@ -95,6 +99,27 @@ fn finish(@builtin(local_invocation_id) lid3: vec3<u32>) {
             out[p.index] = total;
         }
     }
+}
+
+// finish for p.n segments of x: out[index] = t0 + t1 + ... (or out[index] + t0 + ...), added in
+// that order, where t_s is finish's tree over segment s: the bits of finish run on each segment
+// in turn, the first with p.accumulate and the rest accumulating.
+@compute @workgroup_size(256)
+fn finish_segments(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    var acc = 0.0;
+    if (p.accumulate == 1u) { acc = out[p.index]; }
+    for (var seg = 0u; seg < p.n; seg++) {
+        let first = segs[2u * seg];
+        let count = segs[2u * seg + 1u];
+        var s = 0.0;
+        for (var i = lid; i < count; i += WG) { s += x[first + i]; }
+        let total = tree(s, lid);
+        if (seg == 0u && p.accumulate == 0u) { acc = total; } else { acc = acc + total; }
+        // every lane has read scratch[0] before the next segment's tree writes it
+        workgroupBarrier();
+    }
+    if (lid == 0u) { out[p.index] = acc; }
 }
 
 @compute @workgroup_size(256)

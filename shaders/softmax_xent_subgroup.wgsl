@@ -1,5 +1,6 @@
 // softmax_xent.wgsl's fused loss and dlogits for adapters with subgroups of at least 8 lanes and
-// a vocabulary that is a multiple of 4: one 8-invocation workgroup (a single subgroup) per row,
+// a vocabulary that is a multiple of 4: one 8-invocation workgroup (a single subgroup) per row
+// (one walks several on CPU adapters: ops::subgroup_rows_per_group),
 // each lane reading vec4s at columns 4·(lane + 8j), the row max and sum taken by subgroupMax and
 // subgroupAdd. softmax_xent.wgsl reduces through workgroup memory with a barrier per step, and
 // on llvmpipe every barrier suspends and resumes each group of lanes; here there is none (as in
@@ -27,10 +28,13 @@ const PAD: u32 = 0xFFFFFFFFu;
 @compute @workgroup_size(8)
 fn forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
-    // Uniform control flow: every invocation of the workgroup takes the same branch.
-    if (row >= p.rows) { return; }
-    let lane = lid3.x;
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
+        forward_backward_row(row, lid3.x);
+    }
+}
+
+fn forward_backward_row(row: u32, lane: u32) {
     let v4 = p.vocab / 4u;
     let base = row * v4;
     let tgt = targets[row];

@@ -141,7 +141,7 @@ fn attention_forward_f32(
     );
     // a row of T per 8-lane subgroup (attention_subgroup.wgsl) where T is whole vec4s
     let (softmax, per_group) = if super::subgroup_rows(gpu, t) {
-        (&SOFTMAX_SG, 1)
+        (&SOFTMAX_SG, super::subgroup_rows_per_group(gpu))
     } else {
         (&SOFTMAX, WG)
     };
@@ -256,7 +256,17 @@ fn attention_backward_f32(
     let args = [(att, Access::Read), (dpre, Access::ReadWrite)];
     if super::subgroup_rows(gpu, t) {
         let (kernel, form) = (&SOFTMAX_BACKWARD_SG, &ATTENTION_SUBGROUP_TEXTURES);
-        super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, b * nh * t, 1);
+        let per_group = super::subgroup_rows_per_group(gpu);
+        super::dispatch_items_textured(
+            gpu,
+            kernel,
+            form,
+            &[0],
+            &args,
+            &params,
+            b * nh * t,
+            per_group,
+        );
     } else {
         dispatch_items(gpu, &SOFTMAX_BACKWARD, &args, &params, b * nh * t, WG);
     }

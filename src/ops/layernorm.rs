@@ -34,7 +34,17 @@ fn dispatch_rows(
 ) {
     if kernel.shader == Shader::LayernormSubgroup {
         let form = &LAYERNORM_SUBGROUP_TEXTURES;
-        super::dispatch_items_textured(gpu, kernel, form, &[0, 1, 2], args, params, rows, 1);
+        let per_group = super::subgroup_rows_per_group(gpu);
+        super::dispatch_items_textured(
+            gpu,
+            kernel,
+            form,
+            &[0, 1, 2],
+            args,
+            params,
+            rows,
+            per_group,
+        );
     } else {
         dispatch_items(gpu, kernel, args, params, rows, 1);
     }

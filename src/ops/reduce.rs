@@ -14,6 +14,7 @@ const PARTIALS4: Kernel = Kernel {
     overrides: &[],
 };
 const FINISH: Kernel = Kernel::new(Shader::Reduce, "finish");
+const FINISH_SEGMENTS: Kernel = Kernel::new(Shader::Reduce, "finish_segments");
 const COLSUM: Kernel = Kernel::new(Shader::Reduce, "colsum");
 const COLSUM4: Kernel = Kernel::new(Shader::Reduce, "colsum4");
 const BACKWARD: Kernel = Kernel::new(Shader::Reduce, "backward");
@@ -56,6 +57,8 @@ pub fn reduce(
         DType::F32,
         Category::Workspace,
     )?;
+    // (the first pass writes its partials from `index` on: 0 here, a segment's first in
+    // reduce_all)
     let params = [n as u32, chunk as u32, mode as u32, 0, 0];
     dispatch_reading_x(
         gpu,
@@ -76,6 +79,81 @@ pub fn reduce(
             (&partials, Access::Read),
             (out, Access::ReadWrite),
             (&partials, Access::Read),
+        ],
+        &params,
+        [1, 1, 1],
+    );
+    Ok(())
+}
+
+/// out[index] (+)= the reductions of `xs`, added in order: the same bits as [`reduce`] on each
+/// in turn (the first with `accumulate`, the rest accumulating), in one finishing pass instead
+/// of one per tensor. Each tensor's first pass writes its partials into its segment of one
+/// buffer; `finish_segments` reduces the segments one after the other with `finish`'s tree and
+/// adds the totals in order. On lavapipe every dispatch costs a hand-off to the driver's
+/// threads (~60 µs); a global gradient norm over W-GPT-S's 53 tensors had 53 finishing passes.
+pub fn reduce_all(
+    gpu: &Gpu,
+    xs: &[&Tensor],
+    mode: Reduction,
+    out: &Tensor,
+    index: usize,
+    accumulate: bool,
+) -> Result<()> {
+    super::expect_f32("reduce_all", &[out]);
+    assert!(
+        index < out.numel(),
+        "reduce_all: index {index} outside {out:?}"
+    );
+    assert!(!xs.is_empty(), "reduce_all: no tensors");
+    let shapes: Vec<_> = xs.iter().map(|x| first_pass_shape(x.numel())).collect();
+    let total: usize = shapes.iter().map(|s| s.3).sum();
+    let partials = Tensor::empty(
+        gpu,
+        "reduce partials",
+        &[total],
+        DType::F32,
+        Category::Workspace,
+    )?;
+    // (first partial, partial count) per tensor
+    let mut segments = Vec::with_capacity(2 * xs.len());
+    let mut first = 0;
+    for (x, &(kernel, n, chunk, groups)) in xs.iter().zip(&shapes) {
+        let Some(x) = super::widen(gpu, x) else {
+            return Ok(());
+        };
+        let x: &Tensor = &x;
+        super::expect_f32("reduce_all", &[x]);
+        let params = [n as u32, chunk as u32, mode as u32, first as u32, 0];
+        dispatch_reading_x(
+            gpu,
+            kernel,
+            &[
+                (x, Access::Read),
+                (&partials, Access::ReadWrite),
+                (x, Access::Read),
+            ],
+            &params,
+            groups,
+            1,
+        );
+        segments.extend([first as u32, groups as u32]);
+        first += groups;
+    }
+    let table = Tensor::from_u32(
+        gpu,
+        "reduce segments",
+        &[segments.len()],
+        &segments,
+        Category::Workspace,
+    )?;
+    let params = [xs.len() as u32, 0, 0, index as u32, flag(accumulate)];
+    gpu.dispatch(
+        &FINISH_SEGMENTS,
+        &[
+            (&partials, Access::Read),
+            (out, Access::ReadWrite),
+            (&table, Access::Read),
         ],
         &params,
         [1, 1, 1],

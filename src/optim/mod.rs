@@ -10,7 +10,7 @@ pub mod schedule;
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Binding, Category, Gpu, Kernel, Shader};
 use crate::nn::Param;
-use crate::ops::reduce::{reduce, Reduction};
+use crate::ops::reduce::{reduce, reduce_all, Reduction};
 use crate::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -310,12 +310,10 @@ pub fn grad_norm_sq(gpu: &Gpu, params: &[&Param], stats: &Tensor) -> Result<()> 
         // nothing to sum: Σg² = 0, written by a sum over one zero (the other words are the
         // guard's, kept across steps)
         let zero = Tensor::zeros(gpu, "no gradients", &[1], Category::Workspace)?;
-        reduce(gpu, &zero, Reduction::SumOfSquares, stats, 0, false)?;
+        return reduce(gpu, &zero, Reduction::SumOfSquares, stats, 0, false);
     }
-    for (i, p) in params.iter().enumerate() {
-        reduce(gpu, p.grad(), Reduction::SumOfSquares, stats, 0, i > 0)?;
-    }
-    Ok(())
+    let grads: Vec<&Tensor> = params.iter().map(|p| p.grad()).collect();
+    reduce_all(gpu, &grads, Reduction::SumOfSquares, stats, 0, false)
 }
 
 /// Vec4s per chunk of the Adam step's texture form (at most four operand textures of 4 MiB;

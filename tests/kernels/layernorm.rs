@@ -17,7 +17,7 @@ fn forward_matches_reference() {
         (65, 65),
         (2, 1000),
         (5, 4),
-        (9, 36),
+        (9, 36), // on CPU adapters: two workgroups walking five rows and four
         (3, 256),
     ] {
         // an offset mean and a larger scale, as real activations have
@@ -53,7 +53,7 @@ fn backward_matches_reference_and_finite_differences() {
         (5, 129),
         (3, 300),
         (4, 8),
-        (9, 36),
+        (9, 36), // on CPU adapters: two workgroups walking five rows and four
     ] {
         let x: Vec<f32> = rng.uniform_vec(rows * cols, -2.0, 3.0);
         let w = rng.uniform_vec(cols, 0.5, 1.5);

@@ -1,5 +1,5 @@
 use crate::common::*;
-use wgtrain::ops::reduce::{colsum, reduce, reduce_backward, Reduction};
+use wgtrain::ops::reduce::{colsum, reduce, reduce_all, reduce_backward, Reduction};
 use wgtrain::rng::Rng;
 
 #[test]
@@ -28,6 +28,47 @@ fn sums_sums_of_squares_and_l1_norms_match_reference() {
             tol,
             1e-6,
         );
+    }
+}
+
+#[test]
+fn one_finishing_pass_over_many_tensors_gives_reduce_in_turns_bits() {
+    let mut rng = Rng::new(61);
+    // scalar and vec4 first passes, one partial or several per tensor (300_000: five, the last
+    // short; 2^20 + 4: seventeen), as a global gradient norm meets them
+    let sizes = [7, 256, 300_000, 1, 1025, (1 << 20) + 4, 12];
+    let xs: Vec<Vec<f32>> = sizes.iter().map(|&n| rand_vec(&mut rng, n)).collect();
+    let ts: Vec<_> = xs
+        .iter()
+        .zip(sizes)
+        .map(|(x, n)| upload("x", &[n], x))
+        .collect();
+    let refs: Vec<_> = ts.iter().collect();
+    for mode in [Reduction::Sum, Reduction::SumOfSquares, Reduction::AbsSum] {
+        for accumulate in [false, true] {
+            // out[1] holds 0.5 so that accumulating adds to something
+            let turns = upload("turns", &[3], &[0.0, 0.5, 0.0]);
+            let all = upload("all", &[3], &[0.0, 0.5, 0.0]);
+            for (i, t) in ts.iter().enumerate() {
+                reduce(gpu(), t, mode, &turns, 1, accumulate || i > 0).unwrap();
+            }
+            reduce_all(gpu(), &refs, mode, &all, 1, accumulate).unwrap();
+            let (a, b) = (read(&turns), read(&all));
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{mode:?}, accumulate {accumulate}: {a:?} against {b:?}"
+            );
+            // and the value itself: a sum of f32 trees, error about log2(n)·ε·Σ|terms|
+            let term = |v: f32| match mode {
+                Reduction::SumOfSquares => v as f64 * v as f64,
+                Reduction::AbsSum => (v as f64).abs(),
+                _ => v as f64,
+            };
+            let want: f64 = xs.iter().flatten().map(|&v| term(v)).sum::<f64>()
+                + if accumulate { 0.5 } else { 0.0 };
+            assert_close(&format!("{mode:?}"), &b[1..2], &[want], 1e-5, 1e-5);
+        }
     }
 }
 
