@@ -2,10 +2,9 @@
 //   partials: workgroup g reduces x[g*chunk .. min((g+1)*chunk, n)) into partials[g]
 //   partials4: the same over vec4s (n and chunk counted in vec4s), for sizes divisible by 4:
 //             llvmpipe gathers every storage read lane by lane, so a vec4 read is 4x fewer
-//   finish:   one workgroup reduces the partials into out[index] (= or +=)
-//   finish_segments: several tensors' partials, each tensor's a segment (segs: first, count),
-//             each reduced as finish does and the totals added in order into out[index]
-//   (the first passes write their partials from out[index] on: 0 unless a segment's)
+//   finish_segments: one workgroup reduces the partials of one or more tensors, each tensor's a
+//             segment (segs: first, count), by a tree each, and adds the totals in order into
+//             out[index] (= or +=)
 // mode 0 = sum, 1 = sum of squares (global gradient norm), 2 = count of non-finite values,
 // 3 = sum of absolute values (an entrywise ℓ1 norm).
 // colsum: out[c] (+)= Σ_r x[r, c], the bias gradient.
@@ -15,10 +14,10 @@
 // Backward: d(sum)/dx_i = dy, d(sumsq)/dx_i = 2·x_i·dy.
 
 struct Params {
-    n: u32,         // partials: elements; finish: partial count; colsum: rows
+    n: u32,         // partials: elements; finish_segments: segments; colsum: rows
     chunk: u32,     // partials: elements per workgroup; colsum: columns
     mode: u32,
-    index: u32,     // finish: where in out to write; partials: where the partials start
+    index: u32,     // finish_segments: where in out to write; partials: where its partials start
     accumulate: u32,
 }
 
@@ -86,24 +85,9 @@ fn partials4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (lid == 0u) { out[p.index + g] = total; }
 }
 
-@compute @workgroup_size(256)
-fn finish(@builtin(local_invocation_id) lid3: vec3<u32>) {
-    let lid = lid3.x;
-    var s = 0.0;
-    for (var i = lid; i < p.n; i += WG) { s += x[i]; }
-    let total = tree(s, lid);
-    if (lid == 0u) {
-        if (p.accumulate == 1u) {
-            out[p.index] = out[p.index] + total;
-        } else {
-            out[p.index] = total;
-        }
-    }
-}
-
-// finish for p.n segments of x: out[index] = t0 + t1 + ... (or out[index] + t0 + ...), added in
-// that order, where t_s is finish's tree over segment s: the bits of finish run on each segment
-// in turn, the first with p.accumulate and the rest accumulating.
+// p.n segments of x: out[index] = t0 + t1 + ... (or out[index] + t0 + ...), added in that
+// order, t_s the tree over segment s (each lane's strided sum, then the workgroup tree): the
+// same bits as finishing each segment alone in turn, the first with p.accumulate.
 @compute @workgroup_size(256)
 fn finish_segments(@builtin(local_invocation_id) lid3: vec3<u32>) {
     let lid = lid3.x;

@@ -13,7 +13,6 @@ const PARTIALS4: Kernel = Kernel {
     entry: "partials4",
     overrides: &[],
 };
-const FINISH: Kernel = Kernel::new(Shader::Reduce, "finish");
 const FINISH_SEGMENTS: Kernel = Kernel::new(Shader::Reduce, "finish_segments");
 const COLSUM: Kernel = Kernel::new(Shader::Reduce, "colsum");
 const COLSUM4: Kernel = Kernel::new(Shader::Reduce, "colsum4");
@@ -43,55 +42,15 @@ pub fn reduce(
     index: usize,
     accumulate: bool,
 ) -> Result<()> {
-    let Some(x) = super::widen(gpu, x) else {
-        return Ok(());
-    };
-    let x: &Tensor = &x;
-    super::expect_f32("reduce", &[x, out]);
-    assert!(index < out.numel(), "reduce: index {index} outside {out:?}");
-    let (kernel, n, chunk, groups) = first_pass_shape(x.numel());
-    let partials = Tensor::empty(
-        gpu,
-        "reduce partials",
-        &[groups],
-        DType::F32,
-        Category::Workspace,
-    )?;
-    // (the first pass writes its partials from `index` on: 0 here, a segment's first in
-    // reduce_all)
-    let params = [n as u32, chunk as u32, mode as u32, 0, 0];
-    dispatch_reading_x(
-        gpu,
-        kernel,
-        &[
-            (x, Access::Read),
-            (&partials, Access::ReadWrite),
-            (x, Access::Read),
-        ],
-        &params,
-        groups,
-        1,
-    );
-    let params = [groups as u32, 0, 0, index as u32, flag(accumulate)];
-    gpu.dispatch(
-        &FINISH,
-        &[
-            (&partials, Access::Read),
-            (out, Access::ReadWrite),
-            (&partials, Access::Read),
-        ],
-        &params,
-        [1, 1, 1],
-    );
-    Ok(())
+    reduce_all(gpu, &[x], mode, out, index, accumulate)
 }
 
 /// out[index] (+)= the reductions of `xs`, added in order: the same bits as [`reduce`] on each
 /// in turn (the first with `accumulate`, the rest accumulating), in one finishing pass instead
 /// of one per tensor. Each tensor's first pass writes its partials into its segment of one
-/// buffer; `finish_segments` reduces the segments one after the other with `finish`'s tree and
-/// adds the totals in order. On lavapipe every dispatch costs a hand-off to the driver's
-/// threads (~60 µs); a global gradient norm over W-GPT-S's 53 tensors had 53 finishing passes.
+/// buffer; `finish_segments` reduces the segments one after the other, each by a fixed tree, and
+/// adds the totals in order: a global gradient norm over W-GPT-S's 53 tensors had 53 finishing
+/// dispatches.
 pub fn reduce_all(
     gpu: &Gpu,
     xs: &[&Tensor],

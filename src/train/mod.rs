@@ -25,7 +25,7 @@ use crate::nn::{
     compute_scope, frozen_scope, grad_dtype_scope, loss_scale_scope, shard_scope, zero_grads,
     Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
 };
-use crate::ops::reduce::{reduce, Reduction};
+use crate::ops::reduce::{reduce, reduce_all, Reduction};
 use crate::optim::guard::{self, Health};
 use crate::optim::{grad_norm_sq, Optimizer};
 use crate::rng::Rng;
@@ -457,10 +457,14 @@ impl<'g> Trainer<'g> {
     /// but the weights are already lost.
     pub fn nonfinite_weights(&self) -> Result<u64> {
         let count = Tensor::zeros(self.gpu, "non-finite weights", &[1], Category::Workspace)?;
-        for p in self.model.params() {
-            if p.value().dtype() == crate::tensor::DType::F32 {
-                reduce(self.gpu, p.value(), Reduction::NonFinite, &count, 0, true)?;
-            }
+        let params = self.model.params();
+        let values: Vec<&Tensor> = params
+            .iter()
+            .map(|p| p.value())
+            .filter(|v| v.dtype() == crate::tensor::DType::F32)
+            .collect();
+        if !values.is_empty() {
+            reduce_all(self.gpu, &values, Reduction::NonFinite, &count, 0, true)?;
         }
         Ok(count.to_f32(self.gpu)?[0] as u64)
     }
