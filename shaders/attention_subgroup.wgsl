@@ -1,7 +1,8 @@
 // attention.wgsl's row-wise causal softmax and its backward for adapters with subgroups of at
 // least 8 lanes and T a multiple of 4: one 8-invocation workgroup (a single subgroup) per row of
-// (B·NH·T, T) (one walks several on CPU adapters: ops::subgroup_rows_per_group), each lane taking vec4s at columns 4·(lane + 8j), the row's max and sums taken by
-// subgroupMax and subgroupAdd. attention.wgsl gives a row to one invocation, which reads it a
+// (B·NH·T, T) (one walks several on CPU adapters: ops::subgroup_rows_per_group), each lane
+// taking vec4s at columns 4·(lane + 8j), the row's max and sums taken by subgroupMax and
+// subgroupAdd. attention.wgsl gives a row to one invocation, which reads it a
 // scalar at a time. Same math (each lane keeps an online max and a sum rescaled to it, the lanes'
 // pairs combined at the end); the sums are added in another (fixed) order.
 
@@ -36,7 +37,8 @@ fn causal(c: u32, t: u32) -> vec4<bool> {
 @compute @workgroup_size(8)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
+    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
     for (var r = row_index(wid, nwg); r < p.batch * p.heads * p.seq; r += nwg.x * nwg.y) {
         softmax_row(r, lid3.x);
     }
@@ -70,7 +72,8 @@ fn softmax_row(r: u32, lane: u32) {
 @compute @workgroup_size(8)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
+    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
     for (var r = row_index(wid, nwg); r < p.batch * p.heads * p.seq; r += nwg.x * nwg.y) {
         softmax_backward_row(r, lid3.x);
     }

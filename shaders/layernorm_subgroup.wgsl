@@ -39,7 +39,8 @@ fn hsum(v: vec4<f32>) -> f32 {
 @compute @workgroup_size(8)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
+    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
     for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
         forward_row(row, lid3.x);
     }
@@ -73,7 +74,8 @@ fn forward_row(row: u32, lane: u32) {
 @compute @workgroup_size(8)
 fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
+    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
     for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
         backward_input_row(row, lid3.x);
     }

@@ -28,7 +28,8 @@ const PAD: u32 = 0xFFFFFFFFu;
 @compute @workgroup_size(8)
 fn forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group)
+    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
+    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
     for (var row = wid.y * nwg.x + wid.x; row < p.rows; row += nwg.x * nwg.y) {
         forward_backward_row(row, lid3.x);
     }
