@@ -98,7 +98,7 @@ fn step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 // `step4` over one chunk of vec4s whose inputs the host copied into operand textures
 // (src/gpu/texture.rs: the chunk's vec4 j at texel (j % 256, j / 256)), for CPU adapters: on
-// llvmpipe a texel fetch is a gather for all SIMD lanes where a storage read is a loop over
+// llvmpipe a texel fetch is one call for all SIMD lanes where a storage read is a loop over
 // them, and this form with its four copies takes about half the time. The same update4, so the
 // same bits.
 @group(0) @binding(7) var grad_t: texture_2d<f32>;

@@ -556,8 +556,8 @@ impl Gpu {
     }
 
     /// Whether kernels that have a texture form (`shaders::TextureForm`, the Adam step) read
-    /// their inputs from operand textures: on CPU adapters by default, where a texel fetch is a gather for all SIMD lanes
-    /// and a storage read a loop over them; GPUs read buffers. Both forms give the same bits.
+    /// their inputs from operand textures: on CPU adapters by default, where a texel fetch is one
+    /// call for all SIMD lanes and a storage read a loop over them; GPUs read buffers. Both forms give the same bits.
     pub fn texture_reads(&self) -> bool {
         self.texture_reads.load(Ordering::Relaxed) && !self.is_ledger()
     }

@@ -133,8 +133,8 @@ impl Shader {
 /// textures instead (`gpu::texture`'s flat layout: vec4 i at texel (i % TEXELS_PER_ROW,
 /// i / TEXELS_PER_ROW)), derived from the family's source at run time: each declaration becomes
 /// a `texture_2d<f32>` at the same binding and each `name[i]` a `texel(name, i)`. For CPU
-/// adapters, where a texel fetch is a gather for all SIMD lanes and a storage read a loop over
-/// them; the host copies each input into a texture first (`ops::dispatch_textured`). Every
+/// adapters, where a texel fetch is one call for all SIMD lanes and a storage read a loop over
+/// them; the host copies each input into a texture first (`ops::dispatch_items_textured`). Every
 /// other operation stays, so both forms give the same bits.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TextureForm {

@@ -3,8 +3,9 @@
 //! (i % TEXELS_PER_ROW, i / TEXELS_PER_ROW), whatever the shape of the tensor, so that every
 //! texture row is 4 KiB and one `copy_buffer_to_texture` of the whole rows (plus one of the
 //! last, partial row) fills it: wgpu needs a multiple of 256 bytes per row, which a tensor's own
-//! rows (an attention head of 32 floats is 128 bytes) often are not. On llvmpipe a texel fetch is a
-//! gather for all SIMD lanes at once where a storage-buffer read is a loop over the lanes, which
+//! rows (an attention head of 32 floats is 128 bytes) often are not. On llvmpipe a texel fetch is one
+//! call that fetches every SIMD lane's texel where a storage-buffer read is a loop over the lanes,
+//! which
 //! makes the matmul 2-2.5x faster there (`benches/matmul_variants/README.md`).
 //!
 //! A [`Gpu`](super::Gpu) keeps one texture per (recording thread, slot), grown to the largest

@@ -32,7 +32,7 @@ pub enum MatmulKernel {
     Subgroup { row_groups: u32, col_groups: u32 },
     /// `matmul_subgroup` at the same tiles with A and B read from textures (each operand first
     /// copied into an rgba32float operand texture, `gpu::texture`); for llvmpipe, where a texel fetch
-    /// is a gather and a storage read a loop over the SIMD lanes.
+    /// is one call for all SIMD lanes and a storage read a loop over them.
     Texture { row_groups: u32, col_groups: u32 },
     /// `matmul_tiled`: workgroup-memory tiles of `rows` × `cols` outputs per 256-invocation
     /// workgroup (one of [`TILED_TILES`]); for GPUs.
@@ -278,7 +278,7 @@ pub const TUNE_TILES: [(u32, u32); 4] = [(2, 1), (4, 1), (2, 2), (4, 2)];
 
 /// On CPU adapters with subgroups of 8 lanes (lavapipe) the one kernel that wins there: storage
 /// reads are per-lane loops on a CPU, so the tile that reads least per multiply-add wins, and
-/// reading A and B through textures (a gather for all lanes per texel) wins again. On lavapipe
+/// reading A and B through textures (one fetch call for all lanes per texel) wins again. On lavapipe
 /// at W-MLP's 256×1024×1024, the 4x2 subgroup tile ran 44-48 GFLOP/s in every layout against
 /// 4x1's 37-43 and the blocked kernel's 5.6; the smaller tiles were slower still; its texture
 /// form ran 2-2.5x the subgroup tile (`benches/matmul_variants/README.md`). Timing a second
