@@ -10,41 +10,52 @@ use wgtrain::{Category, Gpu, Tensor};
 fn main() {
     let gpu = Gpu::new(None).expect("an adapter");
     let mut rng = Rng::new(0);
-    // WGTRAIN_SHAPES="m,n,k m,n,k ..." picks the shapes; these are W-GPT-S's and two squares
-    let shapes: Vec<(usize, usize, usize)> = std::env::var("WGTRAIN_SHAPES")
+    // WGTRAIN_SHAPES="m,n,k b,m,n,k ..." picks the shapes (b: a batch of products); these are
+    // W-GPT-S's linear layers, its attention products (48 = batch 12 x 4 heads, context 64, head
+    // size 32) and two squares
+    let shapes: Vec<(usize, usize, usize, usize)> = std::env::var("WGTRAIN_SHAPES")
         .unwrap_or_else(|_| {
-            "768,384,128 768,128,128 768,512,128 768,128,512 768,256,128 256,256,256 1024,1024,1024"
+            "768,384,128 768,128,128 768,512,128 768,128,512 768,256,128 48,64,64,32 48,64,32,64 \
+             256,256,256 1024,1024,1024"
                 .into()
         })
         .split_whitespace()
         .map(|s| {
-            let v: Vec<usize> = s.split(',').map(|x| x.parse().expect("m,n,k")).collect();
-            (v[0], v[1], v[2])
+            let v: Vec<usize> = s
+                .split(',')
+                .map(|x| x.parse().expect("[b,]m,n,k"))
+                .collect();
+            match v[..] {
+                [m, n, k] => (1, m, n, k),
+                [b, m, n, k] => (b, m, n, k),
+                _ => panic!("a shape is m,n,k or b,m,n,k"),
+            }
         })
         .collect();
-    for (m, n, k) in shapes {
+    for (batch, m, n, k) in shapes {
         for layout in [Layout::NN, Layout::NT, Layout::TN] {
-            let d = MatmulDims::new(m, n, k, layout);
+            let d = MatmulDims::batched(batch, m, n, k, layout);
             let a = Tensor::from_f32(
                 &gpu,
                 "a",
-                &[m * k],
-                &rng.uniform_vec(m * k, -1.0, 1.0),
+                &[batch * m * k],
+                &rng.uniform_vec(batch * m * k, -1.0, 1.0),
                 Category::Workspace,
             )
             .unwrap();
             let b = Tensor::from_f32(
                 &gpu,
                 "b",
-                &[k * n],
-                &rng.uniform_vec(k * n, -1.0, 1.0),
+                &[batch * k * n],
+                &rng.uniform_vec(batch * k * n, -1.0, 1.0),
                 Category::Workspace,
             )
             .unwrap();
-            let c = Tensor::zeros(&gpu, "c", &[m * n], Category::Workspace).unwrap();
+            let c = Tensor::zeros(&gpu, "c", &[batch * m * n], Category::Workspace).unwrap();
             matmul(&gpu, d, &a, &b, None, &c, false);
             gpu.sync().unwrap();
-            let reps = (2e9 / (2.0 * (m * n * k) as f64)).clamp(3.0, 200.0) as usize;
+            let flops = 2.0 * (batch * m * n * k) as f64;
+            let reps = (2e9 / flops).clamp(3.0, 200.0) as usize;
             let t = Instant::now();
             for _ in 0..reps {
                 matmul(&gpu, d, &a, &b, None, &c, false);
@@ -52,9 +63,9 @@ fn main() {
             gpu.sync().unwrap();
             let s = t.elapsed().as_secs_f64() / reps as f64;
             println!(
-                "matmul {layout:?} {m}x{n}x{k}: {:.3} ms, {:.2} GFLOP/s",
+                "matmul {layout:?} {batch}x{m}x{n}x{k}: {:.3} ms, {:.2} GFLOP/s",
                 s * 1e3,
-                2.0 * (m * n * k) as f64 / s / 1e9
+                flops / s / 1e9
             );
         }
     }

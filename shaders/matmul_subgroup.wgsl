@@ -2,8 +2,8 @@
 // it, and its tile shape, where it beats the register-blocked vec4 kernel in matmul.wgsl.
 //   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N)   (epilogue 0; 1: + bias (N); 2: then ReLU)
 //   C[b] (M, N) += op(A[b]) · op(B[b])                             (ACCUMULATE)
-// `matmul_subgroup` needs M, N and K multiples of 4; `matmul_subgroup_ragged` (at the end) takes
-// any. A workgroup is 8 invocations (one subgroup on llvmpipe) and
+// M, N and K must be multiples of 4 (the host runs other dims on zero-padded copies: ops::pad).
+// A workgroup is 8 invocations (one subgroup on llvmpipe) and
 // covers 8·ROW_GROUPS rows × 32·COL_GROUPS columns: lane i owns the vec4 columns col4 + 8h
 // (h < COL_GROUPS) of every row of the tile. Per step of 4 in k, lane i reads one vec4 of A per
 // row group, so the 8 lanes together hold that group's 8 rows × 4 k, and each lane takes the
@@ -33,7 +33,7 @@ override ACCUMULATE: bool = false; // C += A·B (never with a bias)
 
 struct Params {
     m: u32, n: u32, k: u32,
-    a_bs4: u32, b_bs4: u32, c_bs4: u32, // batch strides: vec4 units (elements when ragged)
+    a_bs4: u32, b_bs4: u32, c_bs4: u32, // batch strides in vec4 units
     epilogue: u32, // 0 store, 1 + bias, 2 + bias then ReLU
 }
 
@@ -220,160 +220,5 @@ fn matmul_subgroup(
     }
     if (ROW_GROUPS > 3u && COL_GROUPS > 1u) {
         store_group(c_base, row0 + 24u, col4 + 8u, n4, t31);
-    }
-}
-
-// The ragged variant, for M, N or K not a multiple of 4: the same tile and the same operations,
-// with every operand read as scalars (an element past an edge reads as 0, so the padded k steps
-// add fma(0, 0, acc) = acc) and every output written as scalars. Its own entry point because a
-// shader may not read one binding through two types. Scalar reads can fetch any element, so the
-// layout is runtime strides here (op(A)(i, k) = a[i·a_rs + k·a_cs], op(B)(k, j) = b[k·b_rs +
-// j·b_cs]) and each lane always holds A's rows as in the non-transposed layout: one pipeline for
-// all three layouts, built with A_T = B_T = false (a first run compiles one, not three).
-struct RaggedParams {
-    m: u32, n: u32, k: u32,
-    a_bs: u32, b_bs: u32, c_bs: u32, // batch strides in elements
-    epilogue: u32,
-    a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32,
-}
-
-@group(0) @binding(0) var<uniform> pr: RaggedParams;
-@group(0) @binding(1) var<storage, read> a_s: array<f32>;
-@group(0) @binding(2) var<storage, read> b_s: array<f32>;
-@group(0) @binding(3) var<storage, read> bias_s: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_s: array<f32>;
-
-// op(A)(r, kk) at `base`, 0 outside (M, K).
-fn a_at(base: u32, r: u32, kk: u32) -> f32 {
-    let v = a_s[base + min(r, pr.m - 1u) * pr.a_rs + min(kk, pr.k - 1u) * pr.a_cs];
-    return select(0.0, v, r < pr.m && kk < pr.k);
-}
-
-// op(B)(kk, col) at `base`, 0 outside (K, N).
-fn b_at(base: u32, kk: u32, col: u32) -> f32 {
-    let v = b_s[base + min(kk, pr.k - 1u) * pr.b_rs + min(col, pr.n - 1u) * pr.b_cs];
-    return select(0.0, v, kk < pr.k && col < pr.n);
-}
-
-fn load_b_r(b_base: u32, kq: u32, cv: u32) -> Quad {
-    var q: array<vec4<f32>, 4>; // q[j]: op(B)(4kq + j, columns 4cv .. 4cv+3)
-    for (var j = 0u; j < 4u; j++) {
-        for (var i = 0u; i < 4u; i++) {
-            q[j][i] = b_at(b_base, 4u * kq + j, 4u * cv + i);
-        }
-    }
-    return Quad(q[0], q[1], q[2], q[3]);
-}
-
-// Lane i holds op(A)(g0 + i, 4kq .. 4kq + 3), as `load_a` does for A stored (M, K).
-fn load_a_r(a_base: u32, kq: u32, g0: u32, lane: u32) -> vec4<f32> {
-    var v: vec4<f32>;
-    for (var i = 0u; i < 4u; i++) {
-        v[i] = a_at(a_base, g0 + lane, 4u * kq + i);
-    }
-    return v;
-}
-
-fn store_r(row: u32, cv: u32, c_base: u32, acc: vec4<f32>, bv: vec4<f32>) {
-    for (var i = 0u; i < 4u; i++) {
-        let col = 4u * cv + i;
-        if (row < pr.m && col < pr.n) {
-            var v = select(acc[i], acc[i] + bv[i], pr.epilogue >= 1u);
-            v = select(v, max(v, 0.0), pr.epilogue == 2u);
-            let ci = c_base + row * pr.n + col;
-            if (ACCUMULATE) {
-                v += c_s[ci];
-            }
-            c_s[ci] = v;
-        }
-    }
-}
-
-fn store_group_r(c_base: u32, g0: u32, cv: u32, t: Tile) {
-    var bv = vec4<f32>(0.0);
-    if (pr.epilogue >= 1u) {
-        for (var i = 0u; i < 4u; i++) {
-            bv[i] = bias_s[min(4u * cv + i, pr.n - 1u)];
-        }
-    }
-    store_r(g0 + 0u, cv, c_base, t.r0, bv);
-    store_r(g0 + 1u, cv, c_base, t.r1, bv);
-    store_r(g0 + 2u, cv, c_base, t.r2, bv);
-    store_r(g0 + 3u, cv, c_base, t.r3, bv);
-    store_r(g0 + 4u, cv, c_base, t.r4, bv);
-    store_r(g0 + 5u, cv, c_base, t.r5, bv);
-    store_r(g0 + 6u, cv, c_base, t.r6, bv);
-    store_r(g0 + 7u, cv, c_base, t.r7, bv);
-}
-
-@compute @workgroup_size(8, 1, 1)
-fn matmul_subgroup_ragged(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    // vec4 groups, the last one partial
-    let n4 = (pr.n + 3u) / 4u;
-    let k4 = (pr.k + 3u) / 4u;
-    let row0 = wg.x * 8u * ROW_GROUPS;
-    let col4 = wg.y * 8u * COL_GROUPS + lid.x;
-    let a_base = wg.z * pr.a_bs;
-    let b_base = wg.z * pr.b_bs;
-    // t{g}{h}: row group g, the lane's vec4 column col4 + 8h.
-    var t00: Tile;
-    var t01: Tile;
-    var t10: Tile;
-    var t11: Tile;
-    var t20: Tile;
-    var t21: Tile;
-    var t30: Tile;
-    var t31: Tile;
-    for (var kq = 0u; kq < k4; kq++) {
-        let b0 = load_b_r(b_base, kq, min(col4, n4 - 1u));
-        var b1: Quad;
-        if (COL_GROUPS > 1u) {
-            b1 = load_b_r(b_base, kq, min(col4 + 8u, n4 - 1u));
-        }
-        let a0 = load_a_r(a_base, kq, row0 + 0u, lane);
-        rank4(&t00, a0, b0);
-        if (COL_GROUPS > 1u) { rank4(&t01, a0, b1); }
-        if (ROW_GROUPS > 1u) {
-            let a1 = load_a_r(a_base, kq, row0 + 8u, lane);
-            rank4(&t10, a1, b0);
-            if (COL_GROUPS > 1u) { rank4(&t11, a1, b1); }
-        }
-        if (ROW_GROUPS > 2u) {
-            let a2 = load_a_r(a_base, kq, row0 + 16u, lane);
-            rank4(&t20, a2, b0);
-            if (COL_GROUPS > 1u) { rank4(&t21, a2, b1); }
-        }
-        if (ROW_GROUPS > 3u) {
-            let a3 = load_a_r(a_base, kq, row0 + 24u, lane);
-            rank4(&t30, a3, b0);
-            if (COL_GROUPS > 1u) { rank4(&t31, a3, b1); }
-        }
-    }
-    let c_base = wg.z * pr.c_bs;
-    store_group_r(c_base, row0 + 0u, col4 + 0u, t00);
-    if (COL_GROUPS > 1u) {
-        store_group_r(c_base, row0 + 0u, col4 + 8u, t01);
-    }
-    if (ROW_GROUPS > 1u) {
-        store_group_r(c_base, row0 + 8u, col4 + 0u, t10);
-    }
-    if (ROW_GROUPS > 1u && COL_GROUPS > 1u) {
-        store_group_r(c_base, row0 + 8u, col4 + 8u, t11);
-    }
-    if (ROW_GROUPS > 2u) {
-        store_group_r(c_base, row0 + 16u, col4 + 0u, t20);
-    }
-    if (ROW_GROUPS > 2u && COL_GROUPS > 1u) {
-        store_group_r(c_base, row0 + 16u, col4 + 8u, t21);
-    }
-    if (ROW_GROUPS > 3u) {
-        store_group_r(c_base, row0 + 24u, col4 + 0u, t30);
-    }
-    if (ROW_GROUPS > 3u && COL_GROUPS > 1u) {
-        store_group_r(c_base, row0 + 24u, col4 + 8u, t31);
     }
 }

@@ -20,6 +20,7 @@ pub enum Shader {
     Attention,
     Reduce,
     Cast,
+    Pad,
     Qmatmul,
     Kashin,
     Dropout,
@@ -36,7 +37,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 25] = [
+    pub const ALL: [Shader; 26] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -51,6 +52,7 @@ impl Shader {
         Shader::Attention,
         Shader::Reduce,
         Shader::Cast,
+        Shader::Pad,
         Shader::Qmatmul,
         Shader::Kashin,
         Shader::Dropout,
@@ -81,6 +83,7 @@ impl Shader {
             Shader::Attention => "attention",
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
+            Shader::Pad => "pad",
             Shader::Qmatmul => "qmatmul",
             Shader::Kashin => "kashin",
             Shader::Dropout => "dropout",
@@ -114,6 +117,7 @@ impl Shader {
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
+            Shader::Pad => include_str!("../../shaders/pad.wgsl"),
             Shader::Qmatmul => include_str!("../../shaders/qmatmul.wgsl"),
             Shader::Kashin => include_str!("../../shaders/kashin.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
@@ -282,12 +286,12 @@ fn with_texture_reads(source: &str, inputs: &[&str]) -> String {
     src
 }
 
-/// `matmul_subgroup.wgsl`'s aligned kernel with A and B stored as f16: the two declarations and
-/// the two accessors every read goes through (`read_a`, `read_b`) change, the f32 accumulation
-/// and output stay; the ragged entry point (f32 only) is left out.
+/// `matmul_subgroup.wgsl` with A and B stored as f16: the two declarations and the two
+/// accessors every read goes through (`read_a`, `read_b`) change, the f32 accumulation and
+/// output stay.
 pub fn matmul_f16_source() -> &'static str {
     static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        derive_aligned_matmul(
+        derive_matmul(
             "enable f16;\n",
             [
                 (
@@ -312,14 +316,11 @@ pub fn matmul_f16_source() -> &'static str {
     &SOURCE
 }
 
-/// The aligned part of `matmul_subgroup.wgsl` after `prefix`, with each (from, to) replaced
-/// (each `from` must occur exactly once).
-fn derive_aligned_matmul(prefix: &str, replacements: [(&str, &str); 4]) -> String {
+/// `matmul_subgroup.wgsl` after `prefix`, with each (from, to) replaced (each `from` must occur
+/// exactly once).
+fn derive_matmul(prefix: &str, replacements: [(&str, &str); 4]) -> String {
     let f32_src = include_str!("../../shaders/matmul_subgroup.wgsl");
-    let aligned = &f32_src[..f32_src
-        .find("// The ragged variant")
-        .expect("matmul_subgroup.wgsl marks its ragged variant")];
-    let mut src = format!("{prefix}{aligned}");
+    let mut src = format!("{prefix}{f32_src}");
     for (from, to) in replacements {
         assert_eq!(src.matches(from).count(), 1, "matmul_subgroup.wgsl: {from}");
         src = src.replace(from, to);

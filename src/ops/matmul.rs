@@ -2,12 +2,12 @@
 //! bias, and its backward. Kernel: `shaders/matmul.wgsl`.
 
 use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES, TILED_TILES};
+use super::pad::{self, Padding};
 use super::{expect_numel, flag};
 use crate::gpu::shaders::MATMUL_SUBGROUP_TEXTURES;
-use crate::gpu::{Access, Binding, Gpu, Kernel, Shader};
+use crate::gpu::{Access, Binding, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
-const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
 
 /// A `matmul_subgroup.wgsl` entry point specialised for one tile shape, layout and accumulation
@@ -65,28 +65,9 @@ macro_rules! subgroup_table {
     };
 }
 
-/// Every tile shape of the ragged entry point, which takes the layout as strides (built as NN).
-macro_rules! ragged_table {
-    ($shader:expr, $entry:expr) => {
-        [
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[0], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[1], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[2], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[3], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[4], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[5], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[6], false, false),
-            subgroup_epilogues!($shader, $entry, SUBGROUP_TILES[7], false, false),
-        ]
-    };
-}
-
 /// [tile][layout][accumulate]
 type SubgroupTable = [[[Kernel; 2]; 3]; SUBGROUP_TILES.len()];
 static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup");
-/// [tile][accumulate]
-static SUBGROUP_RAGGED_KERNELS: [[Kernel; 2]; SUBGROUP_TILES.len()] =
-    ragged_table!(Shader::MatmulSubgroup, "matmul_subgroup_ragged");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
     subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
 static SUBGROUP_TEXTURE_KERNELS: SubgroupTable = subgroup_table!(
@@ -142,8 +123,6 @@ static TILED_KERNELS: [[[Kernel; 2]; 3]; TILED_TILES.len()] = [
 
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
-/// Outputs per workgroup along each axis (8 invocations × 4 outputs).
-const TILE: usize = 32;
 
 /// Which operands are stored transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,18 +182,12 @@ pub fn matmul(
     c: &Tensor,
     accumulate: bool,
 ) {
-    matmul_with(gpu, tuned_kernel(gpu, d), d, a, b, bias, c, accumulate);
+    matmul_with(gpu, tuned_kernel(gpu), d, a, b, bias, c, accumulate);
 }
 
-/// The kernel the autotune chose for dims `d` (the ragged tile where one is not a multiple of 4).
-fn tuned_kernel(gpu: &Gpu, d: MatmulDims) -> MatmulKernel {
-    let aligned = d.m % 4 == 0 && d.n % 4 == 0 && d.k % 4 == 0;
-    match matmul_tune::tuning(gpu).kernel {
-        MatmulKernel::Subgroup { .. } | MatmulKernel::Texture { .. } if !aligned => {
-            matmul_tune::RAGGED_TILE
-        }
-        k => k,
-    }
+/// The kernel the autotune chose (which runs any dims: see [`matmul_with`]).
+fn tuned_kernel(gpu: &Gpu) -> MatmulKernel {
+    matmul_tune::tuning(gpu).kernel
 }
 
 /// Records c = max(op(a)·op(b) + bias, 0): a Linear layer and its ReLU in one pass, on the
@@ -227,7 +200,7 @@ pub fn matmul_bias_relu(
     bias: &Tensor,
     c: &Tensor,
 ) {
-    matmul_bias_relu_with(gpu, tuned_kernel(gpu, d), d, a, b, bias, c);
+    matmul_bias_relu_with(gpu, tuned_kernel(gpu), d, a, b, bias, c);
 }
 
 /// [`matmul_bias_relu`] with the kernel given.
@@ -256,10 +229,9 @@ enum Epilogue {
     Accumulate,
 }
 
-/// [`matmul`] with the kernel given. `Blocked` means the vec4 kernel when M, N and K are
-/// multiples of 4 and the scalar one otherwise; `Subgroup` takes any dims (its ragged variant
-/// when one is not a multiple of 4); `Tiled` runs where M, N and K are multiples of 4 and
-/// hands other dims to the scalar kernel.
+/// [`matmul`] with the kernel given (`Blocked`: the vec4 kernel). Every kernel takes any dims:
+/// where N or K (or M, for TN) is not a multiple of 4 it runs on zero-padded copies (see
+/// `record_padded`); a grid past the adapter's workgroup limit falls back to the vec4 kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     gpu: &Gpu,
@@ -333,7 +305,12 @@ fn record_f32(
     if batch * m * n == 0 {
         return;
     }
-    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let padded = padded_dims(d);
+    if padded != d {
+        // (a refused scratch buffer is reported by the next flush, as every op's error)
+        let _ = record_padded(gpu, kernel, d, padded, [a, b, c], bias, epilogue);
+        return;
+    }
     let accumulate = epilogue == Epilogue::Accumulate;
     // the kernels' `epilogue` word: 0 store, 1 + bias, 2 + bias then ReLU
     let store_word = match epilogue {
@@ -347,15 +324,10 @@ fn record_f32(
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
-    let aligned = m % 4 == 0 && n % 4 == 0 && k % 4 == 0;
-    let (a_rs, a_cs, b_rs, b_cs) = strides(d);
-    if let (
-        MatmulKernel::Texture {
-            row_groups,
-            col_groups,
-        },
-        true,
-    ) = (kernel, aligned)
+    if let MatmulKernel::Texture {
+        row_groups,
+        col_groups,
+    } = kernel
     {
         let tile = (row_groups, col_groups);
         if record_texture(gpu, tile, d, [a, b, c], bias, store_word, accumulate) {
@@ -379,24 +351,20 @@ fn record_f32(
     } = kernel
     {
         let tile = (row_groups, col_groups);
-        let acc = usize::from(accumulate);
-        let recorded = if aligned {
-            let kernel = &SUBGROUP_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)];
-            let words = aligned_words(d, store_word);
-            dispatch_subgroup(gpu, &kernel[acc], tile, d, &args, &words)
-        } else {
-            // batch strides in elements, the epilogue, then the layout as strides
-            let words = [m, n, k, m * k, k * n, m * n].map(u);
-            let strides = [a_rs, a_cs, b_rs, b_cs].map(u);
-            let kernel = &SUBGROUP_RAGGED_KERNELS[tile_index(tile)][acc];
-            let words = [&words[..], &[store_word], &strides[..]].concat();
-            dispatch_subgroup(gpu, kernel, tile, d, &args, &words)
-        };
-        if recorded {
+        let kernel = &SUBGROUP_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)];
+        let words = aligned_words(d, store_word);
+        if dispatch_subgroup(
+            gpu,
+            &kernel[usize::from(accumulate)],
+            tile,
+            d,
+            &args,
+            &words,
+        ) {
             return;
         }
     }
-    if let (MatmulKernel::Tiled { rows, cols }, true) = (kernel, aligned) {
+    if let MatmulKernel::Tiled { rows, cols } = kernel {
         let shape = TILED_TILES
             .iter()
             .position(|(t, _)| *t == (rows, cols))
@@ -409,29 +377,140 @@ fn record_f32(
             return;
         }
     }
-    if aligned {
-        let words = [
-            u(m),
-            u(n),
-            u(k),
-            u32::from(layout != Layout::TN),
-            u32::from(layout == Layout::NT),
-            u(m * k / 4),
-            u(k * n / 4),
-            u(m * n),
-            store_word,
-            flag(accumulate),
-        ];
-        let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
-        gpu.dispatch(&MATMUL_V4, &args, &words, groups);
-        return;
+    let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
+    let words = [
+        u(m),
+        u(n),
+        u(k),
+        u32::from(layout != Layout::TN),
+        u32::from(layout == Layout::NT),
+        u(m * k / 4),
+        u(k * n / 4),
+        u(m * n),
+        store_word,
+        flag(accumulate),
+    ];
+    let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
+    gpu.dispatch(&MATMUL_V4, &args, &words, groups);
+}
+
+/// The dims every kernel runs: N and K rounded up to multiples of 4 (each reads B, and A along
+/// K, four at a time), and M too where A is stored (K, M) and read four rows at a time (TN). In
+/// the other layouts the kernels clamp their reads of A's rows and skip the stores past M, so a
+/// ragged M (an evaluation's last, short batch) costs no copies.
+fn padded_dims(d: MatmulDims) -> MatmulDims {
+    let up = |v: usize| v.next_multiple_of(4);
+    MatmulDims {
+        m: if d.layout == Layout::TN { up(d.m) } else { d.m },
+        n: up(d.n),
+        k: up(d.k),
+        ..d
     }
-    let mut words = [m, n, k, a_rs, a_cs, m * k, b_rs, b_cs, k * n, m * n]
-        .map(u)
-        .to_vec();
-    words.extend([store_word, flag(accumulate)]);
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch].map(u);
-    gpu.dispatch(&MATMUL, &args, &words, groups);
+}
+
+/// Records the matmul `d` on the aligned kernels at its [`padded_dims`] `p`: each operand with a
+/// padded side (and the bias, when N is) is copied into a zero-padded workspace matrix
+/// (`ops::pad`), and where C is padded its corner is cropped out of a padded product (added to
+/// C for `Accumulate`). The padding adds fma(0, 0, acc) = acc, so C gets the bits of the same
+/// sums unpadded. On lavapipe W-MLP's 10-class layer (256×10×1024 forward, 256×1024×10 and
+/// 1024×10×256 backward) took 17-18 ms on the scalar-read ragged kernel this replaces and 4-6
+/// ms padded on the texture kernel (`cargo bench --bench kernels`, both shapes in one period).
+/// None, with nothing more recorded (the error kept for the next flush), when the device
+/// refused a scratch buffer.
+#[allow(clippy::too_many_arguments)]
+fn record_padded(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    p: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) -> Option<()> {
+    let batch = d.batch;
+    let ((a_rows, a_cols), (b_rows, b_cols)) = stored_shapes(d);
+    let ((pa_rows, pa_cols), (pb_rows, pb_cols)) = stored_shapes(p);
+    let a_pad = Padding::new(batch, (a_rows, a_cols), (pa_rows, pa_cols));
+    let b_pad = Padding::new(batch, (b_rows, b_cols), (pb_rows, pb_cols));
+    let pa = padded_copy(gpu, "matmul a (padded)", a, a_pad)?;
+    let pb = padded_copy(gpu, "matmul b (padded)", b, b_pad)?;
+    let pbias = match bias {
+        Some(bias) => {
+            let bias_pad = Padding::new(1, (1, d.n), (1, p.n));
+            padded_copy(gpu, "matmul bias (padded)", bias, bias_pad)?
+        }
+        None => None,
+    };
+    let a = pa.as_ref().unwrap_or(a);
+    let b = pb.as_ref().unwrap_or(b);
+    let bias = pbias.as_ref().or(bias);
+    let c_pad = Padding::new(batch, (d.m, d.n), (p.m, p.n));
+    if c_pad.is_none() {
+        // only K was padded: C is written in place
+        record_f32(gpu, kernel, p, [a, b, c], bias, epilogue);
+        return Some(());
+    }
+    let pc = match Tensor::empty(
+        gpu,
+        "matmul c (padded)",
+        &[batch, p.m, p.n],
+        DType::F32,
+        Category::Workspace,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            gpu.defer_error(e);
+            return None;
+        }
+    };
+    let accumulate = epilogue == Epilogue::Accumulate;
+    let padded_epilogue = if accumulate {
+        Epilogue::Store
+    } else {
+        epilogue
+    };
+    record_f32(gpu, kernel, p, [a, b, &pc], bias, padded_epilogue);
+    pad::crop(gpu, c_pad, &pc, c, accumulate);
+    Some(())
+}
+
+/// (rows, cols) of A and of B as stored, for `d`'s layout.
+fn stored_shapes(d: MatmulDims) -> ((usize, usize), (usize, usize)) {
+    let MatmulDims { m, n, k, .. } = d;
+    let a = match d.layout {
+        Layout::NN | Layout::NT => (m, k),
+        Layout::TN => (k, m),
+    };
+    let b = match d.layout {
+        Layout::NN | Layout::TN => (k, n),
+        Layout::NT => (n, k),
+    };
+    (a, b)
+}
+
+/// Some(None) where `p` pads nothing (`t` is used as it is), Some(a zero-padded workspace copy
+/// of `t`) otherwise; None (the error kept for the next flush) when the device refused the
+/// buffer.
+fn padded_copy(gpu: &Gpu, name: &str, t: &Tensor, p: Padding) -> Option<Option<Tensor>> {
+    if p.is_none() {
+        return Some(None);
+    }
+    match Tensor::empty(
+        gpu,
+        name,
+        &[p.batch, p.prows, p.pcols],
+        DType::F32,
+        Category::Workspace,
+    ) {
+        Ok(padded) => {
+            pad::pad(gpu, p, t, &padded);
+            Some(Some(padded))
+        }
+        Err(e) => {
+            gpu.defer_error(e);
+            None
+        }
+    }
 }
 
 /// Records the texture kernel: A and B each copied into an operand texture (a transfer, in the
@@ -485,21 +564,6 @@ fn record_texture(
         groups,
     );
     true
-}
-
-/// op(A)(i, k) = a[i·a_rs + k·a_cs], op(B)(k, j) = b[k·b_rs + j·b_cs]: (a_rs, a_cs, b_rs, b_cs)
-/// of `d`'s layout, for the kernels that take the layout as strides.
-fn strides(d: MatmulDims) -> (usize, usize, usize, usize) {
-    let MatmulDims { m, n, k, .. } = d;
-    let (a_rs, a_cs) = match d.layout {
-        Layout::NN | Layout::NT => (k, 1),
-        Layout::TN => (1, m),
-    };
-    let (b_rs, b_cs) = match d.layout {
-        Layout::NN | Layout::TN => (n, 1),
-        Layout::NT => (1, k),
-    };
-    (a_rs, a_cs, b_rs, b_cs)
 }
 
 /// The aligned subgroup entry point's uniform block: dims, batch strides in vec4s, epilogue.

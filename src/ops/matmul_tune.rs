@@ -11,8 +11,7 @@
 //! output is wrong on this device (one that breaks the subgroup kernel's assumptions) is
 //! rejected. `WGTRAIN_MATMUL=blocked|subgroup:RxC|texture:RxC|tiled:RxC` skips the autotune and
 //! forces one kernel.
-//! Dims that are not multiples of 4 take the scalar kernel, or [`RAGGED_TILE`] where the tuned
-//! kernel is a subgroup one.
+//! Dims that are not multiples of 4 run the chosen kernel on zero-padded copies (`ops::pad`).
 
 use super::matmul::{Layout, MatmulDims};
 use crate::gpu::{Category, Gpu, Shader};
@@ -316,15 +315,6 @@ pub fn tune_candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
     c.extend(TILED_TILES.map(|((rows, cols), _)| MatmulKernel::Tiled { rows, cols }));
     c
 }
-
-/// The subgroup tile for dims that are not multiples of 4 (`matmul_subgroup_ragged`): the
-/// smallest, because the scalar-read variant compiles several times slower than the vec4 one
-/// (on lavapipe with an empty shader cache: 1.9 s for 4x2, 0.2 s for 1x1) and ragged shapes are
-/// small ones (a 10-class output layer).
-pub const RAGGED_TILE: MatmulKernel = MatmulKernel::Subgroup {
-    row_groups: 1,
-    col_groups: 1,
-};
 
 /// Times each of [`tune_candidates`] on A·B and returns the fastest whose result matches an f64
 /// reference computed here (a kernel the device runs wrongly is never chosen), and whether the

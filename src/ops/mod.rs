@@ -11,6 +11,7 @@ pub mod kashin;
 pub mod layernorm;
 pub mod matmul;
 pub mod matmul_tune;
+pub mod pad;
 pub mod qmatmul;
 pub mod reduce;
 pub mod softmax_xent;

@@ -17,6 +17,7 @@ mod layernorm;
 mod lora;
 mod matmul;
 mod optim;
+mod pad;
 mod qmatmul;
 mod reduce;
 mod runtime;

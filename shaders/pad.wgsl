@@ -1,0 +1,66 @@
+// Moves a batch of row-major f32 matrices between their own (rows, cols) layout and a padded
+// (prows, pcols) one (prows ≥ rows, pcols ≥ cols), for matmul dims that are not multiples of 4
+// (ops::pad): `pad` writes the padded matrices, zeros past the original's edges; `crop` writes
+// the original's corner of each padded matrix back, adding it to what the destination holds
+// when `accumulate` is 1 (dst + src, the sum an accumulating matmul makes). One invocation per
+// destination element; the linear index folds a 2-D grid of workgroups (see Gpu::groups_1d).
+
+struct Params {
+    rows: u32, cols: u32,
+    prows: u32, pcols: u32,
+    // destination elements over the whole batch
+    total: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+const WG: u32 = 256u;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn pad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.total) {
+        return;
+    }
+    let per = p.prows * p.pcols;
+    let b = i / per;
+    let r = (i % per) / p.pcols;
+    let c = i % p.pcols;
+    var v = 0.0;
+    if (r < p.rows && c < p.cols) {
+        v = src[(b * p.rows + r) * p.cols + c];
+    }
+    dst[i] = v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn crop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.total) {
+        return;
+    }
+    let per = p.rows * p.cols;
+    let b = i / per;
+    let r = (i % per) / p.cols;
+    let c = i % p.cols;
+    var v = src[(b * p.prows + r) * p.pcols + c];
+    if (p.accumulate == 1u) {
+        v = dst[i] + v;
+    }
+    dst[i] = v;
+}
