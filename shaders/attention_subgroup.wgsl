@@ -1,10 +1,15 @@
 // attention.wgsl's row-wise causal softmax and its backward for adapters with subgroups of at
-// least 8 lanes and T a multiple of 4: one 8-invocation workgroup (a single subgroup) per row of
-// (B·NH·T, T) (one walks several on CPU adapters: ops::subgroup_rows_per_group), each lane
-// taking vec4s at columns 4·(lane + 8j), the row's max and sums taken by subgroupMax and
-// subgroupAdd. attention.wgsl gives a row to one invocation, which reads it a
+// least 8 lanes and T a multiple of 4: 8 lanes per row of (B·NH·T, T), each taking vec4s at
+// columns 4·(lane + 8j). attention.wgsl gives a row to one invocation, which reads it a
 // scalar at a time. Same math (each lane keeps an online max and a sum rescaled to it, the lanes'
 // pairs combined at the end); the sums are added in another (fixed) order.
+// Rows run on clusters of 8 lanes of one subgroup, CLUSTERS clusters (rows at a time) per
+// workgroup of 8·CLUSTERS invocations (ops::row_clusters: 1 on CPU adapters, where a workgroup is
+// one 8-lane subgroup and walks several rows; 8 on GPUs, whose 32- and 64-wide subgroups then
+// hold four or eight rows' clusters). A cluster's sums: subgroupAdd/subgroupMax where the
+// workgroup is one cluster, else a butterfly of subgroupShuffleXor over lanes 1, 2, 4 (every lane
+// of the cluster ends with the same bits, as a + b = b + a).
+override CLUSTERS: u32 = 1u;
 
 struct Params {
     batch: u32,
@@ -18,6 +23,30 @@ struct Params {
 
 const LANES: u32 = 8u;
 
+fn cluster_add(v: f32) -> f32 {
+    if (CLUSTERS == 1u) {
+        return subgroupAdd(v);
+    }
+    let a = v + subgroupShuffleXor(v, 1u);
+    let b = a + subgroupShuffleXor(a, 2u);
+    return b + subgroupShuffleXor(b, 4u);
+}
+
+fn cluster_max(v: f32) -> f32 {
+    if (CLUSTERS == 1u) {
+        return subgroupMax(v);
+    }
+    let a = max(v, subgroupShuffleXor(v, 1u));
+    let b = max(a, subgroupShuffleXor(a, 2u));
+    return max(b, subgroupShuffleXor(b, 4u));
+}
+
+// Which of its workgroup's CLUSTERS rows an invocation works on: lanes 8c .. 8c + 7 of a subgroup
+// are a cluster, whatever order the device forms its subgroups in.
+fn cluster_slot(sg_id: u32, sg_lane: u32, sg_size: u32) -> u32 {
+    return sg_id * (sg_size / LANES) + sg_lane / LANES;
+}
+
 // softmax: scores in, probabilities out, in place
 @group(0) @binding(1) var<storage, read_write> sm_att4: array<vec4<f32>>; // (B·NH·T, T/4)
 
@@ -25,26 +54,27 @@ const LANES: u32 = 8u;
 @group(0) @binding(1) var<storage, read> sb_att4: array<vec4<f32>>;     // (B·NH·T, T/4)
 @group(0) @binding(2) var<storage, read_write> sb_d4: array<vec4<f32>>; // datt in, dpre out
 
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
-}
-
 // Which of the vec4 at column 4c are on or below the diagonal of row t.
 fn causal(c: u32, t: u32) -> vec4<bool> {
     return (vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u)) <= vec4<u32>(t);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(8u * CLUSTERS)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
-    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
-    for (var r = row_index(wid, nwg); r < p.batch * p.heads * p.seq; r += nwg.x * nwg.y) {
-        softmax_row(r, lid3.x);
+    @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32) {
+    // workgroups walk CLUSTERS rows at a time from first, in steps of CLUSTERS times the
+    // workgroup count; every cluster takes the same steps (one past the last row recomputes the
+    // last and stores nothing), so the subgroup operations stay in uniform control flow
+    let slot = cluster_slot(sg_id, sg_lane, sg_size);
+    let rows = p.batch * p.heads * p.seq;
+    for (var first = (wid.y * nwg.x + wid.x) * CLUSTERS; first < rows; first += nwg.x * nwg.y * CLUSTERS) {
+        let row = first + slot;
+        softmax_row(min(row, rows - 1u), sg_lane % LANES, row < rows);
     }
 }
 
-fn softmax_row(r: u32, lane: u32) {
+fn softmax_row(r: u32, lane: u32, store: bool) {
     let t = r % p.seq;
     let t4 = p.seq / 4u;
     let row = r * t4;
@@ -58,8 +88,11 @@ fn softmax_row(r: u32, lane: u32) {
         z = z * exp(m - m_new) + ((e.x + e.y) + (e.z + e.w));
         m = m_new;
     }
-    let m_row = subgroupMax(m);
-    let inv = 1.0 / subgroupAdd(z * exp(m - m_row));
+    let m_row = cluster_max(m);
+    let inv = 1.0 / cluster_add(z * exp(m - m_row));
+    if (!store) {
+        return;
+    }
     for (var c = lane; c < t4; c += LANES) {
         var a = vec4<f32>(0.0);
         if (4u * c <= t) {
@@ -69,17 +102,22 @@ fn softmax_row(r: u32, lane: u32) {
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(8u * CLUSTERS)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_id) lid3: vec3<u32>) {
-    // a workgroup walks rows first, first + G, ... (G workgroups: ops::subgroup_rows_per_group);
-    // every lane takes the same rows, so the subgroup operations stay in uniform control flow
-    for (var r = row_index(wid, nwg); r < p.batch * p.heads * p.seq; r += nwg.x * nwg.y) {
-        softmax_backward_row(r, lid3.x);
+    @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32) {
+    // workgroups walk CLUSTERS rows at a time from first, in steps of CLUSTERS times the
+    // workgroup count; every cluster takes the same steps (one past the last row recomputes the
+    // last and stores nothing), so the subgroup operations stay in uniform control flow
+    let slot = cluster_slot(sg_id, sg_lane, sg_size);
+    let rows = p.batch * p.heads * p.seq;
+    for (var first = (wid.y * nwg.x + wid.x) * CLUSTERS; first < rows; first += nwg.x * nwg.y * CLUSTERS) {
+        let row = first + slot;
+        softmax_backward_row(min(row, rows - 1u), sg_lane % LANES, row < rows);
     }
 }
 
-fn softmax_backward_row(r: u32, lane: u32) {
+fn softmax_backward_row(r: u32, lane: u32, store: bool) {
     let t = r % p.seq;
     let t4 = p.seq / 4u;
     let row = r * t4;
@@ -87,7 +125,10 @@ fn softmax_backward_row(r: u32, lane: u32) {
     for (var c = lane; 4u * c <= t; c += LANES) {
         d += select(vec4<f32>(0.0), sb_att4[row + c] * sb_d4[row + c], causal(c, t));
     }
-    let dot = subgroupAdd((d.x + d.y) + (d.z + d.w));
+    let dot = cluster_add((d.x + d.y) + (d.z + d.w));
+    if (!store) {
+        return;
+    }
     for (var c = lane; c < t4; c += LANES) {
         var g = vec4<f32>(0.0);
         if (4u * c <= t) {

@@ -129,6 +129,10 @@ fn add_ns(counter: &AtomicU64, d: std::time::Duration) {
 /// evaluation a few more).
 const READBACK_CACHE: usize = 8;
 
+/// [`Gpu::row_clusters`] on GPUs: 8 rows on 64 invocations, two 32-wide warps or one 64-wide
+/// wave.
+pub const ROW_CLUSTERS_GPU: u32 = 8;
+
 /// Per-device state that layers above the runtime keep on a [`Gpu`] (e.g. the matmul tuning), by
 /// type.
 type DeviceState = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
@@ -152,6 +156,8 @@ pub struct Gpu {
     textures: Mutex<texture::TextureCache>,
     /// Whether memory-bound kernels that have a texture form use it ([`Gpu::texture_reads`]).
     texture_reads: std::sync::atomic::AtomicBool,
+    /// Rows per workgroup of the one-cluster-a-row kernels ([`Gpu::row_clusters`]).
+    row_clusters: std::sync::atomic::AtomicU32,
     submits: AtomicU64,
     dispatches: AtomicU64,
     encode_ns: AtomicU64,
@@ -283,6 +289,11 @@ impl Gpu {
             readback: Mutex::default(),
             textures: Mutex::default(),
             texture_reads: (info.device_type == wgpu::DeviceType::Cpu).into(),
+            row_clusters: if info.device_type == wgpu::DeviceType::Cpu {
+                1.into()
+            } else {
+                ROW_CLUSTERS_GPU.into()
+            },
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             encode_ns: AtomicU64::new(0),
@@ -565,6 +576,26 @@ impl Gpu {
     /// Chooses the form [`Gpu::texture_reads`] reports (tests run both on one adapter).
     pub fn set_texture_reads(&self, on: bool) {
         self.texture_reads.store(on, Ordering::Relaxed);
+    }
+
+    /// How many rows a workgroup of the one-cluster-a-row kernels (LayerNorm, the attention
+    /// softmax and its backward, softmax-xent: `*_subgroup.wgsl`) works on at once, each on 8
+    /// lanes of a subgroup (the kernels' `CLUSTERS`, a workgroup of 8 per row). On CPU adapters
+    /// 1: a workgroup is one 8-lane subgroup (lavapipe's SIMD width on AVX2) and walks several
+    /// rows ([`crate::ops`]'s `subgroup_rows_per_group`). On GPUs [`ROW_CLUSTERS_GPU`], so that a
+    /// workgroup fills 32- and 64-wide subgroups instead of a quarter or an eighth of one. Both
+    /// give the same values up to the order of a row's sums (checked against f64 on lavapipe).
+    pub fn row_clusters(&self) -> u32 {
+        self.row_clusters.load(Ordering::Relaxed)
+    }
+
+    /// Chooses [`Gpu::row_clusters`]: 1 or [`ROW_CLUSTERS_GPU`] (tests run both on one adapter).
+    pub fn set_row_clusters(&self, clusters: u32) {
+        assert!(
+            clusters == 1 || clusters == ROW_CLUSTERS_GPU,
+            "row clusters: 1 or {ROW_CLUSTERS_GPU}, not {clusters}"
+        );
+        self.row_clusters.store(clusters, Ordering::Relaxed);
     }
 
     /// An operand texture holding at least `texels` texels (rows of

@@ -141,12 +141,12 @@ fn attention_forward_f32(
     );
     // a row of T per 8-lane subgroup (attention_subgroup.wgsl) where T is whole vec4s
     let (softmax, per_group) = if super::subgroup_rows(gpu, t) {
-        (&SOFTMAX_SG, super::subgroup_rows_per_group(gpu))
+        super::row_kernel(gpu, &SOFTMAX_SG)
     } else {
-        (&SOFTMAX, WG)
+        (SOFTMAX, WG)
     };
     let args = [(att, Access::ReadWrite)];
-    dispatch_items(gpu, softmax, &args, &params, b * nh * t, per_group);
+    dispatch_items(gpu, &softmax, &args, &params, b * nh * t, per_group);
     matmul(
         gpu,
         per_head(t, hs, t, Layout::NN),
@@ -255,11 +255,11 @@ fn attention_backward_f32(
     // through the softmax (and the scale) to the raw scores
     let args = [(att, Access::Read), (dpre, Access::ReadWrite)];
     if super::subgroup_rows(gpu, t) {
-        let (kernel, form) = (&SOFTMAX_BACKWARD_SG, &ATTENTION_SUBGROUP_TEXTURES);
-        let per_group = super::subgroup_rows_per_group(gpu);
+        let form = &ATTENTION_SUBGROUP_TEXTURES;
+        let (kernel, per_group) = super::row_kernel(gpu, &SOFTMAX_BACKWARD_SG);
         super::dispatch_items_textured(
             gpu,
-            kernel,
+            &kernel,
             form,
             &[0],
             &args,

@@ -34,10 +34,10 @@ fn dispatch_rows(
 ) {
     if kernel.shader == Shader::LayernormSubgroup {
         let form = &LAYERNORM_SUBGROUP_TEXTURES;
-        let per_group = super::subgroup_rows_per_group(gpu);
+        let (kernel, per_group) = super::row_kernel(gpu, kernel);
         super::dispatch_items_textured(
             gpu,
-            kernel,
+            &kernel,
             form,
             &[0, 1, 2],
             args,

@@ -40,19 +40,42 @@ pub(crate) fn subgroup_rows(gpu: &Gpu, width: usize) -> bool {
     width % 4 == 0 && matmul_tune::subgroups_usable(gpu)
 }
 
-/// Rows per workgroup of the one-subgroup-a-row kernels (`*_subgroup.wgsl`: LayerNorm, the
-/// attention softmax and its backward, softmax-xent), whose workgroups walk the rows from their
-/// index in steps of the workgroup count. On CPU adapters every workgroup is a task for the
-/// driver's threads with a fixed cost, so each takes eight rows: on lavapipe, LayerNorm over 768
-/// and 3072 rows of 128 ran 18-25 % faster forward and 14-26 % backward than with a row each
-/// (a throwaway harness timing 100 calls in one submit, medians of six rounds). GPUs keep a row
-/// a workgroup.
+/// Row walks per workgroup of the one-cluster-a-row kernels (`*_subgroup.wgsl`: LayerNorm, the
+/// attention softmax and its backward, softmax-xent), whose workgroups take
+/// [`Gpu::row_clusters`] rows at a time and walk on from their index in steps of the workgroup
+/// count. On CPU adapters every workgroup is a task for the driver's threads with a fixed cost,
+/// so each takes eight rows: on lavapipe, LayerNorm over 768 and 3072 rows of 128 ran 18-25 %
+/// faster forward and 14-26 % backward than with a row each (a throwaway harness timing 100
+/// calls in one submit, medians of six rounds). GPUs take one step.
 pub(crate) fn subgroup_rows_per_group(gpu: &Gpu) -> usize {
     if gpu.info().device_type == wgpu::DeviceType::Cpu {
         8
     } else {
         1
     }
+}
+
+/// `kernel` (a `*_subgroup.wgsl` row kernel) with its `CLUSTERS` constant for `gpu`, and the
+/// rows one workgroup covers: [`Gpu::row_clusters`] at a time, [`subgroup_rows_per_group`]
+/// times.
+pub(crate) fn row_kernel(gpu: &Gpu, kernel: &Kernel) -> (Kernel, usize) {
+    const ONE: &[(&str, f64)] = &[("CLUSTERS", 1.0)];
+    const GPU: &[(&str, f64)] = &[("CLUSTERS", crate::gpu::ROW_CLUSTERS_GPU as f64)];
+    assert!(
+        kernel.overrides.is_empty(),
+        "{}: a row kernel",
+        kernel.entry
+    );
+    let clusters = gpu.row_clusters();
+    let overrides = if clusters == 1 { ONE } else { GPU };
+    let rows = clusters as usize * subgroup_rows_per_group(gpu);
+    (
+        Kernel {
+            overrides,
+            ..*kernel
+        },
+        rows,
+    )
 }
 
 /// Inputs smaller than this many vec4s stay in their buffers on every adapter: on lavapipe each

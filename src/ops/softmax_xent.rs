@@ -90,9 +90,9 @@ pub fn softmax_xent_scaled(
     ];
     if super::subgroup_rows(gpu, vocab) {
         // one 8-lane subgroup per row, no barriers; logits through textures where faster
-        let (kernel, form) = (&FORWARD_BACKWARD_SG, &SOFTMAX_XENT_SUBGROUP_TEXTURES);
-        let per_group = super::subgroup_rows_per_group(gpu);
-        super::dispatch_items_textured(gpu, kernel, form, &[0], &args, &params, rows, per_group);
+        let form = &SOFTMAX_XENT_SUBGROUP_TEXTURES;
+        let (kernel, per_group) = super::row_kernel(gpu, &FORWARD_BACKWARD_SG);
+        super::dispatch_items_textured(gpu, &kernel, form, &[0], &args, &params, rows, per_group);
     } else {
         dispatch_items(gpu, &FORWARD_BACKWARD, &args, &params, rows, 1);
     }

@@ -4,6 +4,9 @@
 //! adapter picks: on lavapipe the texture forms). Shapes whose vec4 counts are not multiples of
 //! a texture row (256 texels), and scalar tails; every input at least `TEXTURE_MIN_TEXELS`
 //! (1024) vec4s, below which the buffer forms run everywhere.
+//!
+//! Also the row kernels' GPU layout (`Gpu::set_row_clusters`: eight rows a workgroup, each on 8
+//! lanes, sums by a butterfly of subgroup shuffles) against the CPU one, on the same inputs.
 
 use wgtrain::ops::attention::{attention_backward, attention_forward};
 use wgtrain::ops::elementwise::{accumulate, add, gelu_backward, gelu_forward, relu_backward};
@@ -102,8 +105,8 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         .unwrap();
     // the texture forms ran
     for kernel in [
-        "layernorm_subgroup (textures)::forward",
-        "layernorm_subgroup (textures)::backward_input",
+        "layernorm_subgroup (textures)::forward[CLUSTERS=1]",
+        "layernorm_subgroup (textures)::backward_input[CLUSTERS=1]",
         "layernorm (textures)::backward_params4",
         "elementwise (textures)::gelu_forward4",
         "elementwise (textures)::gelu_backward4",
@@ -111,8 +114,8 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         "reduce (textures)::colsum4",
         "attention (textures)::split_qkv4",
         "attention (textures)::merge_qkv4",
-        "softmax_xent_subgroup (textures)::forward_backward",
-        "attention_subgroup (textures)::softmax_backward",
+        "softmax_xent_subgroup (textures)::forward_backward[CLUSTERS=1]",
+        "attention_subgroup (textures)::softmax_backward[CLUSTERS=1]",
     ] {
         assert!(
             profile.iter().any(|k| k.kernel == kernel),
@@ -131,4 +134,58 @@ fn the_texture_forms_give_the_buffer_forms_bits() {
         assert_eq!(differ, 0, "{name}: {differ} of {} values differ", a.len());
         assert!(a.iter().any(|v| *v != 0.0), "{name}: all zeros");
     }
+}
+
+/// The row kernels in their GPU layout ([`wgtrain::gpu::ROW_CLUSTERS_GPU`] rows of 8 lanes each
+/// per workgroup, the sums by shuffles) on lavapipe, against the layout lavapipe runs (one row
+/// of 8 lanes per workgroup, subgroupAdd and subgroupMax, checked against f64 by the reference
+/// tests). Row counts that leave the last workgroup's clusters partly empty (37, 40, 256 rows of
+/// attention). Each lane adds its own columns in the same order in both layouts and only the
+/// eight lanes' partials meet in another order, so a row's statistics differ by a few ulps:
+/// within 1e-5 relative and 1e-6 absolute (values of order one; dlogits' scale 0.05).
+#[test]
+fn the_row_kernels_gpu_layout_agrees_with_the_cpu_layout() {
+    use wgtrain::gpu::ROW_CLUSTERS_GPU;
+    let gpu = Gpu::new(None).expect("an adapter");
+    assert_eq!(gpu.row_clusters(), 1, "lavapipe runs a row per workgroup");
+    let one = outputs(&gpu);
+    gpu.set_row_clusters(ROW_CLUSTERS_GPU);
+    let mut clustered = vec![];
+    let profile = gpu
+        .profile(wgtrain::gpu::ProfileClock::Wall, || {
+            clustered = outputs(&gpu);
+            Ok(())
+        })
+        .unwrap();
+    let label = format!("[CLUSTERS={ROW_CLUSTERS_GPU}]");
+    for kernel in [
+        "layernorm_subgroup (textures)::forward",
+        "layernorm_subgroup (textures)::backward_input",
+        "attention_subgroup::softmax",
+        "attention_subgroup (textures)::softmax_backward",
+        "softmax_xent_subgroup (textures)::forward_backward",
+    ] {
+        let kernel = format!("{kernel}{label}");
+        assert!(
+            profile.iter().any(|k| k.kernel == kernel),
+            "{kernel} in {profile:?}"
+        );
+    }
+    let mut exact = 0;
+    for ((name, a), (_, b)) in clustered.iter().zip(&one) {
+        assert_eq!(a.len(), b.len(), "{name}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let tol = 1e-6 + 1e-5 * y.abs();
+            assert!(
+                (x - y).abs() <= tol,
+                "{name}[{i}]: {x} in the GPU layout, {y} in the CPU one"
+            );
+            exact += usize::from(x.to_bits() == y.to_bits());
+        }
+        assert!(a.iter().any(|v| *v != 0.0), "{name}: all zeros");
+    }
+    assert!(
+        exact > 0,
+        "the layouts never agreed exactly: not the same math"
+    );
 }
