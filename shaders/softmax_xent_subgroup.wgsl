@@ -4,7 +4,7 @@
 // on llvmpipe every barrier suspends and resumes each group of lanes; here there is none (as in
 // layernorm_subgroup.wgsl). Same math; the sums are added in another (fixed) order.
 // Rows run on clusters of 8 lanes of one subgroup, CLUSTERS clusters (rows at a time) per
-// workgroup of 8·CLUSTERS invocations (ops::row_clusters: 1 on CPU adapters, where a workgroup is
+// workgroup of 8·CLUSTERS invocations (Gpu::row_clusters: 1 on CPU adapters, where a workgroup is
 // one 8-lane subgroup and walks several rows; 8 on GPUs, whose 32- and 64-wide subgroups then
 // hold four or eight rows' clusters). A cluster's sums: subgroupAdd/subgroupMax where the
 // workgroup is one cluster, else a butterfly of subgroupShuffleXor over lanes 1, 2, 4 (every lane
