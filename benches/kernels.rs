@@ -3,7 +3,8 @@
 //! `wgtrain bench`.
 
 use std::time::Instant;
-use wgtrain::ops::matmul::{matmul, Layout, MatmulDims};
+use wgtrain::ops::elementwise::{gelu_backward, gelu_forward};
+use wgtrain::ops::matmul::{matmul, matmul_gelu, matmul_gelu_grad, Layout, MatmulDims};
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Gpu, Tensor};
 
@@ -32,6 +33,8 @@ fn main() {
             }
         })
         .collect();
+    // WGTRAIN_GELU=1 also times the GELU epilogues against the matmul and the elementwise GELU
+    let gelu = std::env::var_os("WGTRAIN_GELU").is_some();
     for (batch, m, n, k) in shapes {
         for layout in [Layout::NN, Layout::NT, Layout::TN] {
             let d = MatmulDims::batched(batch, m, n, k, layout);
@@ -67,6 +70,43 @@ fn main() {
                 s * 1e3,
                 flops / s / 1e9
             );
+            if gelu {
+                time_gelu(&gpu, d, [&a, &b, &c], reps);
+            }
         }
+    }
+}
+
+/// ms of the GELU epilogues (`matmul_gelu`, `matmul_gelu_grad`) against the matmul and the
+/// elementwise GELU kernel one after the other, in turns, `reps` calls in a submit each.
+fn time_gelu(gpu: &Gpu, d: MatmulDims, [a, b, c]: [&Tensor; 3], reps: usize) {
+    let t2 = Tensor::zeros(gpu, "t2", c.shape(), Category::Workspace).unwrap();
+    let t3 = Tensor::zeros(gpu, "t3", c.shape(), Category::Workspace).unwrap();
+    let time = |f: &dyn Fn()| {
+        f();
+        gpu.sync().unwrap();
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        gpu.sync().unwrap();
+        t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    };
+    let what = format!("{:?} {}x{}x{}x{}", d.layout, d.batch, d.m, d.n, d.k);
+    for round in 0..3 {
+        let fused = time(&|| matmul_gelu(gpu, d, a, b, None, c, &t2));
+        let unfused = time(&|| {
+            matmul(gpu, d, a, b, None, c, false);
+            gelu_forward(gpu, c, &t2);
+        });
+        let fused_grad = time(&|| matmul_gelu_grad(gpu, d, a, b, &t3, c));
+        let unfused_grad = time(&|| {
+            matmul(gpu, d, a, b, None, &t2, false);
+            gelu_backward(gpu, &t3, &t2, c);
+        });
+        println!(
+            "  gelu {what} round {round}: forward fused {fused:.3} ms, unfused {unfused:.3}; \
+             backward fused {fused_grad:.3}, unfused {unfused_grad:.3}"
+        );
     }
 }

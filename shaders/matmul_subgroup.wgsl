@@ -121,6 +121,12 @@ fn rank4(t: ptr<function, Tile>, av: vec4<f32>, b: Quad) {
     }
 }
 
+// What the stores do besides C: nothing here; the GELU forms (src/gpu/shaders.rs: GeluForm)
+// put shaders/matmul_gelu.wgsl in this function's place (ci: C's vec4 index, v: the value C gets).
+fn epilogue_aux(ci: u32, v: vec4<f32>) -> vec4<f32> {
+    return v;
+}
+
 // bv: the bias of column vec4 cv (read once per column, not per row).
 fn store(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32>) {
     if (row < p.m && cv < n4) {
@@ -128,6 +134,7 @@ fn store(row: u32, cv: u32, c_base: u32, n4: u32, acc: vec4<f32>, bv: vec4<f32>)
         var v = select(acc, acc + bv, p.epilogue >= 1u);
         v = select(v, max(v, vec4<f32>(0.0)), p.epilogue == 2u);
         let ci = c_base + row * n4 + cv;
+        v = epilogue_aux(ci, v);
         if (ACCUMULATE) {
             v += c[ci];
         }

@@ -2,7 +2,7 @@
 // tries it on adapters that are not CPUs; `WGTRAIN_MATMUL=tiled:BMxBN` forces it anywhere):
 //   C[b] (M, N) = op(A[b]) (M, K) · op(B[b]) (K, N)   (epilogue 0; 1: + bias (N); 2: then ReLU)
 //   C[b] (M, N) += op(A[b]) · op(B[b])                             (ACCUMULATE)
-// M, N and K must be multiples of 4 (the host sends other dims to the scalar kernel).
+// M, N and K must be multiples of 4 (the host runs other dims on zero-padded copies: ops::pad).
 //
 // A workgroup of 16×16 invocations computes a BM × BN block of C (BM = 16·TM, BN = 16·TN) and
 // walks K in steps of BK: all 256 invocations copy the BM × BK slice of A and the BK × BN slice
@@ -108,6 +108,12 @@ fn load_b(b_base: u32, n0: u32, k0: u32, idx: u32) {
     }
 }
 
+// What the stores do besides C: nothing here; the GELU forms (src/gpu/shaders.rs: GeluForm)
+// put shaders/matmul_gelu.wgsl in this function's place (ci: C's vec4 index, v: the value C gets).
+fn epilogue_aux(ci: u32, v: vec4<f32>) -> vec4<f32> {
+    return v;
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn matmul_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -158,6 +164,7 @@ fn matmul_tiled(
                 var v = select(acc[i * 2u + j], acc[i * 2u + j] + bv, p.epilogue >= 1u);
                 v = select(v, max(v, vec4<f32>(0.0)), p.epilogue == 2u);
                 let ci = c_base + row * n4 + cv;
+                v = epilogue_aux(ci, v);
                 if (ACCUMULATE) {
                     v += c[ci];
                 }

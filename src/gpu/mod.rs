@@ -158,6 +158,8 @@ pub struct Gpu {
     texture_reads: std::sync::atomic::AtomicBool,
     /// Rows per workgroup of the one-cluster-a-row kernels ([`Gpu::row_clusters`]).
     row_clusters: std::sync::atomic::AtomicU32,
+    /// Whether a GELU next to a Linear layer runs in the matmul's stores ([`Gpu::gelu_in_stores`]).
+    gelu_in_stores: std::sync::atomic::AtomicBool,
     submits: AtomicU64,
     dispatches: AtomicU64,
     encode_ns: AtomicU64,
@@ -294,6 +296,7 @@ impl Gpu {
             } else {
                 ROW_CLUSTERS_GPU.into()
             },
+            gelu_in_stores: (info.device_type != wgpu::DeviceType::Cpu).into(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             encode_ns: AtomicU64::new(0),
@@ -342,6 +345,8 @@ impl Gpu {
             state,
         );
         twin.memory_capacity = self.memory_capacity;
+        // (the unfused GELU allocates a buffer the fused one does not)
+        twin.set_gelu_in_stores(self.gelu_in_stores());
         twin
     }
 
@@ -587,6 +592,21 @@ impl Gpu {
     /// give the same values up to the order of a row's sums (checked against f64 on lavapipe).
     pub fn row_clusters(&self) -> u32 {
         self.row_clusters.load(Ordering::Relaxed)
+    }
+
+    /// Whether `ops::matmul::matmul_gelu` and `matmul_gelu_grad` (a Linear layer and the GELU
+    /// after it, and the gradient back through both) run the GELU in the matmul's stores, one
+    /// pass over C instead of three: on GPUs by default. Not on CPU adapters, where llvmpipe's
+    /// per-lane storage reads and writes in the stores cost what they save: on lavapipe the
+    /// fused pass was no faster than the matmul and the elementwise kernel one after the other
+    /// (`WGTRAIN_GELU=1 cargo bench --bench kernels`, README). The same bits in f32 either way.
+    pub fn gelu_in_stores(&self) -> bool {
+        self.gelu_in_stores.load(Ordering::Relaxed)
+    }
+
+    /// Chooses [`Gpu::gelu_in_stores`] (tests run both on one adapter).
+    pub fn set_gelu_in_stores(&self, on: bool) {
+        self.gelu_in_stores.store(on, Ordering::Relaxed);
     }
 
     /// Chooses [`Gpu::row_clusters`]: 1 or [`ROW_CLUSTERS_GPU`] (tests run both on one adapter).

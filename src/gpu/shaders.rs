@@ -34,6 +34,8 @@ pub enum Shader {
     SecondOrder,
     /// A family with some read-only inputs read from operand textures (see [`TextureForm`]).
     Textured(&'static TextureForm),
+    /// A matmul family with a GELU in its stores (see [`GeluForm`]).
+    Gelu(&'static GeluForm),
 }
 
 impl Shader {
@@ -69,6 +71,7 @@ impl Shader {
     pub fn name(self) -> &'static str {
         match self {
             Shader::Textured(form) => form.name,
+            Shader::Gelu(form) => form.name,
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::MatmulSubgroupF16 => "matmul_subgroup (f16)",
@@ -101,6 +104,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Textured(form) => form.source(),
+            Shader::Gelu(form) => form.source(),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSubgroup => include_str!("../../shaders/matmul_subgroup.wgsl"),
             Shader::MatmulSubgroupF16 => matmul_f16_source(),
@@ -198,8 +202,9 @@ pub static ATTENTION_TEXTURES: TextureForm = TextureForm {
 
 impl TextureForm {
     /// Every form the ops use (validated by a unit test).
-    pub const ALL: [&'static TextureForm; 8] = [
+    pub const ALL: [&'static TextureForm; 9] = [
         &MATMUL_SUBGROUP_TEXTURES,
+        &MATMUL_SUBGROUP_GELU_TEXTURES,
         &ATTENTION_SUBGROUP_TEXTURES,
         &LAYERNORM_SUBGROUP_TEXTURES,
         &SOFTMAX_XENT_SUBGROUP_TEXTURES,
@@ -210,17 +215,93 @@ impl TextureForm {
     ];
 
     pub fn source(&'static self) -> &'static str {
-        // derived once per form and kept for the process (a handful of strings)
-        static DERIVED: std::sync::Mutex<Vec<(&'static TextureForm, &'static str)>> =
-            std::sync::Mutex::new(Vec::new());
-        let mut derived = DERIVED.lock().unwrap();
-        if let Some((_, src)) = derived.iter().find(|(f, _)| std::ptr::eq(*f, self)) {
-            return src;
-        }
-        let src: &'static str =
-            Box::leak(with_texture_reads(self.base.source(), self.inputs).into_boxed_str());
-        derived.push((self, src));
-        src
+        derived(Shader::Textured(self), || {
+            with_texture_reads(self.base.source(), self.inputs)
+        })
+    }
+}
+
+/// A derived shader's source, made by `derive` on first use and kept for the process (a handful
+/// of strings).
+fn derived(shader: Shader, derive: impl FnOnce() -> String) -> &'static str {
+    static DERIVED: std::sync::Mutex<Vec<(Shader, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let find = |derived: &[(Shader, &'static str)]| {
+        derived
+            .iter()
+            .find(|(s, _)| *s == shader)
+            .map(|(_, src)| *src)
+    };
+    if let Some(src) = find(&DERIVED.lock().unwrap()) {
+        return src;
+    }
+    // derived without the lock: a form of a form asks for its base's source
+    let src = derive();
+    let mut derived = DERIVED.lock().unwrap();
+    if let Some(src) = find(&derived) {
+        return src;
+    }
+    let src: &'static str = Box::leak(src.into_boxed_str());
+    derived.push((shader, src));
+    src
+}
+
+/// A matmul kernel family (`base`, or a texture form of one) with a GELU in its stores:
+/// `shaders/matmul_gelu.wgsl` in place of the family's no-op `epilogue_aux`, which adds binding
+/// 5 (`aux`, (M, N) like C) and the override `GELU_GRAD`. Forward, C gets a Linear layer's
+/// pre-activation and aux its GELU; backward, C gets the gradient at the pre-activation from the
+/// one at the GELU's output (the product) and the pre-activation (aux). The same expressions as
+/// the elementwise GELU kernels, so the same bits as the matmul and those kernels one after the
+/// other, in one pass over C instead of three.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct GeluForm {
+    pub base: Shader,
+    pub name: &'static str,
+}
+
+/// The no-op hook every matmul family's stores call, which a [`GeluForm`] replaces.
+const EPILOGUE_AUX: &str =
+    "fn epilogue_aux(ci: u32, v: vec4<f32>) -> vec4<f32> {\n    return v;\n}\n";
+
+pub static MATMUL_SUBGROUP_GELU: GeluForm = GeluForm {
+    base: Shader::MatmulSubgroup,
+    name: "matmul_subgroup (gelu)",
+};
+
+pub static MATMUL_TILED_GELU: GeluForm = GeluForm {
+    base: Shader::MatmulTiled,
+    name: "matmul_tiled (gelu)",
+};
+
+/// The CPU adapters' matmul with the GELU in its stores.
+pub static MATMUL_SUBGROUP_GELU_TEXTURES: TextureForm = TextureForm {
+    base: Shader::Gelu(&MATMUL_SUBGROUP_GELU),
+    name: "matmul_subgroup (gelu, textures)",
+    inputs: &["a", "b"],
+};
+
+impl GeluForm {
+    /// Every form the ops use (validated by a unit test; the texture form of the subgroup one is
+    /// in [`TextureForm::ALL`]).
+    pub const ALL: [&'static GeluForm; 2] = [&MATMUL_SUBGROUP_GELU, &MATMUL_TILED_GELU];
+
+    pub fn source(&'static self) -> &'static str {
+        derived(Shader::Gelu(self), || {
+            let base = self.base.source();
+            assert_eq!(
+                base.matches(EPILOGUE_AUX).count(),
+                1,
+                "{}: one no-op epilogue_aux",
+                self.name
+            );
+            let gelu = include_str!("../../shaders/matmul_gelu.wgsl");
+            // the override at the top: declared in the snippet, mid-module, naga 30's pipeline
+            // constants pass panicked on the order of the overrides' handles
+            format!(
+                "override GELU_GRAD: bool = false;\n{}",
+                base.replace(EPILOGUE_AUX, gelu)
+            )
+        })
     }
 }
 
@@ -350,19 +431,24 @@ impl Kernel {
 mod tests {
     use super::Shader;
 
+    /// Parses and validates a derived shader's source with naga.
+    fn validate(name: &str, src: &str) {
+        let module = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+
     /// Every texture form parses and validates, and reads its inputs only through `texel`.
     #[test]
     fn every_texture_form_validates() {
         for form in super::TextureForm::ALL {
             let src = Shader::Textured(form).source();
-            let module = naga::front::wgsl::parse_str(src)
-                .unwrap_or_else(|e| panic!("{}: {}", form.name, e.emit_to_string(src)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", form.name));
+            validate(form.name, src);
             for name in form.inputs {
                 assert!(src.contains(&format!("var {name}: texture_2d<f32>;")));
                 assert!(
@@ -378,6 +464,17 @@ mod tests {
             &["x"],
         );
         assert!(derived.contains("return texel(x, xs[i]) + texel(x, i) + max_x[0];"));
+    }
+
+    /// Every GELU form parses and validates, with the GELU in its stores in place of the no-op.
+    #[test]
+    fn every_gelu_form_validates() {
+        for form in super::GeluForm::ALL {
+            let src = Shader::Gelu(form).source();
+            validate(form.name, src);
+            assert!(!src.contains(super::EPILOGUE_AUX), "{}", form.name);
+            assert!(src.contains("aux[ci] = 0.5 * v"), "{}", form.name);
+        }
     }
 
     /// WGSL has no imports, so the kernels that read operand textures write the row width out
@@ -408,12 +505,15 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
         let mut on_disk = vec![];
         wgsl_files(&root, &mut on_disk);
+        // spliced into other families (validated in their forms)
+        let snippets = [std::path::Path::new("matmul_gelu")];
         for file in &on_disk {
             let name = file.strip_prefix(&root).unwrap().with_extension("");
             assert!(
-                Shader::ALL
-                    .iter()
-                    .any(|s| std::path::Path::new(s.name()) == name),
+                snippets.contains(&name.as_path())
+                    || Shader::ALL
+                        .iter()
+                        .any(|s| std::path::Path::new(s.name()) == name),
                 "{} is not embedded in Shader",
                 file.display()
             );

@@ -8,7 +8,7 @@ use super::linear::Linear;
 use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::elementwise::{accumulate, add, gelu_backward, gelu_forward};
+use crate::ops::elementwise::{accumulate, add};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -86,9 +86,8 @@ impl Block {
         let mut wide = shape.clone();
         *wide.last_mut().unwrap() *= 4;
         let h = activation(gpu, "block.h", &wide)?;
-        self.fc.forward(gpu, &ln2_out, &h)?;
         let g = activation(gpu, "block.g", &wide)?;
-        gelu_forward(gpu, &h, &g);
+        self.fc.forward_gelu(gpu, &ln2_out, &h, &g)?;
         let m = activation(gpu, "block.mlp_out", &shape)?;
         self.fc_proj.forward(gpu, &g, &m)?;
         let y = activation(gpu, "block.y", &shape)?;
@@ -119,11 +118,9 @@ impl Block {
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
         // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
-        let dg = activation(gpu, "block.dg", cache.g.shape())?;
-        self.fc_proj.backward(gpu, &cache.g, dy, Some(&dg))?;
         let dh = activation(gpu, "block.dh", cache.h.shape())?;
-        gelu_backward(gpu, &cache.h, &dg, &dh);
-        drop(dg);
+        self.fc_proj
+            .backward_through_gelu(gpu, &cache.g, &cache.h, dy, &dh)?;
         let dln2 = activation(gpu, "block.dln2", x.shape())?;
         self.fc.backward(gpu, &cache.ln2_out, &dh, Some(&dln2))?;
         drop(dh);

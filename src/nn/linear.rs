@@ -5,8 +5,10 @@ use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::dropout::dropout;
-use crate::ops::elementwise::{accumulate, scale};
-use crate::ops::matmul::{matmul, matmul_backward, matmul_bias_relu, Layout, MatmulDims};
+use crate::ops::elementwise::{accumulate, gelu_backward, gelu_forward, scale};
+use crate::ops::matmul::{
+    matmul, matmul_backward, matmul_bias_relu, matmul_gelu, matmul_gelu_grad, Layout, MatmulDims,
+};
 use crate::ops::qmatmul::{qmatmul, QuantWeight};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -140,6 +142,20 @@ impl Linear {
         }
     }
 
+    /// pre (R, out) = x·Wᵀ + b (as [`Linear::forward`]) and post = gelu(pre): without an adapter
+    /// or a quantized weight one pass, the GELU in the matmul's stores (the same bits as the
+    /// forward and then the elementwise GELU, which is what the others run).
+    pub fn forward_gelu(&self, gpu: &Gpu, x: &Tensor, pre: &Tensor, post: &Tensor) -> Result<()> {
+        if self.quant.is_some() || self.lora.as_ref().is_some_and(|l| !l.merged) {
+            self.forward(gpu, x, pre)?;
+            gelu_forward(gpu, pre, post);
+            return Ok(());
+        }
+        let bias = self.b.as_ref().map(|b| b.weight());
+        matmul_gelu(gpu, self.dims(x), x, self.w.weight(), bias, pre, post);
+        Ok(())
+    }
+
     /// dW += doutᵀ·x, db += Σ_rows dout (for those not frozen), and dx = dout·W when asked;
     /// with an adapter also dB, dA and its share of dx.
     pub fn backward(
@@ -149,16 +165,68 @@ impl Linear {
         dout: &Tensor,
         dx: Option<&Tensor>,
     ) -> Result<()> {
+        self.expect_trainable();
+        if let Some(dx) = dx {
+            let d = self.dims(x);
+            matmul_backward(
+                gpu,
+                d,
+                x,
+                self.w.weight(),
+                dout,
+                Some(dx),
+                None,
+                None,
+                false,
+            );
+        }
+        self.backward_params(gpu, x, dout, dx)
+    }
+
+    fn expect_trainable(&self) {
         assert!(
             self.quant.is_none(),
             "{}: a quantized weight is for inference; training has no backward through it",
             self.name()
         );
+    }
+
+    /// [`Linear::backward`] for a layer whose input x = gelu(pre): dpre = (dout·W) ⊙ gelu'(pre),
+    /// the gradient at the GELU's input, in place of dx. Without an adapter one pass (the GELU's
+    /// derivative in the matmul's stores); with one, dx first (the adapter adds its share), then
+    /// the elementwise GELU backward. The same bits either way.
+    pub fn backward_through_gelu(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        pre: &Tensor,
+        dout: &Tensor,
+        dpre: &Tensor,
+    ) -> Result<()> {
+        if self.lora.is_some() {
+            let dx = activation(gpu, "linear.dx", x.shape())?;
+            self.backward(gpu, x, dout, Some(&dx))?;
+            gelu_backward(gpu, pre, &dx, dpre);
+            return Ok(());
+        }
+        self.expect_trainable();
+        // dx (R, in) = dout (R, out)·W (out, in), as `matmul_backward` computes it
+        let d = self.dims(x);
+        let dx_dims = MatmulDims::new(d.m, d.k, d.n, Layout::NN);
+        matmul_gelu_grad(gpu, dx_dims, dout, self.w.weight(), pre, dpre);
+        self.backward_params(gpu, x, dout, None)
+    }
+
+    /// The parameter part of [`Linear::backward`] (and the adapter's share of dx, when asked).
+    fn backward_params(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        dout: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
         let d = self.dims(x);
         let w = self.w.weight();
-        if let Some(dx) = dx {
-            matmul_backward(gpu, d, x, w, dout, Some(dx), None, None, false);
-        }
         if let Some(lora) = &self.lora {
             assert!(
                 !lora.merged,

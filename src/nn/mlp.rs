@@ -4,7 +4,7 @@ use super::linear::Linear;
 use super::{activation, f32_activation, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::elementwise::{gelu_backward, gelu_forward, relu_backward};
+use crate::ops::elementwise::relu_backward;
 use crate::ops::softmax_xent::softmax_xent_scaled;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -109,11 +109,11 @@ impl Mlp {
                 layer.forward_relu(gpu, input, &post);
                 Hidden { pre: None, post }
             }
+            // one pass: the matmul's stores keep the pre-activation and write its GELU
             Activation::Gelu => {
                 let pre = activation(gpu, "mlp.pre", &shape)?;
-                layer.forward(gpu, input, &pre)?;
                 let post = activation(gpu, "mlp.post", &shape)?;
-                gelu_forward(gpu, &pre, &post);
+                layer.forward_gelu(gpu, input, &pre, &post)?;
                 Hidden {
                     pre: Some(pre),
                     post,
@@ -178,22 +178,37 @@ impl Mlp {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
             hooks.values_needed(gpu, &mut self.layers[i].params_mut())?;
             hooks.grads_needed(gpu, &mut self.layers[i].params_mut())?;
-            let dpost = match i {
-                0 => None,
-                _ => Some(activation(gpu, "mlp.dpost", input.shape())?),
+            // the gradient at the layer below's pre-activation, through its activation: GELU's
+            // derivative in the stores of dx's matmul, a ReLU's mask after it
+            let below = i.checked_sub(1).map(|j| &hidden[j]);
+            let (gelu_dpre, relu_dpost) = match below {
+                None => (None, None),
+                Some(Hidden { pre: Some(_), .. }) => {
+                    (Some(activation(gpu, "mlp.dpre", input.shape())?), None)
+                }
+                Some(Hidden { pre: None, .. }) => {
+                    (None, Some(activation(gpu, "mlp.dpost", input.shape())?))
+                }
             };
-            self.layers[i].backward(gpu, input, &dout, dpost.as_ref())?;
+            match (below, &gelu_dpre) {
+                (Some(Hidden { pre: Some(pre), .. }), Some(dpre)) => {
+                    self.layers[i].backward_through_gelu(gpu, input, pre, &dout, dpre)?
+                }
+                _ => self.layers[i].backward(gpu, input, &dout, relu_dpost.as_ref())?,
+            }
             hooks.grads_written(gpu, &mut self.layers[i].params_mut())?;
             hooks.values_done(gpu, &mut self.layers[i].params_mut())?;
-            let Some(dpost) = dpost else { break };
-            let h = &hidden[i - 1];
-            let dpre = activation(gpu, "mlp.dpre", input.shape())?;
-            match &h.pre {
-                // post > 0 exactly where pre > 0
-                None => relu_backward(gpu, &h.post, &dpost, &dpre),
-                Some(pre) => gelu_backward(gpu, pre, &dpost, &dpre),
-            }
-            dout = dpre;
+            let Some(h) = below else { break };
+            dout = match (gelu_dpre, relu_dpost) {
+                (Some(dpre), _) => dpre,
+                (None, Some(dpost)) => {
+                    let dpre = activation(gpu, "mlp.dpre", input.shape())?;
+                    // post > 0 exactly where pre > 0
+                    relu_backward(gpu, &h.post, &dpost, &dpre);
+                    dpre
+                }
+                (None, None) => unreachable!("a layer below has a gradient buffer"),
+            };
         }
         Ok(losses)
     }

@@ -4,16 +4,19 @@
 use super::matmul_tune::{self, MatmulKernel, SUBGROUP_TILES, TILED_TILES};
 use super::pad::{self, Padding};
 use super::{expect_numel, flag};
-use crate::gpu::shaders::MATMUL_SUBGROUP_TEXTURES;
+use crate::gpu::shaders::{
+    MATMUL_SUBGROUP_GELU, MATMUL_SUBGROUP_GELU_TEXTURES, MATMUL_SUBGROUP_TEXTURES,
+    MATMUL_TILED_GELU,
+};
 use crate::gpu::{Access, Binding, Category, Gpu, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
 const MATMUL_V4: Kernel = Kernel::new(Shader::Matmul, "matmul_v4");
 
-/// A `matmul_subgroup.wgsl` entry point specialised for one tile shape, layout and accumulation
-/// (its override constants).
+/// A `matmul_subgroup.wgsl` entry point specialised for one tile shape and layout, with `$flag`
+/// (ACCUMULATE, or GELU_GRAD in a GELU form) set to `$on` (its override constants).
 macro_rules! subgroup_kernel {
-    ($shader:expr, $entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr, $acc:expr) => {
+    ($shader:expr, $entry:expr, $rows:expr, $cols:expr, $a_t:expr, $b_t:expr, $flag:expr, $on:expr) => {
         Kernel {
             shader: $shader,
             entry: $entry,
@@ -22,64 +25,78 @@ macro_rules! subgroup_kernel {
                 ("COL_GROUPS", $cols as f64),
                 ("A_T", $a_t as u32 as f64),
                 ("B_T", $b_t as u32 as f64),
-                ("ACCUMULATE", $acc as u32 as f64),
+                ($flag, $on as u32 as f64),
             ],
         }
     };
 }
 
-/// One tile shape and layout, storing (C = A·B, + bias) and accumulating (C += A·B).
+/// One tile shape and layout with `$flag` off and on: storing (C = A·B, + bias) and
+/// accumulating (C += A·B), or a GELU form's forward and backward.
 macro_rules! subgroup_epilogues {
-    ($shader:expr, $entry:expr, $tile:expr, $a_t:expr, $b_t:expr) => {
+    ($shader:expr, $entry:expr, $tile:expr, $a_t:expr, $b_t:expr, $flag:expr) => {
         [
-            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, false),
-            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, true),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, $flag, false),
+            subgroup_kernel!($shader, $entry, $tile.0, $tile.1, $a_t, $b_t, $flag, true),
         ]
     };
 }
 
 /// One tile shape in the three layouts: NN, NT, TN.
 macro_rules! subgroup_layouts {
-    ($shader:expr, $entry:expr, $tile:expr) => {
+    ($shader:expr, $entry:expr, $tile:expr, $flag:expr) => {
         [
-            subgroup_epilogues!($shader, $entry, $tile, false, false),
-            subgroup_epilogues!($shader, $entry, $tile, false, true),
-            subgroup_epilogues!($shader, $entry, $tile, true, false),
+            subgroup_epilogues!($shader, $entry, $tile, false, false, $flag),
+            subgroup_epilogues!($shader, $entry, $tile, false, true, $flag),
+            subgroup_epilogues!($shader, $entry, $tile, true, false, $flag),
         ]
     };
 }
 
 /// Every tile shape, indexed like [`SUBGROUP_TILES`].
 macro_rules! subgroup_table {
-    ($shader:expr, $entry:expr) => {
+    ($shader:expr, $entry:expr, $flag:expr) => {
         [
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[0]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[1]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[2]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[3]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[4]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[5]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[6]),
-            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[7]),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[0], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[1], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[2], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[3], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[4], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[5], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[6], $flag),
+            subgroup_layouts!($shader, $entry, SUBGROUP_TILES[7], $flag),
         ]
     };
 }
 
-/// [tile][layout][accumulate]
+/// [tile][layout][accumulate], or [tile][layout][GELU backward] for the GELU forms
 type SubgroupTable = [[[Kernel; 2]; 3]; SUBGROUP_TILES.len()];
-static SUBGROUP_KERNELS: SubgroupTable = subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup");
+static SUBGROUP_KERNELS: SubgroupTable =
+    subgroup_table!(Shader::MatmulSubgroup, "matmul_subgroup", "ACCUMULATE");
 static SUBGROUP_F16_KERNELS: SubgroupTable =
-    subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup");
+    subgroup_table!(Shader::MatmulSubgroupF16, "matmul_subgroup", "ACCUMULATE");
 static SUBGROUP_TEXTURE_KERNELS: SubgroupTable = subgroup_table!(
     Shader::Textured(&MATMUL_SUBGROUP_TEXTURES),
-    "matmul_subgroup"
+    "matmul_subgroup",
+    "ACCUMULATE"
+);
+static SUBGROUP_GELU_KERNELS: SubgroupTable = subgroup_table!(
+    Shader::Gelu(&MATMUL_SUBGROUP_GELU),
+    "matmul_subgroup",
+    "GELU_GRAD"
+);
+static SUBGROUP_GELU_TEXTURE_KERNELS: SubgroupTable = subgroup_table!(
+    Shader::Textured(&MATMUL_SUBGROUP_GELU_TEXTURES),
+    "matmul_subgroup",
+    "GELU_GRAD"
 );
 
-/// A `matmul_tiled.wgsl` kernel for one shape of [`TILED_TILES`], layout and accumulation.
+/// A `matmul_tiled.wgsl` kernel (or its GELU form) for one shape of [`TILED_TILES`] and layout,
+/// with `$flag` (ACCUMULATE or GELU_GRAD) set to `$on`.
 macro_rules! tiled_kernel {
-    ($tile:expr, $a_t:expr, $b_t:expr, $acc:expr) => {
+    ($shader:expr, $tile:expr, $a_t:expr, $b_t:expr, $flag:expr, $on:expr) => {
         Kernel {
-            shader: Shader::MatmulTiled,
+            shader: $shader,
             entry: "matmul_tiled",
             overrides: &[
                 ("TM", TILED_TILES[$tile].1 .0 as f64),
@@ -87,39 +104,48 @@ macro_rules! tiled_kernel {
                 ("BK", TILED_TILES[$tile].1 .2 as f64),
                 ("A_T", $a_t as u32 as f64),
                 ("B_T", $b_t as u32 as f64),
-                ("ACCUMULATE", $acc as u32 as f64),
+                ($flag, $on as u32 as f64),
             ],
         }
     };
 }
 
-/// One tiled shape in the three layouts (NN, NT, TN), storing and accumulating.
+/// One tiled shape in the three layouts (NN, NT, TN), with `$flag` off and on.
 macro_rules! tiled_layouts {
-    ($tile:expr) => {
+    ($shader:expr, $tile:expr, $flag:expr) => {
         [
             [
-                tiled_kernel!($tile, false, false, false),
-                tiled_kernel!($tile, false, false, true),
+                tiled_kernel!($shader, $tile, false, false, $flag, false),
+                tiled_kernel!($shader, $tile, false, false, $flag, true),
             ],
             [
-                tiled_kernel!($tile, false, true, false),
-                tiled_kernel!($tile, false, true, true),
+                tiled_kernel!($shader, $tile, false, true, $flag, false),
+                tiled_kernel!($shader, $tile, false, true, $flag, true),
             ],
             [
-                tiled_kernel!($tile, true, false, false),
-                tiled_kernel!($tile, true, false, true),
+                tiled_kernel!($shader, $tile, true, false, $flag, false),
+                tiled_kernel!($shader, $tile, true, false, $flag, true),
             ],
         ]
     };
 }
 
-/// [shape][layout][accumulate], indexed like [`TILED_TILES`].
-static TILED_KERNELS: [[[Kernel; 2]; 3]; TILED_TILES.len()] = [
-    tiled_layouts!(0),
-    tiled_layouts!(1),
-    tiled_layouts!(2),
-    tiled_layouts!(3),
-];
+/// Every tiled shape, indexed like [`TILED_TILES`].
+macro_rules! tiled_table {
+    ($shader:expr, $flag:expr) => {
+        [
+            tiled_layouts!($shader, 0, $flag),
+            tiled_layouts!($shader, 1, $flag),
+            tiled_layouts!($shader, 2, $flag),
+            tiled_layouts!($shader, 3, $flag),
+        ]
+    };
+}
+
+/// [shape][layout][accumulate], or [shape][layout][GELU backward] for the GELU form
+type TiledTable = [[[Kernel; 2]; 3]; TILED_TILES.len()];
+static TILED_KERNELS: TiledTable = tiled_table!(Shader::MatmulTiled, "ACCUMULATE");
+static TILED_GELU_KERNELS: TiledTable = tiled_table!(Shader::Gelu(&MATMUL_TILED_GELU), "GELU_GRAD");
 
 /// Outputs per workgroup along each axis on the vec4 path (8 invocations × 8 outputs).
 const TILE_V4: usize = 64;
@@ -217,8 +243,8 @@ pub fn matmul_bias_relu_with(
 }
 
 /// What a matmul's stores do with A·B.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Epilogue {
+#[derive(Clone, Copy)]
+enum Epilogue<'a> {
     /// c = A·B
     Store,
     /// c = A·B + bias
@@ -227,6 +253,117 @@ enum Epilogue {
     BiasRelu,
     /// c += A·B
     Accumulate,
+    /// c = A·B (+ bias), and the tensor (like c) = gelu(c)
+    Gelu(&'a Tensor),
+    /// c = (A·B) ⊙ gelu'(the tensor): the tensor (like c) is the GELU's input
+    GeluGrad(&'a Tensor),
+}
+
+impl<'a> Epilogue<'a> {
+    fn accumulates(self) -> bool {
+        matches!(self, Epilogue::Accumulate)
+    }
+
+    /// The kernels' `epilogue` word: 0 store, 1 + bias, 2 + bias then ReLU.
+    fn store_word(self, bias: bool) -> u32 {
+        match self {
+            Epilogue::BiasRelu => 2,
+            _ => u32::from(bias),
+        }
+    }
+
+    /// The GELU forms' second tensor and whether the pass is the backward (`GELU_GRAD`).
+    fn aux(self) -> Option<(&'a Tensor, bool)> {
+        match self {
+            Epilogue::Gelu(t) => Some((t, false)),
+            Epilogue::GeluGrad(t) => Some((t, true)),
+            _ => None,
+        }
+    }
+}
+
+/// Records c = op(a)·op(b) (+ bias) and post = gelu(c): a Linear layer and the GELU after it
+/// (c, the pre-activation, is kept for the backward). Shapes as [`matmul`]; post like c. Where
+/// [`Gpu::gelu_in_stores`], the GELU runs in the matmul's stores ([`matmul_gelu_with`]), else
+/// [`matmul`] and then `elementwise::gelu_forward`: in f32 the same bits (with half-precision
+/// storage the fused GELU reads the pre-activation before its rounding).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gelu(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    post: &Tensor,
+) {
+    if gpu.gelu_in_stores() {
+        matmul_gelu_with(gpu, tuned_kernel(gpu), d, a, b, bias, c, post);
+    } else {
+        matmul(gpu, d, a, b, bias, c, false);
+        super::elementwise::gelu_forward(gpu, c, post);
+    }
+}
+
+/// [`matmul_gelu`] with the kernel given, the GELU in its stores (the vec4 kernel, which has no
+/// GELU form, runs the elementwise kernel after it).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gelu_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    post: &Tensor,
+) {
+    record(gpu, kernel, d, [a, b, c], bias, Epilogue::Gelu(post));
+}
+
+/// Records c = (op(a)·op(b)) ⊙ gelu'(pre): the gradient at a GELU's input, pre, from the layer
+/// after the GELU (op(a)·op(b) is the gradient at the GELU's output). Shapes as [`matmul`]; pre
+/// like c. Where [`Gpu::gelu_in_stores`], in the matmul's stores ([`matmul_gelu_grad_with`]),
+/// else [`matmul`] into a workspace matrix and then `elementwise::gelu_backward`: in f32 the same
+/// bits (with half-precision storage the fused pass multiplies the product before its rounding).
+pub fn matmul_gelu_grad(
+    gpu: &Gpu,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    pre: &Tensor,
+    c: &Tensor,
+) {
+    if gpu.gelu_in_stores() {
+        return matmul_gelu_grad_with(gpu, tuned_kernel(gpu), d, a, b, pre, c);
+    }
+    // (charged as the layers charge their gradients at activations: in the working precision)
+    let product = match Tensor::empty(
+        gpu,
+        "matmul (gelu grad)",
+        c.shape(),
+        c.dtype(),
+        Category::Activations,
+    ) {
+        Ok(p) => p,
+        Err(e) => return gpu.defer_error(e),
+    };
+    matmul(gpu, d, a, b, None, &product, false);
+    super::elementwise::gelu_backward(gpu, pre, &product, c);
+}
+
+/// [`matmul_gelu_grad`] with the kernel given, the GELU's derivative in its stores (the vec4
+/// kernel, which has no GELU form, runs the elementwise kernel after it).
+pub fn matmul_gelu_grad_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    d: MatmulDims,
+    a: &Tensor,
+    b: &Tensor,
+    pre: &Tensor,
+    c: &Tensor,
+) {
+    record(gpu, kernel, d, [a, b, c], None, Epilogue::GeluGrad(pre));
 }
 
 /// [`matmul`] with the kernel given (`Blocked`: the vec4 kernel). Every kernel takes any dims:
@@ -266,16 +403,33 @@ fn record(
     bias: Option<&Tensor>,
     epilogue: Epilogue,
 ) {
-    let accumulate = epilogue == Epilogue::Accumulate;
     let (Some(a), Some(b), Some(bias), Some(c)) = (
         super::widen(gpu, a),
         super::widen(gpu, b),
         super::widen_opt(gpu, bias),
-        super::Written::new(gpu, c, accumulate),
+        super::Written::new(gpu, c, epilogue.accumulates()),
     ) else {
         return;
     };
-    record_f32(gpu, kernel, d, [&a, &b, c.f32()], bias.as_deref(), epilogue);
+    let abc = [&*a, &*b, c.f32()];
+    let bias = bias.as_deref();
+    match epilogue {
+        // the GELU's output is written like c, its input read like a and b
+        Epilogue::Gelu(post) => {
+            let Some(post) = super::Written::new(gpu, post, false) else {
+                return;
+            };
+            record_f32(gpu, kernel, d, abc, bias, Epilogue::Gelu(post.f32()));
+            post.done(gpu);
+        }
+        Epilogue::GeluGrad(pre) => {
+            let Some(pre) = super::widen(gpu, pre) else {
+                return;
+            };
+            record_f32(gpu, kernel, d, abc, bias, Epilogue::GeluGrad(&pre));
+        }
+        epilogue => record_f32(gpu, kernel, d, abc, bias, epilogue),
+    }
     c.done(gpu);
 }
 
@@ -302,6 +456,15 @@ fn record_f32(
     if let Some(bias) = bias {
         expect_numel("matmul bias", bias, n);
     }
+    let aux = epilogue.aux();
+    if let Some((t, _)) = aux {
+        super::expect_f32("matmul (gelu)", &[t]);
+        expect_numel("matmul gelu", t, batch * m * n);
+        assert!(
+            !matches!(epilogue, Epilogue::GeluGrad(_)) || bias.is_none(),
+            "matmul_gelu_grad: no bias"
+        );
+    }
     if batch * m * n == 0 {
         return;
     }
@@ -311,26 +474,28 @@ fn record_f32(
         let _ = record_padded(gpu, kernel, d, padded, [a, b, c], bias, epilogue);
         return;
     }
-    let accumulate = epilogue == Epilogue::Accumulate;
-    // the kernels' `epilogue` word: 0 store, 1 + bias, 2 + bias then ReLU
-    let store_word = match epilogue {
-        Epilogue::Bias => 1,
-        Epilogue::BiasRelu => 2,
-        Epilogue::Store | Epilogue::Accumulate => 0,
+    // the GELU forms' flag (GELU_GRAD) takes the place of ACCUMULATE, which they never set
+    let flag_on = match aux {
+        Some((_, grad)) => grad,
+        None => epilogue.accumulates(),
     };
-    let args = [
+    let store_word = epilogue.store_word(bias.is_some());
+    let mut args = vec![
         (a, Access::Read),
         (b, Access::Read),
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
     ];
+    if let Some((t, _)) = aux {
+        args.push((t, Access::ReadWrite));
+    }
     if let MatmulKernel::Texture {
         row_groups,
         col_groups,
     } = kernel
     {
         let tile = (row_groups, col_groups);
-        if record_texture(gpu, tile, d, [a, b, c], bias, store_word, accumulate) {
+        if record_texture(gpu, tile, d, [a, b, c], bias, store_word, aux, flag_on) {
             return;
         }
     }
@@ -351,16 +516,14 @@ fn record_f32(
     } = kernel
     {
         let tile = (row_groups, col_groups);
-        let kernel = &SUBGROUP_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)];
+        let table = if aux.is_some() {
+            &SUBGROUP_GELU_KERNELS
+        } else {
+            &SUBGROUP_KERNELS
+        };
+        let kernel = &table[tile_index(tile)][matmul_tune::layout_index(layout)];
         let words = aligned_words(d, store_word);
-        if dispatch_subgroup(
-            gpu,
-            &kernel[usize::from(accumulate)],
-            tile,
-            d,
-            &args,
-            &words,
-        ) {
+        if dispatch_subgroup(gpu, &kernel[usize::from(flag_on)], tile, d, &args, &words) {
             return;
         }
     }
@@ -369,14 +532,24 @@ fn record_f32(
             .iter()
             .position(|(t, _)| *t == (rows, cols))
             .expect("a shape the table holds");
-        let kernel =
-            &TILED_KERNELS[shape][matmul_tune::layout_index(layout)][usize::from(accumulate)];
+        let table = if aux.is_some() {
+            &TILED_GELU_KERNELS
+        } else {
+            &TILED_KERNELS
+        };
+        let kernel = &table[shape][matmul_tune::layout_index(layout)][usize::from(flag_on)];
         let groups = [n.div_ceil(cols as usize), m.div_ceil(rows as usize), batch];
         if let Some(groups) = within_limit(gpu, groups) {
             gpu.dispatch(kernel, &args, &aligned_words(d, store_word), groups);
             return;
         }
     }
+    if let Some((t, grad)) = aux {
+        // the vec4 kernel has no GELU form: the product, then the elementwise GELU kernel
+        record_gelu_after(gpu, d, [a, b, c], bias, t, grad);
+        return;
+    }
+    let accumulate = epilogue.accumulates();
     let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
     let words = [
         u(m),
@@ -392,6 +565,42 @@ fn record_f32(
     ];
     let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
     gpu.dispatch(&MATMUL_V4, &args, &words, groups);
+}
+
+/// A GELU epilogue on the vec4 kernel: c = A·B (+ bias) then post = gelu(c), or the product into
+/// a workspace matrix then c = product ⊙ gelu'(pre). The GELU forms' expressions are the
+/// elementwise kernels', so the bits are the same.
+fn record_gelu_after(
+    gpu: &Gpu,
+    d: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    t: &Tensor,
+    grad: bool,
+) {
+    let blocked = MatmulKernel::Blocked;
+    if !grad {
+        let epilogue = if bias.is_some() {
+            Epilogue::Bias
+        } else {
+            Epilogue::Store
+        };
+        record_f32(gpu, blocked, d, [a, b, c], bias, epilogue);
+        super::elementwise::gelu_forward(gpu, c, t);
+        return;
+    }
+    let product = match Tensor::empty(
+        gpu,
+        "matmul (gelu grad)",
+        c.shape(),
+        DType::F32,
+        Category::Workspace,
+    ) {
+        Ok(p) => p,
+        Err(e) => return gpu.defer_error(e),
+    };
+    record_f32(gpu, blocked, d, [a, b, &product], None, Epilogue::Store);
+    super::elementwise::gelu_backward(gpu, t, &product, c);
 }
 
 /// The dims every kernel runs: N and K rounded up to multiples of 4 (each reads B, and A along
@@ -450,26 +659,36 @@ fn record_padded(
         record_f32(gpu, kernel, p, [a, b, c], bias, epilogue);
         return Some(());
     }
-    let pc = match Tensor::empty(
+    let workspace = |name: &str| match Tensor::empty(
         gpu,
-        "matmul c (padded)",
+        name,
         &[batch, p.m, p.n],
         DType::F32,
         Category::Workspace,
     ) {
-        Ok(t) => t,
+        Ok(t) => Some(t),
         Err(e) => {
             gpu.defer_error(e);
-            return None;
+            None
         }
     };
-    let accumulate = epilogue == Epilogue::Accumulate;
-    let padded_epilogue = if accumulate {
-        Epilogue::Store
-    } else {
-        epilogue
-    };
-    record_f32(gpu, kernel, p, [a, b, &pc], bias, padded_epilogue);
+    let pc = workspace("matmul c (padded)")?;
+    let accumulate = epilogue.accumulates();
+    match epilogue {
+        // the GELU's output is cropped like C, its input padded like C
+        Epilogue::Gelu(post) => {
+            let ppost = workspace("matmul gelu (padded)")?;
+            record_f32(gpu, kernel, p, [a, b, &pc], bias, Epilogue::Gelu(&ppost));
+            pad::crop(gpu, c_pad, &ppost, post, false);
+        }
+        Epilogue::GeluGrad(pre) => {
+            let ppre = padded_copy(gpu, "matmul gelu (padded)", pre, c_pad)?;
+            let pre = ppre.as_ref().unwrap_or(pre);
+            record_f32(gpu, kernel, p, [a, b, &pc], bias, Epilogue::GeluGrad(pre));
+        }
+        Epilogue::Accumulate => record_f32(gpu, kernel, p, [a, b, &pc], bias, Epilogue::Store),
+        epilogue => record_f32(gpu, kernel, p, [a, b, &pc], bias, epilogue),
+    }
     pad::crop(gpu, c_pad, &pc, c, accumulate);
     Some(())
 }
@@ -526,7 +745,8 @@ fn record_texture(
     [a, b, c]: [&Tensor; 3],
     bias: Option<&Tensor>,
     store_word: u32,
-    accumulate: bool,
+    aux: Option<(&Tensor, bool)>,
+    flag_on: bool,
 ) -> bool {
     let MatmulDims {
         batch,
@@ -549,20 +769,23 @@ fn record_texture(
     // a row-by-row memcpy on lavapipe
     gpu.copy_to_texture(a, 0, a_texels, &ta);
     gpu.copy_to_texture(b, 0, b_texels, &tb);
-    let kernel = &SUBGROUP_TEXTURE_KERNELS[tile_index(tile)][matmul_tune::layout_index(layout)]
-        [usize::from(accumulate)];
-    gpu.dispatch_bound(
-        kernel,
-        &[
-            Binding::Texture(&ta),
-            Binding::Texture(&tb),
-            // an unread placeholder when there is no bias (c cannot be bound twice)
-            Binding::Buffer(bias.unwrap_or(a), Access::Read),
-            Binding::Buffer(c, Access::ReadWrite),
-        ],
-        &aligned_words(d, store_word),
-        groups,
-    );
+    let table = if aux.is_some() {
+        &SUBGROUP_GELU_TEXTURE_KERNELS
+    } else {
+        &SUBGROUP_TEXTURE_KERNELS
+    };
+    let kernel = &table[tile_index(tile)][matmul_tune::layout_index(layout)][usize::from(flag_on)];
+    let mut bindings = vec![
+        Binding::Texture(&ta),
+        Binding::Texture(&tb),
+        // an unread placeholder when there is no bias (c cannot be bound twice)
+        Binding::Buffer(bias.unwrap_or(a), Access::Read),
+        Binding::Buffer(c, Access::ReadWrite),
+    ];
+    if let Some((t, _)) = aux {
+        bindings.push(Binding::Buffer(t, Access::ReadWrite));
+    }
+    gpu.dispatch_bound(kernel, &bindings, &aligned_words(d, store_word), groups);
     true
 }
 
@@ -596,7 +819,7 @@ fn dispatch_subgroup(
     kernel: &Kernel,
     (row_groups, col_groups): (u32, u32),
     d: MatmulDims,
-    args: &[(&Tensor, Access); 4],
+    args: &[(&Tensor, Access)],
     words: &[u32],
 ) -> bool {
     let Some(groups) = subgroup_grid(gpu, (row_groups, col_groups), d) else {

@@ -376,3 +376,39 @@ fn softmax_xent_attention_and_embedding_in_half_precision_match_the_reference() 
         assert_close("Σg² of a half gradient", &read(&sq), &[want], 1e-5, 1e-5);
     }
 }
+
+/// The GELU epilogues with half-precision storage (as GPUs run a mixed-precision GPT's MLP):
+/// each half output is the f32 fused pass's output on the same stored values, rounded once; the
+/// GELU reads the pre-activation before its rounding (so these are not the unfused half bits).
+#[test]
+fn the_gelu_epilogues_in_half_precision_round_the_f32_pass_once() {
+    use wgtrain::ops::matmul::{matmul_gelu_grad_with, matmul_gelu_with};
+    let kernel = wgtrain::ops::matmul_tune::tuning(gpu()).kernel;
+    let mut rng = Rng::new(164);
+    for dtype in HALVES {
+        for (m, n, k) in [(16, 32, 24), (13, 7, 21)] {
+            let what = format!("{m}x{n}x{k}");
+            // forward: pre (m, n) = x (m, k)·Wᵀ + b, post = gelu(pre)
+            let (x, xv) = half(dtype, "x", &[m, k], &rand_vec(&mut rng, m * k));
+            let (w, wv) = half(dtype, "w", &[n, k], &rand_vec(&mut rng, k * n));
+            let (bias, biasv) = half(dtype, "bias", &[n], &rand_vec(&mut rng, n));
+            let (x32, w32, bias32) = (up(&xv, &[m, k]), up(&wv, &[n, k]), up(&biasv, &[n]));
+            let d = MatmulDims::new(m, n, k, Layout::NT);
+            let (pre, post) = (empty(dtype, "pre", &[m, n]), empty(dtype, "post", &[m, n]));
+            let (pre32, post32) = (zeros("pre32", &[m, n]), zeros("post32", &[m, n]));
+            matmul_gelu_with(gpu(), kernel, d, &x, &w, Some(&bias), &pre, &post);
+            matmul_gelu_with(gpu(), kernel, d, &x32, &w32, Some(&bias32), &pre32, &post32);
+            assert_rounded(&format!("{what} pre-activation"), &pre, &read(&pre32));
+            assert_rounded(&format!("{what} gelu"), &post, &read(&post32));
+            // backward: dpre (m, k) = (dy (m, n)·W (n, k)) ⊙ gelu'(a pre-activation (m, k))
+            let (dy, dyv) = half(dtype, "dy", &[m, n], &rand_vec(&mut rng, m * n));
+            let (h, hv) = half(dtype, "h", &[m, k], &rand_vec(&mut rng, m * k));
+            let (dy32, h32) = (up(&dyv, &[m, n]), up(&hv, &[m, k]));
+            let dx = MatmulDims::new(m, k, n, Layout::NN);
+            let (dh, dh32) = (empty(dtype, "dh", &[m, k]), zeros("dh32", &[m, k]));
+            matmul_gelu_grad_with(gpu(), kernel, dx, &dy, &w, &h, &dh);
+            matmul_gelu_grad_with(gpu(), kernel, dx, &dy32, &w32, &h32, &dh32);
+            assert_rounded(&format!("{what} through gelu"), &dh, &read(&dh32));
+        }
+    }
+}

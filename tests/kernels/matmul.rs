@@ -273,13 +273,8 @@ fn matmul_is_deterministic() {
     assert!(r1.iter().zip(&r2).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
 
-/// Every kernel the autotune may pick (on a CPU or a GPU) gives the f64 reference's answer and
-/// exactly the blocked kernel's bits (same operations in the same order), with bias and with
-/// accumulate, in every layout, on whole tiles, on ragged edges, and on dims that are not
-/// multiples of 4 (which every kernel runs on zero-padded copies).
-#[test]
-fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
-    use wgtrain::ops::matmul::{matmul_bias_relu_with, matmul_with};
+/// Every kernel the autotune may pick on this adapter (on a CPU or a GPU): the blocked one first.
+fn candidates() -> Vec<wgtrain::ops::matmul_tune::MatmulKernel> {
     use wgtrain::ops::matmul_tune::{
         subgroups_usable, MatmulKernel, CPU_TUNE, SUBGROUP_TILES, TILED_TILES,
     };
@@ -303,6 +298,17 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
     // tests: K over several shared slices with a partial last one (36, 100 at BK 16; 12 at BK 8),
     // M and N past one 128-wide tile, and ragged edges
     candidates.extend(TILED_TILES.map(|((rows, cols), _)| MatmulKernel::Tiled { rows, cols }));
+    candidates
+}
+
+/// Every kernel the autotune may pick (on a CPU or a GPU) gives the f64 reference's answer and
+/// exactly the blocked kernel's bits (same operations in the same order), with bias and with
+/// accumulate, in every layout, on whole tiles, on ragged edges, and on dims that are not
+/// multiples of 4 (which every kernel runs on zero-padded copies).
+#[test]
+fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
+    use wgtrain::ops::matmul::{matmul_bias_relu_with, matmul_with};
+    let candidates = candidates();
     let mut rng = Rng::new(11);
     let cases = [
         (1, 4, 4, 4),
@@ -399,6 +405,105 @@ fn every_autotune_candidate_agrees_with_the_reference_and_bit_for_bit() {
             }
         }
     }
+}
+
+/// The GELU epilogues (a Linear layer and the GELU after it; the gradient through a GELU from
+/// the layer after it) on every kernel family the autotune may pick, against the f64 reference
+/// and bit for bit against the matmul followed by the elementwise GELU kernels (the same
+/// expressions), in every layout, batched, on ragged dims (padded copies, the GELU's output
+/// cropped and its input padded), with and without a bias. One tile per family: the tiles differ
+/// in their product loops, tested above, and share the stores the GELU is in.
+#[test]
+fn the_gelu_epilogues_give_the_unfused_bits_on_every_kernel() {
+    use wgtrain::ops::elementwise::{gelu_backward, gelu_forward};
+    use wgtrain::ops::matmul::{matmul_gelu_grad_with, matmul_gelu_with, matmul_with};
+    use wgtrain::ops::matmul_tune::MatmulKernel;
+    let mut families: Vec<MatmulKernel> = vec![];
+    for kernel in candidates() {
+        let family = std::mem::discriminant(&kernel);
+        if !families.iter().any(|k| std::mem::discriminant(k) == family) {
+            families.push(kernel);
+        }
+    }
+    let mut rng = Rng::new(13);
+    for (batch, m, n, k) in [(1, 12, 20, 36), (2, 8, 64, 12), (1, 7, 10, 9), (3, 5, 6, 4)] {
+        for layout in [Layout::NN, Layout::NT, Layout::TN] {
+            let d = MatmulDims::batched(batch, m, n, k, layout);
+            let (sa, sb) = shapes(&d);
+            // inputs of a size that reaches GELU's curved part
+            let scale = |v: Vec<f32>| v.into_iter().map(|x| 2.0 * x).collect::<Vec<_>>();
+            let a = scale(rand_vec(&mut rng, batch * m * k));
+            let b = rand_vec(&mut rng, batch * k * n);
+            let bias = rand_vec(&mut rng, n);
+            let pre = scale(rand_vec(&mut rng, batch * m * n));
+            let (ta, tb, tbias, tpre) = (
+                upload("a", &sa, &a),
+                upload("b", &sb, &b),
+                upload("bias", &[n], &bias),
+                upload("pre", &[batch, m, n], &pre),
+            );
+            let product = reference_matmul(&d, &to64(&a), &to64(&b));
+            let with_bias: Vec<f64> = product
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w + bias[i % n] as f64)
+                .collect();
+            let through = reference::gelu_backward(&to64(&pre), &product);
+            for &kernel in &families {
+                let what = format!("{kernel} {layout:?} batch {batch} m {m} n {n} k {k}");
+                let shape = [batch, m, n];
+                for bias in [None, Some(&tbias)] {
+                    let what = format!("{what}, bias {}", bias.is_some());
+                    let (c, post) = (zeros("c", &shape), zeros("post", &shape));
+                    matmul_gelu_with(gpu(), kernel, d, &ta, &tb, bias, &c, &post);
+                    let want = if bias.is_some() { &with_bias } else { &product };
+                    // GELU's slope is below 1.13: the product's error, plus tanh's
+                    let post_want = reference::gelu(want);
+                    assert_close(
+                        &format!("{what}: gelu"),
+                        &read(&post),
+                        &post_want,
+                        1.2 * atol(k),
+                        1e-5,
+                    );
+                    let (c2, post2) = (zeros("c2", &shape), zeros("post2", &shape));
+                    matmul_with(gpu(), kernel, d, &ta, &tb, bias, &c2, false);
+                    gelu_forward(gpu(), &c2, &post2);
+                    assert_bits(&format!("{what}: pre-activation"), &read(&c), &read(&c2));
+                    assert_bits(&format!("{what}: gelu"), &read(&post), &read(&post2));
+                }
+                let dpre = zeros("dpre", &shape);
+                matmul_gelu_grad_with(gpu(), kernel, d, &ta, &tb, &tpre, &dpre);
+                assert_close(
+                    &format!("{what}: through gelu"),
+                    &read(&dpre),
+                    &through,
+                    1.2 * atol(k),
+                    1e-5,
+                );
+                let (dpost, dpre2) = (zeros("dpost", &shape), zeros("dpre2", &shape));
+                matmul_with(gpu(), kernel, d, &ta, &tb, None, &dpost, false);
+                gelu_backward(gpu(), &tpre, &dpost, &dpre2);
+                assert_bits(
+                    &format!("{what}: through gelu"),
+                    &read(&dpre),
+                    &read(&dpre2),
+                );
+            }
+        }
+    }
+}
+
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let diff = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g.to_bits() != w.to_bits());
+    assert!(
+        diff.is_none(),
+        "{what}: element {diff:?} differs: {got:?} vs {want:?}"
+    );
 }
 
 /// The f16 matmul (A and B stored as f16, f32 products and sums) against an f64 product of the
