@@ -1,6 +1,7 @@
 //! Kernel timing harness for development (not a test): `cargo bench --bench kernels`.
-//! Prints GFLOP/s of matmul in each layout on training-step shapes. The user-facing benchmark is
-//! `wgtrain bench`.
+//! Prints GFLOP/s of matmul in each layout on training-step shapes (`WGTRAIN_SHAPES`), and with
+//! `WGTRAIN_GELU=1` the GELU epilogues against the matmul and the elementwise GELU. The
+//! user-facing benchmark is `wgtrain bench`.
 
 use std::time::Instant;
 use wgtrain::ops::elementwise::{gelu_backward, gelu_forward};

@@ -296,7 +296,7 @@ impl Gpu {
             } else {
                 ROW_CLUSTERS_GPU.into()
             },
-            gelu_in_stores: (info.device_type != wgpu::DeviceType::Cpu).into(),
+            gelu_in_stores: true.into(),
             submits: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             encode_ns: AtomicU64::new(0),
@@ -595,11 +595,12 @@ impl Gpu {
     }
 
     /// Whether `ops::matmul::matmul_gelu` and `matmul_gelu_grad` (a Linear layer and the GELU
-    /// after it, and the gradient back through both) run the GELU in the matmul's stores, one
-    /// pass over C instead of three: on GPUs by default. Not on CPU adapters, where llvmpipe's
-    /// per-lane storage reads and writes in the stores cost what they save: on lavapipe the
-    /// fused pass was no faster than the matmul and the elementwise kernel one after the other
-    /// (`WGTRAIN_GELU=1 cargo bench --bench kernels`, README). The same bits in f32 either way.
+    /// after it, and the gradient back through both) run the GELU in the matmul's stores: one
+    /// pass over C instead of three, and no buffer for the gradient at the GELU's output. On by
+    /// default everywhere (on lavapipe the fused pass takes the time of the matmul and the
+    /// elementwise kernel one after the other: `WGTRAIN_GELU=1 cargo bench --bench kernels`,
+    /// README; on GPUs it saves two passes over the MLP's widest activation); off runs those two
+    /// (tests compare them: the same bits in f32).
     pub fn gelu_in_stores(&self) -> bool {
         self.gelu_in_stores.load(Ordering::Relaxed)
     }

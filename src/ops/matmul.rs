@@ -324,7 +324,7 @@ pub fn matmul_gelu_with(
 /// Records c = (op(a)·op(b)) ⊙ gelu'(pre): the gradient at a GELU's input, pre, from the layer
 /// after the GELU (op(a)·op(b) is the gradient at the GELU's output). Shapes as [`matmul`]; pre
 /// like c. Where [`Gpu::gelu_in_stores`], in the matmul's stores ([`matmul_gelu_grad_with`]),
-/// else [`matmul`] into a workspace matrix and then `elementwise::gelu_backward`: in f32 the same
+/// else [`matmul`] into a workspace buffer and then `elementwise::gelu_backward`: in f32 the same
 /// bits (with half-precision storage the fused pass multiplies the product before its rounding).
 pub fn matmul_gelu_grad(
     gpu: &Gpu,
@@ -337,13 +337,13 @@ pub fn matmul_gelu_grad(
     if gpu.gelu_in_stores() {
         return matmul_gelu_grad_with(gpu, tuned_kernel(gpu), d, a, b, pre, c);
     }
-    // (charged as the layers charge their gradients at activations: in the working precision)
+    // (in c's precision, as the layers kept this gradient before the fusion)
     let product = match Tensor::empty(
         gpu,
         "matmul (gelu grad)",
         c.shape(),
         c.dtype(),
-        Category::Activations,
+        Category::Workspace,
     ) {
         Ok(p) => p,
         Err(e) => return gpu.defer_error(e),
