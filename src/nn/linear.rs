@@ -143,8 +143,8 @@ impl Linear {
     }
 
     /// pre (R, out) = x·Wᵀ + b (as [`Linear::forward`]) and post = gelu(pre): without an adapter
-    /// or a quantized weight one pass, the GELU in the matmul's stores (the same bits as the
-    /// forward and then the elementwise GELU, which is what the others run).
+    /// or a quantized weight one pass, the GELU in the matmul's stores (`matmul_gelu`); with one,
+    /// the forward and then the elementwise GELU (in f32 the same bits).
     pub fn forward_gelu(&self, gpu: &Gpu, x: &Tensor, pre: &Tensor, post: &Tensor) -> Result<()> {
         if self.quant.is_some() || self.lora.as_ref().is_some_and(|l| !l.merged) {
             self.forward(gpu, x, pre)?;
@@ -193,8 +193,8 @@ impl Linear {
 
     /// [`Linear::backward`] for a layer whose input x = gelu(pre): dpre = (dout·W) ⊙ gelu'(pre),
     /// the gradient at the GELU's input, in place of dx. Without an adapter one pass (the GELU's
-    /// derivative in the matmul's stores); with one, dx first (the adapter adds its share), then
-    /// the elementwise GELU backward. The same bits either way.
+    /// derivative in the matmul's stores: `matmul_gelu_grad`); with one, dx first (the adapter
+    /// adds its share), then the elementwise GELU backward (in f32 the same bits).
     pub fn backward_through_gelu(
         &self,
         gpu: &Gpu,
