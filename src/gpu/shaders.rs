@@ -246,9 +246,10 @@ fn derived(shader: Shader, derive: impl FnOnce() -> String) -> &'static str {
     src
 }
 
-/// A matmul kernel family (`base`, or a texture form of one) with a GELU in its stores:
-/// `shaders/matmul_gelu.wgsl` in place of the family's no-op `epilogue_aux`, which adds binding
-/// 5 (`aux`, (M, N) like C) and the override `GELU_GRAD`. Forward, C gets a Linear layer's
+/// A matmul kernel family (`base`) with a GELU in its stores: `shaders/matmul_gelu.wgsl` in
+/// place of the family's no-op `epilogue_aux`, which adds binding 5 (`aux`, (M, N) like C) and
+/// the override `GELU_GRAD` (a texture form can derive from the result:
+/// [`MATMUL_SUBGROUP_GELU_TEXTURES`]). Forward, C gets a Linear layer's
 /// pre-activation and aux its GELU; backward, C gets the gradient at the pre-activation from the
 /// one at the GELU's output (the product) and the pre-activation (aux). The same expressions as
 /// the elementwise GELU kernels, so the same bits as the matmul and those kernels one after the
