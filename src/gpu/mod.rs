@@ -600,7 +600,7 @@ impl Gpu {
     /// default everywhere (on lavapipe the fused pass takes the time of the matmul and the
     /// elementwise kernel one after the other: `WGTRAIN_GELU=1 cargo bench --bench kernels`,
     /// README; on GPUs it saves two passes over the MLP's widest activation); off runs those two
-    /// (tests compare them: the same bits in f32).
+    /// (tests compare them: the same bits).
     pub fn gelu_in_stores(&self) -> bool {
         self.gelu_in_stores.load(Ordering::Relaxed)
     }

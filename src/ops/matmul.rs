@@ -284,9 +284,9 @@ impl<'a> Epilogue<'a> {
 
 /// Records c = op(a)·op(b) (+ bias) and post = gelu(c): a Linear layer and the GELU after it
 /// (c, the pre-activation, is kept for the backward). Shapes as [`matmul`]; post like c. Where
-/// [`Gpu::gelu_in_stores`], the GELU runs in the matmul's stores ([`matmul_gelu_with`]), else
-/// [`matmul`] and then `elementwise::gelu_forward`: in f32 the same bits (with half-precision
-/// storage the fused GELU reads the pre-activation before its rounding).
+/// [`Gpu::gelu_in_stores`] the GELU runs in the matmul's stores, else the matmul and then the
+/// elementwise GELU kernel: the same bits (with half-precision storage both read the f32
+/// pre-activation before its rounding).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gelu(
     gpu: &Gpu,
@@ -297,16 +297,11 @@ pub fn matmul_gelu(
     c: &Tensor,
     post: &Tensor,
 ) {
-    if gpu.gelu_in_stores() {
-        matmul_gelu_with(gpu, tuned_kernel(gpu), d, a, b, bias, c, post);
-    } else {
-        matmul(gpu, d, a, b, bias, c, false);
-        super::elementwise::gelu_forward(gpu, c, post);
-    }
+    matmul_gelu_with(gpu, tuned_kernel(gpu), d, a, b, bias, c, post);
 }
 
-/// [`matmul_gelu`] with the kernel given, the GELU in its stores (the vec4 kernel, which has no
-/// GELU form, runs the elementwise kernel after it).
+/// [`matmul_gelu`] with the kernel given (the vec4 kernel has no GELU form and always runs the
+/// elementwise kernel after it).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gelu_with(
     gpu: &Gpu,
@@ -323,9 +318,9 @@ pub fn matmul_gelu_with(
 
 /// Records c = (op(a)·op(b)) ⊙ gelu'(pre): the gradient at a GELU's input, pre, from the layer
 /// after the GELU (op(a)·op(b) is the gradient at the GELU's output). Shapes as [`matmul`]; pre
-/// like c. Where [`Gpu::gelu_in_stores`], in the matmul's stores ([`matmul_gelu_grad_with`]),
-/// else [`matmul`] into a workspace buffer and then `elementwise::gelu_backward`: in f32 the same
-/// bits (with half-precision storage the fused pass multiplies the product before its rounding).
+/// like c. Where [`Gpu::gelu_in_stores`] in the matmul's stores, else the product into a
+/// workspace buffer and then the elementwise GELU backward: the same bits (with half-precision
+/// storage both multiply the f32 product before its rounding).
 pub fn matmul_gelu_grad(
     gpu: &Gpu,
     d: MatmulDims,
@@ -334,26 +329,11 @@ pub fn matmul_gelu_grad(
     pre: &Tensor,
     c: &Tensor,
 ) {
-    if gpu.gelu_in_stores() {
-        return matmul_gelu_grad_with(gpu, tuned_kernel(gpu), d, a, b, pre, c);
-    }
-    // (in c's precision, as the layers kept this gradient before the fusion)
-    let product = match Tensor::empty(
-        gpu,
-        "matmul (gelu grad)",
-        c.shape(),
-        c.dtype(),
-        Category::Workspace,
-    ) {
-        Ok(p) => p,
-        Err(e) => return gpu.defer_error(e),
-    };
-    matmul(gpu, d, a, b, None, &product, false);
-    super::elementwise::gelu_backward(gpu, pre, &product, c);
+    matmul_gelu_grad_with(gpu, tuned_kernel(gpu), d, a, b, pre, c);
 }
 
-/// [`matmul_gelu_grad`] with the kernel given, the GELU's derivative in its stores (the vec4
-/// kernel, which has no GELU form, runs the elementwise kernel after it).
+/// [`matmul_gelu_grad`] with the kernel given (the vec4 kernel has no GELU form and always runs
+/// the elementwise kernel after it).
 pub fn matmul_gelu_grad_with(
     gpu: &Gpu,
     kernel: MatmulKernel,
@@ -468,6 +448,9 @@ fn record_f32(
     if batch * m * n == 0 {
         return;
     }
+    if let Some((t, grad)) = aux.filter(|_| !gpu.gelu_in_stores()) {
+        return record_gelu_after(gpu, kernel, d, [a, b, c], bias, t, grad);
+    }
     let padded = padded_dims(d);
     if padded != d {
         // (a refused scratch buffer is reported by the next flush, as every op's error)
@@ -480,15 +463,15 @@ fn record_f32(
         None => epilogue.accumulates(),
     };
     let store_word = epilogue.store_word(bias.is_some());
-    let mut args = vec![
+    // the GELU forms' second output or input last (binding 5), bound only by them
+    let all = [
         (a, Access::Read),
         (b, Access::Read),
         (bias.unwrap_or(a), Access::Read),
         (c, Access::ReadWrite),
+        (aux.map_or(c, |(t, _)| t), Access::ReadWrite),
     ];
-    if let Some((t, _)) = aux {
-        args.push((t, Access::ReadWrite));
-    }
+    let args = &all[..4 + usize::from(aux.is_some())];
     if let MatmulKernel::Texture {
         row_groups,
         col_groups,
@@ -523,7 +506,7 @@ fn record_f32(
         };
         let kernel = &table[tile_index(tile)][matmul_tune::layout_index(layout)];
         let words = aligned_words(d, store_word);
-        if dispatch_subgroup(gpu, &kernel[usize::from(flag_on)], tile, d, &args, &words) {
+        if dispatch_subgroup(gpu, &kernel[usize::from(flag_on)], tile, d, args, &words) {
             return;
         }
     }
@@ -540,14 +523,13 @@ fn record_f32(
         let kernel = &table[shape][matmul_tune::layout_index(layout)][usize::from(flag_on)];
         let groups = [n.div_ceil(cols as usize), m.div_ceil(rows as usize), batch];
         if let Some(groups) = within_limit(gpu, groups) {
-            gpu.dispatch(kernel, &args, &aligned_words(d, store_word), groups);
+            gpu.dispatch(kernel, args, &aligned_words(d, store_word), groups);
             return;
         }
     }
     if let Some((t, grad)) = aux {
         // the vec4 kernel has no GELU form: the product, then the elementwise GELU kernel
-        record_gelu_after(gpu, d, [a, b, c], bias, t, grad);
-        return;
+        return record_gelu_after(gpu, MatmulKernel::Blocked, d, [a, b, c], bias, t, grad);
     }
     let accumulate = epilogue.accumulates();
     let u = |v: usize| u32::try_from(v).expect("matmul dimension fits in u32");
@@ -564,28 +546,30 @@ fn record_f32(
         flag(accumulate),
     ];
     let groups = [n.div_ceil(TILE_V4), m.div_ceil(TILE_V4), batch].map(u);
-    gpu.dispatch(&MATMUL_V4, &args, &words, groups);
+    gpu.dispatch(&MATMUL_V4, args, &words, groups);
 }
 
-/// A GELU epilogue on the vec4 kernel: c = A·B (+ bias) then post = gelu(c), or the product into
-/// a workspace matrix then c = product ⊙ gelu'(pre). The GELU forms' expressions are the
-/// elementwise kernels', so the bits are the same.
+/// A GELU epilogue as two passes (the vec4 kernel's, and every kernel's where
+/// [`Gpu::gelu_in_stores`] is off): c = A·B (+ bias) then post = gelu(c), or the product into a
+/// workspace matrix then c = product ⊙ gelu'(pre), on `kernel` and the elementwise GELU kernels.
+/// The GELU forms' expressions are the elementwise kernels', so the bits are the same.
+#[allow(clippy::too_many_arguments)]
 fn record_gelu_after(
     gpu: &Gpu,
+    kernel: MatmulKernel,
     d: MatmulDims,
     [a, b, c]: [&Tensor; 3],
     bias: Option<&Tensor>,
     t: &Tensor,
     grad: bool,
 ) {
-    let blocked = MatmulKernel::Blocked;
     if !grad {
         let epilogue = if bias.is_some() {
             Epilogue::Bias
         } else {
             Epilogue::Store
         };
-        record_f32(gpu, blocked, d, [a, b, c], bias, epilogue);
+        record_f32(gpu, kernel, d, [a, b, c], bias, epilogue);
         super::elementwise::gelu_forward(gpu, c, t);
         return;
     }
@@ -599,7 +583,7 @@ fn record_gelu_after(
         Ok(p) => p,
         Err(e) => return gpu.defer_error(e),
     };
-    record_f32(gpu, blocked, d, [a, b, &product], None, Epilogue::Store);
+    record_f32(gpu, kernel, d, [a, b, &product], None, Epilogue::Store);
     super::elementwise::gelu_backward(gpu, t, &product, c);
 }
 
@@ -775,17 +759,16 @@ fn record_texture(
         &SUBGROUP_TEXTURE_KERNELS
     };
     let kernel = &table[tile_index(tile)][matmul_tune::layout_index(layout)][usize::from(flag_on)];
-    let mut bindings = vec![
+    let bindings = [
         Binding::Texture(&ta),
         Binding::Texture(&tb),
         // an unread placeholder when there is no bias (c cannot be bound twice)
         Binding::Buffer(bias.unwrap_or(a), Access::Read),
         Binding::Buffer(c, Access::ReadWrite),
+        Binding::Buffer(aux.map_or(c, |(t, _)| t), Access::ReadWrite),
     ];
-    if let Some((t, _)) = aux {
-        bindings.push(Binding::Buffer(t, Access::ReadWrite));
-    }
-    gpu.dispatch_bound(kernel, &bindings, &aligned_words(d, store_word), groups);
+    let bindings = &bindings[..4 + usize::from(aux.is_some())];
+    gpu.dispatch_bound(kernel, bindings, &aligned_words(d, store_word), groups);
     true
 }
 
