@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod info;
+pub mod observe;
 pub mod optimize;
 pub mod plan;
 pub mod plot;

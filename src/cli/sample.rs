@@ -112,7 +112,7 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
     let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
     println!(
         "{} (step {}, data {})",
-        super::train::describe(&r),
+        super::observe::describe(&r),
         ckpt.meta.step,
         config.data
     );
@@ -137,7 +137,7 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
     println!(
         "{} (step {}, data {}; {} weights)",
-        super::train::describe(&r),
+        super::observe::describe(&r),
         q.step,
         config.data,
         q.scheme

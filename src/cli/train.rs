@@ -1,9 +1,8 @@
 //! `wgtrain train`: trains a model on embedded data or a text file.
 
+use super::observe::{describe, end_json, RunObserver};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wgtrain::gpu::Category;
@@ -12,10 +11,8 @@ use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::eval::addition_answers;
 use wgtrain::train::metrics::Metrics;
-use wgtrain::train::{ModelKind, Task, TrainConfig, Trainer};
+use wgtrain::train::{Local, ModelKind, Task, TrainConfig, Trainer, CHECKPOINT_FILE};
 use wgtrain::Gpu;
-
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -351,10 +348,6 @@ fn claim_out_dir(
     Ok(claimed)
 }
 
-fn mem_json(by: &wgtrain::gpu::ByCategory) -> serde_json::Value {
-    by.to_json()
-}
-
 /// The devices `--devices` names, one per rank.
 pub fn open_devices(adapter: Option<&str>, spec: &str) -> Result<Vec<Gpu>> {
     Ok(match spec {
@@ -407,7 +400,7 @@ fn run_mpi(
             Gpu::new(Some(&(local % count).to_string()))?
         }
     };
-    let options = run_options(args, &config, &run)?;
+    let options = run_options(args, &run)?;
     let plan = wgtrain::parallel::ddp::plan_rank(&gpu, &config, &options, n, rank)?;
     let what = format!("rank {rank}'s planned peak");
     wgtrain::memory::check_fits(
@@ -428,10 +421,7 @@ fn run_mpi(
         0 => PathBuf::from(m),
         r => Path::new(m).with_extension(format!("rank{r}.jsonl")),
     });
-    let metrics = std::sync::Mutex::new(Metrics::create(
-        metrics_path.as_deref(),
-        args.resume.is_some(),
-    )?);
+    let metrics = Metrics::create(metrics_path.as_deref(), args.resume.is_some())?;
     eprintln!(
         "rank {rank} of {n} (MPI): {} ({:?})",
         gpu.info().name,
@@ -447,9 +437,17 @@ fn run_mpi(
             config.steps
         );
     }
+    let observer = RunObserver::new(
+        metrics,
+        config.steps,
+        ckpt_step(args),
+        config.model == ModelKind::Gpt,
+    );
     let started = Instant::now();
-    let on_step = |s: &wgtrain::parallel::ddp::StepReport| log_step(s, &config, &metrics);
-    let r = wgtrain::parallel::ddp::train_rank(&gpu, &comm, &config, &options, &on_step)?;
+    let r = wgtrain::parallel::ddp::train_rank(&gpu, &comm, &config, &options, &observer);
+    let checkpoint = observer.checkpoint.lock().unwrap().clone();
+    let mut metrics = observer.finish();
+    let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
     let m = &r.memory[0];
     eprintln!(
@@ -458,14 +456,19 @@ fn run_mpi(
         r.comm_bytes[0] as f64 / (1 << 20) as f64,
         r.comm_ms[0]
     );
-    let mut metrics = metrics.into_inner().unwrap();
-    let mut end = json!({"wall_s": wall_s, "steps": r.losses.len(), "rank": rank, "ranks": n,
-        "mode": options.mode.name(), "zero": options.zero, "mpi": true,
-        "comm_bytes": r.comm_bytes[0], "comm_ms": r.comm_ms[0], "peak_bytes": m.peak_total,
-        "peak_by_category": m.peak.to_json()});
-    if rank == 0 {
-        metrics.write("eval", eval_json(config.steps, &r.eval))?;
-        end["final_loss"] = r.losses.last().copied().into();
+    let mut end = end_json(config.steps, &r.eval, wall_s, r.losses.last().copied(), m);
+    for (k, v) in [
+        ("rank", json!(rank)),
+        ("ranks", json!(n)),
+        ("mode", json!(options.mode.name())),
+        ("zero", json!(options.zero)),
+        ("mpi", json!(true)),
+        ("comm_bytes", json!(r.comm_bytes[0])),
+        ("comm_ms", json!(r.comm_ms[0])),
+        ("peak_bytes", json!(m.peak_total)),
+        ("peak_by_category", m.peak.to_json()),
+    ] {
+        end[k] = v;
     }
     metrics.write("end", end)?;
     if rank == 0 {
@@ -475,49 +478,18 @@ fn run_mpi(
             r.losses.last().copied().unwrap_or(f32::NAN),
             describe(&r.eval)
         );
+        report_outputs(checkpoint, &config);
     }
     Ok(())
 }
 
-/// A data-parallel run's options: the flags, and where rank 0 saves and what it resumes.
-fn run_options(
-    args: &TrainArgs,
-    config: &TrainConfig,
-    run: &str,
-) -> Result<wgtrain::parallel::ddp::DdpOptions> {
+/// A data-parallel run's options: the flags, and what every rank resumes.
+fn run_options(args: &TrainArgs, run: &str) -> Result<wgtrain::parallel::ddp::DdpOptions> {
     Ok(wgtrain::parallel::ddp::DdpOptions {
-        save: config
-            .out
-            .as_ref()
-            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
         resume: args.resume.clone(),
         run: Some(run.to_string()),
         ..ddp_options(args)?
     })
-}
-
-/// Rank 0's line and metrics record every `log_every` steps (and at the last) of a
-/// data-parallel run.
-fn log_step(
-    s: &wgtrain::parallel::ddp::StepReport,
-    config: &TrainConfig,
-    metrics: &std::sync::Mutex<Metrics>,
-) -> wgtrain::Result<()> {
-    if s.step % config.log_every.max(1) != 0 && s.step != config.steps {
-        return Ok(());
-    }
-    eprintln!(
-        "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step in collectives (rank 0)",
-        s.step,
-        s.loss,
-        s.lr,
-        s.comm_ms / s.steps_run.max(1) as f64
-    );
-    metrics.lock().unwrap().write(
-        "step",
-        json!({"step": s.step, "loss": s.loss, "lr": s.lr, "comm_bytes": s.comm_bytes,
-               "comm_ms": s.comm_ms}),
-    )
 }
 
 /// "peak X MiB (params …, workspace …)": one device's peaks by category, for a summary line.
@@ -582,7 +554,7 @@ fn run_ddp(
             config.batch_size
         );
     }
-    let options = run_options(args, &config, &run)?;
+    let options = run_options(args, &run)?;
     // each rank's step on a ledger twin first: refused before anything is allocated
     let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
     for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
@@ -614,23 +586,40 @@ fn run_ddp(
         .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
         .collect();
     // a resumed run continues its metrics file; rank 0 writes it
-    let metrics = std::sync::Mutex::new(Metrics::create(
+    let metrics = Metrics::create(
         config.metrics.as_deref().map(Path::new),
         args.resume.is_some(),
-    )?);
+    )?;
+    let observer = RunObserver::new(
+        metrics,
+        config.steps,
+        ckpt_step(args),
+        config.model == ModelKind::Gpt,
+    );
     let started = Instant::now();
-    let on_step = |s: &wgtrain::parallel::ddp::StepReport| log_step(s, &config, &metrics);
-    let r = wgtrain::parallel::ddp::train_observed(&gpus, comms, &config, &options, &on_step)?;
+    let r = wgtrain::parallel::ddp::train_observed(&gpus, comms, &config, &options, &observer);
+    let checkpoint = observer.checkpoint.lock().unwrap().clone();
+    let mut metrics = observer.finish();
+    let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
-    let end = json!({
-        "wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
-        "eval": eval_json(config.steps, &r.eval), "ranks": n, "mode": options.mode.name(),
-        "zero": options.zero, "comm_bytes": r.comm_bytes, "comm_ms": r.comm_ms,
-        "peak_bytes": r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>(),
-        "peak_by_category": r.memory.iter().map(|m| m.peak.to_json()).collect::<Vec<_>>(),
-    });
-    let mut metrics = metrics.into_inner().unwrap();
-    metrics.write("eval", eval_json(config.steps, &r.eval))?;
+    let mut end = end_json(
+        config.steps,
+        &r.eval,
+        wall_s,
+        r.losses.last().copied(),
+        &r.memory[0],
+    );
+    end["ranks"] = n.into();
+    end["mode"] = options.mode.name().into();
+    end["zero"] = options.zero.into();
+    end["comm_bytes"] = json!(r.comm_bytes);
+    end["comm_ms"] = json!(r.comm_ms);
+    end["peak_bytes"] = json!(r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>());
+    end["peak_by_category"] = json!(r
+        .memory
+        .iter()
+        .map(|m| m.peak.to_json())
+        .collect::<Vec<_>>());
     metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | final loss {:.4} | {} | {} gradient buckets per step",
@@ -647,14 +636,44 @@ fn run_ddp(
             r.comm_ms[i]
         );
     }
-    if let Some(dir) = &out_dir {
-        eprintln!("checkpoint: {}", dir.join(CHECKPOINT_FILE).display());
-    }
+    report_outputs(checkpoint, &config);
     if let Some(chart) = &args.plot {
         let title = format!("{} ranks ({}) on {}", n, options.mode.name(), config.data);
         write_run_chart(chart, &metrics, &title)?;
     }
     Ok(())
+}
+
+/// The step of the checkpoint `--resume` names (0 when it cannot be read: the run itself then
+/// says why).
+fn ckpt_step(args: &TrainArgs) -> u64 {
+    args.resume
+        .as_deref()
+        .and_then(wgtrain::train::checkpoint::peek)
+        .map_or(0, |(step, _)| step)
+}
+
+/// The closing lines naming the checkpoint (and the LoRA adapter beside it) a run wrote.
+fn report_outputs(checkpoint: Option<(PathBuf, Option<u64>)>, config: &TrainConfig) {
+    match checkpoint {
+        Some((path, adapter)) => {
+            eprintln!("checkpoint: {}", path.display());
+            if let (Some(bytes), Some(dir)) = (adapter, path.parent()) {
+                let base_bytes = 4 * config.weight_count();
+                eprintln!(
+                    "LoRA adapter: {} ({bytes} bytes, {:.2} % of the base's {base_bytes} bytes \
+                     of weights) and {}",
+                    dir.join(wgtrain::train::adapter::WEIGHTS_FILE).display(),
+                    100.0 * bytes as f64 / base_bytes as f64,
+                    wgtrain::train::adapter::CONFIG_FILE
+                );
+            }
+        }
+        None if config.out.is_none() => eprintln!(
+            "(pass --out DIR to keep a checkpoint for `wgtrain sample` and `wgtrain eval`)"
+        ),
+        None => {}
+    }
 }
 
 /// The stages' devices and the run's options for `--pipeline P` (and micro_batch_size set to
@@ -784,40 +803,47 @@ fn run_pipeline(
     if let Some(p) = &args.resume {
         eprintln!("resume: every stage from {}", p.display());
     }
+    let observer = RunObserver::new(metrics, config.steps, ckpt_step(args), true);
     let started = Instant::now();
-    let metrics = std::sync::Mutex::new(metrics);
-    let on_step = |s: &wgtrain::parallel::ddp::StepReport| -> wgtrain::Result<()> {
-        if s.step % config.log_every.max(1) == 0 || s.step == config.steps {
-            eprintln!(
-                "step {:>6} | loss {:.4} | lr {:.2e} | {:.1} ms/step",
-                s.step,
-                s.loss,
-                s.lr,
-                started.elapsed().as_secs_f64() * 1e3 / s.steps_run.max(1) as f64
-            );
-            metrics.lock().unwrap().write(
-                "step",
-                json!({"step": s.step, "loss": s.loss, "lr": s.lr, "link_bytes": s.comm_bytes}),
-            )?;
-        }
-        Ok(())
-    };
-    let r = pipeline::train_observed(&gpus, &config, &options, &on_step)?;
+    let r = pipeline::train_observed(&gpus, &config, &options, &observer);
+    let mut metrics = observer.finish();
+    let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
-    let mut metrics = metrics.into_inner().unwrap();
     let last = config.steps - 1;
     let measured = r.bubble(last);
     let simulated = r.simulated(options.schedule, last).bubble();
     let ideal = options.schedule.ideal_bubble(p, m);
-    let end = json!({
-        "wall_s": wall_s, "steps": r.losses.len(), "final_loss": r.losses.last(),
-        "stages": p, "micro_batches": m, "schedule": options.schedule.name(),
-        "bubble": measured, "bubble_simulated": simulated, "bubble_ideal": ideal,
-        "link_bytes": r.link_bytes,
-        "peak_by_category": r.memory.iter().map(|m| m.peak.to_json()).collect::<Vec<_>>(),
-        "peak_bytes": r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>(),
-    });
-    metrics.write("eval", eval_json(config.steps, &r.eval))?;
+    metrics.write("eval", super::observe::eval_json(config.steps, &r.eval))?;
+    let mut end = end_json(
+        config.steps,
+        &r.eval,
+        wall_s,
+        r.losses.last().copied(),
+        &r.memory[0],
+    );
+    for (k, v) in [
+        ("stages", json!(p)),
+        ("micro_batches", json!(m)),
+        ("schedule", json!(options.schedule.name())),
+        ("bubble", json!(measured)),
+        ("bubble_simulated", json!(simulated)),
+        ("bubble_ideal", json!(ideal)),
+        ("link_bytes", json!(r.link_bytes)),
+        (
+            "peak_by_category",
+            json!(r
+                .memory
+                .iter()
+                .map(|m| m.peak.to_json())
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "peak_bytes",
+            json!(r.memory.iter().map(|m| m.peak_total).collect::<Vec<_>>()),
+        ),
+    ] {
+        end[k] = v;
+    }
     metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | final loss {:.4} | {}",
@@ -919,7 +945,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         .map(|d| claim_out_dir(d, &run, &args))
         .transpose()?;
     // a resumed run continues its metrics file
-    let mut metrics = Metrics::create(config.metrics.as_deref().map(Path::new), ckpt.is_some())?;
+    let metrics = Metrics::create(config.metrics.as_deref().map(Path::new), ckpt.is_some())?;
 
     let mut trainer = Trainer::new(&gpu, config)?;
     trainer.run = run;
@@ -994,98 +1020,19 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         );
     }
 
-    let unit = if c.model == ModelKind::Gpt {
-        "tokens_per_s"
-    } else {
-        "samples_per_s"
-    };
-    let bar = ProgressBar::new(c.steps);
-    bar.set_position(trainer.step);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .expect("a valid template"),
-    );
-    let plain = !std::io::stderr().is_terminal();
-    let mut interval_start = Instant::now();
-    let mut interval_steps = 0u64;
-    while trainer.step < c.steps {
-        let log = (trainer.step + 1) % c.log_every == 0 || trainer.step + 1 == c.steps;
-        let lr = c.lr_at(trainer.step);
-        let loss = trainer.train_step(log)?;
-        interval_steps += 1;
-        bar.inc(1);
-        if let Some(loss) = loss {
-            // a non-finite step was skipped on the GPU; past max_nonfinite_steps the run stops
-            trainer.check_health()?;
-            let secs = interval_start.elapsed().as_secs_f64();
-            let ms_per_step = 1e3 * secs / interval_steps as f64;
-            let rate = (trainer.items_per_step() as u64 * interval_steps) as f64 / secs;
-            let mem = gpu.memory();
-            metrics.write(
-                "step",
-                json!({"step": trainer.step, "loss": loss, "lr": lr, "ms_per_step": ms_per_step,
-                       unit: rate, "mem_live_bytes": mem.live.total(), "mem_peak_bytes": mem.peak_total}),
-            )?;
-            let rate_unit = if unit == "tokens_per_s" {
-                "tok/s"
-            } else {
-                "samples/s"
-            };
-            bar.set_message(format!(
-                "loss {loss:.4} | {rate:.0} {rate_unit} | {ms_per_step:.1} ms/step"
-            ));
-            // a log file (no terminal, so no progress bar) gets a line every log_every steps
-            if plain {
-                eprintln!(
-                    "step {:>6} | loss {loss:.4} | lr {lr:.2e} | {ms_per_step:.1} ms/step | \
-                     {rate:.0} {rate_unit}",
-                    trainer.step
-                );
-            }
-            interval_start = Instant::now();
-            interval_steps = 0;
-        }
-        let at_end = trainer.step == c.steps;
-        if c.eval_every > 0 && trainer.step % c.eval_every == 0 && !at_end {
-            let r = trainer.evaluate()?;
-            metrics.write("eval", eval_json(trainer.step, &r))?;
-            let line = format!("step {:>6} | {}", trainer.step, describe(&r));
-            if plain {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
-            interval_start = Instant::now();
-            interval_steps = 0;
-        }
-        if let Some(dir) = &out_dir {
-            if c.checkpoint_every > 0 && trainer.step % c.checkpoint_every == 0 && !at_end {
-                trainer.save(&dir.join(CHECKPOINT_FILE))?;
-            }
-        }
-    }
-    bar.finish_and_clear();
-    trainer.check_health()?;
-
-    let r = trainer.evaluate()?;
-    metrics.write("eval", eval_json(trainer.step, &r))?;
+    let observer = RunObserver::new(metrics, c.steps, trainer.step, c.model == ModelKind::Gpt);
+    let fit = trainer.fit(&mut Local, &observer);
+    let checkpoint = observer.checkpoint.lock().unwrap().clone();
+    let mut metrics = observer.finish();
+    let fit = fit?;
+    let r = fit.eval.expect("one device evaluates");
     let wall_s = started.elapsed().as_secs_f64();
     let mem = gpu.memory();
-    let mut end = eval_json(trainer.step, &r);
-    end["steps"] = trainer.step.into();
-    end["wall_s"] = wall_s.into();
-    end["mem_peak_by_category"] = mem_json(&mem.peak);
-    let mut predicted = mem_json(&plan.predicted);
+    let final_loss = fit.losses.last().map(|&(_, l)| l);
+    let mut end = end_json(trainer.step, &r, wall_s, final_loss, &mem);
+    let mut predicted = plan.predicted.to_json();
     predicted["total"] = plan.total.into();
     end["mem_predicted_by_category"] = predicted;
-    end["mem_peak_total"] = mem.peak_total.into();
-    // device memory the pool holds that no tensor uses: size-class rounding plus freed buffers
-    // kept for reuse; the most it held, and the share of that no tensor needed (fragmentation)
-    end["mem_held_unused_bytes"] = mem.unusable_bytes().into();
-    end["mem_peak_held_bytes"] = mem.peak_held.into();
-    end["mem_fragmentation"] = mem.fragmentation().into();
-    // outside the categories: the recorder's arenas and the readback staging buffers
-    end["mem_runtime_bytes"] = mem.runtime.into();
     metrics.write("end", end)?;
     eprintln!(
         "done: {} steps in {wall_s:.1} s | {}",
@@ -1158,34 +1105,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
             );
         }
     }
-    if let Some(dir) = &out_dir {
-        let path = dir.join(CHECKPOINT_FILE);
-        trainer.save(&path)?;
-        eprintln!("checkpoint: {}", path.display());
-        if let Some(lora) = &c.lora {
-            let base = c
-                .init
-                .clone()
-                .unwrap_or_else(|| "(trained from scratch)".into());
-            let bytes =
-                wgtrain::train::adapter::save(&gpu, dir, trainer.model.as_ref(), lora, &base)?;
-            let base_bytes: usize = trainer
-                .model
-                .params()
-                .iter()
-                .filter(|p| !p.name.contains(".lora_"))
-                .map(|p| 4 * p.numel())
-                .sum();
-            eprintln!(
-                "LoRA adapter: {} ({bytes} bytes, {:.2} % of the base's {base_bytes} bytes of weights) and {}",
-                dir.join(wgtrain::train::adapter::WEIGHTS_FILE).display(),
-                100.0 * bytes as f64 / base_bytes as f64,
-                wgtrain::train::adapter::CONFIG_FILE
-            );
-        }
-    } else {
-        eprintln!("(pass --out DIR to keep a checkpoint for `wgtrain sample` and `wgtrain eval`)");
-    }
+    report_outputs(checkpoint, &c);
     // last: a chart that cannot be written costs no checkpoint
     if let Some(chart) = &args.plot {
         let title = format!("{} on {}", trainer.model.describe(), c.data);
@@ -1204,29 +1124,4 @@ fn write_run_chart(chart: &Path, metrics: &Metrics, title: &str) -> Result<()> {
     super::plot::write_chart(chart, title, &[(String::new(), curves)], false)?;
     eprintln!("plot: {}", chart.display());
     Ok(())
-}
-
-pub fn eval_json(step: u64, r: &wgtrain::train::EvalResult) -> serde_json::Value {
-    let mut v = json!({"step": step, "eval_loss": r.loss, "eval_loss_se": r.loss_se,
-                       "eval_on": r.source});
-    if let Some(a) = r.accuracy {
-        v["accuracy"] = a.into();
-    }
-    if let Some(se) = r.accuracy_se {
-        v["accuracy_se"] = se.into();
-    }
-    v
-}
-
-/// "eval loss 0.0530 ± 0.0041 | accuracy 97.80 ± 0.46 %": each ± one standard error.
-pub fn describe(r: &wgtrain::train::EvalResult) -> String {
-    let loss = format!("eval loss {:.4} ± {:.4}", r.loss, r.loss_se);
-    match (r.accuracy, r.accuracy_se) {
-        (Some(a), se) => format!(
-            "{loss} | accuracy {:.2} ± {:.2} %",
-            100.0 * a,
-            100.0 * se.unwrap_or(0.0)
-        ),
-        (None, _) => format!("{loss} (on the {})", r.source),
-    }
 }

@@ -383,7 +383,7 @@ impl Optimizer {
         let mut state = Vec::with_capacity(params.len());
         let mut uses_8bit = false;
         for p in params.iter().filter(|p| p.trainable()) {
-            let shape = p.value().shape();
+            let shape = p.shape();
             let f32_slot = |slot| state_tensor(gpu, p, slot, shape, DType::F32);
             let slots: Vec<(&'static str, Tensor)> = match hyper.name {
                 OptimizerName::Sgd => vec![],
@@ -510,6 +510,21 @@ impl Optimizer {
             self.index.insert(name.clone(), self.state.len());
             self.state.push((name, slots));
         }
+    }
+
+    /// Drops the state of the parameters `names` (what [`Optimizer::adopt`] took over for a
+    /// checkpoint, given back after it).
+    pub fn shed(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        self.state.retain(|(name, _)| !names.contains(name));
+        self.index = self
+            .state
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i))
+            .collect();
     }
 
     /// Records one step at learning rate `lr` over the trainable `params`, given the step's

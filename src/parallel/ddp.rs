@@ -20,11 +20,11 @@
 use super::Collective;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
-use crate::nn::{NoHooks, Param, StepHooks};
+use crate::nn::{Batch, NoHooks, Param, StepHooks};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{Shard, TrainConfig, Trainer};
+use crate::train::{Observer, Shard, Strategy, TrainConfig, Trainer};
 use std::time::{Duration, Instant};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
@@ -65,8 +65,6 @@ pub struct DdpOptions {
     pub first_bucket_bytes: u64,
     /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
     pub bucket_bytes: u64,
-    /// Rank 0 writes the final checkpoint here.
-    pub save: Option<std::path::PathBuf>,
     /// Every rank resumes from this checkpoint (written by any number of ranks: checkpoints
     /// are whole) and continues up to `config.steps`.
     pub resume: Option<std::path::PathBuf>,
@@ -88,7 +86,6 @@ impl Default for DdpOptions {
             mode: Mode::Ddp,
             first_bucket_bytes: FIRST_BUCKET_BYTES,
             bucket_bytes: 25 << 20,
-            save: None,
             resume: None,
             run: None,
             zero: 0,
@@ -157,42 +154,28 @@ pub fn train(
     config: &TrainConfig,
     options: &DdpOptions,
 ) -> Result<DdpReport> {
-    train_observed(gpus, comms, config, options, &|_| Ok(()))
+    train_observed(gpus, comms, config, options, &())
 }
 
-/// What rank 0 reports after each step.
-pub struct StepReport {
-    pub step: u64,
-    /// The global batch's mean loss.
-    pub loss: f32,
-    /// The lr the step ran at.
-    pub lr: f32,
-    /// Steps this run has taken (fewer than `step` after a resume).
-    pub steps_run: u64,
-    /// Rank 0's bytes and milliseconds in the collectives so far in this run.
-    pub comm_bytes: u64,
-    pub comm_ms: f64,
-}
-
-/// [`train`], calling `on_step` on rank 0 after every step (to log or write metrics; an error
-/// it returns stops every rank).
+/// [`train`], each rank in [`Trainer::fit`] (the one outer loop: logging, evaluation,
+/// checkpoints), rank 0 reporting to `observer` (an error it returns stops every rank).
 pub fn train_observed(
     gpus: &[Gpu],
     comms: Vec<Box<dyn Collective>>,
     config: &TrainConfig,
     options: &DdpOptions,
-    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+    observer: &(dyn Observer + Sync),
 ) -> Result<DdpReport> {
     let n = gpus.len();
     assert_eq!(comms.len(), n, "one collective handle per device");
-    let per_rank = rows_per_rank(config, options, n)?;
+    rows_per_rank(config, options, n)?;
     let results: Vec<Result<RankResult>> = std::thread::scope(|s| {
         let handles: Vec<_> = gpus
             .iter()
             .zip(comms)
             .map(|(gpu, comm)| {
                 s.spawn(move || {
-                    let r = run_rank(gpu, comm.as_ref(), config, options, per_rank, on_step);
+                    let r = run_rank(gpu, comm.as_ref(), config, options, observer);
                     if let Err(e) = &r {
                         comm.abort(&e.to_string());
                     }
@@ -234,7 +217,7 @@ pub fn train_observed(
         comm_ms,
         memory,
         buckets: first.buckets,
-        eval: first.eval,
+        eval: first.eval.expect("rank 0 evaluates"),
     })
 }
 
@@ -265,10 +248,10 @@ pub fn train_rank(
     comm: &dyn Collective,
     config: &TrainConfig,
     options: &DdpOptions,
-    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+    observer: &(dyn Observer + Sync),
 ) -> Result<DdpReport> {
     let r = rows_per_rank(config, options, comm.size())
-        .and_then(|per_rank| run_rank(gpu, comm, config, options, per_rank, on_step));
+        .and_then(|_| run_rank(gpu, comm, config, options, observer));
     let r = match r {
         Ok(r) => r,
         Err(e) => {
@@ -283,7 +266,13 @@ pub fn train_rank(
         comm_ms: vec![r.comm_ms],
         memory: vec![r.memory],
         buckets: r.buckets,
-        eval: r.eval,
+        eval: r.eval.unwrap_or(crate::train::EvalResult {
+            loss: f32::NAN,
+            loss_se: f32::NAN,
+            accuracy: None,
+            accuracy_se: None,
+            source: "rank 0 only",
+        }),
     })
 }
 
@@ -294,7 +283,7 @@ struct RankResult {
     comm_ms: f64,
     memory: MemoryStats,
     buckets: usize,
-    eval: crate::train::EvalResult,
+    eval: Option<crate::train::EvalResult>,
 }
 
 fn run_rank(
@@ -302,16 +291,10 @@ fn run_rank(
     comm: &dyn Collective,
     config: &TrainConfig,
     options: &DdpOptions,
-    per_rank: usize,
-    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+    observer: &(dyn Observer + Sync),
 ) -> Result<RankResult> {
     let rank = comm.rank();
-    let Rank {
-        mut t,
-        owners,
-        buckets,
-        norm_parts,
-    } = setup(gpu, config, options, comm.size(), rank)?;
+    let (mut t, mut strategy) = setup(gpu, Some(comm), config, options, comm.size(), rank)?;
     // every rank reads the checkpoint itself, as processes on other machines would
     if let Some(path) = &options.resume {
         t.resume(&Checkpoint::load(path)?)?;
@@ -337,31 +320,115 @@ fn run_rank(
             )));
         }
     }
-    let mut losses = vec![];
-    let mut clock = Duration::ZERO;
-    while t.step < config.steps {
-        let global = t.draw_batch();
-        let count = global.targets().max(1);
-        let mine = global.split(per_rank).swap_remove(rank);
-        let whose = (Some(comm), rank, comm.size());
-        clock += forward_backward(&mut t, whose, options, &owners, &buckets, &mine, count)?;
-        if options.zero < 2 {
-            exchange_grads(gpu, comm, &t, options.mode, &owners, &buckets, &mut clock)?;
+    let fit = t.fit(&mut strategy, observer)?;
+    // the report's parameters, from the whole model (ZeRO 3 gathers it once more)
+    let mut params = vec![];
+    strategy.with_whole_model(&mut t, false, &mut |t| {
+        params = t
+            .model
+            .params()
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.value().to_f32(t.gpu)?)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    })?;
+    Ok(RankResult {
+        losses: fit.losses.iter().map(|&(_, l)| l).collect(),
+        params,
+        comm_bytes: comm.bytes(),
+        comm_ms: strategy.clock.as_secs_f64() * 1e3,
+        memory: fit.memory,
+        buckets: strategy.buckets.members.len(),
+        eval: fit.eval,
+    })
+}
+
+/// Data parallel as a [`Strategy`] of the one training step: this rank's slice of the global
+/// batch; after the backward, the gradients exchanged bucket by bucket (all-reduced under DDP,
+/// reduce-scattered to their owners under ZeRO 1, gathered to the server under `dp`; ZeRO 2
+/// and 3 exchange inside the backward through [`ZeroHooks`]) and the loss summed over the
+/// ranks; the global norm (from the shards under ZeRO); after the update, the new values
+/// where they are needed (the server's broadcast, ZeRO 1 and 2's all-gather).
+pub struct DataParallel<'a> {
+    /// None on a ledger twin (the plan): the same device work, no exchange.
+    comm: Option<&'a dyn Collective>,
+    rank: usize,
+    ranks: usize,
+    mode: Mode,
+    zero: u8,
+    per_rank: usize,
+    /// ZeRO: trainable parameter names and each one's owner rank.
+    owners: Option<(Vec<String>, Vec<usize>)>,
+    buckets: Buckets,
+    /// ZeRO: a slot per trainable parameter for its squared gradient norm (the global norm
+    /// from the shards).
+    norm_parts: Option<Tensor>,
+    /// Time in collective calls.
+    clock: Duration,
+}
+
+impl Strategy for DataParallel<'_> {
+    fn local_batch(&self, global: Batch) -> Batch {
+        global.split(self.per_rank).swap_remove(self.rank)
+    }
+
+    fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
+        match (self.zero, &self.owners) {
+            (2.., Some((_, owner))) => {
+                let values = self.zero >= 3;
+                let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
+                let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, &self.buckets, values);
+                t.forward_backward_scaled(batch, count, &mut hooks)?;
+                let clock = hooks.finish(t.model.as_mut());
+                self.clock += clock;
+                Ok(())
+            }
+            _ => t.forward_backward_scaled(batch, count, &mut NoHooks),
+        }
+    }
+
+    fn reduce(&mut self, t: &mut Trainer) -> Result<Option<f32>> {
+        let Some(comm) = self.comm else {
+            return Ok(None);
+        };
+        if self.zero < 2 {
+            exchange_grads(
+                comm,
+                t,
+                self.mode,
+                &self.owners,
+                &self.buckets,
+                &mut self.clock,
+            )?;
         }
         let mut loss = [t.last_loss_sum()?];
-        timed(&mut clock, || comm.all_reduce_sum(&mut loss))?;
-        losses.push(loss[0] / count as f32);
+        timed(&mut self.clock, || comm.all_reduce_sum(&mut loss))?;
         // every rank's step guard sees the global loss, so all skip a non-finite step alike
         t.set_loss_sum(loss[0]);
-        // (a dp replica's update has no optimizer state to apply: it only advances the step)
-        match (&owners, &norm_parts) {
-            (Some((_, owner)), Some(parts)) => {
-                sharded_grad_norm(gpu, comm, &t, owner, parts, &mut clock)?
+        Ok(Some(loss[0]))
+    }
+
+    fn grad_norm(&mut self, t: &mut Trainer) -> Result<()> {
+        let (Some((_, owner)), Some(parts)) = (&self.owners, &self.norm_parts) else {
+            return t.grad_norm();
+        };
+        match self.comm {
+            Some(comm) => sharded_grad_norm(t.gpu, comm, t, owner, parts, &mut self.clock),
+            None => {
+                // the device side alone (the collective allocates nothing on it)
+                own_norms(t.gpu, t, owner, self.rank, parts)?;
+                crate::optim::guard::set_norm_sq(t.gpu, t.stats(), 0.0)
             }
-            _ => t.grad_norm()?,
         }
-        t.update()?;
-        if options.mode == Mode::Dp {
+    }
+
+    fn after_update(&mut self, t: &mut Trainer) -> Result<()> {
+        let Some(comm) = self.comm else {
+            return Ok(());
+        };
+        let (gpu, rank, buckets) = (t.gpu, self.rank, &self.buckets);
+        // (a dp replica's update has no optimizer state to apply: it only advanced the step)
+        if self.mode == Mode::Dp {
             // the server's new weights to every replica, a bucket at a time
             let params = t.model.trainable_params();
             for (b, indices) in buckets.members.iter().enumerate() {
@@ -373,12 +440,12 @@ fn run_rank(
                 } else {
                     vec![0.0; (bucket.bytes() / 4) as usize]
                 };
-                timed(&mut clock, || comm.broadcast(&mut host, 0))?;
+                timed(&mut self.clock, || comm.broadcast(&mut host, 0))?;
                 let keep = vec![rank != 0; members.len()];
                 unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
             }
         }
-        if let (Some((_, owner)), 1..=2) = (&owners, options.zero) {
+        if let (Some((_, owner)), 1..=2) = (&self.owners, self.zero) {
             // each parameter's owner updated it: an all-gather per bucket gives everyone the
             // new values (stage 3 gathers them layer by layer in the next step instead)
             let params = t.model.trainable_params();
@@ -387,77 +454,63 @@ fn run_rank(
                 let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
                 let mut host = pack(gpu, &members, bucket, |p| p.value())?;
-                timed(&mut clock, || {
+                timed(&mut self.clock, || {
                     comm.all_gather(&mut host, &buckets.segments[b])
                 })?;
                 let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
                 unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
             }
         }
-        gpu.flush()?;
-        // every rank has the same counts (the same global loss and gradients): all stop alike
-        t.check_health()?;
-        if rank == 0 {
-            on_step(&StepReport {
-                step: t.step,
-                loss: loss[0] / count as f32,
-                lr: t.config.lr_at(t.step - 1),
-                steps_run: losses.len() as u64,
-                comm_bytes: comm.bytes(),
-                comm_ms: clock.as_secs_f64() * 1e3,
-            })?;
-        }
+        Ok(())
     }
-    let memory = gpu.memory();
-    if let (Some((_, owner)), 3) = (&owners, options.zero) {
-        // the whole model on every rank once, for the evaluation, the checkpoint and the
-        // report (after the training step's peaks were taken)
-        let mut hooks = ZeroHooks::new(Some(comm), rank, comm.size(), &t, owner, &buckets, true);
-        hooks.values_needed(gpu, &mut t.model.params_mut())?;
-        clock += hooks.clock;
+
+    fn lead(&self) -> bool {
+        self.rank == 0
     }
-    // every rank holds the same model: rank 0 evaluates and writes the checkpoint
-    let eval = if rank == 0 {
-        t.evaluate()?
-    } else {
-        crate::train::EvalResult {
-            loss: f32::NAN,
-            loss_se: f32::NAN,
-            accuracy: None,
-            accuracy_se: None,
-            source: "rank 0 only",
+
+    fn with_whole_model(
+        &mut self,
+        t: &mut Trainer,
+        state: bool,
+        work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
+    ) -> Result<()> {
+        let (Some((names, owner)), Some(comm)) = (&self.owners, self.comm) else {
+            return work(t);
+        };
+        let (rank, ranks) = (self.rank, self.ranks);
+        let zero3 = self.zero >= 3;
+        let mut hooks = ZeroHooks::new(Some(comm), rank, ranks, t, owner, &self.buckets, zero3);
+        hooks.values_needed(t.gpu, &mut t.model.params_mut())?;
+        let lent = match state {
+            true => gather_state(comm, t, names, owner)?,
+            false => vec![],
+        };
+        let r = work(t);
+        // the lent state and values go back even when the work failed
+        t.optimizer.shed(&lent);
+        hooks.values_done(t.gpu, &mut t.model.params_mut())?;
+        let clock = hooks.clock;
+        self.clock += clock;
+        r?;
+        if state {
+            comm.barrier()?;
         }
-    };
-    if let Some(path) = &options.save {
-        if let Some((names, owner)) = &owners {
-            gather_state(gpu, comm, &mut t, names, owner)?;
-        }
-        if rank == 0 {
-            t.save(path)?;
-        }
+        Ok(())
     }
-    comm.barrier()?;
-    let params = t
-        .model
-        .params()
-        .iter()
-        .map(|p| Ok((p.name.clone(), p.value().to_f32(gpu)?)))
-        .collect::<Result<_>>()?;
-    Ok(RankResult {
-        losses,
-        params,
-        comm_bytes: comm.bytes(),
-        comm_ms: clock.as_secs_f64() * 1e3,
-        memory,
-        buckets: buckets.members.len(),
-        eval,
-    })
+
+    fn report(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(comm) = self.comm {
+            m.insert("comm_bytes".into(), comm.bytes().into());
+        }
+        m.insert("comm_ms".into(), (self.clock.as_secs_f64() * 1e3).into());
+        m
+    }
 }
 
 /// DDP, ZeRO 1 and the parameter server after the backward: each bucket's gradients packed,
 /// exchanged and written back (all of them, the owner's, or the server's).
 fn exchange_grads(
-    gpu: &Gpu,
     comm: &dyn Collective,
     t: &Trainer,
     mode: Mode,
@@ -465,7 +518,7 @@ fn exchange_grads(
     buckets: &Buckets,
     clock: &mut Duration,
 ) -> Result<()> {
-    let rank = comm.rank();
+    let (gpu, rank) = (t.gpu, comm.rank());
     let params = t.model.trainable_params();
     for (b, indices) in buckets.members.iter().enumerate() {
         let bucket = buckets.buffer(gpu, b)?;
@@ -742,33 +795,6 @@ impl StepHooks for ZeroHooks<'_> {
     }
 }
 
-/// This rank's forward and backward of its slice `mine`, with the hooks its ZeRO stage needs:
-/// stages 2 and 3 exchange inside the pass (over `comm`, None on a ledger twin: the same
-/// buffers, no exchange); the others leave the gradients for [`exchange_grads`]. Returns the
-/// time spent in collectives.
-fn forward_backward(
-    t: &mut Trainer,
-    (comm, rank, ranks): (Option<&dyn Collective>, usize, usize),
-    options: &DdpOptions,
-    owners: &Option<(Vec<String>, Vec<usize>)>,
-    buckets: &Buckets,
-    mine: &crate::nn::Batch,
-    count: usize,
-) -> Result<Duration> {
-    match (options.zero, owners) {
-        (2.., Some((_, owner))) => {
-            let values = options.zero >= 3;
-            let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, buckets, values);
-            t.forward_backward_scaled(mine, count, &mut hooks)?;
-            Ok(hooks.finish(t.model.as_mut()))
-        }
-        _ => {
-            t.forward_backward_scaled(mine, count, &mut NoHooks)?;
-            Ok(Duration::ZERO)
-        }
-    }
-}
-
 /// Runs a collective, adding its wall time to `clock`.
 fn timed<T>(clock: &mut Duration, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
@@ -855,18 +881,6 @@ pub(super) fn sharded_grad_norm(
     crate::optim::guard::set_norm_sq(gpu, t.stats(), norm_sq)
 }
 
-/// One rank's trainer and buffers: the ZeRO partition (if any), the trainer with its optimizer
-/// state (or shard), and the buckets.
-struct Rank<'g> {
-    t: Trainer<'g>,
-    /// ZeRO: trainable parameter names and each one's owner rank.
-    owners: Option<(Vec<String>, Vec<usize>)>,
-    buckets: Buckets,
-    /// ZeRO: a slot per trainable parameter for its squared gradient norm (the global norm
-    /// from the shards).
-    norm_parts: Option<Tensor>,
-}
-
 /// The gradient buckets, and their fused device buffers.
 struct Buckets {
     /// Each bucket's parameters, as indices into the trainable parameters (under ZeRO grouped
@@ -917,13 +931,17 @@ fn bucket_tensor(gpu: &Gpu, b: usize, numel: usize) -> Result<Tensor> {
     )
 }
 
-fn setup<'g>(
+/// One rank's trainer (with its optimizer state or shard) and its strategy (the ZeRO
+/// partition, the buckets), over `comm` (None: a ledger twin's plan).
+fn setup<'g, 'c>(
     gpu: &'g Gpu,
+    comm: Option<&'c dyn Collective>,
     config: &TrainConfig,
     options: &DdpOptions,
     ranks: usize,
     rank: usize,
-) -> Result<Rank<'g>> {
+) -> Result<(Trainer<'g>, DataParallel<'c>)> {
+    let per_rank = rows_per_rank(config, options, ranks)?;
     if config.precision != crate::train::config::Precision::Fp32 {
         // the buckets and collectives move f32 gradients
         return Err(Error::Config(format!(
@@ -993,8 +1011,13 @@ fn setup<'g>(
             .map(|(b, &n)| bucket_tensor(gpu, b, n))
             .collect::<Result<_>>()?,
     };
-    Ok(Rank {
-        t,
+    let strategy = DataParallel {
+        comm,
+        rank,
+        ranks,
+        mode: options.mode,
+        zero: options.zero,
+        per_rank,
         owners,
         buckets: Buckets {
             members: groups,
@@ -1003,7 +1026,9 @@ fn setup<'g>(
             kept,
         },
         norm_parts,
-    })
+        clock: Duration::ZERO,
+    };
+    Ok((t, strategy))
 }
 
 fn check_options(options: &DdpOptions) -> Result<()> {
@@ -1035,7 +1060,8 @@ pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<
         .collect()
 }
 
-/// [`plan`] for one rank of `ranks`, on `gpu`'s ledger twin.
+/// [`plan`] for one rank of `ranks`, on `gpu`'s ledger twin: the rank's set-up and one
+/// [`Trainer::step_on`] under its strategy, without the exchanges.
 pub fn plan_rank(
     gpu: &Gpu,
     config: &TrainConfig,
@@ -1043,49 +1069,24 @@ pub fn plan_rank(
     ranks: usize,
     rank: usize,
 ) -> Result<MemoryStats> {
-    let per_rank = rows_per_rank(config, options, ranks)?;
     let ledger = gpu.ledger();
     // the bucket buffers stay live through the step, as in a run
-    let Rank {
-        mut t,
-        buckets,
-        owners,
-        norm_parts,
-    } = setup(&ledger, config, options, ranks, rank)?;
-    let global = t.draw_batch();
-    let count = global.targets().max(1);
-    let mine = global.split(per_rank).swap_remove(rank);
-    forward_backward(
-        &mut t,
-        (None, rank, ranks),
-        options,
-        &owners,
-        &buckets,
-        &mine,
-        count,
-    )?;
-    // the device side of the step (the collectives allocate nothing on it)
-    match (&owners, &norm_parts) {
-        (Some((_, owner)), Some(parts)) => {
-            own_norms(&ledger, &t, owner, rank, parts)?;
-            crate::optim::guard::set_norm_sq(&ledger, t.stats(), 0.0)?;
-        }
-        _ => t.grad_norm()?,
-    }
-    t.update()?;
+    let (mut t, mut strategy) = setup(&ledger, None, config, options, ranks, rank)?;
+    t.step_on(&mut strategy, false)?;
     Ok(ledger.memory())
 }
 
-/// ZeRO 1 before a checkpoint: rank 0 receives every other rank's optimizer state and adds it to
-/// its own, so the checkpoint is whole (it resumes on any number of devices).
+/// ZeRO before a checkpoint: rank 0 receives every other rank's optimizer state and takes it
+/// over beside its own, so the checkpoint is whole (it resumes on any number of devices).
+/// Returns the names of the parameters whose state rank 0 took over (for
+/// [`crate::optim::Optimizer::shed`] after the write; none on the other ranks).
 fn gather_state(
-    gpu: &Gpu,
     comm: &dyn Collective,
     t: &mut Trainer,
     names: &[String],
     owner: &[usize],
-) -> Result<()> {
-    let rank = comm.rank();
+) -> Result<Vec<String>> {
+    let (gpu, rank) = (t.gpu, comm.rank());
     let mut flat: Vec<f32> = vec![];
     for (_, slots) in t.optimizer.state() {
         for (_, s) in slots {
@@ -1093,7 +1094,7 @@ fn gather_state(
         }
     }
     let Some(all) = comm.gather(&flat, 0)? else {
-        return Ok(());
+        return Ok(vec![]);
     };
     debug_assert_eq!(rank, 0);
     // state tensors for everything rank 0 does not own, filled from the owners' data in the
@@ -1108,6 +1109,7 @@ fn gather_state(
     let extra =
         crate::optim::Optimizer::new(gpu, &t.config.optimizer, t.config.grad_clip, &theirs)?;
     let mut offsets = vec![0usize; comm.size()];
+    let mut lent = vec![];
     for (name, slots) in extra.state() {
         let i = names
             .iter()
@@ -1121,8 +1123,9 @@ fn gather_state(
             gpu.upload(s, &bytes[..s.bytes() as usize]);
             offsets[r] += words;
         }
+        lent.push(name.clone());
     }
     drop(params);
     t.optimizer.adopt(extra);
-    Ok(())
+    Ok(lent)
 }

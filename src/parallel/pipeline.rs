@@ -15,7 +15,7 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{own_norms, sharded_grad_norm, StepReport};
+use super::ddp::{own_norms, sharded_grad_norm};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
@@ -26,6 +26,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
+use crate::train::{Observer, StepLog};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -419,17 +420,17 @@ pub fn train(
     config: &TrainConfig,
     options: &PipelineOptions,
 ) -> Result<PipelineReport> {
-    train_observed(gpus, config, options, &|_| Ok(()))
+    train_observed(gpus, config, options, &())
 }
 
-/// [`train`], calling `on_step` on the first stage after every step (to log or write metrics;
-/// an error it returns stops every stage). Its `comm_bytes` are the activations and gradients
-/// the stage moved, `comm_ms` its time in the collectives after the flush.
+/// [`train`], the first stage reporting each logging step to `observer` (an error it returns
+/// stops every stage). A step's `link_bytes` are the activations and gradients the stage moved,
+/// `comm_ms` its time in the collectives after the flush.
 pub fn train_observed(
     gpus: &[Gpu],
     config: &TrainConfig,
     options: &PipelineOptions,
-    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+    observer: &(dyn Observer + Sync),
 ) -> Result<PipelineReport> {
     let p = gpus.len();
     let plan = plan(&gpus[0], config, p, &options.partition)?;
@@ -462,7 +463,7 @@ pub fn train_observed(
                         links,
                         options,
                         epoch,
-                        on_step,
+                        observer,
                     );
                     if let Err(e) = &r {
                         comm.abort(&e.to_string());
@@ -537,7 +538,7 @@ pub fn plan_memory(
                 Links::default(),
                 options,
                 Instant::now(),
-                &|_| Ok(()),
+                &(),
             )?;
             Ok(r.memory)
         })
@@ -554,7 +555,7 @@ fn run_stage(
     mut links: Links,
     options: &PipelineOptions,
     epoch: Instant,
-    on_step: &(dyn Fn(&StepReport) -> Result<()> + Sync),
+    observer: &(dyn Observer + Sync),
 ) -> Result<StageResult> {
     let p = plan.spans.len();
     let span = &plan.spans[s];
@@ -585,7 +586,9 @@ fn run_stage(
     let mut events = vec![];
     let mut clock = Duration::ZERO;
     let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
+    let mut interval = (Instant::now(), 0u64);
     while t.step < config.steps {
+        let lr = t.config.lr_at(t.step);
         let global = t.draw_batch();
         let count = global.targets().max(1);
         let micros = global.split(plan.micro);
@@ -698,15 +701,23 @@ fn run_stage(
         t.update()?;
         gpu.flush()?;
         t.check_health()?;
-        if s == 0 && comm.is_some() {
-            on_step(&StepReport {
+        interval.1 += 1;
+        let log = t.step % config.log_every == 0 || t.step == config.steps;
+        if s == 0 && comm.is_some() && log {
+            let secs = interval.0.elapsed().as_secs_f64();
+            let mut extra = serde_json::Map::new();
+            extra.insert("link_bytes".into(), links.bytes.into());
+            extra.insert("comm_ms".into(), (clock.as_secs_f64() * 1e3).into());
+            observer.observe(crate::train::Event::Step(&StepLog {
                 step: t.step,
                 loss: loss[0] / count as f32,
-                lr: t.config.lr_at(t.step - 1),
-                steps_run: losses.len() as u64,
-                comm_bytes: links.bytes,
-                comm_ms: clock.as_secs_f64() * 1e3,
-            })?;
+                lr,
+                ms_per_step: 1e3 * secs / interval.1 as f64,
+                items_per_s: (t.items_per_step() as u64 * interval.1) as f64 / secs,
+                memory: gpu.memory(),
+                extra,
+            }))?;
+            interval = (Instant::now(), 0);
         }
     }
     let memory = gpu.memory();

@@ -10,10 +10,12 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod fit;
 pub mod metrics;
 pub mod outdir;
 
 pub use config::{ModelKind, TrainConfig};
+pub use fit::{Event, FitReport, Local, Observer, StepLog, Strategy, CHECKPOINT_FILE};
 
 use crate::data::addition::Addition;
 use crate::data::digits::{self, Digits};
@@ -402,21 +404,6 @@ impl<'g> Trainer<'g> {
         self.optimizer.step(self.gpu, &params, lr, &self.stats)?;
         self.step += 1;
         Ok(())
-    }
-
-    /// One optimizer step (the four phases), recorded and submitted as one batch of GPU work.
-    /// With `read_loss`, waits for it and returns the mean training loss.
-    pub fn train_step(&mut self, read_loss: bool) -> Result<Option<f32>> {
-        let batch = self.draw_batch();
-        let count = self.forward_backward(&batch)?;
-        self.grad_norm()?;
-        self.update()?;
-        if read_loss {
-            Ok(Some(self.loss_sum.to_f32(self.gpu)?[0] / count as f32))
-        } else {
-            self.gpu.flush()?;
-            Ok(None)
-        }
     }
 
     /// The optimizer steps taken and the loss scaler's state (a sync point).

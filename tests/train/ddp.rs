@@ -5,7 +5,7 @@
 use wgtrain::gpu::{DeviceOptions, Gpu};
 use wgtrain::parallel::ddp::{self, DdpOptions, Mode};
 use wgtrain::parallel::{Collective, InProcess};
-use wgtrain::train::{ModelKind, TrainConfig, Trainer};
+use wgtrain::train::{Event, Local, ModelKind, Observer, TrainConfig, Trainer, CHECKPOINT_FILE};
 
 fn comms(n: usize) -> Vec<Box<dyn Collective>> {
     InProcess::group(n)
@@ -341,13 +341,10 @@ fn a_checkpoint_resumes_on_several_ranks_in_every_mode_as_an_unbroken_run() {
         }
         t.save(&from_one).unwrap();
     }
-    let from_two = dir.join("two.safetensors");
+    let from_two = dir.join("two").join(CHECKPOINT_FILE);
     let gpus = Gpu::open_n(None, 2).unwrap();
-    let save = DdpOptions {
-        save: Some(from_two.clone()),
-        ..DdpOptions::default()
-    };
-    ddp::train(&gpus, comms(2), &first, &save).unwrap();
+    first.out = Some(dir.join("two").to_str().unwrap().into());
+    ddp::train(&gpus, comms(2), &first, &DdpOptions::default()).unwrap();
     // then to step 5 on 2 ranks, every mode: the unbroken one-device run, bit for bit
     for ckpt in [&from_one, &from_two] {
         for (mode, zero) in [
@@ -381,13 +378,15 @@ fn a_zero_checkpoint_is_whole_and_resumes_on_one_device() {
     longer.steps += 1;
     let (losses, _) = one_device(&longer, 2);
     for zero in [1, 2, 3] {
-        let path = dir.join(format!("zero{zero}.safetensors"));
+        let out = dir.join(format!("zero{zero}"));
+        let path = out.join(CHECKPOINT_FILE);
         let options = DdpOptions {
             zero,
-            save: Some(path.clone()),
             ..DdpOptions::default()
         };
-        ddp::train(&gpus, comms(2), &c, &options).unwrap();
+        let mut saving = c.clone();
+        saving.out = Some(out.to_str().unwrap().into());
+        ddp::train(&gpus, comms(2), &saving, &options).unwrap();
         let gpu = Gpu::new(None).unwrap();
         let mut resumed_config = longer.clone();
         resumed_config.micro_batch_size = c.batch_size / 2;
@@ -451,4 +450,141 @@ fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
             }
         }
     }
+}
+
+/// What `fit` reports on the lead rank, as lines (losses by their bits), keeping a copy of each
+/// checkpoint as it was when written.
+struct Recorder {
+    lines: std::sync::Mutex<Vec<String>>,
+    keep: std::path::PathBuf,
+}
+
+impl Recorder {
+    fn new(keep: std::path::PathBuf) -> Recorder {
+        std::fs::create_dir_all(&keep).unwrap();
+        Recorder {
+            lines: Default::default(),
+            keep,
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.lines.lock().unwrap())
+    }
+}
+
+impl Observer for Recorder {
+    fn observe(&self, event: Event<'_>) -> wgtrain::Result<()> {
+        let line = match event {
+            Event::Step(s) => format!("step {} loss {:08x}", s.step, s.loss.to_bits()),
+            Event::Eval { step, result } => {
+                format!("eval {step} loss {:08x}", result.loss.to_bits())
+            }
+            Event::Checkpoint { step, path, .. } => {
+                let copy = self.keep.join(format!("at{step}.safetensors"));
+                std::fs::copy(path, copy).unwrap();
+                format!("checkpoint {step}")
+            }
+        };
+        self.lines.lock().unwrap().push(line);
+        Ok(())
+    }
+}
+
+/// `eval_every` and `checkpoint_every` under data parallel: each ZeRO stage evaluates and
+/// checkpoints mid-run exactly as one device does (the same records, bit for bit), and the
+/// mid-run checkpoint resumes on one device and on 3 ranks as the unbroken run continues.
+/// (Before the one outer loop, a multi-device run ignored both and checkpointed only at the end.)
+#[test]
+fn data_parallel_runs_evaluate_and_checkpoint_mid_run_like_one_device() {
+    let dir = crate::TmpDir::new("ddp-fit");
+    let mut c = mlp();
+    c.log_every = 1;
+    c.eval_every = 2;
+    c.checkpoint_every = 2;
+    let gpu = Gpu::new(None).unwrap();
+    // one device, the global batch as 2 micro-batches
+    let one = Recorder::new(dir.join("one"));
+    let mut single = c.clone();
+    single.micro_batch_size = c.batch_size / 2;
+    single.out = Some(dir.join("one-out").to_str().unwrap().into());
+    let mut t = Trainer::new(&gpu, single).unwrap();
+    t.fit(&mut Local, &one).unwrap();
+    let expected = one.take();
+    let at = |s: u64| {
+        expected
+            .iter()
+            .filter(|l| l.starts_with(&format!("step {s} ")))
+            .count()
+    };
+    assert_eq!((at(1), at(5)), (1, 1), "{expected:?}");
+    let kinds: Vec<&str> = expected
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "step",
+            "step",
+            "eval",
+            "checkpoint",
+            "step",
+            "step",
+            "eval",
+            "checkpoint",
+            "step",
+            "eval",
+            "checkpoint"
+        ]
+    );
+    drop(t);
+    let gpus = Gpu::open_n(None, 3).unwrap();
+    for zero in [0, 1, 2, 3] {
+        let rec = Recorder::new(dir.join(format!("zero{zero}")));
+        let mut cz = c.clone();
+        cz.out = Some(dir.join(format!("zero{zero}-out")).to_str().unwrap().into());
+        let options = DdpOptions {
+            zero,
+            ..DdpOptions::default()
+        };
+        ddp::train_observed(&gpus[..2], comms(2), &cz, &options, &rec).unwrap();
+        assert_eq!(
+            rec.take(),
+            expected,
+            "ZeRO {zero}: the records of one device"
+        );
+    }
+    // resume the step-2 checkpoint of the ZeRO 3 run: on one device (2 micro-batches) it
+    // continues as the unbroken run; on 3 ranks as one device with 3 micro-batches does
+    let mid = dir.join("zero3").join("at2.safetensors");
+    let later = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .filter(|l| !l.starts_with("checkpoint"))
+            .collect()
+    };
+    let tail = |micro: usize, layout: &str| -> Vec<String> {
+        let rec = Recorder::new(dir.join(format!("resumed-{layout}")));
+        let mut r = c.clone();
+        r.checkpoint_every = 0;
+        r.micro_batch_size = c.batch_size / micro;
+        let mut t = Trainer::new(&gpu, r).unwrap();
+        t.resume(&wgtrain::train::checkpoint::Checkpoint::load(&mid).unwrap())
+            .unwrap();
+        t.fit(&mut Local, &rec).unwrap();
+        later(rec.take())
+    };
+    let unbroken: Vec<String> = later(expected[4..].to_vec());
+    assert_eq!(tail(2, "one"), unbroken, "resumed on one device");
+    let rec = Recorder::new(dir.join("resumed-3"));
+    let mut r = c.clone();
+    r.checkpoint_every = 0;
+    let options = DdpOptions {
+        zero: 3,
+        resume: Some(mid.clone()),
+        ..DdpOptions::default()
+    };
+    ddp::train_observed(&gpus, comms(3), &r, &options, &rec).unwrap();
+    assert_eq!(later(rec.take()), tail(3, "one-3"), "resumed on 3 ranks");
 }
