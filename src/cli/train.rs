@@ -732,10 +732,6 @@ pub fn pipeline_setup(
     let options = wgtrain::parallel::pipeline::PipelineOptions {
         schedule,
         partition,
-        save: config
-            .out
-            .as_ref()
-            .map(|d| PathBuf::from(d).join(CHECKPOINT_FILE)),
         resume: args.resume.clone(),
     };
     Ok((gpus, options))
@@ -806,6 +802,7 @@ fn run_pipeline(
     let observer = RunObserver::new(metrics, config.steps, ckpt_step(args), true);
     let started = Instant::now();
     let r = pipeline::train_observed(&gpus, &config, &options, &observer);
+    let checkpoint = observer.checkpoint.lock().unwrap().clone();
     let mut metrics = observer.finish();
     let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
@@ -813,7 +810,6 @@ fn run_pipeline(
     let measured = r.bubble(last);
     let simulated = r.simulated(options.schedule, last).bubble();
     let ideal = options.schedule.ideal_bubble(p, m);
-    metrics.write("eval", super::observe::eval_json(config.steps, &r.eval))?;
     let mut end = end_json(
         config.steps,
         &r.eval,
@@ -884,8 +880,14 @@ fn run_pipeline(
             .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
         eprintln!("timeline: {}", path.display());
     }
-    if let Some(dir) = &out_dir {
-        eprintln!("checkpoint: {}", dir.join(CHECKPOINT_FILE).display());
+    report_outputs(checkpoint, &config);
+    if let Some(chart) = &args.plot {
+        let title = format!(
+            "{p} pipeline stages ({}) on {}",
+            options.schedule.name(),
+            config.data
+        );
+        write_run_chart(chart, &metrics, &title)?;
     }
     Ok(())
 }

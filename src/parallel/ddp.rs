@@ -477,23 +477,28 @@ impl Strategy for DataParallel<'_> {
         let (Some((names, owner)), Some(comm)) = (&self.owners, self.comm) else {
             return work(t);
         };
-        let (rank, ranks) = (self.rank, self.ranks);
-        let zero3 = self.zero >= 3;
-        let mut hooks = ZeroHooks::new(Some(comm), rank, ranks, t, owner, &self.buckets, zero3);
-        hooks.values_needed(t.gpu, &mut t.model.params_mut())?;
+        let start = Instant::now();
+        let gathered = match self.zero {
+            3.. => gather_values(comm, t, owner)?,
+            _ => vec![],
+        };
         let lent = match state {
-            true => gather_state(comm, t, names, owner)?,
+            true => gather_state(comm, t, owner, &|r, name| {
+                names
+                    .iter()
+                    .position(|n| n == name)
+                    .is_some_and(|i| owner[i] == r)
+            })?,
             false => vec![],
         };
+        self.clock += start.elapsed();
         let r = work(t);
         // the lent state and values go back even when the work failed
         t.optimizer.shed(&lent);
-        hooks.values_done(t.gpu, &mut t.model.params_mut())?;
-        let clock = hooks.clock;
-        self.clock += clock;
+        release_values(t, &gathered);
         r?;
         if state {
-            comm.barrier()?;
+            timed(&mut self.clock, || comm.barrier())?;
         }
         Ok(())
     }
@@ -1076,17 +1081,20 @@ pub fn plan_rank(
     Ok(ledger.memory())
 }
 
-/// ZeRO before a checkpoint: rank 0 receives every other rank's optimizer state and takes it
-/// over beside its own, so the checkpoint is whole (it resumes on any number of devices).
-/// Returns the names of the parameters whose state rank 0 took over (for
-/// [`crate::optim::Optimizer::shed`] after the write; none on the other ranks).
-fn gather_state(
+/// Before a checkpoint of a run whose optimizer state is spread over ranks (ZeRO, a
+/// pipeline's stages): rank 0 receives every other rank's optimizer state and takes over,
+/// beside its own, the state of each trainable parameter it does not hold (`held(rank, name)`:
+/// whether a rank keeps state for it), from `owner[i]` (the i-th trainable parameter's
+/// provider), so the checkpoint is whole (it resumes on any number of devices). Returns the
+/// names whose state rank 0 took over (for [`crate::optim::Optimizer::shed`] after the write;
+/// none on the other ranks).
+pub(super) fn gather_state(
     comm: &dyn Collective,
     t: &mut Trainer,
-    names: &[String],
     owner: &[usize],
+    held: &dyn Fn(usize, &str) -> bool,
 ) -> Result<Vec<String>> {
-    let (gpu, rank) = (t.gpu, comm.rank());
+    let gpu = t.gpu;
     let mut flat: Vec<f32> = vec![];
     for (_, slots) in t.optimizer.state() {
         for (_, s) in slots {
@@ -1096,36 +1104,130 @@ fn gather_state(
     let Some(all) = comm.gather(&flat, 0)? else {
         return Ok(vec![]);
     };
-    debug_assert_eq!(rank, 0);
-    // state tensors for everything rank 0 does not own, filled from the owners' data in the
-    // owners' order (their trainable parameters in model order, slots in optimizer order)
+    // state tensors for everything rank 0 does not hold, filled from their owners' data: a
+    // rank sends its state in its optimizer's order (the parameters it holds in model order,
+    // slots in optimizer order)
     let params = t.model.trainable_params();
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
     let theirs: Vec<&Param> = params
         .iter()
-        .zip(owner)
-        .filter(|(_, &o)| o != 0)
-        .map(|(p, _)| *p)
+        .filter(|p| !held(0, &p.name))
+        .copied()
         .collect();
     let extra =
         crate::optim::Optimizer::new(gpu, &t.config.optimizer, t.config.grad_clip, &theirs)?;
-    let mut offsets = vec![0usize; comm.size()];
+    let words = |name: &str| -> usize {
+        let slots = extra
+            .state()
+            .iter()
+            .chain(t.optimizer.state())
+            .find(|(n, _)| n == name)
+            .map(|(_, slots)| slots)
+            .expect("state for every trainable parameter on rank 0 or in the gathered part");
+        slots
+            .iter()
+            .map(|(_, s)| (s.bytes() as usize).div_ceil(4))
+            .sum()
+    };
     let mut lent = vec![];
     for (name, slots) in extra.state() {
         let i = names
             .iter()
             .position(|n| n == name)
-            .expect("a partitioned name");
+            .expect("a trainable name");
         let r = owner[i];
+        let mut offset: usize = names[..i]
+            .iter()
+            .filter(|n| held(r, n))
+            .map(|n| words(n))
+            .sum();
         for (_, s) in slots {
             let words = (s.bytes() as usize).div_ceil(4);
-            let data = &all[r][offsets[r]..offsets[r] + words];
-            let bytes: &[u8] = bytemuck::cast_slice(data);
+            let bytes: &[u8] = bytemuck::cast_slice(&all[r][offset..offset + words]);
             gpu.upload(s, &bytes[..s.bytes() as usize]);
-            offsets[r] += words;
+            offset += words;
         }
         lent.push(name.clone());
     }
     drop(params);
     t.optimizer.adopt(extra);
     Ok(lent)
+}
+
+/// Gathers onto every rank the values of the trainable parameters it does not hold (ZeRO 3, a
+/// pipeline's stages), each from `owner[i]` (the i-th trainable parameter's holder that sends
+/// it): one fused buffer (workspace), each owner's part one segment, all-gathered; every rank
+/// computes the same layout. Returns the names it swapped in, for [`release_values`].
+pub(super) fn gather_values(
+    comm: &dyn Collective,
+    t: &mut Trainer,
+    owner: &[usize],
+) -> Result<Vec<String>> {
+    let (gpu, rank) = (t.gpu, comm.rank());
+    let params = t.model.trainable_params();
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by_key(|&i| (owner[i], i));
+    let mut counts = vec![0; comm.size()];
+    for (i, p) in params.iter().enumerate() {
+        counts[owner[i]] += p.numel();
+    }
+    let fused = Tensor::empty(
+        gpu,
+        "gathered model",
+        &[counts.iter().sum::<usize>().max(1)],
+        DType::F32,
+        Category::Workspace,
+    )?;
+    let mut offsets = vec![0u64; params.len()];
+    let mut offset = 0;
+    for &i in &order {
+        offsets[i] = offset;
+        if owner[i] == rank {
+            gpu.copy_region(
+                params[i].value(),
+                0,
+                &fused,
+                offset,
+                4 * params[i].numel() as u64,
+            );
+        }
+        offset += 4 * params[i].numel() as u64;
+    }
+    let missing: Vec<(String, u64)> = params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.resident())
+        .map(|(i, p)| (p.name.clone(), offsets[i]))
+        .collect();
+    drop(params);
+    let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
+    host.truncate(counts.iter().sum());
+    comm.all_gather(&mut host, &counts)?;
+    if missing.is_empty() {
+        return Ok(vec![]);
+    }
+    gpu.upload(&fused, bytemuck::cast_slice(&host));
+    for p in t.model.params_mut() {
+        if let Some((_, offset)) = missing.iter().find(|(n, _)| *n == p.name) {
+            let v = Tensor::empty(
+                gpu,
+                &format!("{} (gathered)", p.name),
+                p.shape(),
+                DType::F32,
+                Category::Workspace,
+            )?;
+            gpu.copy_region(&fused, *offset, &v, 0, 4 * p.numel() as u64);
+            p.swap_value(Some(v));
+        }
+    }
+    Ok(missing.into_iter().map(|(n, _)| n).collect())
+}
+
+/// [`gather_values`] undone: the gathered values freed.
+pub(super) fn release_values(t: &mut Trainer, names: &[String]) {
+    for p in t.model.params_mut() {
+        if names.contains(&p.name) {
+            p.swap_value(None);
+        }
+    }
 }

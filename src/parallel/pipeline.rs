@@ -15,19 +15,19 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{own_norms, sharded_grad_norm};
+use super::ddp::{gather_state, gather_values, own_norms, release_values, sharded_grad_norm};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::gpt::{StageCache, StageOut, StageSpan};
+use crate::nn::Batch;
 use crate::nn::{zero_grads, NoHooks};
-use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
-use crate::train::{Observer, StepLog};
-use std::collections::{HashMap, HashSet};
+use crate::train::{Observer, Strategy};
+use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,6 @@ pub enum Partition {
 pub struct PipelineOptions {
     pub schedule: Schedule,
     pub partition: Partition,
-    /// The whole model's checkpoint, written at the end (resumes on one device).
-    pub save: Option<std::path::PathBuf>,
     /// Every stage resumes from this checkpoint (any run's: checkpoints are whole), taking its
     /// own parameters and their optimizer state.
     pub resume: Option<std::path::PathBuf>,
@@ -398,20 +396,6 @@ impl Links {
     }
 }
 
-struct StageResult {
-    losses: Vec<f32>,
-    params: Vec<(String, Vec<f32>)>,
-    state: HashMap<String, Vec<Vec<u8>>>,
-    memory: MemoryStats,
-    events: Vec<Event>,
-    link_bytes: u64,
-    step: u64,
-    optimizer_t: u64,
-    gamma: f32,
-    rng: [u64; 4],
-    run: String,
-}
-
 /// Trains `config.steps` steps with stage s on `gpus[s]`: `config.batch_size` split into
 /// micro-batches of `micro_batch_size` (m of them), run through the stages in
 /// `options.schedule`'s order. A stage's error stops every stage and is returned.
@@ -454,17 +438,7 @@ pub fn train_observed(
             .enumerate()
             .map(|(s, ((gpu, comm), links))| {
                 sc.spawn(move || {
-                    let r = run_stage(
-                        gpu,
-                        Some(&comm),
-                        config,
-                        plan,
-                        s,
-                        links,
-                        options,
-                        epoch,
-                        observer,
-                    );
+                    let r = run_stage(gpu, &comm, config, plan, s, links, options, epoch, observer);
                     if let Err(e) = &r {
                         comm.abort(&e.to_string());
                     }
@@ -495,16 +469,24 @@ pub fn train_observed(
     if let Some(e) = echo {
         return Err(e);
     }
-    let (eval, params) = whole_model(&gpus[0], config, &stages, options)?;
+    let first = stages.remove(0);
+    let mut memory = vec![first.memory];
+    let mut link_bytes = vec![first.link_bytes];
+    let mut events = first.events;
+    for r in stages {
+        memory.push(r.memory);
+        link_bytes.push(r.link_bytes);
+        events.extend(r.events);
+    }
     Ok(PipelineReport {
-        losses: stages[0].losses.clone(),
-        params,
+        losses: first.losses,
+        params: first.params,
         spans: plan.spans.clone(),
         micro_batches: plan.m,
-        memory: stages.iter().map(|r| r.memory).collect(),
-        link_bytes: stages.iter().map(|r| r.link_bytes).collect(),
-        events: stages.into_iter().flat_map(|r| r.events).collect(),
-        eval,
+        memory,
+        link_bytes,
+        events,
+        eval: first.eval.expect("the first stage evaluates"),
     })
 }
 
@@ -517,46 +499,50 @@ pub fn plan_memory(
 ) -> Result<Vec<MemoryStats>> {
     let p = gpus.len();
     let plan = plan(&gpus[0], config, p, &options.partition)?;
-    let mut one = config.clone();
-    one.steps = 1;
-    // one step from the start: a resume would begin past it (a checkpoint's values and state
-    // take the buffers a fresh stage has anyway)
-    let options = &PipelineOptions {
-        resume: None,
-        save: None,
-        ..options.clone()
-    };
     (0..p)
         .map(|s| {
             let ledger = gpus[s].ledger();
-            let r = run_stage(
+            let (mut t, mut stage) = setup(
                 &ledger,
                 None,
-                &one,
+                config,
                 &plan,
                 s,
                 Links::default(),
-                options,
+                options.schedule,
                 Instant::now(),
-                &(),
             )?;
-            Ok(r.memory)
+            t.step_on(&mut stage, false)?;
+            Ok(ledger.memory())
         })
         .collect()
 }
 
+/// What a stage's thread hands back.
+struct StageResult {
+    losses: Vec<f32>,
+    /// The whole model's parameters (the first stage's; empty elsewhere).
+    params: NamedValues,
+    memory: MemoryStats,
+    events: Vec<Event>,
+    link_bytes: u64,
+    /// The first stage's final evaluation.
+    eval: Option<EvalResult>,
+}
+
+/// One stage's trainer (a [`Shard`] of the model: the stage's parameters alone) and its
+/// strategy, over `comm` (None: a ledger twin's plan).
 #[allow(clippy::too_many_arguments)]
-fn run_stage(
-    gpu: &Gpu,
-    comm: Option<&dyn Collective>,
+fn setup<'g, 'c>(
+    gpu: &'g Gpu,
+    comm: Option<&'c dyn Collective>,
     config: &TrainConfig,
-    plan: &Plan,
+    plan: &'c Plan,
     s: usize,
-    mut links: Links,
-    options: &PipelineOptions,
+    links: Links,
+    schedule: Schedule,
     epoch: Instant,
-    observer: &(dyn Observer + Sync),
-) -> Result<StageResult> {
+) -> Result<(Trainer<'g>, Stage<'c>)> {
     let p = plan.spans.len();
     let span = &plan.spans[s];
     let shard = Shard {
@@ -564,14 +550,7 @@ fn run_stage(
         grads: true,
         values: true,
     };
-    let mut t = Trainer::with_shard(gpu, config.clone(), shard)?;
-    // every stage reads the checkpoint itself (a value it does not hold is checked and left)
-    if let Some(path) = &options.resume {
-        t.resume(&Checkpoint::load(path)?)?;
-    } else if let Some(init) = &config.init {
-        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
-    }
-    let order = actions(options.schedule, p, s, plan.m);
+    let t = Trainer::with_shard(gpu, config.clone(), shard)?;
     let parts = Tensor::zeros(
         gpu,
         "pipeline norm parts",
@@ -579,23 +558,111 @@ fn run_stage(
         Category::Workspace,
     )?;
     debug_assert_eq!(t.model.params()[0].name, "wte");
-    let wte_numel = t.model.params()[0].numel();
     let tied = p > 1 && t.model.params()[0].trainable() && (span.first || span.last);
-    let hidden: usize = plan.hidden.iter().product();
-    let mut losses = vec![];
-    let mut events = vec![];
-    let mut clock = Duration::ZERO;
-    let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
-    let mut interval = (Instant::now(), 0u64);
-    while t.step < config.steps {
-        let lr = t.config.lr_at(t.step);
-        let global = t.draw_batch();
-        let count = global.targets().max(1);
-        let micros = global.split(plan.micro);
+    let stage = Stage {
+        comm,
+        plan,
+        s,
+        links,
+        order: actions(schedule, p, s, plan.m),
+        parts,
+        tied,
+        events: vec![],
+        epoch,
+        clock: Duration::ZERO,
+    };
+    Ok((t, stage))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    config: &TrainConfig,
+    plan: &Plan,
+    s: usize,
+    links: Links,
+    options: &PipelineOptions,
+    epoch: Instant,
+    observer: &(dyn Observer + Sync),
+) -> Result<StageResult> {
+    let (mut t, mut stage) = setup(
+        gpu,
+        Some(comm),
+        config,
+        plan,
+        s,
+        links,
+        options.schedule,
+        epoch,
+    )?;
+    // every stage reads the checkpoint itself (a value it does not hold is checked and left)
+    if let Some(path) = &options.resume {
+        t.resume(&Checkpoint::load(path)?)?;
+    } else if let Some(init) = &config.init {
+        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+    }
+    let fit = t.fit(&mut stage, observer)?;
+    // the report's parameters: the whole model, on the first stage
+    let mut params = vec![];
+    stage.with_whole_model(&mut t, false, &mut |t| {
+        if s == 0 {
+            params = t
+                .model
+                .params()
+                .iter()
+                .map(|q| Ok((q.name.clone(), q.value().to_f32(t.gpu)?)))
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    })?;
+    Ok(StageResult {
+        losses: fit.losses.iter().map(|&(_, l)| l).collect(),
+        params,
+        memory: fit.memory,
+        events: stage.events,
+        link_bytes: stage.links.bytes,
+        eval: fit.eval,
+    })
+}
+
+/// A pipeline stage as a [`Strategy`] of the one training step: the step's micro-batches
+/// through the stage in the schedule's order (activations and their gradients to and from the
+/// neighbours over the host); after the flush the loss and the tied embedding's gradient summed
+/// over the stages, the norm from the stages' parts; each stage updates its own parameters.
+/// The first stage leads (reports, evaluates, writes the checkpoint) with the whole model
+/// gathered for the time it needs it.
+struct Stage<'a> {
+    /// None on a ledger twin (the plan): the same device work, no exchange.
+    comm: Option<&'a dyn Collective>,
+    plan: &'a Plan,
+    s: usize,
+    links: Links,
+    /// This stage's actions in a step, in order.
+    order: Vec<Action>,
+    /// A slot per trainable parameter for its squared gradient norm.
+    parts: Tensor,
+    /// Whether this stage holds a copy of the tied token embedding that trains.
+    tied: bool,
+    events: Vec<Event>,
+    epoch: Instant,
+    clock: Duration,
+}
+
+impl Strategy for Stage<'_> {
+    fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
+        let (gpu, plan, s) = (t.gpu, self.plan, self.s);
+        let span = &plan.spans[s];
+        let hidden: usize = plan.hidden.iter().product();
+        let micros = batch.split(plan.micro);
         zero_grads(gpu, &t.model.trainable_params());
         let scale = 1.0 / count as f32;
         let mut stage_losses: Vec<Tensor> = vec![];
         let seeds: Vec<u64> = (0..plan.m).map(|k| t.dropout_seed(k)).collect();
+        let step = t.step;
+        let epoch = self.epoch;
+        let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
+        let links = &mut self.links;
         {
             let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
             let batches = micros
@@ -606,7 +673,7 @@ fn run_stage(
             // LoRA adapters apply their dropout in training passes only (an error ends the run,
             // so it needs no reset)
             gpt.set_training(true);
-            for &a in &order {
+            for &a in &self.order {
                 // what the action waits for from a neighbour comes first: the wait is the
                 // bubble's, not the action's
                 let received = match a {
@@ -662,9 +729,9 @@ fn run_stage(
                         }
                     }
                 }
-                events.push(Event {
+                self.events.push(Event {
                     stage: s,
-                    step: t.step,
+                    step,
                     action: a,
                     start_ms: ms(start),
                     end_ms: ms(Instant::now()),
@@ -675,122 +742,82 @@ fn run_stage(
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;
         }
-        let mut loss = [if span.last { t.last_loss_sum()? } else { 0.0 }];
-        if let Some(comm) = comm {
+        Ok(())
+    }
+
+    fn reduce(&mut self, t: &mut Trainer) -> Result<Option<f32>> {
+        let gpu = t.gpu;
+        let last = self.plan.spans[self.s].last;
+        let mut loss = [if last { t.last_loss_sum()? } else { 0.0 }];
+        if let Some(comm) = self.comm {
+            let start = Instant::now();
             comm.all_reduce_sum(&mut loss)?;
             // the tied embedding: the first stage's share (embeddings) plus the last's (head),
             // every stage taking part (the middle ones with zeros)
-            if p > 1 && t.model.params()[0].trainable() {
+            if self.plan.spans.len() > 1 && t.model.params()[0].trainable() {
                 let wte = &t.model.params()[0];
-                let mut g = match tied {
+                let mut g = match self.tied {
                     true => wte.grad().to_f32(gpu)?,
-                    false => vec![0.0; wte_numel],
+                    false => vec![0.0; wte.numel()],
                 };
                 comm.all_reduce_sum(&mut g)?;
-                if tied {
+                if self.tied {
                     wte.grad().write_f32(gpu, &g);
                 }
             }
-            sharded_grad_norm(gpu, comm, &t, &plan.norm_owner, &parts, &mut clock)?;
-        } else {
-            // a ledger: the norm's device side only
-            own_norms(gpu, &t, &plan.norm_owner, s, &parts)?;
+            self.clock += start.elapsed();
         }
-        losses.push(loss[0] / count as f32);
         t.set_loss_sum(loss[0]);
-        t.update()?;
-        gpu.flush()?;
-        t.check_health()?;
-        interval.1 += 1;
-        let log = t.step % config.log_every == 0 || t.step == config.steps;
-        if s == 0 && comm.is_some() && log {
-            let secs = interval.0.elapsed().as_secs_f64();
-            let mut extra = serde_json::Map::new();
-            extra.insert("link_bytes".into(), links.bytes.into());
-            extra.insert("comm_ms".into(), (clock.as_secs_f64() * 1e3).into());
-            observer.observe(crate::train::Event::Step(&StepLog {
-                step: t.step,
-                loss: loss[0] / count as f32,
-                lr,
-                ms_per_step: 1e3 * secs / interval.1 as f64,
-                items_per_s: (t.items_per_step() as u64 * interval.1) as f64 / secs,
-                memory: gpu.memory(),
-                extra,
-            }))?;
-            interval = (Instant::now(), 0);
-        }
+        Ok(self.comm.map(|_| loss[0]))
     }
-    let memory = gpu.memory();
-    let params = t
-        .model
-        .params()
-        .iter()
-        .filter(|q| q.resident() && plan.own[s].contains(&q.name))
-        .map(|q| Ok((q.name.clone(), q.value().to_f32(gpu)?)))
-        .collect::<Result<_>>()?;
-    let mut state = HashMap::new();
-    for (name, slots) in t.optimizer.state() {
-        let bytes = slots
-            .iter()
-            .map(|(_, x)| gpu.read_bytes(x))
-            .collect::<Result<Vec<_>>>()?;
-        state.insert(name.clone(), bytes);
-    }
-    Ok(StageResult {
-        losses,
-        params,
-        state,
-        memory,
-        events,
-        link_bytes: links.bytes,
-        step: t.step,
-        optimizer_t: t.optimizer.t,
-        gamma: t.optimizer.gamma,
-        rng: t.rng.state(),
-        run: t.run.clone(),
-    })
-}
 
-/// The stages' parameters and optimizer state put together as one model on `gpu` (after the
-/// stages are gone): evaluated there, and saved as a whole checkpoint when asked.
-fn whole_model(
-    gpu: &Gpu,
-    config: &TrainConfig,
-    stages: &[StageResult],
-    options: &PipelineOptions,
-) -> Result<(EvalResult, NamedValues)> {
-    let mut whole = Trainer::new(gpu, config.clone())?;
-    let mut params = vec![];
-    for q in whole.model.params() {
-        // the first stage that holds it (the tied embedding's copies are equal)
-        let v = stages
-            .iter()
-            .find_map(|r| r.params.iter().find(|(n, _)| *n == q.name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no stage holds {}", q.name));
-        q.value().write_f32(gpu, &v);
-        params.push((q.name.clone(), v));
-    }
-    for (name, slots) in whole.optimizer.state() {
-        let theirs = stages
-            .iter()
-            .find_map(|r| r.state.get(name))
-            .unwrap_or_else(|| panic!("no stage holds the state of {name}"));
-        for ((_, x), bytes) in slots.iter().zip(theirs) {
-            gpu.upload(x, bytes);
+    fn grad_norm(&mut self, t: &mut Trainer) -> Result<()> {
+        let owner = &self.plan.norm_owner;
+        match self.comm {
+            Some(comm) => sharded_grad_norm(t.gpu, comm, t, owner, &self.parts, &mut self.clock),
+            // a ledger: the norm's device side only
+            None => own_norms(t.gpu, t, owner, self.s, &self.parts),
         }
     }
-    let first = &stages[0];
-    whole.step = first.step;
-    whole.optimizer.t = first.optimizer_t;
-    whole.optimizer.gamma = first.gamma;
-    whole.rng = Rng::from_state(first.rng);
-    whole.run = first.run.clone();
-    let eval = whole.evaluate()?;
-    if let Some(path) = &options.save {
-        whole.save(path)?;
+
+    fn lead(&self) -> bool {
+        self.s == 0
     }
-    Ok((eval, params))
+
+    fn with_whole_model(
+        &mut self,
+        t: &mut Trainer,
+        state: bool,
+        work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
+    ) -> Result<()> {
+        let Some(comm) = self.comm else {
+            return work(t);
+        };
+        let start = Instant::now();
+        let owner = &self.plan.norm_owner;
+        let gathered = gather_values(comm, t, owner)?;
+        let lent = match state {
+            true => gather_state(comm, t, owner, &|r, name| self.plan.own[r].contains(name))?,
+            false => vec![],
+        };
+        self.clock += start.elapsed();
+        let r = work(t);
+        // the lent state and values go back even when the work failed
+        t.optimizer.shed(&lent);
+        release_values(t, &gathered);
+        r?;
+        if state {
+            comm.barrier()?;
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("link_bytes".into(), self.links.bytes.into());
+        m.insert("comm_ms".into(), (self.clock.as_secs_f64() * 1e3).into());
+        m
+    }
 }
 
 #[cfg(test)]

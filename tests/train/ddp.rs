@@ -2,10 +2,11 @@
 //! model trained 5 steps on N ranks equals the same model on one device running the same global
 //! batch as N micro-batches.
 
+use crate::Recorder;
 use wgtrain::gpu::{DeviceOptions, Gpu};
 use wgtrain::parallel::ddp::{self, DdpOptions, Mode};
 use wgtrain::parallel::{Collective, InProcess};
-use wgtrain::train::{Event, Local, ModelKind, Observer, TrainConfig, Trainer, CHECKPOINT_FILE};
+use wgtrain::train::{Local, ModelKind, TrainConfig, Trainer, CHECKPOINT_FILE};
 
 fn comms(n: usize) -> Vec<Box<dyn Collective>> {
     InProcess::group(n)
@@ -449,45 +450,6 @@ fn each_ranks_planned_peaks_equal_its_measured_ones_to_the_byte() {
                 );
             }
         }
-    }
-}
-
-/// What `fit` reports on the lead rank, as lines (losses by their bits), keeping a copy of each
-/// checkpoint as it was when written.
-struct Recorder {
-    lines: std::sync::Mutex<Vec<String>>,
-    keep: std::path::PathBuf,
-}
-
-impl Recorder {
-    fn new(keep: std::path::PathBuf) -> Recorder {
-        std::fs::create_dir_all(&keep).unwrap();
-        Recorder {
-            lines: Default::default(),
-            keep,
-        }
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.lines.lock().unwrap())
-    }
-}
-
-impl Observer for Recorder {
-    fn observe(&self, event: Event<'_>) -> wgtrain::Result<()> {
-        let line = match event {
-            Event::Step(s) => format!("step {} loss {:08x}", s.step, s.loss.to_bits()),
-            Event::Eval { step, result } => {
-                format!("eval {step} loss {:08x}", result.loss.to_bits())
-            }
-            Event::Checkpoint { step, path, .. } => {
-                let copy = self.keep.join(format!("at{step}.safetensors"));
-                std::fs::copy(path, copy).unwrap();
-                format!("checkpoint {step}")
-            }
-        };
-        self.lines.lock().unwrap().push(line);
-        Ok(())
     }
 }
 

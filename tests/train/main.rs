@@ -56,6 +56,47 @@ impl Drop for TmpDir {
     }
 }
 
+/// What `fit` reports on the lead rank, as lines (losses by their bits), keeping a copy of each
+/// checkpoint as it was when written.
+pub struct Recorder {
+    lines: std::sync::Mutex<Vec<String>>,
+    keep: std::path::PathBuf,
+}
+
+impl Recorder {
+    pub fn new(keep: std::path::PathBuf) -> Recorder {
+        std::fs::create_dir_all(&keep).unwrap();
+        Recorder {
+            lines: Default::default(),
+            keep,
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.lines.lock().unwrap())
+    }
+}
+
+impl wgtrain::train::Observer for Recorder {
+    fn observe(&self, event: wgtrain::train::Event<'_>) -> wgtrain::Result<()> {
+        let line = match event {
+            wgtrain::train::Event::Step(s) => {
+                format!("step {} loss {:08x}", s.step, s.loss.to_bits())
+            }
+            wgtrain::train::Event::Eval { step, result } => {
+                format!("eval {step} loss {:08x}", result.loss.to_bits())
+            }
+            wgtrain::train::Event::Checkpoint { step, path, .. } => {
+                let copy = self.keep.join(format!("at{step}.safetensors"));
+                std::fs::copy(path, copy).unwrap();
+                format!("checkpoint {step}")
+            }
+        };
+        self.lines.lock().unwrap().push(line);
+        Ok(())
+    }
+}
+
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {

@@ -26,7 +26,6 @@ fn options(schedule: Schedule) -> PipelineOptions {
     PipelineOptions {
         schedule,
         partition: pipeline::Partition::Params,
-        save: None,
         resume: None,
     }
 }
@@ -186,4 +185,64 @@ fn lora_with_dropout_on_a_pipeline_equals_one_device_bit_for_bit() {
     let r = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
     assert_eq!(r.losses, losses);
     assert_eq!(r.params, params);
+}
+
+/// `eval_every` and `checkpoint_every` under a pipeline: the first stage evaluates and writes
+/// whole checkpoints mid-run with the stages' values gathered, the records equal one device's
+/// bit for bit (the tie frozen, as above), and the step-2 checkpoint resumes on one device as
+/// the unbroken run continues. (Before the one outer loop, a pipeline ignored both and built
+/// the whole model on the first device at the end.)
+#[test]
+fn a_pipeline_evaluates_and_checkpoints_mid_run_like_one_device() {
+    let dir = crate::TmpDir::new("pipeline-fit");
+    let mut c = gpt(4);
+    c.freeze = vec!["wte".into()];
+    c.steps = 4;
+    (c.log_every, c.eval_every, c.checkpoint_every) = (1, 2, 2);
+    let gpu = Gpu::new(None).unwrap();
+    let one = crate::Recorder::new(dir.join("one"));
+    let mut single = c.clone();
+    single.out = Some(dir.join("one-out").to_str().unwrap().into());
+    wgtrain::train::Trainer::new(&gpu, single)
+        .unwrap()
+        .fit(&mut wgtrain::train::Local, &one)
+        .unwrap();
+    let expected = one.take();
+    assert_eq!(expected.len(), 4 + 2 * 2, "{expected:?}");
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let rec = crate::Recorder::new(dir.join("piped"));
+    let mut piped = c.clone();
+    piped.out = Some(dir.join("piped-out").to_str().unwrap().into());
+    let r = pipeline::train_observed(&gpus, &piped, &options(Schedule::OneFOneB), &rec).unwrap();
+    assert_eq!(rec.take(), expected, "the pipeline's records");
+    // the final checkpoint and the report hold the whole model (gathered from both stages)
+    let whole = wgtrain::train::checkpoint::Checkpoint::load(
+        &dir.join("piped-out").join(wgtrain::train::CHECKPOINT_FILE),
+    )
+    .unwrap();
+    let mut resumed = c.clone();
+    resumed.checkpoint_every = 0;
+    let mut t = Trainer::new(&gpu, resumed).unwrap();
+    assert_eq!(r.params.len(), t.model.params().len());
+    for (name, v) in &r.params {
+        let (_, _, stored) = whole.tensors.get(name).unwrap_or_else(|| panic!("{name}"));
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(
+            &bytes, stored,
+            "{name}: the checkpoint holds the final values"
+        );
+    }
+    t.resume(
+        &wgtrain::train::checkpoint::Checkpoint::load(&dir.join("piped").join("at2.safetensors"))
+            .unwrap(),
+    )
+    .unwrap();
+    let again = crate::Recorder::new(dir.join("again"));
+    t.fit(&mut wgtrain::train::Local, &again).unwrap();
+    let unbroken: Vec<String> = expected[4..]
+        .iter()
+        .filter(|l| !l.starts_with("checkpoint"))
+        .cloned()
+        .collect();
+    assert_eq!(again.take(), unbroken, "resumed on one device");
 }
