@@ -1146,3 +1146,89 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
         fails_with(&args, &[why]);
     }
 }
+
+/// Every option means the same under one device, data parallel (ZeRO 3) and a pipeline:
+/// evaluations every `eval_every` steps, checkpoints every `checkpoint_every` steps, the LoRA
+/// adapter files beside the checkpoint, `--plot`, and one metrics schema (the final evaluation's
+/// fields and `mem_*` in the end record). Before the one outer loop, `--devices` and `--pipeline`
+/// skipped the mid-run evaluations and checkpoints, the adapter files and (pipeline) the chart,
+/// and reported the evaluation in three shapes.
+#[test]
+fn every_strategy_honours_the_same_run_options_and_writes_one_metrics_schema() {
+    let dir = tmp_dir("strategies");
+    let config = write(
+        &dir.join("c.json"),
+        r#"{"model": "gpt", "data": "addition", "steps": 4, "batch_size": 4,
+            "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "addition": {"test_size": 20},
+            "lora": {"r": 2, "alpha": 4.0, "targets": ["attn.qkv", "mlp.fc"]},
+            "gpt": {"block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16}}"#,
+    );
+    for (name, how) in [
+        ("one", &[][..]),
+        ("zero3", &["--devices", "2", "--zero", "3"][..]),
+        ("pipeline", &["--pipeline", "2"][..]),
+    ] {
+        let out = dir.join(name);
+        let metrics = dir.join(format!("{name}.jsonl"));
+        let chart = dir.join(format!("{name}.svg"));
+        let mut args = vec!["train", "--config", &config];
+        args.extend(how);
+        let (out_s, metrics_s, chart_s) = (
+            out.to_str().unwrap(),
+            metrics.to_str().unwrap(),
+            chart.to_str().unwrap(),
+        );
+        args.extend(["--out", out_s, "--metrics", metrics_s, "--plot", chart_s]);
+        let o = wgtrain(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{name}: {err}");
+        assert!(err.contains("step      2 | checkpoint"), "{name}: {err}");
+        assert!(err.contains("LoRA adapter:"), "{name}: {err}");
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |kind: &str| -> Vec<u64> {
+            events
+                .iter()
+                .filter(|e| e["event"] == kind)
+                .map(|e| e["step"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            of("step"),
+            [1, 2, 3, 4],
+            "{name}: a step record every log_every"
+        );
+        assert_eq!(of("eval"), [2, 4], "{name}: an evaluation every eval_every");
+        for e in events.iter().filter(|e| e["event"] == "step") {
+            assert!(
+                e["loss"].is_number() && e["tokens_per_s"].is_number(),
+                "{name}: {e}"
+            );
+            assert!(e["mem_peak_bytes"].is_number(), "{name}: {e}");
+        }
+        let end = events.last().unwrap();
+        assert_eq!(end["event"], "end", "{name}");
+        assert!(end["eval_loss"].is_number(), "{name}: {end}");
+        assert!(end["final_loss"].is_number(), "{name}: {end}");
+        assert!(
+            end["mem_peak_by_category"]["params"].as_u64().unwrap() > 0,
+            "{name}: {end}"
+        );
+        for file in [
+            "checkpoint.safetensors",
+            "adapter_model.safetensors",
+            "adapter_config.json",
+        ] {
+            assert!(out.join(file).is_file(), "{name}: {file}");
+        }
+        assert!(
+            std::fs::read_to_string(&chart)
+                .unwrap()
+                .contains("<polyline"),
+            "{name}: the chart"
+        );
+    }
+}
