@@ -442,7 +442,7 @@ impl Strategy for DataParallel<'_> {
                 };
                 timed(&mut self.clock, || comm.broadcast(&mut host, 0))?;
                 let keep = vec![rank != 0; members.len()];
-                unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
+                unpack_values(gpu, &host, &members, bucket, &keep);
             }
         }
         if let (Some((_, owner)), 1..=2) = (&self.owners, self.zero) {
@@ -458,7 +458,7 @@ impl Strategy for DataParallel<'_> {
                     comm.all_gather(&mut host, &buckets.segments[b])
                 })?;
                 let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
-                unpack(gpu, &host, &members, bucket, |p| p.value(), &keep);
+                unpack_values(gpu, &host, &members, bucket, &keep);
             }
         }
         Ok(())
@@ -849,6 +849,17 @@ fn unpack(
     }
 }
 
+/// [`unpack`] of values: each kept member's master value, then its half working copy rounded
+/// from it (mixed precision), as after an update on one device.
+fn unpack_values(gpu: &Gpu, host: &[f32], members: &[&Param], bucket: &Tensor, keep: &[bool]) {
+    unpack(gpu, host, members, bucket, |p| p.value(), keep);
+    for (p, &k) in members.iter().zip(keep) {
+        if k {
+            p.refresh_work(gpu);
+        }
+    }
+}
+
 /// The squared gradient norms of `rank`'s own parameters, each into its slot of `parts`.
 pub(super) fn own_norms(
     gpu: &Gpu,
@@ -947,13 +958,6 @@ fn setup<'g, 'c>(
     rank: usize,
 ) -> Result<(Trainer<'g>, DataParallel<'c>)> {
     let per_rank = rows_per_rank(config, options, ranks)?;
-    if config.precision != crate::train::config::Precision::Fp32 {
-        // the buckets and collectives move f32 gradients
-        return Err(Error::Config(format!(
-            "precision {} runs on one device for now (not with --devices)",
-            config.precision.as_str()
-        )));
-    }
     // ZeRO: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
     let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
         let ledger = gpu.ledger();
@@ -968,7 +972,7 @@ fn setup<'g, 'c>(
     let t = match &owners {
         // a parameter server's replica keeps no optimizer state
         None if options.mode == Mode::Dp && rank != 0 => {
-            Trainer::with_shard(gpu, config.clone(), Shard::default())?
+            Trainer::for_rank(gpu, config.clone(), Some(Shard::default()))?
         }
         Some((names, owner)) => {
             let own = names
@@ -978,9 +982,9 @@ fn setup<'g, 'c>(
                 .map(|(n, _)| n.clone())
                 .collect();
             let (grads, values) = (options.zero >= 2, options.zero >= 3);
-            Trainer::with_shard(gpu, config.clone(), Shard { own, grads, values })?
+            Trainer::for_rank(gpu, config.clone(), Some(Shard { own, grads, values }))?
         }
-        None => Trainer::new(gpu, config.clone())?,
+        None => Trainer::for_rank(gpu, config.clone(), None)?,
     };
     let trainable = t.model.trainable_params();
     let numels: Vec<usize> = trainable.iter().map(|p| p.numel()).collect();

@@ -550,7 +550,7 @@ fn setup<'g, 'c>(
         grads: true,
         values: true,
     };
-    let t = Trainer::with_shard(gpu, config.clone(), shard)?;
+    let t = Trainer::for_rank(gpu, config.clone(), Some(shard))?;
     let parts = Tensor::zeros(
         gpu,
         "pipeline norm parts",

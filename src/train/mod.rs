@@ -203,10 +203,14 @@ impl<'g> Trainer<'g> {
     }
 
     /// Validates the config, loads its data and builds the trainer.
-    fn loading(gpu: &'g Gpu, config: TrainConfig, shard: Option<Shard>) -> Result<Trainer<'g>> {
+    fn loading(
+        gpu: &'g Gpu,
+        config: TrainConfig,
+        rank: Option<Option<Shard>>,
+    ) -> Result<Trainer<'g>> {
         config.validate()?;
         let task = load_task(&config)?;
-        Self::build(gpu, config, task, shard)
+        Self::build(gpu, config, task, rank)
     }
 
     /// A trainer on data already loaded (`task` must be the config's kind of data).
@@ -214,27 +218,44 @@ impl<'g> Trainer<'g> {
         Self::build(gpu, config, task, None)
     }
 
-    /// A trainer that keeps only `shard` of the model states (ZeRO: each data-parallel rank
-    /// updates its shard and the ranks exchange the results).
-    pub fn with_shard(gpu: &'g Gpu, config: TrainConfig, shard: Shard) -> Result<Trainer<'g>> {
+    /// One rank (or pipeline stage) of a run over several devices, keeping `shard` of the model
+    /// states (ZeRO, a stage: each updates its own and the ranks exchange the results; None:
+    /// all of them). Its gradients are f32 whatever the precision: they are summed over the
+    /// ranks (on the host, in f32), as one device sums its micro-batches' gradients in f32
+    /// under mixed precision ([`TrainConfig::grad_dtype`]), so a run on n ranks equals one
+    /// device running the global batch as n micro-batches.
+    pub fn for_rank(
+        gpu: &'g Gpu,
+        config: TrainConfig,
+        shard: Option<Shard>,
+    ) -> Result<Trainer<'g>> {
         Self::loading(gpu, config, Some(shard))
     }
 
+    /// `rank`: None for a run on one device, Some(shard) for a rank of a parallel run.
     fn build(
         gpu: &'g Gpu,
         mut config: TrainConfig,
         task: Task,
-        shard: Option<Shard>,
+        rank: Option<Option<Shard>>,
     ) -> Result<Trainer<'g>> {
+        let grad_dtype = match rank {
+            Some(_) => DType::F32,
+            None => config.grad_dtype(),
+        };
+        let shard = rank.flatten();
         if config.model == ModelKind::Mlp {
             config.mlp.inputs = digits::FEATURES;
             config.mlp.classes = digits::CLASSES;
         }
         config.validate()?;
         let dtype = config.precision.dtype();
-        if dtype != DType::F32 && shard.is_some() {
+        if dtype != DType::F32 && shard.as_ref().is_some_and(|s| s.values) {
+            // a value gathered from its owner arrives as its f32 master, without the half
+            // working copy the layers read
             return Err(Error::Config(format!(
-                "precision {} runs on one device for now (not with ZeRO or a pipeline)",
+                "precision {} is not supported with ZeRO 3 or a pipeline yet (one device, \
+                 --devices with ZeRO 0-2 and --parallel dp run mixed precision)",
                 config.precision.as_str()
             )));
         }
@@ -268,7 +289,7 @@ impl<'g> Trainer<'g> {
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let model = compute_scope(dtype, || {
-            grad_dtype_scope(config.grad_dtype(), || match &shard {
+            grad_dtype_scope(grad_dtype, || match &shard {
                 Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config)),
                 _ => build_model(gpu, &config),
             })
