@@ -44,6 +44,9 @@ pub struct Param {
     /// rounded from the master after every update ([`Param::refresh_work`]).
     work: Option<Tensor>,
     shape: Vec<usize>,
+    /// The working precision the layers compute with (f32, or the half type under mixed
+    /// precision), known while the value lives elsewhere too.
+    compute: DType,
     /// Same shape as the value, in the working precision (f32, or the half type under mixed
     /// precision); None when frozen, or while the gradient lives elsewhere.
     pub grad: Option<Tensor>,
@@ -159,6 +162,7 @@ impl Param {
             value,
             work,
             shape: shape.to_vec(),
+            compute,
             frozen,
             grad: if frozen || elsewhere {
                 None
@@ -234,7 +238,7 @@ impl Param {
 
     /// The working precision: f32, or f16/bf16 under mixed precision.
     pub fn compute_dtype(&self) -> DType {
-        self.work.as_ref().map_or(DType::F32, |w| w.dtype())
+        self.compute
     }
 
     /// Records the rounding of the master value into the working copy (after an update or a
@@ -250,13 +254,32 @@ impl Param {
         self.value.is_some()
     }
 
-    /// Gives the parameter `value` (gathered from its owner, or None to free it), returning the
-    /// one it held.
-    pub fn swap_value(&mut self, value: Option<Tensor>) -> Option<Tensor> {
-        if let Some(v) = &value {
-            assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
-        }
-        std::mem::replace(&mut self.value, value)
+    /// Lends the parameter `value`, gathered from its owner (ZeRO 3, a pipeline's evaluation),
+    /// with its half working copy rounded from it under mixed precision (charged to workspace,
+    /// as the lent value is); None frees both.
+    pub fn lend_value(&mut self, gpu: &Gpu, value: Option<Tensor>) -> Result<()> {
+        debug_assert!(self.frozen || self.value.is_none() || value.is_none());
+        self.work = match &value {
+            Some(v) => {
+                assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
+                if self.compute == DType::F32 {
+                    None
+                } else {
+                    let w = Tensor::empty(
+                        gpu,
+                        &format!("{} (gathered, working copy)", self.name),
+                        &self.shape,
+                        self.compute,
+                        Category::Workspace,
+                    )?;
+                    crate::ops::cast::cast(gpu, v, &w);
+                    Some(w)
+                }
+            }
+            None => None,
+        };
+        self.value = value;
+        Ok(())
     }
 }
 
@@ -344,6 +367,14 @@ pub fn loss_scale_scope<T>(stats: std::sync::Arc<Tensor>, run: impl FnOnce() -> 
 
 /// The step stats holding the loss scale the model's loss gradient is multiplied by, when a
 /// scaled step is running in this thread (the models pass it to `softmax_xent_scaled`).
+/// [`loss_scale_scope`] when `stats` is given (a run with a loss scaler), else `run` alone.
+pub fn with_loss_scale<T>(stats: Option<std::sync::Arc<Tensor>>, run: impl FnOnce() -> T) -> T {
+    match stats {
+        Some(stats) => loss_scale_scope(stats, run),
+        None => run(),
+    }
+}
+
 pub(crate) fn loss_scale() -> Option<std::sync::Arc<Tensor>> {
     SCOPE.with(|s| s.borrow().loss_scale.clone())
 }

@@ -495,7 +495,7 @@ impl Strategy for DataParallel<'_> {
         let r = work(t);
         // the lent state and values go back even when the work failed
         t.optimizer.shed(&lent);
-        release_values(t, &gathered);
+        release_values(t, &gathered)?;
         r?;
         if state {
             timed(&mut self.clock, || comm.barrier())?;
@@ -744,20 +744,20 @@ impl StepHooks for ZeroHooks<'_> {
                     Category::Workspace,
                 )?;
                 gpu.copy_region(&fused, offset, &v, 0, bytes);
-                p.swap_value(Some(v));
+                p.lend_value(gpu, Some(v))?;
             }
             offset += bytes;
         }
         Ok(())
     }
 
-    fn values_done(&mut self, _gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
+    fn values_done(&mut self, gpu: &Gpu, group: &mut [&mut Param]) -> Result<()> {
         if !self.values {
             return Ok(());
         }
         for (k, i) in self.partitioned(group) {
             if self.owner[i] != self.rank {
-                group[k].swap_value(None);
+                group[k].lend_value(gpu, None)?;
             }
         }
         Ok(())
@@ -1221,17 +1221,19 @@ pub(super) fn gather_values(
                 Category::Workspace,
             )?;
             gpu.copy_region(&fused, *offset, &v, 0, 4 * p.numel() as u64);
-            p.swap_value(Some(v));
+            p.lend_value(gpu, Some(v))?;
         }
     }
     Ok(missing.into_iter().map(|(n, _)| n).collect())
 }
 
 /// [`gather_values`] undone: the gathered values freed.
-pub(super) fn release_values(t: &mut Trainer, names: &[String]) {
+pub(super) fn release_values(t: &mut Trainer, names: &[String]) -> Result<()> {
+    let gpu = t.gpu;
     for p in t.model.params_mut() {
         if names.contains(&p.name) {
-            p.swap_value(None);
+            p.lend_value(gpu, None)?;
         }
     }
+    Ok(())
 }

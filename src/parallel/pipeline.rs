@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::gpt::{StageCache, StageOut, StageSpan};
 use crate::nn::Batch;
-use crate::nn::{zero_grads, NoHooks};
+use crate::nn::{compute_scope, with_loss_scale, zero_grads, NoHooks};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
@@ -363,33 +363,35 @@ pub fn stages(
 }
 
 /// A stage's neighbours: activations from the previous stage and to the next, gradients the
-/// other way. None on a ledger (the plan), where a received buffer is zeros.
+/// other way, as the bytes of the model's working precision (half under mixed precision). None
+/// on a ledger (the plan), where a received buffer is zeros.
 #[derive(Default)]
 struct Links {
-    from_prev: Option<Receiver<Vec<f32>>>,
-    to_next: Option<Sender<Vec<f32>>>,
-    from_next: Option<Receiver<Vec<f32>>>,
-    to_prev: Option<Sender<Vec<f32>>>,
+    from_prev: Option<Receiver<Vec<u8>>>,
+    to_next: Option<Sender<Vec<u8>>>,
+    from_next: Option<Receiver<Vec<u8>>>,
+    to_prev: Option<Sender<Vec<u8>>>,
     bytes: u64,
 }
 
 const ANOTHER: &str = "another stage failed";
 
 impl Links {
-    fn recv(rx: &Option<Receiver<Vec<f32>>>, numel: usize, bytes: &mut u64) -> Result<Vec<f32>> {
+    /// A buffer of `size` bytes from a neighbour (zeros on a ledger).
+    fn recv(rx: &Option<Receiver<Vec<u8>>>, size: usize, bytes: &mut u64) -> Result<Vec<u8>> {
         match rx {
-            None => Ok(vec![0.0; numel]),
+            None => Ok(vec![0; size]),
             Some(rx) => {
                 let v = rx.recv().map_err(|_| Error::Device(ANOTHER.into()))?;
-                *bytes += 4 * v.len() as u64;
+                *bytes += v.len() as u64;
                 Ok(v)
             }
         }
     }
 
-    fn send(tx: &Option<Sender<Vec<f32>>>, v: Vec<f32>, bytes: &mut u64) -> Result<()> {
+    fn send(tx: &Option<Sender<Vec<u8>>>, v: Vec<u8>, bytes: &mut u64) -> Result<()> {
         if let Some(tx) = tx {
-            *bytes += 4 * v.len() as u64;
+            *bytes += v.len() as u64;
             tx.send(v).map_err(|_| Error::Device(ANOTHER.into()))?;
         }
         Ok(())
@@ -653,7 +655,9 @@ impl Strategy for Stage<'_> {
     fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
         let (gpu, plan, s) = (t.gpu, self.plan, self.s);
         let span = &plan.spans[s];
-        let hidden: usize = plan.hidden.iter().product();
+        // a stage's output and its gradient, in the working precision
+        let dtype = t.model.compute_dtype();
+        let hidden = dtype.bytes_for(plan.hidden.iter().product()) as usize;
         let micros = batch.split(plan.micro);
         zero_grads(gpu, &t.model.trainable_params());
         let scale = 1.0 / count as f32;
@@ -663,82 +667,96 @@ impl Strategy for Stage<'_> {
         let epoch = self.epoch;
         let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
         let links = &mut self.links;
-        {
-            let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
-            let batches = micros
-                .iter()
-                .map(|b| gpt.upload(gpu, b))
-                .collect::<Result<Vec<_>>>()?;
-            let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
-            // LoRA adapters apply their dropout in training passes only (an error ends the run,
-            // so it needs no reset)
-            gpt.set_training(true);
-            for &a in &self.order {
-                // what the action waits for from a neighbour comes first: the wait is the
-                // bubble's, not the action's
-                let received = match a {
-                    Action::Forward(_) if !span.first => {
-                        Some(Links::recv(&links.from_prev, hidden, &mut links.bytes)?)
-                    }
-                    Action::Backward(_) if !span.last => {
-                        Some(Links::recv(&links.from_next, hidden, &mut links.bytes)?)
-                    }
-                    _ => None,
-                };
-                let start = Instant::now();
-                // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
-                crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
-                let upload = |v: Vec<f32>, name: &str| {
-                    Tensor::from_f32(gpu, name, &plan.hidden, &v, Category::Activations)
-                };
-                match a {
-                    Action::Forward(j) => {
-                        let input = received.map(|v| upload(v, "stage input")).transpose()?;
-                        let (out, cache) =
-                            gpt.stage_forward(gpu, span, &batches[j], input, scale, &mut NoHooks)?;
-                        match out {
-                            StageOut::Hidden(h) => {
-                                let v = h.to_f32(gpu)?;
-                                Links::send(&links.to_next, v, &mut links.bytes)?;
+        let loss_scale = t.loss_scale();
+        // the passes as one device runs them: in the working precision, the loss scaled
+        compute_scope(dtype, || {
+            with_loss_scale(loss_scale, || -> Result<()> {
+                let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
+                let batches = micros
+                    .iter()
+                    .map(|b| gpt.upload(gpu, b))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
+                // LoRA adapters apply their dropout in training passes only (an error ends the run,
+                // so it needs no reset)
+                gpt.set_training(true);
+                for &a in &self.order {
+                    // what the action waits for from a neighbour comes first: the wait is the
+                    // bubble's, not the action's
+                    let received = match a {
+                        Action::Forward(_) if !span.first => {
+                            Some(Links::recv(&links.from_prev, hidden, &mut links.bytes)?)
+                        }
+                        Action::Backward(_) if !span.last => {
+                            Some(Links::recv(&links.from_next, hidden, &mut links.bytes)?)
+                        }
+                        _ => None,
+                    };
+                    let start = Instant::now();
+                    // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
+                    crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
+                    let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
+                        let x =
+                            Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
+                        gpu.upload(&x, &v);
+                        Ok(x)
+                    };
+                    match a {
+                        Action::Forward(j) => {
+                            let input = received.map(|v| upload(v, "stage input")).transpose()?;
+                            let (out, cache) = gpt.stage_forward(
+                                gpu,
+                                span,
+                                &batches[j],
+                                input,
+                                scale,
+                                &mut NoHooks,
+                            )?;
+                            match out {
+                                StageOut::Hidden(h) => {
+                                    let v = gpu.read_bytes(&h)?;
+                                    Links::send(&links.to_next, v, &mut links.bytes)?;
+                                }
+                                StageOut::Losses(l) => {
+                                    gpu.sync()?;
+                                    stage_losses.push(l);
+                                }
                             }
-                            StageOut::Losses(l) => {
-                                gpu.sync()?;
-                                stage_losses.push(l);
+                            caches[j] = Some(cache);
+                        }
+                        Action::Backward(j) => {
+                            let dout = received
+                                .map(|v| upload(v, "stage output grad"))
+                                .transpose()?;
+                            let cache = caches[j].take().expect("a forward before its backward");
+                            match gpt.stage_backward(
+                                gpu,
+                                span,
+                                &batches[j],
+                                cache,
+                                dout,
+                                &mut NoHooks,
+                            )? {
+                                Some(dx) => {
+                                    let v = gpu.read_bytes(&dx)?;
+                                    Links::send(&links.to_prev, v, &mut links.bytes)?;
+                                }
+                                None => gpu.sync()?,
                             }
                         }
-                        caches[j] = Some(cache);
                     }
-                    Action::Backward(j) => {
-                        let dout = received
-                            .map(|v| upload(v, "stage output grad"))
-                            .transpose()?;
-                        let cache = caches[j].take().expect("a forward before its backward");
-                        match gpt.stage_backward(
-                            gpu,
-                            span,
-                            &batches[j],
-                            cache,
-                            dout,
-                            &mut NoHooks,
-                        )? {
-                            Some(dx) => {
-                                let v = dx.to_f32(gpu)?;
-                                Links::send(&links.to_prev, v, &mut links.bytes)?;
-                            }
-                            None => gpu.sync()?,
-                        }
-                    }
+                    self.events.push(Event {
+                        stage: s,
+                        step,
+                        action: a,
+                        start_ms: ms(start),
+                        end_ms: ms(Instant::now()),
+                    });
                 }
-                self.events.push(Event {
-                    stage: s,
-                    step,
-                    action: a,
-                    start_ms: ms(start),
-                    end_ms: ms(Instant::now()),
-                });
-            }
-            gpt.set_training(false);
-        }
+                gpt.set_training(false);
+                Ok(())
+            })
+        })?;
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;
         }
@@ -804,7 +822,7 @@ impl Strategy for Stage<'_> {
         let r = work(t);
         // the lent state and values go back even when the work failed
         t.optimizer.shed(&lent);
-        release_values(t, &gathered);
+        release_values(t, &gathered)?;
         r?;
         if state {
             comm.barrier()?;

@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
-    compute_scope, frozen_scope, grad_dtype_scope, loss_scale_scope, shard_scope, zero_grads,
-    Batch, Gpt, Mlp, Model, NoHooks, StepHooks,
+    compute_scope, frozen_scope, grad_dtype_scope, shard_scope, with_loss_scale, zero_grads, Batch,
+    Gpt, Mlp, Model, NoHooks, StepHooks,
 };
 use crate::ops::reduce::{reduce, reduce_all, Reduction};
 use crate::optim::guard::{self, Health};
@@ -250,15 +250,6 @@ impl<'g> Trainer<'g> {
         }
         config.validate()?;
         let dtype = config.precision.dtype();
-        if dtype != DType::F32 && shard.as_ref().is_some_and(|s| s.values) {
-            // a value gathered from its owner arrives as its f32 master, without the half
-            // working copy the layers read
-            return Err(Error::Config(format!(
-                "precision {} is not supported with ZeRO 3 or a pipeline yet (one device, \
-                 --devices with ZeRO 0-2 and --parallel dp run mixed precision)",
-                config.precision.as_str()
-            )));
-        }
         if dtype == DType::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
             return Err(Error::Config(format!(
                 "precision fp16 needs the adapter feature SHADER_F16, which {} does not offer; \
@@ -354,15 +345,18 @@ impl<'g> Trainer<'g> {
             let seed = self.dropout_seed(k);
             self.model.set_dropout_seed(seed);
             let scale = 1.0 / count as f32;
-            let losses = match self.config.scaler() {
-                Some(_) => loss_scale_scope(self.stats.clone(), || {
-                    self.model.forward_backward(gpu, micro, scale, hooks)
-                })?,
-                None => self.model.forward_backward(gpu, micro, scale, hooks)?,
-            };
+            let losses = with_loss_scale(self.loss_scale(), || {
+                self.model.forward_backward(gpu, micro, scale, hooks)
+            })?;
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
         Ok(())
+    }
+
+    /// The step stats whose loss scale a backward multiplies the loss gradient by, under a
+    /// loss scaler (for [`crate::nn::with_loss_scale`]; None without one).
+    pub fn loss_scale(&self) -> Option<Arc<Tensor>> {
+        self.config.scaler().map(|_| self.stats.clone())
     }
 
     /// The dropout seed of this step's micro-batch `k`: from the run's seed, the step and the

@@ -246,3 +246,48 @@ fn a_pipeline_evaluates_and_checkpoints_mid_run_like_one_device() {
         .collect();
     assert_eq!(again.take(), unbroken, "resumed on one device");
 }
+
+/// Mixed precision through a pipeline: bf16 and fp16 (the loss scaler on every stage, deciding
+/// alike from the summed loss and norm) on 2 stages equal one device accumulating the same
+/// micro-batches bit for bit (the tie frozen, as above): the links carry the half activations
+/// and their gradients as they are, the stages' gradients are f32 (as one device's are over
+/// several micro-batches), and the evaluation's gathered values get their working copies.
+#[test]
+fn mixed_precision_on_a_pipeline_equals_one_device_bit_for_bit() {
+    use wgtrain::train::config::Precision;
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    let f16 = gpus[0].features().contains(wgpu::Features::SHADER_F16);
+    let mut c = gpt(4);
+    c.freeze = vec!["wte".into()];
+    let fp32 = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
+    for precision in [Precision::Bf16, Precision::Fp16] {
+        if precision == Precision::Fp16 && !f16 {
+            continue;
+        }
+        c.precision = precision;
+        let (losses, params) = one_device(&c);
+        let gpu = Gpu::new(None).unwrap();
+        let eval = Trainer::new(&gpu, c.clone())
+            .and_then(|mut t| {
+                for _ in 0..c.steps {
+                    t.train_step(false)?;
+                }
+                t.evaluate()
+            })
+            .unwrap();
+        let r = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
+        assert_eq!(r.losses, losses, "{precision:?}: losses");
+        assert_eq!(r.params, params, "{precision:?}: parameters");
+        assert_eq!(
+            r.eval.loss.to_bits(),
+            eval.loss.to_bits(),
+            "{precision:?}: eval"
+        );
+        // half activations and gradients on the links: half the bytes fp32 moves
+        assert_eq!(
+            r.link_bytes.iter().map(|b| 2 * b).collect::<Vec<_>>(),
+            fp32.link_bytes,
+            "{precision:?}: link bytes"
+        );
+    }
+}
