@@ -373,17 +373,19 @@ impl Strategy for DataParallel<'_> {
     }
 
     fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
+        // this rank's micro-batches are the global batch's from number `first` on
+        let first = self.rank * self.per_rank.div_ceil(t.config.micro_batch());
         match (self.zero, &self.owners) {
             (2.., Some((_, owner))) => {
                 let values = self.zero >= 3;
                 let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
                 let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, &self.buckets, values);
-                t.forward_backward_scaled(batch, count, &mut hooks)?;
+                t.forward_backward_scaled(batch, count, first, &mut hooks)?;
                 let clock = hooks.finish(t.model.as_mut());
                 self.clock += clock;
                 Ok(())
             }
-            _ => t.forward_backward_scaled(batch, count, &mut NoHooks),
+            _ => t.forward_backward_scaled(batch, count, first, &mut NoHooks),
         }
     }
 
@@ -474,16 +476,17 @@ impl Strategy for DataParallel<'_> {
         state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        let (Some((names, owner)), Some(comm)) = (&self.owners, self.comm) else {
+        let Some((names, owner)) = &self.owners else {
             return work(t);
         };
+        let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
         let start = Instant::now();
         let gathered = match self.zero {
-            3.. => gather_values(comm, t, owner)?,
+            3.. => gather_values(comm, (rank, ranks), t, owner)?,
             _ => vec![],
         };
         let lent = match state {
-            true => gather_state(comm, t, owner, &|r, name| {
+            true => gather_state(comm, rank, t, owner, &|r, name| {
                 names
                     .iter()
                     .position(|n| n == name)
@@ -497,7 +500,7 @@ impl Strategy for DataParallel<'_> {
         t.optimizer.shed(&lent);
         release_values(t, &gathered)?;
         r?;
-        if state {
+        if let (true, Some(comm)) = (state, comm) {
             timed(&mut self.clock, || comm.barrier())?;
         }
         Ok(())
@@ -1059,9 +1062,10 @@ fn check_options(options: &DdpOptions) -> Result<()> {
 }
 
 /// Predicts each rank's peak memory for [`train`] on `gpus` (rank r on `gpus[r]`): every rank's
-/// set-up and one step (its slice of the batch, the buckets, its optimizer shard) on a ledger
-/// twin, as the planner does for one device; the collectives move host data only and allocate
-/// nothing on a device, so they are left out.
+/// set-up, one step (its slice of the batch, the buckets, its optimizer shard), the evaluation
+/// and the checkpoint ([`Trainer::rehearse`]) on a ledger twin, as the planner does for one
+/// device; the collectives move host data only and allocate nothing on a device, so they are
+/// left out.
 pub fn plan(gpus: &[Gpu], config: &TrainConfig, options: &DdpOptions) -> Result<Vec<MemoryStats>> {
     let ranks = gpus.len();
     (0..ranks)
@@ -1081,8 +1085,7 @@ pub fn plan_rank(
     let ledger = gpu.ledger();
     // the bucket buffers stay live through the step, as in a run
     let (mut t, mut strategy) = setup(&ledger, None, config, options, ranks, rank)?;
-    t.step_on(&mut strategy, false)?;
-    Ok(ledger.memory())
+    t.rehearse(&mut strategy)
 }
 
 /// Before a checkpoint of a run whose optimizer state is spread over ranks (ZeRO, a
@@ -1092,21 +1095,32 @@ pub fn plan_rank(
 /// provider), so the checkpoint is whole (it resumes on any number of devices). Returns the
 /// names whose state rank 0 took over (for [`crate::optim::Optimizer::shed`] after the write;
 /// none on the other ranks).
+///
+/// On a ledger twin (`comm` None, the plan) rank 0 allocates the state it would take over and
+/// nothing moves.
 pub(super) fn gather_state(
-    comm: &dyn Collective,
+    comm: Option<&dyn Collective>,
+    rank: usize,
     t: &mut Trainer,
     owner: &[usize],
     held: &dyn Fn(usize, &str) -> bool,
 ) -> Result<Vec<String>> {
     let gpu = t.gpu;
-    let mut flat: Vec<f32> = vec![];
-    for (_, slots) in t.optimizer.state() {
-        for (_, s) in slots {
-            flat.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&gpu.read_bytes(s)?));
+    let all = match comm {
+        Some(comm) => {
+            let mut flat: Vec<f32> = vec![];
+            for (_, slots) in t.optimizer.state() {
+                for (_, s) in slots {
+                    flat.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&gpu.read_bytes(s)?));
+                }
+            }
+            match comm.gather(&flat, 0)? {
+                Some(all) => Some(all),
+                None => return Ok(vec![]),
+            }
         }
-    }
-    let Some(all) = comm.gather(&flat, 0)? else {
-        return Ok(vec![]);
+        None if rank == 0 => None,
+        None => return Ok(vec![]),
     };
     // state tensors for everything rank 0 does not hold, filled from their owners' data: a
     // rank sends its state in its optimizer's order (the parameters it holds in model order,
@@ -1135,6 +1149,8 @@ pub(super) fn gather_state(
     };
     let mut lent = vec![];
     for (name, slots) in extra.state() {
+        lent.push(name.clone());
+        let Some(all) = &all else { continue };
         let i = names
             .iter()
             .position(|n| n == name)
@@ -1151,7 +1167,6 @@ pub(super) fn gather_state(
             gpu.upload(s, &bytes[..s.bytes() as usize]);
             offset += words;
         }
-        lent.push(name.clone());
     }
     drop(params);
     t.optimizer.adopt(extra);
@@ -1161,17 +1176,19 @@ pub(super) fn gather_state(
 /// Gathers onto every rank the values of the trainable parameters it does not hold (ZeRO 3, a
 /// pipeline's stages), each from `owner[i]` (the i-th trainable parameter's holder that sends
 /// it): one fused buffer (workspace), each owner's part one segment, all-gathered; every rank
-/// computes the same layout. Returns the names it swapped in, for [`release_values`].
+/// computes the same layout. Returns the names it swapped in, for [`release_values`]. On a
+/// ledger twin (`comm` None, the plan) the same buffers, nothing moved.
 pub(super) fn gather_values(
-    comm: &dyn Collective,
+    comm: Option<&dyn Collective>,
+    (rank, ranks): (usize, usize),
     t: &mut Trainer,
     owner: &[usize],
 ) -> Result<Vec<String>> {
-    let (gpu, rank) = (t.gpu, comm.rank());
+    let gpu = t.gpu;
     let params = t.model.trainable_params();
     let mut order: Vec<usize> = (0..params.len()).collect();
     order.sort_by_key(|&i| (owner[i], i));
-    let mut counts = vec![0; comm.size()];
+    let mut counts = vec![0; ranks];
     for (i, p) in params.iter().enumerate() {
         counts[owner[i]] += p.numel();
     }
@@ -1206,7 +1223,9 @@ pub(super) fn gather_values(
     drop(params);
     let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
     host.truncate(counts.iter().sum());
-    comm.all_gather(&mut host, &counts)?;
+    if let Some(comm) = comm {
+        comm.all_gather(&mut host, &counts)?;
+    }
     if missing.is_empty() {
         return Ok(vec![]);
     }

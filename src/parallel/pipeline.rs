@@ -492,8 +492,9 @@ pub fn train_observed(
     })
 }
 
-/// Predicts each stage's peak memory: every stage's set-up and one step (its schedule's
-/// actions in order, the received activations zeros) on a ledger twin of its device.
+/// Predicts each stage's peak memory: every stage's set-up, one step (its schedule's actions
+/// in order, the received activations zeros), the evaluation and the checkpoint
+/// ([`Trainer::rehearse`]) on a ledger twin of its device.
 pub fn plan_memory(
     gpus: &[Gpu],
     config: &TrainConfig,
@@ -514,8 +515,7 @@ pub fn plan_memory(
                 options.schedule,
                 Instant::now(),
             )?;
-            t.step_on(&mut stage, false)?;
-            Ok(ledger.memory())
+            t.rehearse(&mut stage)
         })
         .collect()
 }
@@ -808,14 +808,14 @@ impl Strategy for Stage<'_> {
         state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        let Some(comm) = self.comm else {
-            return work(t);
-        };
+        let (comm, s, p) = (self.comm, self.s, self.plan.spans.len());
         let start = Instant::now();
         let owner = &self.plan.norm_owner;
-        let gathered = gather_values(comm, t, owner)?;
+        let gathered = gather_values(comm, (s, p), t, owner)?;
         let lent = match state {
-            true => gather_state(comm, t, owner, &|r, name| self.plan.own[r].contains(name))?,
+            true => gather_state(comm, s, t, owner, &|r, name| {
+                self.plan.own[r].contains(name)
+            })?,
             false => vec![],
         };
         self.clock += start.elapsed();
@@ -824,7 +824,7 @@ impl Strategy for Stage<'_> {
         t.optimizer.shed(&lent);
         release_values(t, &gathered)?;
         r?;
-        if state {
+        if let (true, Some(comm)) = (state, comm) {
             comm.barrier()?;
         }
         Ok(())

@@ -31,7 +31,7 @@ pub trait Strategy {
     /// Forward and backward of `batch`, each loss scaled by 1/`count` (the targets of the
     /// global batch); gradients accumulate over the micro-batches.
     fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
-        t.forward_backward_scaled(batch, count, &mut NoHooks)
+        t.forward_backward_scaled(batch, count, 0, &mut NoHooks)
     }
 
     /// After the backward: the gradients made global (an all-reduce, a reduce-scatter), and
@@ -134,7 +134,7 @@ pub struct FitReport {
     pub losses: Vec<(u64, f32)>,
     /// The final evaluation (the lead's; None on the other ranks).
     pub eval: Option<EvalResult>,
-    /// This rank's memory after the last training step, before the final evaluation.
+    /// This rank's memory at the end of the run (the final evaluation and checkpoint included).
     pub memory: MemoryStats,
     /// The final checkpoint, when the config has an output directory.
     pub checkpoint: Option<PathBuf>,
@@ -164,6 +164,19 @@ impl Trainer<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// A run's peaks on a ledger twin (the planner): one step under `strategy`, the
+    /// evaluation, and the checkpoint when the config has an output directory, as
+    /// [`Trainer::fit`] runs them (a ledger writes no file).
+    pub fn rehearse(&mut self, strategy: &mut dyn Strategy) -> Result<MemoryStats> {
+        debug_assert!(self.gpu.is_ledger(), "a rehearsal runs on a ledger twin");
+        self.step_on(strategy, false)?;
+        self.evaluate_on(strategy)?;
+        if let Some(dir) = self.config.out.clone() {
+            self.checkpoint_on(strategy, &Path::new(&dir).join(CHECKPOINT_FILE), &())?;
+        }
+        Ok(self.gpu.memory())
     }
 
     /// One optimizer step on one device ([`Trainer::step_on`] with [`Local`]).
@@ -227,7 +240,6 @@ impl Trainer<'_> {
             }
         }
         self.check_health()?;
-        let memory = self.gpu.memory();
         let eval = self.evaluate_on(strategy)?;
         if let Some(r) = &eval {
             observer.observe(Event::Eval {
@@ -238,6 +250,7 @@ impl Trainer<'_> {
         if let Some(path) = &checkpoint {
             self.checkpoint_on(strategy, path, observer)?;
         }
+        let memory = self.gpu.memory();
         Ok(FitReport {
             losses,
             eval,
@@ -273,14 +286,17 @@ impl Trainer<'_> {
         let mut adapter_bytes = None;
         strategy.with_whole_model(self, true, &mut |t| {
             if lead {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(dir) = dir.filter(|_| !t.gpu.is_ledger()) {
                     std::fs::create_dir_all(dir).map_err(|error| crate::Error::Io {
                         path: dir.to_path_buf(),
                         error,
                     })?;
                 }
                 t.save(path)?;
-                if let (Some(lora), Some(dir)) = (&t.config.lora, path.parent()) {
+                if let (Some(lora), Some(dir), false) =
+                    (&t.config.lora, path.parent(), t.gpu.is_ledger())
+                {
                     let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
                     adapter_bytes = Some(super::adapter::save(
                         t.gpu,

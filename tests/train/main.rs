@@ -10,6 +10,7 @@ mod ddp;
 mod devices;
 mod gradients;
 mod lora;
+mod matrix;
 mod memory;
 mod mixed;
 #[cfg(feature = "mpi")]
