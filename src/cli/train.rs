@@ -689,28 +689,31 @@ pub fn pipeline_setup(
     }
     if args.zero > 0 || args.parallel.is_some() {
         bail!(
-            "--pipeline splits the model over devices; it does not combine with --parallel or \
-             --zero"
+            "--pipeline's replicas (--devices P×R) run DDP; --parallel and --zero do not \
+             combine with --pipeline yet"
         );
     }
     let gpus = match &args.devices {
         Some(spec) => open_devices(adapter, spec)?,
         None => Gpu::open_n(adapter, p)?,
     };
-    if gpus.len() != p {
+    if gpus.len() % p != 0 {
         bail!(
-            "--pipeline {p} needs {p} devices; --devices names {}",
+            "--pipeline {p} needs {p} devices, or a multiple of {p} (stages × data-parallel \
+             replicas); --devices names {}",
             gpus.len()
         );
     }
+    let replicas = gpus.len() / p;
     if config.micro_batch_size == 0 {
-        if config.batch_size % p != 0 {
+        if config.batch_size % (p * replicas) != 0 {
             bail!(
-                "batch_size {} does not split into {p} micro-batches: set micro_batch_size",
+                "batch_size {} does not split into {p} micro-batches per replica ({replicas} \
+                 replicas): set micro_batch_size",
                 config.batch_size
             );
         }
-        config.micro_batch_size = config.batch_size / p;
+        config.micro_batch_size = config.batch_size / (p * replicas);
     }
     let schedule =
         wgtrain::parallel::schedule::Schedule::parse(args.schedule.as_deref().unwrap_or("1f1b"))?;
@@ -732,6 +735,7 @@ pub fn pipeline_setup(
     let options = wgtrain::parallel::pipeline::PipelineOptions {
         schedule,
         partition,
+        replicas,
         resume: args.resume.clone(),
     };
     Ok((gpus, options))
@@ -751,8 +755,9 @@ fn run_pipeline(
         }
     }
     let (gpus, options) = pipeline_setup(adapter, args, &mut config)?;
-    let p = gpus.len();
-    let m = config.batch_size / config.micro_batch_size;
+    let replicas = options.replicas;
+    let p = gpus.len() / replicas;
+    let m = config.batch_size / replicas / config.micro_batch_size;
     // each stage's step on a ledger twin first: refused before anything is allocated
     let plans = pipeline::plan_memory(&gpus, &config, &options)?;
     for (i, (g, plan)) in gpus.iter().zip(&plans).enumerate() {
@@ -776,7 +781,11 @@ fn run_pipeline(
     )?;
     let spans = pipeline::stages(&gpus[0], &config, p, &options.partition)?;
     eprintln!(
-        "pipeline: {p} stages, {} schedule, {m} micro-batches of {} (global batch {}), up to step {}",
+        "pipeline: {p} stages{}, {} schedule, {m} micro-batches of {} (global batch {}), up to step {}",
+        match replicas {
+            1 => String::new(),
+            r => format!(" × {r} data-parallel replicas (DDP over each stage's replicas)"),
+        },
         options.schedule.name(),
         config.micro_batch_size,
         config.batch_size,
@@ -854,11 +863,16 @@ fn run_pipeline(
         100.0 * simulated,
         100.0 * ideal
     );
-    for (s, m) in r.memory.iter().enumerate() {
+    for (d, m) in r.memory.iter().enumerate() {
+        let replica = match replicas {
+            1 => String::new(),
+            _ => format!(", replica {}", d / p),
+        };
         eprintln!(
-            "stage {s}: {}, {:.2} MiB of activations and gradients moved",
+            "stage {}{replica}: {}, {:.2} MiB of activations and gradients moved",
+            d % p,
             peaks(m),
-            r.link_bytes[s] as f64 / (1 << 20) as f64
+            r.link_bytes[d] as f64 / (1 << 20) as f64
         );
     }
     let names: Vec<String> = gpus.iter().map(|g| g.info().name.clone()).collect();

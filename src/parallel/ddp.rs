@@ -373,8 +373,7 @@ impl Strategy for DataParallel<'_> {
     }
 
     fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
-        // this rank's micro-batches are the global batch's from number `first` on
-        let first = self.rank * self.per_rank.div_ceil(t.config.micro_batch());
+        let first = self.first_micro_batch(t.config.micro_batch());
         match (self.zero, &self.owners) {
             (2.., Some((_, owner))) => {
                 let values = self.zero >= 3;
@@ -390,19 +389,10 @@ impl Strategy for DataParallel<'_> {
     }
 
     fn reduce(&mut self, t: &mut Trainer) -> Result<Option<f32>> {
+        self.exchange(t)?;
         let Some(comm) = self.comm else {
             return Ok(None);
         };
-        if self.zero < 2 {
-            exchange_grads(
-                comm,
-                t,
-                self.mode,
-                &self.owners,
-                &self.buckets,
-                &mut self.clock,
-            )?;
-        }
         let mut loss = [t.last_loss_sum()?];
         timed(&mut self.clock, || comm.all_reduce_sum(&mut loss))?;
         // every rank's step guard sees the global loss, so all skip a non-finite step alike
@@ -989,58 +979,116 @@ fn setup<'g, 'c>(
         }
         None => Trainer::for_rank(gpu, config.clone(), None)?,
     };
-    let trainable = t.model.trainable_params();
-    let numels: Vec<usize> = trainable.iter().map(|p| p.numel()).collect();
-    let mut groups = buckets(&numels, options.first_bucket_bytes, options.bucket_bytes);
-    let mut segments = vec![];
-    let mut norm_parts = None;
-    if let Some((_, owner)) = &owners {
-        for g in &mut groups {
-            g.sort_by_key(|&j| owner[j]);
-            let mut counts = vec![0; ranks];
-            for &j in g.iter() {
-                counts[owner[j]] += numels[j];
-            }
-            segments.push(counts);
-        }
-        norm_parts = Some(Tensor::zeros(
-            gpu,
-            "zero norm parts",
-            &[trainable.len().max(1)],
-            Category::Workspace,
-        )?);
-    }
-    drop(trainable);
-    let numel: Vec<usize> = groups
-        .iter()
-        .map(|g| g.iter().map(|&j| numels[j]).sum())
-        .collect();
-    let kept = match options.zero {
-        2.. => vec![],
-        _ => numel
-            .iter()
-            .enumerate()
-            .map(|(b, &n)| bucket_tensor(gpu, b, n))
-            .collect::<Result<_>>()?,
-    };
-    let strategy = DataParallel {
-        comm,
-        rank,
-        ranks,
-        mode: options.mode,
-        zero: options.zero,
-        per_rank,
-        owners,
-        buckets: Buckets {
-            members: groups,
-            segments,
-            numel,
-            kept,
-        },
-        norm_parts,
-        clock: Duration::ZERO,
-    };
+    let strategy = DataParallel::over(&t, comm, options, owners, (rank, ranks), per_rank)?;
     Ok((t, strategy))
+}
+
+impl<'a> DataParallel<'a> {
+    /// The strategy of rank `rank` of `ranks` for the trainer `t` (built for the rank: its
+    /// shard under ZeRO, `owners` the partition), over `comm` (None: a ledger twin's plan),
+    /// each rank taking `per_rank` rows of the global batch: the gradient buckets and their
+    /// fused buffers.
+    pub(super) fn over(
+        t: &Trainer,
+        comm: Option<&'a dyn Collective>,
+        options: &DdpOptions,
+        owners: Option<(Vec<String>, Vec<usize>)>,
+        (rank, ranks): (usize, usize),
+        per_rank: usize,
+    ) -> Result<DataParallel<'a>> {
+        let gpu = t.gpu;
+        let trainable = t.model.trainable_params();
+        let numels: Vec<usize> = trainable.iter().map(|p| p.numel()).collect();
+        // the gradients this rank exchanges: every trainable one (ZeRO lends the buffers of
+        // those it does not keep), or those it holds (a pipeline stage's replicas)
+        let held: Vec<usize> = (0..trainable.len())
+            .filter(|&i| owners.is_some() || trainable[i].grad.is_some())
+            .collect();
+        let held_numels: Vec<usize> = held.iter().map(|&i| numels[i]).collect();
+        let mut groups: Vec<Vec<usize>> = buckets(
+            &held_numels,
+            options.first_bucket_bytes,
+            options.bucket_bytes,
+        )
+        .into_iter()
+        .map(|g| g.into_iter().map(|j| held[j]).collect())
+        .collect();
+        let mut segments = vec![];
+        let mut norm_parts = None;
+        if let Some((_, owner)) = &owners {
+            for g in &mut groups {
+                g.sort_by_key(|&j| owner[j]);
+                let mut counts = vec![0; ranks];
+                for &j in g.iter() {
+                    counts[owner[j]] += numels[j];
+                }
+                segments.push(counts);
+            }
+            norm_parts = Some(Tensor::zeros(
+                gpu,
+                "zero norm parts",
+                &[trainable.len().max(1)],
+                Category::Workspace,
+            )?);
+        }
+        drop(trainable);
+        let numel: Vec<usize> = groups
+            .iter()
+            .map(|g| g.iter().map(|&j| numels[j]).sum())
+            .collect();
+        let kept = match options.zero {
+            2.. => vec![],
+            _ => numel
+                .iter()
+                .enumerate()
+                .map(|(b, &n)| bucket_tensor(gpu, b, n))
+                .collect::<Result<_>>()?,
+        };
+        Ok(DataParallel {
+            comm,
+            rank,
+            ranks,
+            mode: options.mode,
+            zero: options.zero,
+            per_rank,
+            owners,
+            buckets: Buckets {
+                members: groups,
+                segments,
+                numel,
+                kept,
+            },
+            norm_parts,
+            clock: Duration::ZERO,
+        })
+    }
+
+    /// The gradients exchanged after the backward (DDP's all-reduce, ZeRO 1's reduce-scatter,
+    /// the server's gather), nothing on a ledger twin: the part of [`Strategy::reduce`] a
+    /// pipeline stage's replicas share.
+    pub(super) fn exchange(&mut self, t: &Trainer) -> Result<()> {
+        match self.comm {
+            Some(comm) if self.zero < 2 => exchange_grads(
+                comm,
+                t,
+                self.mode,
+                &self.owners,
+                &self.buckets,
+                &mut self.clock,
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// This rank's micro-batches are the global batch's from number `first` on.
+    pub(super) fn first_micro_batch(&self, micro: usize) -> usize {
+        self.rank * self.per_rank.div_ceil(micro)
+    }
+
+    /// Milliseconds in collective calls so far.
+    pub(super) fn comm_ms(&self) -> f64 {
+        self.clock.as_secs_f64() * 1e3
+    }
 }
 
 fn check_options(options: &DdpOptions) -> Result<()> {

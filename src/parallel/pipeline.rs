@@ -16,6 +16,7 @@
 //! updates its parameters.
 
 use super::ddp::{gather_state, gather_values, own_norms, release_values, sharded_grad_norm};
+use super::ddp::{DataParallel, DdpOptions};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
@@ -50,6 +51,11 @@ pub enum Partition {
 pub struct PipelineOptions {
     pub schedule: Schedule,
     pub partition: Partition,
+    /// Each stage's data-parallel replicas (1: a plain pipeline): a 2-D layout of stages ×
+    /// replicas, replica r's stage s on device r·stages + s. Each replica runs its rows of the
+    /// global batch through its own pipeline; a stage's replicas all-reduce its gradients (DDP
+    /// buckets) before the update.
+    pub replicas: usize,
     /// Every stage resumes from this checkpoint (any run's: checkpoints are whole), taking its
     /// own parameters and their optimizer state.
     pub resume: Option<std::path::PathBuf>,
@@ -206,22 +212,37 @@ struct Plan {
     /// The stage that counts each trainable parameter in the norm (the tied one: the first).
     norm_owner: Vec<usize>,
     micro: usize,
+    /// Micro-batches per step per replica.
     m: usize,
+    /// Each replica's rows of the global batch.
+    rows: usize,
     /// (B_micro, T, C) of a stage's output.
     hidden: [usize; 3],
 }
 
-fn plan(gpu: &Gpu, config: &TrainConfig, p: usize, partition: &Partition) -> Result<Plan> {
+fn plan(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    p: usize,
+    replicas: usize,
+    partition: &Partition,
+) -> Result<Plan> {
     if config.model != ModelKind::Gpt {
         return Err(Error::Config(
             "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
         ));
     }
-    let micro = config.micro_batch();
-    if config.batch_size % micro != 0 {
+    if replicas == 0 || config.batch_size % replicas != 0 {
         return Err(Error::Config(format!(
-            "micro_batch_size {micro} must divide batch_size {}",
+            "batch_size {} does not split evenly over {replicas} pipeline replicas",
             config.batch_size
+        )));
+    }
+    let rows = config.batch_size / replicas;
+    let micro = config.micro_batch().min(rows);
+    if rows % micro != 0 {
+        return Err(Error::Config(format!(
+            "micro_batch_size {micro} must divide each pipeline replica's {rows} rows"
         )));
     }
     let ledger = gpu.ledger();
@@ -275,7 +296,8 @@ fn plan(gpu: &Gpu, config: &TrainConfig, p: usize, partition: &Partition) -> Res
         weights,
         norm_owner,
         micro,
-        m: config.batch_size / micro,
+        m: rows / micro,
+        rows,
         hidden: [micro, seq, g.n_embd],
     })
 }
@@ -358,7 +380,7 @@ pub fn stages(
     p: usize,
     partition: &Partition,
 ) -> Result<Vec<(StageSpan, usize)>> {
-    let plan = plan(gpu, config, p, partition)?;
+    let plan = plan(gpu, config, p, 1, partition)?;
     Ok(plan.spans.into_iter().zip(plan.weights).collect())
 }
 
@@ -418,31 +440,54 @@ pub fn train_observed(
     options: &PipelineOptions,
     observer: &(dyn Observer + Sync),
 ) -> Result<PipelineReport> {
-    let p = gpus.len();
-    let plan = plan(&gpus[0], config, p, &options.partition)?;
-    let comms = InProcess::group(p);
-    let mut links: Vec<Links> = (0..p).map(|_| Links::default()).collect();
-    for s in 0..p.saturating_sub(1) {
-        let (tx, rx) = channel();
-        links[s].to_next = Some(tx);
-        links[s + 1].from_prev = Some(rx);
-        let (tx, rx) = channel();
-        links[s + 1].to_prev = Some(tx);
-        links[s].from_next = Some(rx);
+    let (p, replicas) = layout(gpus, options)?;
+    let plan = plan(&gpus[0], config, p, replicas, &options.partition)?;
+    // the collectives' sub-groups: every thread (the loss), each replica's stages (the tied
+    // embedding, the norm, the whole model for an evaluation or a checkpoint), each stage's
+    // replicas (its gradients)
+    let mut world = InProcess::group(p * replicas).into_iter();
+    let mut stage_groups: Vec<_> = (0..replicas)
+        .map(|_| InProcess::group(p).into_iter())
+        .collect();
+    let mut replica_groups: Vec<_> = (0..p)
+        .map(|_| InProcess::group(replicas).into_iter())
+        .collect();
+    let mut threads = vec![];
+    for (r, stage_group) in stage_groups.iter_mut().enumerate() {
+        let mut links: Vec<Links> = (0..p).map(|_| Links::default()).collect();
+        for s in 0..p.saturating_sub(1) {
+            let (tx, rx) = channel();
+            links[s].to_next = Some(tx);
+            links[s + 1].from_prev = Some(rx);
+            let (tx, rx) = channel();
+            links[s + 1].to_prev = Some(tx);
+            links[s].from_next = Some(rx);
+        }
+        for (s, links) in links.into_iter().enumerate() {
+            let comms = Comms {
+                stages: stage_group.next().expect("a stage group handle"),
+                replicas: replica_groups[s].next().expect("a replica group handle"),
+                world: world.next().expect("a world handle"),
+            };
+            threads.push((r * p + s, (s, r), comms, links));
+        }
     }
     let epoch = Instant::now();
     let plan = &plan;
     let results: Vec<Result<StageResult>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = gpus
-            .iter()
-            .zip(comms)
-            .zip(links)
-            .enumerate()
-            .map(|(s, ((gpu, comm), links))| {
+        let handles: Vec<_> = threads
+            .into_iter()
+            .map(|(d, at, comms, links)| {
+                let gpu = &gpus[d];
                 sc.spawn(move || {
-                    let r = run_stage(gpu, &comm, config, plan, s, links, options, epoch, observer);
+                    let r = run_stage(
+                        gpu, &comms, config, plan, at, links, options, epoch, observer,
+                    );
                     if let Err(e) = &r {
-                        comm.abort(&e.to_string());
+                        // every group this thread is in, so that no other thread waits on it
+                        for c in [&comms.stages, &comms.replicas, &comms.world] {
+                            c.abort(&e.to_string());
+                        }
                     }
                     r
                 })
@@ -492,6 +537,26 @@ pub fn train_observed(
     })
 }
 
+/// (stages, replicas) of `gpus` under `options`: the device count must be a multiple of the
+/// replicas.
+fn layout(gpus: &[Gpu], options: &PipelineOptions) -> Result<(usize, usize)> {
+    let r = options.replicas.max(1);
+    if gpus.is_empty() || gpus.len() % r != 0 {
+        return Err(Error::Config(format!(
+            "{} devices do not form stages × {r} replicas",
+            gpus.len()
+        )));
+    }
+    Ok((gpus.len() / r, r))
+}
+
+/// A thread's collective groups.
+struct Comms {
+    stages: InProcess,
+    replicas: InProcess,
+    world: InProcess,
+}
+
 /// Predicts each stage's peak memory: every stage's set-up, one step (its schedule's actions
 /// in order, the received activations zeros), the evaluation and the checkpoint
 /// ([`Trainer::rehearse`]) on a ledger twin of its device.
@@ -500,17 +565,20 @@ pub fn plan_memory(
     config: &TrainConfig,
     options: &PipelineOptions,
 ) -> Result<Vec<MemoryStats>> {
-    let p = gpus.len();
-    let plan = plan(&gpus[0], config, p, &options.partition)?;
-    (0..p)
-        .map(|s| {
-            let ledger = gpus[s].ledger();
+    let (p, replicas) = layout(gpus, options)?;
+    let plan = plan(&gpus[0], config, p, replicas, &options.partition)?;
+    // a step from the start: a resume would begin past it (a checkpoint's values and state
+    // take the buffers a fresh stage has anyway); every replica of a stage plans alike
+    (0..p * replicas)
+        .map(|d| {
+            let ledger = gpus[d].ledger();
+            let at = (d % p, d / p);
             let (mut t, mut stage) = setup(
                 &ledger,
                 None,
                 config,
                 &plan,
-                s,
+                at,
                 Links::default(),
                 options.schedule,
                 Instant::now(),
@@ -533,14 +601,14 @@ struct StageResult {
 }
 
 /// One stage's trainer (a [`Shard`] of the model: the stage's parameters alone) and its
-/// strategy, over `comm` (None: a ledger twin's plan).
+/// strategy, stage s of replica r (`at`), over `comms` (None: a ledger twin's plan).
 #[allow(clippy::too_many_arguments)]
 fn setup<'g, 'c>(
     gpu: &'g Gpu,
-    comm: Option<&'c dyn Collective>,
+    comms: Option<&'c Comms>,
     config: &TrainConfig,
     plan: &'c Plan,
-    s: usize,
+    (s, r): (usize, usize),
     links: Links,
     schedule: Schedule,
     epoch: Instant,
@@ -561,10 +629,26 @@ fn setup<'g, 'c>(
     )?;
     debug_assert_eq!(t.model.params()[0].name, "wte");
     let tied = p > 1 && t.model.params()[0].trainable() && (span.first || span.last);
+    let replicas = config.batch_size / plan.rows;
+    // a stage's replicas: DDP over them (its buckets; the exchange when there is a group)
+    let dp = match replicas {
+        1 => None,
+        n => Some(DataParallel::over(
+            &t,
+            comms.map(|c| &c.replicas as &dyn Collective),
+            &DdpOptions::default(),
+            None,
+            (r, n),
+            plan.rows,
+        )?),
+    };
     let stage = Stage {
-        comm,
+        comm: comms.map(|c| &c.stages as &dyn Collective),
+        world: comms.map(|c| &c.world as &dyn Collective),
+        dp,
         plan,
         s,
+        r,
         links,
         order: actions(schedule, p, s, plan.m),
         parts,
@@ -579,10 +663,10 @@ fn setup<'g, 'c>(
 #[allow(clippy::too_many_arguments)]
 fn run_stage(
     gpu: &Gpu,
-    comm: &dyn Collective,
+    comms: &Comms,
     config: &TrainConfig,
     plan: &Plan,
-    s: usize,
+    at: (usize, usize),
     links: Links,
     options: &PipelineOptions,
     epoch: Instant,
@@ -590,10 +674,10 @@ fn run_stage(
 ) -> Result<StageResult> {
     let (mut t, mut stage) = setup(
         gpu,
-        Some(comm),
+        Some(comms),
         config,
         plan,
-        s,
+        at,
         links,
         options.schedule,
         epoch,
@@ -605,10 +689,11 @@ fn run_stage(
         t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
     }
     let fit = t.fit(&mut stage, observer)?;
-    // the report's parameters: the whole model, on the first stage
+    // the report's parameters: the whole model, on the lead
     let mut params = vec![];
+    let lead = stage.lead();
     stage.with_whole_model(&mut t, false, &mut |t| {
-        if s == 0 {
+        if lead {
             params = t
                 .model
                 .params()
@@ -635,10 +720,17 @@ fn run_stage(
 /// The first stage leads (reports, evaluates, writes the checkpoint) with the whole model
 /// gathered for the time it needs it.
 struct Stage<'a> {
-    /// None on a ledger twin (the plan): the same device work, no exchange.
+    /// This replica's stages (None on a ledger twin, the plan: the same device work, no
+    /// exchange).
     comm: Option<&'a dyn Collective>,
+    /// Every stage of every replica (the loss).
+    world: Option<&'a dyn Collective>,
+    /// This stage's replicas, when there are several: their gradients all-reduced.
+    dp: Option<DataParallel<'a>>,
     plan: &'a Plan,
     s: usize,
+    /// The replica.
+    r: usize,
     links: Links,
     /// This stage's actions in a step, in order.
     order: Vec<Action>,
@@ -652,6 +744,13 @@ struct Stage<'a> {
 }
 
 impl Strategy for Stage<'_> {
+    fn local_batch(&self, global: Batch) -> Batch {
+        match self.dp {
+            Some(_) => global.split(self.plan.rows).swap_remove(self.r),
+            None => global,
+        }
+    }
+
     fn forward_backward(&mut self, t: &mut Trainer, batch: &Batch, count: usize) -> Result<()> {
         let (gpu, plan, s) = (t.gpu, self.plan, self.s);
         let span = &plan.spans[s];
@@ -662,7 +761,9 @@ impl Strategy for Stage<'_> {
         zero_grads(gpu, &t.model.trainable_params());
         let scale = 1.0 / count as f32;
         let mut stage_losses: Vec<Tensor> = vec![];
-        let seeds: Vec<u64> = (0..plan.m).map(|k| t.dropout_seed(k)).collect();
+        // the replica's micro-batches are the global batch's from number r·m on
+        let first = self.r * plan.m;
+        let seeds: Vec<u64> = (0..plan.m).map(|k| t.dropout_seed(first + k)).collect();
         let step = t.step;
         let epoch = self.epoch;
         let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
@@ -767,9 +868,9 @@ impl Strategy for Stage<'_> {
         let gpu = t.gpu;
         let last = self.plan.spans[self.s].last;
         let mut loss = [if last { t.last_loss_sum()? } else { 0.0 }];
-        if let Some(comm) = self.comm {
+        if let (Some(comm), Some(world)) = (self.comm, self.world) {
             let start = Instant::now();
-            comm.all_reduce_sum(&mut loss)?;
+            world.all_reduce_sum(&mut loss)?;
             // the tied embedding: the first stage's share (embeddings) plus the last's (head),
             // every stage taking part (the middle ones with zeros)
             if self.plan.spans.len() > 1 && t.model.params()[0].trainable() {
@@ -785,6 +886,10 @@ impl Strategy for Stage<'_> {
             }
             self.clock += start.elapsed();
         }
+        // then the stage's gradients over its replicas
+        if let Some(dp) = &mut self.dp {
+            dp.exchange(t)?;
+        }
         t.set_loss_sum(loss[0]);
         Ok(self.comm.map(|_| loss[0]))
     }
@@ -799,7 +904,7 @@ impl Strategy for Stage<'_> {
     }
 
     fn lead(&self) -> bool {
-        self.s == 0
+        self.s == 0 && self.r == 0
     }
 
     fn with_whole_model(
@@ -833,7 +938,11 @@ impl Strategy for Stage<'_> {
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("link_bytes".into(), self.links.bytes.into());
-        m.insert("comm_ms".into(), (self.clock.as_secs_f64() * 1e3).into());
+        let dp_ms = self.dp.as_ref().map_or(0.0, |dp| dp.comm_ms());
+        m.insert(
+            "comm_ms".into(),
+            (self.clock.as_secs_f64() * 1e3 + dp_ms).into(),
+        );
         m
     }
 }

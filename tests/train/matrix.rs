@@ -1,6 +1,7 @@
 //! The composition matrix: precision × strategy × {full training, LoRA} × recompute on a small
 //! GPT, every run through the one training loop (`Trainer::fit`) against the one-device run of
-//! the same micro-batches. Each run must give that run's records (every step's loss, the
+//! the same micro-batches. Strategies: one device, DDP, ZeRO 1-3 (2 ranks), GPipe and 1F1B
+//! (2 stages), and 2 stages × 2 data-parallel replicas. Each run must give that run's records (every step's loss, the
 //! evaluations, the checkpoints) and final parameters bit for bit, its plan must equal its
 //! measured peaks on every rank or stage, and its mid-run checkpoint must resume on one device
 //! as the unbroken run continues.
@@ -33,9 +34,11 @@ enum Layout {
     Ddp,
     Zero(u8),
     Pipeline(Schedule),
+    /// 2 stages (1F1B) × 2 data-parallel replicas, a micro-batch per replica.
+    PipelineDdp,
 }
 
-const LAYOUTS: [Layout; 7] = [
+const LAYOUTS: [Layout; 8] = [
     Layout::OneDevice,
     Layout::Ddp,
     Layout::Zero(1),
@@ -43,6 +46,7 @@ const LAYOUTS: [Layout; 7] = [
     Layout::Zero(3),
     Layout::Pipeline(Schedule::Gpipe),
     Layout::Pipeline(Schedule::OneFOneB),
+    Layout::PipelineDdp,
 ];
 const PRECISIONS: [Precision; 3] = [Precision::Fp32, Precision::Bf16, Precision::Fp16];
 const RECOMPUTE: [Recompute; 2] = [Recompute::None, Recompute::Sqrt];
@@ -159,7 +163,7 @@ fn every_pair_of_precision_strategy_adapter_and_recompute_equals_one_device() {
     let cells = design(full);
     let dir = crate::TmpDir::new("matrix");
     let gpu = Gpu::new(None).unwrap();
-    let gpus = Gpu::open_n(None, 2).unwrap();
+    let gpus = Gpu::open_n(None, 4).unwrap();
     let f16 = gpu.features().contains(wgpu::Features::SHADER_F16);
     let mut references: HashMap<(usize, usize, usize, usize), Run> = HashMap::new();
     let started = std::time::Instant::now();
@@ -176,7 +180,8 @@ fn every_pair_of_precision_strategy_adapter_and_recompute_equals_one_device() {
             outcomes.push(format!("{what}: skipped (no SHADER_F16)"));
             continue;
         }
-        // data parallel: a micro-batch per rank (4 rows); a pipeline: micro-batches of 2
+        // data parallel: a micro-batch per rank (4 rows); a pipeline: micro-batches of 2; its
+        // replicas: a micro-batch each
         let micro = match layout {
             Layout::Pipeline(_) => 2,
             _ => 4,
@@ -207,23 +212,28 @@ fn every_pair_of_precision_strategy_adapter_and_recompute_equals_one_device() {
                     },
                     ..DdpOptions::default()
                 };
-                let plan = ddp::plan(&gpus, &c, &options).unwrap();
-                let r = ddp::train_observed(&gpus, comms(2), &c, &options, &rec).unwrap();
+                let plan = ddp::plan(&gpus[..2], &c, &options).unwrap();
+                let r = ddp::train_observed(&gpus[..2], comms(2), &c, &options, &rec).unwrap();
                 let run = Run {
                     records: rec.take(),
                     params: r.params,
                 };
                 (run, plan, r.memory)
             }
-            Layout::Pipeline(schedule) => {
+            Layout::Pipeline(_) | Layout::PipelineDdp => {
                 let c = config(cell, micro, &out);
+                let (schedule, replicas, devices) = match layout {
+                    Layout::Pipeline(schedule) => (schedule, 1, &gpus[..2]),
+                    _ => (Schedule::OneFOneB, 2, &gpus[..]),
+                };
                 let options = PipelineOptions {
                     schedule,
                     partition: Partition::Params,
+                    replicas,
                     resume: None,
                 };
-                let plan = pipeline::plan_memory(&gpus, &c, &options).unwrap();
-                let r = pipeline::train_observed(&gpus, &c, &options, &rec).unwrap();
+                let plan = pipeline::plan_memory(devices, &c, &options).unwrap();
+                let r = pipeline::train_observed(devices, &c, &options, &rec).unwrap();
                 let run = Run {
                     records: rec.take(),
                     params: r.params,

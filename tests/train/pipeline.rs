@@ -26,6 +26,7 @@ fn options(schedule: Schedule) -> PipelineOptions {
     PipelineOptions {
         schedule,
         partition: pipeline::Partition::Params,
+        replicas: 1,
         resume: None,
     }
 }
