@@ -108,8 +108,8 @@ fn plan_stages(
 ) -> Result<()> {
     use wgtrain::parallel::{pipeline, schedule};
     let (gpus, options) = super::train::pipeline_setup(adapter, &args.train, &mut config)?;
-    let p = gpus.len();
-    let m = config.batch_size / config.micro_batch_size;
+    let p = gpus.len() / options.replicas;
+    let (micro, m) = pipeline::micro_batching(&config, p, options.replicas)?;
     let stages = pipeline::plan_memory(&gpus, &config, &options)?;
     let spans = pipeline::stages(&gpus[0], &config, p, &options.partition)?;
     let timeline = schedule::simulate(options.schedule, p, m, |_| 1.0, |_| 1.0);
@@ -120,8 +120,9 @@ fn plan_stages(
             .map(|(s, st)| {
                 let mut j = st.peak.to_json();
                 j["total"] = st.peak_total.into();
-                j["blocks"] = serde_json::json!([spans[s].0.blocks.start, spans[s].0.blocks.end]);
-                j["micro_batches_held"] = timeline.peak_in_flight(s).into();
+                let span = &spans[s % p].0;
+                j["blocks"] = serde_json::json!([span.blocks.start, span.blocks.end]);
+                j["micro_batches_held"] = timeline.peak_in_flight(s % p).into();
                 j
             })
             .collect();
@@ -134,7 +135,7 @@ fn plan_stages(
     println!(
         "plan for {p} pipeline stages, {} schedule: {m} micro-batches of {}, optimizer {}",
         options.schedule.name(),
-        config.micro_batch_size,
+        micro,
         config.optimizer.name.as_str()
     );
     println!(
@@ -149,7 +150,9 @@ fn plan_stages(
         "peak total",
         "held"
     );
-    for (s, st) in stages.iter().enumerate() {
+    // (with replicas, one line per device: replica r's stage s is device r·p + s)
+    for (d, st) in stages.iter().enumerate() {
+        let s = d % p;
         let cell = |c: Category| mib(st.peak.get(c));
         let b = &spans[s].0.blocks;
         println!(

@@ -705,16 +705,6 @@ pub fn pipeline_setup(
         );
     }
     let replicas = gpus.len() / p;
-    if config.micro_batch_size == 0 {
-        if config.batch_size % (p * replicas) != 0 {
-            bail!(
-                "batch_size {} does not split into {p} micro-batches per replica ({replicas} \
-                 replicas): set micro_batch_size",
-                config.batch_size
-            );
-        }
-        config.micro_batch_size = config.batch_size / (p * replicas);
-    }
     let schedule =
         wgtrain::parallel::schedule::Schedule::parse(args.schedule.as_deref().unwrap_or("1f1b"))?;
     use wgtrain::parallel::pipeline::{self, Partition};
@@ -757,7 +747,7 @@ fn run_pipeline(
     let (gpus, options) = pipeline_setup(adapter, args, &mut config)?;
     let replicas = options.replicas;
     let p = gpus.len() / replicas;
-    let m = config.batch_size / replicas / config.micro_batch_size;
+    let (micro, m) = pipeline::micro_batching(&config, p, replicas)?;
     // each stage's step on a ledger twin first: refused before anything is allocated
     let plans = pipeline::plan_memory(&gpus, &config, &options)?;
     for (i, (g, plan)) in gpus.iter().zip(&plans).enumerate() {
@@ -787,7 +777,7 @@ fn run_pipeline(
             r => format!(" × {r} data-parallel replicas (DDP over each stage's replicas)"),
         },
         options.schedule.name(),
-        config.micro_batch_size,
+        micro,
         config.batch_size,
         config.steps
     );

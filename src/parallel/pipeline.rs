@@ -232,19 +232,8 @@ fn plan(
             "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
         ));
     }
-    if replicas == 0 || config.batch_size % replicas != 0 {
-        return Err(Error::Config(format!(
-            "batch_size {} does not split evenly over {replicas} pipeline replicas",
-            config.batch_size
-        )));
-    }
-    let rows = config.batch_size / replicas;
-    let micro = config.micro_batch().min(rows);
-    if rows % micro != 0 {
-        return Err(Error::Config(format!(
-            "micro_batch_size {micro} must divide each pipeline replica's {rows} rows"
-        )));
-    }
+    let (micro, m) = micro_batching(config, p, replicas)?;
+    let rows = micro * m;
     let ledger = gpu.ledger();
     let shape = Trainer::new(&ledger, config.clone())?;
     let params = shape.model.params();
@@ -300,6 +289,36 @@ fn plan(
         rows,
         hidden: [micro, seq, g.n_embd],
     })
+}
+
+/// A replica's micro-batches: (rows each, how many) for `p` stages and `replicas` replicas of
+/// them; without a micro_batch_size, p of them per replica.
+pub fn micro_batching(config: &TrainConfig, p: usize, replicas: usize) -> Result<(usize, usize)> {
+    if replicas == 0 || config.batch_size % replicas != 0 {
+        return Err(Error::Config(format!(
+            "batch_size {} does not split evenly over {replicas} pipeline replicas",
+            config.batch_size
+        )));
+    }
+    let rows = config.batch_size / replicas;
+    // no micro_batch_size: p micro-batches per replica (a layout's choice, so the config, and
+    // the checkpoints that record it, stay free to resume on any other)
+    let micro = match config.micro_batch_size {
+        0 if rows % p == 0 => rows / p,
+        0 => {
+            return Err(Error::Config(format!(
+                "{rows} rows per pipeline replica do not split into {p} micro-batches: set \
+                 micro_batch_size"
+            )))
+        }
+        m => m.min(rows),
+    };
+    if rows % micro != 0 {
+        return Err(Error::Config(format!(
+            "micro_batch_size {micro} must divide each pipeline replica's {rows} rows"
+        )));
+    }
+    Ok((micro, rows / micro))
 }
 
 /// Stages of `counts[s]` blocks each, checked against the model's `n` blocks.
