@@ -303,19 +303,37 @@ fn budget(args: &TrainArgs) -> Result<Option<u64>> {
 /// With --max-memory: the largest micro-batch and lightest recompute policy that fit on `gpu`,
 /// or an error saying what the smallest configuration needs.
 pub fn apply_max_memory(gpu: &Gpu, args: &TrainArgs, config: TrainConfig) -> Result<TrainConfig> {
+    max_memory_search(args, config, &|c| {
+        wgtrain::memory::plan(gpu, c).map(|p| p.total)
+    })
+}
+
+/// `--max-memory`: the largest micro-batch and lightest recompute whose predicted peak (`peak`:
+/// the largest rank's or stage's under a parallel run) fits the budget; the config as it is
+/// without the flag.
+fn max_memory_search(
+    args: &TrainArgs,
+    config: TrainConfig,
+    peak: &dyn Fn(&TrainConfig) -> wgtrain::Result<u64>,
+) -> Result<TrainConfig> {
     let Some(size) = &args.max_memory else {
         return Ok(config);
     };
     let budget = wgtrain::memory::parse_size(size).map_err(anyhow::Error::msg)?;
-    let chosen = wgtrain::memory::fit(gpu, &config, budget).map_err(anyhow::Error::msg)?;
+    let chosen = wgtrain::memory::fit_with(&config, budget, peak).map_err(anyhow::Error::msg)?;
     eprintln!(
         "--max-memory {size}: micro-batch {} (x{}), recompute {}: predicted peak {} bytes",
         chosen.micro_batch(),
         chosen.accumulation(),
         chosen.recompute.name(),
-        wgtrain::memory::plan(gpu, &chosen)?.total
+        peak(&chosen)?
     );
     Ok(chosen)
+}
+
+/// The largest of several devices' predicted peaks.
+fn largest(plans: wgtrain::Result<Vec<wgtrain::gpu::MemoryStats>>) -> wgtrain::Result<u64> {
+    Ok(plans?.iter().map(|m| m.peak_total).max().unwrap_or(0))
 }
 
 /// Claims the output directory for the run `run` before any training time is spent (see
@@ -401,6 +419,14 @@ fn run_mpi(
         }
     };
     let options = run_options(args, &run)?;
+    // (every rank searches alike: the same config and the same plan of the largest rank)
+    let config = max_memory_search(args, config, &|c| {
+        largest(
+            (0..n)
+                .map(|r| wgtrain::parallel::ddp::plan_rank(&gpu, c, &options, n, r))
+                .collect(),
+        )
+    })?;
     let plan = wgtrain::parallel::ddp::plan_rank(&gpu, &config, &options, n, rank)?;
     let what = format!("rank {rank}'s planned peak");
     wgtrain::memory::check_fits(
@@ -555,6 +581,9 @@ fn run_ddp(
         );
     }
     let options = run_options(args, &run)?;
+    let config = max_memory_search(args, config, &|c| {
+        largest(wgtrain::parallel::ddp::plan(&gpus, c, &options))
+    })?;
     // each rank's step on a ledger twin first: refused before anything is allocated
     let plans = wgtrain::parallel::ddp::plan(&gpus, &config, &options)?;
     for (i, (g, p)) in gpus.iter().zip(&plans).enumerate() {
@@ -745,6 +774,9 @@ fn run_pipeline(
         }
     }
     let (gpus, options) = pipeline_setup(adapter, args, &mut config)?;
+    let config = max_memory_search(args, config, &|c| {
+        largest(pipeline::plan_memory(&gpus, c, &options))
+    })?;
     let replicas = options.replicas;
     let p = gpus.len() / replicas;
     let (micro, m) = pipeline::micro_batching(&config, p, replicas)?;

@@ -238,13 +238,26 @@ pub fn check_fits(
     }
 }
 
-/// The largest micro-batch and lightest recompute policy whose predicted peak fits `budget`:
-/// policies from least to most recomputation (none, sqrt, all), and for each the micro-batches
-/// that divide the batch, largest first. Err carries what the smallest configuration needs.
+/// The largest micro-batch and lightest recompute policy whose predicted peak fits `budget` on
+/// one device: [`fit_with`] its [`plan`].
 pub fn fit(
     gpu: &Gpu,
     config: &TrainConfig,
     budget: u64,
+) -> std::result::Result<TrainConfig, String> {
+    fit_with(config, budget, &|c| plan(gpu, c).map(|p| p.total))
+}
+
+/// The largest micro-batch and lightest recompute policy whose predicted peak fits `budget`:
+/// policies from least to most recomputation (none, sqrt, all), and for each the micro-batches
+/// that divide the batch, largest first. `peak` predicts a config's peak on its largest device
+/// (one device's plan, or the largest rank's or stage's under a parallel run; a
+/// [`crate::Error::Config`] from it passes over a micro-batch the layout cannot take). Err
+/// carries what the smallest configuration needs.
+pub fn fit_with(
+    config: &TrainConfig,
+    budget: u64,
+    peak: &dyn Fn(&TrainConfig) -> crate::Result<u64>,
 ) -> std::result::Result<TrainConfig, String> {
     let policies: Vec<Recompute> = if config.model == ModelKind::Gpt {
         vec![Recompute::None, Recompute::Sqrt, Recompute::All]
@@ -256,17 +269,29 @@ pub fn fit(
         .collect();
     micros.reverse();
     let mut smallest = None;
+    let mut refused = None;
     for &policy in &policies {
         for &m in &micros {
             let mut c = config.clone();
             c.recompute = policy;
             c.micro_batch_size = m;
-            let p = plan(gpu, &c).map_err(|e| e.to_string())?;
-            if p.total <= budget {
+            let total = match peak(&c) {
+                Ok(total) => total,
+                Err(e @ crate::Error::Config(_)) => {
+                    refused = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            if total <= budget {
                 return Ok(c);
             }
-            smallest = Some(p.total.min(smallest.unwrap_or(u64::MAX)));
+            smallest = Some(total.min(smallest.unwrap_or(u64::MAX)));
         }
+    }
+    if let (None, Some(why)) = (smallest, refused) {
+        // no micro-batch and policy the layout takes at all
+        return Err(why);
     }
     Err(format!(
         "no configuration fits in {budget} bytes: the smallest (micro-batch 1, recompute {}) needs {} bytes",

@@ -1304,3 +1304,32 @@ fn bf16_lora_under_zero_3_and_pipeline_by_ddp_checkpoint_mid_run_and_resume_anyw
         }
     }
 }
+
+/// `--max-memory`'s micro-batch and recompute search plans the run's own layout: the largest
+/// rank's (`--devices`) or stage's (`--pipeline`) predicted peak against the budget. (Before,
+/// both ignored the flag and trained whatever it said.)
+#[test]
+fn max_memory_searches_under_data_parallel_and_pipelines() {
+    let dir = tmp_dir("max-memory-layouts");
+    let two_blocks = TINY_GPT.replace("\"n_layer\": 1", "\"n_layer\": 2");
+    let config = write(&dir.join("c.json"), &two_blocks);
+    for how in [&["--devices", "2"][..], &["--pipeline", "2"][..]] {
+        let mut args = vec!["train", "--config", &config, "--max-memory", "1GiB"];
+        args.extend(how);
+        let o = wgtrain(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{how:?}: {err}");
+        assert!(
+            err.contains("--max-memory 1GiB: micro-batch "),
+            "{how:?}: {err}"
+        );
+        let mut args = vec!["train", "--config", &config, "--max-memory", "4KiB"];
+        args.extend(how);
+        let o = wgtrain(&args);
+        assert!(!o.status.success(), "{how:?}");
+        assert!(
+            stderr(&o).contains("no configuration fits in 4096 bytes"),
+            "{how:?}"
+        );
+    }
+}
