@@ -540,6 +540,25 @@ fn zero_label(stage: u8) -> String {
     }
 }
 
+/// The layout the flags describe (--devices, --pipeline, --parallel, --zero), for the one rule
+/// ([`wgtrain::train::Layout::check`]); a device list counts its entries.
+pub fn layout(args: &TrainArgs) -> Result<wgtrain::train::Layout> {
+    let ranks = match args.devices.as_deref() {
+        None | Some("mpi") => 1,
+        Some("all") => 2,
+        Some(s) if s.contains(',') => s.split(',').count(),
+        Some(s) => s.parse().unwrap_or(1),
+    };
+    let stages = args.pipeline.unwrap_or(1).max(1);
+    Ok(wgtrain::train::Layout {
+        ranks: if stages > 1 { ranks / stages } else { ranks },
+        stages,
+        server: args.parallel.as_deref() == Some("dp"),
+        zero: args.zero,
+        mpi: args.devices.as_deref() == Some("mpi"),
+    })
+}
+
 /// The data-parallel flags: --parallel, --zero, --bucket-mb.
 pub fn ddp_options(args: &TrainArgs) -> Result<wgtrain::parallel::ddp::DdpOptions> {
     let mut options = wgtrain::parallel::ddp::DdpOptions {
@@ -716,12 +735,7 @@ pub fn pipeline_setup(
     if p == 0 {
         bail!("--pipeline needs at least one stage");
     }
-    if args.zero > 0 || args.parallel.is_some() {
-        bail!(
-            "--pipeline's replicas (--devices P×R) run DDP; --parallel and --zero do not \
-             combine with --pipeline yet"
-        );
-    }
+    layout(args)?.check(config)?;
     let gpus = match &args.devices {
         Some(spec) => open_devices(adapter, spec)?,
         None => Gpu::open_n(adapter, p)?,
@@ -929,21 +943,13 @@ fn run_pipeline(
 }
 
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
-    if args.pipeline.is_some() && (args.zero > 0 || args.parallel.is_some()) {
-        bail!("--pipeline splits the model over devices; it does not combine with --parallel or --zero");
-    }
-    if args.zero > 0 && args.devices.is_none() {
-        bail!("--zero shards over data-parallel ranks: give --devices too");
-    }
-    if args.parallel.is_some() && args.devices.is_none() {
-        bail!("--parallel splits the batch over data-parallel ranks: give --devices too");
-    }
     if let Some(p) = &args.plot {
         super::plot::check_chart_path(p)?;
     }
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
+    layout(&args)?.check(&config)?;
     let run = match &ckpt {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),

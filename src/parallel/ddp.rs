@@ -223,7 +223,14 @@ pub fn train_observed(
 
 /// Each rank's rows of the global batch, once the options and the split are checked.
 fn rows_per_rank(config: &TrainConfig, options: &DdpOptions, n: usize) -> Result<usize> {
-    check_options(options)?;
+    crate::train::Layout {
+        ranks: n,
+        stages: 1,
+        server: options.mode == Mode::Dp,
+        zero: options.zero,
+        mpi: false,
+    }
+    .check(config)?;
     if config.batch_size % n != 0 {
         return Err(Error::Config(format!(
             "batch_size {} does not split evenly over {n} ranks",
@@ -1089,24 +1096,6 @@ impl<'a> DataParallel<'a> {
     pub(super) fn comm_ms(&self) -> f64 {
         self.clock.as_secs_f64() * 1e3
     }
-}
-
-fn check_options(options: &DdpOptions) -> Result<()> {
-    if options.zero > 3 {
-        return Err(Error::Config(format!(
-            "--zero {}: the stages are 1 (optimizer state), 2 (and gradients), 3 (and \
-             parameters)",
-            options.zero
-        )));
-    }
-    if options.mode == Mode::Dp && options.zero > 0 {
-        return Err(Error::Config(
-            "ZeRO shards what DDP replicates; the parameter server (dp) already keeps the \
-             optimizer state on rank 0 alone: use --parallel ddp with --zero"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Predicts each rank's peak memory for [`train`] on `gpus` (rank r on `gpus[r]`): every rank's

@@ -26,7 +26,7 @@ use crate::nn::Batch;
 use crate::nn::{compute_scope, with_loss_scale, zero_grads, NoHooks};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{EvalResult, ModelKind, Shard, TrainConfig, Trainer};
+use crate::train::{EvalResult, Shard, TrainConfig, Trainer};
 use crate::train::{Observer, Strategy};
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -227,11 +227,12 @@ fn plan(
     replicas: usize,
     partition: &Partition,
 ) -> Result<Plan> {
-    if config.model != ModelKind::Gpt {
-        return Err(Error::Config(
-            "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
-        ));
+    crate::train::Layout {
+        ranks: replicas,
+        stages: p.max(2),
+        ..Default::default()
     }
+    .check(config)?;
     let (micro, m) = micro_batching(config, p, replicas)?;
     let rows = micro * m;
     let ledger = gpu.ledger();

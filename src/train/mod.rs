@@ -11,11 +11,13 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod fit;
+pub mod layout;
 pub mod metrics;
 pub mod outdir;
 
 pub use config::{ModelKind, TrainConfig};
 pub use fit::{Event, FitReport, Local, Observer, StepLog, Strategy, CHECKPOINT_FILE};
+pub use layout::Layout;
 
 use crate::data::addition::Addition;
 use crate::data::digits::{self, Digits};
