@@ -81,6 +81,9 @@ impl Layout {
     }
 }
 
+/// A table column: what it changes in the config or the layout.
+type Variation = dyn Fn(&mut TrainConfig, &mut Layout);
+
 /// The README's table: for each layout, whether each precision, LoRA, recomputation and MPI
 /// run under it, by [`Layout::check`] on a small GPT config.
 pub fn compatibility_table() -> String {
@@ -109,7 +112,7 @@ pub fn compatibility_table() -> String {
         ),
     ];
     let base = TrainConfig::default();
-    let columns: [(&str, &dyn Fn(&mut TrainConfig, &mut Layout)); 6] = [
+    let columns: [(&str, &Variation); 6] = [
         ("fp32", &|_, _| {}),
         ("bf16", &|c, _| c.precision = Precision::Bf16),
         ("fp16", &|c, _| c.precision = Precision::Fp16),
