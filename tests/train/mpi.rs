@@ -1,6 +1,7 @@
 //! The MPI backend (feature `mpi`) against the in-process one: `mpirun -np 2 wgtrain train
-//! --devices mpi` gives `wgtrain train --devices 2`'s losses and checkpoint bit for bit, under
-//! ddp, ZeRO 1 and the parameter server (every reduction sums in rank order in both); a rank
+//! --devices mpi` gives `wgtrain train --devices 2`'s losses, mid-run evaluations and checkpoint
+//! bit for bit, under ddp, ZeRO 1-3 (also in bf16) and the parameter server (every reduction
+//! sums in rank order in both); a rank
 //! killed with -9 stops the job without touching the last checkpoint; a rank that hangs stops
 //! it at the collectives' timeout.
 
@@ -11,6 +12,10 @@ use wgtrain::train::checkpoint::Checkpoint;
 
 const CONFIG: &str = r#"{"model": "mlp", "data": "digits", "steps": 5, "batch_size": 48,
   "log_every": 1, "mlp": {"hidden": [32]}}"#;
+
+/// [`CONFIG`] evaluating and checkpointing mid-run (the one loop under MPI).
+const MID_RUN: &str = r#"{"model": "mlp", "data": "digits", "steps": 5, "batch_size": 48,
+  "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "mlp": {"hidden": [32]}}"#;
 
 fn mpirun(np: usize, args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
@@ -41,7 +46,7 @@ fn losses(path: &Path) -> Vec<f64> {
 fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
     let dir = crate::TmpDir::new("mpi");
     let config = dir.join("c.json");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, MID_RUN).unwrap();
     let config = config.to_str().unwrap();
     for mode in [
         &["--parallel", "ddp"][..],
@@ -49,6 +54,8 @@ fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
         &["--zero", "2"],
         &["--zero", "3"],
         &["--parallel", "dp"],
+        // mixed precision over MPI
+        &["--zero", "3", "--precision", "bf16"],
     ] {
         let name = mode.join("");
         let run = |how: &str| {
@@ -79,6 +86,28 @@ fn an_mpi_run_equals_the_in_process_run_bit_for_bit() {
         let l = losses(&mpi_metrics);
         assert_eq!(l.len(), 5, "{mode:?}: one line a step");
         assert_eq!(l, losses(&ip_metrics), "{mode:?}: losses");
+        // the evaluations every eval_every steps and at the end, on rank 0, alike
+        let evals = |path: &Path| -> Vec<(u64, f64)> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|v| v["event"] == "eval")
+                .map(|v| {
+                    (
+                        v["step"].as_u64().unwrap(),
+                        v["eval_loss"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let e = evals(&mpi_metrics);
+        assert_eq!(
+            e.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [2, 4, 5],
+            "{mode:?}"
+        );
+        assert_eq!(e, evals(&ip_metrics), "{mode:?}: evaluations");
         let (a, b) = (
             Checkpoint::load(&mpi_ckpt).unwrap(),
             Checkpoint::load(&ip_ckpt).unwrap(),
