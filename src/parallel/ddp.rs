@@ -329,16 +329,7 @@ fn run_rank(
     }
     let fit = t.fit(&mut strategy, observer)?;
     // the report's parameters, from the whole model (ZeRO 3 gathers it once more)
-    let mut params = vec![];
-    strategy.with_whole_model(&mut t, false, &mut |t| {
-        params = t
-            .model
-            .params()
-            .iter()
-            .map(|p| Ok((p.name.clone(), p.value().to_f32(t.gpu)?)))
-            .collect::<Result<_>>()?;
-        Ok(())
-    })?;
+    let params = t.whole_params(&mut strategy)?;
     Ok(RankResult {
         losses: fit.losses.iter().map(|&(_, l)| l).collect(),
         params,
@@ -476,30 +467,16 @@ impl Strategy for DataParallel<'_> {
         let Some((names, owner)) = &self.owners else {
             return work(t);
         };
-        let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
-        let start = Instant::now();
-        let gathered = match self.zero {
-            3.. => gather_values(comm, (rank, ranks), t, owner)?,
-            _ => vec![],
+        let held = |r: usize, name: &str| {
+            names
+                .iter()
+                .position(|n| n == name)
+                .is_some_and(|i| owner[i] == r)
         };
-        let lent = match state {
-            true => gather_state(comm, rank, t, owner, &|r, name| {
-                names
-                    .iter()
-                    .position(|n| n == name)
-                    .is_some_and(|i| owner[i] == r)
-            })?,
-            false => vec![],
-        };
-        self.clock += start.elapsed();
-        let r = work(t);
-        // the lent state and values go back even when the work failed
-        t.optimizer.shed(&lent);
-        release_values(t, &gathered)?;
-        r?;
-        if let (true, Some(comm)) = (state, comm) {
-            timed(&mut self.clock, || comm.barrier())?;
-        }
+        let at = (self.rank, self.ranks);
+        let gather = self.zero >= 3;
+        let state = state.then_some(&held as &Holds<'_>);
+        self.clock += whole_model(self.comm, at, t, owner, gather, state, work)?;
         Ok(())
     }
 
@@ -736,15 +713,7 @@ impl StepHooks for ZeroHooks<'_> {
             let p = &mut group[k];
             let bytes = 4 * p.numel() as u64;
             if self.owner[i] != self.rank {
-                let v = Tensor::empty(
-                    gpu,
-                    &format!("{} (gathered)", p.name),
-                    p.shape(),
-                    DType::F32,
-                    Category::Workspace,
-                )?;
-                gpu.copy_region(&fused, offset, &v, 0, bytes);
-                p.lend_value(gpu, Some(v))?;
+                lend_gathered(gpu, p, &fused, offset)?;
             }
             offset += bytes;
         }
@@ -1135,12 +1104,12 @@ pub fn plan_rank(
 ///
 /// On a ledger twin (`comm` None, the plan) rank 0 allocates the state it would take over and
 /// nothing moves.
-pub(super) fn gather_state(
+fn gather_state(
     comm: Option<&dyn Collective>,
     rank: usize,
     t: &mut Trainer,
     owner: &[usize],
-    held: &dyn Fn(usize, &str) -> bool,
+    held: &Holds<'_>,
 ) -> Result<Vec<String>> {
     let gpu = t.gpu;
     let all = match comm {
@@ -1215,7 +1184,7 @@ pub(super) fn gather_state(
 /// it): one fused buffer (workspace), each owner's part one segment, all-gathered; every rank
 /// computes the same layout. Returns the names it swapped in, for [`release_values`]. On a
 /// ledger twin (`comm` None, the plan) the same buffers, nothing moved.
-pub(super) fn gather_values(
+fn gather_values(
     comm: Option<&dyn Collective>,
     (rank, ranks): (usize, usize),
     t: &mut Trainer,
@@ -1269,22 +1238,64 @@ pub(super) fn gather_values(
     gpu.upload(&fused, bytemuck::cast_slice(&host));
     for p in t.model.params_mut() {
         if let Some((_, offset)) = missing.iter().find(|(n, _)| *n == p.name) {
-            let v = Tensor::empty(
-                gpu,
-                &format!("{} (gathered)", p.name),
-                p.shape(),
-                DType::F32,
-                Category::Workspace,
-            )?;
-            gpu.copy_region(&fused, *offset, &v, 0, 4 * p.numel() as u64);
-            p.lend_value(gpu, Some(v))?;
+            lend_gathered(gpu, p, &fused, *offset)?;
         }
     }
     Ok(missing.into_iter().map(|(n, _)| n).collect())
 }
 
+/// Whether a rank keeps the optimizer state of a parameter (by name).
+pub(super) type Holds<'a> = dyn Fn(usize, &str) -> bool + 'a;
+
+/// [`Strategy::with_whole_model`] for a rank whose model states are spread over its group (ZeRO,
+/// a pipeline's stages): with `gather`, the values it does not hold gathered from `owner`s
+/// ([`gather_values`]); with `state` (who holds which optimizer state), rank 0 lent the others'
+/// ([`gather_state`]); `work`; both given back (even when `work` failed); with `state`, a
+/// barrier so every rank waits for rank 0's write. Returns the time in collectives.
+pub(super) fn whole_model(
+    comm: Option<&dyn Collective>,
+    (rank, ranks): (usize, usize),
+    t: &mut Trainer,
+    owner: &[usize],
+    gather: bool,
+    state: Option<&Holds<'_>>,
+    work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let gathered = match gather {
+        true => gather_values(comm, (rank, ranks), t, owner)?,
+        false => vec![],
+    };
+    let lent = match state {
+        Some(held) => gather_state(comm, rank, t, owner, held)?,
+        None => vec![],
+    };
+    let mut clock = start.elapsed();
+    let r = work(t);
+    t.optimizer.shed(&lent);
+    release_values(t, &gathered)?;
+    r?;
+    if let (Some(_), Some(comm)) = (state, comm) {
+        timed(&mut clock, || comm.barrier())?;
+    }
+    Ok(clock)
+}
+
+/// Lends `p` its value from a gathered buffer (`fused`, at byte `offset`): a workspace copy.
+fn lend_gathered(gpu: &Gpu, p: &mut Param, fused: &Tensor, offset: u64) -> Result<()> {
+    let v = Tensor::empty(
+        gpu,
+        &format!("{} (gathered)", p.name),
+        p.shape(),
+        DType::F32,
+        Category::Workspace,
+    )?;
+    gpu.copy_region(fused, offset, &v, 0, 4 * p.numel() as u64);
+    p.lend_value(gpu, Some(v))
+}
+
 /// [`gather_values`] undone: the gathered values freed.
-pub(super) fn release_values(t: &mut Trainer, names: &[String]) -> Result<()> {
+fn release_values(t: &mut Trainer, names: &[String]) -> Result<()> {
     let gpu = t.gpu;
     for p in t.model.params_mut() {
         if names.contains(&p.name) {

@@ -15,7 +15,7 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{gather_state, gather_values, own_norms, release_values, sharded_grad_norm};
+use super::ddp::{own_norms, sharded_grad_norm, whole_model, Holds};
 use super::ddp::{DataParallel, DdpOptions};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
@@ -710,19 +710,7 @@ fn run_stage(
     }
     let fit = t.fit(&mut stage, observer)?;
     // the report's parameters: the whole model, on the lead
-    let mut params = vec![];
-    let lead = stage.lead();
-    stage.with_whole_model(&mut t, false, &mut |t| {
-        if lead {
-            params = t
-                .model
-                .params()
-                .iter()
-                .map(|q| Ok((q.name.clone(), q.value().to_f32(t.gpu)?)))
-                .collect::<Result<_>>()?;
-        }
-        Ok(())
-    })?;
+    let params = t.whole_params(&mut stage)?;
     Ok(StageResult {
         losses: fit.losses.iter().map(|&(_, l)| l).collect(),
         params,
@@ -933,25 +921,11 @@ impl Strategy for Stage<'_> {
         state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        let (comm, s, p) = (self.comm, self.s, self.plan.spans.len());
-        let start = Instant::now();
-        let owner = &self.plan.norm_owner;
-        let gathered = gather_values(comm, (s, p), t, owner)?;
-        let lent = match state {
-            true => gather_state(comm, s, t, owner, &|r, name| {
-                self.plan.own[r].contains(name)
-            })?,
-            false => vec![],
-        };
-        self.clock += start.elapsed();
-        let r = work(t);
-        // the lent state and values go back even when the work failed
-        t.optimizer.shed(&lent);
-        release_values(t, &gathered)?;
-        r?;
-        if let (true, Some(comm)) = (state, comm) {
-            comm.barrier()?;
-        }
+        let plan = self.plan;
+        let held = |r: usize, name: &str| plan.own[r].contains(name);
+        let state = state.then_some(&held as &Holds<'_>);
+        let at = (self.s, plan.spans.len());
+        self.clock += whole_model(self.comm, at, t, &plan.norm_owner, true, state, work)?;
         Ok(())
     }
 

@@ -3,9 +3,10 @@
 //! [`Trainer::step_on`] is the crate's only training step: draw the global batch → the
 //! strategy's share of it → forward and backward → the strategy's gradient exchange → the
 //! global norm → the guarded update → what the strategy does after an update. A [`Strategy`]
-//! is what differs between one device and data parallel (the parameter server, DDP buckets,
-//! ZeRO 1-3): it is called between the phases and owns whatever it keeps (buckets, shards, a
-//! collective). [`Trainer::fit`] is the only outer loop: logging, evaluation every
+//! is what differs between one device ([`Local`]), data parallel (the parameter server, DDP
+//! buckets, ZeRO 1-3: `parallel::ddp::DataParallel`) and a pipeline stage (whose replicas are
+//! a data-parallel group): it is called between the phases and owns whatever it keeps
+//! (buckets, shards, links, collectives). [`Trainer::fit`] is the only outer loop: logging, evaluation every
 //! `eval_every` steps, checkpoints every `checkpoint_every` steps and at the end (with the LoRA
 //! adapter files), the non-finite guard; what it reports goes to an [`Observer`] (the CLI's
 //! progress, log lines and metrics file), in one form for every strategy.
@@ -257,6 +258,25 @@ impl Trainer<'_> {
             memory,
             checkpoint,
         })
+    }
+
+    /// The whole model's parameters by name, in model order, read back on the lead (gathered
+    /// where the strategy holds them elsewhere; empty on the other ranks, which take part).
+    pub fn whole_params(&mut self, strategy: &mut dyn Strategy) -> Result<Vec<(String, Vec<f32>)>> {
+        let lead = strategy.lead();
+        let mut params = vec![];
+        strategy.with_whole_model(self, false, &mut |t| {
+            if lead {
+                params = t
+                    .model
+                    .params()
+                    .iter()
+                    .map(|p| Ok((p.name.clone(), p.value().to_f32(t.gpu)?)))
+                    .collect::<Result<_>>()?;
+            }
+            Ok(())
+        })?;
+        Ok(params)
     }
 
     /// An evaluation under `strategy`: on the lead, with the whole model there (None on the
