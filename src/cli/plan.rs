@@ -108,6 +108,9 @@ fn plan_stages(
 ) -> Result<()> {
     use wgtrain::parallel::{pipeline, schedule};
     let (gpus, options) = super::train::pipeline_setup(adapter, &args.train, &mut config)?;
+    let config = super::train::max_memory_search(&args.train, config, &|c| {
+        super::train::largest(pipeline::plan_memory(&gpus, c, &options))
+    })?;
     let p = gpus.len() / options.replicas;
     let (micro, m) = pipeline::micro_batching(&config, p, options.replicas)?;
     let stages = pipeline::plan_memory(&gpus, &config, &options)?;
@@ -185,6 +188,9 @@ fn plan_ranks(
 ) -> Result<()> {
     let gpus = super::train::open_devices(adapter, spec)?;
     let options = super::train::ddp_options(&args.train)?;
+    let config = &super::train::max_memory_search(&args.train, config.clone(), &|c| {
+        super::train::largest(wgtrain::parallel::ddp::plan(&gpus, c, &options))
+    })?;
     let ranks = wgtrain::parallel::ddp::plan(&gpus, config, &options)?;
     let formula = model_state_formula(&gpus[0], config, &options, ranks.len())?;
     let states = |m: &wgtrain::gpu::MemoryStats| {

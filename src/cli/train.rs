@@ -311,7 +311,7 @@ pub fn apply_max_memory(gpu: &Gpu, args: &TrainArgs, config: TrainConfig) -> Res
 /// `--max-memory`: the largest micro-batch and lightest recompute whose predicted peak (`peak`:
 /// the largest rank's or stage's under a parallel run) fits the budget; the config as it is
 /// without the flag.
-fn max_memory_search(
+pub fn max_memory_search(
     args: &TrainArgs,
     config: TrainConfig,
     peak: &dyn Fn(&TrainConfig) -> wgtrain::Result<u64>,
@@ -332,7 +332,7 @@ fn max_memory_search(
 }
 
 /// The largest of several devices' predicted peaks.
-fn largest(plans: wgtrain::Result<Vec<wgtrain::gpu::MemoryStats>>) -> wgtrain::Result<u64> {
+pub fn largest(plans: wgtrain::Result<Vec<wgtrain::gpu::MemoryStats>>) -> wgtrain::Result<u64> {
     Ok(plans?.iter().map(|m| m.peak_total).max().unwrap_or(0))
 }
 

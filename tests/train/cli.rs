@@ -1306,8 +1306,8 @@ fn bf16_lora_under_zero_3_and_pipeline_by_ddp_checkpoint_mid_run_and_resume_anyw
 }
 
 /// `--max-memory`'s micro-batch and recompute search plans the run's own layout: the largest
-/// rank's (`--devices`) or stage's (`--pipeline`) predicted peak against the budget. (Before,
-/// both ignored the flag and trained whatever it said.)
+/// rank's (`--devices`) or stage's (`--pipeline`) predicted peak against the budget, in `train`
+/// and in `plan`. (Before, both ignored the flag and trained or planned whatever it said.)
 #[test]
 fn max_memory_searches_under_data_parallel_and_pipelines() {
     let dir = tmp_dir("max-memory-layouts");
@@ -1323,13 +1323,16 @@ fn max_memory_searches_under_data_parallel_and_pipelines() {
             err.contains("--max-memory 1GiB: micro-batch "),
             "{how:?}: {err}"
         );
-        let mut args = vec!["train", "--config", &config, "--max-memory", "4KiB"];
-        args.extend(how);
-        let o = wgtrain(&args);
-        assert!(!o.status.success(), "{how:?}");
-        assert!(
-            stderr(&o).contains("no configuration fits in 4096 bytes"),
-            "{how:?}"
-        );
+        for verb in ["train", "plan"] {
+            let mut args = vec![verb, "--config", &config, "--max-memory", "4KiB"];
+            args.extend(how);
+            let o = wgtrain(&args);
+            assert!(!o.status.success(), "{verb} {how:?}");
+            let err = stderr(&o);
+            assert!(
+                err.contains("no configuration fits in 4096 bytes"),
+                "{verb} {how:?}: {err}"
+            );
+        }
     }
 }
