@@ -278,11 +278,23 @@ fn model_state_formula(
     let h = config.optimizer.resolve()?;
     let k = wgtrain::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
     let psi = config.weight_count() as f64;
+    // mixed precision adds the half working copies (2 bytes a weight wherever the value is)
+    // to the f32 values (the masters) and a rank's f32 gradients
+    let w = match config.precision {
+        wgtrain::train::config::Precision::Fp32 => 0.0,
+        _ => 2.0,
+    };
     let per_rank: Vec<f64> = match (options.mode, options.zero) {
         (Mode::Dp, _) => (0..n)
-            .map(|r| if r == 0 { (8.0 + k) * psi } else { 8.0 * psi })
+            .map(|r| {
+                if r == 0 {
+                    (w + 8.0 + k) * psi
+                } else {
+                    (w + 8.0) * psi
+                }
+            })
             .collect(),
-        (Mode::Ddp, 0) => vec![(8.0 + k) * psi; n],
+        (Mode::Ddp, 0) => vec![(w + 8.0 + k) * psi; n],
         (Mode::Ddp, _) => {
             // each rank's own share of Ψ, from the same partition the run uses
             let ledger = gpu.ledger();
@@ -304,20 +316,21 @@ fn model_state_formula(
                         .sum();
                     let own = own as f64;
                     match options.zero {
-                        1 => 8.0 * psi + k * own,
-                        2 => 4.0 * psi + (4.0 + k) * own,
-                        _ => (8.0 + k) * own,
+                        1 => (w + 8.0) * psi + k * own,
+                        2 => (w + 4.0) * psi + (4.0 + k) * own,
+                        _ => (w + 8.0 + k) * own,
                     }
                 })
                 .collect()
         }
     };
+    let (a, b) = (w + 8.0, w + 4.0);
     let text = match (options.mode, options.zero) {
-        (Mode::Dp, _) => format!("(8 + {k})Ψ on the server, 8Ψ on a replica, Ψ = {psi}"),
-        (Mode::Ddp, 0) => format!("(8 + {k})Ψ, Ψ = {psi}"),
-        (_, 1) => format!("8Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
-        (_, 2) => format!("4Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
-        _ => format!("(8 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (Mode::Dp, _) => format!("({a} + {k})Ψ on the server, {a}Ψ on a replica, Ψ = {psi}"),
+        (Mode::Ddp, 0) => format!("({a} + {k})Ψ, Ψ = {psi}"),
+        (_, 1) => format!("{a}Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (_, 2) => format!("{b}Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        _ => format!("({a} + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
     };
     Ok(Some((text, per_rank.iter().map(|&b| b as u64).collect())))
 }

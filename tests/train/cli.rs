@@ -830,7 +830,7 @@ fn plan_devices_puts_each_ranks_model_states_beside_the_formula_exactly() {
         &["--zero", "3"],
         &["--parallel", "dp"],
     ] {
-        for n in ["2", "3"] {
+        for (n, precision) in [("2", "fp32"), ("3", "fp32"), ("2", "bf16")] {
             let mut args = vec![
                 "plan",
                 "--model",
@@ -839,6 +839,8 @@ fn plan_devices_puts_each_ranks_model_states_beside_the_formula_exactly() {
                 "48",
                 "--devices",
                 n,
+                "--precision",
+                precision,
             ];
             args.extend(mode);
             args.push("--json");
