@@ -177,9 +177,8 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
         // checks the base fits the model before the run
         trainer.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
     }
-    trainer.train_step(false)?;
-    trainer.evaluate()?;
-    let m = ledger.memory();
+    // the run as `Trainer::fit` runs it: a step, the evaluation, the checkpoint
+    let m = trainer.rehearse(&mut crate::train::Local)?;
     let numel = |ps: Vec<&crate::nn::Param>| ps.iter().map(|p| p.numel() as u64).sum();
     let hyper = trainer.optimizer.hyper;
     let mut tensors = ledger.pool().requests();
