@@ -26,7 +26,7 @@ use std::time::Instant;
 use wgtrain::optim::schedule::{Scaling, Warmup};
 use wgtrain::optim::OptimizerName;
 use wgtrain::plot::{line_chart, Series};
-use wgtrain::train::{TrainConfig, Trainer};
+use wgtrain::train::{Event, Local, Observer, TrainConfig, Trainer};
 use wgtrain::Gpu;
 
 const CONFIG: &str = concat!(
@@ -137,30 +137,39 @@ struct Outcome {
     secs: f64,
 }
 
+/// The logging steps' (step, loss) a run reports.
+#[derive(Default)]
+struct Curve(std::cell::RefCell<Vec<(u64, f32)>>);
+
+impl Observer for Curve {
+    fn observe(&self, event: Event<'_>) -> wgtrain::Result<()> {
+        if let Event::Step(s) = event {
+            self.0.borrow_mut().push((s.step, s.loss));
+        }
+        Ok(())
+    }
+}
+
 fn train(gpu: &Gpu, config: TrainConfig, epoch: usize) -> Result<Outcome, wgtrain::Error> {
     let started = Instant::now();
     let (steps, batch, peak_lr) = (config.steps, config.batch_size, config.peak_lr());
-    let every = (steps / CURVE_POINTS).max(1);
+    let mut config = config;
+    (config.log_every, config.eval_every) = ((steps / CURVE_POINTS).max(1), 0);
     let mut trainer = Trainer::new(gpu, config)?;
-    let mut curve = vec![];
-    let mut stopped = None;
-    while trainer.step < steps {
-        let read = (trainer.step + 1) % every == 0 || trainer.step + 1 == steps;
-        if let Some(loss) = trainer.train_step(read)? {
-            let epochs = (trainer.step as usize * batch) as f64 / epoch as f64;
-            curve.push((epochs, loss as f64));
-            // a non-finite step stops the run (the config's max_nonfinite_steps, 1)
-            if let Err(e) = trainer.check_health() {
-                stopped = Some(format!("diverged at step {}: {e}", trainer.step));
-                break;
-            }
-        }
-    }
-    let result = match stopped {
-        Some(why) => Err(why),
-        None if trainer.nonfinite_weights()? > 0 => Err("diverged: non-finite weights".into()),
-        None => Ok(trainer.evaluate()?.loss as f64),
+    let logged = Curve::default();
+    // a non-finite step stops the run (the config's max_nonfinite_steps, 1)
+    let result = match trainer.fit(&mut Local, &logged) {
+        Err(wgtrain::Error::NonFinite(e)) => Err(format!("diverged at step {}: {e}", trainer.step)),
+        Err(e) => return Err(e),
+        Ok(_) if trainer.nonfinite_weights()? > 0 => Err("diverged: non-finite weights".into()),
+        Ok(report) => Ok(report.eval.map_or(f64::NAN, |r| r.loss as f64)),
     };
+    let curve = logged
+        .0
+        .into_inner()
+        .into_iter()
+        .map(|(step, loss)| ((step as usize * batch) as f64 / epoch as f64, loss as f64))
+        .collect();
     Ok(Outcome {
         peak_lr,
         steps,

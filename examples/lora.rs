@@ -12,7 +12,7 @@ use std::path::Path;
 use wgtrain::gpu::Category;
 use wgtrain::nn::lora::LoraConfig;
 use wgtrain::train::checkpoint::Checkpoint;
-use wgtrain::train::{adapter, TrainConfig, Trainer};
+use wgtrain::train::{adapter, Local, TrainConfig, Trainer};
 use wgtrain::Gpu;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,16 +51,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     base.gpt.vocab_size = 256;
     let gpu = Gpu::new(None)?;
     let mut t = Trainer::new(&gpu, base.clone())?;
-    for _ in 0..pretrain_steps {
-        t.train_step(false)?;
-    }
+    let pretrained = t.fit(&mut Local, &())?;
     let base_ckpt = dir.join("base.safetensors");
     t.save(&base_ckpt)?;
     println!(
         "pretrained: gpt (4 layers, d_model 128, context 64), {} parameters, {pretrain_steps} steps \
          on War and Peace: eval loss {:.4}",
         t.model.num_params(),
-        t.evaluate()?.loss
+        pretrained.eval.map_or(f32::NAN, |r| r.loss)
     );
     drop(t);
     let ckpt = Checkpoint::load(&base_ckpt)?;
@@ -115,10 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let trainable: usize = t.model.trainable_params().iter().map(|p| p.numel()).sum();
-        for _ in 0..finetune_steps {
-            t.train_step(false)?;
-        }
-        let loss = t.evaluate()?.loss;
+        let loss = t.fit(&mut Local, &())?.eval.map_or(f32::NAN, |r| r.loss);
         let m = gpu.memory();
         let adapter_bytes = match &c.lora {
             Some(l) => {

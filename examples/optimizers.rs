@@ -4,12 +4,24 @@
 //!
 //!     cargo run --release --example optimizers [-- STEPS]
 
-use std::time::Instant;
 use wgtrain::gpu::Category;
 use wgtrain::optim::OptimizerName;
 use wgtrain::plot::{line_chart, Series};
-use wgtrain::train::{TrainConfig, Trainer};
+use wgtrain::train::{Event, Local, Observer, TrainConfig, Trainer};
 use wgtrain::Gpu;
+
+/// The logging steps' (step, loss, ms per step) a run reports.
+#[derive(Default)]
+struct Logged(std::cell::RefCell<Vec<(u64, f32, f64)>>);
+
+impl Observer for Logged {
+    fn observe(&self, event: Event<'_>) -> wgtrain::Result<()> {
+        if let Event::Step(s) = event {
+            self.0.borrow_mut().push((s.step, s.loss, s.ms_per_step));
+        }
+        Ok(())
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: u64 = std::env::args()
@@ -33,24 +45,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for name in OptimizerName::ALL {
         let mut config = base.with_optimizer(name)?;
         config.steps = steps;
+        (config.log_every, config.eval_every) = (10, 0);
         // a fresh device per optimizer, so the pool's figures are this optimizer's alone
         let gpu = Gpu::new(None)?;
         let mut trainer = Trainer::new(&gpu, config)?;
         let params = trainer.model.num_params();
         let state_bytes = gpu.memory().live.get(Category::OptimizerState);
-        let mut points = vec![];
-        let mut last = f32::NAN;
-        let start = Instant::now();
-        while trainer.step < steps {
-            let log = (trainer.step + 1) % 10 == 0;
-            if let Some(loss) = trainer.train_step(log)? {
-                points.push((trainer.step as f64, loss as f64));
-                last = loss;
-            }
-        }
-        gpu.sync()?;
-        let ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
-        let acc = trainer.evaluate()?.accuracy.unwrap_or(f32::NAN);
+        let logged = Logged::default();
+        let report = trainer.fit(&mut Local, &logged)?;
+        let logged = logged.0.into_inner();
+        let points: Vec<(f64, f64)> = logged.iter().map(|l| (l.0 as f64, l.1 as f64)).collect();
+        let last = logged.last().map_or(f32::NAN, |l| l.1);
+        // the steps' time, without the final evaluation
+        let ms = logged.iter().map(|l| l.2).sum::<f64>() / logged.len().max(1) as f64;
+        let acc = report.eval.and_then(|r| r.accuracy).unwrap_or(f32::NAN);
         println!(
             "{:<10} {:>9} {:>10.4} {:>9.2}% {:>12.3} {:>9.2}",
             name.as_str(),
