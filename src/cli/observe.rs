@@ -11,6 +11,9 @@ use wgtrain::gpu::MemoryStats;
 use wgtrain::train::metrics::Metrics;
 use wgtrain::train::{EvalResult, Event, Observer};
 
+/// A checkpoint's path, and the LoRA adapter's bytes written beside it.
+pub type Written = (PathBuf, Option<u64>);
+
 pub struct RunObserver {
     metrics: Mutex<Metrics>,
     bar: ProgressBar,
@@ -19,7 +22,7 @@ pub struct RunObserver {
     /// "tokens_per_s" or "samples_per_s".
     unit: &'static str,
     /// The last checkpoint written, and the LoRA adapter's bytes beside it.
-    pub checkpoint: Mutex<Option<(PathBuf, Option<u64>)>>,
+    checkpoint: Mutex<Option<Written>>,
 }
 
 impl RunObserver {
@@ -52,10 +55,14 @@ impl RunObserver {
         }
     }
 
-    /// The run is over: the bar goes, the metrics file is handed back for the end record.
-    pub fn finish(self) -> Metrics {
+    /// The run is over: the bar goes; the metrics file is handed back for the end record, with
+    /// the last checkpoint the run wrote.
+    pub fn finish(self) -> (Metrics, Option<Written>) {
         self.bar.finish_and_clear();
-        self.metrics.into_inner().expect("the metrics lock")
+        (
+            self.metrics.into_inner().expect("the metrics lock"),
+            self.checkpoint.into_inner().expect("the checkpoint lock"),
+        )
     }
 }
 

@@ -104,10 +104,10 @@ pub fn run(adapter: Option<&str>, args: PlanArgs) -> Result<()> {
 fn plan_stages(
     adapter: Option<&str>,
     args: &PlanArgs,
-    mut config: wgtrain::train::TrainConfig,
+    config: wgtrain::train::TrainConfig,
 ) -> Result<()> {
     use wgtrain::parallel::{pipeline, schedule};
-    let (gpus, options) = super::train::pipeline_setup(adapter, &args.train, &mut config)?;
+    let (gpus, options) = super::train::pipeline_setup(adapter, &args.train, &config)?;
     let config = super::train::max_memory_search(&args.train, config, &|c| {
         super::train::largest(pipeline::plan_memory(&gpus, c, &options))
     })?;

@@ -134,8 +134,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub zero: u8,
     /// Pipeline parallel: the GPT's blocks split into P stages, one per device (P devices on
-    /// the chosen adapter, or the --devices list, one stage each); the batch runs as
-    /// batch_size / micro_batch_size micro-batches (micro_batch_size 0: P of them).
+    /// the chosen adapter, or the --devices list, one stage each; --devices P×R makes each
+    /// stage R data-parallel replicas); each replica runs its rows of the batch as micro-batches
+    /// of micro_batch_size (0: P of them).
     #[arg(long)]
     pub pipeline: Option<usize>,
     /// With --pipeline: naive (one micro-batch at a time), gpipe (all forwards, then all
@@ -471,8 +472,7 @@ fn run_mpi(
     );
     let started = Instant::now();
     let r = wgtrain::parallel::ddp::train_rank(&gpu, &comm, &config, &options, &observer);
-    let checkpoint = observer.checkpoint.lock().unwrap().clone();
-    let mut metrics = observer.finish();
+    let (mut metrics, checkpoint) = observer.finish();
     let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
     let m = &r.memory[0];
@@ -542,7 +542,7 @@ fn zero_label(stage: u8) -> String {
 
 /// The layout the flags describe (--devices, --pipeline, --parallel, --zero), for the one rule
 /// ([`wgtrain::train::Layout::check`]); a device list counts its entries.
-pub fn layout(args: &TrainArgs) -> Result<wgtrain::train::Layout> {
+pub fn layout(args: &TrainArgs) -> wgtrain::train::Layout {
     let ranks = match args.devices.as_deref() {
         None | Some("mpi") => 1,
         Some("all") => 2,
@@ -550,13 +550,13 @@ pub fn layout(args: &TrainArgs) -> Result<wgtrain::train::Layout> {
         Some(s) => s.parse().unwrap_or(1),
     };
     let stages = args.pipeline.unwrap_or(1).max(1);
-    Ok(wgtrain::train::Layout {
+    wgtrain::train::Layout {
         ranks: if stages > 1 { ranks / stages } else { ranks },
         stages,
         server: args.parallel.as_deref() == Some("dp"),
         zero: args.zero,
         mpi: args.devices.as_deref() == Some("mpi"),
-    })
+    }
 }
 
 /// The data-parallel flags: --parallel, --zero, --bucket-mb.
@@ -646,8 +646,7 @@ fn run_ddp(
     );
     let started = Instant::now();
     let r = wgtrain::parallel::ddp::train_observed(&gpus, comms, &config, &options, &observer);
-    let checkpoint = observer.checkpoint.lock().unwrap().clone();
-    let mut metrics = observer.finish();
+    let (mut metrics, checkpoint) = observer.finish();
     let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
     let mut end = end_json(
@@ -702,7 +701,7 @@ fn ckpt_step(args: &TrainArgs) -> u64 {
 }
 
 /// The closing lines naming the checkpoint (and the LoRA adapter beside it) a run wrote.
-fn report_outputs(checkpoint: Option<(PathBuf, Option<u64>)>, config: &TrainConfig) {
+fn report_outputs(checkpoint: Option<super::observe::Written>, config: &TrainConfig) {
     match checkpoint {
         Some((path, adapter)) => {
             eprintln!("checkpoint: {}", path.display());
@@ -724,18 +723,18 @@ fn report_outputs(checkpoint: Option<(PathBuf, Option<u64>)>, config: &TrainConf
     }
 }
 
-/// The stages' devices and the run's options for `--pipeline P` (and micro_batch_size set to
-/// give P micro-batches when the config has none).
+/// The stages' devices (P, or P × R for R data-parallel replicas of each stage) and the run's
+/// options for `--pipeline P`.
 pub fn pipeline_setup(
     adapter: Option<&str>,
     args: &TrainArgs,
-    config: &mut TrainConfig,
+    config: &TrainConfig,
 ) -> Result<(Vec<Gpu>, wgtrain::parallel::pipeline::PipelineOptions)> {
     let p = args.pipeline.unwrap_or(1);
     if p == 0 {
         bail!("--pipeline needs at least one stage");
     }
-    layout(args)?.check(config)?;
+    layout(args).check(config)?;
     let gpus = match &args.devices {
         Some(spec) => open_devices(adapter, spec)?,
         None => Gpu::open_n(adapter, p)?,
@@ -778,7 +777,7 @@ pub fn pipeline_setup(
 fn run_pipeline(
     adapter: Option<&str>,
     args: &TrainArgs,
-    mut config: TrainConfig,
+    config: TrainConfig,
     run: String,
 ) -> Result<()> {
     use wgtrain::parallel::{pipeline, trace};
@@ -787,7 +786,7 @@ fn run_pipeline(
             bail!("{}: is a directory, not a file to write", path.display());
         }
     }
-    let (gpus, options) = pipeline_setup(adapter, args, &mut config)?;
+    let (gpus, options) = pipeline_setup(adapter, args, &config)?;
     let config = max_memory_search(args, config, &|c| {
         largest(pipeline::plan_memory(&gpus, c, &options))
     })?;
@@ -847,8 +846,7 @@ fn run_pipeline(
     let observer = RunObserver::new(metrics, config.steps, ckpt_step(args), true);
     let started = Instant::now();
     let r = pipeline::train_observed(&gpus, &config, &options, &observer);
-    let checkpoint = observer.checkpoint.lock().unwrap().clone();
-    let mut metrics = observer.finish();
+    let (mut metrics, checkpoint) = observer.finish();
     let r = r?;
     let wall_s = started.elapsed().as_secs_f64();
     let last = config.steps - 1;
@@ -949,7 +947,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let ckpt = args.resume.as_deref().map(Checkpoint::load).transpose()?;
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
-    layout(&args)?.check(&config)?;
+    layout(&args).check(&config)?;
     let run = match &ckpt {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),
@@ -1066,8 +1064,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
 
     let observer = RunObserver::new(metrics, c.steps, trainer.step, c.model == ModelKind::Gpt);
     let fit = trainer.fit(&mut Local, &observer);
-    let checkpoint = observer.checkpoint.lock().unwrap().clone();
-    let mut metrics = observer.finish();
+    let (mut metrics, checkpoint) = observer.finish();
     let fit = fit?;
     let r = fit.eval.expect("one device evaluates");
     let wall_s = started.elapsed().as_secs_f64();

@@ -15,7 +15,7 @@ use super::{EvalResult, Trainer};
 use crate::error::Result;
 use crate::gpu::MemoryStats;
 use crate::nn::{Batch, NoHooks};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// The checkpoint's file name in a run's output directory.
@@ -137,8 +137,6 @@ pub struct FitReport {
     pub eval: Option<EvalResult>,
     /// This rank's memory at the end of the run (the final evaluation and checkpoint included).
     pub memory: MemoryStats,
-    /// The final checkpoint, when the config has an output directory.
-    pub checkpoint: Option<PathBuf>,
 }
 
 impl Trainer<'_> {
@@ -256,7 +254,6 @@ impl Trainer<'_> {
             losses,
             eval,
             memory,
-            checkpoint,
         })
     }
 
