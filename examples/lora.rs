@@ -134,10 +134,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let full_weights = 4 * ckpt
-        .tensors
-        .iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
-        .map(|(_, (_, shape, _))| shape.iter().product::<usize>())
+        .names()
+        .filter(|k| !k.starts_with("optim."))
+        .map(|k| {
+            ckpt.info(k)
+                .map_or(0, |(_, shape)| shape.iter().product::<usize>())
+        })
         .sum::<usize>();
     println!("(the base model's weights: {full_weights} bytes)");
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use safetensors::tensor::Metadata;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Configs and adapter configs: far more than any real one.
@@ -136,40 +136,33 @@ pub fn open_safetensors(path: &Path, what: &str) -> Result<(Metadata, Safetensor
         meta,
         SafetensorsData {
             file,
-            at: 0,
+            base: 8 + n,
             path: path.to_path_buf(),
         },
     ))
 }
 
-/// The data part of a safetensors file, read tensor by tensor in offset order, so no more than
+/// The data part of a safetensors file, read tensor by tensor (in any order), so no more than
 /// one tensor's bytes are held beyond what the caller keeps.
 pub struct SafetensorsData {
     file: File,
-    /// The data offset the file is at.
-    at: usize,
+    /// Where the data starts in the file (past the header).
+    base: u64,
     path: std::path::PathBuf,
 }
 
 impl SafetensorsData {
-    /// The bytes at data offsets `start..end` (each call's start at or after the last's end).
+    /// The bytes at data offsets `start..end` (validated against the file's length when the
+    /// header was).
     pub fn read(&mut self, (start, end): (usize, usize)) -> Result<Vec<u8>> {
-        assert!(
-            start >= self.at && end >= start,
-            "safetensors data read in offset order"
-        );
-        if start > self.at {
-            std::io::copy(
-                &mut (&mut self.file).take((start - self.at) as u64),
-                &mut std::io::sink(),
-            )
+        assert!(end >= start, "a tensor's data range");
+        self.file
+            .seek(SeekFrom::Start(self.base + start as u64))
             .map_err(|e| io(&self.path, e))?;
-        }
         let mut bytes = vec![0u8; end - start];
         self.file
             .read_exact(&mut bytes)
             .map_err(|e| io(&self.path, e))?;
-        self.at = end;
         Ok(bytes)
     }
 }

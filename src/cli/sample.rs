@@ -6,7 +6,7 @@ use wgtrain::nn::Model;
 use wgtrain::rng::Rng;
 use wgtrain::train::adapter::Adapter;
 use wgtrain::train::checkpoint::{self, Checkpoint, CheckpointMeta};
-use wgtrain::train::eval::{evaluate, generate};
+use wgtrain::train::eval::{evaluate, generate, Whole};
 use wgtrain::train::{load_model, load_task};
 use wgtrain::Gpu;
 
@@ -103,13 +103,13 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (mut config, model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
+    let (mut config, mut model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
     if let Some(d) = args.data {
         config.data = d;
         config.validate()?;
     }
     let task = load_task(&config)?;
-    let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
+    let r = evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?;
     println!(
         "{} (step {}, data {})",
         super::observe::describe(&r),
@@ -128,13 +128,13 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     }
     let q = wgtrain::quant::file::read(&args.checkpoint)?;
     let gpu = Gpu::new(adapter)?;
-    let (mut config, model) = q.on_device(&gpu)?;
+    let (mut config, mut model) = q.on_device(&gpu)?;
     if let Some(d) = &args.data {
         config.data = d.clone();
         config.validate()?;
     }
     let task = load_task(&config)?;
-    let r = evaluate(&gpu, model.as_ref(), &task, &config)?;
+    let r = evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?;
     println!(
         "{} (step {}, data {}; {} weights)",
         super::observe::describe(&r),

@@ -9,7 +9,7 @@ use wgtrain::gpu::Category;
 use wgtrain::optim::schedule::{Scaling, Warmup};
 use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
-use wgtrain::train::eval::addition_answers;
+use wgtrain::train::eval::{addition_answers, Whole};
 use wgtrain::train::metrics::Metrics;
 use wgtrain::train::{Local, ModelKind, Task, TrainConfig, Trainer, CHECKPOINT_FILE};
 use wgtrain::Gpu;
@@ -1133,7 +1133,8 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     }
     if let Task::Addition(a) = &trainer.task {
         let shown: Vec<(u64, u64)> = a.test.iter().take(8).copied().collect();
-        let answers = addition_answers(&gpu, trainer.model.as_ref(), a, &shown)?;
+        let model = trainer.model.as_mut();
+        let answers = addition_answers(&gpu, model, &mut Whole, a, &shown)?;
         eprintln!("held-out problems (the model's answer, read back in normal digit order):");
         for (&(x, y), ans) in shown.iter().zip(&answers) {
             let got = a.parse_answer(ans);

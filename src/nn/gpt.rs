@@ -286,7 +286,13 @@ impl Gpt {
         for i in 0..self.blocks.len() {
             x = self.block_forward(gpu, i, &x)?.0;
         }
-        let (xf, _) = self.ln_f.forward(gpu, &x)?;
+        self.head(gpu, batch, &x)
+    }
+
+    /// The final LayerNorm and the head (tied to the token embedding) of the blocks' output x
+    /// (B, T, C): the logits (B, T, V), forward only.
+    fn head(&self, gpu: &Gpu, batch: &GptBatch, x: &Tensor) -> Result<Tensor> {
+        let (xf, _) = self.ln_f.forward(gpu, x)?;
         let logits = activation(
             gpu,
             "logits",
@@ -301,6 +307,39 @@ impl Gpt {
             &logits,
             false,
         );
+        Ok(logits)
+    }
+
+    /// A stage's forward only (an evaluation): the embeddings (first stage; else `input`, the
+    /// previous stage's (B, T, C) output), the span's blocks and, on the last stage, the head.
+    /// Returns the stage's (B, T, C) output, or the logits (B, T, V) on the last stage; keeps
+    /// nothing for a backward. `hooks` bring each group's values and free them (ZeRO 3).
+    pub fn stage_logits(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &GptBatch,
+        input: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        let mut x = match input {
+            Some(x) => x,
+            None => {
+                hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                let x = self.embed(gpu, batch)?;
+                hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                x
+            }
+        };
+        for i in span.blocks.clone() {
+            x = self.block_forward_hooked(gpu, i, &x, hooks)?.0;
+        }
+        if !span.last {
+            return Ok(x);
+        }
+        hooks.values_needed(gpu, &mut self.head_params())?;
+        let logits = self.head(gpu, batch, &x)?;
+        hooks.values_done(gpu, &mut self.head_params())?;
         Ok(logits)
     }
 

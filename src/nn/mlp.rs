@@ -151,6 +151,24 @@ impl Mlp {
         Ok(h.post)
     }
 
+    /// [`Mlp::logits`] with `hooks` bringing each layer's values and freeing them after (an
+    /// evaluation under ZeRO 3).
+    pub fn logits_hooked(
+        &mut self,
+        gpu: &Gpu,
+        x: &Tensor,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        let mut h: Option<Tensor> = None;
+        for i in 0..self.layers.len() {
+            hooks.values_needed(gpu, &mut self.layers[i].params_mut())?;
+            let out = self.layer_forward(gpu, i, h.as_ref().unwrap_or(x))?;
+            hooks.values_done(gpu, &mut self.layers[i].params_mut())?;
+            h = Some(out.post);
+        }
+        Ok(h.expect("an mlp has layers"))
+    }
+
     /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
     /// the per-sample losses (N). Each layer is a group of [`StepHooks`].
     pub fn forward_backward(

@@ -122,6 +122,16 @@ pub trait Model {
     /// Logits (N, classes) for rows, (B, seq, vocab) for tokens; forward only.
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor>;
 
+    /// [`Model::logits`] with `hooks` around each layer group's forward (nothing kept for a
+    /// backward): ZeRO 3's evaluation brings each group's values through them and frees them
+    /// after, so no device holds the whole model.
+    fn logits_hooked(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor>;
+
     /// The longest token sequence the model reads, for a model that generates text.
     fn context(&self) -> Option<usize>;
 
@@ -209,7 +219,7 @@ impl Mlp {
 }
 
 /// `t` as an f32 tensor (logits computed in half precision, for the callers that read them).
-fn in_f32(gpu: &Gpu, t: Tensor) -> Result<Tensor> {
+pub(crate) fn in_f32(gpu: &Gpu, t: Tensor) -> Result<Tensor> {
     if t.dtype() == crate::tensor::DType::F32 {
         return Ok(t);
     }
@@ -258,6 +268,18 @@ impl Model for Mlp {
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, _) = self.upload(gpu, batch)?;
         let logits = compute_scope(self.compute_dtype(), || Mlp::logits(self, gpu, &x))?;
+        in_f32(gpu, logits)
+    }
+    fn logits_hooked(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        let (x, _) = self.upload(gpu, batch)?;
+        let logits = compute_scope(self.compute_dtype(), || {
+            Mlp::logits_hooked(self, gpu, &x, hooks)
+        })?;
         in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {
@@ -310,6 +332,19 @@ impl Model for Gpt {
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
         let logits = compute_scope(self.compute_dtype(), || Gpt::logits(self, gpu, &b))?;
+        in_f32(gpu, logits)
+    }
+    fn logits_hooked(
+        &mut self,
+        gpu: &Gpu,
+        batch: &Batch,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        let b = self.upload(gpu, batch)?;
+        let whole = super::gpt::StageSpan::whole(self.config.n_layer);
+        let logits = compute_scope(self.compute_dtype(), || {
+            self.stage_logits(gpu, &whole, &b, None, hooks)
+        })?;
         in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {

@@ -500,33 +500,6 @@ impl Optimizer {
     }
 
     /// Takes over `other`'s state (for parameters this one has none of: a ZeRO shard's owner
-    /// gathering the others' before a checkpoint).
-    pub fn adopt(&mut self, other: Optimizer) {
-        for (name, slots) in other.state {
-            assert!(
-                !self.index.contains_key(&name),
-                "optimizer already has state for {name}"
-            );
-            self.index.insert(name.clone(), self.state.len());
-            self.state.push((name, slots));
-        }
-    }
-
-    /// Drops the state of the parameters `names` (what [`Optimizer::adopt`] took over for a
-    /// checkpoint, given back after it).
-    pub fn shed(&mut self, names: &[String]) {
-        if names.is_empty() {
-            return;
-        }
-        self.state.retain(|(name, _)| !names.contains(name));
-        self.index = self
-            .state
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
-    }
-
     /// Records one step at learning rate `lr` over the trainable `params`, given the step's
     /// `stats` ([`guard::step_stats`]): clipping by the squared global norm in `stats[0]` (from
     /// [`grad_norm_sq`]; read only when clipping is on), and changing nothing when the skip word

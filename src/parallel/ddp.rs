@@ -24,7 +24,8 @@ use crate::nn::{Batch, NoHooks, Param, StepHooks};
 use crate::ops::reduce::{reduce, Reduction};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::{Observer, Shard, Strategy, TrainConfig, Trainer};
+use crate::train::eval::Hooked;
+use crate::train::{EvalResult, Observer, Shard, Strategy, TrainConfig, Trainer};
 use std::time::{Duration, Instant};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
@@ -461,23 +462,61 @@ impl Strategy for DataParallel<'_> {
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
-        state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
+        match &self.owners {
+            Some((_, owner)) if self.zero >= 3 => {
+                let at = (self.rank, self.ranks);
+                self.clock += whole_model(self.comm, at, t, owner, work)?;
+                Ok(())
+            }
+            _ => work(t),
+        }
+    }
+
+    fn evaluate(&mut self, t: &mut Trainer) -> Result<Option<EvalResult>> {
+        let lead = self.lead();
+        match &self.owners {
+            // ZeRO 3: every rank runs the evaluation, each layer group's values all-gathered
+            // before it runs and freed after, as in training's forward; the lead reports
+            Some((_, owner)) if self.zero >= 3 => {
+                let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
+                let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, &self.buckets, true);
+                let r = t.evaluate_through(&mut Hooked(&mut hooks));
+                self.clock += hooks.finish(t.model.as_mut());
+                Ok(lead.then_some(r?))
+            }
+            _ if lead => t.evaluate().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn checkpoint_part(&self) -> Option<(usize, usize)> {
+        match (&self.owners, self.rank) {
+            // ZeRO: each rank writes what it owns
+            (Some(_), r) => Some((r, self.ranks)),
+            // every rank holds everything (DDP) or the lead does (the server): the lead writes
+            (None, 0) => Some((0, 1)),
+            (None, _) => None,
+        }
+    }
+
+    fn writes_value(&self, name: &str) -> bool {
         let Some((names, owner)) = &self.owners else {
-            return work(t);
+            return true;
         };
-        let held = |r: usize, name: &str| {
-            names
-                .iter()
-                .position(|n| n == name)
-                .is_some_and(|i| owner[i] == r)
-        };
-        let at = (self.rank, self.ranks);
-        let gather = self.zero >= 3;
-        let state = state.then_some(&held as &Holds<'_>);
-        self.clock += whole_model(self.comm, at, t, owner, gather, state, work)?;
-        Ok(())
+        match names.iter().position(|n| n == name) {
+            Some(i) => owner[i] == self.rank,
+            // a frozen parameter, whole on every rank: the lead's part
+            None => self.rank == 0,
+        }
+    }
+
+    fn barrier(&self) -> Result<()> {
+        match self.comm {
+            Some(comm) => comm.barrier(),
+            None => Ok(()),
+        }
     }
 
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -1094,91 +1133,6 @@ pub fn plan_rank(
     t.rehearse(&mut strategy)
 }
 
-/// Before a checkpoint of a run whose optimizer state is spread over ranks (ZeRO, a
-/// pipeline's stages): rank 0 receives every other rank's optimizer state and takes over,
-/// beside its own, the state of each trainable parameter it does not hold (`held(rank, name)`:
-/// whether a rank keeps state for it), from `owner[i]` (the i-th trainable parameter's
-/// provider), so the checkpoint is whole (it resumes on any number of devices). Returns the
-/// names whose state rank 0 took over (for [`crate::optim::Optimizer::shed`] after the write;
-/// none on the other ranks).
-///
-/// On a ledger twin (`comm` None, the plan) rank 0 allocates the state it would take over and
-/// nothing moves.
-fn gather_state(
-    comm: Option<&dyn Collective>,
-    rank: usize,
-    t: &mut Trainer,
-    owner: &[usize],
-    held: &Holds<'_>,
-) -> Result<Vec<String>> {
-    let gpu = t.gpu;
-    let all = match comm {
-        Some(comm) => {
-            let mut flat: Vec<f32> = vec![];
-            for (_, slots) in t.optimizer.state() {
-                for (_, s) in slots {
-                    flat.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&gpu.read_bytes(s)?));
-                }
-            }
-            match comm.gather(&flat, 0)? {
-                Some(all) => Some(all),
-                None => return Ok(vec![]),
-            }
-        }
-        None if rank == 0 => None,
-        None => return Ok(vec![]),
-    };
-    // state tensors for everything rank 0 does not hold, filled from their owners' data: a
-    // rank sends its state in its optimizer's order (the parameters it holds in model order,
-    // slots in optimizer order)
-    let params = t.model.trainable_params();
-    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-    let theirs: Vec<&Param> = params
-        .iter()
-        .filter(|p| !held(0, &p.name))
-        .copied()
-        .collect();
-    let extra =
-        crate::optim::Optimizer::new(gpu, &t.config.optimizer, t.config.grad_clip, &theirs)?;
-    let words = |name: &str| -> usize {
-        let slots = extra
-            .state()
-            .iter()
-            .chain(t.optimizer.state())
-            .find(|(n, _)| n == name)
-            .map(|(_, slots)| slots)
-            .expect("state for every trainable parameter on rank 0 or in the gathered part");
-        slots
-            .iter()
-            .map(|(_, s)| (s.bytes() as usize).div_ceil(4))
-            .sum()
-    };
-    let mut lent = vec![];
-    for (name, slots) in extra.state() {
-        lent.push(name.clone());
-        let Some(all) = &all else { continue };
-        let i = names
-            .iter()
-            .position(|n| n == name)
-            .expect("a trainable name");
-        let r = owner[i];
-        let mut offset: usize = names[..i]
-            .iter()
-            .filter(|n| held(r, n))
-            .map(|n| words(n))
-            .sum();
-        for (_, s) in slots {
-            let words = (s.bytes() as usize).div_ceil(4);
-            let bytes: &[u8] = bytemuck::cast_slice(&all[r][offset..offset + words]);
-            gpu.upload(s, &bytes[..s.bytes() as usize]);
-            offset += words;
-        }
-    }
-    drop(params);
-    t.optimizer.adopt(extra);
-    Ok(lent)
-}
-
 /// Gathers onto every rank the values of the trainable parameters it does not hold (ZeRO 3, a
 /// pipeline's stages), each from `owner[i]` (the i-th trainable parameter's holder that sends
 /// it): one fused buffer (workspace), each owner's part one segment, all-gathered; every rank
@@ -1244,40 +1198,23 @@ fn gather_values(
     Ok(missing.into_iter().map(|(n, _)| n).collect())
 }
 
-/// Whether a rank keeps the optimizer state of a parameter (by name).
-pub(super) type Holds<'a> = dyn Fn(usize, &str) -> bool + 'a;
-
-/// [`Strategy::with_whole_model`] for a rank whose model states are spread over its group (ZeRO,
-/// a pipeline's stages): with `gather`, the values it does not hold gathered from `owner`s
-/// ([`gather_values`]); with `state` (who holds which optimizer state), rank 0 lent the others'
-/// ([`gather_state`]); `work`; both given back (even when `work` failed); with `state`, a
-/// barrier so every rank waits for rank 0's write. Returns the time in collectives.
+/// [`Strategy::with_whole_model`] for a rank whose trainable values are spread over its group
+/// (ZeRO 3, a pipeline's stages): the values it does not hold gathered from `owner`s
+/// ([`gather_values`]), `work`, and the gathered values freed (even when `work` failed).
+/// Returns the time in collectives.
 pub(super) fn whole_model(
     comm: Option<&dyn Collective>,
-    (rank, ranks): (usize, usize),
+    at: (usize, usize),
     t: &mut Trainer,
     owner: &[usize],
-    gather: bool,
-    state: Option<&Holds<'_>>,
     work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let gathered = match gather {
-        true => gather_values(comm, (rank, ranks), t, owner)?,
-        false => vec![],
-    };
-    let lent = match state {
-        Some(held) => gather_state(comm, rank, t, owner, held)?,
-        None => vec![],
-    };
-    let mut clock = start.elapsed();
+    let gathered = gather_values(comm, at, t, owner)?;
+    let clock = start.elapsed();
     let r = work(t);
-    t.optimizer.shed(&lent);
     release_values(t, &gathered)?;
     r?;
-    if let (Some(_), Some(comm)) = (state, comm) {
-        timed(&mut clock, || comm.barrier())?;
-    }
     Ok(clock)
 }
 

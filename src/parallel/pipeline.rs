@@ -15,17 +15,18 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{own_norms, sharded_grad_norm, whole_model, Holds};
+use super::ddp::{own_norms, sharded_grad_norm, whole_model};
 use super::ddp::{DataParallel, DdpOptions};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::gpt::{StageCache, StageOut, StageSpan};
-use crate::nn::Batch;
-use crate::nn::{compute_scope, with_loss_scale, zero_grads, NoHooks};
+use crate::nn::model::in_f32;
+use crate::nn::{compute_scope, with_loss_scale, zero_grads, Batch, Model, NoHooks};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
+use crate::train::eval::{losses_of, Forward};
 use crate::train::{EvalResult, Shard, TrainConfig, Trainer};
 use crate::train::{Observer, Strategy};
 use std::collections::HashSet;
@@ -918,15 +919,42 @@ impl Strategy for Stage<'_> {
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
-        state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        let plan = self.plan;
-        let held = |r: usize, name: &str| plan.own[r].contains(name);
-        let state = state.then_some(&held as &Holds<'_>);
-        let at = (self.s, plan.spans.len());
-        self.clock += whole_model(self.comm, at, t, &plan.norm_owner, true, state, work)?;
+        let at = (self.s, self.plan.spans.len());
+        self.clock += whole_model(self.comm, at, t, &self.plan.norm_owner, work)?;
         Ok(())
+    }
+
+    fn evaluate(&mut self, t: &mut Trainer) -> Result<Option<EvalResult>> {
+        // every stage of every replica runs the evaluation, its span's forward only, chained
+        // through the replica's links; the first stage of the first replica reports
+        let mut chain = Chained {
+            comm: self.comm,
+            links: &mut self.links,
+            span: &self.plan.spans[self.s],
+            stages: self.plan.spans.len(),
+            clock: &mut self.clock,
+        };
+        let r = t.evaluate_through(&mut chain)?;
+        Ok(self.lead().then_some(r))
+    }
+
+    fn checkpoint_part(&self) -> Option<(usize, usize)> {
+        // each stage of the first replica writes what it holds (the others hold the same)
+        (self.r == 0).then_some((self.s, self.plan.spans.len()))
+    }
+
+    fn writes_value(&self, name: &str) -> bool {
+        // a value two stages hold (the tied embedding) goes in the first one's part
+        stages_of(name, &self.plan.spans)[0] == self.s
+    }
+
+    fn barrier(&self) -> Result<()> {
+        match self.world {
+            Some(world) => world.barrier(),
+            None => Ok(()),
+        }
     }
 
     fn report(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -938,6 +966,92 @@ impl Strategy for Stage<'_> {
             (self.clock.as_secs_f64() * 1e3 + dp_ms).into(),
         );
         m
+    }
+}
+
+/// An evaluation's forward through a replica's stages: each runs its span forward only
+/// ([`crate::nn::Gpt::stage_logits`]), its output sent on to the next stage; the last stage's
+/// logits (or their losses) are broadcast to the replica's stages, so every stage runs the same
+/// evaluation with the same numbers and none holds another's layers.
+struct Chained<'s> {
+    /// The replica's stages (None on a ledger twin: the same device work, zeros received).
+    comm: Option<&'s dyn Collective>,
+    links: &'s mut Links,
+    span: &'s StageSpan,
+    stages: usize,
+    clock: &'s mut Duration,
+}
+
+impl Chained<'_> {
+    /// This stage's part of the forward of `batch`: the logits (f32) on the last stage, and
+    /// their shape (B, T, V).
+    fn run(
+        &mut self,
+        model: &mut dyn Model,
+        gpu: &Gpu,
+        batch: &Batch,
+    ) -> Result<(Option<Tensor>, [usize; 3])> {
+        let dtype = model.compute_dtype();
+        let gpt = model.gpt_mut().expect("a GPT (checked by the plan)");
+        let b = gpt.upload(gpu, batch)?;
+        let shape = [b.batch, b.seq, gpt.config.n_embd];
+        let logits = [b.batch, b.seq, gpt.config.vocab_size];
+        let links = &mut *self.links;
+        let input = match self.span.first {
+            true => None,
+            false => {
+                let size = dtype.bytes_for(shape.iter().product()) as usize;
+                let v = Links::recv(&links.from_prev, size, &mut links.bytes)?;
+                let x = Tensor::empty(gpu, "stage input", &shape, dtype, Category::Activations)?;
+                gpu.upload(&x, &v);
+                Some(x)
+            }
+        };
+        let span = self.span;
+        let out = compute_scope(dtype, || {
+            gpt.stage_logits(gpu, span, &b, input, &mut NoHooks)
+        })?;
+        if !span.last {
+            let v = gpu.read_bytes(&out)?;
+            Links::send(&links.to_next, v, &mut links.bytes)?;
+            return Ok((None, logits));
+        }
+        Ok((Some(in_f32(gpu, out)?), logits))
+    }
+
+    /// The last stage's `out` (of `shape`) on every stage of the replica.
+    fn share(&mut self, gpu: &Gpu, out: Option<Tensor>, shape: &[usize]) -> Result<Tensor> {
+        let Some(comm) = self.comm else {
+            // a ledger: what the broadcast leaves on a stage
+            return out.map_or_else(
+                || Tensor::zeros(gpu, "shared", shape, Category::Activations),
+                Ok,
+            );
+        };
+        let start = Instant::now();
+        let mut host = match &out {
+            Some(t) => t.to_f32(gpu)?,
+            None => vec![0.0; shape.iter().product()],
+        };
+        comm.broadcast(&mut host, self.stages - 1)?;
+        *self.clock += start.elapsed();
+        match out {
+            Some(t) => Ok(t),
+            None => Tensor::from_f32(gpu, "shared", shape, &host, Category::Activations),
+        }
+    }
+}
+
+impl Forward for Chained<'_> {
+    fn logits(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let (out, shape) = self.run(model, gpu, batch)?;
+        self.share(gpu, out, &shape)
+    }
+
+    fn losses(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let (out, [b, t, _]) = self.run(model, gpu, batch)?;
+        let losses = out.map(|l| losses_of(gpu, &l, batch)).transpose()?;
+        self.share(gpu, losses, &[b * t])
     }
 }
 

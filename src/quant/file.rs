@@ -37,20 +37,16 @@ pub struct LayerReport {
 /// The weights a post-training quantization targets: the linear layers' matrices (2-D,
 /// named `*.weight`), not the embeddings (`wte`, `wpe`) nor 1-D tensors nor optimizer state.
 pub fn targets(ckpt: &Checkpoint) -> Vec<String> {
-    let mut v: Vec<String> = ckpt
-        .tensors
-        .iter()
-        .filter(|(n, (dtype, shape, _))| {
-            *dtype == DType::F32
-                && shape.len() == 2
+    ckpt.names()
+        .filter(|n| {
+            ckpt.info(n)
+                .is_some_and(|(dtype, shape)| dtype == DType::F32 && shape.len() == 2)
                 && n.ends_with(".weight")
                 && !n.starts_with("optim.")
                 && !n.contains(".lora_")
         })
-        .map(|(n, _)| n.clone())
-        .collect();
-    v.sort();
-    v
+        .map(String::from)
+        .collect()
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -77,13 +73,14 @@ pub fn write(
     let mut shapes: BTreeMap<String, [usize; 2]> = BTreeMap::new();
     let mut reports = vec![];
     let mut unquantized: Vec<String> = vec![];
-    let mut names: Vec<&String> = ckpt.tensors.keys().collect();
-    names.sort();
-    for name in names {
-        let (dtype, shape, bytes) = &ckpt.tensors[name];
+    for name in ckpt.names().map(String::from).collect::<Vec<_>>() {
+        let name = &name;
         if name.starts_with("optim.") {
             continue;
         }
+        let (dtype, shape) = ckpt.info(name).expect("a listed tensor");
+        let (dtype, shape) = (&dtype, &shape.to_vec());
+        let bytes = &ckpt.read(name)?;
         if !quantized.contains(name) {
             let (file_dtype, file_shape) = match dtype {
                 DType::F32 => (Dtype::F32, shape.clone()),

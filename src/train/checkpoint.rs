@@ -12,11 +12,14 @@ use crate::nn::Param;
 use crate::optim::ParamState;
 use crate::tensor::{DType, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const FORMAT: &str = "wgtrain-checkpoint-1";
+/// A part file of a sharded checkpoint (some of its tensors; the index holds the metadata).
+pub const PART_FORMAT: &str = "wgtrain-checkpoint-part-1";
 
 /// What a checkpoint holds besides the tensors.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +63,92 @@ pub fn save(
     state: &[ParamState],
     meta: &CheckpointMeta,
 ) -> Result<()> {
+    let state: Vec<&ParamState> = state.iter().collect();
+    write_file(gpu, path, FORMAT, params, &state, meta, None)
+}
+
+/// Writes one part of a sharded checkpoint (`params`' values and the optimizer `state` this
+/// rank holds) atomically to `path` ([`part_path`]); the index ([`save_index`]) is written
+/// once every part is.
+pub fn save_part(
+    gpu: &Gpu,
+    path: &Path,
+    params: &[&Param],
+    state: &[&ParamState],
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    write_file(gpu, path, PART_FORMAT, params, state, meta, None)
+}
+
+/// Writes a sharded checkpoint's index atomically to `path`: the run's metadata and the names
+/// of its `parts` (files beside it), no tensors; then removes the parts of earlier
+/// checkpoints at `path` ([`remove_stale_parts`]).
+pub fn save_index(gpu: &Gpu, path: &Path, meta: &CheckpointMeta, parts: &[PathBuf]) -> Result<()> {
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .expect("a part path made by part_path")
+                .to_string()
+        })
+        .collect();
+    write_file(gpu, path, FORMAT, &[], &[], meta, Some(&names))?;
+    remove_stale_parts(path, &names);
+    Ok(())
+}
+
+/// Where part `i` of `n` of the checkpoint at `path`, taken at `step`, is written: beside it,
+/// named for the step, so a new checkpoint's parts never overwrite the parts the last good
+/// index names (`checkpoint.safetensors` → `checkpoint.step40.part1of2.safetensors`).
+pub fn part_path(path: &Path, step: u64, i: usize, n: usize) -> PathBuf {
+    let stem = part_stem(path);
+    path.with_file_name(format!("{stem}.step{step}.part{}of{n}.safetensors", i + 1))
+}
+
+fn part_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
+    name.strip_suffix(".safetensors")
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// Removes the part files of the checkpoint at `path` that its index no longer names (`keep`,
+/// file names): an earlier checkpoint's, or those of a writer killed before its index. Called
+/// after every checkpoint write at `path` (a one-file checkpoint keeps none).
+pub fn remove_stale_parts(path: &Path, keep: &[String]) {
+    let stem = format!("{}.step", part_stem(path));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_part = name
+            .strip_prefix(&stem)
+            .is_some_and(|rest| rest.contains(".part") && rest.ends_with(".safetensors"));
+        if is_part && !keep.iter().any(|k| k == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn write_file(
+    gpu: &Gpu,
+    path: &Path,
+    format: &str,
+    params: &[&Param],
+    state: &[&ParamState],
+    meta: &CheckpointMeta,
+    parts: Option<&[String]>,
+) -> Result<()> {
     let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
     // I4 tensors: safetensors has no 4-bit integer type, so they are stored as their packed
     // bytes (U8) and their shape goes in the metadata.
@@ -76,7 +165,7 @@ pub fn save(
         add(p.name.clone(), p.value())?;
     }
     // optimizer state by parameter name (frozen parameters have none)
-    for (name, slots) in state {
+    for (name, slots) in state.iter().copied() {
         for (slot, t) in slots {
             add(format!("optim.{slot}.{name}"), t)?;
         }
@@ -90,7 +179,10 @@ pub fn save(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut info = HashMap::new();
-    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("format".to_string(), format.to_string());
+    if let Some(parts) = parts {
+        info.insert("parts".to_string(), serde_json::to_string(parts).unwrap());
+    }
     info.insert("step".to_string(), meta.step.to_string());
     info.insert("optimizer_t".to_string(), meta.optimizer_t.to_string());
     // Rust's f32 Display is the shortest string that parses back to the same bits.
@@ -146,6 +238,14 @@ fn file_dtype(dtype: DType, shape: &[usize]) -> (Dtype, Vec<usize>) {
 
 /// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, &mut |f| f.write_all(bytes))
+}
+
+/// [`write_atomically`] with the contents written by `write` (a stream of pieces).
+fn write_atomically_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -159,7 +259,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
+        write(&mut f).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -173,19 +273,91 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// A checkpoint read from disk: its tensors by name (dtype, shape, little-endian bytes) and its
-/// metadata.
+/// The run's metadata of a checkpoint (or an index), validated.
+fn parse_meta(path: &Path, info: &HashMap<String, String>) -> Result<CheckpointMeta> {
+    let field = |k: &str| {
+        info.get(k)
+            .ok_or_else(|| err(path, format!("metadata lacks {k:?}")))
+    };
+    let num = |k: &str| -> Result<u64> {
+        field(k)?
+            .parse()
+            .map_err(|e| err(path, format!("{k}: {e}")))
+    };
+    let meta = CheckpointMeta {
+        step: num("step")?,
+        optimizer_t: num("optimizer_t")?,
+        optimizer_gamma: field("optimizer_gamma")?
+            .parse()
+            .map_err(|e| err(path, format!("optimizer_gamma: {e}")))?,
+        rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
+        config: field("config")?.clone(),
+        run: info.get("run").cloned().unwrap_or_default(),
+        step_state: match info.get("steps_taken") {
+            None => None,
+            Some(_) => {
+                let loss_scale: f32 = field("loss_scale")?
+                    .parse()
+                    .map_err(|e| err(path, format!("loss_scale: {e}")))?;
+                if !(loss_scale > 0.0 && loss_scale.is_finite()) {
+                    return Err(err(
+                        path,
+                        format!("loss_scale {loss_scale} is not positive"),
+                    ));
+                }
+                Some(crate::optim::guard::StepState {
+                    steps_taken: num("steps_taken")?,
+                    loss_scale,
+                    growth_tracker: num("loss_scale_growth_tracker")? as u32,
+                    overflows: num("loss_scale_overflows")? as u32,
+                })
+            }
+        },
+    };
+    if meta.rng == [0; 4] {
+        // xoshiro's one fixed point: it would draw zeros forever
+        return Err(err(
+            path,
+            "its data RNG state is all zeros, which is not a valid state",
+        ));
+    }
+    if !meta.optimizer_gamma.is_finite() {
+        return Err(err(path, "optimizer_gamma is not finite"));
+    }
+    Ok(meta)
+}
+
+/// Where one tensor of a checkpoint lies: its dtype and shape, and which file and byte range
+/// hold it.
+struct Entry {
+    dtype: DType,
+    shape: Vec<usize>,
+    file: usize,
+    range: (usize, usize),
+}
+
+/// A checkpoint opened from disk: its metadata and every tensor's name, dtype, shape and place,
+/// validated when it is opened; a tensor's bytes are read when asked for, so a rank reads only
+/// what it holds. A sharded checkpoint (written by several ranks or stages) is an index file
+/// (the metadata, no tensors) naming its part files, each holding some tensors; opened, it
+/// is one set of tensors by name, whatever layout wrote it.
 pub struct Checkpoint {
     pub path: PathBuf,
     pub meta: CheckpointMeta,
-    pub tensors: HashMap<String, (DType, Vec<usize>, Vec<u8>)>,
+    entries: BTreeMap<String, Entry>,
+    files: Vec<Mutex<crate::files::SafetensorsData>>,
+    /// The metadata as stored (the index's, for a sharded one).
+    stored: HashMap<String, String>,
+    /// The part files of a sharded checkpoint (empty for one file).
+    pub parts: Vec<PathBuf>,
 }
 
 impl Checkpoint {
-    /// Reads a checkpoint: its header is validated (a safetensors header, wgtrain's metadata,
-    /// a valid RNG state) before its data is read, and the data must fill the file exactly.
+    /// Opens a checkpoint: its header is validated (a safetensors header, wgtrain's metadata,
+    /// a valid RNG state, every tensor's dtype and size) before any data is read, and the data
+    /// must fill the file exactly; a sharded one's parts too, each of the same run and step.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let (header, mut data) = crate::files::open_safetensors(path, "wgtrain checkpoint")?;
+        let (header, data) = crate::files::open_safetensors(path, "wgtrain checkpoint")?;
         let info = header.metadata().clone().unwrap_or_default();
         if info.get("format").map(String::as_str) == Some(crate::quant::file::FORMAT) {
             return Err(err(
@@ -197,69 +369,81 @@ impl Checkpoint {
                 ),
             ));
         }
+        if info.get("format").map(String::as_str) == Some(PART_FORMAT) {
+            return Err(err(
+                path,
+                "is one part of a sharded checkpoint: open its index (the file named without \
+                 .stepN.partIofN)",
+            ));
+        }
         if info.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(err(
                 path,
                 format!("not a wgtrain checkpoint (no format {FORMAT:?} in its metadata)"),
             ));
         }
-        let field = |k: &str| {
-            info.get(k)
-                .ok_or_else(|| err(path, format!("metadata lacks {k:?}")))
+        let meta = parse_meta(path, &info)?;
+        let mut ckpt = Checkpoint {
+            path: path.to_path_buf(),
+            meta,
+            entries: BTreeMap::new(),
+            files: vec![],
+            stored: info.clone(),
+            parts: vec![],
         };
-        let num = |k: &str| -> Result<u64> {
-            field(k)?
-                .parse()
-                .map_err(|e| err(path, format!("{k}: {e}")))
+        ckpt.add_file(path, &header, data)?;
+        let Some(parts) = info.get("parts") else {
+            return Ok(ckpt);
         };
-        let meta = CheckpointMeta {
-            step: num("step")?,
-            optimizer_t: num("optimizer_t")?,
-            optimizer_gamma: field("optimizer_gamma")?
-                .parse()
-                .map_err(|e| err(path, format!("optimizer_gamma: {e}")))?,
-            rng: serde_json::from_str(field("rng")?).map_err(|e| err(path, format!("rng: {e}")))?,
-            config: field("config")?.clone(),
-            run: info.get("run").cloned().unwrap_or_default(),
-            step_state: match info.get("steps_taken") {
-                None => None,
-                Some(_) => {
-                    let loss_scale: f32 = field("loss_scale")?
-                        .parse()
-                        .map_err(|e| err(path, format!("loss_scale: {e}")))?;
-                    if !(loss_scale > 0.0 && loss_scale.is_finite()) {
-                        return Err(err(
-                            path,
-                            format!("loss_scale {loss_scale} is not positive"),
-                        ));
-                    }
-                    Some(crate::optim::guard::StepState {
-                        steps_taken: num("steps_taken")?,
-                        loss_scale,
-                        growth_tracker: num("loss_scale_growth_tracker")? as u32,
-                        overflows: num("loss_scale_overflows")? as u32,
-                    })
-                }
-            },
-        };
-        if meta.rng == [0; 4] {
-            // xoshiro's one fixed point: it would draw zeros forever
-            return Err(err(
-                path,
-                "its data RNG state is all zeros, which is not a valid state",
-            ));
+        let names: Vec<String> =
+            serde_json::from_str(parts).map_err(|e| err(path, format!("parts: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for name in names {
+            // a part lies beside its index: a bare file name, nothing that leads elsewhere
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(err(
+                    path,
+                    format!("names a part {name:?} outside its directory"),
+                ));
+            }
+            let part = dir.join(&name);
+            let (header, data) = crate::files::open_safetensors(&part, "wgtrain checkpoint part")
+                .map_err(|e| err(path, format!("its part {name}: {e}")))?;
+            let pinfo = header.metadata().clone().unwrap_or_default();
+            let step = pinfo.get("step").and_then(|s| s.parse::<u64>().ok());
+            // (each part is written before its index, under a name of its step: a part of
+            // another step is another checkpoint's)
+            if pinfo.get("format").map(String::as_str) != Some(PART_FORMAT)
+                || step != Some(ckpt.meta.step)
+            {
+                return Err(err(
+                    path,
+                    format!(
+                        "its part {name} is not a part of this checkpoint (of step {})",
+                        ckpt.meta.step
+                    ),
+                ));
+            }
+            ckpt.add_file(&part, &header, data)?;
+            ckpt.parts.push(part);
         }
-        if !meta.optimizer_gamma.is_finite() {
-            return Err(err(path, "optimizer_gamma is not finite"));
-        }
+        Ok(ckpt)
+    }
+
+    /// Registers the tensors of one file (the checkpoint or one of its parts).
+    fn add_file(
+        &mut self,
+        path: &Path,
+        header: &safetensors::tensor::Metadata,
+        data: crate::files::SafetensorsData,
+    ) -> Result<()> {
+        let info = header.metadata().clone().unwrap_or_default();
         let packed: HashMap<String, Vec<usize>> = match info.get("i4") {
             Some(s) => serde_json::from_str(s).map_err(|e| err(path, format!("i4: {e}")))?,
             None => HashMap::new(),
         };
-        let mut tensors = HashMap::new();
-        let mut in_order: Vec<_> = header.tensors().into_iter().collect();
-        in_order.sort_by_key(|(_, view)| view.data_offsets);
-        for (name, view) in in_order {
+        let file = self.files.len();
+        for (name, view) in header.tensors() {
             let (dtype, shape) = match (view.dtype, packed.get(&name)) {
                 (Dtype::U8, Some(shape)) => (DType::I4, shape.clone()),
                 (Dtype::F32, None) => (DType::F32, view.shape.clone()),
@@ -285,13 +469,46 @@ impl Checkpoint {
                     format!("tensor {name}: size does not match its shape"),
                 ));
             }
-            tensors.insert(name, (dtype, shape, data.read((start, end))?));
+            if self.entries.contains_key(&name) {
+                return Err(err(
+                    &self.path,
+                    format!("holds tensor {name:?} twice (in two of its parts)"),
+                ));
+            }
+            let entry = Entry {
+                dtype,
+                shape,
+                file,
+                range: (start, end),
+            };
+            self.entries.insert(name, entry);
         }
-        Ok(Checkpoint {
-            path: path.to_path_buf(),
-            meta,
-            tensors,
-        })
+        self.files.push(Mutex::new(data));
+        Ok(())
+    }
+
+    /// Every tensor's name, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The dtype and shape of `name`.
+    pub fn info(&self, name: &str) -> Option<(DType, &[usize])> {
+        self.entries
+            .get(name)
+            .map(|e| (e.dtype, e.shape.as_slice()))
+    }
+
+    /// The bytes of `name` (read from its file now).
+    pub fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let e = self.entry(name)?;
+        let mut file = self.files[e.file].lock().unwrap_or_else(|p| p.into_inner());
+        file.read(e.range)
     }
 
     /// The training config stored in the checkpoint.
@@ -302,40 +519,54 @@ impl Checkpoint {
         )
     }
 
-    /// The bytes of `name`, checked against the tensor that will receive them.
-    pub fn get(&self, name: &str, into: &Tensor) -> Result<&[u8]> {
-        self.get_as(name, into.dtype(), into.shape())
-    }
-
-    /// The bytes of `name`, checked against the dtype and shape expected of it.
-    pub fn get_as(&self, name: &str, want: DType, want_shape: &[usize]) -> Result<&[u8]> {
-        let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| {
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| {
             err(
                 &self.path,
                 format!("has no tensor {name:?}: it was saved from another model or optimizer"),
             )
-        })?;
-        if shape != want_shape || *dtype != want {
+        })
+    }
+
+    /// Checks that `name` is a tensor of dtype `want` and shape `want_shape` (nothing read).
+    pub fn check_as(&self, name: &str, want: DType, want_shape: &[usize]) -> Result<()> {
+        let e = self.entry(name)?;
+        if e.shape != want_shape || e.dtype != want {
             return Err(err(
                 &self.path,
                 format!(
-                    "tensor {name:?} is {dtype:?} {shape:?}, the model expects {want:?} {want_shape:?}: it was saved from another model shape",
+                    "tensor {name:?} is {:?} {:?}, the model expects {want:?} {want_shape:?}: it \
+                     was saved from another model shape",
+                    e.dtype, e.shape
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(())
+    }
+
+    /// The bytes of `name`, checked against the tensor that will receive them.
+    pub fn get(&self, name: &str, into: &Tensor) -> Result<Vec<u8>> {
+        self.get_as(name, into.dtype(), into.shape())
+    }
+
+    /// The bytes of `name`, checked against the dtype and shape expected of it.
+    pub fn get_as(&self, name: &str, want: DType, want_shape: &[usize]) -> Result<Vec<u8>> {
+        self.check_as(name, want, want_shape)?;
+        self.read(name)
     }
 
     /// The f32 values of a parameter.
     pub fn values(&self, name: &str, into: &Tensor) -> Result<Vec<f32>> {
-        Ok(bytemuck::pod_collect_to_vec(self.get(name, into)?))
+        Ok(bytemuck::pod_collect_to_vec(&self.get(name, into)?))
     }
 
     /// Uploads the checkpoint's values into `params` by name (and the optimizer state when
-    /// given, by parameter and slot name). Every tensor is checked before anything is written.
-    /// With `partial`, parameters the checkpoint lacks keep their values (reported as fresh);
-    /// without it, a missing one is an error. Optimizer state nothing asked for (another
-    /// method's) is reported as unused; a weight nothing asked for is an error.
+    /// given, by parameter and slot name). Every tensor is checked before anything is written;
+    /// only the tensors this device receives are read (a rank's share of a sharded run), and
+    /// on a ledger twin none (their names, dtypes and shapes are checked). With `partial`,
+    /// parameters the checkpoint lacks keep their values (reported as fresh); without it, a
+    /// missing one is an error. Optimizer state nothing asked for (another method's) is
+    /// reported as unused; a weight nothing asked for is an error.
     pub fn restore(
         &self,
         gpu: &Gpu,
@@ -345,13 +576,14 @@ impl Checkpoint {
     ) -> Result<RestoreReport> {
         let mut pairs: Vec<(String, &Tensor)> = vec![];
         let mut report = RestoreReport::default();
-        // values that live on another rank (ZeRO 3): checked here, restored by their owner
+        // values that live on another rank (ZeRO 3, a pipeline's other stages): checked here,
+        // restored by their owner
         let mut elsewhere: Vec<String> = vec![];
         for p in params {
-            if partial && !self.tensors.contains_key(&p.name) {
+            if partial && !self.has(&p.name) {
                 report.fresh.push(p.name.clone());
             } else if !p.resident() {
-                self.get_as(&p.name, DType::F32, p.shape())?;
+                self.check_as(&p.name, DType::F32, p.shape())?;
                 elsewhere.push(p.name.clone());
             } else {
                 pairs.push((p.name.clone(), p.value()));
@@ -363,32 +595,18 @@ impl Checkpoint {
             }
         }
         for (name, t) in &pairs {
-            let bytes = self.get(name, t)?;
-            if t.dtype() == DType::F32 {
-                let bad = bytes
-                    .chunks_exact(4)
-                    .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-                    .count();
-                if bad > 0 {
-                    return Err(err(
-                        &self.path,
-                        format!("tensor {name:?} holds {bad} NaN or infinite values"),
-                    ));
-                }
-            }
+            self.check_as(name, t.dtype(), t.shape())?;
         }
         let asked: std::collections::HashSet<&str> = pairs
             .iter()
             .map(|(n, _)| n.as_str())
             .chain(elsewhere.iter().map(|n| n.as_str()))
             .collect();
-        let mut unused: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !asked.contains(k.as_str()))
-            .cloned()
+        let unused: Vec<String> = self
+            .names()
+            .filter(|k| !asked.contains(k))
+            .map(String::from)
             .collect();
-        unused.sort();
         // Another optimizer's state may go unused; a weight the model lacks may not: the file
         // was saved from another model (e.g. a config edited from 2 layers to 1).
         let strays: Vec<&String> = unused.iter().filter(|n| !n.starts_with("optim.")).collect();
@@ -403,16 +621,100 @@ impl Checkpoint {
                 ),
             ));
         }
-        for (name, t) in &pairs {
-            gpu.upload(t, self.get(name, t)?);
-        }
-        for p in params {
-            p.refresh_work(gpu);
+        if !gpu.is_ledger() {
+            let mut bytes = Vec::with_capacity(pairs.len());
+            for (name, t) in &pairs {
+                let b = self.read(name)?;
+                if t.dtype() == DType::F32 {
+                    let bad = b
+                        .chunks_exact(4)
+                        .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                        .count();
+                    if bad > 0 {
+                        return Err(err(
+                            &self.path,
+                            format!("tensor {name:?} holds {bad} NaN or infinite values"),
+                        ));
+                    }
+                }
+                bytes.push(b);
+            }
+            for ((_, t), b) in pairs.iter().zip(&bytes) {
+                gpu.upload(t, b);
+            }
+            for p in params {
+                p.refresh_work(gpu);
+            }
         }
         report.restored = pairs.into_iter().map(|(n, _)| n).chain(elsewhere).collect();
         report.unused = unused;
         Ok(report)
     }
+}
+
+/// Consolidates the checkpoint at `from` (one file, or a sharded checkpoint's index and parts)
+/// into one safetensors file at `to` with the same tensors and metadata, written atomically and
+/// streaming: on the host, one tensor's bytes in memory at a time. `to` may not be `from` or
+/// one of its parts. Returns the bytes written.
+pub fn export(from: &Path, to: &Path) -> Result<u64> {
+    let ckpt = Checkpoint::load(from)?;
+    let same = |a: &Path| {
+        let (a, b) = (a.canonicalize(), to.canonicalize());
+        a.is_ok() && a.ok() == b.ok()
+    };
+    if same(from) || ckpt.parts.iter().any(|p| same(p)) {
+        return Err(err(
+            to,
+            "is the checkpoint being exported (or one of its parts)",
+        ));
+    }
+    let mut info = ckpt.stored.clone();
+    info.remove("parts");
+    info.remove("i4");
+    let mut header = serde_json::Map::new();
+    let mut packed = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, e) in &ckpt.entries {
+        let (dtype, shape) = file_dtype(e.dtype, &e.shape);
+        if e.dtype == DType::I4 {
+            packed.insert(name.clone(), serde_json::json!(e.shape));
+        }
+        let len = e.range.1 - e.range.0;
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": format!("{dtype:?}"),
+                "shape": shape,
+                "data_offsets": [offset, offset + len],
+            }),
+        );
+        offset += len;
+    }
+    if !packed.is_empty() {
+        info.insert("i4".into(), serde_json::Value::Object(packed).to_string());
+    }
+    header.insert("__metadata__".into(), serde_json::json!(info));
+    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+    // the data starts 8-byte aligned, as safetensors writes it
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let total = 8 + json.len() as u64 + offset as u64;
+    let mut failed = None;
+    write_atomically_with(to, &mut |f| {
+        f.write_all(&(json.len() as u64).to_le_bytes())?;
+        f.write_all(&json)?;
+        for name in ckpt.entries.keys() {
+            match ckpt.read(name) {
+                Ok(bytes) => f.write_all(&bytes)?,
+                Err(e) => {
+                    failed = Some(e);
+                    return Err(std::io::Error::other("a tensor could not be read"));
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| failed.take().unwrap_or(e))?;
+    Ok(total)
 }
 
 /// What [`Checkpoint::restore`] did, tensor by tensor name.

@@ -14,9 +14,57 @@ use crate::tensor::{DType, Tensor};
 // Evaluation runs in chunks of the training micro-batch, so it never needs more activation
 // memory than a training step: the run's measured peak is the training step's.
 
+/// How an evaluation runs the model forward: on one device as it is ([`Whole`]), or sharded
+/// (ZeRO 3's [`Hooked`], a pipeline's stages in a chain), giving the same logits bit for bit.
+pub trait Forward {
+    /// Logits (N, classes) or (B, T, V), f32.
+    fn logits(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor>;
+
+    /// Per-target losses (PAD targets give 0), f32.
+    fn losses(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        let logits = self.logits(model, gpu, batch)?;
+        losses_of(gpu, &logits, batch)
+    }
+}
+
+/// The model's own forward, all of it on this device.
+pub struct Whole;
+
+impl Forward for Whole {
+    fn logits(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        model.logits(gpu, batch)
+    }
+    fn losses(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        model.losses(gpu, batch)
+    }
+}
+
+/// The model's forward with `hooks` around each layer group ([`Model::logits_hooked`]): ZeRO 3
+/// gathers a group's values before it runs and frees them after.
+pub struct Hooked<'a>(pub &'a mut dyn crate::nn::StepHooks);
+
+impl Forward for Hooked<'_> {
+    fn logits(&mut self, model: &mut dyn Model, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
+        model.logits_hooked(gpu, batch, self.0)
+    }
+}
+
+/// The per-target losses (f32, PAD targets 0) of `logits` for `batch`'s targets.
+pub fn losses_of(gpu: &Gpu, logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let y = match batch {
+        Batch::Rows { y, .. } | Batch::Tokens { y, .. } => y,
+    };
+    let targets = Tensor::from_u32(gpu, "targets", &[y.len()], y, Category::Activations)?;
+    let losses = Tensor::empty(gpu, "losses", &[y.len()], DType::F32, Category::Activations)?;
+    softmax_xent(gpu, logits, &targets, &losses, None, 0.0)?;
+    Ok(losses)
+}
+
+/// An evaluation of `model` on the task's held-out data, forward through `forward`.
 pub fn evaluate(
     gpu: &Gpu,
-    model: &dyn Model,
+    model: &mut dyn Model,
+    forward: &mut dyn Forward,
     task: &Task,
     config: &TrainConfig,
 ) -> Result<EvalResult> {
@@ -36,18 +84,8 @@ pub fn evaluate(
                     unreachable!("rows split into rows")
                 };
                 // one forward: the losses from the logits the accuracy needs too
-                let logits = model.logits(gpu, &batch)?;
-                let targets =
-                    Tensor::from_u32(gpu, "test y", &[y.len()], y, Category::Activations)?;
-                let losses = Tensor::empty(
-                    gpu,
-                    "test losses",
-                    &[y.len()],
-                    DType::F32,
-                    Category::Activations,
-                )?;
-                softmax_xent(gpu, &logits, &targets, &losses, None, 0.0)?;
-                let losses = losses.to_f32(gpu)?;
+                let logits = forward.logits(model, gpu, &batch)?;
+                let losses = losses_of(gpu, &logits, &batch)?.to_f32(gpu)?;
                 loss += sum(&losses);
                 per_item.extend(losses.iter().map(|&l| l as f64));
                 let logits = logits.to_f32(gpu)?;
@@ -77,7 +115,7 @@ pub fn evaluate(
                     y,
                     seq: a.seq_len() - 1,
                 };
-                let losses = model.losses(gpu, &batch)?.to_f32(gpu)?;
+                let losses = forward.losses(model, gpu, &batch)?.to_f32(gpu)?;
                 loss_sum += sum(&losses);
                 // each problem's mean over its answer digits (PAD positions add 0)
                 let per_problem = a.answer_len() as f64;
@@ -87,7 +125,7 @@ pub fn evaluate(
                         .map(|row| sum(row) / per_problem),
                 );
                 targets += batch.targets();
-                let answers = addition_answers(gpu, model, a, chunk)?;
+                let answers = addition_answers(gpu, model, forward, a, chunk)?;
                 correct += chunk
                     .iter()
                     .zip(&answers)
@@ -115,7 +153,7 @@ pub fn evaluate(
             for _ in 0..batches {
                 let (x, y) = Text::batch(&text.val, mb, t, &mut rng);
                 let batch = Batch::Tokens { x, y, seq: t };
-                let losses = model.losses(gpu, &batch)?.to_f32(gpu)?;
+                let losses = forward.losses(model, gpu, &batch)?.to_f32(gpu)?;
                 total += sum(&losses);
                 per_item.extend(losses.chunks(t).map(|w| sum(w) / t as f64));
             }
@@ -169,7 +207,8 @@ pub fn argmax(row: &[f32]) -> usize {
 /// irrelevant.
 pub fn addition_answers(
     gpu: &Gpu,
-    g: &dyn Model,
+    model: &mut dyn Model,
+    forward: &mut dyn Forward,
     task: &Addition,
     problems: &[(u64, u64)],
 ) -> Result<Vec<String>> {
@@ -190,7 +229,7 @@ pub fn addition_answers(
             y: targets.clone(),
             seq: t,
         };
-        let logits = g.logits(gpu, &batch)?;
+        let logits = forward.logits(model, gpu, &batch)?;
         let v = logits.cols();
         let logits = logits.to_f32(gpu)?;
         let pos = task.prompt_len() - 1 + j;

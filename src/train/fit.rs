@@ -11,7 +11,7 @@
 //! adapter files), the non-finite guard; what it reports goes to an [`Observer`] (the CLI's
 //! progress, log lines and metrics file), in one form for every strategy.
 
-use super::{EvalResult, Trainer};
+use super::{checkpoint, EvalResult, Trainer};
 use crate::error::Result;
 use crate::gpu::MemoryStats;
 use crate::nn::{Batch, NoHooks};
@@ -57,17 +57,47 @@ pub trait Strategy {
         true
     }
 
-    /// Runs `work` with the whole model's values on this rank and, with `state`, all of its
-    /// optimizer state on the lead (ZeRO 3 gathers the values first and frees them after; ZeRO
-    /// lends the lead the other ranks' optimizer state for a checkpoint and drops it again);
-    /// every rank calls it together, and with `state` waits for the lead's `work`.
+    /// Runs `work` with the values of every trainable parameter on this rank (ZeRO 3 and a
+    /// pipeline's stages gather those they do not hold first and free them after); every rank
+    /// calls it together. The LoRA adapter files are written so (the adapters are the
+    /// trainable parameters), and the report's whole model read back.
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
-        _state: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         work(t)
+    }
+
+    /// An evaluation under this strategy, on the held-out data the one-device evaluation uses
+    /// and with its result; every rank calls it together, and the lead returns the result (the
+    /// others None). ZeRO 3 and pipelines run it sharded (the values gathered layer by layer,
+    /// the stages' forwards chained), never with the whole model on one device.
+    fn evaluate(&mut self, t: &mut Trainer) -> Result<Option<EvalResult>> {
+        match self.lead() {
+            true => t.evaluate().map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// This rank's part of a checkpoint, as (index, count) of the files the checkpoint is
+    /// written as: count 1 is one file holding everything, the lead's (one device, DDP); None
+    /// where other ranks write all this one holds (DDP's other ranks, a pipeline's other
+    /// replicas). Each value and each optimizer state is in exactly one part; the lead's part
+    /// is number 0 and writes the index.
+    fn checkpoint_part(&self) -> Option<(usize, usize)> {
+        Some((0, 1))
+    }
+
+    /// Whether this rank's checkpoint part holds parameter `name`'s value (a part holds all
+    /// the optimizer state its rank keeps).
+    fn writes_value(&self, _name: &str) -> bool {
+        true
+    }
+
+    /// Waits until every rank of the run has come here (their checkpoint parts written).
+    fn barrier(&self) -> Result<()> {
+        Ok(())
     }
 
     /// What a step's log record adds for this strategy (bytes and time in collectives).
@@ -262,7 +292,7 @@ impl Trainer<'_> {
     pub fn whole_params(&mut self, strategy: &mut dyn Strategy) -> Result<Vec<(String, Vec<f32>)>> {
         let lead = strategy.lead();
         let mut params = vec![];
-        strategy.with_whole_model(self, false, &mut |t| {
+        strategy.with_whole_model(self, &mut |t| {
             if lead {
                 params = t
                     .model
@@ -276,23 +306,18 @@ impl Trainer<'_> {
         Ok(params)
     }
 
-    /// An evaluation under `strategy`: on the lead, with the whole model there (None on the
-    /// other ranks, which take part in the gathering).
+    /// An evaluation under `strategy` (see [`Strategy::evaluate`]): the result on the lead,
+    /// None on the other ranks.
     pub fn evaluate_on(&mut self, strategy: &mut dyn Strategy) -> Result<Option<EvalResult>> {
-        let lead = strategy.lead();
-        let mut result = None;
-        strategy.with_whole_model(self, false, &mut |t| {
-            if lead {
-                result = Some(t.evaluate()?);
-            }
-            Ok(())
-        })?;
-        Ok(result)
+        strategy.evaluate(self)
     }
 
-    /// Writes the checkpoint at `path` under `strategy` (the lead writes it, whole: every
-    /// parameter and all the optimizer state), and beside it the LoRA adapter files when the
-    /// run trains adapters; tells `observer`.
+    /// Writes the checkpoint at `path` under `strategy`: one file when the lead holds
+    /// everything, else a part per rank that holds some of it (each rank writes its own, then
+    /// the lead the index naming them, so no device ever holds the whole model for it); beside
+    /// it the LoRA adapter files when the run trains adapters; tells `observer`. Every file is
+    /// written atomically and the index last, so a failure or a kill at any point leaves the
+    /// last good checkpoint whole.
     pub fn checkpoint_on(
         &mut self,
         strategy: &mut dyn Strategy,
@@ -300,32 +325,49 @@ impl Trainer<'_> {
         observer: &dyn Observer,
     ) -> Result<()> {
         let lead = strategy.lead();
-        let mut adapter_bytes = None;
-        strategy.with_whole_model(self, true, &mut |t| {
-            if lead {
-                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-                if let Some(dir) = dir.filter(|_| !t.gpu.is_ledger()) {
-                    std::fs::create_dir_all(dir).map_err(|error| crate::Error::Io {
-                        path: dir.to_path_buf(),
-                        error,
-                    })?;
-                }
-                t.save(path)?;
-                if let (Some(lora), Some(dir), false) =
-                    (&t.config.lora, path.parent(), t.gpu.is_ledger())
-                {
-                    let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
-                    adapter_bytes = Some(super::adapter::save(
-                        t.gpu,
-                        dir,
-                        t.model.as_ref(),
-                        lora,
-                        base,
-                    )?);
-                }
+        let part = strategy.checkpoint_part();
+        let ledger = self.gpu.is_ledger();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|_| part.is_some() && !ledger) {
+            std::fs::create_dir_all(dir).map_err(|error| crate::Error::Io {
+                path: dir.to_path_buf(),
+                error,
+            })?;
+        }
+        let parts = match part {
+            Some((_, 1)) => {
+                self.save(path)?;
+                vec![]
             }
-            Ok(())
-        })?;
+            Some((i, n)) => {
+                let s: &dyn Strategy = strategy;
+                self.save_part(&checkpoint::part_path(path, self.step, i, n), &|name| {
+                    s.writes_value(name)
+                })?;
+                (0..n)
+                    .map(|i| checkpoint::part_path(path, self.step, i, n))
+                    .collect()
+            }
+            None => vec![],
+        };
+        strategy.barrier()?;
+        if lead && !ledger {
+            match parts.is_empty() {
+                true => checkpoint::remove_stale_parts(path, &[]),
+                false => checkpoint::save_index(self.gpu, path, &self.checkpoint_meta()?, &parts)?,
+            }
+        }
+        let mut adapter_bytes = None;
+        if let Some(lora) = self.config.lora.clone() {
+            strategy.with_whole_model(self, &mut |t| {
+                if let (true, Some(dir), false) = (lead, path.parent(), ledger) {
+                    let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
+                    let model = t.model.as_ref();
+                    adapter_bytes = Some(super::adapter::save(t.gpu, dir, model, &lora, base)?);
+                }
+                Ok(())
+            })?;
+        }
         if lead {
             observer.observe(Event::Checkpoint {
                 step: self.step,

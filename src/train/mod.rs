@@ -27,7 +27,7 @@ use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
 use crate::nn::{
     compute_scope, frozen_scope, grad_dtype_scope, shard_scope, with_loss_scale, zero_grads, Batch,
-    Gpt, Mlp, Model, NoHooks, StepHooks,
+    Gpt, Mlp, Model, NoHooks, Param, StepHooks,
 };
 use crate::ops::reduce::{reduce, reduce_all, Reduction};
 use crate::optim::guard::{self, Health};
@@ -467,6 +467,7 @@ impl<'g> Trainer<'g> {
         let params = self.model.params();
         let values: Vec<&Tensor> = params
             .iter()
+            .filter(|p| p.resident())
             .map(|p| p.value())
             .filter(|v| v.dtype() == crate::tensor::DType::F32)
             .collect();
@@ -479,9 +480,16 @@ impl<'g> Trainer<'g> {
     /// Evaluates on the task's held-out data. Buffers the evaluation needed beyond the training
     /// step's (other shapes) go back to the device afterwards, so the pool keeps only the
     /// step's working set between steps.
-    pub fn evaluate(&self) -> Result<EvalResult> {
+    pub fn evaluate(&mut self) -> Result<EvalResult> {
+        self.evaluate_through(&mut eval::Whole)
+    }
+
+    /// [`Trainer::evaluate`] with the model run forward through `forward` (sharded under ZeRO
+    /// 3 and pipelines: see [`eval::Forward`]).
+    pub fn evaluate_through(&mut self, forward: &mut dyn eval::Forward) -> Result<EvalResult> {
         let mark = self.gpu.pool().mark();
-        let r = eval::evaluate(self.gpu, self.model.as_ref(), &self.task, &self.config)?;
+        let model = self.model.as_mut();
+        let r = eval::evaluate(self.gpu, model, forward, &self.task, &self.config)?;
         self.gpu.sync()?;
         self.gpu.pool().trim_since(mark);
         Ok(r)
@@ -503,6 +511,16 @@ impl<'g> Trainer<'g> {
     /// Writes a checkpoint atomically, after checking the run is healthy and every weight is
     /// finite: a diverged run never replaces a good checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.write_checked(path, &|_| true, false)
+    }
+
+    /// Writes this rank's part of a sharded checkpoint at `path` (the values `holds` names and
+    /// the optimizer state this rank keeps), after the same checks as [`Trainer::save`].
+    pub fn save_part(&self, path: &Path, holds: &dyn Fn(&str) -> bool) -> Result<()> {
+        self.write_checked(path, holds, true)
+    }
+
+    fn write_checked(&self, path: &Path, holds: &dyn Fn(&str) -> bool, part: bool) -> Result<()> {
         self.check_health()?;
         let bad = self.nonfinite_weights()?;
         if bad > 0 {
@@ -517,13 +535,21 @@ impl<'g> Trainer<'g> {
             // a plan: the checks above are what a save allocates; nothing is written
             return Ok(());
         }
-        checkpoint::save(
-            self.gpu,
-            path,
-            &self.model.params(),
-            self.optimizer.state(),
-            &self.checkpoint_meta()?,
-        )
+        let params = self.model.params();
+        let mine: Vec<&Param> = params.into_iter().filter(|p| holds(&p.name)).collect();
+        let meta = self.checkpoint_meta()?;
+        if !part {
+            return checkpoint::save(self.gpu, path, &mine, self.optimizer.state(), &meta);
+        }
+        // the state of the values this part holds (a pipeline's two copies of the tied
+        // embedding keep the same state: one is written)
+        let state: Vec<_> = self
+            .optimizer
+            .state()
+            .iter()
+            .filter(|(name, _)| holds(name))
+            .collect();
+        checkpoint::save_part(self.gpu, path, &mine, &state, &meta)
     }
 
     /// Continues from a checkpoint: weights, optimizer state, step and data RNG. The model's
@@ -532,7 +558,7 @@ impl<'g> Trainer<'g> {
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
         let saved = ckpt.config().map(|c| c.optimizer.name).ok();
         // a checkpoint without optimizer state (a merged model) restores the weights only
-        let has_state = ckpt.tensors.keys().any(|k| k.starts_with("optim."));
+        let has_state = ckpt.names().any(|k| k.starts_with("optim."));
         let same_method = saved == Some(self.optimizer.hyper.name) && has_state;
         let state = same_method.then_some(self.optimizer.state());
         let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;

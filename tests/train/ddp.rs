@@ -234,7 +234,9 @@ fn zero_1_2_and_3_shard_the_model_states_and_equal_one_device_bit_for_bit() {
             // 2Ψ), over all ranks together; per rank it follows the uneven whole-tensor shards.
             // The difference: the squared norms' slots, all-reduced, and the start's broadcast.
             // Stage 3 gathers every value twice a step (forward and backward) instead of once
-            // after the update (the paper's 3Ψ), and once more at the end for the report
+            // after the update (the paper's 3Ψ), once per test batch in the final evaluation
+            // (sharded like training's forward: every rank runs it), and once more at the end
+            // for the report
             let (zero_bytes, plain): (u64, u64) =
                 (r.comm_bytes.iter().sum(), ddp.comm_bytes.iter().sum());
             let slack = 16 * n as u64 * c.steps * params.len() as u64;
@@ -245,7 +247,14 @@ fn zero_1_2_and_3_shard_the_model_states_and_equal_one_device_bit_for_bit() {
                 );
             } else {
                 eprintln!("{what}: {zero_bytes} bytes vs DDP's {plain}");
-                let (lo, hi) = (plain * 3 / 2, plain * 3 / 2 + plain / c.steps + slack);
+                let Ok(wgtrain::train::Task::Digits(d)) = wgtrain::train::load_task(&c) else {
+                    unreachable!("the digits")
+                };
+                let evals = d.test_y.len().div_ceil(c.micro_batch()) as u64;
+                // a gather of every value moves half what an all-reduce of the gradients does
+                let gather = plain / c.steps / 2;
+                let lo = plain * 3 / 2 + evals * gather;
+                let hi = lo + plain / c.steps + slack;
                 assert!(
                     zero_bytes >= lo * 9 / 10 && zero_bytes <= hi,
                     "{what}: {zero_bytes} vs 1.5 × {plain}"

@@ -88,8 +88,9 @@ impl wgtrain::train::Observer for Recorder {
                 format!("eval {step} loss {:08x}", result.loss.to_bits())
             }
             wgtrain::train::Event::Checkpoint { step, path, .. } => {
+                // one file, whatever layout wrote it
                 let copy = self.keep.join(format!("at{step}.safetensors"));
-                std::fs::copy(path, copy).unwrap();
+                wgtrain::train::checkpoint::export(path, &copy).unwrap();
                 format!("checkpoint {step}")
             }
         };

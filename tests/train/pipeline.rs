@@ -226,10 +226,10 @@ fn a_pipeline_evaluates_and_checkpoints_mid_run_like_one_device() {
     let mut t = Trainer::new(&gpu, resumed).unwrap();
     assert_eq!(r.params.len(), t.model.params().len());
     for (name, v) in &r.params {
-        let (_, _, stored) = whole.tensors.get(name).unwrap_or_else(|| panic!("{name}"));
+        let stored = whole.read(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         assert_eq!(
-            &bytes, stored,
+            bytes, stored,
             "{name}: the checkpoint holds the final values"
         );
     }
