@@ -42,6 +42,8 @@ enum Command {
     Eval(cli::sample::EvalArgs),
     /// Fold a LoRA adapter into its base model: a full checkpoint with W + scale·B·A.
     Merge(cli::sample::MergeArgs),
+    /// Write a checkpoint as one safetensors file (a sharded one's parts consolidated).
+    Export(cli::export::ExportArgs),
     /// Quantize a checkpoint's linear weights (int8, int4, nf4, kashin) for inference.
     Quantize(cli::quantize::QuantizeArgs),
     /// Chart the loss curves of one or more metrics files (overlaid) as SVG.
@@ -99,5 +101,6 @@ fn run(args: Args) -> Result<()> {
         Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),
         Command::Plot(p) => cli::plot::run(p),
         Command::Quantize(q) => cli::quantize::run(args.adapter.as_deref(), q),
+        Command::Export(e) => cli::export::run(e),
     }
 }

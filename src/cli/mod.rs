@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod export;
 pub mod info;
 pub mod observe;
 pub mod optimize;

@@ -20,6 +20,7 @@ mod pipeline;
 mod planner;
 mod reliability;
 mod second_order;
+mod sharded;
 mod training;
 
 use std::sync::OnceLock;
