@@ -1279,6 +1279,28 @@ fn bf16_lora_under_zero_3_and_pipeline_by_ddp_checkpoint_mid_run_and_resume_anyw
         assert!(out.join("adapter_model.safetensors").is_file(), "{name}");
         let trained = losses(&metrics);
         let ckpt = out.join("checkpoint.safetensors");
+        // written in parts (a rank's or a stage's each), one file once exported, which
+        // evaluates; never exported onto itself
+        let parts = wgtrain::train::checkpoint::Checkpoint::load(&ckpt)
+            .unwrap()
+            .parts;
+        assert_eq!(parts.len(), 2, "{name}: a part per rank or stage");
+        let single = dir.join(format!("{name}-one.safetensors"));
+        let (ckpt_s, single_s) = (ckpt.to_str().unwrap(), single.to_str().unwrap());
+        let o = wgtrain(&["export", "--checkpoint", ckpt_s, "--out", single_s]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let o = wgtrain(&["eval", "--checkpoint", single_s]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let before = std::fs::read(&ckpt).unwrap();
+        let o = wgtrain(&["export", "--checkpoint", ckpt_s, "--out", ckpt_s]);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.starts_with("error:"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            std::fs::read(&ckpt).unwrap(),
+            before,
+            "{name}: the index is untouched"
+        );
         for (layout, devices) in [("one", None), ("three", Some("3"))] {
             let again = dir.join(format!("{name}-{layout}"));
             let m = dir.join(format!("{name}-{layout}.jsonl"));
