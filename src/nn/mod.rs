@@ -132,8 +132,9 @@ impl Param {
         let (frozen, elsewhere, value_elsewhere, compute, grad_dtype) = SCOPE.with(|s| {
             let s = s.borrow();
             let frozen = s.frozen.iter().any(|p| name_matches(p, name));
-            // (frozen parameters are not partitioned: every rank keeps them whole)
-            let elsewhere = !frozen && s.own.as_ref().is_some_and(|own| !own.contains(name));
+            // what this rank does not hold, frozen parameters included (a ZeRO 3 rank holds its
+            // share of a LoRA base, a pipeline stage its own layers')
+            let elsewhere = s.own.as_ref().is_some_and(|own| !own.contains(name));
             let grads = s.grads.unwrap_or(s.compute);
             (frozen, elsewhere, elsewhere && s.values, s.compute, grads)
         });

@@ -26,6 +26,7 @@ use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::eval::Hooked;
 use crate::train::{EvalResult, Observer, Shard, Strategy, TrainConfig, Trainer};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// PyTorch's first bucket: small, so that the first all-reduce can start early.
@@ -313,10 +314,10 @@ fn run_rank(
         t.run = run.clone();
     }
     // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
-    // (under ZeRO 3 a trainable parameter lives on its owner alone: nothing to compare)
+    // (under ZeRO 3 every value lives on its holder alone: nothing to compare)
     for p in t.model.params() {
-        if options.zero >= 3 && p.trainable() {
-            continue;
+        if options.zero >= 3 {
+            break;
         }
         let mine = p.value().to_f32(gpu)?;
         let mut theirs = mine.clone();
@@ -358,6 +359,9 @@ pub struct DataParallel<'a> {
     per_rank: usize,
     /// ZeRO: trainable parameter names and each one's owner rank.
     owners: Option<(Vec<String>, Vec<usize>)>,
+    /// ZeRO 3: the rank holding each parameter's value, trainable (its owner) or frozen (a
+    /// partition of their own); empty otherwise.
+    holders: HashMap<String, usize>,
     buckets: Buckets,
     /// ZeRO: a slot per trainable parameter for its squared gradient norm (the global norm
     /// from the shards).
@@ -377,7 +381,16 @@ impl Strategy for DataParallel<'_> {
             (2.., Some((_, owner))) => {
                 let values = self.zero >= 3;
                 let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
-                let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, &self.buckets, values);
+                let mut hooks = ZeroHooks::new(
+                    comm,
+                    rank,
+                    ranks,
+                    t,
+                    owner,
+                    &self.holders,
+                    &self.buckets,
+                    values,
+                );
                 t.forward_backward_scaled(batch, count, first, &mut hooks)?;
                 let clock = hooks.finish(t.model.as_mut());
                 self.clock += clock;
@@ -462,12 +475,15 @@ impl Strategy for DataParallel<'_> {
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
+        all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        match &self.owners {
-            Some((_, owner)) if self.zero >= 3 => {
+        match self.zero {
+            3.. => {
                 let at = (self.rank, self.ranks);
-                self.clock += whole_model(self.comm, at, t, owner, work)?;
+                let holders = &self.holders;
+                let holder = |name: &str| holders.get(name).copied();
+                self.clock += whole_model(self.comm, at, t, &holder, all, work)?;
                 Ok(())
             }
             _ => work(t),
@@ -481,7 +497,16 @@ impl Strategy for DataParallel<'_> {
             // before it runs and freed after, as in training's forward; the lead reports
             Some((_, owner)) if self.zero >= 3 => {
                 let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
-                let mut hooks = ZeroHooks::new(comm, rank, ranks, t, owner, &self.buckets, true);
+                let mut hooks = ZeroHooks::new(
+                    comm,
+                    rank,
+                    ranks,
+                    t,
+                    owner,
+                    &self.holders,
+                    &self.buckets,
+                    true,
+                );
                 let r = t.evaluate_through(&mut Hooked(&mut hooks));
                 self.clock += hooks.finish(t.model.as_mut());
                 Ok(lead.then_some(r?))
@@ -505,10 +530,12 @@ impl Strategy for DataParallel<'_> {
         let Some((names, owner)) = &self.owners else {
             return true;
         };
-        match names.iter().position(|n| n == name) {
-            Some(i) => owner[i] == self.rank,
-            // a frozen parameter, whole on every rank: the lead's part
-            None => self.rank == 0,
+        match (names.iter().position(|n| n == name), self.holders.get(name)) {
+            (Some(i), _) => owner[i] == self.rank,
+            // a frozen parameter: its holder's part under ZeRO 3, else (whole on every rank)
+            // the lead's
+            (None, Some(&h)) => h == self.rank,
+            (None, None) => self.rank == 0,
         }
     }
 
@@ -592,6 +619,8 @@ struct ZeroHooks<'a> {
     /// Stage 3: gather values.
     values: bool,
     owner: &'a [usize],
+    /// Stage 3: the rank holding each value (trainable and frozen).
+    holders: &'a HashMap<String, usize>,
     buckets: &'a Buckets,
     /// Trainable parameter name → index.
     index: std::collections::HashMap<String, usize>,
@@ -616,6 +645,7 @@ impl<'a> ZeroHooks<'a> {
         ranks: usize,
         t: &Trainer,
         owner: &'a [usize],
+        holders: &'a HashMap<String, usize>,
         buckets: &'a Buckets,
         values: bool,
     ) -> Self {
@@ -633,6 +663,7 @@ impl<'a> ZeroHooks<'a> {
             ranks,
             values,
             owner,
+            holders,
             buckets,
             index: params
                 .iter()
@@ -649,15 +680,15 @@ impl<'a> ZeroHooks<'a> {
         }
     }
 
-    /// Every partitioned member of `group`, as (position in the group, parameter index), in
-    /// owner order: the same list on every rank.
+    /// Every member of `group` whose value one rank holds (stage 3), as (position in the
+    /// group, holder), in holder order: the same list on every rank.
     fn partitioned(&self, group: &[&mut Param]) -> Vec<(usize, usize)> {
         let mut m: Vec<(usize, usize)> = group
             .iter()
             .enumerate()
-            .filter_map(|(k, p)| self.index.get(&p.name).map(|&i| (k, i)))
+            .filter_map(|(k, p)| self.holders.get(&p.name).map(|&h| (k, h)))
             .collect();
-        m.sort_by_key(|&(k, i)| (self.owner[i], k));
+        m.sort_by_key(|&(k, h)| (h, k));
         m
     }
 
@@ -724,8 +755,8 @@ impl StepHooks for ZeroHooks<'_> {
             return Ok(());
         }
         let mut counts = vec![0; self.ranks];
-        for &(k, i) in &members {
-            counts[self.owner[i]] += group[k].numel();
+        for &(k, h) in &members {
+            counts[h] += group[k].numel();
         }
         let fused = Tensor::empty(
             gpu,
@@ -735,9 +766,9 @@ impl StepHooks for ZeroHooks<'_> {
             Category::Workspace,
         )?;
         let mut offset = 0;
-        for &(k, i) in &members {
+        for &(k, h) in &members {
             let bytes = 4 * group[k].numel() as u64;
-            if self.owner[i] == self.rank {
+            if h == self.rank {
                 gpu.copy_region(group[k].value(), 0, &fused, offset, bytes);
             }
             offset += bytes;
@@ -748,10 +779,10 @@ impl StepHooks for ZeroHooks<'_> {
         }
         gpu.upload(&fused, bytemuck::cast_slice(&host));
         let mut offset = 0;
-        for &(k, i) in &members {
+        for &(k, h) in &members {
             let p = &mut group[k];
             let bytes = 4 * p.numel() as u64;
-            if self.owner[i] != self.rank {
+            if h != self.rank {
                 lend_gathered(gpu, p, &fused, offset)?;
             }
             offset += bytes;
@@ -763,8 +794,8 @@ impl StepHooks for ZeroHooks<'_> {
         if !self.values {
             return Ok(());
         }
-        for (k, i) in self.partitioned(group) {
-            if self.owner[i] != self.rank {
+        for (k, h) in self.partitioned(group) {
+            if h != self.rank {
                 group[k].lend_value(gpu, None)?;
             }
         }
@@ -967,12 +998,24 @@ fn setup<'g, 'c>(
 ) -> Result<(Trainer<'g>, DataParallel<'c>)> {
     let per_rank = rows_per_rank(config, options, ranks)?;
     // ZeRO: the partition, from a ledger twin of the model (names and sizes, nothing allocated)
+    // ZeRO: the trainable parameters' partition (and under stage 3 the frozen ones', which a
+    // LoRA base is), from a ledger twin of the model (names and sizes, nothing allocated)
+    let mut frozen: Vec<(String, usize)> = vec![];
     let owners: Option<(Vec<String>, Vec<usize>)> = if options.zero >= 1 {
         let ledger = gpu.ledger();
         let shape = Trainer::new(&ledger, config.clone())?;
         let params = shape.model.trainable_params();
         let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
         let names = params.iter().map(|p| p.name.clone()).collect();
+        let all = shape.model.params();
+        let fixed: Vec<&&Param> = all.iter().filter(|p| !p.trainable()).collect();
+        let sizes_f: Vec<usize> = fixed.iter().map(|p| p.numel()).collect();
+        let part = match options.zero {
+            3.. => partition(&sizes_f, ranks),
+            // under stages 1 and 2 every rank holds the frozen values
+            _ => vec![rank; fixed.len()],
+        };
+        frozen = fixed.iter().map(|p| p.name.clone()).zip(part).collect();
         Some((names, partition(&sizes, ranks)))
     } else {
         None
@@ -986,6 +1029,7 @@ fn setup<'g, 'c>(
             let own = names
                 .iter()
                 .zip(owner)
+                .chain(frozen.iter().map(|(n, o)| (n, o)))
                 .filter(|(_, &o)| o == rank)
                 .map(|(n, _)| n.clone())
                 .collect();
@@ -994,7 +1038,11 @@ fn setup<'g, 'c>(
         }
         None => Trainer::for_rank(gpu, config.clone(), None)?,
     };
-    let strategy = DataParallel::over(&t, comm, options, owners, (rank, ranks), per_rank)?;
+    let mut strategy = DataParallel::over(&t, comm, options, owners, (rank, ranks), per_rank)?;
+    if let (3.., Some((names, owner))) = (options.zero, &strategy.owners) {
+        let trainable = names.iter().cloned().zip(owner.iter().copied());
+        strategy.holders = trainable.chain(frozen).collect();
+    }
     Ok((t, strategy))
 }
 
@@ -1067,6 +1115,7 @@ impl<'a> DataParallel<'a> {
             zero: options.zero,
             per_rank,
             owners,
+            holders: HashMap::new(),
             buckets: Buckets {
                 members: groups,
                 segments,
@@ -1133,24 +1182,36 @@ pub fn plan_rank(
     t.rehearse(&mut strategy)
 }
 
-/// Gathers onto every rank the values of the trainable parameters it does not hold (ZeRO 3, a
-/// pipeline's stages), each from `owner[i]` (the i-th trainable parameter's holder that sends
-/// it): one fused buffer (workspace), each owner's part one segment, all-gathered; every rank
-/// computes the same layout. Returns the names it swapped in, for [`release_values`]. On a
-/// ledger twin (`comm` None, the plan) the same buffers, nothing moved.
+/// Who holds a parameter's value, by name: Some(rank) when one rank of the group holds it
+/// (ZeRO 3's partition, a pipeline's stages), None when every rank does.
+pub(super) type Holder<'a> = dyn Fn(&str) -> Option<usize> + 'a;
+
+/// Gathers onto every rank the values it does not hold (ZeRO 3, a pipeline's stages): every
+/// parameter's with `all`, else the trainable ones' (a LoRA run's adapters), each from its
+/// `holder` that sends it: one fused buffer (workspace), each holder's part one segment,
+/// all-gathered; every rank computes the same layout. Returns the names it lent values to,
+/// for [`release_values`]. On a ledger twin (`comm` None, the plan) the same buffers, nothing
+/// moved.
 fn gather_values(
     comm: Option<&dyn Collective>,
     (rank, ranks): (usize, usize),
     t: &mut Trainer,
-    owner: &[usize],
+    holder: &Holder<'_>,
+    all: bool,
 ) -> Result<Vec<String>> {
     let gpu = t.gpu;
-    let params = t.model.trainable_params();
+    let params: Vec<(&Param, usize)> = t
+        .model
+        .params()
+        .into_iter()
+        .filter(|p| all || p.trainable())
+        .filter_map(|p| holder(&p.name).map(|h| (p, h)))
+        .collect();
     let mut order: Vec<usize> = (0..params.len()).collect();
-    order.sort_by_key(|&i| (owner[i], i));
+    order.sort_by_key(|&i| (params[i].1, i));
     let mut counts = vec![0; ranks];
-    for (i, p) in params.iter().enumerate() {
-        counts[owner[i]] += p.numel();
+    for (p, h) in &params {
+        counts[*h] += p.numel();
     }
     let fused = Tensor::empty(
         gpu,
@@ -1162,23 +1223,18 @@ fn gather_values(
     let mut offsets = vec![0u64; params.len()];
     let mut offset = 0;
     for &i in &order {
+        let (p, h) = params[i];
         offsets[i] = offset;
-        if owner[i] == rank {
-            gpu.copy_region(
-                params[i].value(),
-                0,
-                &fused,
-                offset,
-                4 * params[i].numel() as u64,
-            );
+        if h == rank {
+            gpu.copy_region(p.value(), 0, &fused, offset, 4 * p.numel() as u64);
         }
-        offset += 4 * params[i].numel() as u64;
+        offset += 4 * p.numel() as u64;
     }
     let missing: Vec<(String, u64)> = params
         .iter()
         .enumerate()
-        .filter(|(_, p)| !p.resident())
-        .map(|(i, p)| (p.name.clone(), offsets[i]))
+        .filter(|(_, (p, _))| !p.resident())
+        .map(|(i, (p, _))| (p.name.clone(), offsets[i]))
         .collect();
     drop(params);
     let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
@@ -1198,19 +1254,20 @@ fn gather_values(
     Ok(missing.into_iter().map(|(n, _)| n).collect())
 }
 
-/// [`Strategy::with_whole_model`] for a rank whose trainable values are spread over its group
-/// (ZeRO 3, a pipeline's stages): the values it does not hold gathered from `owner`s
-/// ([`gather_values`]), `work`, and the gathered values freed (even when `work` failed).
-/// Returns the time in collectives.
+/// [`Strategy::with_whole_model`] for a rank whose values are spread over its group (ZeRO 3, a
+/// pipeline's stages): the values it does not hold (all, or the trainable ones) gathered from
+/// their `holder`s ([`gather_values`]), `work`, and the gathered values freed (even when
+/// `work` failed). Returns the time in collectives.
 pub(super) fn whole_model(
     comm: Option<&dyn Collective>,
     at: (usize, usize),
     t: &mut Trainer,
-    owner: &[usize],
+    holder: &Holder<'_>,
+    all: bool,
     work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let gathered = gather_values(comm, at, t, owner)?;
+    let gathered = gather_values(comm, at, t, holder, all)?;
     let clock = start.elapsed();
     let r = work(t);
     release_values(t, &gathered)?;

@@ -919,10 +919,14 @@ impl Strategy for Stage<'_> {
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
+        all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         let at = (self.s, self.plan.spans.len());
-        self.clock += whole_model(self.comm, at, t, &self.plan.norm_owner, work)?;
+        let spans = &self.plan.spans;
+        // a value two stages hold (the tied embedding) sent by the first
+        let holder = |name: &str| Some(stages_of(name, spans)[0]);
+        self.clock += whole_model(self.comm, at, t, &holder, all, work)?;
         Ok(())
     }
 

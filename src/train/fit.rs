@@ -57,13 +57,14 @@ pub trait Strategy {
         true
     }
 
-    /// Runs `work` with the values of every trainable parameter on this rank (ZeRO 3 and a
-    /// pipeline's stages gather those they do not hold first and free them after); every rank
-    /// calls it together. The LoRA adapter files are written so (the adapters are the
-    /// trainable parameters), and the report's whole model read back.
+    /// Runs `work` with the values of every parameter (`all`) or of every trainable one on
+    /// this rank (ZeRO 3 and a pipeline's stages gather those they do not hold first and free
+    /// them after); every rank calls it together. The LoRA adapter files are written so (the
+    /// adapters are the trainable parameters: small), and the report's whole model read back.
     fn with_whole_model(
         &mut self,
         t: &mut Trainer,
+        _all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         work(t)
@@ -292,7 +293,7 @@ impl Trainer<'_> {
     pub fn whole_params(&mut self, strategy: &mut dyn Strategy) -> Result<Vec<(String, Vec<f32>)>> {
         let lead = strategy.lead();
         let mut params = vec![];
-        strategy.with_whole_model(self, &mut |t| {
+        strategy.with_whole_model(self, true, &mut |t| {
             if lead {
                 params = t
                     .model
@@ -359,7 +360,7 @@ impl Trainer<'_> {
         }
         let mut adapter_bytes = None;
         if let Some(lora) = self.config.lora.clone() {
-            strategy.with_whole_model(self, &mut |t| {
+            strategy.with_whole_model(self, false, &mut |t| {
                 if let (true, Some(dir), false) = (lead, path.parent(), ledger) {
                     let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
                     let model = t.model.as_ref();

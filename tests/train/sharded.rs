@@ -6,6 +6,7 @@
 use crate::Recorder;
 use std::path::Path;
 use wgtrain::gpu::{Category, Gpu, MemoryStats};
+use wgtrain::nn::lora::LoraConfig;
 use wgtrain::parallel::ddp::{self, DdpOptions};
 use wgtrain::parallel::pipeline::{self, PipelineOptions};
 use wgtrain::parallel::InProcess;
@@ -46,8 +47,24 @@ fn never_whole(what: &str, memory: &[MemoryStats], whole: u64) {
 
 #[test]
 fn zero_3_and_pipelines_evaluate_and_checkpoint_in_parts_and_resume_on_one_device() {
-    let dir = crate::TmpDir::new("sharded");
-    let c = gpt();
+    for lora in [false, true] {
+        let mut c = gpt();
+        if lora {
+            // a fine-tune: the frozen base is partitioned too (a ZeRO 3 rank's share, a
+            // stage's own layers), in bf16
+            c.precision = wgtrain::train::config::Precision::Bf16;
+            c.lora = Some(LoraConfig {
+                r: 2,
+                alpha: 4.0,
+                ..LoraConfig::default()
+            });
+        }
+        in_parts(&c, if lora { "lora" } else { "full" });
+    }
+}
+
+fn in_parts(c: &TrainConfig, what: &str) {
+    let dir = crate::TmpDir::new(&format!("sharded-{what}"));
     let gpu = Gpu::new(None).unwrap();
     let one = Recorder::new(dir.join("one"));
     let mut single = c.clone();
@@ -58,7 +75,7 @@ fn zero_3_and_pipelines_evaluate_and_checkpoint_in_parts_and_resume_on_one_devic
     let expected = one.take();
     drop(t);
     let evals: Vec<&String> = expected.iter().filter(|l| l.starts_with("eval")).collect();
-    assert_eq!(evals.len(), 2, "{expected:?}");
+    assert_eq!(evals.len(), 2, "{what}: {expected:?}");
     let gpus = Gpu::open_n(None, 2).unwrap();
     let eval_lines = |lines: &[String]| -> Vec<String> {
         lines
@@ -86,9 +103,13 @@ fn zero_3_and_pipelines_evaluate_and_checkpoint_in_parts_and_resume_on_one_devic
         .map(|c| Box::new(c) as Box<dyn wgtrain::parallel::Collective>)
         .collect();
     let r = ddp::train_observed(&gpus, comms, &cz, &options, &rec).unwrap();
-    assert_eq!(rec.take(), expected, "ZeRO 3: the records of one device");
-    never_whole("ZeRO 3", &r.memory, whole);
-    check_parts(&out.join(CHECKPOINT_FILE), 2, &gpu, &c);
+    assert_eq!(
+        rec.take(),
+        expected,
+        "{what}: ZeRO 3: the records of one device"
+    );
+    never_whole(&format!("{what}: ZeRO 3"), &r.memory, whole);
+    check_parts(&out.join(CHECKPOINT_FILE), 2, &gpu, c);
 
     // a pipeline of 2 stages: evaluations equal one device's bit for bit (the summation
     // order of the tied embedding's gradient differs, so the steps only within rounding)
@@ -104,14 +125,14 @@ fn zero_3_and_pipelines_evaluate_and_checkpoint_in_parts_and_resume_on_one_devic
     };
     let r = pipeline::train_observed(&gpus, &cp, &options, &rec).unwrap();
     let piped = rec.take();
-    assert_eq!(piped.len(), expected.len(), "{piped:?}");
+    assert_eq!(piped.len(), expected.len(), "{what}: {piped:?}");
     assert_eq!(
         eval_lines(&piped)[0],
         evals[0].clone(),
-        "the first evaluation (before the tied embedding's rounding differs)"
+        "{what}: the first evaluation (before the tied embedding's rounding differs)"
     );
-    never_whole("a pipeline", &r.memory, whole);
-    check_parts(&out.join(CHECKPOINT_FILE), 2, &gpu, &c);
+    never_whole(&format!("{what}: a pipeline"), &r.memory, whole);
+    check_parts(&out.join(CHECKPOINT_FILE), 2, &gpu, c);
 }
 
 /// The checkpoint at `index` is `n` parts, none holding every weight; opened, it resumes on
