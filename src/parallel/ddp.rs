@@ -380,17 +380,9 @@ impl Strategy for DataParallel<'_> {
         match (self.zero, &self.owners) {
             (2.., Some((_, owner))) => {
                 let values = self.zero >= 3;
-                let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
-                let mut hooks = ZeroHooks::new(
-                    comm,
-                    rank,
-                    ranks,
-                    t,
-                    owner,
-                    &self.holders,
-                    &self.buckets,
-                    values,
-                );
+                let (comm, at) = (self.comm, (self.rank, self.ranks));
+                let mut hooks =
+                    ZeroHooks::new(comm, at, t, owner, &self.holders, &self.buckets, values);
                 t.forward_backward_scaled(batch, count, first, &mut hooks)?;
                 let clock = hooks.finish(t.model.as_mut());
                 self.clock += clock;
@@ -496,17 +488,9 @@ impl Strategy for DataParallel<'_> {
             // ZeRO 3: every rank runs the evaluation, each layer group's values all-gathered
             // before it runs and freed after, as in training's forward; the lead reports
             Some((_, owner)) if self.zero >= 3 => {
-                let (comm, rank, ranks) = (self.comm, self.rank, self.ranks);
-                let mut hooks = ZeroHooks::new(
-                    comm,
-                    rank,
-                    ranks,
-                    t,
-                    owner,
-                    &self.holders,
-                    &self.buckets,
-                    true,
-                );
+                let (comm, at) = (self.comm, (self.rank, self.ranks));
+                let mut hooks =
+                    ZeroHooks::new(comm, at, t, owner, &self.holders, &self.buckets, true);
                 let r = t.evaluate_through(&mut Hooked(&mut hooks));
                 self.clock += hooks.finish(t.model.as_mut());
                 Ok(lead.then_some(r?))
@@ -641,8 +625,7 @@ struct ZeroHooks<'a> {
 impl<'a> ZeroHooks<'a> {
     fn new(
         comm: Option<&'a dyn Collective>,
-        rank: usize,
-        ranks: usize,
+        (rank, ranks): (usize, usize),
         t: &Trainer,
         owner: &'a [usize],
         holders: &'a HashMap<String, usize>,
