@@ -464,10 +464,9 @@ impl Strategy for DataParallel<'_> {
         self.rank == 0
     }
 
-    fn with_whole_model(
+    fn with_trainable_values(
         &mut self,
         t: &mut Trainer,
-        all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         match self.zero {
@@ -475,11 +474,19 @@ impl Strategy for DataParallel<'_> {
                 let at = (self.rank, self.ranks);
                 let holders = &self.holders;
                 let holder = |name: &str| holders.get(name).copied();
-                self.clock += whole_model(self.comm, at, t, &holder, all, work)?;
+                self.clock += with_gathered(self.comm, at, t, &holder, work)?;
                 Ok(())
             }
             _ => work(t),
         }
+    }
+
+    fn whole_values(&mut self, t: &mut Trainer) -> Result<Vec<(String, Vec<f32>)>> {
+        let at = (self.rank, self.ranks);
+        let holders = &self.holders;
+        // (outside ZeRO 3 the map is empty: the lead holds every value)
+        let holder = |name: &str| holders.get(name).copied();
+        gather_on_host(self.comm, at, t, &holder)
     }
 
     fn evaluate(&mut self, t: &mut Trainer) -> Result<Option<EvalResult>> {
@@ -1169,25 +1176,22 @@ pub fn plan_rank(
 /// (ZeRO 3's partition, a pipeline's stages), None when every rank does.
 pub(super) type Holder<'a> = dyn Fn(&str) -> Option<usize> + 'a;
 
-/// Gathers onto every rank the values it does not hold (ZeRO 3, a pipeline's stages): every
-/// parameter's with `all`, else the trainable ones' (a LoRA run's adapters), each from its
-/// `holder` that sends it: one fused buffer (workspace), each holder's part one segment,
-/// all-gathered; every rank computes the same layout. Returns the names it lent values to,
-/// for [`release_values`]. On a ledger twin (`comm` None, the plan) the same buffers, nothing
-/// moved.
+/// Gathers onto every rank the trainable values it does not hold (ZeRO 3, a pipeline's
+/// stages: a LoRA run's adapters), each from its `holder` that sends it: one fused buffer
+/// (workspace), each holder's part one segment, all-gathered; every rank computes the same
+/// layout. Returns the names it lent values to, for [`release_values`]. On a ledger twin
+/// (`comm` None, the plan) the same buffers, nothing moved.
 fn gather_values(
     comm: Option<&dyn Collective>,
     (rank, ranks): (usize, usize),
     t: &mut Trainer,
     holder: &Holder<'_>,
-    all: bool,
 ) -> Result<Vec<String>> {
     let gpu = t.gpu;
     let params: Vec<(&Param, usize)> = t
         .model
-        .params()
+        .trainable_params()
         .into_iter()
-        .filter(|p| all || p.trainable())
         .filter_map(|p| holder(&p.name).map(|h| (p, h)))
         .collect();
     let mut order: Vec<usize> = (0..params.len()).collect();
@@ -1237,25 +1241,64 @@ fn gather_values(
     Ok(missing.into_iter().map(|(n, _)| n).collect())
 }
 
-/// [`Strategy::with_whole_model`] for a rank whose values are spread over its group (ZeRO 3, a
-/// pipeline's stages): the values it does not hold (all, or the trainable ones) gathered from
-/// their `holder`s ([`gather_values`]), `work`, and the gathered values freed (even when
-/// `work` failed). Returns the time in collectives.
-pub(super) fn whole_model(
+/// [`Strategy::with_trainable_values`] for a rank whose values are spread over its group (ZeRO
+/// 3, a pipeline's stages): the trainable values it does not hold gathered from their
+/// `holder`s ([`gather_values`]), `work`, and the gathered values freed (even when `work`
+/// failed). Returns the time in collectives.
+pub(super) fn with_gathered(
     comm: Option<&dyn Collective>,
     at: (usize, usize),
     t: &mut Trainer,
     holder: &Holder<'_>,
-    all: bool,
     work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let gathered = gather_values(comm, at, t, holder, all)?;
+    let gathered = gather_values(comm, at, t, holder)?;
     let clock = start.elapsed();
     let r = work(t);
     release_values(t, &gathered)?;
     r?;
     Ok(clock)
+}
+
+/// [`Strategy::whole_values`] for a rank whose values are spread over its group: each rank
+/// reads the values it holds (`holder` Some(rank); None: every rank holds it, the lead reads
+/// it) and sends them to rank 0's host, which puts the model together in model order. On a
+/// ledger twin (`comm` None) nothing moves and nothing is returned.
+pub(super) fn gather_on_host(
+    comm: Option<&dyn Collective>,
+    (rank, _): (usize, usize),
+    t: &mut Trainer,
+    holder: &Holder<'_>,
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let Some(comm) = comm else {
+        return Ok(vec![]);
+    };
+    let params = t.model.params();
+    let mut mine: Vec<f32> = vec![];
+    for p in &params {
+        if holder(&p.name) == Some(rank) {
+            mine.extend(p.value().to_f32(t.gpu)?);
+        }
+    }
+    let Some(all) = comm.gather(&mine, 0)? else {
+        return Ok(vec![]);
+    };
+    let mut at = vec![0usize; all.len()];
+    params
+        .iter()
+        .map(|p| {
+            let v = match holder(&p.name) {
+                Some(h) => {
+                    let v = all[h][at[h]..at[h] + p.numel()].to_vec();
+                    at[h] += p.numel();
+                    v
+                }
+                None => p.value().to_f32(t.gpu)?,
+            };
+            Ok((p.name.clone(), v))
+        })
+        .collect()
 }
 
 /// Lends `p` its value from a gathered buffer (`fused`, at byte `offset`): a workspace copy.

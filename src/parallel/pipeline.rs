@@ -15,7 +15,7 @@
 //! (added in parameter order, the tied embedding once, as one device adds them), then each
 //! updates its parameters.
 
-use super::ddp::{own_norms, sharded_grad_norm, whole_model};
+use super::ddp::{gather_on_host, own_norms, sharded_grad_norm, with_gathered};
 use super::ddp::{DataParallel, DdpOptions};
 use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
@@ -916,18 +916,24 @@ impl Strategy for Stage<'_> {
         self.s == 0 && self.r == 0
     }
 
-    fn with_whole_model(
+    fn with_trainable_values(
         &mut self,
         t: &mut Trainer,
-        all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         let at = (self.s, self.plan.spans.len());
         let spans = &self.plan.spans;
         // a value two stages hold (the tied embedding) sent by the first
         let holder = |name: &str| Some(stages_of(name, spans)[0]);
-        self.clock += whole_model(self.comm, at, t, &holder, all, work)?;
+        self.clock += with_gathered(self.comm, at, t, &holder, work)?;
         Ok(())
+    }
+
+    fn whole_values(&mut self, t: &mut Trainer) -> Result<Vec<(String, Vec<f32>)>> {
+        let at = (self.s, self.plan.spans.len());
+        let spans = &self.plan.spans;
+        let holder = |name: &str| Some(stages_of(name, spans)[0]);
+        gather_on_host(self.comm, at, t, &holder)
     }
 
     fn evaluate(&mut self, t: &mut Trainer) -> Result<Option<EvalResult>> {

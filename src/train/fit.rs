@@ -57,17 +57,30 @@ pub trait Strategy {
         true
     }
 
-    /// Runs `work` with the values of every parameter (`all`) or of every trainable one on
-    /// this rank (ZeRO 3 and a pipeline's stages gather those they do not hold first and free
-    /// them after); every rank calls it together. The LoRA adapter files are written so (the
-    /// adapters are the trainable parameters: small), and the report's whole model read back.
-    fn with_whole_model(
+    /// Runs `work` with the values of every trainable parameter on this rank (ZeRO 3 and a
+    /// pipeline's stages gather those they do not hold first and free them after); every rank
+    /// calls it together. The LoRA adapter files are written so (the adapters are the
+    /// trainable parameters, a small share of the model).
+    fn with_trainable_values(
         &mut self,
         t: &mut Trainer,
-        _all: bool,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         work(t)
+    }
+
+    /// Every parameter's values by name, in model order, on the lead's host (empty on the other
+    /// ranks, which send theirs): gathered from their holders where the strategy spreads
+    /// them, on the host, never onto a device.
+    fn whole_values(&mut self, t: &mut Trainer) -> Result<Vec<(String, Vec<f32>)>> {
+        if !self.lead() {
+            return Ok(vec![]);
+        }
+        let params = t.model.params();
+        params
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.value().to_f32(t.gpu)?)))
+            .collect()
     }
 
     /// An evaluation under this strategy, on the held-out data the one-device evaluation uses
@@ -288,23 +301,10 @@ impl Trainer<'_> {
         })
     }
 
-    /// The whole model's parameters by name, in model order, read back on the lead (gathered
-    /// where the strategy holds them elsewhere; empty on the other ranks, which take part).
+    /// The whole model's parameters by name, in model order, on the lead's host
+    /// ([`Strategy::whole_values`]; empty on the other ranks, which take part).
     pub fn whole_params(&mut self, strategy: &mut dyn Strategy) -> Result<Vec<(String, Vec<f32>)>> {
-        let lead = strategy.lead();
-        let mut params = vec![];
-        strategy.with_whole_model(self, true, &mut |t| {
-            if lead {
-                params = t
-                    .model
-                    .params()
-                    .iter()
-                    .map(|p| Ok((p.name.clone(), p.value().to_f32(t.gpu)?)))
-                    .collect::<Result<_>>()?;
-            }
-            Ok(())
-        })?;
-        Ok(params)
+        strategy.whole_values(self)
     }
 
     /// An evaluation under `strategy` (see [`Strategy::evaluate`]): the result on the lead,
@@ -360,7 +360,7 @@ impl Trainer<'_> {
         }
         let mut adapter_bytes = None;
         if let Some(lora) = self.config.lora.clone() {
-            strategy.with_whole_model(self, false, &mut |t| {
+            strategy.with_trainable_values(self, &mut |t| {
                 if let (true, Some(dir), false) = (lead, path.parent(), ledger) {
                     let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
                     let model = t.model.as_ref();
