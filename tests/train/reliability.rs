@@ -682,7 +682,22 @@ fn out_dirs_are_locked_cleaned_and_resumed_into_their_metrics() {
 /// a loadable checkpoint always remains, and the last resume finishes cleanly.
 #[test]
 fn kill_9_during_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
-    let dir = crate::TmpDir::new("kill9");
+    kill_loop("kill9", &[], 20, (400, 800));
+}
+
+/// The same under `--devices 2 --zero 3`, whose checkpoints are an index and a part per rank:
+/// after every kill the index loads with all its parts (their names, steps and sizes checked).
+#[test]
+fn kill_9_during_sharded_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
+    let layout = ["--devices", "2", "--zero", "3"];
+    kill_loop("kill9-sharded", &layout, 10, (700, 900));
+}
+
+/// `kills` runs of the MLP (checkpointing every step, under `layout`) killed with SIGKILL
+/// `delay.0` + up to `delay.1` ms after their start, each resuming the last; the checkpoint
+/// always loads, its step never goes back, and a final resume finishes.
+fn kill_loop(name: &str, layout: &[&str], kills_wanted: usize, delay: (u64, u64)) {
+    let dir = crate::TmpDir::new(name);
     let cfg = dir.join("mlp.json");
     std::fs::write(
         &cfg,
@@ -695,9 +710,10 @@ fn kill_9_during_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
     let mut delays = wgtrain::rng::Rng::new(9);
     let (mut kills, mut seen_steps) = (0, vec![]);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while kills < 20 && Instant::now() < deadline {
+    while kills < kills_wanted && Instant::now() < deadline {
         let mut args: Vec<String> =
             vec!["train".into(), "--out".into(), out.to_str().unwrap().into()];
+        args.extend(layout.iter().map(|a| a.to_string()));
         if ckpt.exists() {
             args.extend(["--resume".into(), ckpt.to_str().unwrap().into()]);
         } else {
@@ -711,7 +727,7 @@ fn kill_9_during_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
             .spawn()
             .unwrap();
         // past start-up (about half a second here), into the writes
-        let wait = 400 + delays.below(800);
+        let wait = delay.0 + delays.below(delay.1);
         std::thread::sleep(Duration::from_millis(wait));
         if child.try_wait().unwrap().is_some() {
             panic!("the run ended on its own before the kill");
@@ -731,21 +747,40 @@ fn kill_9_during_checkpoint_writes_always_leaves_a_loadable_checkpoint() {
             );
         }
     }
-    assert!(kills >= 20, "only {kills} kills in the time");
+    assert!(kills >= kills_wanted, "only {kills} kills in the time");
     assert!(
         seen_steps.windows(2).all(|w| w[0] <= w[1]),
         "steps went back: {seen_steps:?}"
     );
     let last = *seen_steps.last().expect("some checkpoint was written");
-    let o = wgtrain(&[
+    let steps = (last + 2).to_string();
+    let mut args = vec![
         "train",
         "--resume",
         ckpt.to_str().unwrap(),
         "--steps",
-        &(last + 2).to_string(),
-    ]);
+        &steps,
+    ];
+    args.extend(layout);
+    let o = wgtrain(&args);
     assert!(o.status.success(), "the final resume: {}", stderr(&o));
-    assert_eq!(Checkpoint::load(&ckpt).unwrap().meta.step, last + 2);
+    let done = Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(done.meta.step, last + 2);
+    // the directory keeps the parts its index names and no others (nor temporaries)
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part") || n.contains(".tmp-"))
+        .collect();
+    left.sort();
+    let mut named: Vec<String> = done
+        .parts
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    named.sort();
+    assert_eq!(left, named, "the parts left beside the index");
     eprintln!("{kills} kills, checkpoints at steps {seen_steps:?}");
 }
 
