@@ -2,20 +2,18 @@
 //! adapters and kernel changes. Timings are wall clock around a sync, medians of repeated runs
 //! after warm-up; they are never part of `cargo test` (only a smoke run of `--quick` is).
 
+use crate::data::rows::Rows;
+use crate::data::text::Text;
 use crate::error::Result;
 use crate::gpu::{Category, Gpu, KernelTime, ProfileClock};
-use crate::nn::gpt::GptBatch;
-use crate::nn::{
-    compute_scope, loss_scale_scope, zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks, Param,
-};
+use crate::nn::{GptConfig, MlpConfig};
 use crate::ops::matmul::{matmul, matmul_f16, Layout, MatmulDims};
-use crate::ops::reduce::{reduce, Reduction};
-use crate::optim::{grad_norm_sq, guard, Optimizer, OptimizerConfig, OptimizerName};
+use crate::optim::{OptimizerConfig, OptimizerName};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 use crate::train::config::Precision;
+use crate::train::{ModelKind, Task, TrainConfig, Trainer};
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
@@ -302,72 +300,28 @@ pub fn bench_matmul(
     })
 }
 
-/// What a step workload adds for its precision: the step stats (norm, scale, steps taken),
-/// and under fp16 the loss scaler and the guard that runs it, as a mixed-precision training
-/// step has them.
-struct StepTail {
-    dtype: DType,
-    stats: Arc<Tensor>,
-    loss: Tensor,
-    health: Tensor,
-    scaler: Option<guard::Scaler>,
-}
-
-impl StepTail {
-    fn new(gpu: &Gpu, precision: Precision) -> Result<StepTail> {
-        if precision == Precision::Fp16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
-            return Err(crate::Error::Config(format!(
-                "fp16 workloads need SHADER_F16, which {} does not offer",
-                gpu.info().name
-            )));
-        }
-        // fp16 gets the loss scaler a training run gets; bf16 and fp32 run without one
-        let scaler = (precision == Precision::Fp16).then_some(guard::Scaler {
-            initial_scale: guard::INITIAL_SCALE,
-            growth_interval: guard::GROWTH_INTERVAL,
-        });
-        Ok(StepTail {
-            dtype: precision.dtype(),
-            stats: Arc::new(guard::step_stats(
-                gpu,
-                scaler.map_or(1.0, |s| s.initial_scale),
-            )?),
-            loss: Tensor::zeros(gpu, "loss", &[1], Category::Workspace)?,
-            health: guard::health_counters(gpu)?,
-            scaler,
-        })
+/// A step workload's trainer: `config` (the model, batch and optimizer) over `task`, in
+/// `precision` (fp16 and bf16: mixed precision, as `--precision` trains, fp16 with its loss
+/// scaler), so the bench times [`Trainer::train_step`], the step every run takes: the batch
+/// drawn and uploaded, forward and backward, the norm, the guard, the update, one submit.
+fn step_trainer(
+    gpu: &Gpu,
+    mut config: TrainConfig,
+    task: Task,
+    precision: Precision,
+) -> Result<Trainer<'_>> {
+    if precision == Precision::Fp16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(crate::Error::Config(format!(
+            "fp16 workloads need SHADER_F16, which {} does not offer",
+            gpu.info().name
+        )));
     }
-
-    /// Builds the model in the workload's working precision (half copies over f32 masters).
-    fn build<T>(&self, build: impl FnOnce() -> Result<T>) -> Result<T> {
-        compute_scope(self.dtype, build)
-    }
-
-    /// Records forward and backward in the working precision, the loss scaled under fp16.
-    fn forward_backward(&self, run: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-        compute_scope(self.dtype, || match self.scaler {
-            Some(_) => loss_scale_scope(self.stats.clone(), run),
-            None => run(),
-        })
-    }
-
-    /// The rest of the step: the loss sum, the squared gradient norm, under fp16 the guard
-    /// (overflow check, unscale, scale update), the optimizer step, one submit.
-    fn finish(
-        &self,
-        gpu: &Gpu,
-        losses: &Tensor,
-        params: &[&Param],
-        opt: &mut Optimizer,
-    ) -> Result<()> {
-        reduce(gpu, losses, Reduction::Sum, &self.loss, 0, false)?;
-        grad_norm_sq(gpu, params, &self.stats)?;
-        if self.scaler.is_some() {
-            guard::check(gpu, &self.loss, &self.stats, &self.health, 1, self.scaler);
-        }
-        opt.step(gpu, params, 1e-3, &self.stats)?;
-        gpu.flush()
-    }
+    config.precision = precision;
+    config.lr = 1e-3;
+    config.grad_clip = 1.0;
+    config.steps = u64::MAX;
+    config.eval_every = 0;
+    Trainer::with_task(gpu, config, task)
 }
 
 /// The name a workload's results go by: "w-gpt", "w-gpt-bf16".
@@ -389,42 +343,24 @@ pub fn bench_w_mlp(
     let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
-    let tail = StepTail::new(&gpu, precision)?;
-    let mut rng = Rng::new(1);
-    let config = MlpConfig {
-        inputs: 784,
-        hidden: if quick {
-            vec![128, 128]
-        } else {
-            vec![1024, 1024]
-        },
-        classes: 10,
-        activation: crate::nn::Activation::Relu,
-    };
-    let mut model = tail.build(|| Mlp::new(&gpu, config, &mut rng))?;
-    let mut opt = Optimizer::new(
-        &gpu,
-        &OptimizerConfig::named(OptimizerName::Adam),
-        1.0,
-        &model.params(),
-    )?;
     let b = if quick { 32 } else { 256 };
-    let x = Tensor::from_f32(
-        &gpu,
-        "x",
-        &[b, 784],
-        &rng.uniform_vec(b * 784, 0.0, 1.0),
-        Category::Activations,
-    )?;
-    let y: Vec<u32> = (0..b).map(|_| rng.below(10) as u32).collect();
-    let y = Tensor::from_u32(&gpu, "y", &[b], &y, Category::Activations)?;
-    let step = || -> Result<()> {
-        zero_grads(&gpu, &model.params());
-        let losses = tail.forward_backward(|| {
-            model.forward_backward(&gpu, &x, &y, 1.0 / b as f32, &mut NoHooks)
-        })?;
-        tail.finish(&gpu, &losses, &model.params(), &mut opt)
+    let hidden = if quick { 128 } else { 1024 };
+    let config = TrainConfig {
+        model: ModelKind::Mlp,
+        data: "random rows".into(),
+        batch_size: b,
+        optimizer: OptimizerConfig::named(OptimizerName::Adam),
+        mlp: MlpConfig {
+            hidden: vec![hidden, hidden],
+            activation: crate::nn::Activation::Relu,
+            ..MlpConfig::default()
+        },
+        ..TrainConfig::default()
     };
+    // random rows: 784 features in 10 classes, a batch's worth of them many times over
+    let task = Task::Rows(Rows::random(784, 10, 16 * b, b, 1));
+    let mut t = step_trainer(&gpu, config, task, precision)?;
+    let step = || t.train_step(false).map(|_| ());
     let name = workload_name("w-mlp", precision);
     time_step(&gpu, &name, start, opts, (b, None), step)
 }
@@ -477,9 +413,7 @@ fn bench_gpt(
     let quick = opts.quick;
     let start = Instant::now();
     let gpu = Gpu::new(adapter)?;
-    let tail = StepTail::new(&gpu, precision)?;
-    let mut rng = Rng::new(2);
-    let config = if quick {
+    let gpt = if quick {
         GptConfig {
             vocab_size: 256,
             block_size: 32,
@@ -490,28 +424,21 @@ fn bench_gpt(
     } else {
         full
     };
-    let mut model = tail.build(|| Gpt::new(&gpu, config.clone(), &mut rng))?;
-    let mut opt = Optimizer::new(
-        &gpu,
-        &OptimizerConfig::named(OptimizerName::Adamw),
-        1.0,
-        &model.params(),
-    )?;
-    let (b, t) = if quick {
-        (2, 32)
-    } else {
-        (b, config.block_size)
+    let (b, t) = if quick { (2, 32) } else { (b, gpt.block_size) };
+    let config = TrainConfig {
+        model: ModelKind::Gpt,
+        data: "random bytes".into(),
+        batch_size: b,
+        optimizer: OptimizerConfig::named(OptimizerName::Adamw),
+        gpt,
+        ..TrainConfig::default()
     };
-    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
-    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(256) as u32).collect();
-    let batch = GptBatch::new(&gpu, &config, &tokens, &targets, b, t)?;
-    let step = || -> Result<()> {
-        zero_grads(&gpu, &model.params());
-        let losses = tail.forward_backward(|| {
-            model.forward_backward(&gpu, &batch, 1.0 / (b * t) as f32, &mut NoHooks)
-        })?;
-        tail.finish(&gpu, &losses, &model.params(), &mut opt)
-    };
+    // random bytes (vocab 256): windows of the context drawn from them, as text trains
+    let mut rng = Rng::new(2);
+    let bytes: Vec<u8> = (0..64 * b * t).map(|_| rng.below(256) as u8).collect();
+    let text = Text::from_bytes(bytes).map_err(crate::Error::Data)?;
+    let mut trainer = step_trainer(&gpu, config, Task::Text(text), precision)?;
+    let step = || trainer.train_step(false).map(|_| ());
     let name = workload_name(name, precision);
     time_step(&gpu, &name, start, opts, (b, Some(b * t)), step)
 }

@@ -493,8 +493,8 @@ pub struct MlpDigits {
 
 impl MlpDigits {
     pub fn new(gpu: &Gpu) -> Result<MlpDigits> {
-        use crate::data::digits::{Digits, CLASSES, FEATURES};
-        let d = Digits::load()?;
+        use crate::data::digits::{load, CLASSES, FEATURES};
+        let d = load()?;
         let config = crate::nn::MlpConfig {
             inputs: FEATURES,
             hidden: vec![128, 64],

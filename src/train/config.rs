@@ -324,6 +324,14 @@ impl TrainConfig {
 
     /// Checks the values that JSON types cannot; each error says what to change.
     pub fn validate(&self) -> Result<()> {
+        let rows = self.data == "digits";
+        self.validate_for(rows)
+    }
+
+    /// [`TrainConfig::validate`] for data of feature rows (`rows`) or of token sequences,
+    /// whatever `data` names: a trainer given its task by the app checks the model against
+    /// that ([`super::Trainer::with_task`]).
+    pub fn validate_for(&self, rows: bool) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
@@ -376,17 +384,17 @@ impl TrainConfig {
         if self.max_nonfinite_steps == 0 {
             return bad("max_nonfinite_steps must be at least 1 (1: stop at the first)".into());
         }
-        match (self.model, self.data.as_str()) {
-            (ModelKind::Mlp, "digits") => {}
-            (ModelKind::Mlp, other) => {
+        match (self.model, rows, self.data.as_str()) {
+            (ModelKind::Mlp, true, _) => {}
+            (ModelKind::Mlp, false, other) => {
                 return bad(format!(
-                    "the mlp model trains on data \"digits\", not {other:?}"
+                    "the mlp model trains on feature rows (data \"digits\"), not {other:?}"
                 ));
             }
-            (ModelKind::Gpt, "digits") => {
+            (ModelKind::Gpt, true, _) => {
                 return bad("the gpt model trains on \"addition\" or a text file".into())
             }
-            (ModelKind::Gpt, "addition") => {
+            (ModelKind::Gpt, false, "addition") => {
                 if self.addition.digits == 0 || self.addition.digits > 9 {
                     return bad(format!(
                         "addition.digits must be 1..9, got {}",
@@ -408,7 +416,7 @@ impl TrainConfig {
                     ));
                 }
             }
-            (ModelKind::Gpt, _) => {}
+            (ModelKind::Gpt, false, _) => {}
         }
         self.gpt.validate().map_err(Error::Config)?;
         if self.model == ModelKind::Gpt {

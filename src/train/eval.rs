@@ -2,7 +2,6 @@
 
 use super::{EvalResult, Task, TrainConfig};
 use crate::data::addition::Addition;
-use crate::data::digits;
 use crate::data::text::Text;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
@@ -70,14 +69,14 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let mb = config.micro_batch();
     match task {
-        Task::Digits(d) => {
+        Task::Rows(d) => {
             let n = d.test_y.len();
             let (mut loss, mut correct) = (0.0f64, 0usize);
             let mut per_item = Vec::with_capacity(n);
             let all = Batch::Rows {
                 x: d.test_x.clone(),
                 y: d.test_y.clone(),
-                features: digits::FEATURES,
+                features: d.features,
             };
             for batch in all.split(mb) {
                 let Batch::Rows { y, .. } = &batch else {
@@ -90,7 +89,7 @@ pub fn evaluate(
                 per_item.extend(losses.iter().map(|&l| l as f64));
                 let logits = logits.to_f32(gpu)?;
                 correct += logits
-                    .chunks(digits::CLASSES)
+                    .chunks(d.classes)
                     .zip(y)
                     .filter(|(row, &y)| argmax(row) == y as usize)
                     .count();

@@ -20,7 +20,8 @@ pub use fit::{Event, FitReport, Local, Observer, StepLog, Strategy, CHECKPOINT_F
 pub use layout::Layout;
 
 use crate::data::addition::Addition;
-use crate::data::digits::{self, Digits};
+use crate::data::digits;
+use crate::data::rows::Rows;
 use crate::data::text::Text;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
@@ -40,7 +41,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub enum Task {
-    Digits(Digits),
+    /// Feature rows in classes (the digits).
+    Rows(Rows),
     Addition(Addition),
     Text(Text),
 }
@@ -48,7 +50,7 @@ pub enum Task {
 /// Loads the data a config names.
 pub fn load_task(config: &TrainConfig) -> Result<Task> {
     Ok(match config.data.as_str() {
-        "digits" => Task::Digits(Digits::load()?),
+        "digits" => Task::Rows(digits::load()?),
         "addition" => Task::Addition(config.addition_task()),
         path => {
             let text = Text::load(Path::new(path))?;
@@ -62,10 +64,10 @@ impl Task {
     /// Draws a training batch of `b` rows or sequences.
     pub fn draw(&self, b: usize, seq: usize, rng: &mut Rng) -> Batch {
         match self {
-            Task::Digits(d) => {
+            Task::Rows(d) => {
                 let n = d.train_y.len();
                 let idx: Vec<usize> = (0..b).map(|_| rng.below(n as u64) as usize).collect();
-                let f = digits::FEATURES;
+                let f = d.features;
                 Batch::Rows {
                     x: idx
                         .iter()
@@ -91,7 +93,7 @@ impl Task {
     /// windows of block_size that tile the training text (each token a target once).
     pub fn epoch_size(&self, config: &TrainConfig) -> usize {
         match self {
-            Task::Digits(d) => d.train_y.len(),
+            Task::Rows(d) => d.train_y.len(),
             Task::Addition(a) => a.train_size(),
             Task::Text(text) => text.train.len() / config.gpt.block_size.max(1),
         }
@@ -100,7 +102,7 @@ impl Task {
     /// The sequence length a GPT trains on for this task (1 for rows).
     pub fn seq_len(&self, config: &TrainConfig) -> usize {
         match self {
-            Task::Digits(_) => 1,
+            Task::Rows(_) => 1,
             Task::Addition(a) => a.seq_len() - 1,
             Task::Text(_) => config.gpt.block_size,
         }
@@ -246,11 +248,11 @@ impl<'g> Trainer<'g> {
             None => config.grad_dtype(),
         };
         let shard = rank.flatten();
-        if config.model == ModelKind::Mlp {
-            config.mlp.inputs = digits::FEATURES;
-            config.mlp.classes = digits::CLASSES;
+        if let (ModelKind::Mlp, Task::Rows(rows)) = (config.model, &task) {
+            config.mlp.inputs = rows.features;
+            config.mlp.classes = rows.classes;
         }
-        config.validate()?;
+        config.validate_for(matches!(task, Task::Rows(_)))?;
         let dtype = config.precision.dtype();
         if dtype == DType::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
             return Err(Error::Config(format!(

@@ -247,7 +247,7 @@ fn zero_1_2_and_3_shard_the_model_states_and_equal_one_device_bit_for_bit() {
                 );
             } else {
                 eprintln!("{what}: {zero_bytes} bytes vs DDP's {plain}");
-                let Ok(wgtrain::train::Task::Digits(d)) = wgtrain::train::load_task(&c) else {
+                let Ok(wgtrain::train::Task::Rows(d)) = wgtrain::train::load_task(&c) else {
                     unreachable!("the digits")
                 };
                 let evals = d.test_y.len().div_ceil(c.micro_batch()) as u64;
