@@ -42,6 +42,68 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
+/// Claims `path` as the file a command writes (`what` names it), before any work is done: it
+/// is absent or a regular file (never a directory, a device node, a FIFO or a socket), it is
+/// not one of the command's `inputs` by any name (a link, another path to the same file), and
+/// an existing safetensors file (a checkpoint, a quantized model, an adapter) is replaced only
+/// with `overwrite`. Temporary files a killed writer of `path` left beside it are removed.
+pub fn claim_output(path: &Path, inputs: &[&Path], overwrite: bool, what: &str) -> Result<()> {
+    let refuse_it =
+        |reason: String| Err(refuse(path, format!("{reason}; not writing {what} there")));
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return refuse_it("is a directory".into());
+        }
+        if !meta.is_file() {
+            return refuse_it("is not a regular file (a FIFO, socket or device)".into());
+        }
+        if let Some(input) = inputs.iter().find(|i| same_file(path, i)) {
+            return refuse_it(format!(
+                "is this command's input {} (writing there would destroy it)",
+                input.display()
+            ));
+        }
+        if !overwrite && open_safetensors(path, "model").is_ok() {
+            return refuse_it(
+                "holds a model file (a checkpoint, quantized model or adapter); give \
+                 --overwrite to replace it"
+                    .into(),
+            );
+        }
+    }
+    // a killed writer's temporaries (see `train::checkpoint::write_atomically`)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let (Some(name), Ok(listing)) = (path.file_name(), std::fs::read_dir(dir)) {
+        let prefix = format!(".{}.tmp-", name.to_string_lossy());
+        for entry in listing.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+        false
+    }
+    #[cfg(not(unix))]
+    {
+        let (x, y) = (a.canonicalize(), b.canonicalize());
+        x.is_ok() && x.ok() == y.ok()
+    }
+}
+
 /// The whole of a regular file of at most `cap` bytes (`what` names it in the error).
 pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     let (file, len) = open_regular(path)?;

@@ -15,10 +15,19 @@ pub struct ExportArgs {
     /// one of its parts.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a model file already at --out.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let parts = Checkpoint::load(&args.checkpoint)?.parts.len();
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let inputs: Vec<&std::path::Path> = std::iter::once(args.checkpoint.as_path())
+        .chain(ckpt.parts.iter().map(|p| p.as_path()))
+        .collect();
+    wgtrain::files::claim_output(&args.out, &inputs, args.overwrite, "the checkpoint")?;
+    let parts = ckpt.parts.len();
+    drop(ckpt);
     let bytes = checkpoint::export(&args.checkpoint, &args.out)?;
     eprintln!(
         "exported {} ({}) to {}: {bytes} bytes",

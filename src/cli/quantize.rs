@@ -37,9 +37,12 @@ pub struct QuantizeArgs {
     /// stays f32 (default 1000).
     #[arg(long)]
     max_iter: Option<usize>,
-    /// Where to write the quantized model (.safetensors).
+    /// Where to write the quantized model (.safetensors): never the checkpoint itself.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a model file already at --out.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 impl QuantizeArgs {
@@ -84,6 +87,10 @@ impl QuantizeArgs {
 pub fn run(adapter: Option<&str>, args: QuantizeArgs) -> Result<()> {
     let scheme = args.scheme()?;
     let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let inputs: Vec<&std::path::Path> = std::iter::once(args.checkpoint.as_path())
+        .chain(ckpt.parts.iter().map(|p| p.as_path()))
+        .collect();
+    wgtrain::files::claim_output(&args.out, &inputs, args.overwrite, "the quantized model")?;
     let gpu = Gpu::new(adapter)?;
     let started = Instant::now();
     let reports = file::write(&ckpt, &scheme, &args.out, &gpu)?;

@@ -153,13 +153,25 @@ pub struct MergeArgs {
     /// The LoRA adapter directory.
     #[arg(long)]
     lora: PathBuf,
-    /// Where to write the merged checkpoint (a .safetensors file).
+    /// Where to write the merged checkpoint (a .safetensors file): never the base checkpoint
+    /// or the adapter's files.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a model file already at --out.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn merge(adapter: Option<&str>, args: MergeArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let weights = args.lora.join(wgtrain::train::adapter::WEIGHTS_FILE);
+    let config_file = args.lora.join(wgtrain::train::adapter::CONFIG_FILE);
+    let inputs: Vec<&std::path::Path> = [&args.checkpoint, &weights, &config_file]
+        .into_iter()
+        .map(|p| p.as_path())
+        .chain(ckpt.parts.iter().map(|p| p.as_path()))
+        .collect();
+    wgtrain::files::claim_output(&args.out, &inputs, args.overwrite, "the merged checkpoint")?;
     let gpu = Gpu::new(adapter)?;
     let (mut config, mut model) = load_with_adapter(&gpu, &ckpt, Some(&args.lora))?;
     model.fold_lora(&gpu, true)?;

@@ -4,6 +4,7 @@
 //! refuses bad input with one clear error and nothing written.
 
 use crate::cli::{fails_with, stderr, wgtrain};
+use std::path::Path;
 use wgtrain::gpu::Category;
 use wgtrain::nn::lora::LoraConfig;
 use wgtrain::nn::Batch;
@@ -263,6 +264,7 @@ fn the_cli_writes_peft_files_applies_and_merges_them_and_refuses_bad_input() {
     let plain = eval(&["eval", "--checkpoint", base, "--data", data]);
     assert_eq!(unmerged, m, "merged and unmerged (4 decimals)");
     assert_ne!(plain, m, "the adapter changed the model");
+    outputs_never_replace_inputs(&dir, base, lora, &merged);
     let o = wgtrain(&[
         "sample",
         "--checkpoint",
@@ -357,4 +359,64 @@ fn python_reads(weights: &std::path::Path) {
         ),
         Err(_) => eprintln!("skipped: no python3"),
     }
+}
+
+/// `merge`, `quantize` and `export` claim their --out before any work: never their own input
+/// (by any name), an adapter's file, a directory or a device, nor another model file without
+/// --overwrite; every input stays byte for byte; a killed writer's temporary is cleaned.
+fn outputs_never_replace_inputs(dir: &Path, base: &str, lora: &str, merged: &Path) {
+    let weights = Path::new(lora).join("adapter_model.safetensors");
+    let link = dir.join("base-link.safetensors");
+    std::fs::hard_link(base, &link).unwrap();
+    let files = [Path::new(base), weights.as_path(), merged];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let merged_s = merged.to_str().unwrap();
+    let refused = |args: &[&str], why: &str| {
+        let o = wgtrain(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error:") && err.contains(why),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    };
+    fn merge<'a>(base: &'a str, lora: &'a str, out: &'a str) -> Vec<&'a str> {
+        vec!["merge", "--checkpoint", base, "--lora", lora, "--out", out]
+    }
+    fn quantize<'a>(base: &'a str, out: &'a str) -> Vec<&'a str> {
+        vec![
+            "quantize",
+            "--checkpoint",
+            base,
+            "--method",
+            "int8",
+            "--out",
+            out,
+        ]
+    }
+    let merge = |out| merge(base, lora, out);
+    let quantize = |out| quantize(base, out);
+    refused(&merge(base), "this command's input");
+    refused(&merge(weights.to_str().unwrap()), "this command's input");
+    refused(&merge(merged_s), "--overwrite");
+    refused(&quantize(base), "this command's input");
+    refused(&quantize(link.to_str().unwrap()), "this command's input");
+    refused(&quantize(lora), "is a directory");
+    refused(&quantize("/dev/null"), "not a regular file");
+    let export = ["export", "--checkpoint", base, "--out"];
+    refused(&[&export[..], &[base]].concat(), "this command's input");
+    refused(&[&export[..], &[merged_s]].concat(), "--overwrite");
+    for (f, b) in files.iter().zip(&before) {
+        assert_eq!(&std::fs::read(f).unwrap(), b, "{} changed", f.display());
+    }
+    // with --overwrite the merged checkpoint is replaced, and a killed writer's temporary goes
+    let stale = dir.join(".merged.safetensors.tmp-999999");
+    std::fs::write(&stale, b"partial").unwrap();
+    let o = wgtrain(&[&merge(merged_s)[..], &["--overwrite"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stale.exists(),
+        "the temporary of a killed merge is removed"
+    );
 }
