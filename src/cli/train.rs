@@ -400,25 +400,14 @@ fn run_mpi(
     run: String,
 ) -> Result<()> {
     use wgtrain::parallel::Collective;
-    let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+    let (mut universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
         .context("MPI would not initialise (is this run under mpirun?)")?;
     let comm = wgtrain::parallel::mpi::Mpi::new(universe.world())?;
     let (rank, n) = (comm.rank(), comm.size());
-    let local: usize = [
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-        "SLURM_LOCALID",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok()?.parse().ok())
-    .unwrap_or(rank);
-    let gpu = match adapter {
-        Some(a) => Gpu::new(Some(a))?,
-        None => {
-            let count = Gpu::list_adapters(None)?.0.len().max(1);
-            Gpu::new(Some(&(local % count).to_string()))?
-        }
-    };
+    if let Some(p) = args.pipeline {
+        return run_mpi_pipeline(adapter, args, config, run, (&mut universe, comm), p);
+    }
+    let gpu = mpi_device(adapter, rank)?;
     let options = run_options(args, &run)?;
     // (every rank searches alike: the same config and the same plan of the largest rank)
     let config = max_memory_search(args, config, &|c| {
@@ -503,6 +492,144 @@ fn run_mpi(
             r.losses.len(),
             r.losses.last().copied().unwrap_or(f32::NAN),
             describe(&r.eval)
+        );
+        report_outputs(checkpoint, &config);
+    }
+    Ok(())
+}
+
+/// The adapter an MPI rank runs on: the n-th adapter for local rank n, wrapping (--adapter or
+/// WGTRAIN_ADAPTER overrides).
+#[cfg(feature = "mpi")]
+fn mpi_device(adapter: Option<&str>, rank: usize) -> Result<Gpu> {
+    let local: usize = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(rank);
+    Ok(match adapter {
+        Some(a) => Gpu::new(Some(a))?,
+        None => {
+            let count = Gpu::list_adapters(None)?.0.len().max(1);
+            Gpu::new(Some(&(local % count).to_string()))?
+        }
+    })
+}
+
+/// `train --devices mpi --pipeline P` under mpirun: world rank w is stage w mod P of replica
+/// w / P (P × R ranks), its groups split from MPI's world and its links point-to-point
+/// messages to the neighbouring ranks; rank 0 writes the index of the checkpoint (each stage
+/// its part), the metrics and the summary.
+#[cfg(feature = "mpi")]
+fn run_mpi_pipeline(
+    adapter: Option<&str>,
+    args: &TrainArgs,
+    config: TrainConfig,
+    run: String,
+    (universe, world): (&mut mpi::environment::Universe, wgtrain::parallel::mpi::Mpi),
+    p: usize,
+) -> Result<()> {
+    use wgtrain::parallel::pipeline::{self, Comms, Links, Partition, PipelineOptions};
+    use wgtrain::parallel::Collective;
+    let (rank, n) = (world.rank(), world.size());
+    if p == 0 || n % p != 0 {
+        bail!("--pipeline {p} over {n} MPI ranks: the ranks must be a multiple of the stages");
+    }
+    if args.trace.is_some() || args.trace_svg.is_some() {
+        bail!("--trace and --trace-svg time the stages of one process: run the pipeline without --devices mpi");
+    }
+    let (s, r, replicas) = (rank % p, rank / p, n / p);
+    let gpu = mpi_device(adapter, rank)?;
+    let schedule =
+        wgtrain::parallel::schedule::Schedule::parse(args.schedule.as_deref().unwrap_or("1f1b"))?;
+    if args.partition.as_deref().is_some_and(|p| p != "params") {
+        bail!("--partition balanced measures the stages in one process: over MPI use params");
+    }
+    let options = PipelineOptions {
+        schedule,
+        partition: Partition::Params,
+        replicas,
+        resume: args.resume.clone(),
+    };
+    // (every rank searches alike: the same config and the plan of the largest stage)
+    let config = max_memory_search(args, config, &|c| {
+        largest(
+            (0..p)
+                .map(|st| pipeline::plan_stage(&gpu, c, &options, p, (st, 0)))
+                .collect(),
+        )
+    })?;
+    let plan = pipeline::plan_stage(&gpu, &config, &options, p, (s, r))?;
+    wgtrain::memory::check_fits(
+        &gpu,
+        &format!("stage {s}'s planned peak"),
+        plan.peak_total,
+        budget(args)?,
+        wgtrain::memory::SMALLER_RUN,
+    )?;
+    universe.set_buffer_size(wgtrain::parallel::mpi::send_buffer_bytes(
+        &config, p, replicas,
+    )?);
+    // the groups, split alike on every rank: a replica's stages, a stage's replicas, everyone
+    let comms = Comms {
+        stages: Box::new(world.split(r)?),
+        replicas: Box::new(world.split(p + s)?),
+        world: Box::new(world.split(0)?),
+    };
+    let (prev, next) = world.ports((s > 0).then(|| rank - 1), (s + 1 < p).then(|| rank + 1));
+    let links = Links::new(
+        prev.map(|l| Box::new(l) as Box<dyn pipeline::Port>),
+        next.map(|l| Box::new(l) as Box<dyn pipeline::Port>),
+    );
+    let out_dir = config.out.as_ref().map(PathBuf::from).filter(|_| rank == 0);
+    let _claimed = out_dir
+        .as_deref()
+        .map(|d| claim_out_dir(d, &run, args))
+        .transpose()?;
+    // the lead (rank 0) writes the run's metrics; the others print their figures
+    let metrics_path = config.metrics.as_deref().filter(|_| rank == 0);
+    let metrics = Metrics::create(metrics_path.map(Path::new), args.resume.is_some())?;
+    eprintln!(
+        "rank {rank} of {n} (MPI): stage {s} of replica {r}, {} ({:?})",
+        gpu.info().name,
+        gpu.info().backend
+    );
+    let observer = RunObserver::new(metrics, config.steps, ckpt_step(args), true);
+    let started = Instant::now();
+    let at = (s, r);
+    let result = pipeline::train_stage(&gpu, &comms, links, &config, &options, (p, at), &observer);
+    let (mut metrics, checkpoint) = observer.finish();
+    let result = result?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let m = &result.memory;
+    eprintln!(
+        "rank {rank} (stage {s}): peak {:.2} MiB, {:.2} MiB of activations and gradients moved",
+        m.peak_total as f64 / (1 << 20) as f64,
+        result.link_bytes as f64 / (1 << 20) as f64
+    );
+    if let Some(eval) = &result.eval {
+        let last = result.losses.last().copied();
+        let mut end = end_json(config.steps, eval, wall_s, last, m);
+        for (k, v) in [
+            ("stages", json!(p)),
+            ("replicas", json!(replicas)),
+            ("schedule", json!(options.schedule.name())),
+            ("mpi", json!(true)),
+            ("link_bytes", json!(result.link_bytes)),
+            ("peak_bytes", json!(m.peak_total)),
+            ("peak_by_category", m.peak.to_json()),
+        ] {
+            end[k] = v;
+        }
+        metrics.write("end", end)?;
+        eprintln!(
+            "done: {} steps in {wall_s:.1} s | final loss {:.4} | {}",
+            result.losses.len(),
+            last.unwrap_or(f32::NAN),
+            describe(eval)
         );
         report_outputs(checkpoint, &config);
     }
@@ -952,13 +1079,14 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),
     };
-    if args.pipeline.is_some() {
+    if args.pipeline.is_some() && args.devices.as_deref() != Some("mpi") {
         return run_pipeline(adapter, &args, config, run);
     }
-    if args.schedule.is_some()
-        || args.partition.is_some()
-        || args.trace.is_some()
-        || args.trace_svg.is_some()
+    if args.pipeline.is_none()
+        && (args.schedule.is_some()
+            || args.partition.is_some()
+            || args.trace.is_some()
+            || args.trace_svg.is_some())
     {
         bail!(
             "--schedule, --partition, --trace and --trace-svg describe a pipeline: give \

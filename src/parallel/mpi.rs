@@ -8,6 +8,7 @@
 //! within the timeout ([`TIMEOUT_ENV`], default 120 s) instead of leaving the others waiting.
 //! A rank that fails prints its error and calls `MPI_Abort`, which ends every rank.
 
+use super::pipeline::Port;
 use super::{sum_in_rank_order, Collective};
 use crate::error::{Error, Result};
 use mpi::datatype::PartitionMut;
@@ -15,6 +16,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Seconds a collective may wait for the other ranks before the job is aborted.
@@ -60,22 +62,45 @@ impl Mpi {
     fn finish<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
         &self,
         what: &str,
-        mut request: mpi::request::Request<'a, D, S>,
+        request: mpi::request::Request<'a, D, S>,
     ) {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match request.test() {
-                Ok(_) => return,
-                Err(pending) => request = pending,
-            }
-            if Instant::now() > deadline {
-                self.abort(&format!(
-                    "{what} waited more than {:.0} s for the other ranks ({TIMEOUT_ENV})",
-                    self.timeout.as_secs_f64()
-                ));
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        wait(
+            &self.world,
+            self.rank,
+            self.size,
+            self.timeout,
+            what,
+            request,
+        )
+    }
+
+    /// The ranks of this group with the same `color`, in rank order, as a group of their own
+    /// (every rank calls it, in the same order): a pipeline's stages of one replica, a stage's
+    /// replicas.
+    pub fn split(&self, color: usize) -> Result<Mpi> {
+        let comm = self
+            .world
+            .split_by_color(mpi::topology::Color::with_value(color as i32))
+            .ok_or_else(|| Error::Device("MPI would not split the ranks into groups".into()))?;
+        Mpi::new(comm)
+    }
+
+    /// Ports to the ranks `prev` and `next` of this group (a pipeline stage's neighbours), over
+    /// a communicator of their own (every rank calls it, in the same order).
+    pub fn ports(
+        &self,
+        prev: Option<usize>,
+        next: Option<usize>,
+    ) -> (Option<MpiPort>, Option<MpiPort>) {
+        let comm = Arc::new(Shared(self.world.duplicate()));
+        let port = |peer: usize| MpiPort {
+            comm: comm.clone(),
+            peer,
+            rank: self.rank,
+            size: self.size,
+            timeout: self.timeout,
+        };
+        (prev.map(port), next.map(port))
     }
 
     /// Every rank's `part` (of any length, `counts[r]` for rank r), concatenated in rank order.
@@ -109,6 +134,99 @@ impl Mpi {
     /// Every rank's buffer of one common length `n`, in rank order.
     fn all_buffers(&self, data: &[f32]) -> Vec<f32> {
         self.all_gather_parts(data, &vec![data.len(); self.size])
+    }
+}
+
+/// Polls an immediate operation on `comm` until it completes; past `timeout`, aborts the job.
+fn wait<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
+    comm: &SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    timeout: Duration,
+    what: &str,
+    mut request: mpi::request::Request<'a, D, S>,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match request.test() {
+            Ok(_) => return,
+            Err(pending) => request = pending,
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "error: rank {rank} of {size}: {what} waited more than {:.0} s for the other \
+                 ranks ({TIMEOUT_ENV})",
+                timeout.as_secs_f64()
+            );
+            comm.abort(1);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// The bytes a pipeline stage's buffered sends can hold at once under `config` (`p` stages ×
+/// `replicas`): every micro-batch's activations one way and gradients the other (the most a
+/// schedule sends before it receives), or an evaluation batch's, with MPI's per-message
+/// overhead; attach it with `Universe::set_buffer_size` before the run.
+pub fn send_buffer_bytes(
+    config: &crate::train::TrainConfig,
+    p: usize,
+    replicas: usize,
+) -> Result<usize> {
+    let (micro, m) = super::pipeline::micro_batching(config, p, replicas)?;
+    let rows = micro.max(config.micro_batch());
+    let message = rows * config.gpt.block_size * config.gpt.n_embd * 4;
+    Ok(2 * (m + 1) * (message + 1024))
+}
+
+/// A communicator shared by a process's ports.
+struct Shared(SimpleCommunicator);
+
+// SAFETY: as for `Mpi`: one thread of the process uses the ports, one call at a time.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// A pipeline stage's [`Port`] to a neighbouring stage in another process: point-to-point
+/// messages of bytes, polled against the same deadline as the collectives.
+pub struct MpiPort {
+    comm: Arc<Shared>,
+    peer: usize,
+    rank: usize,
+    size: usize,
+    timeout: Duration,
+}
+
+impl Port for MpiPort {
+    /// A buffered send (`MPI_Bsend`, into the buffer the process attached: see
+    /// [`send_buffer_bytes`]): it returns once the bytes are copied, as a channel's send does. A
+    /// schedule sends activations on before it receives the gradients coming back (1F1B's
+    /// warm-up, GPipe's whole forward), so a send that waited for its receive (MPI's
+    /// rendezvous past a few KiB) would deadlock two stages each sending to the other.
+    fn send(&self, v: Vec<u8>) -> Result<()> {
+        self.comm
+            .0
+            .process_at_rank(self.peer as i32)
+            .buffered_send(&v[..]);
+        Ok(())
+    }
+
+    fn recv(&self, size: usize) -> Result<Vec<u8>> {
+        let comm = &self.comm.0;
+        let mut v = vec![0u8; size];
+        mpi::request::scope(|scope| {
+            let r = comm
+                .process_at_rank(self.peer as i32)
+                .immediate_receive_into(scope, &mut v[..]);
+            wait(
+                comm,
+                self.rank,
+                self.size,
+                self.timeout,
+                "a receive from a stage",
+                r,
+            );
+        });
+        Ok(v)
     }
 }
 

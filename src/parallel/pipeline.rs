@@ -405,37 +405,88 @@ pub fn stages(
     Ok(plan.spans.into_iter().zip(plan.weights).collect())
 }
 
+/// One stage's connection to a neighbouring stage: buffers sent and received in order (the
+/// activations one way, their gradients the other). [`ChannelPort`] joins threads of one
+/// process; `mpi::MpiPort` joins processes.
+pub trait Port: Send {
+    fn send(&self, v: Vec<u8>) -> Result<()>;
+    /// The next buffer from the neighbour, of `size` bytes.
+    fn recv(&self, size: usize) -> Result<Vec<u8>>;
+}
+
+/// A [`Port`] between two threads: a channel each way.
+pub struct ChannelPort {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl ChannelPort {
+    /// The two ends of a connection.
+    pub fn pair() -> (ChannelPort, ChannelPort) {
+        let (tx_a, rx_b) = channel();
+        let (tx_b, rx_a) = channel();
+        (
+            ChannelPort { tx: tx_a, rx: rx_a },
+            ChannelPort { tx: tx_b, rx: rx_b },
+        )
+    }
+}
+
+impl Port for ChannelPort {
+    fn send(&self, v: Vec<u8>) -> Result<()> {
+        self.tx.send(v).map_err(|_| Error::Device(ANOTHER.into()))
+    }
+
+    fn recv(&self, size: usize) -> Result<Vec<u8>> {
+        let v = self.rx.recv().map_err(|_| Error::Device(ANOTHER.into()))?;
+        match v.len() == size {
+            true => Ok(v),
+            false => Err(Error::Device(format!(
+                "a neighbouring stage sent {} bytes where {size} were expected",
+                v.len()
+            ))),
+        }
+    }
+}
+
 /// A stage's neighbours: activations from the previous stage and to the next, gradients the
 /// other way, as the bytes of the model's working precision (half under mixed precision). None
-/// on a ledger (the plan), where a received buffer is zeros.
+/// at the ends, and on a ledger (the plan), where a received buffer is zeros.
 #[derive(Default)]
-struct Links {
-    from_prev: Option<Receiver<Vec<u8>>>,
-    to_next: Option<Sender<Vec<u8>>>,
-    from_next: Option<Receiver<Vec<u8>>>,
-    to_prev: Option<Sender<Vec<u8>>>,
+pub struct Links {
+    pub prev: Option<Box<dyn Port>>,
+    pub next: Option<Box<dyn Port>>,
     bytes: u64,
 }
 
 const ANOTHER: &str = "another stage failed";
 
 impl Links {
-    /// A buffer of `size` bytes from a neighbour (zeros on a ledger).
-    fn recv(rx: &Option<Receiver<Vec<u8>>>, size: usize, bytes: &mut u64) -> Result<Vec<u8>> {
-        match rx {
+    /// A stage's links to its neighbours (None at the ends).
+    pub fn new(prev: Option<Box<dyn Port>>, next: Option<Box<dyn Port>>) -> Links {
+        Links {
+            prev,
+            next,
+            bytes: 0,
+        }
+    }
+
+    /// A buffer of `size` bytes from a neighbour (zeros without one: a ledger).
+    fn recv(port: &Option<Box<dyn Port>>, size: usize, bytes: &mut u64) -> Result<Vec<u8>> {
+        match port {
             None => Ok(vec![0; size]),
-            Some(rx) => {
-                let v = rx.recv().map_err(|_| Error::Device(ANOTHER.into()))?;
+            Some(port) => {
+                let v = port.recv(size)?;
                 *bytes += v.len() as u64;
                 Ok(v)
             }
         }
     }
 
-    fn send(tx: &Option<Sender<Vec<u8>>>, v: Vec<u8>, bytes: &mut u64) -> Result<()> {
-        if let Some(tx) = tx {
+    fn send(port: &Option<Box<dyn Port>>, v: Vec<u8>, bytes: &mut u64) -> Result<()> {
+        if let Some(port) = port {
             *bytes += v.len() as u64;
-            tx.send(v).map_err(|_| Error::Device(ANOTHER.into()))?;
+            port.send(v)?;
         }
         Ok(())
     }
@@ -477,25 +528,22 @@ pub fn train_observed(
     for (r, stage_group) in stage_groups.iter_mut().enumerate() {
         let mut links: Vec<Links> = (0..p).map(|_| Links::default()).collect();
         for s in 0..p.saturating_sub(1) {
-            let (tx, rx) = channel();
-            links[s].to_next = Some(tx);
-            links[s + 1].from_prev = Some(rx);
-            let (tx, rx) = channel();
-            links[s + 1].to_prev = Some(tx);
-            links[s].from_next = Some(rx);
+            let (a, b) = ChannelPort::pair();
+            links[s].next = Some(Box::new(a));
+            links[s + 1].prev = Some(Box::new(b));
         }
         for (s, links) in links.into_iter().enumerate() {
             let comms = Comms {
-                stages: stage_group.next().expect("a stage group handle"),
-                replicas: replica_groups[s].next().expect("a replica group handle"),
-                world: world.next().expect("a world handle"),
+                stages: Box::new(stage_group.next().expect("a stage group handle")),
+                replicas: Box::new(replica_groups[s].next().expect("a replica group handle")),
+                world: Box::new(world.next().expect("a world handle")),
             };
             threads.push((r * p + s, (s, r), comms, links));
         }
     }
     let epoch = Instant::now();
     let plan = &plan;
-    let results: Vec<Result<StageResult>> = std::thread::scope(|sc| {
+    let results: Vec<Result<StageRun>> = std::thread::scope(|sc| {
         let handles: Vec<_> = threads
             .into_iter()
             .map(|(d, at, comms, links)| {
@@ -504,13 +552,7 @@ pub fn train_observed(
                     let r = run_stage(
                         gpu, &comms, config, plan, at, links, options, epoch, observer,
                     );
-                    if let Err(e) = &r {
-                        // every group this thread is in, so that no other thread waits on it
-                        for c in [&comms.stages, &comms.replicas, &comms.world] {
-                            c.abort(&e.to_string());
-                        }
-                    }
-                    r
+                    abort_on_error(&comms, r)
                 })
             })
             .collect();
@@ -571,11 +613,13 @@ fn layout(gpus: &[Gpu], options: &PipelineOptions) -> Result<(usize, usize)> {
     Ok((gpus.len() / r, r))
 }
 
-/// A thread's collective groups.
-struct Comms {
-    stages: InProcess,
-    replicas: InProcess,
-    world: InProcess,
+/// A stage's collective groups: its replica's stages (the tied embedding, the norm, an
+/// evaluation's logits), its own replicas (their gradients), every stage of every replica (the
+/// loss).
+pub struct Comms {
+    pub stages: Box<dyn Collective>,
+    pub replicas: Box<dyn Collective>,
+    pub world: Box<dyn Collective>,
 }
 
 /// Predicts each stage's peak memory: every stage's set-up, one step (its schedule's actions
@@ -588,37 +632,59 @@ pub fn plan_memory(
 ) -> Result<Vec<MemoryStats>> {
     let (p, replicas) = layout(gpus, options)?;
     let plan = plan(&gpus[0], config, p, replicas, &options.partition)?;
-    // a step from the start: a resume would begin past it (a checkpoint's values and state
-    // take the buffers a fresh stage has anyway); every replica of a stage plans alike
     (0..p * replicas)
-        .map(|d| {
-            let ledger = gpus[d].ledger();
-            let at = (d % p, d / p);
-            let (mut t, mut stage) = setup(
-                &ledger,
-                None,
-                config,
-                &plan,
-                at,
-                Links::default(),
-                options.schedule,
-                Instant::now(),
-            )?;
-            t.rehearse(&mut stage)
-        })
+        .map(|d| rehearse_stage(&gpus[d], config, &plan, (d % p, d / p), options))
         .collect()
 }
 
-/// What a stage's thread hands back.
-struct StageResult {
-    losses: Vec<f32>,
-    /// The whole model's parameters (the first stage's; empty elsewhere).
-    params: NamedValues,
-    memory: MemoryStats,
-    events: Vec<Event>,
-    link_bytes: u64,
-    /// The first stage's final evaluation.
-    eval: Option<EvalResult>,
+/// [`plan_memory`] for one stage of a pipeline of processes (stage s of replica r, `at`, of
+/// `p` stages, on `gpu`).
+pub fn plan_stage(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    options: &PipelineOptions,
+    p: usize,
+    at: (usize, usize),
+) -> Result<MemoryStats> {
+    let plan = plan(gpu, config, p, options.replicas.max(1), &options.partition)?;
+    rehearse_stage(gpu, config, &plan, at, options)
+}
+
+/// A stage's run on a ledger twin of `gpu`: a step from the start (a resume would begin past
+/// it: a checkpoint's values and state take the buffers a fresh stage has anyway), the
+/// evaluation and the checkpoint; every replica of a stage plans alike.
+fn rehearse_stage(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    plan: &Plan,
+    at: (usize, usize),
+    options: &PipelineOptions,
+) -> Result<MemoryStats> {
+    let ledger = gpu.ledger();
+    let (mut t, mut stage) = setup(
+        &ledger,
+        None,
+        config,
+        plan,
+        at,
+        Links::default(),
+        options.schedule,
+        Instant::now(),
+    )?;
+    t.rehearse(&mut stage)
+}
+
+/// What a stage's run hands back.
+pub struct StageRun {
+    /// The losses the stage read (every step: the loss is summed over the stages).
+    pub losses: Vec<f32>,
+    /// The whole model's parameters (the lead's; empty elsewhere).
+    pub params: NamedValues,
+    pub memory: MemoryStats,
+    pub events: Vec<Event>,
+    pub link_bytes: u64,
+    /// The final evaluation (the lead's).
+    pub eval: Option<EvalResult>,
 }
 
 /// One stage's trainer (a [`Shard`] of the model: the stage's parameters alone) and its
@@ -656,7 +722,7 @@ fn setup<'g, 'c>(
         1 => None,
         n => Some(DataParallel::over(
             &t,
-            comms.map(|c| &c.replicas as &dyn Collective),
+            comms.map(|c| c.replicas.as_ref()),
             &DdpOptions::default(),
             None,
             (r, n),
@@ -664,8 +730,8 @@ fn setup<'g, 'c>(
         )?),
     };
     let stage = Stage {
-        comm: comms.map(|c| &c.stages as &dyn Collective),
-        world: comms.map(|c| &c.world as &dyn Collective),
+        comm: comms.map(|c| c.stages.as_ref()),
+        world: comms.map(|c| c.world.as_ref()),
         dp,
         plan,
         s,
@@ -681,6 +747,54 @@ fn setup<'g, 'c>(
     Ok((t, stage))
 }
 
+/// One stage of a pipeline whose stages are processes (MPI; `train_observed` runs threads):
+/// stage s of replica r (`at`) of `p` stages on `gpu`, over `comms` and `links`, the lead
+/// (stage 0 of replica 0) reporting to `observer`. Every process computes the plan alike, so
+/// `options.partition` is `Params` or `Blocks` (a `Balanced` one is measured: measure it once
+/// and pass its blocks). A failure aborts the stage's groups, which stops the others.
+pub fn train_stage(
+    gpu: &Gpu,
+    comms: &Comms,
+    links: Links,
+    config: &TrainConfig,
+    options: &PipelineOptions,
+    (p, at): (usize, (usize, usize)),
+    observer: &(dyn Observer + Sync),
+) -> Result<StageRun> {
+    if let Partition::Balanced = options.partition {
+        return Err(Error::Config(
+            "a pipeline of processes needs its partition decided once: --partition params, or \
+             the blocks a balanced partition measured"
+                .into(),
+        ));
+    }
+    let replicas = options.replicas.max(1);
+    let r = plan(gpu, config, p, replicas, &options.partition).and_then(|plan| {
+        run_stage(
+            gpu,
+            comms,
+            config,
+            &plan,
+            at,
+            links,
+            options,
+            Instant::now(),
+            observer,
+        )
+    });
+    abort_on_error(comms, r)
+}
+
+/// `r`, after aborting every group of `comms` when it is an error (so no other stage waits).
+fn abort_on_error<T>(comms: &Comms, r: Result<T>) -> Result<T> {
+    if let Err(e) = &r {
+        for c in [&comms.stages, &comms.replicas, &comms.world] {
+            c.abort(&e.to_string());
+        }
+    }
+    r
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_stage(
     gpu: &Gpu,
@@ -692,7 +806,7 @@ fn run_stage(
     options: &PipelineOptions,
     epoch: Instant,
     observer: &(dyn Observer + Sync),
-) -> Result<StageResult> {
+) -> Result<StageRun> {
     let (mut t, mut stage) = setup(
         gpu,
         Some(comms),
@@ -712,7 +826,7 @@ fn run_stage(
     let fit = t.fit(&mut stage, observer)?;
     // the report's parameters: the whole model, on the lead
     let params = t.whole_params(&mut stage)?;
-    Ok(StageResult {
+    Ok(StageRun {
         losses: fit.losses.iter().map(|&(_, l)| l).collect(),
         params,
         memory: fit.memory,
@@ -795,10 +909,10 @@ impl Strategy for Stage<'_> {
                     // bubble's, not the action's
                     let received = match a {
                         Action::Forward(_) if !span.first => {
-                            Some(Links::recv(&links.from_prev, hidden, &mut links.bytes)?)
+                            Some(Links::recv(&links.prev, hidden, &mut links.bytes)?)
                         }
                         Action::Backward(_) if !span.last => {
-                            Some(Links::recv(&links.from_next, hidden, &mut links.bytes)?)
+                            Some(Links::recv(&links.next, hidden, &mut links.bytes)?)
                         }
                         _ => None,
                     };
@@ -825,7 +939,7 @@ impl Strategy for Stage<'_> {
                             match out {
                                 StageOut::Hidden(h) => {
                                     let v = gpu.read_bytes(&h)?;
-                                    Links::send(&links.to_next, v, &mut links.bytes)?;
+                                    Links::send(&links.next, v, &mut links.bytes)?;
                                 }
                                 StageOut::Losses(l) => {
                                     gpu.sync()?;
@@ -849,7 +963,7 @@ impl Strategy for Stage<'_> {
                             )? {
                                 Some(dx) => {
                                     let v = gpu.read_bytes(&dx)?;
-                                    Links::send(&links.to_prev, v, &mut links.bytes)?;
+                                    Links::send(&links.prev, v, &mut links.bytes)?;
                                 }
                                 None => gpu.sync()?,
                             }
@@ -1011,7 +1125,7 @@ impl Chained<'_> {
             true => None,
             false => {
                 let size = dtype.bytes_for(shape.iter().product()) as usize;
-                let v = Links::recv(&links.from_prev, size, &mut links.bytes)?;
+                let v = Links::recv(&links.prev, size, &mut links.bytes)?;
                 let x = Tensor::empty(gpu, "stage input", &shape, dtype, Category::Activations)?;
                 gpu.upload(&x, &v);
                 Some(x)
@@ -1023,7 +1137,7 @@ impl Chained<'_> {
         })?;
         if !span.last {
             let v = gpu.read_bytes(&out)?;
-            Links::send(&links.to_next, v, &mut links.bytes)?;
+            Links::send(&links.next, v, &mut links.bytes)?;
             return Ok((None, logits));
         }
         Ok((Some(in_f32(gpu, out)?), logits))

@@ -49,13 +49,6 @@ impl Layout {
                     "--pipeline splits a GPT's blocks into stages: use --model gpt".into(),
                 );
             }
-            if self.mpi {
-                return refuse(
-                    "--pipeline over MPI (--devices mpi) is not supported yet: run the stages \
-                     in one process (--pipeline P [--devices P×R])"
-                        .into(),
-                );
-            }
             if self.zero > 0 || self.server {
                 return refuse(
                     "--pipeline's replicas (--devices P×R) run DDP; --zero or --parallel does \
