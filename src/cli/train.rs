@@ -908,11 +908,6 @@ fn run_pipeline(
     run: String,
 ) -> Result<()> {
     use wgtrain::parallel::{pipeline, trace};
-    for path in [&args.trace, &args.trace_svg].into_iter().flatten() {
-        if path.is_dir() {
-            bail!("{}: is a directory, not a file to write", path.display());
-        }
-    }
     let (gpus, options) = pipeline_setup(adapter, args, &config)?;
     let config = max_memory_search(args, config, &|c| {
         largest(pipeline::plan_memory(&gpus, c, &options))
@@ -1067,6 +1062,96 @@ fn run_pipeline(
     Ok(())
 }
 
+/// Flags that cannot go together, and the files the run will write, refused before anything
+/// runs: `--init` with `--resume`; two outputs (the checkpoint, `--metrics`, `--plot`,
+/// `--trace`, `--trace-svg`) at one path, or one at an input's; an output that cannot be a
+/// file (a directory, a device, a missing directory); a device count the batch does not split
+/// over.
+fn check_flags(args: &TrainArgs, config: &TrainConfig) -> Result<()> {
+    if args.init.is_some() && args.resume.is_some() {
+        bail!(
+            "--init starts a fine-tune from a base model's weights and --resume continues a run \
+             from its checkpoint: give one (a resumed fine-tune keeps its base already)"
+        );
+    }
+    let checkpoint = config
+        .out
+        .as_ref()
+        .map(|d| Path::new(d).join(wgtrain::train::CHECKPOINT_FILE));
+    let outputs: Vec<(&str, &Path)> = [
+        ("the checkpoint", checkpoint.as_deref()),
+        ("--metrics", config.metrics.as_deref().map(Path::new)),
+        ("--plot", args.plot.as_deref()),
+        ("--trace", args.trace.as_deref()),
+        ("--trace-svg", args.trace_svg.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(what, p)| p.map(|p| (what, p)))
+    .collect();
+    let inputs: Vec<&Path> = [
+        args.config.as_deref(),
+        args.resume.as_deref(),
+        args.init.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let same = |a: &Path, b: &Path| {
+        a == b
+            || (a.canonicalize().ok().is_some() && a.canonicalize().ok() == b.canonicalize().ok())
+    };
+    for (i, (what, path)) in outputs.iter().enumerate() {
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| same(p, path)) {
+            bail!(
+                "{what} and {other} name the same file {}: give each its own",
+                path.display()
+            );
+        }
+        // the checkpoint's own path is the run's to replace (checked by the output directory)
+        if *what != "the checkpoint" {
+            if let Some(input) = inputs.iter().find(|i| same(i, path)) {
+                bail!(
+                    "{what} names {}, an input of this run: writing there would destroy it",
+                    input.display()
+                );
+            }
+            let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if parent.is_some_and(|d| !d.is_dir()) {
+                bail!("{what} {}: its directory does not exist", path.display());
+            }
+            if path.is_dir() {
+                bail!(
+                    "{what} {}: is a directory, not a file to write",
+                    path.display()
+                );
+            }
+            if path.exists() && !path.is_file() {
+                bail!(
+                    "{what} {}: is not a regular file (a FIFO, socket or device)",
+                    path.display()
+                );
+            }
+        }
+    }
+    // a count the batch does not split over, before any device opens
+    if let Some(n) = args
+        .devices
+        .as_deref()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let stages = args.pipeline.unwrap_or(1).max(1);
+        let ranks = n / stages;
+        if n == 0 || ranks == 0 || config.batch_size % ranks != 0 {
+            bail!(
+                "batch_size {} does not split evenly over {ranks} data-parallel ranks \
+                 (--devices {n})",
+                config.batch_size
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     if let Some(p) = &args.plot {
         super::plot::check_chart_path(p)?;
@@ -1075,6 +1160,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
     let config = resolve_config(&args, ckpt.as_ref())?;
     config.validate()?;
     layout(&args).check(&config)?;
+    check_flags(&args, &config)?;
     let run = match &ckpt {
         Some(c) if !c.meta.run.is_empty() => c.meta.run.clone(),
         _ => wgtrain::train::new_run_id(),

@@ -531,6 +531,80 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
         ],
         &["in use by another wgtrain run"],
     ));
+    // flags that cannot go together, and outputs refused before anything runs
+    let missing_dir = p("no-such-dir/trace.json");
+    cases.extend([
+        case(
+            "--init with --resume",
+            &["train", "--resume", &good_s, "--init", &good_s],
+            &["--init", "--resume", "give one"],
+        ),
+        case(
+            "--metrics names the resumed checkpoint",
+            &["train", "--resume", &good_s, "--metrics", &good_s],
+            // (the resumed run writes its checkpoint there too)
+            &["--metrics", "the same file"],
+        ),
+        case(
+            "--metrics names the config",
+            &["train", "--config", &mlp_cfg, "--metrics", &mlp_cfg],
+            &["--metrics", "an input of this run"],
+        ),
+        case(
+            "--metrics and --plot name one file",
+            &[
+                "train",
+                "--config",
+                &mlp_cfg,
+                "--metrics",
+                &p("m.svg"),
+                "--plot",
+                &p("m.svg"),
+            ],
+            &["the same file"],
+        ),
+        case(
+            "--metrics is the checkpoint's path",
+            &[
+                "train",
+                "--config",
+                &mlp_cfg,
+                "--out",
+                &p("fresh"),
+                "--metrics",
+                &p("fresh/checkpoint.safetensors"),
+            ],
+            &["the same file"],
+        ),
+        case(
+            "--trace into a missing directory",
+            &[
+                "train",
+                "--config",
+                &gpt_cfg,
+                "--pipeline",
+                "2",
+                "--trace",
+                &missing_dir,
+            ],
+            &["directory does not exist"],
+        ),
+        case(
+            "--metrics is a device",
+            &["train", "--config", &mlp_cfg, "--metrics", "/dev/null"],
+            &["not a regular file"],
+        ),
+        case(
+            "--devices 1000 (the batch of 16 does not split)",
+            &["train", "--config", &mlp_cfg, "--devices", "1000"],
+            &["does not split evenly"],
+        ),
+        case(
+            "--devices 0",
+            &["train", "--config", &mlp_cfg, "--devices", "0"],
+            &["does not split evenly"],
+        ),
+    ]);
 
     assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
     let started = Instant::now();
