@@ -1143,8 +1143,7 @@ fn check_flags(args: &TrainArgs, config: &TrainConfig) -> Result<()> {
         let ranks = n / stages;
         if n == 0 || ranks == 0 || config.batch_size % ranks != 0 {
             bail!(
-                "batch_size {} does not split evenly over {ranks} data-parallel ranks \
-                 (--devices {n})",
+                "batch_size {} does not split evenly over {ranks} ranks (--devices {n})",
                 config.batch_size
             );
         }
