@@ -61,6 +61,8 @@ pub fn write_chart(path: &Path, title: &str, runs: &[(String, Curves)], log: boo
 
 pub fn run(args: PlotArgs) -> Result<()> {
     check_chart_path(&args.out)?;
+    let inputs: Vec<&Path> = args.metrics.iter().map(|p| p.as_path()).collect();
+    wgtrain::files::claim_output(&args.out, &inputs, false, "the chart")?;
     let mut runs = vec![];
     for path in &args.metrics {
         let curves = Curves::load(path)?;

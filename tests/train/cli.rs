@@ -729,6 +729,19 @@ fn train_plots_its_curves_and_plot_overlays_runs() {
         &["plot", &p("mlp.json.nope"), "--out", &p("c.svg")],
         &["mlp.json.nope"],
     );
+    // the chart never replaces its own input, a directory or a device
+    let metrics = std::fs::read(dir.join("a.jsonl")).unwrap();
+    std::fs::copy(dir.join("a.jsonl"), dir.join("a.svg")).unwrap();
+    fails_with(
+        &["plot", &p("a.svg"), "--out", &p("a.svg")],
+        &["this command's input"],
+    );
+    assert_eq!(std::fs::read(dir.join("a.jsonl")).unwrap(), metrics);
+    std::fs::create_dir_all(dir.join("d.svg")).unwrap();
+    fails_with(
+        &["plot", &p("a.jsonl"), "--out", &p("d.svg")],
+        &["is a directory"],
+    );
 }
 
 #[test]
