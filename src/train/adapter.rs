@@ -133,8 +133,46 @@ impl Adapter {
             if view.dtype != Dtype::F32 {
                 return Err(err(&path, format!("{name} is {:?}, not F32", view.dtype)));
             }
+            // the rank the file's own shapes give: A is (r, in), B is (out, r), so a config's r
+            // is checked against sizes the file bounds before any layer is built from it
+            let r = match (
+                name.contains(".lora_A."),
+                name.contains(".lora_B."),
+                &view.shape[..],
+            ) {
+                (true, _, [r, _]) | (_, true, [_, r]) => *r,
+                _ => {
+                    return Err(err(
+                        &path,
+                        format!("{name} is not a LoRA A (r, in) or B (out, r) matrix"),
+                    ))
+                }
+            };
+            if r != config.r {
+                return Err(err(
+                    &cfg_path,
+                    format!(
+                        "r is {}, but {name} in {WEIGHTS_FILE} has rank {r}",
+                        config.r
+                    ),
+                ));
+            }
+            let bytes = data.read(view.data_offsets)?;
+            let bad = bytes
+                .chunks_exact(4)
+                .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                .count();
+            if bad > 0 {
+                return Err(err(
+                    &path,
+                    format!("{name} holds {bad} NaN or infinite values"),
+                ));
+            }
             let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
-            tensors.insert(short, (view.shape.clone(), data.read(view.data_offsets)?));
+            tensors.insert(short, (view.shape.clone(), bytes));
+        }
+        if tensors.is_empty() {
+            return Err(err(&path, "holds no adapter weights"));
         }
         Ok(Adapter {
             config,

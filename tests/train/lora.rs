@@ -334,7 +334,62 @@ fn the_cli_writes_peft_files_applies_and_merges_them_and_refuses_bad_input() {
             "--lora",
             bad.to_str().unwrap(),
         ],
-        &["lora_A.weight", "another r"],
+        &["lora_A.weight", "has rank 4"],
+    );
+    // a config's r is checked against the file's shapes before any layer is built from it
+    // (r 10^12 aborted on a 2.5·10^14-byte allocation), and NaN weights are refused
+    std::fs::write(
+        bad.join("adapter_config.json"),
+        cfg_text.replace("\"r\": 4", "\"r\": 1000000000000"),
+    )
+    .unwrap();
+    let bad_s = bad.to_str().unwrap();
+    let merged = dir.join("never-merged.safetensors");
+    let merged = merged.to_str().unwrap();
+    fails_with(
+        &[
+            "merge",
+            "--checkpoint",
+            base,
+            "--lora",
+            bad_s,
+            "--out",
+            merged,
+        ],
+        &["r is 1000000000000", "has rank 4"],
+    );
+    fails_with(
+        &[
+            "sample",
+            "--checkpoint",
+            base,
+            "--lora",
+            bad_s,
+            "--tokens",
+            "2",
+        ],
+        &["r is 1000000000000"],
+    );
+    std::fs::write(bad.join("adapter_config.json"), &cfg_text).unwrap();
+    let mut nan = std::fs::read(&weights).unwrap();
+    let header = u64::from_le_bytes(nan[..8].try_into().unwrap()) as usize;
+    nan[8 + header..12 + header].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(bad.join("adapter_model.safetensors"), &nan).unwrap();
+    fails_with(
+        &[
+            "merge",
+            "--checkpoint",
+            base,
+            "--lora",
+            bad_s,
+            "--out",
+            merged,
+        ],
+        &["NaN or infinite"],
+    );
+    assert!(
+        !Path::new(merged).exists(),
+        "a refused merge writes nothing"
     );
 }
 
