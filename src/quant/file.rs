@@ -324,6 +324,9 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
                         .collect(),
                     _ => bytemuck::pod_collect_to_vec(&sbytes),
                 };
+                if let Some(s) = scales.iter().find(|s| !s.is_finite()) {
+                    return Err(err(path, format!("{name}.qscale holds the scale {s}")));
+                }
                 let q = Quantized {
                     method,
                     rows,
@@ -359,12 +362,19 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
                     ));
                 }
                 let cb: Vec<f32> = bytemuck::pod_collect_to_vec(&cb);
+                let norm = f32::from_le_bytes([norm[0], norm[1], norm[2], norm[3]]);
+                if !norm.is_finite() || cb.iter().any(|c| !c.is_finite()) {
+                    return Err(err(
+                        path,
+                        format!("{name}: its norm {norm} or a codebook entry is not finite"),
+                    ));
+                }
                 Encoded::Kashin(Kashin {
                     rows,
                     cols,
                     bits,
                     basis,
-                    norm: f32::from_le_bytes([norm[0], norm[1], norm[2], norm[3]]),
+                    norm,
                     codebook: cb.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
                     codes,
                 })
@@ -373,10 +383,25 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
         };
         quantized.insert(name.clone(), encoded);
     }
-    let plain = tensors
-        .into_iter()
-        .map(|(n, (_, shape, bytes))| (n, (shape, bytemuck::pod_collect_to_vec(&bytes))))
-        .collect();
+    // what is left is kept as it was trained: f32 and finite
+    let mut plain = HashMap::new();
+    for (n, (dtype, shape, bytes)) in tensors {
+        if dtype != Dtype::F32 {
+            return Err(err(
+                path,
+                format!("tensor {n} is {dtype:?}, not a kept F32 tensor"),
+            ));
+        }
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(err(
+                path,
+                format!("tensor {n} holds {bad} NaN or infinite values"),
+            ));
+        }
+        plain.insert(n, (shape, values));
+    }
     let scheme = match (method, kashin) {
         (Some(m), _) => Scheme::Grouped(m).describe(),
         (None, Some((bits, basis))) => format!("kashin ({bits} bits, {} basis)", basis.describe()),
@@ -466,13 +491,14 @@ impl QuantizedModel {
             }
             p.value().write_f32(gpu, values);
         }
-        if let Some(missing) = self
+        if let Some(extra) = self
             .quantized
             .keys()
+            .chain(self.plain.keys())
             .find(|n| !model.params().iter().any(|p| &p.name == *n))
         {
             return Err(Error::Config(format!(
-                "the quantized model holds {missing}, which its config's model lacks"
+                "the quantized model holds {extra}, which its config's model lacks"
             )));
         }
         Ok((config, model))

@@ -1095,6 +1095,27 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
             ],
         );
     }
+    // a non-finite scale, Kashin norm or kept tensor is refused when the file is read (it
+    // evaluated to "eval loss NaN" with exit 0)
+    for (file, tensor, value, why) in [
+        ("int8", "fc0.weight.qscale", f32::NAN, "holds the scale NaN"),
+        ("kashin", "fc0.weight.qnorm", f32::INFINITY, "is not finite"),
+        ("int8", "fc0.bias", f32::NAN, "NaN or infinite values"),
+    ] {
+        let mut bytes = std::fs::read(dir.join(format!("{file}.safetensors"))).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let start = 8 + n + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+        // (an int8 scale is f32 here; the first value of the tensor)
+        assert_eq!(header[tensor]["dtype"], "F32", "{tensor}");
+        bytes[start..start + 4].copy_from_slice(&value.to_le_bytes());
+        let bad = dir.join(format!("bad-{file}-{tensor}.safetensors"));
+        std::fs::write(&bad, &bytes).unwrap();
+        fails_with(
+            &["eval", "--checkpoint", bad.to_str().unwrap()],
+            &[tensor, why],
+        );
+    }
     fails_with(
         &[
             "quantize",
