@@ -239,6 +239,7 @@ fn stored_tensors(name: &str, e: Encoded) -> Vec<(String, Dtype, Vec<usize>, Vec
 /// A quantized model read back: the scheme, the quantized weights, and every other tensor as
 /// f32 by name.
 pub struct QuantizedModel {
+    pub path: std::path::PathBuf,
     /// The method and its parameters, as `quantize` printed them.
     pub scheme: String,
     pub config: String,
@@ -408,6 +409,7 @@ pub fn read(path: &Path) -> Result<QuantizedModel> {
         (None, None) => unreachable!(),
     };
     Ok(QuantizedModel {
+        path: path.to_path_buf(),
         scheme,
         config: field("config")?.clone(),
         step,
@@ -443,6 +445,18 @@ impl QuantizedModel {
         config.lora = None;
         config.init = None;
         config.validate()?;
+        let held: u64 = self
+            .quantized
+            .values()
+            .map(|e| e.shape().iter().map(|&d| d as u64).product::<u64>())
+            .chain(
+                self.plain
+                    .iter()
+                    .filter(|(n, _)| !n.contains(".lora_"))
+                    .map(|(_, (s, _))| s.iter().map(|&d| d as u64).product::<u64>()),
+            )
+            .sum();
+        crate::train::check_weight_count(&self.path, &config, held)?;
         // a grouped weight's f32 values are never allocated (built as held elsewhere); a
         // Kashin weight is decoded into its f32 value
         let mut resident: std::collections::HashSet<String> = self.plain.keys().cloned().collect();

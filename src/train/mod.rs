@@ -633,6 +633,24 @@ pub fn new_run_id() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// Refuses a model file whose stored config describes more weights (LoRA adapters aside) than
+/// the `held` ones the file has, before anything is built: the config was altered, and building
+/// what it says could take any time and memory (fewer are refused by name when the tensors
+/// are matched).
+pub fn check_weight_count(path: &Path, config: &TrainConfig, held: u64) -> Result<()> {
+    let described = config.weight_count();
+    if described > held {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its config describes a model of {described} weights, but it holds {held}: the \
+                 config or the tensors were altered"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Rebuilds the model a checkpoint was saved from, with its weights.
 pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn Model>)> {
     let mut config = ckpt.config()?;
@@ -641,6 +659,15 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         config.mlp.classes = digits::CLASSES;
     }
     config.validate()?;
+    // the config's size in closed form against the file's first: a config claiming 100 000
+    // layers is refused before even a ledger twin of it is built
+    let held: u64 = ckpt
+        .names()
+        .filter(|n| !n.starts_with("optim.") && !n.contains(".lora_"))
+        .filter_map(|n| ckpt.info(n))
+        .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    check_weight_count(&ckpt.path, &config, held)?;
     // The model on a ledger twin first: every tensor is checked against the checkpoint and the
     // memory planned before anything is allocated.
     let ledger = gpu.ledger();

@@ -1116,6 +1116,28 @@ fn quantized_models_evaluate_near_their_f32_accuracy_and_never_resume_training()
             &[tensor, why],
         );
     }
+    // a stored config claiming far more weights than the file holds is refused from its
+    // closed-form size, before any model is built (it took minutes)
+    let bytes = std::fs::read(dir.join("int8.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
+    config["mlp"]["hidden"] = serde_json::json!([100000, 100000, 100000]);
+    header["__metadata__"]["config"] = config.to_string().into();
+    let mut text = header.to_string().into_bytes();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut huge = (text.len() as u64).to_le_bytes().to_vec();
+    huge.extend(&text);
+    huge.extend(&bytes[8 + n..]);
+    let bad = dir.join("bad-huge.safetensors");
+    std::fs::write(&bad, &huge).unwrap();
+    let started = std::time::Instant::now();
+    fails_with(
+        &["eval", "--checkpoint", bad.to_str().unwrap()],
+        &["describes a model of", "weights, but it holds"],
+    );
+    assert!(started.elapsed().as_secs() < 30, "refused before building");
     fails_with(
         &[
             "quantize",
