@@ -109,7 +109,7 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
         config.validate()?;
     }
     let task = load_task(&config)?;
-    let r = evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?;
+    let r = finite(evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?)?;
     println!(
         "{} (step {}, data {})",
         super::observe::describe(&r),
@@ -134,7 +134,7 @@ fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
         config.validate()?;
     }
     let task = load_task(&config)?;
-    let r = evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?;
+    let r = finite(evaluate(&gpu, model.as_mut(), &mut Whole, &task, &config)?)?;
     println!(
         "{} (step {}, data {}; {} weights)",
         super::observe::describe(&r),
@@ -160,6 +160,18 @@ pub struct MergeArgs {
     /// Replace a model file already at --out.
     #[arg(long)]
     overwrite: bool,
+}
+
+/// An evaluation whose loss is not finite is an error, never a result printed with exit 0 (the
+/// files are checked when read; a model can still overflow in its forward).
+fn finite(r: wgtrain::train::EvalResult) -> Result<wgtrain::train::EvalResult> {
+    if !r.loss.is_finite() {
+        anyhow::bail!(
+            "the evaluation's loss is {}: the model's outputs are not finite",
+            r.loss
+        );
+    }
+    Ok(r)
 }
 
 pub fn merge(adapter: Option<&str>, args: MergeArgs) -> Result<()> {

@@ -477,6 +477,24 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
             needles: needles.to_vec(),
         });
     }
+    // finite weights whose forward overflows: the loss is NaN, which eval reports as an error
+    let overflowing = {
+        let info = &header["fc0.weight"]["data_offsets"];
+        let (a, b) = (
+            info[0].as_u64().unwrap() as usize,
+            info[1].as_u64().unwrap() as usize,
+        );
+        let mut d = data.clone();
+        for w in d[a..b].chunks_exact_mut(4) {
+            w.copy_from_slice(&3e38f32.to_le_bytes());
+        }
+        write("overflowing.safetensors", &join_safetensors(&header, &d))
+    };
+    cases.push(case(
+        "weights whose forward overflows",
+        &["eval", "--checkpoint", &overflowing],
+        &["loss is NaN", "not finite"],
+    ));
     cases.push(case(
         "checkpoint is a directory",
         &["sample", "--checkpoint", &p("good")],
@@ -607,46 +625,57 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
         ),
     ]);
 
+    cases.extend(beyond_train_cases(
+        &dir,
+        &good_s,
+        gpt_path.to_str().unwrap(),
+    ));
+
     assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
     let started = Instant::now();
+    // every case runs and is reported on its own: a failing one does not hide the rest
+    let mut failed: Vec<String> = vec![];
     for c in &cases {
         let env: Vec<(&str, &str)> = c.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let o = run_env(&c.args, &env);
         let err = stderr(&o);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "{}: {:?} should fail with 1; stderr:\n{err}",
-            c.name,
-            c.args
-        );
-        assert!(!err.contains("panicked"), "{} panicked:\n{err}", c.name);
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(
-            errors.len(),
-            1,
-            "{}: one error line, got {errors:?}",
-            c.name
-        );
-        for n in &c.needles {
-            assert!(
-                errors[0].contains(n),
-                "{}: {n:?} not in {:?}",
-                c.name,
-                errors[0]
-            );
+        let mut wrong = vec![];
+        if o.status.code() != Some(1) {
+            wrong.push(format!("exit {:?}, not 1", o.status.code()));
         }
-        assert!(
-            std::fs::read(&good_path).unwrap() == good,
-            "{}: the good checkpoint changed",
-            c.name
-        );
-        assert!(
-            std::fs::read(&gpt_path).unwrap() == gpt,
-            "{}: the GPT checkpoint changed",
-            c.name
-        );
+        if err.contains("panicked") {
+            wrong.push("panicked".into());
+        }
+        if errors.len() != 1 {
+            wrong.push(format!("{} error lines, not one", errors.len()));
+        }
+        let first = errors.first().copied().unwrap_or("");
+        for n in c.needles.iter().filter(|n| !first.contains(*n)) {
+            wrong.push(format!("{n:?} not in the error"));
+        }
+        if std::fs::read(&good_path).unwrap() != good {
+            wrong.push("the good checkpoint changed".into());
+        }
+        if std::fs::read(&gpt_path).unwrap() != gpt {
+            wrong.push("the GPT checkpoint changed".into());
+        }
+        if !wrong.is_empty() {
+            failed.push(format!(
+                "{}: {} ({:?}); stderr:\n{err}",
+                c.name,
+                wrong.join(", "),
+                c.args
+            ));
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
     eprintln!(
         "{} bad-input cases in {:.1} s",
         cases.len(),
@@ -1017,4 +1046,381 @@ fn kill_9_during_quantize_and_merge_writes_never_leaves_a_partial_output() {
         );
         eprintln!("{what}: {killed} of 10 runs killed mid-run, the output whole after {whole}");
     }
+}
+
+/// The corpus's cases for the commands beyond `train` (issue 41's surfaces): crafted quantized
+/// files, adapter directories, `merge`/`quantize`/`export`/`plot` outputs, trace paths and
+/// device counts. Builds what they need in `dir`: an int8 quantized model of the MLP at
+/// `good`, and a LoRA adapter on the GPT at `gpt`.
+fn beyond_train_cases(dir: &Path, good: &str, gpt: &str) -> Vec<Case> {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let q = p("q.safetensors");
+    let o = wgtrain(&[
+        "quantize",
+        "--checkpoint",
+        good,
+        "--method",
+        "int8",
+        "--out",
+        &q,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lora = p("lora");
+    let o = wgtrain(&[
+        "train", "--init", gpt, "--lora-r", "2", "--steps", "1", "--out", &lora,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let qbytes = std::fs::read(&q).unwrap();
+    let (qheader, qdata) = split_safetensors(&qbytes);
+    let put = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        p(name)
+    };
+    // a quantized file with `value` as the first f32 of `tensor`
+    let poke = |name: &str, tensor: &str, value: f32| {
+        let at = qheader[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+        let mut d = qdata.clone();
+        d[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        put(name, &join_safetensors(&qheader, &d))
+    };
+    let with_meta = |name: &str, key: &str, value: Value| {
+        let mut h = qheader.clone();
+        h["__metadata__"][key] = value;
+        put(name, &join_safetensors(&h, &qdata))
+    };
+    let huge = {
+        let mut c: Value =
+            serde_json::from_str(qheader["__metadata__"]["config"].as_str().unwrap()).unwrap();
+        c["mlp"]["hidden"] = json!([100000, 100000, 100000]);
+        with_meta("q-huge.safetensors", "config", c.to_string().into())
+    };
+    let extra = {
+        let mut h = qheader.clone();
+        let end = qdata.len() as u64;
+        h["extra.weight"] = json!({"dtype": "F32", "shape": [1], "data_offsets": [end, end + 4]});
+        let mut d = qdata.clone();
+        d.extend(1f32.to_le_bytes());
+        put("q-extra.safetensors", &join_safetensors(&h, &d))
+    };
+    let renamed = {
+        let mut h = qheader.clone();
+        let bias = h.as_object_mut().unwrap().remove("fc0.bias").unwrap();
+        h["fc9.bias"] = bias;
+        put("q-renamed.safetensors", &join_safetensors(&h, &qdata))
+    };
+    // adapter directories: the good one's files, one of them changed
+    let weights = std::fs::read(Path::new(&lora).join("adapter_model.safetensors")).unwrap();
+    let config = std::fs::read_to_string(Path::new(&lora).join("adapter_config.json")).unwrap();
+    let adapter = |name: &str, config: &str, weights: &[u8]| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("adapter_config.json"), config).unwrap();
+        std::fs::write(d.join("adapter_model.safetensors"), weights).unwrap();
+        d.to_str().unwrap().to_string()
+    };
+    let edit = |k: &str, v: Value| {
+        let mut c: Value = serde_json::from_str(&config).unwrap();
+        c[k] = v;
+        c.to_string()
+    };
+    let nan_weights = {
+        let (h, mut d) = split_safetensors(&weights);
+        d[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        join_safetensors(&h, &d)
+    };
+    let a_huge_r = adapter("a-r", &edit("r", json!(1_000_000_000_000u64)), &weights);
+    let a_nan = adapter("a-nan", &config, &nan_weights);
+    let a_peft = adapter("a-peft", &edit("peft_type", json!("IA3")), &weights);
+    let a_alpha = adapter("a-alpha", &edit("lora_alpha", json!(1e39)), &weights);
+    let a_dropout = adapter("a-dropout", &edit("lora_dropout", json!(2.0)), &weights);
+    let a_targets = adapter("a-targets", &edit("target_modules", json!([])), &weights);
+    let a_json = adapter("a-json", "{not json", &weights);
+    let a_missing = dir.join("a-missing");
+    std::fs::create_dir_all(&a_missing).unwrap();
+    std::fs::write(a_missing.join("adapter_model.safetensors"), &weights).unwrap();
+    let a_missing = a_missing.to_str().unwrap().to_string();
+    // outputs
+    let existing = p("existing.safetensors");
+    std::fs::copy(&q, &existing).unwrap();
+    let link = p("gpt-link.safetensors");
+    std::fs::hard_link(gpt, &link).unwrap();
+    std::fs::create_dir_all(dir.join("a-dir.svg")).unwrap();
+    let metrics = put(
+        "m.jsonl",
+        b"{\"event\": \"step\", \"step\": 1, \"loss\": 1.0}\n",
+    );
+    let merge = |l: &str, out: &str| -> Vec<String> {
+        ["merge", "--checkpoint", gpt, "--lora", l, "--out", out]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |verb: &str, rest: &[&str]| -> Vec<String> {
+        std::iter::once(verb)
+            .chain(rest.iter().copied())
+            .map(String::from)
+            .collect()
+    };
+    let mut v: Vec<(&'static str, Vec<String>, &'static [&'static str])> = vec![
+        (
+            "quantized: a NaN scale",
+            run(
+                "eval",
+                &[
+                    "--checkpoint",
+                    &poke("q1.safetensors", "fc0.weight.qscale", f32::NAN),
+                ],
+            ),
+            &["holds the scale NaN"],
+        ),
+        (
+            "quantized: an infinite scale, sampled",
+            run(
+                "sample",
+                &[
+                    "--checkpoint",
+                    &poke("q2.safetensors", "fc0.weight.qscale", f32::INFINITY),
+                ],
+            ),
+            &["holds the scale inf"],
+        ),
+        (
+            "quantized: a NaN kept bias",
+            run(
+                "eval",
+                &[
+                    "--checkpoint",
+                    &poke("q3.safetensors", "fc0.bias", f32::NAN),
+                ],
+            ),
+            &["NaN or infinite"],
+        ),
+        (
+            "quantized: a config claiming a huge model",
+            run("eval", &["--checkpoint", &huge]),
+            &["describes a model of"],
+        ),
+        (
+            "quantized: an extra tensor",
+            run("eval", &["--checkpoint", &extra]),
+            &["extra.weight"],
+        ),
+        (
+            "quantized: a tensor renamed",
+            run("eval", &["--checkpoint", &renamed]),
+            &["fc0.bias"],
+        ),
+        (
+            "quantized: an unknown method",
+            run(
+                "eval",
+                &[
+                    "--checkpoint",
+                    &with_meta("q-method.safetensors", "method", "fp3".into()),
+                ],
+            ),
+            &["fp3"],
+        ),
+        (
+            "quantized: truncated",
+            run(
+                "eval",
+                &[
+                    "--checkpoint",
+                    &put("q-cut.safetensors", &qbytes[..qbytes.len() - 9]),
+                ],
+            ),
+            &["truncated"],
+        ),
+        (
+            "quantized: resumed for training",
+            run("train", &["--resume", &q]),
+            &["is a quantized model"],
+        ),
+        (
+            "adapter: r 10^12",
+            merge(&a_huge_r, &p("never1.safetensors")),
+            &["r is 1000000000000"],
+        ),
+        (
+            "adapter: NaN weights",
+            merge(&a_nan, &p("never2.safetensors")),
+            &["NaN or infinite"],
+        ),
+        (
+            "adapter: another PEFT type",
+            run("sample", &["--checkpoint", gpt, "--lora", &a_peft]),
+            &["peft_type"],
+        ),
+        (
+            "adapter: lora_alpha 1e39",
+            run("eval", &["--checkpoint", gpt, "--lora", &a_alpha]),
+            &["alpha"],
+        ),
+        (
+            "adapter: lora_dropout 2",
+            merge(&a_dropout, &p("never3.safetensors")),
+            &["dropout"],
+        ),
+        (
+            "adapter: no target modules",
+            merge(&a_targets, &p("never4.safetensors")),
+            &["targets"],
+        ),
+        (
+            "adapter: a config that is not JSON",
+            merge(&a_json, &p("never5.safetensors")),
+            &["not JSON"],
+        ),
+        (
+            "adapter: no adapter_config.json",
+            merge(&a_missing, &p("never6.safetensors")),
+            &["adapter_config.json"],
+        ),
+        (
+            "adapter: a file, not a directory",
+            merge(&q, &p("never7.safetensors")),
+            &["adapter_config.json"],
+        ),
+        (
+            "merge onto its base",
+            merge(&lora, gpt),
+            &["this command's input"],
+        ),
+        (
+            "merge onto the adapter's weights",
+            merge(&lora, &format!("{lora}/adapter_model.safetensors")),
+            &["this command's input"],
+        ),
+        (
+            "merge onto another model file",
+            merge(&lora, &existing),
+            &["--overwrite"],
+        ),
+        (
+            "merge into a missing directory",
+            merge(&lora, &p("nowhere/m.safetensors")),
+            &["No such file"],
+        ),
+        (
+            "quantize onto its checkpoint",
+            run(
+                "quantize",
+                &["--checkpoint", gpt, "--method", "int8", "--out", gpt],
+            ),
+            &["this command's input"],
+        ),
+        (
+            "quantize onto a hard link to its checkpoint",
+            run(
+                "quantize",
+                &["--checkpoint", gpt, "--method", "int8", "--out", &link],
+            ),
+            &["this command's input"],
+        ),
+        (
+            "quantize onto a directory",
+            run(
+                "quantize",
+                &["--checkpoint", gpt, "--method", "int8", "--out", &lora],
+            ),
+            &["is a directory"],
+        ),
+        (
+            "quantize onto /dev/null",
+            run(
+                "quantize",
+                &[
+                    "--checkpoint",
+                    gpt,
+                    "--method",
+                    "int8",
+                    "--out",
+                    "/dev/null",
+                ],
+            ),
+            &["not a regular file"],
+        ),
+        (
+            "quantize onto another model file",
+            run(
+                "quantize",
+                &["--checkpoint", gpt, "--method", "int8", "--out", &existing],
+            ),
+            &["--overwrite"],
+        ),
+        (
+            "export onto its checkpoint",
+            run("export", &["--checkpoint", gpt, "--out", gpt]),
+            &["this command's input"],
+        ),
+        (
+            "export onto another model file",
+            run("export", &["--checkpoint", gpt, "--out", &existing]),
+            &["--overwrite"],
+        ),
+        (
+            "export of a quantized model",
+            run(
+                "export",
+                &["--checkpoint", &q, "--out", &p("never8.safetensors")],
+            ),
+            &["is a quantized model"],
+        ),
+        (
+            "plot onto its metrics file",
+            run("plot", &[&metrics, "--out", &metrics]),
+            &[".svg"],
+        ),
+        (
+            "plot onto a directory",
+            run("plot", &[&metrics, "--out", &p("a-dir.svg")]),
+            &["is a directory"],
+        ),
+        (
+            "plot as PNG",
+            run("plot", &[&metrics, "--out", &p("c.png")]),
+            &["SVG only"],
+        ),
+        (
+            "--trace-svg into a missing directory",
+            run(
+                "train",
+                &[
+                    "--model",
+                    "gpt",
+                    "--pipeline",
+                    "2",
+                    "--trace-svg",
+                    &p("nowhere/t.svg"),
+                ],
+            ),
+            &["directory does not exist"],
+        ),
+        (
+            "--plot into a missing directory",
+            run("train", &["--plot", &p("nowhere/c.svg")]),
+            &["directory does not exist"],
+        ),
+        (
+            "--devices 5 for a batch of 64",
+            run("train", &["--model", "mlp", "--devices", "5"]),
+            &["does not split evenly over 5 ranks"],
+        ),
+        (
+            "--devices 4 --pipeline 3",
+            run(
+                "train",
+                &["--model", "gpt", "--devices", "4", "--pipeline", "3"],
+            ),
+            &["multiple of 3"],
+        ),
+    ];
+    v.drain(..)
+        .map(|(name, args, needles)| Case {
+            name,
+            args,
+            env: vec![],
+            needles: needles.to_vec(),
+        })
+        .collect()
 }
