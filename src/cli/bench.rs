@@ -118,6 +118,9 @@ fn spawn_workload(adapter: Option<&str>, name: &str, child: Child) -> Result<Ste
 }
 
 pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        wgtrain::files::claim_output(path, &[], false, "the results")?;
+    }
     if let Some(name) = &args.workload {
         let child = Child {
             quick: args.quick,
@@ -310,8 +313,7 @@ pub fn run(adapter: Option<&str>, args: BenchArgs) -> Result<()> {
                 .map(|(n, ms)| json!({"workload": n, "ms_per_step": ms}))
                 .collect::<Vec<_>>()),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        super::write_output(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -36,6 +36,9 @@ pub struct OptimizeArgs {
 }
 
 pub fn run(adapter: Option<&str>, args: OptimizeArgs) -> Result<()> {
+    for path in [&args.json, &args.plot].into_iter().flatten() {
+        wgtrain::files::claim_output(path, &[], false, "the results")?;
+    }
     let methods = args
         .method
         .iter()
@@ -87,8 +90,7 @@ pub fn run(adapter: Option<&str>, args: OptimizeArgs) -> Result<()> {
         } else {
             serde_json::to_value(&reports)?
         };
-        std::fs::write(path, serde_json::to_string_pretty(&value)?)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        super::write_output(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     if let Some(path) = &args.plot {
         let series: Vec<Series> = reports
@@ -109,8 +111,7 @@ pub fn run(adapter: Option<&str>, args: OptimizeArgs) -> Result<()> {
             true,
             &series,
         );
-        std::fs::write(path, svg)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        super::write_output(path, svg.as_bytes())?;
         println!("plot: {}", path.display());
     }
     Ok(())

@@ -1034,8 +1034,7 @@ fn run_pipeline(
     let names: Vec<String> = gpus.iter().map(|g| g.info().name.clone()).collect();
     if let Some(path) = &args.trace {
         let text = serde_json::to_string(&trace::chrome_trace(&r.events, &names))?;
-        std::fs::write(path, text)
-            .with_context(|| format!("cannot write the trace to {}", path.display()))?;
+        super::write_output(path, text.as_bytes())?;
         eprintln!("trace: {}", path.display());
     }
     if let Some(path) = &args.trace_svg {
@@ -1046,8 +1045,7 @@ fn run_pipeline(
             100.0 * measured,
             100.0 * ideal
         );
-        std::fs::write(path, trace::svg(&r.events, last, p, &title))
-            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
+        super::write_output(path, trace::svg(&r.events, last, p, &title).as_bytes())?;
         eprintln!("timeline: {}", path.display());
     }
     report_outputs(checkpoint, &config);

@@ -625,11 +625,8 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
         ),
     ]);
 
-    cases.extend(beyond_train_cases(
-        &dir,
-        &good_s,
-        gpt_path.to_str().unwrap(),
-    ));
+    let (beyond, inputs) = beyond_train_cases(&dir, &good_s, gpt_path.to_str().unwrap());
+    cases.extend(beyond);
 
     assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
     let started = Instant::now();
@@ -667,6 +664,19 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
                 wrong.join(", "),
                 c.args
             ));
+        }
+    }
+    // the other cases' inputs too (quantized model, adapter, metrics, other model files), and
+    // no refused command wrote its output
+    for (path, bytes) in &inputs {
+        if std::fs::read(path).ok().as_ref() != Some(bytes) {
+            failed.push(format!("{} changed", path.display()));
+        }
+    }
+    for entry in std::fs::read_dir(&*dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("never") {
+            failed.push(format!("{name} was written by a refused command"));
         }
     }
     assert!(
@@ -1052,7 +1062,8 @@ fn kill_9_during_quantize_and_merge_writes_never_leaves_a_partial_output() {
 /// files, adapter directories, `merge`/`quantize`/`export`/`plot` outputs, trace paths and
 /// device counts. Builds what they need in `dir`: an int8 quantized model of the MLP at
 /// `good`, and a LoRA adapter on the GPT at `gpt`.
-fn beyond_train_cases(dir: &Path, good: &str, gpt: &str) -> Vec<Case> {
+#[allow(clippy::type_complexity)]
+fn beyond_train_cases(dir: &Path, good: &str, gpt: &str) -> (Vec<Case>, Vec<(PathBuf, Vec<u8>)>) {
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let q = p("q.safetensors");
     let o = wgtrain(&[
@@ -1407,6 +1418,26 @@ fn beyond_train_cases(dir: &Path, good: &str, gpt: &str) -> Vec<Case> {
             &["does not split evenly over 5 ranks"],
         ),
         (
+            "bench --json onto a device",
+            run("bench", &["--json", "/dev/null"]),
+            &["not a regular file"],
+        ),
+        (
+            "optimize --json onto a directory",
+            run(
+                "optimize",
+                &[
+                    "--problem",
+                    "rosenbrock:10",
+                    "--method",
+                    "bfgs",
+                    "--json",
+                    &lora,
+                ],
+            ),
+            &["is a directory"],
+        ),
+        (
             "--devices 4 --pipeline 3",
             run(
                 "train",
@@ -1415,12 +1446,28 @@ fn beyond_train_cases(dir: &Path, good: &str, gpt: &str) -> Vec<Case> {
             &["multiple of 3"],
         ),
     ];
-    v.drain(..)
+    let cases = v
+        .drain(..)
         .map(|(name, args, needles)| Case {
             name,
             args,
             env: vec![],
             needles: needles.to_vec(),
         })
-        .collect()
+        .collect();
+    let lora_dir = Path::new(&lora);
+    let inputs = [
+        PathBuf::from(&q),
+        PathBuf::from(&existing),
+        PathBuf::from(&metrics),
+        lora_dir.join("adapter_model.safetensors"),
+        lora_dir.join("adapter_config.json"),
+    ]
+    .into_iter()
+    .map(|p| {
+        let bytes = std::fs::read(&p).unwrap();
+        (p, bytes)
+    })
+    .collect();
+    (cases, inputs)
 }
