@@ -67,8 +67,9 @@ pub struct DdpOptions {
     pub first_bucket_bytes: u64,
     /// Gradient bytes per bucket after the first (PyTorch's default: 25 MiB).
     pub bucket_bytes: u64,
-    /// Every rank resumes from this checkpoint (written by any number of ranks: checkpoints
-    /// are whole) and continues up to `config.steps`.
+    /// Every rank resumes from this checkpoint (written by any layout: one file or parts, it
+    /// opens as one set of tensors by name, each rank reading what it holds) and continues up
+    /// to `config.steps`.
     pub resume: Option<std::path::PathBuf>,
     /// The run id the checkpoint records (a fresh one when None and not resuming).
     pub run: Option<String>,

@@ -57,8 +57,8 @@ pub struct PipelineOptions {
     /// global batch through its own pipeline; a stage's replicas all-reduce its gradients (DDP
     /// buckets) before the update.
     pub replicas: usize,
-    /// Every stage resumes from this checkpoint (any run's: checkpoints are whole), taking its
-    /// own parameters and their optimizer state.
+    /// Every stage resumes from this checkpoint (any run's, one file or parts: it opens as one
+    /// set of tensors by name), reading only its own parameters and their optimizer state.
     pub resume: Option<std::path::PathBuf>,
 }
 

@@ -188,8 +188,8 @@ fn lora_with_dropout_on_a_pipeline_equals_one_device_bit_for_bit() {
     assert_eq!(r.params, params);
 }
 
-/// `eval_every` and `checkpoint_every` under a pipeline: the first stage evaluates and writes
-/// whole checkpoints mid-run with the stages' values gathered, the records equal one device's
+/// `eval_every` and `checkpoint_every` under a pipeline: the stages evaluate (chained) and write
+/// their checkpoint parts mid-run, the records equal one device's
 /// bit for bit (the tie frozen, as above), and the step-2 checkpoint resumes on one device as
 /// the unbroken run continues. (Before the one outer loop, a pipeline ignored both and built
 /// the whole model on the first device at the end.)
