@@ -104,6 +104,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// How many of the little-endian f32 values in `bytes` are NaN or infinite (a tensor read from
+/// a file, checked before it is used).
+pub fn nonfinite_f32(bytes: &[u8]) -> usize {
+    bytes
+        .chunks_exact(4)
+        .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        .count()
+}
+
 /// The whole of a regular file of at most `cap` bytes (`what` names it in the error).
 pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     let (file, len) = open_regular(path)?;

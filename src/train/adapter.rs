@@ -158,10 +158,7 @@ impl Adapter {
                 ));
             }
             let bytes = data.read(view.data_offsets)?;
-            let bad = bytes
-                .chunks_exact(4)
-                .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-                .count();
+            let bad = crate::files::nonfinite_f32(&bytes);
             if bad > 0 {
                 return Err(err(
                     &path,

@@ -626,10 +626,7 @@ impl Checkpoint {
             for (name, t) in &pairs {
                 let b = self.read(name)?;
                 if t.dtype() == DType::F32 {
-                    let bad = b
-                        .chunks_exact(4)
-                        .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-                        .count();
+                    let bad = crate::files::nonfinite_f32(&b);
                     if bad > 0 {
                         return Err(err(
                             &self.path,
