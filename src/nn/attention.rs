@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention: qkv projection, attention, output projection.
 
 use super::linear::Linear;
-use super::{activation, Param};
+use super::{activation, Build, Param};
 use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::ops::attention::{attention_backward, attention_forward};
@@ -27,7 +27,7 @@ pub struct AttentionCache {
 
 impl CausalSelfAttention {
     pub fn new(
-        gpu: &Gpu,
+        b: &Build,
         name: &str,
         c: usize,
         n_head: usize,
@@ -36,8 +36,8 @@ impl CausalSelfAttention {
         rng: &mut Rng,
     ) -> Result<Self> {
         Ok(CausalSelfAttention {
-            qkv: Linear::new(gpu, &format!("{name}.c_attn"), c, 3 * c, true, std, rng)?,
-            proj: Linear::new(gpu, &format!("{name}.c_proj"), c, c, true, proj_std, rng)?,
+            qkv: Linear::new(b, &format!("{name}.c_attn"), c, 3 * c, true, std, rng)?,
+            proj: Linear::new(b, &format!("{name}.c_proj"), c, c, true, proj_std, rng)?,
             n_head,
         })
     }
@@ -45,12 +45,12 @@ impl CausalSelfAttention {
     /// x (B, T, C) → (B, T, C)
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let qkv = activation(gpu, "attn.qkv", &[b, t, 3 * c])?;
+        let qkv = activation(gpu, self.qkv.dtype(), "attn.qkv", &[b, t, 3 * c])?;
         self.qkv.forward(gpu, x, &qkv)?;
-        let att = activation(gpu, "attn.att", &[b, self.n_head, t, t])?;
-        let y = activation(gpu, "attn.y", &[b, t, c])?;
+        let att = activation(gpu, self.qkv.dtype(), "attn.att", &[b, self.n_head, t, t])?;
+        let y = activation(gpu, self.qkv.dtype(), "attn.y", &[b, t, c])?;
         attention_forward(gpu, &qkv, self.n_head, &att, &y)?;
-        let out = activation(gpu, "attn.out", &[b, t, c])?;
+        let out = activation(gpu, self.qkv.dtype(), "attn.out", &[b, t, c])?;
         self.proj.forward(gpu, &y, &out)?;
         Ok((out, AttentionCache { qkv, att, y }))
     }
@@ -64,7 +64,7 @@ impl CausalSelfAttention {
         dout: &Tensor,
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
-        let dy = activation(gpu, "attn.dy", cache.y.shape())?;
+        let dy = activation(gpu, self.qkv.dtype(), "attn.dy", cache.y.shape())?;
         self.proj.backward(gpu, &cache.y, dout, Some(&dy))?;
         let dpre = Tensor::empty(
             gpu,
@@ -73,10 +73,10 @@ impl CausalSelfAttention {
             DType::F32,
             Category::Workspace,
         )?;
-        let dqkv = activation(gpu, "attn.dqkv", cache.qkv.shape())?;
+        let dqkv = activation(gpu, self.qkv.dtype(), "attn.dqkv", cache.qkv.shape())?;
         attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv)?;
         let dx = need_dx
-            .then(|| activation(gpu, "attn.dx", x.shape()))
+            .then(|| activation(gpu, self.qkv.dtype(), "attn.dx", x.shape()))
             .transpose()?;
         self.qkv.backward(gpu, x, &dqkv, dx.as_ref())?;
         Ok(dx)

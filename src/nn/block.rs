@@ -5,7 +5,7 @@
 use super::attention::{AttentionCache, CausalSelfAttention};
 use super::layernorm::{LayerNorm, LayerNormCache};
 use super::linear::Linear;
-use super::{activation, Param};
+use super::{activation, Build, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::elementwise::{accumulate, add};
@@ -41,7 +41,7 @@ impl Block {
     /// GPT-2 init: weights Normal(0, 0.02²); the two residual output projections scaled by
     /// 1/sqrt(2·n_layer).
     pub fn new(
-        gpu: &Gpu,
+        b: &Build,
         name: &str,
         c: usize,
         n_head: usize,
@@ -51,9 +51,9 @@ impl Block {
         let std = 0.02;
         let proj_std = std / (2.0 * n_layer as f32).sqrt();
         Ok(Block {
-            ln1: LayerNorm::new(gpu, &format!("{name}.ln_1"), c)?,
+            ln1: LayerNorm::new(b, &format!("{name}.ln_1"), c)?,
             attn: CausalSelfAttention::new(
-                gpu,
+                b,
                 &format!("{name}.attn"),
                 c,
                 n_head,
@@ -61,10 +61,10 @@ impl Block {
                 proj_std,
                 rng,
             )?,
-            ln2: LayerNorm::new(gpu, &format!("{name}.ln_2"), c)?,
-            fc: Linear::new(gpu, &format!("{name}.mlp.c_fc"), c, 4 * c, true, std, rng)?,
+            ln2: LayerNorm::new(b, &format!("{name}.ln_2"), c)?,
+            fc: Linear::new(b, &format!("{name}.mlp.c_fc"), c, 4 * c, true, std, rng)?,
             fc_proj: Linear::new(
-                gpu,
+                b,
                 &format!("{name}.mlp.c_proj"),
                 4 * c,
                 c,
@@ -80,17 +80,17 @@ impl Block {
         let shape = x.shape().to_vec();
         let (ln1_out, ln1) = self.ln1.forward(gpu, x)?;
         let (a, attn) = self.attn.forward(gpu, &ln1_out)?;
-        let x_mid = activation(gpu, "block.x_mid", &shape)?;
+        let x_mid = activation(gpu, self.fc.dtype(), "block.x_mid", &shape)?;
         add(gpu, x, &a, &x_mid);
         let (ln2_out, ln2) = self.ln2.forward(gpu, &x_mid)?;
         let mut wide = shape.clone();
         *wide.last_mut().unwrap() *= 4;
-        let h = activation(gpu, "block.h", &wide)?;
-        let g = activation(gpu, "block.g", &wide)?;
+        let h = activation(gpu, self.fc.dtype(), "block.h", &wide)?;
+        let g = activation(gpu, self.fc.dtype(), "block.g", &wide)?;
         self.fc.forward_gelu(gpu, &ln2_out, &h, &g)?;
-        let m = activation(gpu, "block.mlp_out", &shape)?;
+        let m = activation(gpu, self.fc.dtype(), "block.mlp_out", &shape)?;
         self.fc_proj.forward(gpu, &g, &m)?;
-        let y = activation(gpu, "block.y", &shape)?;
+        let y = activation(gpu, self.fc.dtype(), "block.y", &shape)?;
         add(gpu, &x_mid, &m, &y);
         Ok((
             y,
@@ -118,10 +118,10 @@ impl Block {
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
         // y = x_mid + fc_proj(gelu(fc(ln2(x_mid))))
-        let dh = activation(gpu, "block.dh", cache.h.shape())?;
+        let dh = activation(gpu, self.fc.dtype(), "block.dh", cache.h.shape())?;
         self.fc_proj
             .backward_through_gelu(gpu, &cache.g, &cache.h, dy, &dh)?;
-        let dln2 = activation(gpu, "block.dln2", x.shape())?;
+        let dln2 = activation(gpu, self.fc.dtype(), "block.dln2", x.shape())?;
         self.fc.backward(gpu, &cache.ln2_out, &dh, Some(&dln2))?;
         drop(dh);
         let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;

@@ -6,7 +6,7 @@ use super::layernorm::LayerNorm;
 use super::linear::Linear;
 use super::lora::{LoraAdapter, LoraConfig};
 use super::recompute::Recompute;
-use super::{activation, f32_activation, Param, StepHooks};
+use super::{activation, f32_activation, Build, LossGrad, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::elementwise::add;
@@ -174,24 +174,15 @@ pub struct Gpt {
 }
 
 impl Gpt {
-    pub fn new(gpu: &Gpu, config: GptConfig, rng: &mut Rng) -> Result<Gpt> {
+    pub fn new(b: &Build, config: GptConfig, rng: &mut Rng) -> Result<Gpt> {
         config.validate().map_err(Error::Config)?;
         let c = config.n_embd;
-        let wte = Param::normal(gpu, "wte", &[config.vocab_size, c], 0.02, rng)?;
-        let wpe = Param::normal(gpu, "wpe", &[config.block_size, c], 0.01, rng)?;
+        let wte = Param::normal(b, "wte", &[config.vocab_size, c], 0.02, rng)?;
+        let wpe = Param::normal(b, "wpe", &[config.block_size, c], 0.01, rng)?;
         let blocks = (0..config.n_layer)
-            .map(|i| {
-                Block::new(
-                    gpu,
-                    &format!("h.{i}"),
-                    c,
-                    config.n_head,
-                    config.n_layer,
-                    rng,
-                )
-            })
+            .map(|i| Block::new(b, &format!("h.{i}"), c, config.n_head, config.n_layer, rng))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(gpu, "ln_f", c)?;
+        let ln_f = LayerNorm::new(b, "ln_f", c)?;
         Ok(Gpt {
             config,
             wte,
@@ -234,7 +225,7 @@ impl Gpt {
     }
 
     /// Gives every layer the LoRA config targets an adapter (PEFT's init; A from `rng`).
-    pub fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+    pub fn add_lora(&mut self, b: &Build, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
         config.validate()?;
         let modules = config.modules()?;
         for layer in self.linears_mut() {
@@ -243,7 +234,7 @@ impl Gpt {
                 .any(|m| layer.name().ends_with(&format!(".{m}")))
             {
                 let (i, o) = (layer.in_features, layer.out_features);
-                layer.lora = Some(LoraAdapter::new(gpu, layer.name(), i, o, config, rng)?);
+                layer.lora = Some(LoraAdapter::new(b, layer.name(), i, o, config, rng)?);
             }
         }
         Ok(())
@@ -261,11 +252,11 @@ impl Gpt {
 
     fn embed(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
         let shape = [batch.batch, batch.seq, self.config.n_embd];
-        let tok = activation(gpu, "tok_emb", &shape)?;
+        let tok = activation(gpu, self.wte.compute_dtype(), "tok_emb", &shape)?;
         embedding_forward(gpu, &batch.tokens, self.wte.weight(), &tok);
-        let pos = activation(gpu, "pos_emb", &shape)?;
+        let pos = activation(gpu, self.wte.compute_dtype(), "pos_emb", &shape)?;
         embedding_forward(gpu, &batch.positions, self.wpe.weight(), &pos);
-        let x = activation(gpu, "x0", &shape)?;
+        let x = activation(gpu, self.wte.compute_dtype(), "x0", &shape)?;
         add(gpu, &tok, &pos, &x);
         Ok(x)
     }
@@ -295,6 +286,7 @@ impl Gpt {
         let (xf, _) = self.ln_f.forward(gpu, x)?;
         let logits = activation(
             gpu,
+            self.wte.compute_dtype(),
             "logits",
             &[batch.batch, batch.seq, self.config.vocab_size],
         )?;
@@ -357,7 +349,7 @@ impl Gpt {
         self.blocks[i].forward(gpu, x)
     }
 
-    /// Forward and backward of Σ losses · grad_scale: adds every parameter's gradient and returns
+    /// Forward and backward of Σ losses, the backward seeded by `loss`: adds every parameter's gradient and returns
     /// the per-position losses (B·T). Saved activations follow `self.recompute` (see
     /// [`Recompute`]); the gradients are bit-identical under every policy. All recorded; nothing
     /// is submitted unless `hooks` submit (see [`StepHooks`]: the groups are the head with
@@ -366,12 +358,12 @@ impl Gpt {
         &mut self,
         gpu: &Gpu,
         batch: &GptBatch,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         // LoRA adapters apply their dropout in this forward and backward only
         self.set_training(true);
-        let r = self.train_pass(gpu, batch, grad_scale, hooks);
+        let r = self.train_pass(gpu, batch, loss, hooks);
         self.set_training(false);
         r
     }
@@ -390,11 +382,11 @@ impl Gpt {
         &mut self,
         gpu: &Gpu,
         batch: &GptBatch,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let span = StageSpan::whole(self.blocks.len());
-        let (out, cache) = self.stage_forward(gpu, &span, batch, None, grad_scale, hooks)?;
+        let (out, cache) = self.stage_forward(gpu, &span, batch, None, loss, hooks)?;
         self.stage_backward(gpu, &span, batch, cache, None, hooks)?;
         match out {
             StageOut::Losses(l) => Ok(l),
@@ -414,7 +406,7 @@ impl Gpt {
         span: &StageSpan,
         batch: &GptBatch,
         input: Option<Tensor>,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<(StageOut, StageCache)> {
         let n = span.blocks.len();
@@ -460,26 +452,27 @@ impl Gpt {
         let d = self.head_dims(batch);
         let logits = activation(
             gpu,
+            self.wte.compute_dtype(),
             "logits",
             &[batch.batch, batch.seq, self.config.vocab_size],
         )?;
         matmul(gpu, d, &xf, self.wte.weight(), None, &logits, false);
         let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
         // A separate buffer keeps the kernel's read and write bindings distinct.
-        let dlogits = activation(gpu, "dlogits", logits.shape())?;
+        let dlogits = activation(gpu, self.wte.compute_dtype(), "dlogits", logits.shape())?;
         softmax_xent_scaled(
             gpu,
             &logits,
             &batch.targets,
             &losses,
             Some(&dlogits),
-            grad_scale,
-            super::loss_scale().as_deref(),
+            loss.scale,
+            loss.loss_scale,
         )?;
         drop(logits);
 
         // backward: the forward in reverse
-        let dxf = activation(gpu, "dxf", xf.shape())?;
+        let dxf = activation(gpu, self.wte.compute_dtype(), "dxf", xf.shape())?;
         matmul_backward(
             gpu,
             d,

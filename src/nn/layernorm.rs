@@ -1,6 +1,6 @@
 //! LayerNorm over the last dimension, with learned gain and bias.
 
-use super::{activation, f32_activation, Param};
+use super::{activation, f32_activation, Build, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
@@ -24,16 +24,21 @@ pub struct LayerNormCache {
 }
 
 impl LayerNorm {
-    pub fn new(gpu: &Gpu, name: &str, channels: usize) -> Result<LayerNorm> {
+    pub fn new(b: &Build, name: &str, channels: usize) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            w: Param::constant(gpu, &format!("{name}.weight"), &[channels], 1.0)?,
-            b: Param::constant(gpu, &format!("{name}.bias"), &[channels], 0.0)?,
+            w: Param::constant(b, &format!("{name}.weight"), &[channels], 1.0)?,
+            b: Param::constant(b, &format!("{name}.bias"), &[channels], 0.0)?,
         })
+    }
+
+    /// The working precision of its activations: its gain's.
+    fn dtype(&self) -> crate::tensor::DType {
+        self.w.compute_dtype()
     }
 
     /// x (…, C) → out of the same shape.
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, LayerNormCache)> {
-        let out = activation(gpu, "ln.out", x.shape())?;
+        let out = activation(gpu, self.dtype(), "ln.out", x.shape())?;
         let cache = LayerNormCache {
             mean: f32_activation(gpu, "ln.mean", &[x.rows()])?,
             rstd: f32_activation(gpu, "ln.rstd", &[x.rows()])?,
@@ -59,7 +64,7 @@ impl LayerNorm {
         cache: &LayerNormCache,
         dout: &Tensor,
     ) -> Result<Tensor> {
-        let dx = activation(gpu, "ln.dx", x.shape())?;
+        let dx = activation(gpu, self.dtype(), "ln.dx", x.shape())?;
         // One kernel writes both parameter gradients: it adds if either holds more than zeros
         // (adding to the zeros of the other is the same sum). A frozen one's share lands in a
         // scratch row; with both frozen the kernel does not run.
@@ -69,7 +74,7 @@ impl LayerNorm {
                 false => Tensor::empty(
                     gpu,
                     "ln frozen grad",
-                    p.weight().shape(),
+                    p.shape(),
                     crate::tensor::DType::F32,
                     crate::gpu::Category::Workspace,
                 )

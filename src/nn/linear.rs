@@ -1,7 +1,7 @@
 //! Linear layer: y = x·Wᵀ + b, with W stored (out, in) as PyTorch keeps it.
 
 use super::lora::LoraAdapter;
-use super::{activation, Param};
+use super::{activation, Build, Param};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::dropout::dropout;
@@ -11,7 +11,7 @@ use crate::ops::matmul::{
 };
 use crate::ops::qmatmul::{qmatmul, QuantWeight};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use std::sync::atomic::Ordering;
 
 pub struct Linear {
@@ -31,7 +31,7 @@ pub struct Linear {
 impl Linear {
     /// Weights Normal(0, std²), bias zero.
     pub fn new(
-        gpu: &Gpu,
+        b: &Build,
         name: &str,
         in_features: usize,
         out_features: usize,
@@ -41,7 +41,7 @@ impl Linear {
     ) -> Result<Linear> {
         Ok(Linear {
             w: Param::normal(
-                gpu,
+                b,
                 &format!("{name}.weight"),
                 &[out_features, in_features],
                 std,
@@ -49,7 +49,7 @@ impl Linear {
             )?,
             b: if bias {
                 Some(Param::constant(
-                    gpu,
+                    b,
                     &format!("{name}.bias"),
                     &[out_features],
                     0.0,
@@ -62,6 +62,11 @@ impl Linear {
             lora: None,
             quant: None,
         })
+    }
+
+    /// The working precision of its activations: its weight's.
+    pub fn dtype(&self) -> DType {
+        self.w.compute_dtype()
     }
 
     /// The layer's name: its weight's without ".weight" ("h.0.attn.c_attn").
@@ -104,7 +109,7 @@ impl Linear {
         if p == 0.0 {
             return Ok(None);
         }
-        let xd = activation(gpu, "lora.x_drop", x.shape())?;
+        let xd = activation(gpu, self.dtype(), "lora.x_drop", x.shape())?;
         dropout(gpu, x, p, lora.seed.load(Ordering::Relaxed), &xd);
         Ok(Some(xd))
     }
@@ -116,10 +121,10 @@ impl Linear {
         let r = lora.rank();
         let dropped = self.lora_input(gpu, lora, x)?;
         let x = dropped.as_ref().unwrap_or(x);
-        let u = activation(gpu, "lora.u", &[rows, r])?;
+        let u = activation(gpu, self.dtype(), "lora.u", &[rows, r])?;
         let da = MatmulDims::new(rows, r, self.in_features, Layout::NT);
         matmul(gpu, da, x, lora.a.weight(), None, &u, false);
-        let us = activation(gpu, "lora.us", &[rows, r])?;
+        let us = activation(gpu, self.dtype(), "lora.us", &[rows, r])?;
         scale(gpu, &u, lora.scale, &us);
         Ok(us)
     }
@@ -204,7 +209,7 @@ impl Linear {
         dpre: &Tensor,
     ) -> Result<()> {
         if self.lora.is_some() {
-            let dx = activation(gpu, "linear.dx", x.shape())?;
+            let dx = activation(gpu, self.dtype(), "linear.dx", x.shape())?;
             self.backward(gpu, x, dout, Some(&dx))?;
             gelu_backward(gpu, pre, &dx, dpre);
             return Ok(());
@@ -265,10 +270,10 @@ impl Linear {
             matmul(gpu, d, dout, &us, None, db, acc);
         }
         // du (R, r) = scale·(dout (R, out)·B (out, r))
-        let dus = activation(gpu, "lora.dus", &[rows, r])?;
+        let dus = activation(gpu, self.dtype(), "lora.dus", &[rows, r])?;
         let d = MatmulDims::new(rows, r, n_out, Layout::NN);
         matmul(gpu, d, dout, lora.b.weight(), None, &dus, false);
-        let du = activation(gpu, "lora.du", &[rows, r])?;
+        let du = activation(gpu, self.dtype(), "lora.du", &[rows, r])?;
         scale(gpu, &dus, lora.scale, &du);
         drop(dus);
         if let Some((da, acc)) = lora.a.grad_write() {
@@ -285,9 +290,9 @@ impl Linear {
             if p == 0.0 {
                 matmul(gpu, d, &du, lora.a.weight(), None, dx, true);
             } else {
-                let dxd = activation(gpu, "lora.dx_drop", dx.shape())?;
+                let dxd = activation(gpu, self.dtype(), "lora.dx_drop", dx.shape())?;
                 matmul(gpu, d, &du, lora.a.weight(), None, &dxd, false);
-                let masked = activation(gpu, "lora.dx_masked", dx.shape())?;
+                let masked = activation(gpu, self.dtype(), "lora.dx_masked", dx.shape())?;
                 dropout(gpu, &dxd, p, lora.seed.load(Ordering::Relaxed), &masked);
                 accumulate(gpu, &masked, 1.0, dx);
             }
@@ -303,11 +308,7 @@ impl Linear {
             .as_mut()
             .expect("fold_lora: a layer with an adapter");
         assert_ne!(lora.merged, merge, "the adapter's merged state");
-        let (n_out, n_in, r) = (
-            self.out_features,
-            self.in_features,
-            lora.a.weight().shape()[0],
-        );
+        let (n_out, n_in, r) = (self.out_features, self.in_features, lora.rank());
         // BA (out, in) = B (out, r)·A (r, in)
         let ba = Tensor::empty(
             gpu,

@@ -5,9 +5,8 @@
 //! Only A and B train. The adapter's names are the layer's with `.lora_A.weight` and
 //! `.lora_B.weight` (PEFT's, under `base_model.model.transformer.` in its files).
 
-use super::Param;
+use super::{Build, Param};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::dropout::mix;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -125,7 +124,7 @@ impl LoraAdapter {
     /// PEFT's init for a layer named `layer` (e.g. "h.0.attn.c_attn"): A ~ U(±1/√in), B = 0.
     /// Both decay, as Hugging Face's Trainer decays every matrix.
     pub fn new(
-        gpu: &Gpu,
+        b: &Build,
         layer: &str,
         in_features: usize,
         out_features: usize,
@@ -139,14 +138,14 @@ impl LoraAdapter {
             .collect();
         Ok(LoraAdapter {
             a: Param::new(
-                gpu,
+                b,
                 &format!("{layer}.lora_A.weight"),
                 &[r, in_features],
                 &a,
                 true,
             )?,
             b: Param::new(
-                gpu,
+                b,
                 &format!("{layer}.lora_B.weight"),
                 &[out_features, r],
                 &vec![0.0; out_features * r],
@@ -161,7 +160,7 @@ impl LoraAdapter {
     }
 
     pub fn rank(&self) -> usize {
-        self.a.value().shape()[0]
+        self.a.shape()[0]
     }
 
     /// The dropout probability in force now: the configured one while training, else 0.

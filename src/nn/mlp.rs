@@ -1,7 +1,7 @@
 //! A multilayer perceptron classifier: Linear → activation → … → Linear → logits.
 
 use super::linear::Linear;
-use super::{activation, f32_activation, Param, StepHooks};
+use super::{activation, f32_activation, Build, LossGrad, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::elementwise::relu_backward;
@@ -53,7 +53,7 @@ struct Hidden {
 
 impl Mlp {
     /// Weights Normal(0, 2/fan_in) (He), biases zero.
-    pub fn new(gpu: &Gpu, config: MlpConfig, rng: &mut Rng) -> Result<Mlp> {
+    pub fn new(b: &Build, config: MlpConfig, rng: &mut Rng) -> Result<Mlp> {
         if config.inputs == 0 || config.classes == 0 || config.hidden.contains(&0) {
             return Err(Error::Config(format!(
                 "mlp: every layer needs a positive size (inputs {}, hidden {:?}, classes {})",
@@ -68,10 +68,15 @@ impl Mlp {
             .enumerate()
             .map(|(i, w)| {
                 let std = (2.0 / w[0] as f32).sqrt();
-                Linear::new(gpu, &format!("fc{i}"), w[0], w[1], true, std, rng)
+                Linear::new(b, &format!("fc{i}"), w[0], w[1], true, std, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Mlp { config, layers })
+    }
+
+    /// The working precision of its activations: its layers'.
+    fn dtype(&self) -> crate::tensor::DType {
+        self.layers[0].dtype()
     }
 
     pub fn params(&self) -> Vec<&Param> {
@@ -95,7 +100,7 @@ impl Mlp {
         let layer = &self.layers[i];
         let shape = [input.rows(), layer.out_features];
         if i + 1 == self.layers.len() {
-            let logits = activation(gpu, "logits", &shape)?;
+            let logits = activation(gpu, self.dtype(), "logits", &shape)?;
             layer.forward(gpu, input, &logits)?;
             return Ok(Hidden {
                 pre: None,
@@ -105,14 +110,14 @@ impl Mlp {
         Ok(match self.config.activation {
             // one pass: the matmul's stores add the bias and apply the ReLU
             Activation::Relu => {
-                let post = activation(gpu, "mlp.post", &shape)?;
+                let post = activation(gpu, self.dtype(), "mlp.post", &shape)?;
                 layer.forward_relu(gpu, input, &post);
                 Hidden { pre: None, post }
             }
             // one pass: the matmul's stores keep the pre-activation and write its GELU
             Activation::Gelu => {
-                let pre = activation(gpu, "mlp.pre", &shape)?;
-                let post = activation(gpu, "mlp.post", &shape)?;
+                let pre = activation(gpu, self.dtype(), "mlp.pre", &shape)?;
+                let post = activation(gpu, self.dtype(), "mlp.post", &shape)?;
                 layer.forward_gelu(gpu, input, &pre, &post)?;
                 Hidden {
                     pre: Some(pre),
@@ -169,28 +174,27 @@ impl Mlp {
         Ok(h.expect("an mlp has layers"))
     }
 
-    /// Forward and backward of Σ losses · grad_scale; adds every parameter's gradient and returns
+    /// Forward and backward of Σ losses, the backward seeded by `loss`; adds every parameter's gradient and returns
     /// the per-sample losses (N). Each layer is a group of [`StepHooks`].
     pub fn forward_backward(
         &mut self,
         gpu: &Gpu,
         x: &Tensor,
         targets: &Tensor,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (logits, hidden) = self.forward(gpu, x, hooks)?;
         let losses = f32_activation(gpu, "losses", &[x.rows()])?;
-        let mut dout = activation(gpu, "dlogits", logits.shape())?;
-        let scale = super::loss_scale();
+        let mut dout = activation(gpu, self.dtype(), "dlogits", logits.shape())?;
         softmax_xent_scaled(
             gpu,
             &logits,
             targets,
             &losses,
             Some(&dout),
-            grad_scale,
-            scale.as_deref(),
+            loss.scale,
+            loss.loss_scale,
         )?;
         for i in (0..self.layers.len()).rev() {
             let input = if i == 0 { x } else { &hidden[i - 1].post };
@@ -201,12 +205,14 @@ impl Mlp {
             let below = i.checked_sub(1).map(|j| &hidden[j]);
             let (gelu_dpre, relu_dpost) = match below {
                 None => (None, None),
-                Some(Hidden { pre: Some(_), .. }) => {
-                    (Some(activation(gpu, "mlp.dpre", input.shape())?), None)
-                }
-                Some(Hidden { pre: None, .. }) => {
-                    (None, Some(activation(gpu, "mlp.dpost", input.shape())?))
-                }
+                Some(Hidden { pre: Some(_), .. }) => (
+                    Some(activation(gpu, self.dtype(), "mlp.dpre", input.shape())?),
+                    None,
+                ),
+                Some(Hidden { pre: None, .. }) => (
+                    None,
+                    Some(activation(gpu, self.dtype(), "mlp.dpost", input.shape())?),
+                ),
             };
             match (below, &gelu_dpre) {
                 (Some(Hidden { pre: Some(pre), .. }), Some(dpre)) => {
@@ -220,7 +226,7 @@ impl Mlp {
             dout = match (gelu_dpre, relu_dpost) {
                 (Some(dpre), _) => dpre,
                 (None, Some(dpost)) => {
-                    let dpre = activation(gpu, "mlp.dpre", input.shape())?;
+                    let dpre = activation(gpu, self.dtype(), "mlp.dpre", input.shape())?;
                     // post > 0 exactly where pre > 0
                     relu_backward(gpu, &h.post, &dpost, &dpre);
                     dpre

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod build;
 pub mod gpt;
 pub mod hooks;
 pub mod layernorm;
@@ -13,6 +14,7 @@ pub mod mlp;
 pub mod model;
 pub mod recompute;
 
+pub use build::{name_matches, Build, LossGrad};
 pub use gpt::{Gpt, GptConfig};
 pub use hooks::{NoHooks, StepHooks};
 pub use mlp::{Activation, Mlp, MlpConfig};
@@ -23,7 +25,6 @@ use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A model tensor and, while it is trainable, its gradient. Gradients accumulate (`+=`) across
@@ -112,32 +113,31 @@ impl Param {
     }
 
     /// A parameter with `init` values: trainable (with a zeroed gradient) unless it is built
-    /// inside [`frozen_scope`] with a pattern that matches its name, in which case it never
+    /// by a [`Build`] with a freeze pattern that matches its name, in which case it never
     /// allocates a gradient.
-    pub fn new(gpu: &Gpu, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
-        Self::build(gpu, name, shape, decay, |category| {
-            Tensor::from_f32(gpu, name, shape, init, category)
+    pub fn new(b: &Build, name: &str, shape: &[usize], init: &[f32], decay: bool) -> Result<Param> {
+        Self::build(b, name, shape, decay, |category| {
+            Tensor::from_f32(b.gpu, name, shape, init, category)
         })
     }
 
     /// A parameter whose value `value` creates (charged to the category it is given), unless
-    /// this thread's [`Scope`] puts the value on another rank (see [`Param::new`]).
+    /// `b` puts the value on another rank (see [`Param::new`]).
     fn build(
-        gpu: &Gpu,
+        b: &Build,
         name: &str,
         shape: &[usize],
         decay: bool,
         value: impl FnOnce(Category) -> Result<Tensor>,
     ) -> Result<Param> {
-        let (frozen, elsewhere, value_elsewhere, compute, grad_dtype) = SCOPE.with(|s| {
-            let s = s.borrow();
-            let frozen = s.frozen.iter().any(|p| name_matches(p, name));
-            // what this rank does not hold, frozen parameters included (a ZeRO 3 rank holds its
-            // share of a LoRA base, a pipeline stage its own layers')
-            let elsewhere = s.own.as_ref().is_some_and(|own| !own.contains(name));
-            let grads = s.grads.unwrap_or(s.compute);
-            (frozen, elsewhere, elsewhere && s.values, s.compute, grads)
-        });
+        let gpu = b.gpu;
+        let build::ParamPlan {
+            frozen,
+            elsewhere,
+            value_elsewhere,
+            compute,
+            grads: grad_dtype,
+        } = b.plan(name);
         let mixed = compute != DType::F32;
         // a trainable master is optimizer state under mixed precision (ZeRO's 4Ψ of its 12Ψ)
         let master = if mixed && !frozen {
@@ -185,30 +185,30 @@ impl Param {
 
     /// Normal(0, std²) initial values.
     pub fn normal(
-        gpu: &Gpu,
+        b: &Build,
         name: &str,
         shape: &[usize],
         std: f32,
         rng: &mut Rng,
     ) -> Result<Param> {
-        if gpu.is_ledger() {
+        if b.gpu.is_ledger() {
             // a ledger keeps no values: drawing them would only cost time and host memory (20 GB
             // for a 5-billion-weight plan)
-            return Self::build(gpu, name, shape, true, |category| {
-                Tensor::empty(gpu, name, shape, DType::F32, category)
+            return Self::build(b, name, shape, true, |category| {
+                Tensor::empty(b.gpu, name, shape, DType::F32, category)
             });
         }
         // drawn even where the value will live on another rank, so that every rank's stream
         // stays in step
         let n: usize = shape.iter().product();
         let init: Vec<f32> = (0..n).map(|_| (rng.normal() * std as f64) as f32).collect();
-        Self::new(gpu, name, shape, &init, true)
+        Self::new(b, name, shape, &init, true)
     }
 
     /// A constant tensor that does not decay (biases, LayerNorm gains).
-    pub fn constant(gpu: &Gpu, name: &str, shape: &[usize], value: f32) -> Result<Param> {
+    pub fn constant(b: &Build, name: &str, shape: &[usize], value: f32) -> Result<Param> {
         let n: usize = shape.iter().product();
-        Self::new(gpu, name, shape, &vec![value; n], false)
+        Self::new(b, name, shape, &vec![value; n], false)
     }
 
     pub fn numel(&self) -> usize {
@@ -255,40 +255,52 @@ impl Param {
         self.value.is_some()
     }
 
-    /// Lends the parameter `value`, gathered from its owner (ZeRO 3, a pipeline's evaluation),
-    /// with its half working copy rounded from it under mixed precision (charged to workspace,
-    /// as the lent value is); None frees both.
+    /// Lends the parameter `value`, gathered from its owner (ZeRO 3, a pipeline's evaluation):
+    /// in f32, the value, with its half working copy rounded from it under mixed precision; or
+    /// in the working precision, the working copy alone (what the layers read, as the owner
+    /// rounded it; ZeRO 3's training gathers). Charged to workspace, as lent values are; None
+    /// frees what was lent.
     pub fn lend_value(&mut self, gpu: &Gpu, value: Option<Tensor>) -> Result<()> {
         debug_assert!(self.frozen || self.value.is_none() || value.is_none());
-        self.work = match &value {
-            Some(v) => {
-                assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
-                if self.compute == DType::F32 {
-                    None
-                } else {
-                    let w = Tensor::empty(
-                        gpu,
-                        &format!("{} (gathered, working copy)", self.name),
-                        &self.shape,
-                        self.compute,
-                        Category::Workspace,
-                    )?;
-                    crate::ops::cast::cast(gpu, v, &w);
-                    Some(w)
-                }
+        if let Some(v) = &value {
+            assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
+        }
+        match value {
+            Some(w) if w.dtype() != DType::F32 => {
+                assert_eq!(w.dtype(), self.compute, "{}'s working copy", self.name);
+                self.value = None;
+                self.work = Some(w);
             }
-            None => None,
-        };
-        self.value = value;
+            Some(v) => {
+                self.work = match self.compute {
+                    DType::F32 => None,
+                    half => {
+                        let w = Tensor::empty(
+                            gpu,
+                            &format!("{} (gathered, working copy)", self.name),
+                            &self.shape,
+                            half,
+                            Category::Workspace,
+                        )?;
+                        crate::ops::cast::cast(gpu, &v, &w);
+                        Some(w)
+                    }
+                };
+                self.value = Some(v);
+            }
+            None => {
+                self.work = None;
+                self.value = None;
+            }
+        }
         Ok(())
     }
 }
 
-/// An activation buffer in the working precision of the model running in this thread
-/// ([`compute_scope`]: f32, or f16/bf16 under mixed precision); kernels write all of it before
+/// An activation buffer in `dtype`, the working precision of the layer making it (f32, or
+/// f16/bf16 under mixed precision: its input's or its weights'); kernels write all of it before
 /// anything reads it.
-pub(crate) fn activation(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor> {
-    let dtype = SCOPE.with(|s| s.borrow().compute);
+pub(crate) fn activation(gpu: &Gpu, dtype: DType, name: &str, shape: &[usize]) -> Result<Tensor> {
     Tensor::empty(gpu, name, shape, dtype, Category::Activations)
 }
 
@@ -305,128 +317,5 @@ pub fn zero_grads(gpu: &Gpu, params: &[&Param]) {
             gpu.clear(g);
             p.grad_is_zero.store(true, Ordering::Relaxed);
         }
-    }
-}
-
-/// How parameters built in this thread's current scope start.
-#[derive(Clone)]
-struct Scope {
-    /// The working precision of the parameters built and the activations made here.
-    compute: DType,
-    /// The gradients' dtype, when not the working precision (f32 gradients summed over
-    /// micro-batches under mixed precision; [`grad_dtype_scope`]).
-    grads: Option<DType>,
-    /// The step stats whose loss scale the loss gradient is multiplied by (dynamic loss
-    /// scaling; `optim::guard`), while a trainer's step runs.
-    loss_scale: Option<std::sync::Arc<Tensor>>,
-    /// Names matching one of these are frozen.
-    frozen: Vec<String>,
-    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard), and
-    /// with `values` only these get their value on this device (ZeRO 3).
-    own: Option<HashSet<String>>,
-    values: bool,
-}
-
-impl Default for Scope {
-    fn default() -> Self {
-        Scope {
-            compute: DType::F32,
-            grads: None,
-            loss_scale: None,
-            frozen: Vec::new(),
-            own: None,
-            values: false,
-        }
-    }
-}
-
-/// Runs `run` with `dtype` as this thread's working precision: parameters built inside get a
-/// working copy and gradients of that type (mixed precision, with f32 masters), and activations
-/// are made in it. Models build inside it and run their passes inside it (the trainer passes
-/// their [`Model`] dtype); f32 is the default.
-pub fn compute_scope<T>(dtype: DType, run: impl FnOnce() -> T) -> T {
-    assert!(
-        matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
-        "compute_scope: {} is not a float working precision",
-        dtype.name()
-    );
-    scoped(|s| s.compute = dtype, run)
-}
-
-/// Runs `run` (a model's construction) with gradients of `dtype` for the trainable parameters
-/// built inside, whatever the working precision (the trainer's f32 gradients when mixed-precision
-/// micro-batches are summed).
-pub fn grad_dtype_scope<T>(dtype: DType, run: impl FnOnce() -> T) -> T {
-    scoped(|s| s.grads = Some(dtype), run)
-}
-
-/// Runs `run` (a training step's forward and backward) with the loss gradient multiplied by the
-/// loss scale in `stats` (see [`loss_scale`]).
-pub fn loss_scale_scope<T>(stats: std::sync::Arc<Tensor>, run: impl FnOnce() -> T) -> T {
-    scoped(|s| s.loss_scale = Some(stats), run)
-}
-
-/// The step stats holding the loss scale the model's loss gradient is multiplied by, when a
-/// scaled step is running in this thread (the models pass it to `softmax_xent_scaled`).
-/// [`loss_scale_scope`] when `stats` is given (a run with a loss scaler), else `run` alone.
-pub fn with_loss_scale<T>(stats: Option<std::sync::Arc<Tensor>>, run: impl FnOnce() -> T) -> T {
-    match stats {
-        Some(stats) => loss_scale_scope(stats, run),
-        None => run(),
-    }
-}
-
-pub(crate) fn loss_scale() -> Option<std::sync::Arc<Tensor>> {
-    SCOPE.with(|s| s.borrow().loss_scale.clone())
-}
-
-thread_local! {
-    static SCOPE: std::cell::RefCell<Scope> = std::cell::RefCell::new(Scope::default());
-}
-
-/// Runs `build` with `change` applied to this thread's [`Scope`], restoring it afterwards.
-fn scoped<T>(change: impl FnOnce(&mut Scope), build: impl FnOnce() -> T) -> T {
-    struct Reset(Option<Scope>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            let old = self.0.take().unwrap();
-            SCOPE.with(|s| *s.borrow_mut() = old);
-        }
-    }
-    let old = SCOPE.with(|s| {
-        let old = s.borrow().clone();
-        change(&mut s.borrow_mut());
-        old
-    });
-    let _reset = Reset(Some(old));
-    build()
-}
-
-/// Runs `build` (a model constructor) with every parameter whose name matches one of
-/// `patterns` created frozen, so that its gradient is never allocated (freezing afterwards,
-/// [`Param::freeze`], would allocate it first). Scoped to this thread and this call.
-pub fn frozen_scope<T>(patterns: &[String], build: impl FnOnce() -> T) -> T {
-    scoped(|s| s.frozen = patterns.to_vec(), build)
-}
-
-/// Runs `build` with gradient buffers created only for the trainable parameters named in
-/// `own` (a ZeRO 2 rank's shard), and with `values` their values only too (ZeRO 3); the others
-/// stay trainable, what they lack lent by the step's [`StepHooks`] while a layer needs it.
-pub fn shard_scope<T>(own: &HashSet<String>, values: bool, build: impl FnOnce() -> T) -> T {
-    scoped(
-        |s| {
-            s.own = Some(own.clone());
-            s.values = values;
-        },
-        build,
-    )
-}
-
-/// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`
-/// ("h.0.*", "wte").
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
     }
 }

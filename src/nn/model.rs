@@ -5,7 +5,7 @@
 
 use super::gpt::GptBatch;
 use super::lora::LoraConfig;
-use super::{compute_scope, f32_activation, Gpt, Mlp, Param, StepHooks};
+use super::{f32_activation, Build, Gpt, LossGrad, Mlp, Param, StepHooks};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
@@ -105,14 +105,15 @@ pub trait Model {
         self.params().iter().map(|p| p.numel()).sum()
     }
 
-    /// Records forward and backward of Σ losses · `grad_scale` over the batch: adds into every
+    /// Records forward and backward of Σ losses over the batch, the backward seeded by `loss`
+    /// (the step's 1/targets and loss scale): adds into every
     /// trainable parameter's gradient and returns the per-target losses. Nothing is submitted
     /// unless `hooks` submit ([`StepHooks`]; [`super::NoHooks`] for one device).
     fn forward_backward(
         &mut self,
         gpu: &Gpu,
         batch: &Batch,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor>;
 
@@ -159,8 +160,8 @@ pub trait Model {
 
     /// Gives the layers `config` targets LoRA adapters (trainable; everything else stays as it
     /// was built). An error for a model LoRA does not apply to.
-    fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
-        let _ = (gpu, config, rng);
+    fn add_lora(&mut self, b: &Build, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+        let _ = (b, config, rng);
         Err(Error::Config(format!(
             "lora: {} has no layers LoRA targets (it applies to the gpt model)",
             self.describe()
@@ -179,7 +180,7 @@ pub trait Model {
 }
 
 /// Freezes every parameter whose name matches one of `patterns` (see
-/// [`super::name_matches`]; a model built in [`super::frozen_scope`] with the same patterns has
+/// [`super::name_matches`]; a model built by a [`Build`] with the same patterns has
 /// them frozen already, and never allocated their gradients); an unmatched pattern is an error
 /// naming it.
 pub fn freeze(model: &mut dyn Model, patterns: &[String]) -> Result<()> {
@@ -248,26 +249,22 @@ impl Model for Mlp {
         &mut self,
         gpu: &Gpu,
         batch: &Batch,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
-        compute_scope(self.compute_dtype(), || {
-            Mlp::forward_backward(self, gpu, &x, &y, grad_scale, hooks)
-        })
+        Mlp::forward_backward(self, gpu, &x, &y, loss, hooks)
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, y) = self.upload(gpu, batch)?;
-        compute_scope(self.compute_dtype(), || {
-            let logits = Mlp::logits(self, gpu, &x)?;
-            let losses = f32_activation(gpu, "losses", &[x.rows()])?;
-            softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
-            Ok(losses)
-        })
+        let logits = Mlp::logits(self, gpu, &x)?;
+        let losses = f32_activation(gpu, "losses", &[x.rows()])?;
+        softmax_xent(gpu, &logits, &y, &losses, None, 0.0)?;
+        Ok(losses)
     }
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let (x, _) = self.upload(gpu, batch)?;
-        let logits = compute_scope(self.compute_dtype(), || Mlp::logits(self, gpu, &x))?;
+        let logits = Mlp::logits(self, gpu, &x)?;
         in_f32(gpu, logits)
     }
     fn logits_hooked(
@@ -277,9 +274,7 @@ impl Model for Mlp {
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let (x, _) = self.upload(gpu, batch)?;
-        let logits = compute_scope(self.compute_dtype(), || {
-            Mlp::logits_hooked(self, gpu, &x, hooks)
-        })?;
+        let logits = Mlp::logits_hooked(self, gpu, &x, hooks)?;
         in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {
@@ -317,21 +312,19 @@ impl Model for Gpt {
         &mut self,
         gpu: &Gpu,
         batch: &Batch,
-        grad_scale: f32,
+        loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        compute_scope(self.compute_dtype(), || {
-            Gpt::forward_backward(self, gpu, &b, grad_scale, hooks)
-        })
+        Gpt::forward_backward(self, gpu, &b, loss, hooks)
     }
     fn losses(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        compute_scope(self.compute_dtype(), || Gpt::losses(self, gpu, &b))
+        Gpt::losses(self, gpu, &b)
     }
     fn logits(&self, gpu: &Gpu, batch: &Batch) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
-        let logits = compute_scope(self.compute_dtype(), || Gpt::logits(self, gpu, &b))?;
+        let logits = Gpt::logits(self, gpu, &b)?;
         in_f32(gpu, logits)
     }
     fn logits_hooked(
@@ -342,9 +335,7 @@ impl Model for Gpt {
     ) -> Result<Tensor> {
         let b = self.upload(gpu, batch)?;
         let whole = super::gpt::StageSpan::whole(self.config.n_layer);
-        let logits = compute_scope(self.compute_dtype(), || {
-            self.stage_logits(gpu, &whole, &b, None, hooks)
-        })?;
+        let logits = self.stage_logits(gpu, &whole, &b, None, hooks)?;
         in_f32(gpu, logits)
     }
     fn context(&self) -> Option<usize> {
@@ -367,7 +358,7 @@ impl Model for Gpt {
             }
         }
     }
-    fn add_lora(&mut self, gpu: &Gpu, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
-        Gpt::add_lora(self, gpu, config, rng)
+    fn add_lora(&mut self, b: &Build, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
+        Gpt::add_lora(self, b, config, rng)
     }
 }

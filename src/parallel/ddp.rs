@@ -322,7 +322,7 @@ fn run_rank(
         }
         let mine = p.value().to_f32(gpu)?;
         let mut theirs = mine.clone();
-        comm.broadcast(&mut theirs, 0)?;
+        comm.broadcast(bytemuck::cast_slice_mut(&mut theirs), 0)?;
         if mine != theirs {
             return Err(Error::Device(format!(
                 "rank {rank}: {} differs from rank 0's after the same initialisation",
@@ -437,7 +437,8 @@ impl Strategy for DataParallel<'_> {
                 } else {
                     vec![0.0; (bucket.bytes() / 4) as usize]
                 };
-                timed(&mut self.clock, || comm.broadcast(&mut host, 0))?;
+                let host_bytes = bytemuck::cast_slice_mut(&mut host);
+                timed(&mut self.clock, || comm.broadcast(host_bytes, 0))?;
                 let keep = vec![rank != 0; members.len()];
                 unpack_values(gpu, &host, &members, bucket, &keep);
             }
@@ -451,9 +452,9 @@ impl Strategy for DataParallel<'_> {
                 let bucket = &*bucket;
                 let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
                 let mut host = pack(gpu, &members, bucket, |p| p.value())?;
-                timed(&mut self.clock, || {
-                    comm.all_gather(&mut host, &buckets.segments[b])
-                })?;
+                let counts = f32_bytes(&buckets.segments[b]);
+                let host_bytes = bytemuck::cast_slice_mut(&mut host);
+                timed(&mut self.clock, || comm.all_gather(host_bytes, &counts))?;
                 let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
                 unpack_values(gpu, &host, &members, bucket, &keep);
             }
@@ -578,8 +579,12 @@ fn exchange_grads(
                 timed(clock, || comm.all_reduce_sum(&mut host))?;
                 vec![true; indices.len()]
             }
-            (Mode::Dp, _) => match timed(clock, || comm.gather(&host, 0))? {
+            (Mode::Dp, _) => match timed(clock, || comm.gather(bytemuck::cast_slice(&host), 0))? {
                 Some(all) => {
+                    let all: Vec<Vec<f32>> = all
+                        .iter()
+                        .map(|v| bytemuck::pod_collect_to_vec(v))
+                        .collect();
                     super::sum_in_rank_order(all.iter().map(|v| v.as_slice()), &mut host);
                     vec![true; indices.len()]
                 }
@@ -745,36 +750,42 @@ impl StepHooks for ZeroHooks<'_> {
         if members.is_empty() {
             return Ok(());
         }
+        // what the layers read travels: the working copies (half under mixed precision, as
+        // their owners rounded them: the same bits a gathered f32 value would round to), no
+        // master value (only the owner updates it)
+        let dtype = group[members[0].0].compute_dtype();
+        // each member in whole 32-bit words (a copy's granularity)
+        let slot = |p: &Param| dtype.bytes_for(p.numel()).next_multiple_of(4);
         let mut counts = vec![0; self.ranks];
         for &(k, h) in &members {
-            counts[h] += group[k].numel();
+            counts[h] += slot(group[k]) as usize;
         }
         let fused = Tensor::empty(
             gpu,
             "zero3 gathered group",
-            &[counts.iter().sum::<usize>()],
-            DType::F32,
+            &[counts.iter().sum::<usize>() / 4],
+            DType::U32,
             Category::Workspace,
         )?;
         let mut offset = 0;
         for &(k, h) in &members {
-            let bytes = 4 * group[k].numel() as u64;
+            let bytes = slot(group[k]);
             if h == self.rank {
-                gpu.copy_region(group[k].value(), 0, &fused, offset, bytes);
+                gpu.copy_region(group[k].weight(), 0, &fused, offset, bytes);
             }
             offset += bytes;
         }
-        let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
+        let mut host = gpu.read_bytes(&fused)?;
         if let Some(comm) = self.comm {
             timed(&mut self.clock, || comm.all_gather(&mut host, &counts))?;
         }
-        gpu.upload(&fused, bytemuck::cast_slice(&host));
+        gpu.upload(&fused, &host);
         let mut offset = 0;
         for &(k, h) in &members {
             let p = &mut group[k];
-            let bytes = 4 * p.numel() as u64;
+            let bytes = slot(p);
             if h != self.rank {
-                lend_gathered(gpu, p, &fused, offset)?;
+                lend_gathered(gpu, p, &fused, offset, dtype)?;
             }
             offset += bytes;
         }
@@ -1225,7 +1236,8 @@ fn gather_values(
         .map(|(i, (p, _))| (p.name.clone(), offsets[i]))
         .collect();
     drop(params);
-    let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read_bytes(&fused)?);
+    let mut host = gpu.read_bytes(&fused)?;
+    let counts = f32_bytes(&counts);
     host.truncate(counts.iter().sum());
     if let Some(comm) = comm {
         comm.all_gather(&mut host, &counts)?;
@@ -1233,10 +1245,10 @@ fn gather_values(
     if missing.is_empty() {
         return Ok(vec![]);
     }
-    gpu.upload(&fused, bytemuck::cast_slice(&host));
+    gpu.upload(&fused, &host);
     for p in t.model.params_mut() {
         if let Some((_, offset)) = missing.iter().find(|(n, _)| *n == p.name) {
-            lend_gathered(gpu, p, &fused, *offset)?;
+            lend_gathered(gpu, p, &fused, *offset, DType::F32)?;
         }
     }
     Ok(missing.into_iter().map(|(n, _)| n).collect())
@@ -1282,9 +1294,13 @@ pub(super) fn gather_on_host(
             mine.extend(p.value().to_f32(t.gpu)?);
         }
     }
-    let Some(all) = comm.gather(&mine, 0)? else {
+    let Some(all) = comm.gather(bytemuck::cast_slice(&mine), 0)? else {
         return Ok(vec![]);
     };
+    let all: Vec<Vec<f32>> = all
+        .iter()
+        .map(|v| bytemuck::pod_collect_to_vec(v))
+        .collect();
     let mut at = vec![0usize; all.len()];
     params
         .iter()
@@ -1302,16 +1318,28 @@ pub(super) fn gather_on_host(
         .collect()
 }
 
-/// Lends `p` its value from a gathered buffer (`fused`, at byte `offset`): a workspace copy.
-fn lend_gathered(gpu: &Gpu, p: &mut Param, fused: &Tensor, offset: u64) -> Result<()> {
+/// Per-rank counts of f32 values as byte counts (what [`Collective::all_gather`] takes).
+fn f32_bytes(counts: &[usize]) -> Vec<usize> {
+    counts.iter().map(|n| 4 * n).collect()
+}
+
+/// Lends `p` its value from a gathered buffer (`fused`, at byte `offset`, in `dtype`: f32, or
+/// the working precision): a workspace copy.
+fn lend_gathered(
+    gpu: &Gpu,
+    p: &mut Param,
+    fused: &Tensor,
+    offset: u64,
+    dtype: DType,
+) -> Result<()> {
     let v = Tensor::empty(
         gpu,
         &format!("{} (gathered)", p.name),
         p.shape(),
-        DType::F32,
+        dtype,
         Category::Workspace,
     )?;
-    gpu.copy_region(fused, offset, &v, 0, 4 * p.numel() as u64);
+    gpu.copy_region(fused, offset, &v, 0, v.bytes().next_multiple_of(4));
     p.lend_value(gpu, Some(v))
 }
 

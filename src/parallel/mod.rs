@@ -1,6 +1,6 @@
 //! Several devices training one model. [`Collective`] is the communication a data-parallel step
-//! needs, over host f32 buffers (wgpu cannot share a buffer between devices, so every move goes
-//! through the host); [`InProcess`] implements it for ranks that are threads of one process,
+//! needs, over host buffers (wgpu cannot share a buffer between devices, so every move goes
+//! through the host): sums over f32, moves over bytes of whatever dtype the caller holds; [`InProcess`] implements it for ranks that are threads of one process,
 //! each with its own [`crate::Gpu`]. Reductions sum in rank order (rank 0's values, plus rank
 //! 1's, …), so a result never depends on thread timing. `ddp` is data parallelism on top.
 
@@ -18,6 +18,12 @@ use std::sync::{Arc, Condvar, Mutex};
 /// The collectives of data-parallel training. Every rank calls each one in the same order; a
 /// rank that fails calls [`Collective::abort`], and every other rank's pending or next call
 /// returns that error instead of waiting for it.
+///
+/// The dtype that travels is the caller's: the sums take f32 (gradients are f32 on a rank
+/// whatever the working precision, so that n ranks sum as one device sums n micro-batches, bit
+/// for bit; a half gradient would round each rank's part before the sum), the moves take bytes,
+/// so a half working copy travels as half (ZeRO's gathers under mixed precision) and a pipeline's
+/// half activations as half.
 pub trait Collective: Send + Sync {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
@@ -27,13 +33,13 @@ pub trait Collective: Send + Sync {
     /// it) replaced by that segment's elementwise sum over ranks, in rank order; the rest of
     /// `data` is left as it was. Every rank gives the same `counts`.
     fn reduce_scatter(&self, data: &mut [f32], counts: &[usize]) -> Result<()>;
-    /// [`Collective::reduce_scatter`] undone: every rank's `data` gets each rank r's segment
-    /// (`counts[r]` values, in rank order) from rank r.
-    fn all_gather(&self, data: &mut [f32], counts: &[usize]) -> Result<()>;
+    /// Every rank's `data` gets each rank r's segment (`counts[r]` bytes, in rank order) from
+    /// rank r ([`Collective::reduce_scatter`] undone, in any dtype).
+    fn all_gather(&self, data: &mut [u8], counts: &[usize]) -> Result<()>;
     /// Every rank's `data` replaced by `root`'s.
-    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()>;
+    fn broadcast(&self, data: &mut [u8], root: usize) -> Result<()>;
     /// `root` receives every rank's `data` (of any length), in rank order; others get None.
-    fn gather(&self, data: &[f32], root: usize) -> Result<Option<Vec<Vec<f32>>>>;
+    fn gather(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>>;
     /// Waits until every rank has arrived.
     fn barrier(&self) -> Result<()>;
     /// Stops the group: this rank failed with `why`.
@@ -63,8 +69,8 @@ struct Gate {
 
 struct Shared {
     size: usize,
-    /// Each rank's contribution to the collective in progress.
-    slots: Mutex<Vec<Vec<f32>>>,
+    /// Each rank's contribution to the collective in progress, as bytes.
+    slots: Mutex<Vec<Vec<u8>>>,
     gate: Mutex<Gate>,
     wake: Condvar,
 }
@@ -102,22 +108,23 @@ impl InProcess {
     /// Posts `data`, then replaces `data[range]` by that range's rank-order sum over the ranks'
     /// posts (the all-reduce's whole buffer, the reduce-scatter's own segment).
     fn sum_range(&self, data: &mut [f32], range: std::ops::Range<usize>) -> Result<()> {
-        self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
+        self.shared.slots.lock().unwrap()[self.rank] = bytemuck::cast_slice(data).to_vec();
         self.barrier()?;
-        sum_in_rank_order(
-            self.shared
-                .slots
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|v| &v[range.clone()]),
-            &mut data[range.clone()],
-        );
+        let bytes = 4 * range.start..4 * range.end;
+        let parts: Vec<Vec<f32>> = self
+            .shared
+            .slots
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| bytemuck::pod_collect_to_vec(&v[bytes.clone()]))
+            .collect();
+        sum_in_rank_order(parts.iter().map(|v| &v[..]), &mut data[range.clone()]);
         // nobody refills the slots before everyone has read them
         self.barrier()
     }
 
-    /// This rank's segment of a buffer of `len` values split by `counts`.
+    /// This rank's segment of a buffer of `len` values (or bytes) split by `counts`.
     fn segment(&self, len: usize, counts: &[usize]) -> std::ops::Range<usize> {
         assert_eq!(counts.len(), self.shared.size, "a count per rank");
         assert_eq!(
@@ -185,7 +192,7 @@ impl Collective for InProcess {
         Ok(())
     }
 
-    fn all_gather(&self, data: &mut [f32], counts: &[usize]) -> Result<()> {
+    fn all_gather(&self, data: &mut [u8], counts: &[usize]) -> Result<()> {
         let mine = self.segment(data.len(), counts);
         self.shared.slots.lock().unwrap()[self.rank] = data[mine.clone()].to_vec();
         self.barrier()?;
@@ -201,38 +208,35 @@ impl Collective for InProcess {
         }
         self.barrier()?;
         // its segment to every other rank; every other segment from its owner
-        let sent = 4 * (mine.len() * (self.shared.size - 1)) as u64;
-        let received = 4 * (data.len() - mine.len()) as u64;
+        let sent = (mine.len() * (self.shared.size - 1)) as u64;
+        let received = (data.len() - mine.len()) as u64;
         self.bytes.fetch_add(sent + received, Ordering::Relaxed);
         Ok(())
     }
 
-    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()> {
+    fn broadcast(&self, data: &mut [u8], root: usize) -> Result<()> {
         if self.rank == root {
             self.shared.slots.lock().unwrap()[root] = data.to_vec();
         }
         self.barrier()?;
         if self.rank != root {
             data.copy_from_slice(&self.shared.slots.lock().unwrap()[root]);
-            self.bytes
-                .fetch_add(4 * data.len() as u64, Ordering::Relaxed);
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         } else {
-            let sent = 4 * data.len() as u64 * (self.shared.size as u64 - 1);
+            let sent = data.len() as u64 * (self.shared.size as u64 - 1);
             self.bytes.fetch_add(sent, Ordering::Relaxed);
         }
         self.barrier()
     }
 
-    fn gather(&self, data: &[f32], root: usize) -> Result<Option<Vec<Vec<f32>>>> {
+    fn gather(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
         self.shared.slots.lock().unwrap()[self.rank] = data.to_vec();
         self.barrier()?;
         let all = (self.rank == root).then(|| self.shared.slots.lock().unwrap().clone());
         let moved = match &all {
             // the root receives everyone else's part
-            Some(all) => {
-                all.iter().map(|v| 4 * v.len() as u64).sum::<u64>() - 4 * data.len() as u64
-            }
-            None => 4 * data.len() as u64,
+            Some(all) => all.iter().map(|v| v.len() as u64).sum::<u64>() - data.len() as u64,
+            None => data.len() as u64,
         };
         self.bytes.fetch_add(moved, Ordering::Relaxed);
         self.barrier()?;
@@ -276,7 +280,9 @@ mod tests {
             let mut v = data(c.rank());
             c.reduce_scatter(&mut v, &counts).unwrap();
             let reduced = v.clone();
-            c.all_gather(&mut v, &counts).unwrap();
+            let bytes: Vec<usize> = counts.iter().map(|n| 4 * n).collect();
+            c.all_gather(bytemuck::cast_slice_mut(&mut v), &bytes)
+                .unwrap();
             (reduced, v, c.bytes())
         });
         let sum = |i: usize| (data(0)[i] + data(1)[i]) + data(2)[i];
@@ -291,5 +297,31 @@ mod tests {
         }
         // rank 0: sent 2 values, received 3 x 2; then sent 3 x 2, received 2 (4 bytes each)
         assert_eq!(out[0].2, 4 * (2 + 6 + 6 + 2));
+    }
+
+    #[test]
+    fn moves_carry_any_dtype_and_count_its_bytes() {
+        // half words (bf16 bits) of uneven segments, gathered and broadcast as they are
+        let counts = [2 * 3, 2];
+        let out = on_ranks(2, |c| {
+            let mut v: Vec<u16> = (0..4).map(|i| (100 * c.rank() + i) as u16).collect();
+            c.all_gather(bytemuck::cast_slice_mut(&mut v), &counts)
+                .unwrap();
+            let gathered = v.clone();
+            let mut b: Vec<u16> = vec![c.rank() as u16 + 7; 3];
+            c.broadcast(bytemuck::cast_slice_mut(&mut b), 1).unwrap();
+            let to_root = c.gather(&[c.rank() as u8; 3][..=c.rank()], 0).unwrap();
+            (gathered, b, to_root, c.bytes())
+        });
+        for (r, o) in out.iter().enumerate() {
+            assert_eq!(o.0, [0, 1, 2, 103], "rank {r} after all_gather");
+            assert_eq!(o.1, [8, 8, 8], "rank {r} after broadcast");
+        }
+        assert_eq!(out[0].2, Some(vec![vec![0], vec![1, 1]]));
+        assert_eq!(out[1].2, None);
+        // rank 0: gather sent 6 received 2, broadcast received 6, gather received 2
+        assert_eq!(out[0].3, 6 + 2 + 6 + 2);
+        // rank 1: sent 2 received 6, broadcast sent 6, gather sent 2
+        assert_eq!(out[1].3, 2 + 6 + 6 + 2);
     }
 }

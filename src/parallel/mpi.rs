@@ -103,10 +103,19 @@ impl Mpi {
         (prev.map(port), next.map(port))
     }
 
-    /// Every rank's `part` (of any length, `counts[r]` for rank r), concatenated in rank order.
-    fn all_gather_parts(&self, part: &[f32], counts: &[usize]) -> Vec<f32> {
+    /// Every rank's `part` (of any length, `counts[r]` values for rank r), concatenated in rank
+    /// order.
+    fn all_gather_parts<T>(&self, part: &[T], counts: &[usize]) -> Vec<T>
+    where
+        T: mpi::datatype::Equivalence + bytemuck::Pod,
+    {
         let total: usize = counts.iter().sum();
-        let mut all = vec![0f32; total];
+        if total == 0 {
+            // every rank knows the counts: nothing to exchange (Open MPI answered an
+            // all-gather of empty byte buffers with MPI_ERR_ARG here)
+            return vec![];
+        }
+        let mut all = vec![T::zeroed(); total];
         let c: Vec<Count> = counts.iter().map(|&n| n as Count).collect();
         let displs: Vec<Count> = c
             .iter()
@@ -125,8 +134,9 @@ impl Mpi {
                 self.finish("an all-gather", r);
             });
         }
-        let sent = 4 * (part.len() * (self.size - 1)) as u64;
-        let received = 4 * (total - part.len()) as u64;
+        let size = std::mem::size_of::<T>();
+        let sent = (std::mem::size_of_val(part) * (self.size - 1)) as u64;
+        let received = (size * (total - part.len())) as u64;
         self.bytes.fetch_add(sent + received, Ordering::Relaxed);
         all
     }
@@ -265,7 +275,7 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn all_gather(&self, data: &mut [f32], counts: &[usize]) -> Result<()> {
+    fn all_gather(&self, data: &mut [u8], counts: &[usize]) -> Result<()> {
         assert_eq!(counts.len(), self.size, "a count per rank");
         let start: usize = counts[..self.rank].iter().sum();
         let all = self.all_gather_parts(&data[start..start + counts[self.rank]], counts);
@@ -273,7 +283,7 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<()> {
+    fn broadcast(&self, data: &mut [u8], root: usize) -> Result<()> {
         mpi::request::scope(|scope| {
             let r = self
                 .world
@@ -281,7 +291,7 @@ impl Collective for Mpi {
                 .immediate_broadcast_into(scope, data);
             self.finish("a broadcast", r);
         });
-        let moved = 4 * data.len() as u64;
+        let moved = data.len() as u64;
         let moved = if self.rank == root {
             moved * (self.size as u64 - 1)
         } else {
@@ -291,12 +301,11 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn gather(&self, data: &[f32], root: usize) -> Result<Option<Vec<Vec<f32>>>> {
-        // the lengths first (one value each), then the parts; every rank receives them (an
+    fn gather(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        // the lengths first (one u64 each), then the parts; every rank receives them (an
         // all-gather keeps one polled primitive), the root keeps them
-        // (a length travels as the bits of a u32, exact past f32's 2^24)
-        let lengths = self.all_buffers(&[f32::from_bits(data.len() as u32)]);
-        let counts: Vec<usize> = lengths.iter().map(|n| n.to_bits() as usize).collect();
+        let lengths = self.all_gather_parts(&[data.len() as u64], &vec![1; self.size]);
+        let counts: Vec<usize> = lengths.iter().map(|&n| n as usize).collect();
         let all = self.all_gather_parts(data, &counts);
         if self.rank != root {
             return Ok(None);

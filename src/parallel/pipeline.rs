@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
 use crate::nn::gpt::{StageCache, StageOut, StageSpan};
 use crate::nn::model::in_f32;
-use crate::nn::{compute_scope, with_loss_scale, zero_grads, Batch, Model, NoHooks};
+use crate::nn::{zero_grads, Batch, LossGrad, Model, NoHooks};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::eval::{losses_of, Forward};
@@ -375,7 +375,14 @@ pub fn measured_costs(gpu: &Gpu, config: &TrainConfig) -> Result<(usize, usize, 
             let dout = if span.last { None } else { Some(zeros()?) };
             gpu.sync()?;
             let start = Instant::now();
-            let (_, cache) = gpt.stage_forward(gpu, &span, &batch, input, 1.0, &mut NoHooks)?;
+            let (_, cache) = gpt.stage_forward(
+                gpu,
+                &span,
+                &batch,
+                input,
+                LossGrad::plain(1.0),
+                &mut NoHooks,
+            )?;
             gpt.stage_backward(gpu, &span, &batch, cache, dout, &mut NoHooks)?;
             gpu.sync()?;
             if k > 0 {
@@ -892,95 +899,89 @@ impl Strategy for Stage<'_> {
         let ms = |i: Instant| i.duration_since(epoch).as_secs_f64() * 1e3;
         let links = &mut self.links;
         let loss_scale = t.loss_scale();
-        // the passes as one device runs them: in the working precision, the loss scaled
-        compute_scope(dtype, || {
-            with_loss_scale(loss_scale, || -> Result<()> {
-                let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
-                let batches = micros
-                    .iter()
-                    .map(|b| gpt.upload(gpu, b))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
-                // LoRA adapters apply their dropout in training passes only (an error ends the run,
-                // so it needs no reset)
-                gpt.set_training(true);
-                for &a in &self.order {
-                    // what the action waits for from a neighbour comes first: the wait is the
-                    // bubble's, not the action's
-                    let received = match a {
-                        Action::Forward(_) if !span.first => {
-                            Some(Links::recv(&links.prev, hidden, &mut links.bytes)?)
-                        }
-                        Action::Backward(_) if !span.last => {
-                            Some(Links::recv(&links.next, hidden, &mut links.bytes)?)
-                        }
-                        _ => None,
-                    };
-                    let start = Instant::now();
-                    // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
-                    crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
-                    let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
-                        let x =
-                            Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
-                        gpu.upload(&x, &v);
-                        Ok(x)
-                    };
-                    match a {
-                        Action::Forward(j) => {
-                            let input = received.map(|v| upload(v, "stage input")).transpose()?;
-                            let (out, cache) = gpt.stage_forward(
-                                gpu,
-                                span,
-                                &batches[j],
-                                input,
-                                scale,
-                                &mut NoHooks,
-                            )?;
-                            match out {
-                                StageOut::Hidden(h) => {
-                                    let v = gpu.read_bytes(&h)?;
-                                    Links::send(&links.next, v, &mut links.bytes)?;
-                                }
-                                StageOut::Losses(l) => {
-                                    gpu.sync()?;
-                                    stage_losses.push(l);
-                                }
+        // the passes as one device runs them, the loss scaled
+        let loss = LossGrad {
+            scale,
+            loss_scale: loss_scale.as_deref(),
+        };
+        {
+            let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
+            let batches = micros
+                .iter()
+                .map(|b| gpt.upload(gpu, b))
+                .collect::<Result<Vec<_>>>()?;
+            let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
+            // LoRA adapters apply their dropout in training passes only (an error ends the run,
+            // so it needs no reset)
+            gpt.set_training(true);
+            for &a in &self.order {
+                // what the action waits for from a neighbour comes first: the wait is the
+                // bubble's, not the action's
+                let received = match a {
+                    Action::Forward(_) if !span.first => {
+                        Some(Links::recv(&links.prev, hidden, &mut links.bytes)?)
+                    }
+                    Action::Backward(_) if !span.last => {
+                        Some(Links::recv(&links.next, hidden, &mut links.bytes)?)
+                    }
+                    _ => None,
+                };
+                let start = Instant::now();
+                // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
+                crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
+                let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
+                    let x = Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
+                    gpu.upload(&x, &v);
+                    Ok(x)
+                };
+                match a {
+                    Action::Forward(j) => {
+                        let input = received.map(|v| upload(v, "stage input")).transpose()?;
+                        let (out, cache) =
+                            gpt.stage_forward(gpu, span, &batches[j], input, loss, &mut NoHooks)?;
+                        match out {
+                            StageOut::Hidden(h) => {
+                                let v = gpu.read_bytes(&h)?;
+                                Links::send(&links.next, v, &mut links.bytes)?;
                             }
-                            caches[j] = Some(cache);
-                        }
-                        Action::Backward(j) => {
-                            let dout = received
-                                .map(|v| upload(v, "stage output grad"))
-                                .transpose()?;
-                            let cache = caches[j].take().expect("a forward before its backward");
-                            match gpt.stage_backward(
-                                gpu,
-                                span,
-                                &batches[j],
-                                cache,
-                                dout,
-                                &mut NoHooks,
-                            )? {
-                                Some(dx) => {
-                                    let v = gpu.read_bytes(&dx)?;
-                                    Links::send(&links.prev, v, &mut links.bytes)?;
-                                }
-                                None => gpu.sync()?,
+                            StageOut::Losses(l) => {
+                                gpu.sync()?;
+                                stage_losses.push(l);
                             }
+                        }
+                        caches[j] = Some(cache);
+                    }
+                    Action::Backward(j) => {
+                        let dout = received
+                            .map(|v| upload(v, "stage output grad"))
+                            .transpose()?;
+                        let cache = caches[j].take().expect("a forward before its backward");
+                        match gpt.stage_backward(
+                            gpu,
+                            span,
+                            &batches[j],
+                            cache,
+                            dout,
+                            &mut NoHooks,
+                        )? {
+                            Some(dx) => {
+                                let v = gpu.read_bytes(&dx)?;
+                                Links::send(&links.prev, v, &mut links.bytes)?;
+                            }
+                            None => gpu.sync()?,
                         }
                     }
-                    self.events.push(Event {
-                        stage: s,
-                        step,
-                        action: a,
-                        start_ms: ms(start),
-                        end_ms: ms(Instant::now()),
-                    });
                 }
-                gpt.set_training(false);
-                Ok(())
-            })
-        })?;
+                self.events.push(Event {
+                    stage: s,
+                    step,
+                    action: a,
+                    start_ms: ms(start),
+                    end_ms: ms(Instant::now()),
+                });
+            }
+            gpt.set_training(false);
+        }
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;
         }
@@ -1132,9 +1133,7 @@ impl Chained<'_> {
             }
         };
         let span = self.span;
-        let out = compute_scope(dtype, || {
-            gpt.stage_logits(gpu, span, &b, input, &mut NoHooks)
-        })?;
+        let out = gpt.stage_logits(gpu, span, &b, input, &mut NoHooks)?;
         if !span.last {
             let v = gpu.read_bytes(&out)?;
             Links::send(&links.next, v, &mut links.bytes)?;
@@ -1157,7 +1156,7 @@ impl Chained<'_> {
             Some(t) => t.to_f32(gpu)?,
             None => vec![0.0; shape.iter().product()],
         };
-        comm.broadcast(&mut host, self.stages - 1)?;
+        comm.broadcast(bytemuck::cast_slice_mut(&mut host), self.stages - 1)?;
         *self.clock += start.elapsed();
         match out {
             Some(t) => Ok(t),

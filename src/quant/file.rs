@@ -466,8 +466,8 @@ impl QuantizedModel {
                 .filter(|(_, e)| matches!(e, Encoded::Kashin(_)))
                 .map(|(n, _)| n.clone()),
         );
-        let mut model =
-            crate::nn::shard_scope(&resident, true, || crate::train::build_model(gpu, &config))?;
+        let build = crate::nn::Build::new(gpu).shard(&resident, true);
+        let mut model = crate::train::build_model(&build, &config)?;
         for l in model.linears_mut() {
             if let Some(e) = self.quantized.get(&l.w.name) {
                 let [rows, cols] = e.shape();

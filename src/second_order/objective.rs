@@ -501,7 +501,7 @@ impl MlpDigits {
             classes: CLASSES,
             activation: crate::nn::Activation::Relu,
         };
-        let model = crate::nn::Mlp::new(gpu, config, &mut Rng::new(1337))?;
+        let model = crate::nn::Mlp::new(&crate::nn::Build::new(gpu), config, &mut Rng::new(1337))?;
         let rows = d.train_y.len();
         let mut x0 = vec![];
         for p in model.params() {
@@ -543,9 +543,13 @@ impl Objective for MlpDigits {
         }
         crate::nn::zero_grads(gpu, &params);
         let scale = 1.0 / self.rows as f32;
-        let losses =
-            self.model
-                .forward_backward(gpu, &self.x, &self.y, scale, &mut crate::nn::NoHooks)?;
+        let losses = self.model.forward_backward(
+            gpu,
+            &self.x,
+            &self.y,
+            crate::nn::LossGrad::plain(scale),
+            &mut crate::nn::NoHooks,
+        )?;
         let params = self.model.params();
         let mut offset = 0;
         for p in &params {

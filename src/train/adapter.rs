@@ -184,9 +184,8 @@ impl Adapter {
     /// lacks, or one it has and the file does not, is an error naming it.
     pub fn apply(&self, gpu: &Gpu, model: &mut dyn Model) -> Result<()> {
         // for inference: the adapters need no gradients
-        crate::nn::frozen_scope(&["*".to_string()], || {
-            model.add_lora(gpu, &self.config, &mut crate::rng::Rng::new(0))
-        })?;
+        let frozen = crate::nn::Build::new(gpu).frozen(&["*".to_string()]);
+        model.add_lora(&frozen, &self.config, &mut crate::rng::Rng::new(0))?;
         let params = model.params();
         let lora: Vec<_> = params
             .iter()

@@ -26,10 +26,7 @@ use crate::data::text::Text;
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu};
 use crate::nn::model::freeze;
-use crate::nn::{
-    compute_scope, frozen_scope, grad_dtype_scope, shard_scope, with_loss_scale, zero_grads, Batch,
-    Gpt, Mlp, Model, NoHooks, Param, StepHooks,
-};
+use crate::nn::{zero_grads, Batch, Build, Gpt, LossGrad, Mlp, Model, NoHooks, Param, StepHooks};
 use crate::ops::reduce::{reduce, reduce_all, Reduction};
 use crate::optim::guard::{self, Health};
 use crate::optim::{grad_norm_sq, Optimizer};
@@ -109,9 +106,10 @@ impl Task {
     }
 }
 
-/// Builds the model a config describes, initialised from the config's seed, with the
-/// parameters the config's `freeze` patterns name frozen.
-pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
+/// Builds the model a config describes in `b`'s precision and shard, initialised from the
+/// config's seed, with the parameters the config's `freeze` patterns name frozen.
+pub fn build_model(b: &Build, config: &TrainConfig) -> Result<Box<dyn Model>> {
+    let gpu = b.gpu;
     // the weights alone, from the config, before anything is built
     crate::memory::check_fits(
         gpu,
@@ -128,19 +126,19 @@ pub fn build_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
     if config.lora.is_some() {
         base_frozen.push("*".into());
     }
-    let mut model: Box<dyn Model> = frozen_scope(&base_frozen, || -> Result<Box<dyn Model>> {
-        Ok(match config.model {
-            ModelKind::Mlp => Box::new(Mlp::new(gpu, config.mlp.clone(), &mut rng)?),
-            ModelKind::Gpt => {
-                let mut g = Gpt::new(gpu, config.gpt.clone(), &mut rng)?;
-                g.recompute = config.recompute;
-                Box::new(g)
-            }
-        })
-    })?;
+    let base = b.clone().frozen(&base_frozen);
+    let mut model: Box<dyn Model> = match config.model {
+        ModelKind::Mlp => Box::new(Mlp::new(&base, config.mlp.clone(), &mut rng)?),
+        ModelKind::Gpt => {
+            let mut g = Gpt::new(&base, config.gpt.clone(), &mut rng)?;
+            g.recompute = config.recompute;
+            Box::new(g)
+        }
+    };
     if let Some(lora) = &config.lora {
         let mut lora_rng = Rng::new(config.seed ^ 0x10_4A);
-        frozen_scope(&config.freeze, || model.add_lora(gpu, lora, &mut lora_rng))?;
+        let adapters = b.clone().frozen(&config.freeze);
+        model.add_lora(&adapters, lora, &mut lora_rng)?;
     }
     freeze(model.as_mut(), &config.freeze)?;
     if model.trainable_params().is_empty() {
@@ -283,12 +281,11 @@ impl<'g> Trainer<'g> {
         // exists, so the run's peaks (and the planner's) are the training step's alone.
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
-        let model = compute_scope(dtype, || {
-            grad_dtype_scope(grad_dtype, || match &shard {
-                Some(s) if s.grads => shard_scope(&s.own, s.values, || build_model(gpu, &config)),
-                _ => build_model(gpu, &config),
-            })
-        })?;
+        let mut build = Build::new(gpu).precision(dtype).grads(grad_dtype);
+        if let Some(s) = shard.as_ref().filter(|s| s.grads) {
+            build = build.shard(&s.own, s.values);
+        }
+        let model = build_model(&build, &config)?;
         let scale = config.scaler().map_or(1.0, |s| s.initial_scale);
         let owned: Vec<_> = model
             .trainable_params()
@@ -352,16 +349,19 @@ impl<'g> Trainer<'g> {
             let seed = self.dropout_seed(first + k);
             self.model.set_dropout_seed(seed);
             let scale = 1.0 / count as f32;
-            let losses = with_loss_scale(self.loss_scale(), || {
-                self.model.forward_backward(gpu, micro, scale, hooks)
-            })?;
+            let loss_scale = self.loss_scale();
+            let loss = LossGrad {
+                scale,
+                loss_scale: loss_scale.as_deref(),
+            };
+            let losses = self.model.forward_backward(gpu, micro, loss, hooks)?;
             reduce(gpu, &losses, Reduction::Sum, &self.loss_sum, 0, k > 0)?;
         }
         Ok(())
     }
 
     /// The step stats whose loss scale a backward multiplies the loss gradient by, under a
-    /// loss scaler (for [`crate::nn::with_loss_scale`]; None without one).
+    /// loss scaler (for a pass's [`LossGrad`]; None without one).
     pub fn loss_scale(&self) -> Option<Arc<Tensor>> {
         self.config.scaler().map(|_| self.stats.clone())
     }
@@ -671,7 +671,7 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
     // The model on a ledger twin first: every tensor is checked against the checkpoint and the
     // memory planned before anything is allocated.
     let ledger = gpu.ledger();
-    let twin = build_model(&ledger, &config)?;
+    let twin = build_model(&Build::new(&ledger), &config)?;
     ckpt.restore(&ledger, &twin.params(), None, false)?;
     crate::memory::check_fits(
         gpu,
@@ -681,7 +681,7 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         "it was trained on a device with more memory; run it there",
     )?;
     drop(twin);
-    let model = build_model(gpu, &config)?;
+    let model = build_model(&Build::new(gpu), &config)?;
     ckpt.restore(gpu, &model.params(), None, false)?;
     Ok((config, model))
 }

@@ -4,9 +4,9 @@
 
 use crate::common::*;
 use crate::reference;
-use wgtrain::nn::frozen_scope;
 use wgtrain::nn::linear::Linear;
 use wgtrain::nn::lora::{LoraAdapter, LoraConfig};
+use wgtrain::nn::Build;
 use wgtrain::rng::Rng;
 
 const DIMS: (usize, usize, usize, usize) = (6, 12, 10, 3); // rows, in, out, r
@@ -14,16 +14,15 @@ const DIMS: (usize, usize, usize, usize) = (6, 12, 10, 3); // rows, in, out, r
 fn layer(rng: &mut Rng) -> (Linear, f64) {
     let (_, n_in, n_out, _) = DIMS;
     // the base frozen, as LoRA trains it
-    let mut l = frozen_scope(&["l.weight".into(), "l.bias".into()], || {
-        Linear::new(gpu(), "l", n_in, n_out, true, 0.5, rng)
-    })
-    .unwrap();
+    let base = Build::new(gpu()).frozen(&["l.weight".into(), "l.bias".into()]);
+    let mut l = Linear::new(&base, "l", n_in, n_out, true, 0.5, rng).unwrap();
     let config = LoraConfig {
         r: DIMS.3,
         alpha: 6.0,
         ..LoraConfig::default()
     };
-    let adapter = LoraAdapter::new(gpu(), l.name(), n_in, n_out, &config, rng).unwrap();
+    let adapter =
+        LoraAdapter::new(&Build::new(gpu()), l.name(), n_in, n_out, &config, rng).unwrap();
     // B = 0 at init; give it values so every term of the backward is exercised
     adapter
         .b

@@ -153,7 +153,7 @@ fn run_gpu(
     clip: f32,
 ) -> (Vec<f32>, Optimizer, Param) {
     let n = x0.len();
-    let p = Param::new(gpu, "w", &[n], x0, decay).unwrap();
+    let p = Param::new(&wgtrain::nn::Build::new(gpu), "w", &[n], x0, decay).unwrap();
     let mut opt = Optimizer::new(gpu, config, clip, &[&p]).unwrap();
     let norm_sq = wgtrain::optim::guard::step_stats(gpu, 1.0).unwrap();
     for g in all_grads {
@@ -456,7 +456,14 @@ fn optimizer_state_bytes_match_the_formula_per_parameter() {
     let n = 256 * 20;
     for (name, rms, per_256) in cases {
         let gpu = Gpu::new(None).unwrap();
-        let p = Param::new(&gpu, "w", &[n], &vec![0.0; n], true).unwrap();
+        let p = Param::new(
+            &wgtrain::nn::Build::new(&gpu),
+            "w",
+            &[n],
+            &vec![0.0; n],
+            true,
+        )
+        .unwrap();
         let mut c = OptimizerConfig::named(name);
         if let Some((centered, momentum)) = rms {
             c.centered = Some(centered);

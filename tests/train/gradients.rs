@@ -5,7 +5,7 @@
 use crate::{gpu, reference};
 use std::collections::HashMap;
 use wgtrain::nn::gpt::GptBatch;
-use wgtrain::nn::{zero_grads, Gpt, GptConfig, Mlp, MlpConfig, NoHooks, Param};
+use wgtrain::nn::{zero_grads, Build, Gpt, GptConfig, LossGrad, Mlp, MlpConfig, NoHooks, Param};
 use wgtrain::ops::softmax_xent::PAD;
 use wgtrain::rng::Rng;
 use wgtrain::{Category, Tensor};
@@ -263,7 +263,7 @@ fn gpt_gradients_match_a_float64_model() {
         n_embd: 8,
     };
     let mut rng = Rng::new(3);
-    let mut model = Gpt::new(gpu(), cfg.clone(), &mut rng).unwrap();
+    let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut rng).unwrap();
     // Larger weights than GPT-2's init so every path carries signal.
     for p in model.params() {
         let n = p.numel();
@@ -281,7 +281,12 @@ fn gpt_gradients_match_a_float64_model() {
     let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
     zero_grads(gpu(), &model.params());
     let losses = model
-        .forward_backward(gpu(), &batch, 1.0 / batch.n_targets as f32, &mut NoHooks)
+        .forward_backward(
+            gpu(),
+            &batch,
+            LossGrad::plain(1.0 / batch.n_targets as f32),
+            &mut NoHooks,
+        )
         .unwrap();
     let params = model.params();
     let gpu_loss: f32 = losses.to_f32(gpu()).unwrap().iter().sum::<f32>() / batch.n_targets as f32;
@@ -306,7 +311,7 @@ fn mlp_gradients_match_a_float64_model() {
             classes: 4,
             activation,
         };
-        let mut model = Mlp::new(gpu(), cfg.clone(), &mut rng).unwrap();
+        let mut model = Mlp::new(&Build::new(gpu()), cfg.clone(), &mut rng).unwrap();
         let n = 6;
         let x: Vec<f32> = rng.uniform_vec(n * 7, -1.0, 1.0);
         let y: Vec<u32> = (0..n).map(|_| rng.below(4) as u32).collect();
@@ -314,7 +319,13 @@ fn mlp_gradients_match_a_float64_model() {
         let ty = Tensor::from_u32(gpu(), "y", &[n], &y, Category::Activations).unwrap();
         zero_grads(gpu(), &model.params());
         model
-            .forward_backward(gpu(), &tx, &ty, 1.0 / n as f32, &mut NoHooks)
+            .forward_backward(
+                gpu(),
+                &tx,
+                &ty,
+                LossGrad::plain(1.0 / n as f32),
+                &mut NoHooks,
+            )
             .unwrap();
         let params = model.params();
         let (values, grads) = read_params(&params);
@@ -435,14 +446,14 @@ fn fused_gelu_run(own: &wgtrain::Gpu) -> Vec<Vec<u32>> {
         n_embd: 16,
     };
     let mut rng = Rng::new(5);
-    let mut gpt = Gpt::new(own, cfg.clone(), &mut rng).unwrap();
+    let mut gpt = Gpt::new(&Build::new(own), cfg.clone(), &mut rng).unwrap();
     let (b, t) = (2, 8);
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(13) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(13) as u32).collect();
     let batch = GptBatch::new(own, &cfg, &tokens, &targets, b, t).unwrap();
     zero_grads(own, &gpt.params());
     let losses = gpt
-        .forward_backward(own, &batch, 0.1, &mut NoHooks)
+        .forward_backward(own, &batch, LossGrad::plain(0.1), &mut NoHooks)
         .unwrap();
     let mut out = vec![bits(losses.to_f32(own).unwrap())];
     out.extend(grads(gpt.params()));
@@ -452,14 +463,14 @@ fn fused_gelu_run(own: &wgtrain::Gpu) -> Vec<Vec<u32>> {
         classes: 4,
         activation: wgtrain::nn::Activation::Gelu,
     };
-    let mut mlp = Mlp::new(own, mlp_cfg, &mut rng).unwrap();
+    let mut mlp = Mlp::new(&Build::new(own), mlp_cfg, &mut rng).unwrap();
     let x = rng.uniform_vec(42, -2.0, 2.0);
     let x = Tensor::from_f32(own, "x", &[6, 7], &x, Category::Activations).unwrap();
     let y = [0, 1, 2, 3, 1, 2];
     let y = Tensor::from_u32(own, "y", &[6], &y, Category::Activations).unwrap();
     zero_grads(own, &mlp.params());
     let losses = mlp
-        .forward_backward(own, &x, &y, 0.2, &mut NoHooks)
+        .forward_backward(own, &x, &y, LossGrad::plain(0.2), &mut NoHooks)
         .unwrap();
     out.push(bits(losses.to_f32(own).unwrap()));
     out.extend(grads(mlp.params()));

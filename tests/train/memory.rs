@@ -3,7 +3,7 @@
 
 use crate::gpu;
 use wgtrain::nn::gpt::GptBatch;
-use wgtrain::nn::{zero_grads, Gpt, GptConfig, NoHooks, Recompute};
+use wgtrain::nn::{zero_grads, Build, Gpt, GptConfig, LossGrad, NoHooks, Recompute};
 use wgtrain::optim::{OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
 use wgtrain::train::{ModelKind, TrainConfig, Trainer};
@@ -76,12 +76,12 @@ fn every_checkpoint_policy_gives_bit_identical_gradients_and_the_stated_recomput
     let tokens: Vec<u32> = (0..3 * 8).map(|_| rng.below(32) as u32).collect();
     let targets: Vec<u32> = (0..3 * 8).map(|_| rng.below(32) as u32).collect();
     let run = |policy: Recompute| {
-        let mut model = Gpt::new(gpu(), cfg.clone(), &mut Rng::new(1)).unwrap();
+        let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut Rng::new(1)).unwrap();
         model.recompute = policy;
         let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, 3, 8).unwrap();
         zero_grads(gpu(), &model.params());
         let losses = model
-            .forward_backward(gpu(), &batch, 0.1, &mut NoHooks)
+            .forward_backward(gpu(), &batch, LossGrad::plain(0.1), &mut NoHooks)
             .unwrap()
             .to_f32(gpu())
             .unwrap();

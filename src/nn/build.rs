@@ -1,0 +1,130 @@
+//! How a model's parameters are made ([`Build`]) and how a training pass seeds its backward
+//! ([`LossGrad`]): the two contexts every constructor and every pass is handed explicitly.
+//! Nothing about precision, freezing, sharding or loss scaling is read from the thread.
+
+use crate::gpu::Gpu;
+use crate::tensor::{DType, Tensor};
+use std::collections::HashSet;
+
+/// The context a model is built in: the device, the working precision of its parameters and
+/// activations (f32, or f16/bf16 under mixed precision with f32 masters), the gradients' dtype,
+/// which parameters are frozen and which this rank holds. Every constructor takes one;
+/// `Build::new(gpu)` is plain f32 training with everything on this device.
+#[derive(Clone)]
+pub struct Build<'g> {
+    pub gpu: &'g Gpu,
+    compute: DType,
+    grads: Option<DType>,
+    frozen: Vec<String>,
+    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard), and
+    /// with `values` only these (frozen ones too) get their value on this device (ZeRO 3).
+    own: Option<HashSet<String>>,
+    values: bool,
+}
+
+/// What [`Build`] decides for one parameter.
+pub(crate) struct ParamPlan {
+    pub frozen: bool,
+    /// The gradient (or, with `value_elsewhere`, the value too) lives on another rank.
+    pub elsewhere: bool,
+    pub value_elsewhere: bool,
+    pub compute: DType,
+    pub grads: DType,
+}
+
+impl<'g> Build<'g> {
+    /// f32, every parameter trainable and held here.
+    pub fn new(gpu: &'g Gpu) -> Build<'g> {
+        Build {
+            gpu,
+            compute: DType::F32,
+            grads: None,
+            frozen: Vec::new(),
+            own: None,
+            values: false,
+        }
+    }
+
+    /// `dtype` as the working precision: parameters get a working copy and gradients of that
+    /// type (mixed precision, with f32 masters), and the passes make activations in it.
+    pub fn precision(mut self, dtype: DType) -> Self {
+        assert!(
+            matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
+            "Build::precision: {} is not a float working precision",
+            dtype.name()
+        );
+        self.compute = dtype;
+        self
+    }
+
+    /// Gradients of `dtype` for the trainable parameters, whatever the working precision (the
+    /// trainer's f32 gradients when mixed-precision micro-batches or ranks are summed).
+    pub fn grads(mut self, dtype: DType) -> Self {
+        self.grads = Some(dtype);
+        self
+    }
+
+    /// Parameters whose names match one of `patterns` ([`name_matches`]) are built frozen: no
+    /// gradient is ever allocated for them (freezing afterwards would allocate it first).
+    pub fn frozen(mut self, patterns: &[String]) -> Self {
+        self.frozen = patterns.to_vec();
+        self
+    }
+
+    /// Gradient buffers only for the trainable parameters in `own` (a ZeRO 2 rank's shard), and
+    /// with `values` their values only too (ZeRO 3); what a rank lacks the step's
+    /// [`super::StepHooks`] lend while a layer needs it.
+    pub fn shard(mut self, own: &HashSet<String>, values: bool) -> Self {
+        self.own = Some(own.clone());
+        self.values = values;
+        self
+    }
+
+    /// The working precision.
+    pub fn compute(&self) -> DType {
+        self.compute
+    }
+
+    pub(crate) fn plan(&self, name: &str) -> ParamPlan {
+        let frozen = self.frozen.iter().any(|p| name_matches(p, name));
+        // what this rank does not hold, frozen parameters included (a ZeRO 3 rank holds its
+        // share of a LoRA base, a pipeline stage its own layers')
+        let elsewhere = self.own.as_ref().is_some_and(|own| !own.contains(name));
+        ParamPlan {
+            frozen,
+            elsewhere,
+            value_elsewhere: elsewhere && self.values,
+            compute: self.compute,
+            grads: self.grads.unwrap_or(self.compute),
+        }
+    }
+}
+
+/// How a training pass seeds its backward: dloss/dlogit = `scale` · (softmax − onehot), times
+/// the dynamic loss scale held in `loss_scale` (the step stats of a run with a loss scaler,
+/// `optim::guard`) when given. `scale` is 1/(targets of the whole step), over micro-batches and
+/// ranks, so that summed gradients are the mean loss's.
+#[derive(Clone, Copy)]
+pub struct LossGrad<'a> {
+    pub scale: f32,
+    pub loss_scale: Option<&'a Tensor>,
+}
+
+impl LossGrad<'_> {
+    /// Gradients of Σ losses · `scale`, no loss scaler.
+    pub fn plain(scale: f32) -> LossGrad<'static> {
+        LossGrad {
+            scale,
+            loss_scale: None,
+        }
+    }
+}
+
+/// Whether `name` matches a freeze pattern: the exact name, or a prefix ending in `*`
+/// ("h.0.*", "wte").
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
