@@ -278,23 +278,24 @@ fn model_state_formula(
     let h = config.optimizer.resolve()?;
     let k = wgtrain::memory::optimizer_bytes_per_param(h.name, h.centered, h.momentum);
     let psi = config.weight_count() as f64;
-    // mixed precision adds the half working copies (2 bytes a weight wherever the value is)
-    // to the f32 values (the masters) and a rank's f32 gradients
-    let w = match config.precision {
-        wgtrain::train::config::Precision::Fp32 => 0.0,
-        _ => 2.0,
+    // v: the weights the layers read, on every rank (f32, or the half working copies); m: the
+    // f32 masters under mixed precision, with the rank that updates them; a rank's gradients
+    // are f32 (4 bytes)
+    let (v, m) = match config.precision {
+        wgtrain::train::config::Precision::Fp32 => (4.0, 0.0),
+        _ => (2.0, 4.0),
     };
     let per_rank: Vec<f64> = match (options.mode, options.zero) {
         (Mode::Dp, _) => (0..n)
             .map(|r| {
                 if r == 0 {
-                    (w + 8.0 + k) * psi
+                    (v + m + 4.0 + k) * psi
                 } else {
-                    (w + 8.0) * psi
+                    (v + 4.0) * psi
                 }
             })
             .collect(),
-        (Mode::Ddp, 0) => vec![(w + 8.0 + k) * psi; n],
+        (Mode::Ddp, 0) => vec![(v + m + 4.0 + k) * psi; n],
         (Mode::Ddp, _) => {
             // each rank's own share of Ψ, from the same partition the run uses
             let ledger = gpu.ledger();
@@ -316,21 +317,23 @@ fn model_state_formula(
                         .sum();
                     let own = own as f64;
                     match options.zero {
-                        1 => (w + 8.0) * psi + k * own,
-                        2 => (w + 4.0) * psi + (4.0 + k) * own,
-                        _ => (w + 8.0 + k) * own,
+                        1 => (v + 4.0) * psi + (m + k) * own,
+                        2 => v * psi + (4.0 + m + k) * own,
+                        _ => (v + m + 4.0 + k) * own,
                     }
                 })
                 .collect()
         }
     };
-    let (a, b) = (w + 8.0, w + 4.0);
+    let (whole, replica, mk) = (v + m + 4.0, v + 4.0, m + k);
     let text = match (options.mode, options.zero) {
-        (Mode::Dp, _) => format!("({a} + {k})Ψ on the server, {a}Ψ on a replica, Ψ = {psi}"),
-        (Mode::Ddp, 0) => format!("({a} + {k})Ψ, Ψ = {psi}"),
-        (_, 1) => format!("{a}Ψ + {k}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
-        (_, 2) => format!("{b}Ψ + (4 + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
-        _ => format!("({a} + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (Mode::Dp, _) => {
+            format!("({whole} + {k})Ψ on the server, {replica}Ψ on a replica, Ψ = {psi}")
+        }
+        (Mode::Ddp, 0) => format!("({whole} + {k})Ψ, Ψ = {psi}"),
+        (_, 1) => format!("{replica}Ψ + {mk}Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        (_, 2) => format!("{v}Ψ + (4 + {mk})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
+        _ => format!("({whole} + {k})Ψ_r (Ψ_r: the rank's own tensors, ≈ Ψ/{n}), Ψ = {psi}"),
     };
     Ok(Some((text, per_rank.iter().map(|&b| b as u64).collect())))
 }

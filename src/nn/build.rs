@@ -16,18 +16,23 @@ pub struct Build<'g> {
     compute: DType,
     grads: Option<DType>,
     frozen: Vec<String>,
-    /// When set, only these trainable parameters get a gradient buffer (a ZeRO 2 shard), and
-    /// with `values` only these (frozen ones too) get their value on this device (ZeRO 3).
+    /// The parameters this rank owns, when the model states are sharded ([`Build::shard`]).
     own: Option<HashSet<String>>,
+    own_grads: bool,
     values: bool,
 }
 
 /// What [`Build`] decides for one parameter.
 pub(crate) struct ParamPlan {
     pub frozen: bool,
-    /// The gradient (or, with `value_elsewhere`, the value too) lives on another rank.
-    pub elsewhere: bool,
+    /// Its gradient lives on another rank (ZeRO 2 and 3, a pipeline's other stages).
+    pub grad_elsewhere: bool,
+    /// Its value lives on another rank (ZeRO 3, a pipeline's other stages).
     pub value_elsewhere: bool,
+    /// Under mixed precision, its f32 master lives with the rank whose optimizer updates it;
+    /// this rank keeps the half working copy alone (ZeRO 1 and 2, a parameter server's
+    /// replicas).
+    pub master_elsewhere: bool,
     pub compute: DType,
     pub grads: DType,
 }
@@ -41,6 +46,7 @@ impl<'g> Build<'g> {
             grads: None,
             frozen: Vec::new(),
             own: None,
+            own_grads: false,
             values: false,
         }
     }
@@ -71,11 +77,14 @@ impl<'g> Build<'g> {
         self
     }
 
-    /// Gradient buffers only for the trainable parameters in `own` (a ZeRO 2 rank's shard), and
-    /// with `values` their values only too (ZeRO 3); what a rank lacks the step's
-    /// [`super::StepHooks`] lend while a layer needs it.
-    pub fn shard(mut self, own: &HashSet<String>, values: bool) -> Self {
+    /// A rank that owns the parameters in `own` (a ZeRO shard, a pipeline stage, none for a
+    /// parameter server's replica): under mixed precision only these keep their f32 masters
+    /// (the others their half working copies); with `grads` only these get gradient buffers
+    /// (ZeRO 2), with `values` only these (frozen ones too) their values (ZeRO 3). What a rank
+    /// lacks the step's [`super::StepHooks`] lend while a layer needs it.
+    pub fn shard(mut self, own: &HashSet<String>, grads: bool, values: bool) -> Self {
         self.own = Some(own.clone());
+        self.own_grads = grads;
         self.values = values;
         self
     }
@@ -92,8 +101,9 @@ impl<'g> Build<'g> {
         let elsewhere = self.own.as_ref().is_some_and(|own| !own.contains(name));
         ParamPlan {
             frozen,
-            elsewhere,
+            grad_elsewhere: elsewhere && self.own_grads,
             value_elsewhere: elsewhere && self.values,
+            master_elsewhere: elsewhere && !frozen && self.compute != DType::F32,
             compute: self.compute,
             grads: self.grads.unwrap_or(self.compute),
         }

@@ -44,6 +44,9 @@ pub struct Param {
     /// Mixed precision: the half-precision working copy (f16 or bf16, charged to params),
     /// rounded from the master after every update ([`Param::refresh_work`]).
     work: Option<Tensor>,
+    /// Whether `work` was lent with a gathered value ([`Param::lend_value`]), and goes when
+    /// the value does; a working copy kept while the master lives elsewhere stays.
+    work_lent: bool,
     shape: Vec<usize>,
     /// The working precision the layers compute with (f32, or the half type under mixed
     /// precision), known while the value lives elsewhere too.
@@ -133,19 +136,23 @@ impl Param {
         let gpu = b.gpu;
         let build::ParamPlan {
             frozen,
-            elsewhere,
+            grad_elsewhere,
             value_elsewhere,
+            master_elsewhere,
             compute,
             grads: grad_dtype,
         } = b.plan(name);
         let mixed = compute != DType::F32;
-        // a trainable master is optimizer state under mixed precision (ZeRO's 4Ψ of its 12Ψ)
-        let master = if mixed && !frozen {
+        // a trainable master is optimizer state under mixed precision (ZeRO's 4Ψ of its 12Ψ);
+        // one that lives elsewhere is made only to round the working copy from
+        let master = if master_elsewhere {
+            Category::Workspace
+        } else if mixed && !frozen {
             Category::OptimizerState
         } else {
             Category::Params
         };
-        let value = if value_elsewhere {
+        let mut value = if value_elsewhere {
             None
         } else {
             Some(value(master)?)
@@ -158,14 +165,18 @@ impl Param {
             }
             _ => None,
         };
+        if master_elsewhere {
+            value = None;
+        }
         Ok(Param {
             name: name.to_string(),
             value,
             work,
+            work_lent: false,
             shape: shape.to_vec(),
             compute,
             frozen,
-            grad: if frozen || elsewhere {
+            grad: if frozen || grad_elsewhere {
                 None
             } else {
                 let g = Tensor::empty(
@@ -255,45 +266,59 @@ impl Param {
         self.value.is_some()
     }
 
-    /// Lends the parameter `value`, gathered from its owner (ZeRO 3, a pipeline's evaluation):
-    /// in f32, the value, with its half working copy rounded from it under mixed precision; or
-    /// in the working precision, the working copy alone (what the layers read, as the owner
-    /// rounded it; ZeRO 3's training gathers). Charged to workspace, as lent values are; None
-    /// frees what was lent.
+    /// Lends the parameter `value`, gathered from its owner (ZeRO, a pipeline's evaluation):
+    /// in f32, the value, with a half working copy rounded from it under mixed precision unless
+    /// the parameter keeps one (its master living elsewhere: ZeRO 1 and 2); or in the working
+    /// precision, the working copy alone (what the layers read, as the owner rounded it; ZeRO
+    /// 3's training gathers). Charged to workspace, as lent values are; None frees what was
+    /// lent.
     pub fn lend_value(&mut self, gpu: &Gpu, value: Option<Tensor>) -> Result<()> {
         debug_assert!(self.frozen || self.value.is_none() || value.is_none());
         if let Some(v) = &value {
             assert_eq!(v.shape(), self.shape, "{}'s value", self.name);
         }
+        let kept = self.work.is_some() && !self.work_lent;
         match value {
             Some(w) if w.dtype() != DType::F32 => {
                 assert_eq!(w.dtype(), self.compute, "{}'s working copy", self.name);
+                assert!(!kept, "{} keeps its working copy", self.name);
                 self.value = None;
                 self.work = Some(w);
+                self.work_lent = true;
             }
             Some(v) => {
-                self.work = match self.compute {
-                    DType::F32 => None,
-                    half => {
-                        let w = Tensor::empty(
-                            gpu,
-                            &format!("{} (gathered, working copy)", self.name),
-                            &self.shape,
-                            half,
-                            Category::Workspace,
-                        )?;
-                        crate::ops::cast::cast(gpu, &v, &w);
-                        Some(w)
-                    }
-                };
+                if !kept && self.compute != DType::F32 {
+                    let w = Tensor::empty(
+                        gpu,
+                        &format!("{} (gathered, working copy)", self.name),
+                        &self.shape,
+                        self.compute,
+                        Category::Workspace,
+                    )?;
+                    crate::ops::cast::cast(gpu, &v, &w);
+                    self.work = Some(w);
+                    self.work_lent = true;
+                }
                 self.value = Some(v);
             }
             None => {
-                self.work = None;
+                if self.work_lent {
+                    self.work = None;
+                    self.work_lent = false;
+                }
                 self.value = None;
             }
         }
         Ok(())
+    }
+
+    /// The working copy a rank keeps while its master lives elsewhere (ZeRO 1 and 2 under
+    /// mixed precision), for the owner's rounded weights to be copied into; None otherwise.
+    pub fn kept_work(&self) -> Option<&Tensor> {
+        match (&self.value, &self.work, self.work_lent) {
+            (None, Some(w), false) => Some(w),
+            _ => None,
+        }
     }
 }
 

@@ -306,23 +306,32 @@ fn run_rank(
     let rank = comm.rank();
     let (mut t, mut strategy) = setup(gpu, Some(comm), config, options, comm.size(), rank)?;
     // every rank reads the checkpoint itself, as processes on other machines would
-    if let Some(path) = &options.resume {
+    let restored = if let Some(path) = &options.resume {
         t.resume(&Checkpoint::load(path)?)?;
+        true
     } else if let Some(init) = &config.init {
         t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
-    }
+        true
+    } else {
+        false
+    };
     if let (Some(run), None) = (&options.run, &options.resume) {
         t.run = run.clone();
     }
-    // identical replicas: rank 0's weights to everyone, each rank's own init checked against them
+    // a master lives with the rank that updates it (the server; under mixed precision a ZeRO
+    // 1 or 2 owner): what it restored to everyone else's working copy, as after an update
+    if restored && !strategy.holders.is_empty() {
+        strategy.after_update(&mut t)?;
+    }
+    // identical replicas: rank 0's weights to everyone, each rank's own checked against them
     // (under ZeRO 3 every value lives on its holder alone: nothing to compare)
     for p in t.model.params() {
         if options.zero >= 3 {
             break;
         }
-        let mine = p.value().to_f32(gpu)?;
+        let mine = gpu.read_bytes(p.weight())?;
         let mut theirs = mine.clone();
-        comm.broadcast(bytemuck::cast_slice_mut(&mut theirs), 0)?;
+        comm.broadcast(&mut theirs, 0)?;
         if mine != theirs {
             return Err(Error::Device(format!(
                 "rank {rank}: {} differs from rank 0's after the same initialisation",
@@ -423,41 +432,21 @@ impl Strategy for DataParallel<'_> {
         let Some(comm) = self.comm else {
             return Ok(());
         };
+        // who updated each parameter: the server (a replica's update applied no optimizer
+        // state, it only advanced the step), or under ZeRO 1 and 2 its owner (stage 3 gathers
+        // the values layer by layer in the next step instead)
+        let from: Vec<usize> = match (self.mode, &self.owners, self.zero) {
+            (Mode::Dp, _, _) => vec![0; t.model.trainable_params().len()],
+            (Mode::Ddp, Some((_, owner)), 1..=2) => owner.clone(),
+            _ => return Ok(()),
+        };
         let (gpu, rank, buckets) = (t.gpu, self.rank, &self.buckets);
-        // (a dp replica's update has no optimizer state to apply: it only advanced the step)
-        if self.mode == Mode::Dp {
-            // the server's new weights to every replica, a bucket at a time
-            let params = t.model.trainable_params();
-            for (b, indices) in buckets.members.iter().enumerate() {
-                let bucket = buckets.buffer(gpu, b)?;
-                let bucket = &*bucket;
-                let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
-                let mut host = if rank == 0 {
-                    pack(gpu, &members, bucket, |p| p.value())?
-                } else {
-                    vec![0.0; (bucket.bytes() / 4) as usize]
-                };
-                let host_bytes = bytemuck::cast_slice_mut(&mut host);
-                timed(&mut self.clock, || comm.broadcast(host_bytes, 0))?;
-                let keep = vec![rank != 0; members.len()];
-                unpack_values(gpu, &host, &members, bucket, &keep);
-            }
-        }
-        if let (Some((_, owner)), 1..=2) = (&self.owners, self.zero) {
-            // each parameter's owner updated it: an all-gather per bucket gives everyone the
-            // new values (stage 3 gathers them layer by layer in the next step instead)
-            let params = t.model.trainable_params();
-            for (b, indices) in buckets.members.iter().enumerate() {
-                let bucket = buckets.buffer(gpu, b)?;
-                let bucket = &*bucket;
-                let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
-                let mut host = pack(gpu, &members, bucket, |p| p.value())?;
-                let counts = f32_bytes(&buckets.segments[b]);
-                let host_bytes = bytemuck::cast_slice_mut(&mut host);
-                timed(&mut self.clock, || comm.all_gather(host_bytes, &counts))?;
-                let keep: Vec<bool> = indices.iter().map(|&i| owner[i] != rank).collect();
-                unpack_values(gpu, &host, &members, bucket, &keep);
-            }
+        let params = t.model.trainable_params();
+        for (b, indices) in buckets.members.iter().enumerate() {
+            let bucket = buckets.buffer(gpu, b)?;
+            let members: Vec<&Param> = indices.iter().map(|&i| params[i]).collect();
+            let from: Vec<usize> = indices.iter().map(|&i| from[i]).collect();
+            sync_weights(gpu, comm, rank, &members, &from, &bucket, &mut self.clock)?;
         }
         Ok(())
     }
@@ -471,15 +460,15 @@ impl Strategy for DataParallel<'_> {
         t: &mut Trainer,
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
-        match self.zero {
-            3.. => {
+        match self.holders.is_empty() {
+            false => {
                 let at = (self.rank, self.ranks);
                 let holders = &self.holders;
                 let holder = |name: &str| holders.get(name).copied();
                 self.clock += with_gathered(self.comm, at, t, &holder, work)?;
                 Ok(())
             }
-            _ => work(t),
+            true => work(t),
         }
     }
 
@@ -890,15 +879,60 @@ fn unpack(
     }
 }
 
-/// [`unpack`] of values: each kept member's master value, then its half working copy rounded
-/// from it (mixed precision), as after an update on one device.
-fn unpack_values(gpu: &Gpu, host: &[f32], members: &[&Param], bucket: &Tensor, keep: &[bool]) {
-    unpack(gpu, host, members, bucket, |p| p.value(), keep);
-    for (p, &k) in members.iter().zip(keep) {
-        if k {
-            p.refresh_work(gpu);
+/// Every member's weights as the layers read them (its working copy under mixed precision, else
+/// its value) from the rank `from[k]` names, which updated it, to every other rank: packed in
+/// whole words in rank order into `bucket` (a gradient bucket: 4 bytes a weight, room enough),
+/// all-gathered in their own dtype (half working copies travel as half), and copied into each
+/// receiver's copy (the working copy it keeps while the master lives with the updater, or, in
+/// f32, its value).
+fn sync_weights(
+    gpu: &Gpu,
+    comm: &dyn Collective,
+    rank: usize,
+    members: &[&Param],
+    from: &[usize],
+    bucket: &Tensor,
+    clock: &mut Duration,
+) -> Result<()> {
+    let slot = |p: &Param| p.compute_dtype().bytes_for(p.numel()).next_multiple_of(4);
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&k| from[k]);
+    let mut counts = vec![0usize; comm.size()];
+    let mut offsets = vec![0u64; members.len()];
+    let mut at = 0;
+    for &k in &order {
+        let (p, bytes) = (members[k], slot(members[k]));
+        offsets[k] = at;
+        if from[k] == rank {
+            gpu.copy_region(p.weight(), 0, bucket, at, bytes);
         }
+        counts[from[k]] += bytes as usize;
+        at += bytes;
     }
+    let mut host = gpu.read_bytes(bucket)?;
+    host.truncate(at as usize);
+    timed(clock, || comm.all_gather(&mut host, &counts))?;
+    if from.iter().all(|&f| f == rank) {
+        return Ok(());
+    }
+    host.resize(bucket.bytes() as usize, 0);
+    gpu.upload(bucket, &host);
+    for (k, p) in members.iter().enumerate().filter(|&(k, _)| from[k] != rank) {
+        let copy = match p.kept_work() {
+            Some(w) => w,
+            None => {
+                debug_assert_eq!(
+                    p.compute_dtype(),
+                    DType::F32,
+                    "{}: a master to round",
+                    p.name
+                );
+                p.value()
+            }
+        };
+        gpu.copy_region(bucket, offsets[k], copy, 0, slot(p));
+    }
+    Ok(())
 }
 
 /// The squared gradient norms of `rank`'s own parameters, each into its slot of `parts`.
@@ -1041,9 +1075,23 @@ fn setup<'g, 'c>(
         None => Trainer::for_rank(gpu, config.clone(), None)?,
     };
     let mut strategy = DataParallel::over(&t, comm, options, owners, (rank, ranks), per_rank)?;
-    if let (3.., Some((names, owner))) = (options.zero, &strategy.owners) {
-        let trainable = names.iter().cloned().zip(owner.iter().copied());
-        strategy.holders = trainable.chain(frozen).collect();
+    // the parameters whose value (or master) one rank alone holds: every one under ZeRO 3; the
+    // trainable ones' masters under mixed precision (with their owner under ZeRO 1 and 2, the
+    // server under dp)
+    let mixed = config.precision.dtype() != DType::F32;
+    match (&strategy.owners, options.zero) {
+        (Some((names, owner)), zero) if zero >= 3 || mixed => {
+            let trainable = names.iter().cloned().zip(owner.iter().copied());
+            strategy.holders = match zero {
+                3.. => trainable.chain(frozen).collect(),
+                _ => trainable.collect(),
+            };
+        }
+        (None, _) if mixed && options.mode == Mode::Dp => {
+            let names = t.model.trainable_params().into_iter();
+            strategy.holders = names.map(|p| (p.name.clone(), 0)).collect();
+        }
+        _ => {}
     }
     Ok((t, strategy))
 }

@@ -466,7 +466,7 @@ impl QuantizedModel {
                 .filter(|(_, e)| matches!(e, Encoded::Kashin(_)))
                 .map(|(n, _)| n.clone()),
         );
-        let build = crate::nn::Build::new(gpu).shard(&resident, true);
+        let build = crate::nn::Build::new(gpu).shard(&resident, true, true);
         let mut model = crate::train::build_model(&build, &config)?;
         for l in model.linears_mut() {
             if let Some(e) = self.quantized.get(&l.w.name) {

@@ -189,8 +189,10 @@ pub struct Trainer<'g> {
 }
 
 /// A ZeRO rank's share of the model states: optimizer state for the parameters it owns (stage
-/// 1), from stage 2 gradient buffers for those alone, from stage 3 their values alone (the others' gradients are lent by
-/// the step's hooks while the backward writes them, see [`crate::nn::StepHooks`]).
+/// 1; under mixed precision their f32 masters too, the others keeping half working copies),
+/// from stage 2 gradient buffers for those alone, from stage 3 their values alone (the others'
+/// gradients are lent by the step's hooks while the backward writes them, see
+/// [`crate::nn::StepHooks`]). A parameter server's replica owns nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Shard {
     pub own: HashSet<String>,
@@ -282,8 +284,8 @@ impl<'g> Trainer<'g> {
         crate::ops::matmul_tune::tuning(gpu);
         gpu.pool().reset_peaks();
         let mut build = Build::new(gpu).precision(dtype).grads(grad_dtype);
-        if let Some(s) = shard.as_ref().filter(|s| s.grads) {
-            build = build.shard(&s.own, s.values);
+        if let Some(s) = &shard {
+            build = build.shard(&s.own, s.grads, s.values);
         }
         let model = build_model(&build, &config)?;
         let scale = config.scaler().map_or(1.0, |s| s.initial_scale);

@@ -6,6 +6,7 @@ use crate::Recorder;
 use wgtrain::gpu::{DeviceOptions, Gpu};
 use wgtrain::parallel::ddp::{self, DdpOptions, Mode};
 use wgtrain::parallel::{Collective, InProcess};
+use wgtrain::train::config::Precision;
 use wgtrain::train::{Local, ModelKind, TrainConfig, Trainer, CHECKPOINT_FILE};
 
 fn comms(n: usize) -> Vec<Box<dyn Collective>> {
@@ -334,8 +335,17 @@ fn the_parameter_server_equals_one_device_bit_for_bit_and_alone_holds_the_state(
 
 #[test]
 fn a_checkpoint_resumes_on_several_ranks_in_every_mode_as_an_unbroken_run() {
-    let dir = crate::TmpDir::new("ddp-resume");
-    let c = mlp();
+    // under mixed precision too: a ZeRO 1 or 2 owner (the server) restores the f32 masters it
+    // holds and sends the others their working copies
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        resumes_as_an_unbroken_run(precision);
+    }
+}
+
+fn resumes_as_an_unbroken_run(precision: Precision) {
+    let dir = crate::TmpDir::new(&format!("ddp-resume-{precision:?}"));
+    let mut c = mlp();
+    c.precision = precision;
     let (losses, params) = one_device(&c, 2);
     let mut first = c.clone();
     first.steps = 3;
@@ -371,7 +381,10 @@ fn a_checkpoint_resumes_on_several_ranks_in_every_mode_as_an_unbroken_run() {
                 ..DdpOptions::default()
             };
             let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
-            let what = format!("{mode:?}, zero {zero}, from {}", ckpt.display());
+            let what = format!(
+                "{precision:?}, {mode:?}, zero {zero}, from {}",
+                ckpt.display()
+            );
             assert_eq!(r.losses, losses[3..], "{what}: losses");
             assert_eq!(r.params, params, "{what}: parameters");
         }
@@ -569,6 +582,7 @@ fn data_parallel_runs_evaluate_and_checkpoint_mid_run_like_one_device() {
 /// refused every multi-device run.)
 #[test]
 fn mixed_precision_under_ddp_zero_and_the_server_equals_one_device_bit_for_bit() {
+    use wgtrain::gpu::Category;
     use wgtrain::train::config::Precision;
     let gpus = Gpu::open_n(None, 2).unwrap();
     let f16 = gpus[0].features().contains(wgpu::Features::SHADER_F16);
@@ -581,10 +595,14 @@ fn mixed_precision_under_ddp_zero_and_the_server_equals_one_device_bit_for_bit()
         c.precision = precision;
         c.steps = 3;
         let (losses, params) = one_device(&c, 2);
+        let psi: u64 = params.iter().map(|(_, v)| v.len() as u64).sum();
+        let mut f32_run = c.clone();
+        f32_run.precision = Precision::Fp32;
         for (mode, zero) in [
             (Mode::Ddp, 0),
             (Mode::Ddp, 1),
             (Mode::Ddp, 2),
+            (Mode::Ddp, 3),
             (Mode::Dp, 0),
         ] {
             let options = DdpOptions {
@@ -599,6 +617,32 @@ fn mixed_precision_under_ddp_zero_and_the_server_equals_one_device_bit_for_bit()
             assert_eq!(r.params, params, "{what}: parameters");
             for (p, m) in predicted.iter().zip(&r.memory) {
                 assert_eq!(p.peak_total, m.peak_total, "{what}: planned peak");
+            }
+            // The f32 masters and AdamW's 8 bytes (12Ψ of optimizer state) live where the
+            // update runs: on every DDP rank, in shares under ZeRO, on the server alone; every
+            // rank keeps the half working copies (2Ψ), ZeRO 3 its share of them
+            let peaks = |cat| -> Vec<u64> { r.memory.iter().map(|m| m.peak.get(cat)).collect() };
+            let (state, work) = (peaks(Category::OptimizerState), peaks(Category::Params));
+            match (mode, zero) {
+                (Mode::Ddp, 0) => assert_eq!(state, [12 * psi; 2], "{what}"),
+                (Mode::Dp, _) => assert_eq!(state, [12 * psi, 0], "{what}"),
+                _ => {
+                    assert_eq!(state.iter().sum::<u64>(), 12 * psi, "{what}: {state:?}");
+                    assert!(state.iter().all(|&s| s < 12 * psi), "{what}: {state:?}");
+                }
+            }
+            match zero {
+                3 => assert_eq!(work.iter().sum::<u64>(), 2 * psi, "{what}: {work:?}"),
+                _ => assert_eq!(work, [2 * psi; 2], "{what}"),
+            }
+            // weights travel as the half working copies the layers read: ZeRO's gathers and
+            // the server's broadcast move fewer bytes than in f32 (gradients are f32 on a rank
+            // in both, see `Collective`)
+            if zero > 0 || mode == Mode::Dp {
+                let wide = ddp::train(&gpus, comms(2), &f32_run, &options).unwrap();
+                let (half, full): (u64, u64) =
+                    (r.comm_bytes.iter().sum(), wide.comm_bytes.iter().sum());
+                assert!(half < full, "{what}: {half} bytes vs {full} in f32");
             }
         }
     }
