@@ -177,3 +177,15 @@ fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         store(r0 + j, col, select(hi[j % 4u], lo[j % 4u], j < 4u));
     }
 }
+
+// W itself: y (N, K) = the decoded weights, one per invocation (what a frozen quantized weight's
+// backward multiplies by: dx = dy·W; see ops::qmatmul::dequantize).
+@compute @workgroup_size(64)
+fn dequantize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.n * p.k) {
+        return;
+    }
+    y[i] = weight(i / p.k, i % p.k);
+}

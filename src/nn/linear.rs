@@ -1,4 +1,6 @@
-//! Linear layer: y = x·Wᵀ + b, with W stored (out, in) as PyTorch keeps it.
+//! Linear layer: y = x·Wᵀ + b, with W stored (out, in) as PyTorch keeps it. W is a [`Weight`]:
+//! a parameter (here, or held by another rank and gathered while the layer runs) or a frozen
+//! quantized matrix; a LoRA adapter wraps either, forward and backward.
 
 use super::lora::LoraAdapter;
 use super::{activation, Build, Param};
@@ -9,23 +11,57 @@ use crate::ops::elementwise::{accumulate, gelu_backward, gelu_forward, scale};
 use crate::ops::matmul::{
     matmul, matmul_backward, matmul_bias_relu, matmul_gelu, matmul_gelu_grad, Layout, MatmulDims,
 };
-use crate::ops::qmatmul::{qmatmul, QuantWeight};
+use crate::ops::qmatmul::{dequantize, qmatmul, QuantWeight};
+use crate::ops::reduce::colsum;
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 use std::sync::atomic::Ordering;
 
+/// What a [`Linear`] multiplies by.
+pub enum Weight {
+    /// A parameter, trainable or frozen, dense in the working precision: on this device, or
+    /// held by another rank and lent while the layer runs (ZeRO 3; see [`Param`]).
+    Dense(Param),
+    /// Frozen and quantized on the device, read through the dequantizing matmul; its backward
+    /// gives dx = dy·W (W decoded for it), never a dW. `param` names it and holds its place in
+    /// the parameter order; it has no value anywhere.
+    Quantized { param: Param, quant: QuantWeight },
+}
+
+impl Weight {
+    /// The parameter that names the weight (its value, for a dense one).
+    pub fn param(&self) -> &Param {
+        match self {
+            Weight::Dense(p) | Weight::Quantized { param: p, .. } => p,
+        }
+    }
+
+    pub fn param_mut(&mut self) -> &mut Param {
+        match self {
+            Weight::Dense(p) | Weight::Quantized { param: p, .. } => p,
+        }
+    }
+
+    /// The weight in its quantized form, with the parameter that names it (frozen: nothing
+    /// computes a quantized weight's gradient; its dense value, if any, freed).
+    pub fn quantize(&mut self, quant: QuantWeight) {
+        let p = self.param_mut();
+        let mut param = std::mem::replace(p, Param::placeholder());
+        param.freeze();
+        param.discard_value();
+        *self = Weight::Quantized { param, quant };
+    }
+}
+
 pub struct Linear {
     /// (out, in)
-    pub w: Param,
+    pub weight: Weight,
     /// (out)
     pub b: Option<Param>,
     pub in_features: usize,
     pub out_features: usize,
     /// A LoRA update scale·B·A added to W's output (see `nn::lora`).
     pub lora: Option<LoraAdapter>,
-    /// W quantized (inference only): when set, the forward reads it through the dequantizing
-    /// matmul and `w` holds no value on the device.
-    pub quant: Option<QuantWeight>,
 }
 
 impl Linear {
@@ -40,13 +76,13 @@ impl Linear {
         rng: &mut Rng,
     ) -> Result<Linear> {
         Ok(Linear {
-            w: Param::normal(
+            weight: Weight::Dense(Param::normal(
                 b,
                 &format!("{name}.weight"),
                 &[out_features, in_features],
                 std,
                 rng,
-            )?,
+            )?),
             b: if bias {
                 Some(Param::constant(
                     b,
@@ -60,18 +96,23 @@ impl Linear {
             in_features,
             out_features,
             lora: None,
-            quant: None,
         })
+    }
+
+    /// The parameter naming W (see [`Weight::param`]).
+    pub fn w(&self) -> &Param {
+        self.weight.param()
     }
 
     /// The working precision of its activations: its weight's.
     pub fn dtype(&self) -> DType {
-        self.w.compute_dtype()
+        self.w().compute_dtype()
     }
 
     /// The layer's name: its weight's without ".weight" ("h.0.attn.c_attn").
     pub fn name(&self) -> &str {
-        self.w.name.strip_suffix(".weight").unwrap_or(&self.w.name)
+        let name = &self.w().name;
+        name.strip_suffix(".weight").unwrap_or(name)
     }
 
     fn dims(&self, x: &Tensor) -> MatmulDims {
@@ -80,7 +121,7 @@ impl Linear {
             rows * self.in_features,
             x.numel(),
             "linear {}: input {x:?}",
-            self.w.name
+            self.w().name
         );
         MatmulDims::new(rows, self.out_features, self.in_features, Layout::NT)
     }
@@ -89,9 +130,9 @@ impl Linear {
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let d = self.dims(x);
         let bias = self.b.as_ref().map(|b| b.weight());
-        match &self.quant {
-            Some(q) => qmatmul(gpu, x, q, bias, false, out),
-            None => matmul(gpu, d, x, self.w.weight(), bias, out, false),
+        match &self.weight {
+            Weight::Quantized { quant, .. } => qmatmul(gpu, x, quant, bias, false, out),
+            Weight::Dense(w) => matmul(gpu, d, x, w.weight(), bias, out, false),
         }
         if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
             let us = self.lora_hidden(gpu, lora, x)?;
@@ -141,9 +182,9 @@ impl Linear {
             "forward_relu: {} has a LoRA adapter",
             self.name()
         );
-        match &self.quant {
-            Some(q) => qmatmul(gpu, x, q, Some(b.weight()), true, out),
-            None => matmul_bias_relu(gpu, self.dims(x), x, self.w.weight(), b.weight(), out),
+        match &self.weight {
+            Weight::Quantized { quant, .. } => qmatmul(gpu, x, quant, Some(b.weight()), true, out),
+            Weight::Dense(w) => matmul_bias_relu(gpu, self.dims(x), x, w.weight(), b.weight(), out),
         }
     }
 
@@ -151,13 +192,16 @@ impl Linear {
     /// or a quantized weight one pass, the GELU in the matmul's stores (`matmul_gelu`); with one,
     /// the forward and then the elementwise GELU (in f32 the same bits).
     pub fn forward_gelu(&self, gpu: &Gpu, x: &Tensor, pre: &Tensor, post: &Tensor) -> Result<()> {
-        if self.quant.is_some() || self.lora.as_ref().is_some_and(|l| !l.merged) {
-            self.forward(gpu, x, pre)?;
-            gelu_forward(gpu, pre, post);
-            return Ok(());
+        match &self.weight {
+            Weight::Dense(w) if self.lora.as_ref().is_none_or(|l| l.merged) => {
+                let bias = self.b.as_ref().map(|b| b.weight());
+                matmul_gelu(gpu, self.dims(x), x, w.weight(), bias, pre, post);
+            }
+            _ => {
+                self.forward(gpu, x, pre)?;
+                gelu_forward(gpu, pre, post);
+            }
         }
-        let bias = self.b.as_ref().map(|b| b.weight());
-        matmul_gelu(gpu, self.dims(x), x, self.w.weight(), bias, pre, post);
         Ok(())
     }
 
@@ -170,30 +214,27 @@ impl Linear {
         dout: &Tensor,
         dx: Option<&Tensor>,
     ) -> Result<()> {
-        self.expect_trainable();
         if let Some(dx) = dx {
             let d = self.dims(x);
-            matmul_backward(
-                gpu,
-                d,
-                x,
-                self.w.weight(),
-                dout,
-                Some(dx),
-                None,
-                None,
-                false,
-            );
+            match &self.weight {
+                Weight::Dense(w) => {
+                    matmul_backward(gpu, d, x, w.weight(), dout, Some(dx), None, None, false)
+                }
+                Weight::Quantized { quant, .. } => {
+                    // dequantize, then the dense matmul: W (out, in) decoded for this product
+                    let w = Tensor::empty(
+                        gpu,
+                        "linear.w_decoded",
+                        &[self.out_features, self.in_features],
+                        DType::F32,
+                        crate::gpu::Category::Workspace,
+                    )?;
+                    dequantize(gpu, quant, &w);
+                    matmul_backward(gpu, d, x, &w, dout, Some(dx), None, None, false);
+                }
+            }
         }
         self.backward_params(gpu, x, dout, dx)
-    }
-
-    fn expect_trainable(&self) {
-        assert!(
-            self.quant.is_none(),
-            "{}: a quantized weight is for inference; training has no backward through it",
-            self.name()
-        );
     }
 
     /// [`Linear::backward`] for a layer whose input x = gelu(pre): dpre = (dout·W) ⊙ gelu'(pre),
@@ -208,17 +249,19 @@ impl Linear {
         dout: &Tensor,
         dpre: &Tensor,
     ) -> Result<()> {
-        if self.lora.is_some() {
-            let dx = activation(gpu, self.dtype(), "linear.dx", x.shape())?;
-            self.backward(gpu, x, dout, Some(&dx))?;
-            gelu_backward(gpu, pre, &dx, dpre);
-            return Ok(());
-        }
-        self.expect_trainable();
+        let w = match (&self.weight, &self.lora) {
+            (Weight::Dense(w), None) => w,
+            _ => {
+                let dx = activation(gpu, self.dtype(), "linear.dx", x.shape())?;
+                self.backward(gpu, x, dout, Some(&dx))?;
+                gelu_backward(gpu, pre, &dx, dpre);
+                return Ok(());
+            }
+        };
         // dx (R, in) = dout (R, out)·W (out, in), as `matmul_backward` computes it
         let d = self.dims(x);
         let dx_dims = MatmulDims::new(d.m, d.k, d.n, Layout::NN);
-        matmul_gelu_grad(gpu, dx_dims, dout, self.w.weight(), pre, dpre);
+        matmul_gelu_grad(gpu, dx_dims, dout, w.weight(), pre, dpre);
         self.backward_params(gpu, x, dout, None)
     }
 
@@ -231,7 +274,6 @@ impl Linear {
         dx: Option<&Tensor>,
     ) -> Result<()> {
         let d = self.dims(x);
-        let w = self.w.weight();
         if let Some(lora) = &self.lora {
             assert!(
                 !lora.merged,
@@ -240,12 +282,25 @@ impl Linear {
             );
             self.lora_backward(gpu, lora, x, dout, dx)?;
         }
-        // frozen weights and biases get no gradient
-        if let Some((dw, accumulate)) = self.w.grad_write() {
-            matmul_backward(gpu, d, x, w, dout, None, Some(dw), None, accumulate);
+        // frozen weights and biases get no gradient (a quantized weight is frozen)
+        if let Weight::Dense(w) = &self.weight {
+            if let Some((dw, accumulate)) = w.grad_write() {
+                matmul_backward(
+                    gpu,
+                    d,
+                    x,
+                    w.weight(),
+                    dout,
+                    None,
+                    Some(dw),
+                    None,
+                    accumulate,
+                );
+            }
         }
         if let Some((db, accumulate)) = self.b.as_ref().and_then(Param::grad_write) {
-            matmul_backward(gpu, d, x, w, dout, None, None, Some(db), accumulate);
+            // db (out) = Σ_rows dout
+            colsum(gpu, dout, d.batch * d.m, d.n, db, accumulate);
         }
         Ok(())
     }
@@ -303,11 +358,21 @@ impl Linear {
     /// Folds the adapter into W (W += scale·B·A; `merge` false takes it out again: W −=
     /// scale·B·A, which restores W up to f32 rounding). Panics without an adapter.
     pub fn fold_lora(&mut self, gpu: &Gpu, merge: bool) -> Result<()> {
+        if let Weight::Quantized { .. } = self.weight {
+            return Err(crate::error::Error::Config(format!(
+                "{}: an adapter over a quantized weight cannot be merged into it (merge into \
+                 the dense base, then quantize)",
+                self.name()
+            )));
+        }
         let lora = self
             .lora
             .as_mut()
             .expect("fold_lora: a layer with an adapter");
         assert_ne!(lora.merged, merge, "the adapter's merged state");
+        let Weight::Dense(w) = &self.weight else {
+            unreachable!("checked above")
+        };
         let (n_out, n_in, r) = (self.out_features, self.in_features, lora.rank());
         // BA (out, in) = B (out, r)·A (r, in)
         let ba = Tensor::empty(
@@ -321,8 +386,8 @@ impl Linear {
         // on the masters (f32 always), then rounded into the working copy
         matmul(gpu, d, lora.b.value(), lora.a.value(), None, &ba, false);
         let sign = if merge { 1.0 } else { -1.0 };
-        accumulate(gpu, &ba, sign * lora.scale, self.w.value());
-        self.w.refresh_work(gpu);
+        accumulate(gpu, &ba, sign * lora.scale, w.value());
+        w.refresh_work(gpu);
         lora.merged = merge;
         Ok(())
     }
@@ -330,7 +395,7 @@ impl Linear {
     /// W, b, then the adapter's A and B.
     pub fn params(&self) -> Vec<&Param> {
         let lora = self.lora.iter().flat_map(|l| [&l.a, &l.b]);
-        std::iter::once(&self.w)
+        std::iter::once(self.weight.param())
             .chain(self.b.as_ref())
             .chain(lora)
             .collect()
@@ -338,7 +403,7 @@ impl Linear {
 
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         let lora = self.lora.iter_mut().flat_map(|l| [&mut l.a, &mut l.b]);
-        std::iter::once(&mut self.w)
+        std::iter::once(self.weight.param_mut())
             .chain(self.b.as_mut())
             .chain(lora)
             .collect()

@@ -107,6 +107,14 @@ impl Param {
         self.grad = None;
     }
 
+    /// Gives its value (and working copy) back to the pool: the parameter goes on naming a
+    /// weight held in another form (quantized, [`linear::Weight::quantize`]).
+    pub(crate) fn discard_value(&mut self) {
+        self.value = None;
+        self.work = None;
+        self.work_lent = false;
+    }
+
     /// Gives the parameter `grad` (zeros, or a gradient to add to) as its gradient buffer,
     /// returning the one it held; `zeros` says which, for [`Param::accumulate_grad`].
     pub fn swap_grad(&mut self, grad: Option<Tensor>, zeros: bool) -> Option<Tensor> {
@@ -192,6 +200,23 @@ impl Param {
             decay,
             grad_is_zero: AtomicBool::new(true),
         })
+    }
+
+    /// A parameter of no shape with nothing on any device, frozen: what stands in for one
+    /// moved elsewhere for a moment (see [`linear::Weight::quantize`]).
+    pub(crate) fn placeholder() -> Param {
+        Param {
+            name: String::new(),
+            value: None,
+            work: None,
+            work_lent: false,
+            shape: vec![],
+            compute: DType::F32,
+            grad: None,
+            frozen: true,
+            decay: false,
+            grad_is_zero: AtomicBool::new(true),
+        }
     }
 
     /// Normal(0, std²) initial values.

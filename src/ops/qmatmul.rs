@@ -72,8 +72,9 @@ impl QuantWeight {
     }
 }
 
-/// (format, whether K is a multiple of 4) → kernel: `main4` reads x a vec4 at a time.
-fn kernel(method: Method, k4: bool) -> Kernel {
+/// (format, entry) → kernel: `main4` reads x a vec4 at a time (K a multiple of 4), `main`
+/// does not, `dequantize` writes W itself.
+fn kernel(method: Method, entry: &'static str) -> Kernel {
     let overrides: &'static [(&'static str, f64)] = match method {
         Method::Int8 => &[("FORMAT", 0.0)],
         Method::Int { .. } => &[("FORMAT", 1.0)],
@@ -81,7 +82,7 @@ fn kernel(method: Method, k4: bool) -> Kernel {
     };
     Kernel {
         shader: Shader::Qmatmul,
-        entry: if k4 { "main4" } else { "main" },
+        entry,
         overrides,
     }
 }
@@ -122,7 +123,7 @@ pub fn qmatmul(
         );
         super::expect_f32("qmatmul", &[b]);
     }
-    let kernel = kernel(w.method, k % 4 == 0);
+    let kernel = kernel(w.method, if k % 4 == 0 { "main4" } else { "main" });
     let params = [
         m as u32,
         w.rows as u32,
@@ -145,4 +146,38 @@ pub fn qmatmul(
     // four rows (main) or eight (main4) of one column per invocation
     let rows = if k % 4 == 0 { 8 } else { 4 };
     dispatch_items(gpu, &kernel, &args, &params, m.div_ceil(rows) * w.rows, 64);
+}
+
+/// Records W (N, K) = `w` decoded into `out` (f32): the weights [`qmatmul`] multiplies by, each
+/// decoded as it decodes them (so dequantize-then-matmul is the dequantizing matmul's math).
+pub fn dequantize(gpu: &Gpu, w: &QuantWeight, out: &Tensor) {
+    assert_eq!(
+        out.shape(),
+        [w.rows, w.cols],
+        "dequantize: out for ({}, {})",
+        w.rows,
+        w.cols
+    );
+    super::expect_f32("dequantize", &[out]);
+    let params = [
+        0,
+        w.rows as u32,
+        w.cols as u32,
+        w.row_bytes as u32,
+        w.groups as u32,
+        w.method.group(w.cols).min(w.cols) as u32,
+        0,
+        0,
+        w.method.code_bits() as u32,
+    ];
+    // x and the bias are not read: the scales stand in for their bindings
+    let args = [
+        (&w.scales, Access::Read),
+        (&w.codes, Access::Read),
+        (&w.scales, Access::Read),
+        (&w.scales, Access::Read),
+        (out, Access::ReadWrite),
+    ];
+    let kernel = kernel(w.method, "dequantize");
+    dispatch_items(gpu, &kernel, &args, &params, w.rows * w.cols, 64);
 }

@@ -469,20 +469,22 @@ impl QuantizedModel {
         let build = crate::nn::Build::new(gpu).shard(&resident, true, true);
         let mut model = crate::train::build_model(&build, &config)?;
         for l in model.linears_mut() {
-            if let Some(e) = self.quantized.get(&l.w.name) {
+            if let Some(e) = self.quantized.get(&l.w().name) {
                 let [rows, cols] = e.shape();
                 if [rows, cols] != [l.out_features, l.in_features] {
                     return Err(Error::Config(format!(
                         "{} is ({rows}, {cols}) in the quantized model, ({}, {}) in its config's \
                          model",
-                        l.w.name, l.out_features, l.in_features
+                        l.w().name,
+                        l.out_features,
+                        l.in_features
                     )));
                 }
                 match e {
-                    Encoded::Grouped(q) => {
-                        l.quant = Some(crate::ops::qmatmul::QuantWeight::upload(gpu, &l.w.name, q)?)
-                    }
-                    Encoded::Kashin(k) => k.decode_on(gpu, l.w.value())?,
+                    Encoded::Grouped(q) => l.weight.quantize(
+                        crate::ops::qmatmul::QuantWeight::upload(gpu, &l.w().name, q)?,
+                    ),
+                    Encoded::Kashin(k) => k.decode_on(gpu, l.w().value())?,
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! A LoRA adapter on a Linear layer: forward and backward (A, B and input gradients) against the
 //! f64 reference, whose own gradients are checked by central finite differences; the frozen base
-//! weight gets no gradient; merging folds scale·B·A into W.
+//! weight gets no gradient; merging folds scale·B·A into W; an adapter over a quantized weight
+//! trains as over its dequantized twin.
 
 use crate::common::*;
 use crate::reference;
@@ -43,7 +44,7 @@ fn lora_forward_and_backward_match_the_reference() {
     let x = rand_vec(&mut rng, rows * n_in);
     let dy = rand_vec(&mut rng, rows * n_out);
     let (x64, dy64) = (to64(&x), to64(&dy));
-    let w64 = to64(&read(l.w.value()));
+    let w64 = to64(&read(l.w().value()));
     let b64 = to64(&read(l.b.as_ref().unwrap().value()));
     let a64 = to64(&read(lora.a.value()));
     let bb64 = to64(&read(lora.b.value()));
@@ -63,7 +64,7 @@ fn lora_forward_and_backward_match_the_reference() {
     assert_close("lora dx", &read(&dx), &rdx, 1e-5, 1e-5);
     assert_close("lora dA", &read(lora.a.grad()), &rda, 1e-5, 1e-5);
     assert_close("lora dB", &read(lora.b.grad()), &rdb, 1e-5, 1e-5);
-    assert!(!l.w.trainable() && l.b.as_ref().is_some_and(|b| !b.trainable()));
+    assert!(!l.w().trainable() && l.b.as_ref().is_some_and(|b| !b.trainable()));
 
     // the reference's own gradients against central finite differences of Σ y·dy
     let loss = |x: &[f64], a: &[f64], b: &[f64]| {
@@ -102,7 +103,7 @@ fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
     let x = upload("x", &[rows, n_in], &rand_vec(&mut rng, rows * n_in));
     let (unmerged, merged) = (zeros("y0", &[rows, n_out]), zeros("y1", &[rows, n_out]));
     l.forward(gpu(), &x, &unmerged).unwrap();
-    let w0 = read(l.w.value());
+    let w0 = read(l.w().value());
     l.fold_lora(gpu(), true).unwrap();
     l.forward(gpu(), &x, &merged).unwrap();
     // the same sums in another order: f32 rounding of values ≤ ~10
@@ -115,7 +116,7 @@ fn merging_folds_the_update_into_w_and_unmerging_restores_it() {
     );
     l.fold_lora(gpu(), false).unwrap();
     // (W + d) − d: W back up to one rounding of W + d
-    assert_close("unmerged W", &read(l.w.value()), &to64(&w0), 1e-6, 1e-6);
+    assert_close("unmerged W", &read(l.w().value()), &to64(&w0), 1e-6, 1e-6);
 }
 
 #[test]
@@ -172,7 +173,7 @@ fn lora_with_dropout_matches_the_reference_under_the_same_mask() {
         .collect();
     let (x64, dy64) = (to64(&x), to64(&dy));
     let xd: Vec<f64> = x64.iter().zip(&m).map(|(a, b)| a * b).collect();
-    let w64 = to64(&read(l.w.value()));
+    let w64 = to64(&read(l.w().value()));
     let b64 = to64(&read(l.b.as_ref().unwrap().value()));
     let a64 = to64(&read(lora.a.value()));
     let bb64 = to64(&read(lora.b.value()));
@@ -207,4 +208,58 @@ fn lora_with_dropout_matches_the_reference_under_the_same_mask() {
     l.forward(gpu(), &tx, &y2).unwrap();
     let plain = reference::lora_linear(&x64, &w64, &b64, &a64, &bb64, s, DIMS);
     assert_close("lora eval forward", &read(&y2), &plain, 1e-5, 1e-5);
+}
+
+#[test]
+fn an_adapter_over_a_quantized_weight_trains_as_over_the_dequantized_one() {
+    use wgtrain::nn::linear::Weight;
+    use wgtrain::ops::qmatmul::QuantWeight;
+    use wgtrain::quant::{quantize, Method};
+    let (rows, n_in, n_out, _) = DIMS;
+    // two layers of the same draws: W quantized (NF4, blocks of 5: partial blocks) in one, its
+    // host decode as the dense W of the other
+    let (mut quantized, _) = layer(&mut Rng::new(41));
+    let (mut dense, _) = layer(&mut Rng::new(41));
+    let q = quantize(
+        Method::Nf4 { block: 5 },
+        &read(dense.w().value()),
+        n_out,
+        n_in,
+    )
+    .unwrap();
+    dense.w().value().write_f32(gpu(), &q.dequantize());
+    quantized
+        .weight
+        .quantize(QuantWeight::upload(gpu(), "l.weight", &q).unwrap());
+    assert!(matches!(quantized.weight, Weight::Quantized { .. }));
+    assert!(!quantized.w().trainable() && !quantized.w().resident());
+    let mut rng = Rng::new(42);
+    let x = upload("x", &[rows, n_in], &rand_vec(&mut rng, rows * n_in));
+    let dy = upload("dy", &[rows, n_out], &rand_vec(&mut rng, rows * n_out));
+    let mut out = vec![];
+    for l in [&quantized, &dense] {
+        let y = zeros("y", &[rows, n_out]);
+        l.forward(gpu(), &x, &y).unwrap();
+        let dx = zeros("dx", &[rows, n_in]);
+        l.backward(gpu(), &x, &dy, Some(&dx)).unwrap();
+        let lora = l.lora.as_ref().unwrap();
+        out.push((
+            read(&y),
+            read(&dx),
+            read(lora.a.grad()),
+            read(lora.b.grad()),
+        ));
+    }
+    let (q, d) = (&out[0], &out[1]);
+    // the forward: the dequantizing matmul sums each output's 12 products in its own grouping,
+    // the dense kernel in another, so a few ulps apart
+    assert_close("forward", &q.0, &to64(&d.0), 1e-6, 1e-6);
+    // the backward decodes W on the device as the host does and then runs the dense kernels:
+    // dx, dA and dB are the dense layer's bits
+    assert_eq!(q.1, d.1, "dx");
+    assert_eq!(q.2, d.2, "dA");
+    assert_eq!(q.3, d.3, "dB");
+    // an adapter over a quantized weight cannot fold into it
+    let err = quantized.fold_lora(gpu(), true).unwrap_err().to_string();
+    assert!(err.contains("quantized"), "{err}");
 }

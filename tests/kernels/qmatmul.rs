@@ -3,7 +3,7 @@
 
 use crate::common::{assert_close, gpu, rand_vec, read, to64, upload, zeros};
 use crate::reference;
-use wgtrain::ops::qmatmul::{qmatmul, QuantWeight};
+use wgtrain::ops::qmatmul::{dequantize, qmatmul, QuantWeight};
 use wgtrain::quant::{quantize, Method};
 use wgtrain::rng::Rng;
 
@@ -30,6 +30,11 @@ fn qmatmul_decodes_every_format_as_the_host_does() {
             let tx = upload("x", &[m, k], &x);
             let ty = zeros("y", &[m, n]);
             qmatmul(gpu(), &tx, &qw, None, false, &ty);
+            // the decoded weights a frozen quantized weight's backward multiplies by: the
+            // host's decode bit for bit (the same products of a code and its scale in f32)
+            let tw = zeros("w", &[n, k]);
+            dequantize(gpu(), &qw, &tw);
+            assert_eq!(read(&tw), q.dequantize(), "{method:?} ({n}, {k}) decoded");
             let want = reference::matmul(&to64(&x), &to64(&q.dequantize()), m, n, k, false, true);
             // f32 products summed over k in order against f64: K ulps of the sum at most
             let tol = 1e-6 * k as f64;
