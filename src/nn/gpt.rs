@@ -58,7 +58,7 @@ impl GptConfig {
 
 /// One batch of token sequences on the device: inputs (B, T) and targets (B, T), PAD where no
 /// loss is wanted.
-pub struct GptBatch {
+pub struct TokenBatch {
     pub tokens: EmbeddingIndex,
     pub positions: EmbeddingIndex,
     /// (B·T) u32
@@ -69,7 +69,7 @@ pub struct GptBatch {
     pub n_targets: usize,
 }
 
-impl GptBatch {
+impl TokenBatch {
     pub fn new(
         gpu: &Gpu,
         config: &GptConfig,
@@ -107,7 +107,7 @@ impl GptBatch {
             });
         }
         let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq as u32).collect();
-        Ok(GptBatch {
+        Ok(TokenBatch {
             tokens: EmbeddingIndex::new(gpu, "tokens", tokens, config.vocab_size)?,
             positions: EmbeddingIndex::new(gpu, "positions", &positions, config.block_size)?,
             targets: Tensor::from_u32(
@@ -250,7 +250,7 @@ impl Gpt {
         p
     }
 
-    fn embed(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+    fn embed(&self, gpu: &Gpu, batch: &TokenBatch) -> Result<Tensor> {
         let shape = [batch.batch, batch.seq, self.config.n_embd];
         let tok = activation(gpu, self.wte.compute_dtype(), "tok_emb", &shape)?;
         embedding_forward(gpu, &batch.tokens, self.wte.weight(), &tok);
@@ -261,7 +261,7 @@ impl Gpt {
         Ok(x)
     }
 
-    fn head_dims(&self, batch: &GptBatch) -> MatmulDims {
+    fn head_dims(&self, batch: &TokenBatch) -> MatmulDims {
         // logits (B·T, V) = x (B·T, C) · wteᵀ
         MatmulDims::new(
             batch.batch * batch.seq,
@@ -272,7 +272,7 @@ impl Gpt {
     }
 
     /// Logits (B, T, V) for a batch (forward only).
-    pub fn logits(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+    pub fn logits(&self, gpu: &Gpu, batch: &TokenBatch) -> Result<Tensor> {
         let mut x = self.embed(gpu, batch)?;
         for i in 0..self.blocks.len() {
             x = self.block_forward(gpu, i, &x)?.0;
@@ -282,7 +282,7 @@ impl Gpt {
 
     /// The final LayerNorm and the head (tied to the token embedding) of the blocks' output x
     /// (B, T, C): the logits (B, T, V), forward only.
-    fn head(&self, gpu: &Gpu, batch: &GptBatch, x: &Tensor) -> Result<Tensor> {
+    fn head(&self, gpu: &Gpu, batch: &TokenBatch, x: &Tensor) -> Result<Tensor> {
         let (xf, _) = self.ln_f.forward(gpu, x)?;
         let logits = activation(
             gpu,
@@ -310,7 +310,7 @@ impl Gpt {
         &mut self,
         gpu: &Gpu,
         span: &StageSpan,
-        batch: &GptBatch,
+        batch: &TokenBatch,
         input: Option<Tensor>,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
@@ -336,7 +336,7 @@ impl Gpt {
     }
 
     /// Per-position losses (B·T) of a batch, forward only (PAD targets give 0).
-    pub fn losses(&self, gpu: &Gpu, batch: &GptBatch) -> Result<Tensor> {
+    pub fn losses(&self, gpu: &Gpu, batch: &TokenBatch) -> Result<Tensor> {
         let logits = self.logits(gpu, batch)?;
         let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
         softmax_xent(gpu, &logits, &batch.targets, &losses, None, 0.0)?;
@@ -357,7 +357,7 @@ impl Gpt {
     pub fn forward_backward(
         &mut self,
         gpu: &Gpu,
-        batch: &GptBatch,
+        batch: &TokenBatch,
         loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
@@ -381,7 +381,7 @@ impl Gpt {
     fn train_pass(
         &mut self,
         gpu: &Gpu,
-        batch: &GptBatch,
+        batch: &TokenBatch,
         loss: LossGrad,
         hooks: &mut dyn StepHooks,
     ) -> Result<Tensor> {
@@ -404,7 +404,7 @@ impl Gpt {
         &mut self,
         gpu: &Gpu,
         span: &StageSpan,
-        batch: &GptBatch,
+        batch: &TokenBatch,
         input: Option<Tensor>,
         loss: LossGrad,
         hooks: &mut dyn StepHooks,
@@ -525,7 +525,7 @@ impl Gpt {
         &mut self,
         gpu: &Gpu,
         span: &StageSpan,
-        batch: &GptBatch,
+        batch: &TokenBatch,
         cache: StageCache,
         dout: Option<Tensor>,
         hooks: &mut dyn StepHooks,

@@ -25,7 +25,10 @@ pub enum Weight {
     /// Frozen and quantized on the device, read through the dequantizing matmul; its backward
     /// gives dx = dy·W (W decoded for it), never a dW. `param` names it and holds its place in
     /// the parameter order; it has no value anywhere.
-    Quantized { param: Param, quant: QuantWeight },
+    Quantized {
+        param: Param,
+        quant: Box<QuantWeight>,
+    },
 }
 
 impl Weight {
@@ -49,7 +52,10 @@ impl Weight {
         let mut param = std::mem::replace(p, Param::placeholder());
         param.freeze();
         param.discard_value();
-        *self = Weight::Quantized { param, quant };
+        *self = Weight::Quantized {
+            param,
+            quant: Box::new(quant),
+        };
     }
 }
 

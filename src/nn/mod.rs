@@ -15,7 +15,7 @@ pub mod model;
 pub mod recompute;
 
 pub use build::{name_matches, Build, LossGrad};
-pub use gpt::{Gpt, GptConfig};
+pub use gpt::{Gpt, GptConfig, StageCache, StageOut, StageSpan, TokenBatch};
 pub use hooks::{NoHooks, StepHooks};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use model::{Batch, Model};

@@ -3,7 +3,7 @@
 //! instead of an arm in every `match`. Batches arrive as host data ([`Batch`]); the model uploads
 //! them.
 
-use super::gpt::GptBatch;
+use super::gpt::{StageCache, StageOut, StageSpan, TokenBatch};
 use super::lora::LoraConfig;
 use super::{f32_activation, Build, Gpt, LossGrad, Mlp, Param, StepHooks};
 use crate::error::{Error, Result};
@@ -11,6 +11,17 @@ use crate::gpu::{Category, Gpu};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+
+/// What a pipeline splits of a model ([`Model::stages`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stages {
+    /// Blocks, the unit a stage holds a run of.
+    pub blocks: usize,
+    /// C of the (B, T, C) hidden state passed between stages.
+    pub width: usize,
+    /// V of the last stage's (B, T, V) logits.
+    pub vocab: usize,
+}
 
 /// One batch on the host: the model's inputs and their targets.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,9 +159,76 @@ pub trait Model {
         let _ = seed;
     }
 
-    /// The GPT underneath, for what only a GPT supports (pipeline stages).
-    fn gpt_mut(&mut self) -> Option<&mut Gpt> {
+    /// What a pipeline splits, for a model of blocks between an embedding and a head: its
+    /// block count and the width of the (B, T, C) state between stages (None: a model a
+    /// pipeline cannot split).
+    fn stages(&self) -> Option<Stages> {
         None
+    }
+
+    /// A batch of token sequences on the device, uploaded once for a micro-batch's stage
+    /// passes (a model that reads tokens).
+    fn upload_tokens(&self, gpu: &Gpu, batch: &Batch) -> Result<TokenBatch> {
+        let _ = (gpu, batch);
+        Err(self.not_staged())
+    }
+
+    /// A pipeline stage's forward of one micro-batch over `span`'s blocks (see
+    /// [`Gpt::stage_forward`]): from the embeddings (first stage) or `input`, to the hidden
+    /// state or, on the last stage, the losses with the head's backward done.
+    fn stage_forward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        input: Option<Tensor>,
+        loss: LossGrad,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(StageOut, StageCache)> {
+        let _ = (gpu, span, batch, input, loss, hooks);
+        Err(self.not_staged())
+    }
+
+    /// The backward of [`Model::stage_forward`]: the gradient at the stage's input (None on the
+    /// first stage).
+    fn stage_backward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        cache: StageCache,
+        dout: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Option<Tensor>> {
+        let _ = (gpu, span, batch, cache, dout, hooks);
+        Err(self.not_staged())
+    }
+
+    /// A stage's forward only (an evaluation): the hidden state, or the logits on the last.
+    fn stage_logits(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        input: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        let _ = (gpu, span, batch, input, hooks);
+        Err(self.not_staged())
+    }
+
+    /// Whether the passes run now train (LoRA's dropout applies only then); the model's own
+    /// [`Model::forward_backward`] sets it, a pipeline around its stage passes.
+    fn set_training(&self, on: bool) {
+        let _ = on;
+    }
+
+    /// The error of a stage pass on a model a pipeline cannot split.
+    fn not_staged(&self) -> Error {
+        Error::Config(format!(
+            "{}: a pipeline splits models of blocks (gpt)",
+            self.describe()
+        ))
     }
 
     /// The layers LoRA can adapt (empty for a model without any).
@@ -284,10 +362,10 @@ impl Model for Mlp {
 
 impl Gpt {
     /// A host batch of token sequences on the device.
-    pub fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<GptBatch> {
+    pub fn upload(&self, gpu: &Gpu, batch: &Batch) -> Result<TokenBatch> {
         match batch {
             Batch::Tokens { x, y, seq } => {
-                GptBatch::new(gpu, &self.config, x, y, x.len() / seq, *seq)
+                TokenBatch::new(gpu, &self.config, x, y, x.len() / seq, *seq)
             }
             Batch::Rows { .. } => panic!("gpt: takes token sequences, not feature rows"),
         }
@@ -348,8 +426,50 @@ impl Model for Gpt {
     fn linears_mut(&mut self) -> Vec<&mut super::linear::Linear> {
         Gpt::linears_mut(self)
     }
-    fn gpt_mut(&mut self) -> Option<&mut Gpt> {
-        Some(self)
+    fn stages(&self) -> Option<Stages> {
+        Some(Stages {
+            blocks: self.config.n_layer,
+            width: self.config.n_embd,
+            vocab: self.config.vocab_size,
+        })
+    }
+    fn upload_tokens(&self, gpu: &Gpu, batch: &Batch) -> Result<TokenBatch> {
+        self.upload(gpu, batch)
+    }
+    fn stage_forward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        input: Option<Tensor>,
+        loss: LossGrad,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(StageOut, StageCache)> {
+        Gpt::stage_forward(self, gpu, span, batch, input, loss, hooks)
+    }
+    fn stage_backward(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        cache: StageCache,
+        dout: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Option<Tensor>> {
+        Gpt::stage_backward(self, gpu, span, batch, cache, dout, hooks)
+    }
+    fn stage_logits(
+        &mut self,
+        gpu: &Gpu,
+        span: &StageSpan,
+        batch: &TokenBatch,
+        input: Option<Tensor>,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Tensor> {
+        Gpt::stage_logits(self, gpu, span, batch, input, hooks)
+    }
+    fn set_training(&self, on: bool) {
+        Gpt::set_training(self, on)
     }
     fn set_dropout_seed(&self, seed: u64) {
         for (i, l) in self.linears().into_iter().enumerate() {

@@ -359,8 +359,8 @@ pub fn measured_costs(gpu: &Gpu, config: &TrainConfig) -> Result<(usize, usize, 
     c.freeze = vec![];
     let mut t = Trainer::new(gpu, c)?;
     let micro = t.draw_batch().split(config.micro_batch()).swap_remove(0);
-    let gpt = t.model.gpt_mut().expect("a GPT");
-    let batch = gpt.upload(gpu, &micro)?;
+    let model = t.model.as_mut();
+    let batch = model.upload_tokens(gpu, &micro)?;
     let hidden = [batch.batch, batch.seq, config.gpt.n_embd];
     let mut time = |blocks: std::ops::Range<usize>| -> Result<f64> {
         let span = StageSpan {
@@ -375,7 +375,7 @@ pub fn measured_costs(gpu: &Gpu, config: &TrainConfig) -> Result<(usize, usize, 
             let dout = if span.last { None } else { Some(zeros()?) };
             gpu.sync()?;
             let start = Instant::now();
-            let (_, cache) = gpt.stage_forward(
+            let (_, cache) = model.stage_forward(
                 gpu,
                 &span,
                 &batch,
@@ -383,7 +383,7 @@ pub fn measured_costs(gpu: &Gpu, config: &TrainConfig) -> Result<(usize, usize, 
                 LossGrad::plain(1.0),
                 &mut NoHooks,
             )?;
-            gpt.stage_backward(gpu, &span, &batch, cache, dout, &mut NoHooks)?;
+            model.stage_backward(gpu, &span, &batch, cache, dout, &mut NoHooks)?;
             gpu.sync()?;
             if k > 0 {
                 runs.push(start.elapsed().as_secs_f64() * 1e6);
@@ -905,15 +905,15 @@ impl Strategy for Stage<'_> {
             loss_scale: loss_scale.as_deref(),
         };
         {
-            let gpt = t.model.gpt_mut().expect("a GPT (checked by the plan)");
+            let model = t.model.as_mut();
             let batches = micros
                 .iter()
-                .map(|b| gpt.upload(gpu, b))
+                .map(|b| model.upload_tokens(gpu, b))
                 .collect::<Result<Vec<_>>>()?;
             let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
             // LoRA adapters apply their dropout in training passes only (an error ends the run,
             // so it needs no reset)
-            gpt.set_training(true);
+            model.set_training(true);
             for &a in &self.order {
                 // what the action waits for from a neighbour comes first: the wait is the
                 // bubble's, not the action's
@@ -928,7 +928,7 @@ impl Strategy for Stage<'_> {
                 };
                 let start = Instant::now();
                 // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
-                crate::nn::Model::set_dropout_seed(&*gpt, seeds[a.micro_batch()]);
+                model.set_dropout_seed(seeds[a.micro_batch()]);
                 let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
                     let x = Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
                     gpu.upload(&x, &v);
@@ -937,8 +937,14 @@ impl Strategy for Stage<'_> {
                 match a {
                     Action::Forward(j) => {
                         let input = received.map(|v| upload(v, "stage input")).transpose()?;
-                        let (out, cache) =
-                            gpt.stage_forward(gpu, span, &batches[j], input, loss, &mut NoHooks)?;
+                        let (out, cache) = model.stage_forward(
+                            gpu,
+                            span,
+                            &batches[j],
+                            input,
+                            loss,
+                            &mut NoHooks,
+                        )?;
                         match out {
                             StageOut::Hidden(h) => {
                                 let v = gpu.read_bytes(&h)?;
@@ -956,7 +962,7 @@ impl Strategy for Stage<'_> {
                             .map(|v| upload(v, "stage output grad"))
                             .transpose()?;
                         let cache = caches[j].take().expect("a forward before its backward");
-                        match gpt.stage_backward(
+                        match model.stage_backward(
                             gpu,
                             span,
                             &batches[j],
@@ -980,7 +986,7 @@ impl Strategy for Stage<'_> {
                     end_ms: ms(Instant::now()),
                 });
             }
-            gpt.set_training(false);
+            model.set_training(false);
         }
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;
@@ -1117,10 +1123,10 @@ impl Chained<'_> {
         batch: &Batch,
     ) -> Result<(Option<Tensor>, [usize; 3])> {
         let dtype = model.compute_dtype();
-        let gpt = model.gpt_mut().expect("a GPT (checked by the plan)");
-        let b = gpt.upload(gpu, batch)?;
-        let shape = [b.batch, b.seq, gpt.config.n_embd];
-        let logits = [b.batch, b.seq, gpt.config.vocab_size];
+        let stages = model.stages().ok_or_else(|| model.not_staged())?;
+        let b = model.upload_tokens(gpu, batch)?;
+        let shape = [b.batch, b.seq, stages.width];
+        let logits = [b.batch, b.seq, stages.vocab];
         let links = &mut *self.links;
         let input = match self.span.first {
             true => None,
@@ -1133,7 +1139,7 @@ impl Chained<'_> {
             }
         };
         let span = self.span;
-        let out = gpt.stage_logits(gpu, span, &b, input, &mut NoHooks)?;
+        let out = model.stage_logits(gpu, span, &b, input, &mut NoHooks)?;
         if !span.last {
             let v = gpu.read_bytes(&out)?;
             Links::send(&links.next, v, &mut links.bytes)?;

@@ -219,7 +219,7 @@ fn an_adapter_over_a_quantized_weight_trains_as_over_the_dequantized_one() {
     // two layers of the same draws: W quantized (NF4, blocks of 5: partial blocks) in one, its
     // host decode as the dense W of the other
     let (mut quantized, _) = layer(&mut Rng::new(41));
-    let (mut dense, _) = layer(&mut Rng::new(41));
+    let (dense, _) = layer(&mut Rng::new(41));
     let q = quantize(
         Method::Nf4 { block: 5 },
         &read(dense.w().value()),

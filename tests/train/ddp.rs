@@ -647,3 +647,46 @@ fn mixed_precision_under_ddp_zero_and_the_server_equals_one_device_bit_for_bit()
         }
     }
 }
+
+#[test]
+fn an_overflow_on_any_rank_skips_that_step_on_every_rank_as_one_device_does() {
+    // fp16 with a loss scale too large for the first steps' gradients: each rank's found-inf
+    // is its part of the global norm, summed over the ranks before the guard reads it, so every
+    // rank skips the same steps (and halves the scale) as one device does
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    if !gpus[0].features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!("(skipped: the adapter has no SHADER_F16)");
+        return;
+    }
+    let mut c = mlp();
+    c.precision = Precision::Fp16;
+    c.initial_loss_scale = 2f32.powi(18);
+    c.steps = 4;
+    let mut one = c.clone();
+    one.micro_batch_size = c.batch_size / 2;
+    let mut t = Trainer::new(&gpus[0], one).unwrap();
+    for _ in 0..c.steps {
+        t.train_step(false).unwrap();
+    }
+    let s = t.step_state().unwrap();
+    eprintln!("one device: {s:?}");
+    assert!(s.overflows >= 1 && s.steps_taken >= 1, "{s:?}");
+    let (losses, params) = one_device(&c, 2);
+    for (mode, zero) in [
+        (Mode::Ddp, 0),
+        (Mode::Ddp, 1),
+        (Mode::Ddp, 2),
+        (Mode::Ddp, 3),
+        (Mode::Dp, 0),
+    ] {
+        let options = DdpOptions {
+            mode,
+            zero,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
+        let what = format!("{mode:?}, ZeRO {zero}");
+        assert_eq!(r.losses, losses, "{what}: losses");
+        assert_eq!(r.params, params, "{what}: parameters");
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::{gpu, reference};
 use std::collections::HashMap;
-use wgtrain::nn::gpt::GptBatch;
+use wgtrain::nn::gpt::TokenBatch;
 use wgtrain::nn::{zero_grads, Build, Gpt, GptConfig, LossGrad, Mlp, MlpConfig, NoHooks, Param};
 use wgtrain::ops::softmax_xent::PAD;
 use wgtrain::rng::Rng;
@@ -278,7 +278,7 @@ fn gpt_gradients_match_a_float64_model() {
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
     let mut targets: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
     targets[3] = PAD;
-    let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
+    let batch = TokenBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
     zero_grads(gpu(), &model.params());
     let losses = model
         .forward_backward(
@@ -450,7 +450,7 @@ fn fused_gelu_run(own: &wgtrain::Gpu) -> Vec<Vec<u32>> {
     let (b, t) = (2, 8);
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(13) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(13) as u32).collect();
-    let batch = GptBatch::new(own, &cfg, &tokens, &targets, b, t).unwrap();
+    let batch = TokenBatch::new(own, &cfg, &tokens, &targets, b, t).unwrap();
     zero_grads(own, &gpt.params());
     let losses = gpt
         .forward_backward(own, &batch, LossGrad::plain(0.1), &mut NoHooks)

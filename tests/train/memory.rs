@@ -2,7 +2,7 @@
 //! gradients.
 
 use crate::gpu;
-use wgtrain::nn::gpt::GptBatch;
+use wgtrain::nn::gpt::TokenBatch;
 use wgtrain::nn::{zero_grads, Build, Gpt, GptConfig, LossGrad, NoHooks, Recompute};
 use wgtrain::optim::{OptimizerConfig, OptimizerName};
 use wgtrain::rng::Rng;
@@ -78,7 +78,7 @@ fn every_checkpoint_policy_gives_bit_identical_gradients_and_the_stated_recomput
     let run = |policy: Recompute| {
         let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut Rng::new(1)).unwrap();
         model.recompute = policy;
-        let batch = GptBatch::new(gpu(), &cfg, &tokens, &targets, 3, 8).unwrap();
+        let batch = TokenBatch::new(gpu(), &cfg, &tokens, &targets, 3, 8).unwrap();
         zero_grads(gpu(), &model.params());
         let losses = model
             .forward_backward(gpu(), &batch, LossGrad::plain(0.1), &mut NoHooks)

@@ -213,7 +213,7 @@ fn a_target_past_the_vocabulary_is_an_error_naming_its_position() {
     };
     let tokens = [1, 2, 3, 4];
     let targets = [2, 3, wgtrain::ops::softmax_xent::PAD, 16];
-    match wgtrain::nn::gpt::GptBatch::new(&gpu, &cfg, &tokens, &targets, 1, 4) {
+    match wgtrain::nn::gpt::TokenBatch::new(&gpu, &cfg, &tokens, &targets, 1, 4) {
         Err(wgtrain::Error::IndexOutOfRange {
             name,
             position,
