@@ -292,3 +292,32 @@ fn mixed_precision_on_a_pipeline_equals_one_device_bit_for_bit() {
         );
     }
 }
+
+#[test]
+fn an_overflow_in_any_stage_skips_that_step_in_every_stage_as_one_device_does() {
+    // fp16 with a loss scale far far too large for the first steps' gradients (halved at each overflow until they fit, then stepping) (halved at each overflow until they fit, then stepping): each stage's found-inf is
+    // its part of the global norm, summed over the stages before the guard reads it, so every
+    // stage skips that step (and halves the scale) as one device does
+    use wgtrain::train::config::Precision;
+    let gpus = Gpu::open_n(None, 2).unwrap();
+    if !gpus[0].features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!("(skipped: the adapter has no SHADER_F16)");
+        return;
+    }
+    let mut c = gpt(4);
+    c.freeze = vec!["wte".into()];
+    c.precision = Precision::Fp16;
+    c.initial_loss_scale = 2f32.powi(30);
+    c.steps = 14;
+    let mut t = Trainer::new(&gpus[0], c.clone()).unwrap();
+    for _ in 0..c.steps {
+        t.train_step(false).unwrap();
+    }
+    let s = t.step_state().unwrap();
+    eprintln!("one device: {s:?}");
+    assert!(s.overflows >= 1 && s.steps_taken >= 1, "{s:?}");
+    let (losses, params) = one_device(&c);
+    let r = pipeline::train(&gpus, &c, &options(Schedule::OneFOneB)).unwrap();
+    assert_eq!(r.losses, losses, "losses");
+    assert_eq!(r.params, params, "parameters");
+}
