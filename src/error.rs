@@ -57,6 +57,10 @@ pub enum Error {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
+    /// A model file from elsewhere (GGUF, Hugging Face) that is damaged or not what it claims.
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+
     #[error("GPU readback failed: {0}")]
     Readback(String),
 

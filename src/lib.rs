@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod import;
 pub mod memory;
 pub mod nn;
 pub mod ops;

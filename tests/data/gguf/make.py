@@ -1,0 +1,121 @@
+"""Writes tiny.gguf and tiny.json beside this script: a GGUF v3 file with metadata of every value
+type and a tensor of every ggml type wgtrain decodes (random blocks, scales drawn as f16), and
+the `gguf` package's own reading of it (metadata, tensor directory, and each tensor dequantized
+by `gguf.quants.dequantize`, as f32 bit patterns) for tests/train/gguf.rs to compare against.
+
+    python3 -m venv venv && venv/bin/pip install gguf numpy && venv/bin/python make.py
+"""
+
+import json
+import os
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+rng = np.random.default_rng(1234)
+
+
+def f16_bytes(n, scale):
+    return (rng.normal(0.0, scale, n).astype(np.float16)).view(np.uint8)
+
+
+def blocks(kind, n_blocks):
+    """n_blocks random blocks of `kind`: codes uniform, every f16 field a finite draw."""
+    if kind == T.Q8_0:
+        parts = lambda: [f16_bytes(1, 0.05), rng.integers(0, 256, 32, dtype=np.uint8)]
+    elif kind == T.Q4_0:
+        parts = lambda: [f16_bytes(1, 0.05), rng.integers(0, 256, 16, dtype=np.uint8)]
+    elif kind == T.Q4_1:
+        parts = lambda: [f16_bytes(2, 0.05), rng.integers(0, 256, 16, dtype=np.uint8)]
+    elif kind == T.Q4_K:
+        parts = lambda: [f16_bytes(2, 0.01), rng.integers(0, 256, 12 + 128, dtype=np.uint8)]
+    elif kind == T.Q5_K:
+        parts = lambda: [f16_bytes(2, 0.01), rng.integers(0, 256, 12 + 32 + 128, dtype=np.uint8)]
+    elif kind == T.Q6_K:
+        parts = lambda: [rng.integers(0, 256, 128 + 64 + 16, dtype=np.uint8), f16_bytes(1, 0.01)]
+    else:
+        raise ValueError(kind)
+    return np.concatenate([np.concatenate(parts()) for _ in range(n_blocks)])
+
+
+def main():
+    path = os.path.join(HERE, "tiny.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_uint8("test.u8", 200)
+    w.add_int8("test.i8", -100)
+    w.add_uint16("test.u16", 60000)
+    w.add_int16("test.i16", -30000)
+    w.add_uint32("test.u32", 4000000000)
+    w.add_int32("test.i32", -2000000000)
+    w.add_float32("test.f32", 0.1)
+    w.add_bool("test.bool", True)
+    w.add_string("test.string", "héllo wörld")
+    w.add_uint64("test.u64", 2**60 + 1)
+    w.add_int64("test.i64", -(2**60) - 1)
+    w.add_float64("test.f64", 1e-300)
+    w.add_array("test.strings", ["a", "", "Ġthe", "<|im_start|>"])
+    w.add_array("test.ints", [1, -2, 3])
+    w.add_block_count(2)
+    w.add_context_length(64)
+    w.add_embedding_length(32)
+
+    tensors = {}
+    # (rows, cols): cols a whole number of blocks
+    for name, kind, rows, cols in [
+        ("f32", T.F32, 3, 5),
+        ("f16", T.F16, 2, 7),
+        ("bf16", T.BF16, 2, 6),
+        ("q8_0", T.Q8_0, 3, 64),
+        ("q4_0", T.Q4_0, 2, 64),
+        ("q4_1", T.Q4_1, 2, 32),
+        ("q4_k", T.Q4_K, 2, 256),
+        ("q5_k", T.Q5_K, 1, 512),
+        ("q6_k", T.Q6_K, 2, 256),
+    ]:
+        if kind == T.F32:
+            raw = rng.normal(0, 1, (rows, cols)).astype(np.float32)
+        elif kind == T.F16:
+            raw = rng.normal(0, 1, (rows, cols)).astype(np.float16)
+        elif kind == T.BF16:
+            raw = (rng.normal(0, 1, rows * cols).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.uint8).reshape(rows, cols * 2)
+        else:
+            block, size = gguf.GGML_QUANT_SIZES[kind]
+            raw = blocks(kind, rows * cols // block).reshape(rows, cols // block * size)
+        w.add_tensor(name, raw, raw_dtype=kind)
+        if kind in (T.F32, T.F16):
+            values = raw.astype(np.float32)
+        else:
+            values = dequantize(raw, kind)
+        tensors[name] = {
+            "type": int(kind),
+            "shape": [rows, cols],
+            "bits": [int(b) for b in np.asarray(values, dtype=np.float32).reshape(-1).view(np.uint32)],
+        }
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    # the file as the package reads it back
+    r = gguf.GGUFReader(path)
+    out = {"tensors": tensors, "directory": []}
+    for t in r.tensors:
+        out["directory"].append(
+            {
+                "name": t.name,
+                "dims": [int(d) for d in t.shape],
+                "type": int(t.tensor_type),
+                "start": int(t.data_offset),
+                "bytes": int(t.n_bytes),
+            }
+        )
+    with open(os.path.join(HERE, "tiny.json"), "w") as f:
+        json.dump(out, f)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes) and tiny.json")
+
+
+if __name__ == "__main__":
+    main()

