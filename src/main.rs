@@ -48,6 +48,9 @@ enum Command {
     Quantize(cli::quantize::QuantizeArgs),
     /// Chart the loss curves of one or more metrics files (overlaid) as SVG.
     Plot(cli::plot::PlotArgs),
+    /// Describe a model file from elsewhere (GGUF): its config, tokenizer, tensors and whether
+    /// wgtrain can load it.
+    Inspect(cli::inspect::InspectArgs),
 }
 
 /// Mesa's Vulkan and GL loaders print "error: XDG_RUNTIME_DIR is invalid or not set" before
@@ -102,5 +105,6 @@ fn run(args: Args) -> Result<()> {
         Command::Plot(p) => cli::plot::run(p),
         Command::Quantize(q) => cli::quantize::run(args.adapter.as_deref(), q),
         Command::Export(e) => cli::export::run(e),
+        Command::Inspect(i) => cli::inspect::run(i),
     }
 }

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod export;
 pub mod info;
+pub mod inspect;
 pub mod observe;
 pub mod optimize;
 pub mod plan;

@@ -103,8 +103,17 @@ type Edit = dyn FnOnce(&mut Vec<u8>);
 
 /// A copy of tiny.gguf with `edit` applied, in a fresh directory.
 fn damaged(name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> (crate::TmpDir, PathBuf) {
+    damaged_copy("tiny.gguf", name, edit)
+}
+
+/// A copy of the fixture `file` with `edit` applied, in a fresh directory.
+fn damaged_copy(
+    file: &str,
+    name: &str,
+    edit: impl FnOnce(&mut Vec<u8>),
+) -> (crate::TmpDir, PathBuf) {
     let dir = crate::TmpDir::new(&format!("gguf-{name}"));
-    let mut bytes = std::fs::read(data().join("tiny.gguf")).unwrap();
+    let mut bytes = std::fs::read(data().join(file)).unwrap();
     edit(&mut bytes);
     let path = dir.join("model.gguf");
     std::fs::write(&path, bytes).unwrap();
@@ -168,6 +177,13 @@ fn a_damaged_file_is_refused_by_name_before_anything_is_sized_by_it() {
             && err.contains("does not decode IQ4_NL"),
         "{err}"
     );
+}
+
+/// Where metadata `key`'s value starts (after its length-prefixed name and its type).
+fn value_of(bytes: &[u8], key: &str) -> usize {
+    let mut named = (key.len() as u64).to_le_bytes().to_vec();
+    named.extend(key.as_bytes());
+    find(bytes, &named) + named.len() + 4
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
@@ -253,4 +269,145 @@ fn the_real_smollm2_file_reads_and_decodes_as_the_gguf_package_does() {
         g.tensors.len(),
         want["tensors"].as_object().unwrap().len()
     );
+}
+
+#[test]
+fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() {
+    use wgtrain::import::llama::{check_tensors, LlamaConfig};
+    let g = Gguf::open(&data().join("tiny-llama.gguf")).unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    assert_eq!(
+        c,
+        LlamaConfig {
+            vocab_size: 64,
+            n_layer: 2,
+            n_embd: 32,
+            n_head: 4,
+            n_kv_head: 2,
+            ffn_hidden: 64,
+            context: 128,
+            rope_theta: 10_000.0,
+            rope_dim: 8,
+            rms_eps: 1e-6,
+            tied_embeddings: true,
+        }
+    );
+    assert_eq!((c.head_dim(), c.kv_dim()), (8, 16));
+    check_tensors(&g, &c).unwrap();
+    let held: u64 = g.tensors.iter().map(|t| t.numel()).sum();
+    assert_eq!(c.weight_count(), held);
+    // every tensor decodes
+    for t in &g.tensors {
+        assert_eq!(
+            g.dequantize(t).unwrap().len() as u64,
+            t.numel(),
+            "{}",
+            t.name
+        );
+    }
+
+    // a tensor renamed: the one the config implies is missing, named
+    let (_dir, path) = damaged_copy("tiny-llama.gguf", "renamed", |b| {
+        let at = find(b, b"blk.1.ffn_up.weight");
+        b[at + 10..at + 12].copy_from_slice(b"xx");
+    });
+    let g = Gguf::open(&path).unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    let err = check_tensors(&g, &c).unwrap_err().to_string();
+    assert!(
+        err.contains("has no tensor \"blk.1.ffn_up.weight\""),
+        "{err}"
+    );
+    // a head count that does not divide the width
+    let (_dir, path) = damaged_copy("tiny-llama.gguf", "heads", |b| {
+        let at = value_of(b, "llama.attention.head_count");
+        assert_eq!(b[at..at + 4], 4u32.to_le_bytes(), "head_count's value");
+        b[at..at + 4].copy_from_slice(&5u32.to_le_bytes());
+    });
+    let err = LlamaConfig::from_gguf(&Gguf::open(&path).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("embedding_length 32 is not a multiple of head_count 5"),
+        "{err}"
+    );
+    // another architecture, by name
+    let (_dir, path) = damaged_copy("tiny-llama.gguf", "arch", |b| {
+        let at = value_of(b, "general.architecture") + 8;
+        b[at..at + 5].copy_from_slice(b"llamb");
+    });
+    let err = LlamaConfig::from_gguf(&Gguf::open(&path).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("architecture \"llamb\" is not one wgtrain loads"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_real_smollm2_config_is_the_one_its_model_card_states() {
+    use wgtrain::import::llama::{check_tensors, LlamaConfig};
+    let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("SmolLM2 test skipped: {} is absent", path.display());
+        return;
+    }
+    let g = Gguf::open(&path).unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    assert_eq!(
+        (
+            c.n_layer,
+            c.n_embd,
+            c.n_head,
+            c.n_kv_head,
+            c.ffn_hidden,
+            c.vocab_size
+        ),
+        (30, 576, 9, 3, 1536, 49152)
+    );
+    assert_eq!((c.rope_theta, c.rope_dim, c.rms_eps), (100_000.0, 64, 1e-5));
+    assert!(c.tied_embeddings);
+    check_tensors(&g, &c).unwrap();
+    // 134.5 M weights, as the file holds them
+    assert_eq!(c.weight_count(), 134_515_008);
+}
+
+#[test]
+fn inspect_describes_a_gguf_file_and_says_whether_it_loads() {
+    use crate::cli::wgtrain;
+    let json = |file: &str| -> serde_json::Value {
+        let path = data().join(file);
+        let o = wgtrain(&["inspect", path.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = json("tiny-llama.gguf");
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["loadable"], true, "{v}");
+    assert_eq!(v["config"]["n_kv_head"], 2);
+    assert_eq!(v["weights"], 20640);
+    let types: Vec<&str> = v["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Q8_0", "F32", "Q4_1", "Q4_0", "F16", "BF16"]);
+    // a file without a model's metadata: described, and why it does not load
+    let v = json("tiny.gguf");
+    assert_eq!(v["loadable"], false);
+    assert!(
+        v["why_not"]
+            .as_str()
+            .unwrap()
+            .contains("has no metadata \"llama.attention.head_count\""),
+        "{v}"
+    );
+    // not a GGUF file: an error and a non-zero exit
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let o = wgtrain(&["inspect", readme.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not a GGUF file"), "{err}");
 }

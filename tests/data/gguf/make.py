@@ -115,6 +115,54 @@ def main():
     with open(os.path.join(HERE, "tiny.json"), "w") as f:
         json.dump(out, f)
     print(f"wrote {path} ({os.path.getsize(path)} bytes) and tiny.json")
+    tiny_llama()
+
+
+def tiny_llama():
+    """tiny-llama.gguf: a whole Llama-layout model (2 blocks, d 32, 4 heads over 2 key/value
+    heads, SwiGLU 64, vocabulary 64, tied head), its tensors in several types, for the config
+    mapping and the tensor check."""
+    path = os.path.join(HERE, "tiny-llama.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    c, f, v, heads, kv_heads = 32, 64, 64, 4, 2
+    w.add_block_count(2)
+    w.add_context_length(128)
+    w.add_embedding_length(c)
+    w.add_feed_forward_length(f)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_vocab_size(v)
+    kv = kv_heads * c // heads
+
+    def add(name, rows, cols, kind):
+        # a norm's gain is one row: stored 1-D, as llama.cpp's converter stores it
+        x = rng.normal(0, 0.1, (rows, cols) if rows > 1 else cols).astype(np.float32)
+        if kind == T.F32:
+            w.add_tensor(name, x)
+        elif kind == T.F16:
+            w.add_tensor(name, x.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(x, kind), raw_dtype=kind)
+
+    add("token_embd.weight", v, c, T.Q8_0)
+    for i in range(2):
+        add(f"blk.{i}.attn_norm.weight", 1, c, T.F32)
+        add(f"blk.{i}.attn_q.weight", c, c, T.Q4_1)
+        add(f"blk.{i}.attn_k.weight", kv, c, T.Q4_1)
+        add(f"blk.{i}.attn_v.weight", kv, c, T.Q8_0)
+        add(f"blk.{i}.attn_output.weight", c, c, T.Q4_0)
+        add(f"blk.{i}.ffn_norm.weight", 1, c, T.F32)
+        add(f"blk.{i}.ffn_gate.weight", f, c, T.F16)
+        add(f"blk.{i}.ffn_up.weight", f, c, T.BF16)
+        add(f"blk.{i}.ffn_down.weight", c, f, T.Q8_0)
+    add("output_norm.weight", 1, c, T.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
 if __name__ == "__main__":
