@@ -4,3 +4,4 @@
 pub mod ggml;
 pub mod gguf;
 pub mod llama;
+pub mod tokenizer;

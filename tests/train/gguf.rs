@@ -411,3 +411,60 @@ fn inspect_describes_a_gguf_file_and_says_whether_it_loads() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not a GGUF file"), "{err}");
 }
+
+/// The corpus and `transformers`' ids for it under `which` ("tiny", "smollm2"), from tokens.json.
+fn token_reference(which: &str) -> (Vec<String>, Vec<Vec<u32>>) {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("tokens.json")).unwrap())
+            .unwrap();
+    (
+        serde_json::from_value(v["corpus"].clone()).unwrap(),
+        serde_json::from_value(v[which].clone()).unwrap(),
+    )
+}
+
+/// Every corpus text encodes to `transformers`' ids and decodes back to itself.
+fn tokenizes_as_transformers(path: &Path, which: &str) {
+    use wgtrain::import::tokenizer::Tokenizer;
+    let g = Gguf::open(path).unwrap();
+    let t = Tokenizer::from_gguf(&g).unwrap();
+    let (corpus, want) = token_reference(which);
+    for (text, ids) in corpus.iter().zip(&want) {
+        assert_eq!(&t.encode(text).unwrap(), ids, "{which}: {text:?}");
+        assert_eq!(&t.decode(ids, false).unwrap(), text, "{which}: decode");
+    }
+    assert_eq!((t.bos, t.eos), (Some(1), Some(2)));
+}
+
+#[test]
+fn a_gguf_byte_level_bpe_tokenizes_as_transformers_converts_it() {
+    // 256 byte tokens, a few merges, control tokens (special: matched whole) and user-defined
+    // ones (<think>: matched whole, not special)
+    tokenizes_as_transformers(&data().join("tiny-tokenizer.gguf"), "tiny");
+    // special tokens leave the text when asked
+    use wgtrain::import::tokenizer::Tokenizer;
+    let t =
+        Tokenizer::from_gguf(&Gguf::open(&data().join("tiny-tokenizer.gguf")).unwrap()).unwrap();
+    let ids = t.encode("<|im_start|>the<|im_end|>").unwrap();
+    assert_eq!(ids.first(), Some(&1));
+    assert_eq!(t.decode(&ids, true).unwrap(), "the");
+    // a tokenizer wgtrain does not read, by name
+    let err = match Tokenizer::from_gguf(&Gguf::open(&data().join("tiny-llama.gguf")).unwrap()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("tiny-llama.gguf has no tokenizer"),
+    };
+    assert!(
+        err.contains("has no metadata \"tokenizer.ggml.model\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_real_smollm2_tokenizer_tokenizes_as_transformers() {
+    let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("SmolLM2 test skipped: {} is absent", path.display());
+        return;
+    }
+    tokenizes_as_transformers(&path, "smollm2");
+}
