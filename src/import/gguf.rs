@@ -135,6 +135,14 @@ const MAX_DIMS: u32 = 4;
 /// Array nesting GGUF writers produce (an array of arrays at most); deeper is refused.
 const MAX_NESTING: usize = 2;
 
+/// A value for a message: itself, or an array's length (a vocabulary is 50 000 strings).
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Array(a) => format!("{} elements", a.len()),
+        v => format!("{v:?}"),
+    }
+}
+
 impl Gguf {
     /// Reads and checks the header, metadata and tensor directory of `path`.
     pub fn open(path: &Path) -> Result<Gguf> {
@@ -243,33 +251,33 @@ impl Gguf {
 
     /// A non-negative integer the caller needs.
     pub fn require_u64(&self, key: &str) -> Result<u64> {
-        let v = self.require(key)?;
-        v.as_u64().ok_or_else(|| {
-            self.bad(format!(
-                "metadata {key:?} is a {} ({v:?}), not a non-negative integer",
-                v.type_name()
-            ))
-        })
+        self.require_as(key, "a non-negative integer", Value::as_u64)
     }
 
     /// A float the caller needs.
     pub fn require_f32(&self, key: &str) -> Result<f32> {
-        let v = self.require(key)?;
-        v.as_f32().ok_or_else(|| {
-            self.bad(format!(
-                "metadata {key:?} is a {} ({v:?}), not a float",
-                v.type_name()
-            ))
-        })
+        self.require_as(key, "a float", Value::as_f32)
     }
 
     /// A string the caller needs.
     pub fn require_str(&self, key: &str) -> Result<&str> {
+        self.require_as(key, "a string", Value::as_str)
+    }
+
+    /// Metadata `key` as `get` reads it; an error naming the key, its type and `what` was
+    /// wanted when it is absent or of another type.
+    fn require_as<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        get: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<T> {
         let v = self.require(key)?;
-        v.as_str().ok_or_else(|| {
+        get(v).ok_or_else(|| {
             self.bad(format!(
-                "metadata {key:?} is a {}, not a string",
-                v.type_name()
+                "metadata {key:?} is a {} ({}), not {what}",
+                v.type_name(),
+                shown(v)
             ))
         })
     }

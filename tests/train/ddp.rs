@@ -34,6 +34,28 @@ fn one_device(config: &TrainConfig, n: usize) -> (Vec<f32>, Vec<(String, Vec<f32
     (losses, params)
 }
 
+/// `config` on 2 ranks under DDP, ZeRO 1-3 and the parameter server: one device's losses and
+/// parameters, bit for bit.
+fn every_mode_equals_one_device(gpus: &[Gpu], config: &TrainConfig) {
+    let (losses, params) = one_device(config, 2);
+    for (mode, zero) in [
+        (Mode::Ddp, 0),
+        (Mode::Dp, 0),
+        (Mode::Ddp, 1),
+        (Mode::Ddp, 2),
+        (Mode::Ddp, 3),
+    ] {
+        let options = DdpOptions {
+            mode,
+            zero,
+            ..DdpOptions::default()
+        };
+        let r = ddp::train(gpus, comms(2), config, &options).unwrap();
+        assert_eq!(r.losses, losses, "{mode:?}, ZeRO {zero}: losses");
+        assert_eq!(r.params, params, "{mode:?}, ZeRO {zero}: parameters");
+    }
+}
+
 fn mlp() -> TrainConfig {
     let mut c = TrainConfig::preset(ModelKind::Mlp, "digits");
     c.batch_size = 48;
@@ -95,24 +117,7 @@ fn ddp_across_the_vulkan_and_gl_adapters_equals_one_device() {
     }
     let gpus: Vec<Gpu> = gpus.into_iter().take(2).collect();
     assert_ne!(gpus[0].info().backend, gpus[1].info().backend);
-    let c = mlp();
-    let (losses, params) = one_device(&c, 2);
-    for (mode, zero) in [
-        (Mode::Ddp, 0),
-        (Mode::Dp, 0),
-        (Mode::Ddp, 1),
-        (Mode::Ddp, 2),
-        (Mode::Ddp, 3),
-    ] {
-        let options = DdpOptions {
-            mode,
-            zero,
-            ..DdpOptions::default()
-        };
-        let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
-        assert_eq!(r.losses, losses, "{mode:?}, ZeRO {zero}: losses");
-        assert_eq!(r.params, params, "{mode:?}, ZeRO {zero}: parameters");
-    }
+    every_mode_equals_one_device(&gpus, &mlp());
 }
 
 #[test]
@@ -671,22 +676,5 @@ fn an_overflow_on_any_rank_skips_that_step_on_every_rank_as_one_device_does() {
     let s = t.step_state().unwrap();
     eprintln!("one device: {s:?}");
     assert!(s.overflows >= 1 && s.steps_taken >= 1, "{s:?}");
-    let (losses, params) = one_device(&c, 2);
-    for (mode, zero) in [
-        (Mode::Ddp, 0),
-        (Mode::Ddp, 1),
-        (Mode::Ddp, 2),
-        (Mode::Ddp, 3),
-        (Mode::Dp, 0),
-    ] {
-        let options = DdpOptions {
-            mode,
-            zero,
-            ..DdpOptions::default()
-        };
-        let r = ddp::train(&gpus, comms(2), &c, &options).unwrap();
-        let what = format!("{mode:?}, ZeRO {zero}");
-        assert_eq!(r.losses, losses, "{what}: losses");
-        assert_eq!(r.params, params, "{what}: parameters");
-    }
+    every_mode_equals_one_device(&gpus, &c);
 }
