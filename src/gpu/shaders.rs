@@ -14,6 +14,7 @@ pub enum Shader {
     SoftmaxXent,
     Layernorm,
     LayernormSubgroup,
+    Rmsnorm,
     SoftmaxXentSubgroup,
     AttentionSubgroup,
     Embedding,
@@ -39,7 +40,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 26] = [
+    pub const ALL: [Shader; 27] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -48,6 +49,7 @@ impl Shader {
         Shader::SoftmaxXent,
         Shader::Layernorm,
         Shader::LayernormSubgroup,
+        Shader::Rmsnorm,
         Shader::SoftmaxXentSubgroup,
         Shader::AttentionSubgroup,
         Shader::Embedding,
@@ -80,6 +82,7 @@ impl Shader {
             Shader::SoftmaxXent => "softmax_xent",
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
+            Shader::Rmsnorm => "rmsnorm",
             Shader::SoftmaxXentSubgroup => "softmax_xent_subgroup",
             Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Embedding => "embedding",
@@ -113,6 +116,7 @@ impl Shader {
             Shader::SoftmaxXent => include_str!("../../shaders/softmax_xent.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
+            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Shader::SoftmaxXentSubgroup => {
                 include_str!("../../shaders/softmax_xent_subgroup.wgsl")
             }

@@ -14,6 +14,7 @@ pub mod matmul_tune;
 pub mod pad;
 pub mod qmatmul;
 pub mod reduce;
+pub mod rmsnorm;
 pub mod softmax_xent;
 
 use crate::gpu::{Access, Binding, Category, Gpu, Kernel, OperandTexture, Shader, TextureForm};

@@ -20,6 +20,7 @@ mod optim;
 mod pad;
 mod qmatmul;
 mod reduce;
+mod rmsnorm;
 mod runtime;
 mod softmax_xent;
 mod texture_forms;

@@ -286,3 +286,43 @@ pub fn lora_linear_backward(
     }
     (dx, da, db)
 }
+
+/// RMSNorm: (out, rstd) with rstd = 1/sqrt(mean(x²) + eps), out = x·rstd·w.
+pub fn rmsnorm(x: &[f64], w: &[f64], rows: usize, cols: usize, eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut out = vec![0.0; rows * cols];
+    let mut rstd = vec![0.0; rows];
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let rs = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + eps).sqrt();
+        for c in 0..cols {
+            out[r * cols + c] = row[c] * rs * w[c];
+        }
+        rstd[r] = rs;
+    }
+    (out, rstd)
+}
+
+/// RMSNorm's (dx, dw) for the upstream gradient `dout`.
+pub fn rmsnorm_backward(
+    dout: &[f64],
+    x: &[f64],
+    w: &[f64],
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (_, rstd) = rmsnorm(x, w, rows, cols, eps);
+    let mut dx = vec![0.0; rows * cols];
+    let mut dw = vec![0.0; cols];
+    for r in 0..rows {
+        let rs = rstd[r];
+        let xhat: Vec<f64> = (0..cols).map(|c| x[r * cols + c] * rs).collect();
+        let g: Vec<f64> = (0..cols).map(|c| dout[r * cols + c] * w[c]).collect();
+        let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / cols as f64;
+        for c in 0..cols {
+            dx[r * cols + c] = rs * (g[c] - xhat[c] * mean_gx);
+            dw[c] += dout[r * cols + c] * xhat[c];
+        }
+    }
+    (dx, dw)
+}
