@@ -109,6 +109,39 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// out = x · y: SwiGLU's products (the backward's dout·up)
+@compute @workgroup_size(256)
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) { out[i] = x[i] * y[i]; }
+}
+
+// out = silu(x) · y, silu(x) = x·sigmoid(x): SwiGLU's forward (x the gate, y the up
+// projection) and its up-projection gradient (y = dout)
+@compute @workgroup_size(256)
+fn silu_mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let v = x[i];
+        out[i] = v / (1.0 + exp(-v)) * y[i];
+    }
+}
+
+// out = y · silu'(x), silu'(x) = s·(1 + x·(1 − s)) with s = sigmoid(x): the gate's gradient
+// (x = the gate, y = dout·up)
+@compute @workgroup_size(256)
+fn silu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let v = x[i];
+        let s = 1.0 / (1.0 + exp(-v));
+        out[i] = y[i] * (s * (1.0 + v * (1.0 - s)));
+    }
+}
+
 // ---- four elements per invocation ----
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -181,5 +214,33 @@ fn gelu_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let t = tanh_stable4(u);
         let du = GELU_S * (1.0 + 3.0 * GELU_C * v * v);
         out4[i] = y4[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+    }
+}
+
+@compute @workgroup_size(256)
+fn mul4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index4(wid, nwg, lid);
+    if (i < p.n / 4u) { out4[i] = x4[i] * y4[i]; }
+}
+
+@compute @workgroup_size(256)
+fn silu_mul4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index4(wid, nwg, lid);
+    if (i < p.n / 4u) {
+        let v = x4[i];
+        out4[i] = v / (1.0 + exp(-v)) * y4[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn silu_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index4(wid, nwg, lid);
+    if (i < p.n / 4u) {
+        let v = x4[i];
+        let s = 1.0 / (1.0 + exp(-v));
+        out4[i] = y4[i] * (s * (1.0 + v * (1.0 - s)));
     }
 }

@@ -99,3 +99,37 @@ pub fn gelu_forward(gpu: &Gpu, x: &Tensor, out: &Tensor) {
 pub fn gelu_backward(gpu: &Gpu, x: &Tensor, dout: &Tensor, dx: &Tensor) {
     run(gpu, ["gelu_backward", "gelu_backward4"], x, dout, dx, 0.0);
 }
+
+/// out = x · y
+pub fn mul(gpu: &Gpu, x: &Tensor, y: &Tensor, out: &Tensor) {
+    run(gpu, ["mul", "mul4"], x, y, out, 0.0);
+}
+
+/// SwiGLU's forward: out = silu(gate) · up, silu(v) = v·sigmoid(v) (Llama's MLP between its up
+/// and down projections).
+pub fn swiglu(gpu: &Gpu, gate: &Tensor, up: &Tensor, out: &Tensor) {
+    run(gpu, ["silu_mul", "silu_mul4"], gate, up, out, 0.0);
+}
+
+/// SwiGLU's backward: d_up = dout · silu(gate), d_gate = dout · up · silu'(gate) (`scratch`,
+/// of dout's shape, holds dout·up).
+pub fn swiglu_backward(
+    gpu: &Gpu,
+    gate: &Tensor,
+    up: &Tensor,
+    dout: &Tensor,
+    scratch: &Tensor,
+    d_gate: &Tensor,
+    d_up: &Tensor,
+) {
+    run(gpu, ["silu_mul", "silu_mul4"], gate, dout, d_up, 0.0);
+    run(gpu, ["mul", "mul4"], dout, up, scratch, 0.0);
+    run(
+        gpu,
+        ["silu_backward", "silu_backward4"],
+        gate,
+        scratch,
+        d_gate,
+        0.0,
+    );
+}

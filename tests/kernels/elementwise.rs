@@ -169,3 +169,74 @@ fn sign_maps_every_value_exactly() {
         assert_eq!(read(&out), want, "n {n}");
     }
 }
+
+/// SwiGLU (f64): silu(g)·u.
+fn swiglu64(g: f64, u: f64) -> f64 {
+    g / (1.0 + (-g).exp()) * u
+}
+
+#[test]
+fn swiglu_forward_and_backward_match_the_reference_and_finite_differences() {
+    let mut rng = Rng::new(12);
+    for n in SIZES {
+        let gate = rng.uniform_vec(n, -8.0, 8.0);
+        let (up, dout) = (rand_vec(&mut rng, n), rand_vec(&mut rng, n));
+        let (tg, tu, td) = (
+            upload("gate", &[n], &gate),
+            upload("up", &[n], &up),
+            upload("dout", &[n], &dout),
+        );
+        let (out, scratch, dg, du) = (
+            zeros("out", &[n]),
+            zeros("scratch", &[n]),
+            zeros("d_gate", &[n]),
+            zeros("d_up", &[n]),
+        );
+        swiglu(gpu(), &tg, &tu, &out);
+        swiglu_backward(gpu(), &tg, &tu, &td, &scratch, &dg, &du);
+        let (g64, u64_, d64) = (to64(&gate), to64(&up), to64(&dout));
+        let want: Vec<f64> = (0..n).map(|i| swiglu64(g64[i], u64_[i])).collect();
+        // exp in f32 on the GPU and a few roundings: a few ulps of the largest values (~8)
+        assert_close(&format!("swiglu n={n}"), &read(&out), &want, 4e-6, 4e-6);
+        // the gradients, analytically and by central differences of Σ out·dout
+        let h = 1e-6;
+        let fd = |i: usize, gate: bool| {
+            let f = |d: f64| {
+                let (g, u) = if gate {
+                    (g64[i] + d, u64_[i])
+                } else {
+                    (g64[i], u64_[i] + d)
+                };
+                swiglu64(g, u) * d64[i]
+            };
+            (f(h) - f(-h)) / (2.0 * h)
+        };
+        let dg_ref: Vec<f64> = (0..n)
+            .map(|i| {
+                let s = 1.0 / (1.0 + (-g64[i]).exp());
+                d64[i] * u64_[i] * s * (1.0 + g64[i] * (1.0 - s))
+            })
+            .collect();
+        let du_ref: Vec<f64> = (0..n).map(|i| d64[i] * swiglu64(g64[i], 1.0)).collect();
+        if n <= 1000 {
+            let fd_g: Vec<f64> = (0..n).map(|i| fd(i, true)).collect();
+            let fd_u: Vec<f64> = (0..n).map(|i| fd(i, false)).collect();
+            assert_close64("reference d_gate vs fd", &dg_ref, &fd_g, 1e-7, 1e-6);
+            assert_close64("reference d_up vs fd", &du_ref, &fd_u, 1e-7, 1e-6);
+        }
+        assert_close(
+            &format!("swiglu d_gate n={n}"),
+            &read(&dg),
+            &dg_ref,
+            4e-6,
+            4e-6,
+        );
+        assert_close(
+            &format!("swiglu d_up n={n}"),
+            &read(&du),
+            &du_ref,
+            4e-6,
+            4e-6,
+        );
+    }
+}
