@@ -15,6 +15,7 @@ pub enum Shader {
     Layernorm,
     LayernormSubgroup,
     Rmsnorm,
+    Rope,
     SoftmaxXentSubgroup,
     AttentionSubgroup,
     Embedding,
@@ -40,7 +41,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 27] = [
+    pub const ALL: [Shader; 28] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -50,6 +51,7 @@ impl Shader {
         Shader::Layernorm,
         Shader::LayernormSubgroup,
         Shader::Rmsnorm,
+        Shader::Rope,
         Shader::SoftmaxXentSubgroup,
         Shader::AttentionSubgroup,
         Shader::Embedding,
@@ -83,6 +85,7 @@ impl Shader {
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::Rmsnorm => "rmsnorm",
+            Shader::Rope => "rope",
             Shader::SoftmaxXentSubgroup => "softmax_xent_subgroup",
             Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Embedding => "embedding",
@@ -117,6 +120,7 @@ impl Shader {
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
             Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
             Shader::SoftmaxXentSubgroup => {
                 include_str!("../../shaders/softmax_xent_subgroup.wgsl")
             }

@@ -15,6 +15,7 @@ pub mod pad;
 pub mod qmatmul;
 pub mod reduce;
 pub mod rmsnorm;
+pub mod rope;
 pub mod softmax_xent;
 
 use crate::gpu::{Access, Binding, Category, Gpu, Kernel, OperandTexture, Shader, TextureForm};

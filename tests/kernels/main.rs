@@ -21,6 +21,7 @@ mod pad;
 mod qmatmul;
 mod reduce;
 mod rmsnorm;
+mod rope;
 mod runtime;
 mod softmax_xent;
 mod texture_forms;

@@ -326,3 +326,32 @@ pub fn rmsnorm_backward(
     }
     (dx, dw)
 }
+
+/// Rotary embeddings ("rotate half") on rows of `dim` of (B, T, H, D): in each row's first `rot`
+/// dimensions, i < rot/2 pairs with i + rot/2 and turns by t·base^(−2i/rot), t = (row / H) % T +
+/// offset; `sign` −1 turns back.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &[f64],
+    seq: usize,
+    heads: usize,
+    dim: usize,
+    rot: usize,
+    base: f64,
+    offset: usize,
+    sign: f64,
+) -> Vec<f64> {
+    let mut out = x.to_vec();
+    let half = rot / 2;
+    for (row, chunk) in out.chunks_mut(dim).enumerate() {
+        let t = (row / heads) % seq + offset;
+        for i in 0..half {
+            let angle = t as f64 * base.powf(-2.0 * i as f64 / rot as f64);
+            let (c, s) = (angle.cos(), sign * angle.sin());
+            let (a, b) = (x[row * dim + i], x[row * dim + i + half]);
+            chunk[i] = a * c - b * s;
+            chunk[i + half] = b * c + a * s;
+        }
+    }
+    out
+}
