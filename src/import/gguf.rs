@@ -130,6 +130,13 @@ pub struct Gguf {
     pub data_start: u64,
 }
 
+/// The room reserved for `n` entries a file claims: at most 65 536 ahead of the entries read
+/// (each parsed entry consumes bytes of the file, so growth past that is paid for by real data;
+/// a claim alone never sizes an allocation beyond a few MiB).
+fn claimed(n: u64) -> usize {
+    n.min(1 << 16) as usize
+}
+
 /// Dimensions a tensor may have (ggml's GGML_MAX_DIMS).
 const MAX_DIMS: u32 = 4;
 /// Array nesting GGUF writers produce (an array of arrays at most); deeper is refused.
@@ -178,7 +185,7 @@ impl Gguf {
         let tensor_count = r.u64()?;
         let kv_count = r.u64()?;
         // each entry takes at least 8 bytes of its own (a key's or a name's length): a count
-        // the rest of the file cannot hold is refused before a vector is sized by it
+        // the rest of the file cannot hold is refused before anything is read for it
         for (count, what) in [(tensor_count, "tensors"), (kv_count, "metadata entries")] {
             if count > r.left() / 8 {
                 return Err(r.bad(format!(
@@ -187,7 +194,7 @@ impl Gguf {
                 )));
             }
         }
-        let mut metadata = Vec::with_capacity(kv_count as usize);
+        let mut metadata = Vec::with_capacity(claimed(kv_count));
         for _ in 0..kv_count {
             let key = r.string()?;
             let kind = r.u32()?;
@@ -205,7 +212,7 @@ impl Gguf {
                 }
             },
         };
-        let mut entries = Vec::with_capacity(tensor_count as usize);
+        let mut entries = Vec::with_capacity(claimed(tensor_count));
         for _ in 0..tensor_count {
             let name = r.string()?;
             let n_dims = r.u32()?;
@@ -414,14 +421,14 @@ impl<R: Read> Reader<'_, R> {
                 let inner = self.u32()?;
                 let n = self.u64()?;
                 // the smallest element is one byte: a count the file cannot hold is refused
-                // before the vector is sized by it
+                // before anything is read for it
                 if n > self.left() {
                     return Err(self.bad(format!(
                         "an array claims {n} elements, more than the {} bytes left",
                         self.left()
                     )));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity(claimed(n));
                 for _ in 0..n {
                     v.push(self.value(inner, depth + 1)?);
                 }
