@@ -16,6 +16,7 @@ pub enum Shader {
     LayernormSubgroup,
     Rmsnorm,
     Rope,
+    Ggml,
     SoftmaxXentSubgroup,
     AttentionSubgroup,
     Embedding,
@@ -41,7 +42,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 28] = [
+    pub const ALL: [Shader; 29] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -52,6 +53,7 @@ impl Shader {
         Shader::LayernormSubgroup,
         Shader::Rmsnorm,
         Shader::Rope,
+        Shader::Ggml,
         Shader::SoftmaxXentSubgroup,
         Shader::AttentionSubgroup,
         Shader::Embedding,
@@ -86,6 +88,7 @@ impl Shader {
             Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::Rmsnorm => "rmsnorm",
             Shader::Rope => "rope",
+            Shader::Ggml => "ggml",
             Shader::SoftmaxXentSubgroup => "softmax_xent_subgroup",
             Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Embedding => "embedding",
@@ -121,6 +124,7 @@ impl Shader {
             Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
             Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Shader::Rope => include_str!("../../shaders/rope.wgsl"),
+            Shader::Ggml => include_str!("../../shaders/ggml.wgsl"),
             Shader::SoftmaxXentSubgroup => {
                 include_str!("../../shaders/softmax_xent_subgroup.wgsl")
             }

@@ -468,3 +468,60 @@ fn the_real_smollm2_tokenizer_tokenizes_as_transformers() {
     }
     tokenizes_as_transformers(&path, "smollm2");
 }
+
+#[test]
+fn the_gpu_decodes_ggml_blocks_as_the_host_does_bit_for_bit() {
+    use wgtrain::gpu::{Category, Gpu};
+    use wgtrain::ops::ggml::{decode, upload_raw, DECODED};
+    let gpu = Gpu::new(None).unwrap();
+    let mut files = vec![data().join("tiny.gguf"), data().join("tiny-llama.gguf")];
+    let smol = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if smol.exists() {
+        files.push(smol);
+    }
+    let mut seen = vec![];
+    for path in files {
+        let g = Gguf::open(&path).unwrap();
+        // every tensor of a decoded type (on SmolLM2: the embedding and the first block's)
+        let tensors = g.tensors.iter().filter(|t| {
+            DECODED.contains(&t.ggml_type)
+                && (!t.name.starts_with("blk.") || t.name.starts_with("blk.0."))
+        });
+        for t in tensors {
+            let raw = upload_raw(&gpu, &t.name, &g.read_raw(t).unwrap()).unwrap();
+            let out = wgtrain::Tensor::empty(
+                &gpu,
+                "decoded",
+                &[t.numel() as usize],
+                wgtrain::DType::F32,
+                Category::Workspace,
+            )
+            .unwrap();
+            decode(&gpu, &raw, t.ggml_type, &out);
+            let got: Vec<u32> = out
+                .to_f32(&gpu)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let want: Vec<u32> = g
+                .dequantize(t)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "{}: {} ({})",
+                path.display(),
+                t.name,
+                t.ggml_type.name()
+            );
+            seen.push(t.ggml_type);
+        }
+    }
+    for ty in DECODED {
+        assert!(seen.contains(&ty), "no {} tensor decoded", ty.name());
+    }
+}

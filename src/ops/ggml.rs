@@ -1,0 +1,55 @@
+//! ggml's blocks decoded on the device (`shaders/ggml.wgsl`): a GGUF tensor's bytes uploaded as
+//! they are and decoded there, bit for bit as the host decodes them ([`crate::import::ggml`]),
+//! so a model file's quantized weights need no f32 copy on the host. F16, BF16, Q8_0, Q4_0 and
+//! Q4_1 so far (the k-quants decode on the host).
+
+use super::dispatch_items;
+use crate::error::Result;
+use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
+use crate::import::ggml::GgmlType;
+use crate::tensor::Tensor;
+
+/// The types [`decode`] takes.
+pub const DECODED: [GgmlType; 5] = [
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+];
+
+/// `raw` (a tensor's blocks as stored) on the device in u32 words, the last one zero-padded.
+pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8]) -> Result<Tensor> {
+    let mut bytes = raw.to_vec();
+    bytes.resize(raw.len().div_ceil(4).max(1) * 4, 0);
+    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+    Tensor::from_u32(gpu, name, &[words.len()], &words, Category::Workspace)
+}
+
+/// Records `out` (f32, the tensor's element count) = `raw` (its `ty` blocks, [`upload_raw`])
+/// decoded. Panics (a programmer error) for a type not in [`DECODED`].
+pub fn decode(gpu: &Gpu, raw: &Tensor, ty: GgmlType, out: &Tensor) {
+    super::expect_f32("ggml decode", &[out]);
+    let overrides: &'static [(&'static str, f64)] = match ty {
+        GgmlType::F16 => &[("FORMAT", 0.0)],
+        GgmlType::BF16 => &[("FORMAT", 1.0)],
+        GgmlType::Q8_0 => &[("FORMAT", 2.0)],
+        GgmlType::Q4_0 => &[("FORMAT", 3.0)],
+        GgmlType::Q4_1 => &[("FORMAT", 4.0)],
+        other => panic!("ggml decode: {} is decoded on the host", other.name()),
+    };
+    let n = out.numel();
+    let bytes = ty.bytes_for(n as u64).expect("whole blocks");
+    assert!(
+        raw.numel() as u64 * 4 >= bytes,
+        "ggml decode: {} words for {bytes} bytes",
+        raw.numel()
+    );
+    let kernel = Kernel {
+        shader: Shader::Ggml,
+        entry: "decode",
+        overrides,
+    };
+    let args = [(raw, Access::Read), (out, Access::ReadWrite)];
+    dispatch_items(gpu, &kernel, &args, &[n as u32], n, 256);
+}
