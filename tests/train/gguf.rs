@@ -472,7 +472,7 @@ fn the_real_smollm2_tokenizer_tokenizes_as_transformers() {
 #[test]
 fn the_gpu_decodes_ggml_blocks_as_the_host_does_bit_for_bit() {
     use wgtrain::gpu::{Category, Gpu};
-    use wgtrain::ops::ggml::{decode, upload_raw, DECODED};
+    use wgtrain::import::decode::{decode, upload_raw, DECODED};
     let gpu = Gpu::new(None).unwrap();
     let mut files = vec![data().join("tiny.gguf"), data().join("tiny-llama.gguf")];
     let smol = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");

@@ -1,12 +1,12 @@
 //! ggml's blocks decoded on the device (`shaders/ggml.wgsl`): a GGUF tensor's bytes uploaded as
-//! they are and decoded there, bit for bit as the host decodes them ([`crate::import::ggml`]),
+//! they are and decoded there, bit for bit as the host decodes them ([`super::ggml`]),
 //! so a model file's quantized weights need no f32 copy on the host. F16, BF16, Q8_0, Q4_0 and
 //! Q4_1 so far (the k-quants decode on the host).
 
-use super::dispatch_items;
 use crate::error::Result;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
 use crate::import::ggml::GgmlType;
+use crate::ops::dispatch_items;
 use crate::tensor::Tensor;
 
 /// The types [`decode`] takes.
@@ -29,7 +29,7 @@ pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8]) -> Result<Tensor> {
 /// Records `out` (f32, the tensor's element count) = `raw` (its `ty` blocks, [`upload_raw`])
 /// decoded. Panics (a programmer error) for a type not in [`DECODED`].
 pub fn decode(gpu: &Gpu, raw: &Tensor, ty: GgmlType, out: &Tensor) {
-    super::expect_f32("ggml decode", &[out]);
+    crate::ops::expect_f32("ggml decode", &[out]);
     let overrides: &'static [(&'static str, f64)] = match ty {
         GgmlType::F16 => &[("FORMAT", 0.0)],
         GgmlType::BF16 => &[("FORMAT", 1.0)],
