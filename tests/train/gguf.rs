@@ -460,6 +460,27 @@ fn a_gguf_byte_level_bpe_tokenizes_as_transformers_converts_it() {
 }
 
 #[test]
+fn a_hugging_face_tokenizer_json_tokenizes_as_transformers() {
+    // the tiny tokenizer as transformers converted and saved it
+    use wgtrain::import::tokenizer::Tokenizer;
+    let t = Tokenizer::from_file(&data().join("tiny-tokenizer.json")).unwrap();
+    let (corpus, want) = token_reference("tiny");
+    for (text, ids) in corpus.iter().zip(&want) {
+        assert_eq!(&t.encode(text).unwrap(), ids, "{text:?}");
+        assert_eq!(&t.decode(ids, false).unwrap(), text, "decode");
+    }
+    // not a tokenizer: an error naming the file
+    let err = match Tokenizer::from_file(&data().join("tokens.json")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("tokens.json is not a tokenizer"),
+    };
+    assert!(
+        err.contains("tokens.json") && err.contains("is not a tokenizer"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_real_smollm2_tokenizer_tokenizes_as_transformers() {
     let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.exists() {

@@ -1,7 +1,8 @@
 """Reference token ids from `transformers`' own GGUF tokenizer conversion (its
 integrations/gguf/gguf_tokenizer_mapping, the code `AutoTokenizer.from_pretrained(...,
 gguf_file=...)` runs): writes tiny-tokenizer.gguf (a small byte-level BPE: the 256 byte tokens,
-a few merges, control and user-defined tokens) and tokens.json (a corpus and the ids of each
+a few merges, control and user-defined tokens), tiny-tokenizer.json (the converted tokenizer as
+Hugging Face saves it) and tokens.json (a corpus and the ids of each
 text under tiny-tokenizer.gguf and, when SmolLM2-135M-Instruct.Q4_1.gguf is beside this script,
 under SmolLM2), for tests/train/gguf.rs.
 
@@ -57,7 +58,8 @@ def tiny():
     return path
 
 
-def ids(path):
+def converted(path):
+    """The `transformers` tokenizer the GGUF file at `path` converts to."""
     r = gguf.GGUFReader(path)
     field = lambda k: r.fields[k].contents() if k in r.fields else None
     d = {
@@ -69,12 +71,19 @@ def ids(path):
     }
     t = mapping.select_tokenizer_builder("llama", d["tokenizer_type"])(d)
     t = mapping.add_gguf_special_tokens(t, d)
-    t = mapping.set_split_regex(t, d)
+    return mapping.set_split_regex(t, d)
+
+
+def ids(path):
+    t = converted(path)
     return [t(text, add_special_tokens=False).input_ids for text in CORPUS]
 
 
 def main():
-    out = {"corpus": CORPUS, "tiny": ids(tiny())}
+    path = tiny()
+    out = {"corpus": CORPUS, "tiny": ids(path)}
+    # the same tokenizer as Hugging Face saves it, for the tokenizer.json reader
+    converted(path).backend_tokenizer.save(os.path.join(HERE, "tiny-tokenizer.json"))
     if os.path.exists(SMOL):
         out["smollm2"] = ids(SMOL)
     with open(os.path.join(HERE, "tokens.json"), "w") as f:
