@@ -24,29 +24,8 @@ fn u16_at(b: u32) -> u32 {
     return byte_at(b) | (byte_at(b + 1u) << 8u);
 }
 
-// (copied from cast.wgsl: an f16's bits widened to an f32's with integer arithmetic, exact)
-fn f16_to_f32_bits(h: u32) -> u32 {
-    let sign = (h & 0x8000u) << 16u;
-    let exp = h & 0x7C00u;
-    let man = h & 0x03FFu;
-    if (exp == 0x7C00u) {
-        if (man == 0u) {
-            return sign | 0x7F800000u;
-        }
-        return sign | 0x7FC00000u | (man << 13u);
-    }
-    if (exp == 0u) {
-        if (man == 0u) {
-            return sign;
-        }
-        // subnormal: normalise (man < 2^10, so its top bit is at 31 - countLeadingZeros)
-        let top = 31u - countLeadingZeros(man);
-        let e = 127u - 15u - (10u - top) + 1u;
-        let m = (man << (23u - top)) & 0x007FFFFFu;
-        return sign | (e << 23u) | m;
-    }
-    return sign | (((exp >> 10u) + 127u - 15u) << 23u) | (man << 13u);
-}
+// f16_to_f32_bits (an f16's bits widened to an f32's with integer arithmetic, exact) is
+// cast.wgsl's, appended to this source when it is built (gpu::shaders::ggml_source).
 
 fn f16_at(b: u32) -> f32 {
     return bitcast<f32>(f16_to_f32_bits(u16_at(b)));

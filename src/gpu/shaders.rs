@@ -124,7 +124,7 @@ impl Shader {
             Shader::LayernormSubgroup => include_str!("../../shaders/layernorm_subgroup.wgsl"),
             Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Shader::Rope => include_str!("../../shaders/rope.wgsl"),
-            Shader::Ggml => include_str!("../../shaders/ggml.wgsl"),
+            Shader::Ggml => ggml_source(),
             Shader::SoftmaxXentSubgroup => {
                 include_str!("../../shaders/softmax_xent_subgroup.wgsl")
             }
@@ -383,6 +383,24 @@ fn with_texture_reads(source: &str, inputs: &[&str]) -> String {
 /// `matmul_subgroup.wgsl` with A and B stored as f16: the two declarations and the two
 /// accessors every read goes through (`read_a`, `read_b`) change, the f32 accumulation and
 /// output stay.
+/// `shaders/ggml.wgsl` with cast.wgsl's `f16_to_f32_bits` appended: one integer f16 decoder
+/// for the casts and the ggml blocks.
+pub fn ggml_source() -> &'static str {
+    static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let cast = include_str!("../../shaders/cast.wgsl");
+        let start = cast
+            .find("fn f16_to_f32_bits(")
+            .expect("cast.wgsl defines f16_to_f32_bits");
+        let end = start + cast[start..].find("\n}\n").expect("its closing brace") + 3;
+        format!(
+            "{}\n{}",
+            include_str!("../../shaders/ggml.wgsl"),
+            &cast[start..end]
+        )
+    });
+    &SOURCE
+}
+
 pub fn matmul_f16_source() -> &'static str {
     static SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         derive_matmul(

@@ -904,90 +904,75 @@ impl Strategy for Stage<'_> {
             scale,
             loss_scale: loss_scale.as_deref(),
         };
-        {
-            let model = t.model.as_mut();
-            let batches = micros
-                .iter()
-                .map(|b| model.upload_tokens(gpu, b))
-                .collect::<Result<Vec<_>>>()?;
-            let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
-            // LoRA adapters apply their dropout in training passes only (an error ends the run,
-            // so it needs no reset)
-            model.set_training(true);
-            for &a in &self.order {
-                // what the action waits for from a neighbour comes first: the wait is the
-                // bubble's, not the action's
-                let received = match a {
-                    Action::Forward(_) if !span.first => {
-                        Some(Links::recv(&links.prev, hidden, &mut links.bytes)?)
-                    }
-                    Action::Backward(_) if !span.last => {
-                        Some(Links::recv(&links.next, hidden, &mut links.bytes)?)
-                    }
-                    _ => None,
-                };
-                let start = Instant::now();
-                // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
-                model.set_dropout_seed(seeds[a.micro_batch()]);
-                let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
-                    let x = Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
-                    gpu.upload(&x, &v);
-                    Ok(x)
-                };
-                match a {
-                    Action::Forward(j) => {
-                        let input = received.map(|v| upload(v, "stage input")).transpose()?;
-                        let (out, cache) = model.stage_forward(
-                            gpu,
-                            span,
-                            &batches[j],
-                            input,
-                            loss,
-                            &mut NoHooks,
-                        )?;
-                        match out {
-                            StageOut::Hidden(h) => {
-                                let v = gpu.read_bytes(&h)?;
-                                Links::send(&links.next, v, &mut links.bytes)?;
-                            }
-                            StageOut::Losses(l) => {
-                                gpu.sync()?;
-                                stage_losses.push(l);
-                            }
+        let model = t.model.as_mut();
+        let batches = micros
+            .iter()
+            .map(|b| model.upload_tokens(gpu, b))
+            .collect::<Result<Vec<_>>>()?;
+        let mut caches: Vec<Option<StageCache>> = (0..plan.m).map(|_| None).collect();
+        // LoRA adapters apply their dropout in training passes only (an error ends the run,
+        // so it needs no reset)
+        model.set_training(true);
+        for &a in &self.order {
+            // what the action waits for from a neighbour comes first: the wait is the
+            // bubble's, not the action's
+            let received = match a {
+                Action::Forward(_) if !span.first => {
+                    Some(Links::recv(&links.prev, hidden, &mut links.bytes)?)
+                }
+                Action::Backward(_) if !span.last => {
+                    Some(Links::recv(&links.next, hidden, &mut links.bytes)?)
+                }
+                _ => None,
+            };
+            let start = Instant::now();
+            // a LoRA adapter's dropout mask: the micro-batch's, in its forward and backward
+            model.set_dropout_seed(seeds[a.micro_batch()]);
+            let upload = |v: Vec<u8>, name: &str| -> Result<Tensor> {
+                let x = Tensor::empty(gpu, name, &plan.hidden, dtype, Category::Activations)?;
+                gpu.upload(&x, &v);
+                Ok(x)
+            };
+            match a {
+                Action::Forward(j) => {
+                    let input = received.map(|v| upload(v, "stage input")).transpose()?;
+                    let (out, cache) =
+                        model.stage_forward(gpu, span, &batches[j], input, loss, &mut NoHooks)?;
+                    match out {
+                        StageOut::Hidden(h) => {
+                            let v = gpu.read_bytes(&h)?;
+                            Links::send(&links.next, v, &mut links.bytes)?;
                         }
-                        caches[j] = Some(cache);
-                    }
-                    Action::Backward(j) => {
-                        let dout = received
-                            .map(|v| upload(v, "stage output grad"))
-                            .transpose()?;
-                        let cache = caches[j].take().expect("a forward before its backward");
-                        match model.stage_backward(
-                            gpu,
-                            span,
-                            &batches[j],
-                            cache,
-                            dout,
-                            &mut NoHooks,
-                        )? {
-                            Some(dx) => {
-                                let v = gpu.read_bytes(&dx)?;
-                                Links::send(&links.prev, v, &mut links.bytes)?;
-                            }
-                            None => gpu.sync()?,
+                        StageOut::Losses(l) => {
+                            gpu.sync()?;
+                            stage_losses.push(l);
                         }
+                    }
+                    caches[j] = Some(cache);
+                }
+                Action::Backward(j) => {
+                    let dout = received
+                        .map(|v| upload(v, "stage output grad"))
+                        .transpose()?;
+                    let cache = caches[j].take().expect("a forward before its backward");
+                    match model.stage_backward(gpu, span, &batches[j], cache, dout, &mut NoHooks)? {
+                        Some(dx) => {
+                            let v = gpu.read_bytes(&dx)?;
+                            Links::send(&links.prev, v, &mut links.bytes)?;
+                        }
+                        None => gpu.sync()?,
                     }
                 }
-                self.events.push(Event {
-                    stage: s,
-                    step,
-                    action: a,
-                    start_ms: ms(start),
-                    end_ms: ms(Instant::now()),
-                });
             }
-            model.set_training(false);
+            self.events.push(Event {
+                stage: s,
+                step,
+                action: a,
+                start_ms: ms(start),
+                end_ms: ms(Instant::now()),
+            });
         }
+        model.set_training(false);
         for (k, l) in stage_losses.iter().enumerate() {
             t.add_losses(l, k == 0)?;
         }
