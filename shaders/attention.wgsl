@@ -1,11 +1,14 @@
-// Causal multi-head self-attention around batched matmuls (src/ops/attention.rs), in GPT-2's
-// packed layout: qkv (B, T, 3C) holds q | k | v; head h owns columns h*hs .. (h+1)*hs of each,
-// hs = C / NH. The products q·kᵀ, att·v and their gradients run on the matmul kernels; the
-// kernels here only move heads in and out of that layout and do the row-wise causal softmax:
-//   split_qkv:   qkv (B, T, 3C) → q, k, v (B, NH, T, hs)
+// Causal multi-head self-attention around batched matmuls (src/ops/attention.rs), over a packed
+// qkv (B, T, C + 2·KC) holding q | k | v: NH query heads of hs = C / NH columns, and KH key/value
+// heads (KC = KH·hs columns each), query head h reading key/value head h / (NH / KH) (grouped-query
+// attention; GPT-2 has KH = NH). The products q·kᵀ, att·v and their gradients run on the matmul
+// kernels; the kernels here only move heads in and out of that layout and do the row-wise causal
+// softmax:
+//   split_qkv:   qkv → q, k, v (B, NH, T, hs), each query head given its group's key and value
 //   split:       x (B, T, C) → xh (B, NH, T, hs)
 //   merge:       xh (B, NH, T, hs) → x (B, T, C)
-//   merge_qkv:   dq, dk, dv (B, NH, T, hs) → dqkv (B, T, 3C)
+//   merge_qkv:   dq, dk, dv (B, NH, T, hs) → dqkv, a key/value head's gradient the sum over its
+//                group's query heads in head order (the first such head's invocation adds them)
 //   split_qkv4, split4, merge4, merge_qkv4: the same four moves a vec4 per invocation, for hs a
 //                multiple of 4 (4 consecutive elements of a head row are 4 consecutive ones in
 //                the packed layout); llvmpipe makes a vec4 move about 3x cheaper than 4 scalar ones
@@ -21,6 +24,7 @@ struct Params {
     channels: u32, // C
     heads: u32,    // NH
     scale: f32,
+    kv_heads: u32, // KH
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,14 +35,40 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
-// Element i of a (B, NH, T, hs) tensor: its offset in a (B, T, sections·C) tensor, section 0.
-fn packed_offset(i: u32, sections: u32) -> u32 {
+// Element i of a (B, NH, T, hs) tensor: its offset in a (B, T, C) tensor.
+fn packed_offset(i: u32) -> u32 {
     let hs = p.channels / p.heads;
     let d = i % hs;
     let t = (i / hs) % p.seq;
     let h = (i / (hs * p.seq)) % p.heads;
     let b = i / (hs * p.seq * p.heads);
-    return (b * p.seq + t) * sections * p.channels + h * hs + d;
+    return (b * p.seq + t) * p.channels + h * hs + d;
+}
+
+// Element i of a (B, NH, T, hs) tensor: the offsets of its query element and of its group's key
+// element in qkv (B, T, C + 2·KC) (the value element is KC past the key's), and whether head h
+// is the first of its group.
+struct QkvAt {
+    q: u32,
+    k: u32,
+    first: bool,
+}
+
+fn qkv_at(i: u32) -> QkvAt {
+    let hs = p.channels / p.heads;
+    let kc = p.kv_heads * hs;
+    let group = p.heads / p.kv_heads;
+    let d = i % hs;
+    let t = (i / hs) % p.seq;
+    let h = (i / (hs * p.seq)) % p.heads;
+    let b = i / (hs * p.seq * p.heads);
+    let row = (b * p.seq + t) * (p.channels + 2u * kc);
+    return QkvAt(row + h * hs + d, row + p.channels + (h / group) * hs + d, h % group == 0u);
+}
+
+// The distance between head h's and head h + 1's elements in a (B, NH, T, hs) tensor.
+fn head_stride() -> u32 {
+    return p.seq * (p.channels / p.heads);
 }
 
 @group(0) @binding(1) var<storage, read> sq_qkv: array<f32>;
@@ -52,10 +82,11 @@ fn split_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.batch * p.seq * p.channels) { return; }
-    let o = packed_offset(i, 3u);
-    sq_q[i] = sq_qkv[o];
-    sq_k[i] = sq_qkv[o + p.channels];
-    sq_v[i] = sq_qkv[o + 2u * p.channels];
+    let at = qkv_at(i);
+    let kc = p.kv_heads * (p.channels / p.heads);
+    sq_q[i] = sq_qkv[at.q];
+    sq_k[i] = sq_qkv[at.k];
+    sq_v[i] = sq_qkv[at.k + kc];
 }
 
 @group(0) @binding(1) var<storage, read> sp_x: array<f32>;
@@ -66,7 +97,7 @@ fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.batch * p.seq * p.channels) { return; }
-    sp_xh[i] = sp_x[packed_offset(i, 1u)];
+    sp_xh[i] = sp_x[packed_offset(i)];
 }
 
 @group(0) @binding(1) var<storage, read> mg_xh: array<f32>;
@@ -77,7 +108,7 @@ fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.batch * p.seq * p.channels) { return; }
-    mg_x[packed_offset(i, 1u)] = mg_xh[i];
+    mg_x[packed_offset(i)] = mg_xh[i];
 }
 
 @group(0) @binding(1) var<storage, read> mq_dq: array<f32>;
@@ -90,10 +121,19 @@ fn merge_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.batch * p.seq * p.channels) { return; }
-    let o = packed_offset(i, 3u);
-    mq_dqkv[o] = mq_dq[i];
-    mq_dqkv[o + p.channels] = mq_dk[i];
-    mq_dqkv[o + 2u * p.channels] = mq_dv[i];
+    let at = qkv_at(i);
+    mq_dqkv[at.q] = mq_dq[i];
+    if (at.first) {
+        let kc = p.kv_heads * (p.channels / p.heads);
+        var dk = mq_dk[i];
+        var dv = mq_dv[i];
+        for (var j = 1u; j < p.heads / p.kv_heads; j++) {
+            dk += mq_dk[i + j * head_stride()];
+            dv += mq_dv[i + j * head_stride()];
+        }
+        mq_dqkv[at.k] = dk;
+        mq_dqkv[at.k + kc] = dv;
+    }
 }
 
 @group(0) @binding(1) var<storage, read_write> sm_att: array<f32>; // (B·NH·T, T)
@@ -159,11 +199,11 @@ fn split_qkv4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = linear_index(wid, nwg, lid);
     if (j >= p.batch * p.seq * p.channels / 4u) { return; }
-    let o = packed_offset(4u * j, 3u) / 4u;
-    let c4 = p.channels / 4u;
-    sq4_q[j] = sq4_qkv[o];
-    sq4_k[j] = sq4_qkv[o + c4];
-    sq4_v[j] = sq4_qkv[o + 2u * c4];
+    let at = qkv_at(4u * j);
+    let kc4 = p.kv_heads * (p.channels / p.heads) / 4u;
+    sq4_q[j] = sq4_qkv[at.q / 4u];
+    sq4_k[j] = sq4_qkv[at.k / 4u];
+    sq4_v[j] = sq4_qkv[at.k / 4u + kc4];
 }
 
 @group(0) @binding(1) var<storage, read> sp4_x: array<vec4<f32>>;
@@ -174,7 +214,7 @@ fn split4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = linear_index(wid, nwg, lid);
     if (j >= p.batch * p.seq * p.channels / 4u) { return; }
-    sp4_xh[j] = sp4_x[packed_offset(4u * j, 1u) / 4u];
+    sp4_xh[j] = sp4_x[packed_offset(4u * j) / 4u];
 }
 
 @group(0) @binding(1) var<storage, read> mg4_xh: array<vec4<f32>>;
@@ -185,7 +225,7 @@ fn merge4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = linear_index(wid, nwg, lid);
     if (j >= p.batch * p.seq * p.channels / 4u) { return; }
-    mg4_x[packed_offset(4u * j, 1u) / 4u] = mg4_xh[j];
+    mg4_x[packed_offset(4u * j) / 4u] = mg4_xh[j];
 }
 
 @group(0) @binding(1) var<storage, read> mq4_dq: array<vec4<f32>>;
@@ -198,9 +238,18 @@ fn merge_qkv4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = linear_index(wid, nwg, lid);
     if (j >= p.batch * p.seq * p.channels / 4u) { return; }
-    let o = packed_offset(4u * j, 3u) / 4u;
-    let c4 = p.channels / 4u;
-    mq4_dqkv[o] = mq4_dq[j];
-    mq4_dqkv[o + c4] = mq4_dk[j];
-    mq4_dqkv[o + 2u * c4] = mq4_dv[j];
+    let at = qkv_at(4u * j);
+    mq4_dqkv[at.q / 4u] = mq4_dq[j];
+    if (at.first) {
+        let kc4 = p.kv_heads * (p.channels / p.heads) / 4u;
+        let stride4 = head_stride() / 4u;
+        var dk = mq4_dk[j];
+        var dv = mq4_dv[j];
+        for (var g = 1u; g < p.heads / p.kv_heads; g++) {
+            dk += mq4_dk[j + g * stride4];
+            dv += mq4_dv[j + g * stride4];
+        }
+        mq4_dqkv[at.k / 4u] = dk;
+        mq4_dqkv[at.k / 4u + kc4] = dv;
+    }
 }

@@ -17,6 +17,7 @@ struct Params {
     channels: u32, // C
     heads: u32,    // NH
     scale: f32,
+    kv_heads: u32, // KH (attention.wgsl's head moves)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -64,3 +64,33 @@ fn crop(
     }
     dst[i] = v;
 }
+
+// `columns`: a block of columns moved between two row-major layouts of the same rows, as 32-bit
+// words (f32 elements, or pairs of half ones): dst[r, dst_col + j] = src[r, src_col + j] for
+// j < width. Packs q, k and v side by side into attention's qkv, and takes them back out of its
+// gradient (ops::pad::columns). One invocation per word moved.
+struct ColumnParams {
+    rows: u32,
+    width: u32,
+    src_row: u32,
+    src_col: u32,
+    dst_row: u32,
+    dst_col: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: ColumnParams;
+@group(0) @binding(1) var<storage, read> col_src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> col_dst: array<u32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn columns(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = index(wid, nwg, lid);
+    if (i >= cp.rows * cp.width) { return; }
+    let r = i / cp.width;
+    let j = i % cp.width;
+    col_dst[r * cp.dst_row + cp.dst_col + j] = col_src[r * cp.src_row + cp.src_col + j];
+}

@@ -379,6 +379,7 @@ pub fn bench_w_gpt(
         n_layer: 4,
         n_head: 4,
         n_embd: 256,
+        ..Default::default()
     };
     bench_gpt(adapter, opts, "w-gpt", full, 8, precision)
 }
@@ -396,6 +397,7 @@ pub fn bench_w_gpt_s(
         n_layer: 4,
         n_head: 4,
         n_embd: 128,
+        ..Default::default()
     };
     bench_gpt(adapter, opts, "w-gpt-s", full, 12, precision)
 }
@@ -420,6 +422,7 @@ fn bench_gpt(
             n_layer: 1,
             n_head: 4,
             n_embd: 64,
+            ..Default::default()
         }
     } else {
         full

@@ -1,23 +1,44 @@
-//! Causal multi-head self-attention: qkv projection, attention, output projection.
+//! Causal self-attention: the q, k, v projections, rotary positions where the model uses them,
+//! attention (multi-head or grouped-query), and the output projection.
+//!
+//! GPT-2 projects q | k | v with one packed linear (`c_attn`, C → 3C). Llama projects them with
+//! three (`q_proj` C → C, `k_proj` and `v_proj` C → KC), rotates q and k (RoPE), and places the
+//! three side by side in the same packed layout, (B, T, C + 2·KC), that the attention op reads.
 
 use super::linear::Linear;
-use super::{activation, Build, Param};
+use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::{Category, Gpu};
-use crate::ops::attention::{attention_backward, attention_forward};
-use crate::rng::Rng;
+use crate::ops::attention::{attention_backward, attention_forward, Heads};
+use crate::ops::elementwise::accumulate;
+use crate::ops::pad::columns;
+use crate::ops::rope::{rope, RopeTables};
 use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// How q, k and v are projected.
+pub enum Projection {
+    /// One linear, C → 3C, packed q | k | v (GPT-2's c_attn).
+    Packed(Linear),
+    /// Three linears (Llama's q_proj, k_proj, v_proj), q and k rotated by the tables (if any)
+    /// before they are packed.
+    Split {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+        rope: Option<Arc<RopeTables>>,
+    },
+}
 
 pub struct CausalSelfAttention {
-    /// C → 3C, packed q | k | v
-    pub qkv: Linear,
+    pub qkv: Projection,
     /// C → C
     pub proj: Linear,
-    pub n_head: usize,
+    pub heads: Heads,
 }
 
 pub struct AttentionCache {
-    /// (B, T, 3C)
+    /// (B, T, C + 2·KC), q and k rotated
     pub qkv: Tensor,
     /// (B, NH, T, T) softmax probabilities
     pub att: Tensor,
@@ -26,31 +47,57 @@ pub struct AttentionCache {
 }
 
 impl CausalSelfAttention {
-    pub fn new(
-        b: &Build,
-        name: &str,
-        c: usize,
-        n_head: usize,
-        std: f32,
-        proj_std: f32,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        Ok(CausalSelfAttention {
-            qkv: Linear::new(b, &format!("{name}.c_attn"), c, 3 * c, true, std, rng)?,
-            proj: Linear::new(b, &format!("{name}.c_proj"), c, c, true, proj_std, rng)?,
-            n_head,
-        })
+    fn dtype(&self) -> DType {
+        self.proj.dtype()
+    }
+
+    /// x (B, T, C) → qkv (B, T, C + 2·KC)
+    fn project(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let width = self.heads.qkv_width(c);
+        let qkv = activation(gpu, self.dtype(), "attn.qkv", &[b, t, width])?;
+        match &self.qkv {
+            Projection::Packed(l) => l.forward(gpu, x, &qkv)?,
+            Projection::Split { q, k, v, rope: r } => {
+                let mut col = 0;
+                for (l, rotate) in [(q, true), (k, true), (v, false)] {
+                    let out = activation(gpu, self.dtype(), "attn.part", &[b, t, l.out_features])?;
+                    l.forward(gpu, x, &out)?;
+                    let out = match r.as_deref().filter(|_| rotate) {
+                        Some(tables) => self.rotate(gpu, &out, tables, false)?,
+                        None => out,
+                    };
+                    columns(gpu, &out, 0, &qkv, col, l.out_features);
+                    col += l.out_features;
+                }
+            }
+        }
+        Ok(qkv)
+    }
+
+    /// part (B, T, H·hs) rotated by position (or, `inverse`, rotated back: the backward).
+    fn rotate(
+        &self,
+        gpu: &Gpu,
+        part: &Tensor,
+        tables: &RopeTables,
+        inverse: bool,
+    ) -> Result<Tensor> {
+        let s = part.shape();
+        let hs = self.proj.out_features / self.heads.query;
+        let out = activation(gpu, part.dtype(), "attn.rotated", s)?;
+        rope(gpu, part, tables, s[1], s[2] / hs, hs, 0, inverse, &out);
+        Ok(out)
     }
 
     /// x (B, T, C) → (B, T, C)
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let qkv = activation(gpu, self.qkv.dtype(), "attn.qkv", &[b, t, 3 * c])?;
-        self.qkv.forward(gpu, x, &qkv)?;
-        let att = activation(gpu, self.qkv.dtype(), "attn.att", &[b, self.n_head, t, t])?;
-        let y = activation(gpu, self.qkv.dtype(), "attn.y", &[b, t, c])?;
-        attention_forward(gpu, &qkv, self.n_head, &att, &y)?;
-        let out = activation(gpu, self.qkv.dtype(), "attn.out", &[b, t, c])?;
+        let qkv = self.project(gpu, x)?;
+        let att = activation(gpu, self.dtype(), "attn.att", &[b, self.heads.query, t, t])?;
+        let y = activation(gpu, self.dtype(), "attn.y", &[b, t, c])?;
+        attention_forward(gpu, &qkv, self.heads, &att, &y)?;
+        let out = activation(gpu, self.dtype(), "attn.out", &[b, t, c])?;
         self.proj.forward(gpu, &y, &out)?;
         Ok((out, AttentionCache { qkv, att, y }))
     }
@@ -64,7 +111,7 @@ impl CausalSelfAttention {
         dout: &Tensor,
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
-        let dy = activation(gpu, self.qkv.dtype(), "attn.dy", cache.y.shape())?;
+        let dy = activation(gpu, self.dtype(), "attn.dy", cache.y.shape())?;
         self.proj.backward(gpu, &cache.y, dout, Some(&dy))?;
         let dpre = Tensor::empty(
             gpu,
@@ -73,24 +120,68 @@ impl CausalSelfAttention {
             DType::F32,
             Category::Workspace,
         )?;
-        let dqkv = activation(gpu, self.qkv.dtype(), "attn.dqkv", cache.qkv.shape())?;
-        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.n_head, &dpre, &dqkv)?;
+        let dqkv = activation(gpu, self.dtype(), "attn.dqkv", cache.qkv.shape())?;
+        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.heads, &dpre, &dqkv)?;
+        drop((dy, dpre));
         let dx = need_dx
-            .then(|| activation(gpu, self.qkv.dtype(), "attn.dx", x.shape()))
+            .then(|| activation(gpu, self.dtype(), "attn.dx", x.shape()))
             .transpose()?;
-        self.qkv.backward(gpu, x, &dqkv, dx.as_ref())?;
+        match &self.qkv {
+            Projection::Packed(l) => l.backward(gpu, x, &dqkv, dx.as_ref())?,
+            Projection::Split { q, k, v, rope: r } => {
+                let (b, t) = (x.shape()[0], x.shape()[1]);
+                let mut col = 0;
+                for (i, (l, rotate)) in [(q, true), (k, true), (v, false)].into_iter().enumerate() {
+                    let part =
+                        activation(gpu, self.dtype(), "attn.dpart", &[b, t, l.out_features])?;
+                    columns(gpu, &dqkv, col, &part, 0, l.out_features);
+                    col += l.out_features;
+                    let part = match r.as_deref().filter(|_| rotate) {
+                        Some(tables) => self.rotate(gpu, &part, tables, true)?,
+                        None => part,
+                    };
+                    match (&dx, i) {
+                        // the first writes dx, the others add theirs
+                        (Some(dx), 0) => l.backward(gpu, x, &part, Some(dx))?,
+                        (Some(dx), _) => {
+                            let share = activation(gpu, self.dtype(), "attn.dx_part", x.shape())?;
+                            l.backward(gpu, x, &part, Some(&share))?;
+                            accumulate(gpu, &share, 1.0, dx);
+                        }
+                        (None, _) => l.backward(gpu, x, &part, None)?,
+                    }
+                }
+            }
+        }
         Ok(dx)
     }
 
+    /// Its linears, in parameter order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        match &self.qkv {
+            Projection::Packed(l) => vec![l, &self.proj],
+            Projection::Split { q, k, v, .. } => vec![q, k, v, &self.proj],
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match &mut self.qkv {
+            Projection::Packed(l) => vec![l, &mut self.proj],
+            Projection::Split { q, k, v, .. } => vec![q, k, v, &mut self.proj],
+        }
+    }
+
     pub fn params(&self) -> Vec<&Param> {
-        let mut p = self.qkv.params();
-        p.extend(self.proj.params());
-        p
+        self.linears()
+            .into_iter()
+            .flat_map(|l| l.params())
+            .collect()
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut p = self.qkv.params_mut();
-        p.extend(self.proj.params_mut());
-        p
+        self.linears_mut()
+            .into_iter()
+            .flat_map(|l| l.params_mut())
+            .collect()
     }
 }

@@ -1,10 +1,14 @@
-//! GPT: a decoder-only transformer as GPT-2 builds it. Token and learned position embeddings,
-//! n_layer pre-LN blocks, a final LayerNorm, and an LM head tied to the token embedding.
+//! GPT: a decoder-only transformer, of GPT-2's family (token and learned position embeddings,
+//! pre-LayerNorm blocks, a final LayerNorm, the LM head tied to the token embedding) or Llama's
+//! (token embedding, rotary positions in the attention, RMSNorm, grouped-query attention, SwiGLU,
+//! the head tied or its own). [`Family`] picks the layers; everything around them (stages,
+//! recomputation, hooks, the head and its loss) is one code path.
 
 use super::block::{Block, BlockCache};
 use super::layernorm::LayerNorm;
 use super::linear::Linear;
 use super::lora::{LoraAdapter, LoraConfig};
+use super::norm::{Norm, RmsNorm};
 use super::recompute::Recompute;
 use super::{activation, f32_activation, Build, LossGrad, Param, StepHooks};
 use crate::error::{Error, Result};
@@ -12,11 +16,31 @@ use crate::gpu::{Category, Gpu};
 use crate::ops::elementwise::add;
 use crate::ops::embedding::{embedding_backward, embedding_forward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, matmul_backward, Layout, MatmulDims};
+use crate::ops::rope::RopeTables;
 use crate::ops::softmax_xent::{softmax_xent, softmax_xent_scaled, PAD};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The layers a [`Gpt`] is built of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// GPT-2: learned positions, LayerNorm, packed qkv with biases, a GELU MLP, tied head.
+    #[default]
+    Gpt2,
+    /// Llama: rotary positions, RMSNorm, grouped-query attention and a SwiGLU MLP without
+    /// biases, the head tied or not.
+    Llama,
+}
+
+impl Family {
+    fn is_gpt2(&self) -> bool {
+        *self == Family::Gpt2
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +51,26 @@ pub struct GptConfig {
     pub n_layer: usize,
     pub n_head: usize,
     pub n_embd: usize,
+    #[serde(skip_serializing_if = "Family::is_gpt2")]
+    pub family: Family,
+    /// Llama: key/value heads, a divisor of n_head (grouped-query attention); None: n_head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_kv_head: Option<usize>,
+    /// Llama: SwiGLU's hidden width (GPT-2's MLP is 4·n_embd wide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ffn_hidden: Option<usize>,
+    /// Llama: RoPE's base θ (None: 10 000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f32>,
+    /// Llama: the dimensions of each head that rotate, even (None: all of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_dim: Option<usize>,
+    /// Llama: RMSNorm's epsilon (None: 1e-5, GPT-2's LayerNorm's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f32>,
+    /// Llama: an LM head of its own (`lm_head.weight`) instead of the token embedding.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untied_head: bool,
 }
 
 impl Default for GptConfig {
@@ -37,6 +81,13 @@ impl Default for GptConfig {
             n_layer: 2,
             n_head: 4,
             n_embd: 64,
+            family: Family::Gpt2,
+            n_kv_head: None,
+            ffn_hidden: None,
+            rope_theta: None,
+            rope_dim: None,
+            norm_eps: None,
+            untied_head: false,
         }
     }
 }
@@ -52,7 +103,86 @@ impl GptConfig {
                 self.n_embd, self.n_head
             ));
         }
+        match self.family {
+            Family::Gpt2 => {
+                let llama_only = [
+                    ("n_kv_head", self.n_kv_head.is_some()),
+                    ("ffn_hidden", self.ffn_hidden.is_some()),
+                    ("rope_theta", self.rope_theta.is_some()),
+                    ("rope_dim", self.rope_dim.is_some()),
+                    ("norm_eps", self.norm_eps.is_some()),
+                    ("untied_head", self.untied_head),
+                ];
+                if let Some((name, _)) = llama_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "gpt: {name} is a Llama-family setting (\"family\": \"llama\")"
+                    ));
+                }
+            }
+            Family::Llama => {
+                let kv = self.kv_heads();
+                if kv == 0 || self.n_head % kv != 0 {
+                    return Err(format!(
+                        "llama: n_head ({}) must be a multiple of n_kv_head ({kv})",
+                        self.n_head
+                    ));
+                }
+                if self.ffn() == 0 {
+                    return Err("llama: ffn_hidden must be positive".into());
+                }
+                let rot = self.rope_dims();
+                if rot < 2 || rot % 2 != 0 || rot > self.head_dim() {
+                    return Err(format!(
+                        "llama: rope_dim ({rot}) must be even, at least 2 and at most the head size {}",
+                        self.head_dim()
+                    ));
+                }
+                let eps = self.eps();
+                let theta = self.rope_base();
+                if !(eps.is_finite() && eps > 0.0 && theta.is_finite() && theta > 0.0) {
+                    return Err(format!(
+                        "llama: norm_eps ({eps}) and rope_theta ({theta}) must be positive"
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Key/value heads: n_kv_head, or n_head (multi-head attention).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// Keys' and values' width: kv_heads heads of head_dim.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads() * self.head_dim()
+    }
+
+    /// The MLP's hidden width.
+    pub fn ffn(&self) -> usize {
+        self.ffn_hidden.unwrap_or(4 * self.n_embd)
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.norm_eps.unwrap_or(super::layernorm::EPS)
+    }
+
+    pub fn rope_base(&self) -> f32 {
+        self.rope_theta.unwrap_or(10_000.0)
+    }
+
+    pub fn rope_dims(&self) -> usize {
+        self.rope_dim.unwrap_or(self.head_dim())
+    }
+
+    /// Whether the LM head is the token embedding.
+    pub fn tied(&self) -> bool {
+        !self.untied_head
     }
 }
 
@@ -161,12 +291,14 @@ pub struct StageCache {
 
 pub struct Gpt {
     pub config: GptConfig,
-    /// (V, C), also the LM head
+    /// (V, C), also the LM head unless the head is untied
     pub wte: Param,
-    /// (block_size, C)
-    pub wpe: Param,
+    /// (block_size, C): GPT-2's learned positions (Llama's rotate q and k instead)
+    pub wpe: Option<Param>,
     pub blocks: Vec<Block>,
-    pub ln_f: LayerNorm,
+    pub ln_f: Norm,
+    /// (V, C): an untied LM head
+    pub lm_head: Option<Param>,
     /// Which activations the training step keeps and which it recomputes.
     pub recompute: Recompute,
     /// Block forward evaluations so far (recomputation included).
@@ -176,19 +308,43 @@ pub struct Gpt {
 impl Gpt {
     pub fn new(b: &Build, config: GptConfig, rng: &mut Rng) -> Result<Gpt> {
         config.validate().map_err(Error::Config)?;
-        let c = config.n_embd;
-        let wte = Param::normal(b, "wte", &[config.vocab_size, c], 0.02, rng)?;
-        let wpe = Param::normal(b, "wpe", &[config.block_size, c], 0.01, rng)?;
+        let (c, v) = (config.n_embd, config.vocab_size);
+        let llama = config.family == Family::Llama;
+        // GPT-2's names are nanoGPT's; Llama's are Hugging Face's
+        let wte_name = if llama {
+            "model.embed_tokens.weight"
+        } else {
+            "wte"
+        };
+        let wte = Param::normal(b, wte_name, &[v, c], 0.02, rng)?;
+        let wpe = match config.family {
+            Family::Gpt2 => Some(Param::normal(b, "wpe", &[config.block_size, c], 0.01, rng)?),
+            Family::Llama => None,
+        };
+        let rope = llama
+            .then(|| {
+                let (base, rot) = (config.rope_base() as f64, config.rope_dims());
+                RopeTables::new(b.gpu, base, rot, config.block_size).map(Arc::new)
+            })
+            .transpose()?;
         let blocks = (0..config.n_layer)
-            .map(|i| Block::new(b, &format!("h.{i}"), c, config.n_head, config.n_layer, rng))
+            .map(|i| Block::new(b, &config, i, rope.clone(), rng))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(b, "ln_f", c)?;
+        let ln_f = match config.family {
+            Family::Gpt2 => Norm::Layer(LayerNorm::new(b, "ln_f", c)?),
+            Family::Llama => Norm::Rms(RmsNorm::new(b, "model.norm", c, config.eps())?),
+        };
+        let lm_head = config
+            .untied_head
+            .then(|| Param::normal(b, "lm_head.weight", &[v, c], 0.02, rng))
+            .transpose()?;
         Ok(Gpt {
             config,
             wte,
             wpe,
             blocks,
             ln_f,
+            lm_head,
             recompute: Recompute::None,
             block_forwards: AtomicU64::new(0),
         })
@@ -196,32 +352,27 @@ impl Gpt {
 
     /// Every parameter, in a fixed order (the optimizer's and the checkpoint's).
     pub fn params(&self) -> Vec<&Param> {
-        let mut p = vec![&self.wte, &self.wpe];
+        let mut p = vec![&self.wte];
+        p.extend(&self.wpe);
         for b in &self.blocks {
             p.extend(b.params());
         }
         p.extend(self.ln_f.params());
+        p.extend(&self.lm_head);
         p
     }
 
     /// Every Linear of every block, in parameter order.
     pub fn linears(&self) -> Vec<&Linear> {
-        self.blocks
-            .iter()
-            .flat_map(|b| [&b.attn.qkv, &b.attn.proj, &b.fc, &b.fc_proj])
-            .collect()
+        self.blocks.iter().flat_map(|b| b.linears()).collect()
     }
 
     /// [`Gpt::linears`], mutably.
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        let mut v = vec![];
-        for b in &mut self.blocks {
-            v.push(&mut b.attn.qkv);
-            v.push(&mut b.attn.proj);
-            v.push(&mut b.fc);
-            v.push(&mut b.fc_proj);
-        }
-        v
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| b.linears_mut())
+            .collect()
     }
 
     /// Gives every layer the LoRA config targets an adapter (PEFT's init; A from `rng`).
@@ -242,27 +393,44 @@ impl Gpt {
 
     /// [`Gpt::params`], mutably (to freeze some).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut p = vec![&mut self.wte, &mut self.wpe];
+        let mut p = vec![&mut self.wte];
+        p.extend(&mut self.wpe);
         for b in &mut self.blocks {
             p.extend(b.params_mut());
         }
         p.extend(self.ln_f.params_mut());
+        p.extend(&mut self.lm_head);
         p
+    }
+
+    /// The embeddings: the token embedding and (GPT-2) the positions'.
+    fn embedding_params(&mut self) -> Vec<&mut Param> {
+        let mut p = vec![&mut self.wte];
+        p.extend(&mut self.wpe);
+        p
+    }
+
+    /// The LM head's weight (V, C): its own, or the token embedding.
+    fn head_weight(&self) -> &Param {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 
     fn embed(&self, gpu: &Gpu, batch: &TokenBatch) -> Result<Tensor> {
         let shape = [batch.batch, batch.seq, self.config.n_embd];
         let tok = activation(gpu, self.wte.compute_dtype(), "tok_emb", &shape)?;
         embedding_forward(gpu, &batch.tokens, self.wte.weight(), &tok);
+        let Some(wpe) = &self.wpe else {
+            return Ok(tok);
+        };
         let pos = activation(gpu, self.wte.compute_dtype(), "pos_emb", &shape)?;
-        embedding_forward(gpu, &batch.positions, self.wpe.weight(), &pos);
+        embedding_forward(gpu, &batch.positions, wpe.weight(), &pos);
         let x = activation(gpu, self.wte.compute_dtype(), "x0", &shape)?;
         add(gpu, &tok, &pos, &x);
         Ok(x)
     }
 
     fn head_dims(&self, batch: &TokenBatch) -> MatmulDims {
-        // logits (B·T, V) = x (B·T, C) · wteᵀ
+        // logits (B·T, V) = x (B·T, C) · Wᵀ, W the head's (V, C)
         MatmulDims::new(
             batch.batch * batch.seq,
             self.config.vocab_size,
@@ -280,8 +448,8 @@ impl Gpt {
         self.head(gpu, batch, &x)
     }
 
-    /// The final LayerNorm and the head (tied to the token embedding) of the blocks' output x
-    /// (B, T, C): the logits (B, T, V), forward only.
+    /// The final norm and the head of the blocks' output x (B, T, C): the logits (B, T, V),
+    /// forward only.
     fn head(&self, gpu: &Gpu, batch: &TokenBatch, x: &Tensor) -> Result<Tensor> {
         let (xf, _) = self.ln_f.forward(gpu, x)?;
         let logits = activation(
@@ -294,7 +462,7 @@ impl Gpt {
             gpu,
             self.head_dims(batch),
             &xf,
-            self.wte.weight(),
+            self.head_weight().weight(),
             None,
             &logits,
             false,
@@ -317,9 +485,9 @@ impl Gpt {
         let mut x = match input {
             Some(x) => x,
             None => {
-                hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                hooks.values_needed(gpu, &mut self.embedding_params())?;
                 let x = self.embed(gpu, batch)?;
-                hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                hooks.values_done(gpu, &mut self.embedding_params())?;
                 x
             }
         };
@@ -421,9 +589,9 @@ impl Gpt {
                     span.first,
                     "a stage after the first takes the previous one's output"
                 );
-                hooks.values_needed(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                hooks.values_needed(gpu, &mut self.embedding_params())?;
                 let x = self.embed(gpu, batch)?;
-                hooks.values_done(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+                hooks.values_done(gpu, &mut self.embedding_params())?;
                 x
             }
         };
@@ -446,7 +614,7 @@ impl Gpt {
             return Ok((StageOut::Hidden(x), cache));
         }
         let x_last = x;
-        // the head: the final LayerNorm and the tied embedding, forward and backward
+        // the head: the final norm and the head's weight, forward and backward
         hooks.values_needed(gpu, &mut self.head_params())?;
         let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
         let d = self.head_dims(batch);
@@ -456,7 +624,15 @@ impl Gpt {
             "logits",
             &[batch.batch, batch.seq, self.config.vocab_size],
         )?;
-        matmul(gpu, d, &xf, self.wte.weight(), None, &logits, false);
+        matmul(
+            gpu,
+            d,
+            &xf,
+            self.head_weight().weight(),
+            None,
+            &logits,
+            false,
+        );
         let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
         // A separate buffer keeps the kernel's read and write bindings distinct.
         let dlogits = activation(gpu, self.wte.compute_dtype(), "dlogits", logits.shape())?;
@@ -477,24 +653,25 @@ impl Gpt {
             gpu,
             d,
             &xf,
-            self.wte.weight(),
+            self.head_weight().weight(),
             &dlogits,
             Some(&dxf),
             None,
             None,
             false,
         );
-        // the head's share of the tied embedding's gradient; the embeddings add theirs last
-        hooks.grads_needed(gpu, &mut [&mut self.wte])?;
-        if let Some((dwte, accumulate)) = self.wte.grad_write() {
+        // the head's gradient (tied: the embedding's share; the embeddings add theirs last)
+        hooks.grads_needed(gpu, &mut [self.head_weight_mut()])?;
+        let head = self.head_weight();
+        if let Some((dw, accumulate)) = head.grad_write() {
             matmul_backward(
                 gpu,
                 d,
                 &xf,
-                self.wte.weight(),
+                head.weight(),
                 &dlogits,
                 None,
-                Some(dwte),
+                Some(dw),
                 None,
                 accumulate,
             );
@@ -505,10 +682,10 @@ impl Gpt {
         let dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
         hooks.grads_written(gpu, &mut self.ln_f.params_mut())?;
         hooks.values_done(gpu, &mut self.head_params())?;
-        if !span.first {
-            // a pipeline's last stage holds its own copy of the tied embedding: its gradient
-            // (the head's share) is complete here
-            hooks.grads_written(gpu, &mut [&mut self.wte])?;
+        if !self.config.tied() || !span.first {
+            // an untied head's gradient is complete; so is the tied embedding's on a pipeline's
+            // last stage, which holds its own copy of it (the head's share)
+            hooks.grads_written(gpu, &mut [self.head_weight_mut()])?;
         }
         let cache = StageCache {
             inputs,
@@ -549,7 +726,10 @@ impl Gpt {
                 .take()
                 .expect("an input for every block reached by backward");
             // the first block's input gradient feeds only the embeddings' gradients
-            let need_dx = i > start || !span.first || self.wte.trainable() || self.wpe.trainable();
+            let need_dx = i > start
+                || !span.first
+                || self.wte.trainable()
+                || self.wpe.as_ref().is_some_and(|p| p.trainable());
             hooks.values_needed(gpu, &mut self.blocks[i].params_mut())?;
             hooks.grads_needed(gpu, &mut self.blocks[i].params_mut())?;
             let dx_in = self.blocks[i].backward(gpu, &x, cache, &dx, need_dx)?;
@@ -563,25 +743,34 @@ impl Gpt {
         if !span.first {
             return Ok(Some(dx));
         }
-        if span.last {
+        if span.last && self.config.tied() {
             // the tied embedding's gradient is lent already (the head wrote its share)
         } else {
             hooks.grads_needed(gpu, &mut [&mut self.wte])?;
         }
-        hooks.grads_needed(gpu, &mut [&mut self.wpe])?;
+        if let Some(wpe) = &mut self.wpe {
+            hooks.grads_needed(gpu, &mut [wpe])?;
+        }
         if let Some((dwte, accumulate)) = self.wte.grad_write() {
             embedding_backward(gpu, &batch.tokens, &dx, dwte, accumulate);
         }
-        if let Some((dwpe, accumulate)) = self.wpe.grad_write() {
+        if let Some((dwpe, accumulate)) = self.wpe.as_ref().and_then(|p| p.grad_write()) {
             embedding_backward(gpu, &batch.positions, &dx, dwpe, accumulate);
         }
-        hooks.grads_written(gpu, &mut [&mut self.wte, &mut self.wpe])?;
+        hooks.grads_written(gpu, &mut self.embedding_params())?;
         Ok(None)
     }
 
-    /// What the head reads: the final LayerNorm and the tied token embedding.
-    fn head_params(&mut self) -> [&mut Param; 3] {
-        [&mut self.wte, &mut self.ln_f.w, &mut self.ln_f.b]
+    /// [`Gpt::head_weight`], mutably.
+    fn head_weight_mut(&mut self) -> &mut Param {
+        self.lm_head.as_mut().unwrap_or(&mut self.wte)
+    }
+
+    /// What the head reads: the final norm and the head's weight.
+    fn head_params(&mut self) -> Vec<&mut Param> {
+        let mut p = self.ln_f.params_mut();
+        p.insert(0, self.lm_head.as_mut().unwrap_or(&mut self.wte));
+        p
     }
 
     /// [`Gpt::block_forward`] between the hooks that bring block i's values and free them.

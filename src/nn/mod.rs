@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod block;
 pub mod build;
+pub mod feedforward;
 pub mod gpt;
 pub mod hooks;
 pub mod layernorm;
@@ -12,10 +13,11 @@ pub mod linear;
 pub mod lora;
 pub mod mlp;
 pub mod model;
+pub mod norm;
 pub mod recompute;
 
 pub use build::{name_matches, Build, LossGrad};
-pub use gpt::{Gpt, GptConfig, StageCache, StageOut, StageSpan, TokenBatch};
+pub use gpt::{Family, Gpt, GptConfig, StageCache, StageOut, StageSpan, TokenBatch};
 pub use hooks::{NoHooks, StepHooks};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use model::{Batch, Model};

@@ -1,6 +1,10 @@
-//! Causal multi-head self-attention, forward and backward, over GPT-2's packed qkv layout: the
-//! heads are split out to (B, NH, T, hs), q·kᵀ, att·v and their gradients run as batched matmuls
-//! (B·NH batches), and a row-wise kernel does the causal softmax. Kernel: `shaders/attention.wgsl`.
+//! Causal multi-head self-attention, forward and backward, over a packed qkv (B, T, C + 2·KC):
+//! GPT-2's (B, T, 3C) where every query head has its own key and value head, or grouped-query
+//! attention's (Llama's), where [`Heads::kv`] key/value heads each serve a group of query heads.
+//! The heads are split out to (B, NH, T, hs) (a group's key and value repeated for each of its
+//! query heads), q·kᵀ, att·v and their gradients run as batched matmuls (B·NH batches), a
+//! row-wise kernel does the causal softmax, and a key/value head's gradient is its group's sum.
+//! Kernel: `shaders/attention.wgsl`.
 //!
 //! The matmuls compute the whole T×T score matrix, the masked half included (the softmax zeroes
 //! it): twice the useful multiply-adds of q·kᵀ, but on the tuned matmul kernels, which are tens of
@@ -48,30 +52,56 @@ const SOFTMAX_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax");
 const SOFTMAX_BACKWARD_SG: Kernel = Kernel::new(Shader::AttentionSubgroup, "softmax_backward");
 const WG: usize = 64;
 
-/// (batch, seq, channels) read from qkv (B, T, 3C), and the uniform block.
-fn dims(qkv: &Tensor, heads: usize) -> (usize, usize, usize, [u32; 5]) {
+/// Query heads, and the key/value heads they share (as many for multi-head attention, a divisor
+/// for grouped-query attention, 1 for multi-query). A bare head count is multi-head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub query: usize,
+    pub kv: usize,
+}
+
+impl Heads {
+    /// qkv's width for C query channels: C + 2·KC.
+    pub fn qkv_width(&self, c: usize) -> usize {
+        c + 2 * c / self.query * self.kv
+    }
+}
+
+impl From<usize> for Heads {
+    fn from(n: usize) -> Heads {
+        Heads { query: n, kv: n }
+    }
+}
+
+/// (batch, seq, channels) read from qkv (B, T, C + 2·KC), and the uniform block.
+fn dims(qkv: &Tensor, heads: Heads) -> (usize, usize, usize, [u32; 6]) {
     let shape = qkv.shape();
+    let Heads { query: nh, kv: kh } = heads;
     assert!(
-        shape.len() == 3 && shape[2] % 3 == 0,
-        "attention qkv must be (B, T, 3C): {qkv:?}"
+        nh > 0 && kh > 0 && nh % kh == 0,
+        "attention: {nh} query heads do not share {kh} key/value heads evenly"
     );
-    let (b, t, c) = (shape[0], shape[1], shape[2] / 3);
+    // width = C·(NH + 2·KH)/NH
     assert!(
-        heads > 0 && c % heads == 0,
-        "attention: {c} channels do not split into {heads} heads"
+        shape.len() == 3 && shape[2] % (nh + 2 * kh) == 0,
+        "attention qkv must be (B, T, C + 2·KC) for {nh} query and {kh} key/value heads: {qkv:?}"
     );
-    let scale = 1.0 / ((c / heads) as f32).sqrt();
-    (
-        b,
-        t,
-        c,
-        [b as u32, t as u32, c as u32, heads as u32, scale.to_bits()],
-    )
+    let (b, t, c) = (shape[0], shape[1], shape[2] / (nh + 2 * kh) * nh);
+    let scale = 1.0 / ((c / nh) as f32).sqrt();
+    let params = [
+        b as u32,
+        t as u32,
+        c as u32,
+        nh as u32,
+        scale.to_bits(),
+        kh as u32,
+    ];
+    (b, t, c, params)
 }
 
 /// A per-head tensor (B, NH, T, hs) of workspace: the forward makes four (q, k, v, y), the
 /// backward seven (q, k, v, dy, dq, dk, dv), each freed when the call returns.
-fn heads(gpu: &Gpu, name: &str, b: usize, nh: usize, t: usize, c: usize) -> Result<Tensor> {
+fn head_tensor(gpu: &Gpu, name: &str, b: usize, nh: usize, t: usize, c: usize) -> Result<Tensor> {
     Tensor::empty(
         gpu,
         name,
@@ -85,10 +115,11 @@ fn heads(gpu: &Gpu, name: &str, b: usize, nh: usize, t: usize, c: usize) -> Resu
 pub fn attention_forward(
     gpu: &Gpu,
     qkv: &Tensor,
-    nh: usize,
+    heads: impl Into<Heads>,
     att: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
+    let heads = heads.into();
     let (Some(qkv), Some(a), Some(o)) = (
         super::widen(gpu, qkv),
         super::Written::new(gpu, att, false),
@@ -96,7 +127,7 @@ pub fn attention_forward(
     ) else {
         return Ok(());
     };
-    attention_forward_f32(gpu, &qkv, nh, a.f32(), o.f32())?;
+    attention_forward_f32(gpu, &qkv, heads, a.f32(), o.f32())?;
     a.done(gpu);
     o.done(gpu);
     Ok(())
@@ -105,17 +136,18 @@ pub fn attention_forward(
 fn attention_forward_f32(
     gpu: &Gpu,
     qkv: &Tensor,
-    nh: usize,
+    heads: Heads,
     att: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
     super::expect_f32("attention_forward", &[qkv, att, out]);
-    let (b, t, c, params) = dims(qkv, nh);
+    let (b, t, c, params) = dims(qkv, heads);
+    let nh = heads.query;
     expect_numel("attention att", att, b * nh * t * t);
     expect_numel("attention out", out, b * t * c);
     let hs = c / nh;
-    let [q, k, v, y] =
-        ["attn.q", "attn.k", "attn.v", "attn.y_heads"].map(|name| heads(gpu, name, b, nh, t, c));
+    let [q, k, v, y] = ["attn.q", "attn.k", "attn.v", "attn.y_heads"]
+        .map(|name| head_tensor(gpu, name, b, nh, t, c));
     let (q, k, v, y) = (q?, k?, v?, y?);
     dispatch_move(
         gpu,
@@ -165,16 +197,18 @@ fn attention_forward_f32(
     Ok(())
 }
 
-/// dqkv (B, T, 3C) from dout (B, T, C), the forward's qkv and att; dpre (B, NH, T, T) is workspace.
+/// dqkv (B, T, C + 2·KC) from dout (B, T, C), the forward's qkv and att; dpre (B, NH, T, T) is
+/// workspace.
 pub fn attention_backward(
     gpu: &Gpu,
     dout: &Tensor,
     qkv: &Tensor,
     att: &Tensor,
-    nh: usize,
+    heads: impl Into<Heads>,
     dpre: &Tensor,
     dqkv: &Tensor,
 ) -> Result<()> {
+    let heads = heads.into();
     let (Some(dout), Some(qkv), Some(att), Some(d)) = (
         super::widen(gpu, dout),
         super::widen(gpu, qkv),
@@ -183,7 +217,7 @@ pub fn attention_backward(
     ) else {
         return Ok(());
     };
-    attention_backward_f32(gpu, &dout, &qkv, &att, nh, dpre, d.f32())?;
+    attention_backward_f32(gpu, &dout, &qkv, &att, heads, dpre, d.f32())?;
     d.done(gpu);
     Ok(())
 }
@@ -193,16 +227,17 @@ fn attention_backward_f32(
     dout: &Tensor,
     qkv: &Tensor,
     att: &Tensor,
-    nh: usize,
+    heads: Heads,
     dpre: &Tensor,
     dqkv: &Tensor,
 ) -> Result<()> {
     super::expect_f32("attention_backward", &[dout, qkv, att, dpre, dqkv]);
-    let (b, t, c, params) = dims(qkv, nh);
+    let (b, t, c, params) = dims(qkv, heads);
+    let nh = heads.query;
     expect_numel("attention dout", dout, b * t * c);
     expect_numel("attention att", att, b * nh * t * t);
     expect_numel("attention dpre", dpre, b * nh * t * t);
-    expect_numel("attention dqkv", dqkv, b * t * 3 * c);
+    expect_numel("attention dqkv", dqkv, b * t * heads.qkv_width(c));
     let hs = c / nh;
     let names = [
         "attn.q",
@@ -213,7 +248,7 @@ fn attention_backward_f32(
         "attn.dk",
         "attn.dv",
     ];
-    let [q, k, v, dy, dq, dk, dv] = names.map(|name| heads(gpu, name, b, nh, t, c));
+    let [q, k, v, dy, dq, dk, dv] = names.map(|name| head_tensor(gpu, name, b, nh, t, c));
     let (q, k, v, dy, dq, dk, dv) = (q?, k?, v?, dy?, dq?, dk?, dv?);
     dispatch_move(
         gpu,

@@ -9,6 +9,7 @@ use crate::tensor::Tensor;
 
 const PAD: Kernel = Kernel::new(Shader::Pad, "pad");
 const CROP: Kernel = Kernel::new(Shader::Pad, "crop");
+const COLUMNS: Kernel = Kernel::new(Shader::Pad, "columns");
 
 /// A batch of `batch` row-major matrices of `rows` × `cols` held in a layout of `prows` ×
 /// `pcols` (each at least as large).
@@ -74,4 +75,46 @@ pub fn crop(gpu: &Gpu, p: Padding, src: &Tensor, dst: &Tensor, accumulate: bool)
     let total = dst.numel();
     let args = [(src, Access::Read), (dst, Access::ReadWrite)];
     dispatch_items(gpu, &CROP, &args, &p.words(total, accumulate), total, 256);
+}
+
+/// Records dst[r, dst_col .. dst_col + width] = src[r, src_col .. src_col + width] for every row
+/// r of two tensors of the same rows (and dtype): a block of columns placed into a wider tensor
+/// or taken out of one. The bits move unchanged; half tensors move in pairs, so their widths and
+/// offsets must be even.
+pub fn columns(
+    gpu: &Gpu,
+    src: &Tensor,
+    src_col: usize,
+    dst: &Tensor,
+    dst_col: usize,
+    width: usize,
+) {
+    assert_eq!(src.dtype(), dst.dtype(), "columns: {src:?} into {dst:?}");
+    let (rows, src_row, dst_row) = (src.rows(), src.cols(), dst.cols());
+    assert_eq!(rows, dst.rows(), "columns: {src:?} into {dst:?}");
+    assert!(
+        src_col + width <= src_row && dst_col + width <= dst_row,
+        "columns: {width} from column {src_col} of {src:?} to {dst_col} of {dst:?}"
+    );
+    // elements per 32-bit word
+    let per = (4 / src.dtype().bytes_for(1)) as usize;
+    let words = |v: usize| {
+        assert_eq!(
+            v % per,
+            0,
+            "columns: {v} is not whole words of {:?}",
+            src.dtype()
+        );
+        u32::try_from(v / per).expect("columns: fits in u32")
+    };
+    let params = [
+        u32::try_from(rows).expect("columns: rows fit in u32"),
+        words(width),
+        words(src_row),
+        words(src_col),
+        words(dst_row),
+        words(dst_col),
+    ];
+    let args = [(src, Access::Read), (dst, Access::ReadWrite)];
+    dispatch_items(gpu, &COLUMNS, &args, &params, rows * width / per, 256);
 }

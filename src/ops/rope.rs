@@ -52,7 +52,8 @@ pub fn rope_angles(base: f64, rot: usize, positions: usize) -> (Vec<f32>, Vec<f3
 
 /// out = x rotated (or, with `inverse`, rotated back: the backward of the rotation for dout).
 /// x, out: (B, T, H, D) in any shape of that many elements, `seq` = T and `heads` = H; positions
-/// start at `offset` (a KV cache's next position), all within the tables. f32 only.
+/// start at `offset` (a KV cache's next position), all within the tables. Half tensors rotate
+/// through f32 views (the angles' products in f32 whatever the storage).
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     gpu: &Gpu,
@@ -65,7 +66,11 @@ pub fn rope(
     inverse: bool,
     out: &Tensor,
 ) {
-    super::expect_f32("rope", &[x, out]);
+    let (Some(x), Some(o)) = (super::widen(gpu, x), super::Written::new(gpu, out, false)) else {
+        return;
+    };
+    let out = o.f32();
+    super::expect_f32("rope", &[&x, out]);
     let rows = x.numel() / dim;
     assert_eq!(
         rows * dim,
@@ -100,11 +105,12 @@ pub fn rope(
         (if inverse { -1.0f32 } else { 1.0 }).to_bits(),
     ];
     let args = [
-        (x, Access::Read),
+        (&*x, Access::Read),
         (&tables.cos, Access::Read),
         (&tables.sin, Access::Read),
         (out, Access::ReadWrite),
     ];
     let per_row = tables.rot / 2 + (dim - tables.rot);
     dispatch_items(gpu, &ROPE, &args, &params, rows * per_row, 64);
+    o.done(gpu);
 }

@@ -208,6 +208,7 @@ impl Default for TrainConfig {
                 n_layer: 2,
                 n_head: 4,
                 n_embd: 64,
+                ..Default::default()
             },
             addition: AdditionConfig::default(),
         }

@@ -1,6 +1,6 @@
 use crate::common::*;
 use crate::reference;
-use wgtrain::ops::attention::{attention_backward, attention_forward};
+use wgtrain::ops::attention::{attention_backward, attention_forward, Heads};
 use wgtrain::rng::Rng;
 
 const CASES: [(usize, usize, usize, usize); 9] = [
@@ -54,6 +54,46 @@ fn backward_matches_reference_and_finite_differences() {
         let (dpre, dqkv) = (zeros("dpre", &[b, nh, t, t]), zeros("dqkv", &[b, t, 3 * c]));
         attention_backward(gpu(), &tdout, &tq, &att, nh, &dpre, &dqkv).unwrap();
         let what = format!("B {b} T {t} C {c} NH {nh}");
+        assert_close(&format!("{what} dqkv"), &read(&dqkv), &dqkv_ref, 1e-5, 1e-4);
+    }
+}
+
+/// Grouped-query attention: (B, T, C, NH, KH), KH key/value heads each serving NH/KH query
+/// heads (1: multi-query), head sizes with and without vec4 moves.
+const GQA_CASES: [(usize, usize, usize, usize, usize); 5] = [
+    (1, 5, 8, 2, 1),
+    (2, 9, 24, 6, 2),
+    (1, 8, 12, 3, 1),
+    (2, 7, 32, 4, 2),
+    (1, 12, 18, 3, 3),
+];
+
+#[test]
+fn grouped_query_attention_matches_reference_and_finite_differences() {
+    let mut rng = Rng::new(52);
+    for (b, t, c, nh, kh) in GQA_CASES {
+        let heads = Heads { query: nh, kv: kh };
+        let width = heads.qkv_width(c);
+        let qkv = rng.uniform_vec(b * t * width, -2.0, 2.0);
+        let dout = rand_vec(&mut rng, b * t * c);
+        let (q64, d64) = (to64(&qkv), to64(&dout));
+        let (out_ref, att_ref) = reference::attention_gqa(&q64, b, t, c, nh, kh);
+        let dqkv_ref = reference::attention_gqa_backward(&q64, &d64, b, t, c, nh, kh);
+        if q64.len() <= 1200 {
+            let fd = finite_diff(&q64, 1e-5, |x| {
+                dot(&reference::attention_gqa(x, b, t, c, nh, kh).0, &d64)
+            });
+            assert_close64("reference dqkv vs fd", &dqkv_ref, &fd, 1e-8, 1e-6);
+        }
+        let tq = upload("qkv", &[b, t, width], &qkv);
+        let (att, out) = (zeros("att", &[b, nh, t, t]), zeros("out", &[b, t, c]));
+        attention_forward(gpu(), &tq, heads, &att, &out).unwrap();
+        let what = format!("B {b} T {t} C {c} NH {nh} KH {kh}");
+        assert_close(&format!("{what} att"), &read(&att), &att_ref, 1e-6, 1e-5);
+        assert_close(&format!("{what} out"), &read(&out), &out_ref, 1e-5, 1e-5);
+        let tdout = upload("dout", &[b, t, c], &dout);
+        let (dpre, dqkv) = (zeros("dpre", &[b, nh, t, t]), zeros("dqkv", &[b, t, width]));
+        attention_backward(gpu(), &tdout, &tq, &att, heads, &dpre, &dqkv).unwrap();
         assert_close(&format!("{what} dqkv"), &read(&dqkv), &dqkv_ref, 1e-5, 1e-4);
     }
 }

@@ -151,13 +151,19 @@ pub fn embedding_backward(idx: &[u32], dout: &[f64], vocab: usize, cols: usize) 
     d
 }
 
-/// Causal self-attention over qkv (B, T, 3C): returns (out (B, T, C), att (B, NH, T, T)).
-pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>) {
+/// Causal self-attention over qkv (B, T, C + 2·KC), `kh` key/value heads each serving NH/KH
+/// query heads (kh = nh: GPT-2's (B, T, 3C)): returns (out (B, T, C), att (B, NH, T, T)).
+pub fn attention_gqa(
+    qkv: &[f64],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    kh: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f64).sqrt();
-    let at = |bi: usize, ti: usize, part: usize, h: usize, d: usize| {
-        qkv[(bi * t + ti) * 3 * c + part * c + h * hs + d]
-    };
+    let at = qkv_index(t, c, nh, kh);
     let mut out = vec![0.0; b * t * c];
     let mut att = vec![0.0; b * nh * t * t];
     for bi in 0..b {
@@ -166,7 +172,7 @@ pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f
                 let scores: Vec<f64> = (0..=t1)
                     .map(|t2| {
                         (0..hs)
-                            .map(|d| at(bi, t1, 0, h, d) * at(bi, t2, 1, h, d))
+                            .map(|d| qkv[at(bi, t1, 0, h, d)] * qkv[at(bi, t2, 1, h, d)])
                             .sum::<f64>()
                             * scale
                     })
@@ -178,8 +184,9 @@ pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f
                     att[row + t2] = (s - m).exp() / z;
                 }
                 for d in 0..hs {
-                    out[(bi * t + t1) * c + h * hs + d] =
-                        (0..=t1).map(|t2| att[row + t2] * at(bi, t2, 2, h, d)).sum();
+                    out[(bi * t + t1) * c + h * hs + d] = (0..=t1)
+                        .map(|t2| att[row + t2] * qkv[at(bi, t2, 2, h, d)])
+                        .sum();
                 }
             }
         }
@@ -187,22 +194,45 @@ pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f
     (out, att)
 }
 
-/// dqkv (B, T, 3C) given dout (B, T, C).
-pub fn attention_backward(
+/// The index in qkv (B, T, C + 2·KC) of (batch, position, part (q, k, v), query head, d): a
+/// query head's key and value are its group's.
+fn qkv_index(
+    t: usize,
+    c: usize,
+    nh: usize,
+    kh: usize,
+) -> impl Fn(usize, usize, usize, usize, usize) -> usize {
+    let hs = c / nh;
+    let kc = kh * hs;
+    move |bi, ti, part, h, d| {
+        let row = (bi * t + ti) * (c + 2 * kc);
+        match part {
+            0 => row + h * hs + d,
+            _ => row + c + (part - 1) * kc + h / (nh / kh) * hs + d,
+        }
+    }
+}
+
+/// [`attention_gqa`] with a key/value head per query head: qkv (B, T, 3C).
+pub fn attention(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>) {
+    attention_gqa(qkv, b, t, c, nh, nh)
+}
+
+/// dqkv (B, T, C + 2·KC) given dout (B, T, C).
+pub fn attention_gqa_backward(
     qkv: &[f64],
     dout: &[f64],
     b: usize,
     t: usize,
     c: usize,
     nh: usize,
+    kh: usize,
 ) -> Vec<f64> {
     let hs = c / nh;
     let scale = 1.0 / (hs as f64).sqrt();
-    let (_, att) = attention(qkv, b, t, c, nh);
-    let idx = |bi: usize, ti: usize, part: usize, h: usize, d: usize| {
-        (bi * t + ti) * 3 * c + part * c + h * hs + d
-    };
-    let mut dqkv = vec![0.0; b * t * 3 * c];
+    let (_, att) = attention_gqa(qkv, b, t, c, nh, kh);
+    let idx = qkv_index(t, c, nh, kh);
+    let mut dqkv = vec![0.0; qkv.len()];
     for bi in 0..b {
         for h in 0..nh {
             for t1 in 0..t {
@@ -230,6 +260,18 @@ pub fn attention_backward(
         }
     }
     dqkv
+}
+
+/// [`attention_gqa_backward`] with a key/value head per query head.
+pub fn attention_backward(
+    qkv: &[f64],
+    dout: &[f64],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<f64> {
+    attention_gqa_backward(qkv, dout, b, t, c, nh, nh)
 }
 
 /// A linear layer with a LoRA update: y (R, out) = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, with W (out, in),

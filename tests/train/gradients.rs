@@ -261,6 +261,7 @@ fn gpt_gradients_match_a_float64_model() {
         n_layer: 2,
         n_head: 2,
         n_embd: 8,
+        ..Default::default()
     };
     let mut rng = Rng::new(3);
     let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut rng).unwrap();
@@ -444,6 +445,7 @@ fn fused_gelu_run(own: &wgtrain::Gpu) -> Vec<Vec<u32>> {
         n_layer: 2,
         n_head: 2,
         n_embd: 16,
+        ..Default::default()
     };
     let mut rng = Rng::new(5);
     let mut gpt = Gpt::new(&Build::new(own), cfg.clone(), &mut rng).unwrap();

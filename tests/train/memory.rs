@@ -71,6 +71,7 @@ fn every_checkpoint_policy_gives_bit_identical_gradients_and_the_stated_recomput
         n_layer: 5,
         n_head: 2,
         n_embd: 16,
+        ..Default::default()
     };
     let mut rng = Rng::new(9);
     let tokens: Vec<u32> = (0..3 * 8).map(|_| rng.below(32) as u32).collect();

@@ -210,6 +210,7 @@ fn a_target_past_the_vocabulary_is_an_error_naming_its_position() {
         n_layer: 1,
         n_head: 1,
         n_embd: 8,
+        ..Default::default()
     };
     let tokens = [1, 2, 3, 4];
     let targets = [2, 3, wgtrain::ops::softmax_xent::PAD, 16];
