@@ -17,6 +17,8 @@ use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
 /// How q, k and v are projected.
+// one per layer, built once: boxing a variant would buy nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Projection {
     /// One linear, C → 3C, packed q | k | v (GPT-2's c_attn).
     Packed(Linear),

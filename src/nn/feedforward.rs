@@ -8,6 +8,8 @@ use crate::gpu::Gpu;
 use crate::ops::elementwise::{accumulate, swiglu, swiglu_backward};
 use crate::tensor::Tensor;
 
+// one per layer, built once: boxing a variant would buy nothing
+#[allow(clippy::large_enum_variant)]
 pub enum FeedForward {
     Gelu {
         /// C → 4C, the GELU in its stores

@@ -53,6 +53,8 @@ impl RmsNorm {
     }
 }
 
+// one per layer, built once: boxing a variant would buy nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Norm {
     Layer(LayerNorm),
     Rms(RmsNorm),
