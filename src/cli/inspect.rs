@@ -5,7 +5,7 @@
 use anyhow::Result;
 use std::path::PathBuf;
 use wgtrain::import::gguf::Gguf;
-use wgtrain::import::llama::{check_tensors, LlamaConfig};
+use wgtrain::import::llama::{check_tensors, config as llama_config};
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
@@ -20,7 +20,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let g = Gguf::open(&args.model)?;
     let arch = g.architecture()?.to_string();
     // what loading would say: the config, then the tensors against it
-    let config = LlamaConfig::from_gguf(&g);
+    let config = llama_config(&g);
     let loadable = config
         .as_ref()
         .map_err(|e| e.to_string())
@@ -48,12 +48,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "weights": weights,
             "tensors": g.tensors.len(),
             "types": types.iter().map(|(n, c, b)| serde_json::json!({"type": n, "tensors": c, "bytes": b})).collect::<Vec<_>>(),
-            "config": config.as_ref().ok().map(|c| serde_json::json!({
-                "vocab_size": c.vocab_size, "n_layer": c.n_layer, "n_embd": c.n_embd,
-                "n_head": c.n_head, "n_kv_head": c.n_kv_head, "ffn_hidden": c.ffn_hidden,
-                "context": c.context, "rope_theta": c.rope_theta, "rope_dim": c.rope_dim,
-                "rms_eps": c.rms_eps, "tied_embeddings": c.tied_embeddings,
-            })),
+            // the model config wgtrain builds (a train config's "gpt" section)
+            "config": config.as_ref().ok(),
             "tokenizer": {
                 "model": text("tokenizer.ggml.model"),
                 "pre": text("tokenizer.ggml.pre"),
@@ -93,15 +89,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
             c.n_layer,
             c.n_embd,
             c.n_head,
-            c.n_kv_head,
+            c.kv_heads(),
             c.head_dim(),
-            c.ffn_hidden,
+            c.ffn(),
             c.vocab_size,
-            c.context,
-            c.rope_theta,
-            c.rope_dim,
-            c.rms_eps,
-            if c.tied_embeddings { "tied" } else { "separate" }
+            c.block_size,
+            c.rope_base(),
+            c.rope_dims(),
+            c.eps(),
+            if c.tied() { "tied" } else { "separate" }
         )
         }
         Err(e) => println!("config: {e}"),

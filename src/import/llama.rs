@@ -1,199 +1,203 @@
-//! A Llama-family model's hyperparameters from a GGUF file's metadata ([`LlamaConfig`]), and the
+//! Llama-family GGUF files in: the model's config from the file's metadata ([`config`]), the
 //! check that its tensor directory holds exactly the tensors that config implies, each of the
 //! implied shape and of a type wgtrain decodes ([`check_tensors`]): everything a loader must
-//! know before it allocates anything. (The model kind that runs them is issue 37's next part.)
+//! know before it allocates anything; then the model itself, its weights decoded on the device
+//! ([`load`]).
 //!
 //! GGUF names (llama.cpp's): `token_embd`, `blk.N.{attn_norm, attn_q, attn_k, attn_v,
 //! attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}`, `output_norm` and, unless the embedding
-//! is tied, `output`; all `.weight`. llama.cpp's converter stores `attn_q` and `attn_k` with
-//! each head's rows permuted for ggml's pairwise rotary layout, which a loader for Hugging
-//! Face's half-split layout undoes.
+//! is tied, `output`; all `.weight`. Each maps to the Hugging Face name the model's parameter
+//! carries (`model.layers.N.self_attn.q_proj.weight`, …). llama.cpp's converter stores `attn_q`
+//! and `attn_k` with each head's rows permuted for ggml's pairwise rotary layout (row 2i + j of a
+//! head holds Hugging Face's row j·hs/2 + i); the loader moves the rows back, so the model
+//! rotates Hugging Face's halves as a checkpoint from the hub would have it.
 
+use super::decode;
 use super::ggml::GgmlType;
-use super::gguf::Gguf;
-use crate::error::Result;
+use super::gguf::{Gguf, TensorInfo};
+use crate::error::{Error, Result};
+use crate::nn::{Build, Family, Gpt, GptConfig, Param};
+use crate::rng::Rng;
+use std::path::Path;
 
 /// The architectures read here: Llama's tensor layout under its GGUF name.
 pub const ARCHITECTURES: [&str; 1] = ["llama"];
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct LlamaConfig {
-    pub vocab_size: usize,
-    pub n_layer: usize,
-    /// d_model
-    pub n_embd: usize,
-    pub n_head: usize,
-    /// Grouped-query attention: n_head / n_kv_head query heads share each key/value head.
-    pub n_kv_head: usize,
-    /// SwiGLU's hidden width.
-    pub ffn_hidden: usize,
-    /// The context the model was trained for.
-    pub context: usize,
-    pub rope_theta: f32,
-    /// Dimensions of each head that rotate (the head size unless the file says fewer).
-    pub rope_dim: usize,
-    pub rms_eps: f32,
-    /// The LM head is the token embedding (no `output.weight`).
-    pub tied_embeddings: bool,
+/// The config a GGUF file's metadata states (family Llama, its context as block_size), checked
+/// for consistency; an architecture other than Llama's, or a missing or ill-typed key, is an
+/// error naming it.
+pub fn config(g: &Gguf) -> Result<GptConfig> {
+    let arch = g.architecture()?;
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(bad(
+            g,
+            format!(
+                "architecture {arch:?} is not one wgtrain loads (it loads {})",
+                ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let int = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
+    let n_embd = int("embedding_length")?;
+    let n_head = int("attention.head_count")?;
+    let vocab_size = match g.get(&key("vocab_size")) {
+        Some(_) => int("vocab_size")?,
+        None => match g.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()) {
+            Some(tokens) => tokens.len(),
+            None => g
+                .tensor("token_embd.weight")
+                .and_then(|t| t.dims.get(1).copied())
+                .ok_or_else(|| bad(g, "states no vocabulary size".into()))?
+                as usize,
+        },
+    };
+    let optional = |k: &str| g.get(&key(k)).is_some();
+    let config = GptConfig {
+        vocab_size,
+        block_size: int("context_length")?,
+        n_layer: int("block_count")?,
+        n_head,
+        n_embd,
+        family: Family::Llama,
+        n_kv_head: Some(match optional("attention.head_count_kv") {
+            true => int("attention.head_count_kv")?,
+            false => n_head,
+        }),
+        ffn_hidden: Some(int("feed_forward_length")?),
+        rope_theta: Some(match optional("rope.freq_base") {
+            true => g.require_f32(&key("rope.freq_base"))?,
+            false => 10_000.0,
+        }),
+        rope_dim: match optional("rope.dimension_count") {
+            true => Some(int("rope.dimension_count")?),
+            false => None,
+        },
+        norm_eps: Some(g.require_f32(&key("attention.layer_norm_rms_epsilon"))?),
+        untied_head: g.tensor("output.weight").is_some(),
+    };
+    for (what, v) in [
+        ("vocabulary", config.vocab_size),
+        ("block_count", config.n_layer),
+        ("embedding_length", n_embd),
+        ("head_count", n_head),
+        ("head_count_kv", config.kv_heads()),
+        ("feed_forward_length", config.ffn()),
+        ("context_length", config.block_size),
+    ] {
+        if v == 0 {
+            return Err(bad(g, format!("{what} is 0")));
+        }
+    }
+    if n_embd % n_head != 0 {
+        return Err(bad(
+            g,
+            format!("embedding_length {n_embd} is not a multiple of head_count {n_head}"),
+        ));
+    }
+    config.validate().map_err(|reason| bad(g, reason))?;
+    if config.rope_dims() != config.head_dim() {
+        // the converter's row permutation spans the whole head
+        return Err(bad(
+            g,
+            format!(
+                "rotates {} of each head's {} dimensions; wgtrain loads Llama files that rotate \
+                 whole heads",
+                config.rope_dims(),
+                config.head_dim()
+            ),
+        ));
+    }
+    Ok(config)
 }
 
-impl LlamaConfig {
-    /// The config a GGUF file's metadata states, checked for consistency; an architecture other
-    /// than Llama's, or a missing or ill-typed key, is an error naming it.
-    pub fn from_gguf(g: &Gguf) -> Result<LlamaConfig> {
-        let arch = g.architecture()?;
-        if !ARCHITECTURES.contains(&arch) {
-            return Err(bad(
-                g,
-                format!(
-                    "architecture {arch:?} is not one wgtrain loads (it loads {})",
-                    ARCHITECTURES.join(", ")
-                ),
-            ));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
-        let int = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
-        let n_embd = int("embedding_length")?;
-        let n_head = int("attention.head_count")?;
-        let n_kv_head = match g.get(&key("attention.head_count_kv")) {
-            Some(_) => int("attention.head_count_kv")?,
-            None => n_head,
-        };
-        let vocab_size = match g.get(&key("vocab_size")) {
-            Some(_) => int("vocab_size")?,
-            None => match g.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()) {
-                Some(tokens) => tokens.len(),
-                None => g
-                    .tensor("token_embd.weight")
-                    .and_then(|t| t.dims.get(1).copied())
-                    .ok_or_else(|| bad(g, "states no vocabulary size".into()))?
-                    as usize,
-            },
-        };
-        let config = LlamaConfig {
-            vocab_size,
-            n_layer: int("block_count")?,
-            n_embd,
-            n_head,
-            n_kv_head,
-            ffn_hidden: int("feed_forward_length")?,
-            context: int("context_length")?,
-            rope_theta: match g.get(&key("rope.freq_base")) {
-                Some(_) => g.require_f32(&key("rope.freq_base"))?,
-                None => 10_000.0,
-            },
-            rope_dim: match g.get(&key("rope.dimension_count")) {
-                Some(_) => int("rope.dimension_count")?,
-                None => n_embd / n_head.max(1),
-            },
-            rms_eps: g.require_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            tied_embeddings: g.tensor("output.weight").is_none(),
-        };
-        config.validate().map_err(|reason| bad(g, reason))?;
-        Ok(config)
-    }
+/// One tensor of the layout: its GGUF name, dims (ggml order, the fastest first), the name of
+/// the parameter it fills, and the heads whose rows the converter permuted (attn_q: n_head;
+/// attn_k: n_kv_head).
+pub struct Slot {
+    pub gguf: String,
+    pub dims: Vec<u64>,
+    pub param: String,
+    pub permuted_heads: Option<usize>,
+}
 
-    pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
-    }
-
-    /// Keys' and values' width: n_kv_head heads of `head_dim`.
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_head * self.head_dim()
-    }
-
-    fn validate(&self) -> std::result::Result<(), String> {
-        let c = self;
-        for (what, v) in [
-            ("vocabulary", c.vocab_size),
-            ("block_count", c.n_layer),
-            ("embedding_length", c.n_embd),
-            ("head_count", c.n_head),
-            ("head_count_kv", c.n_kv_head),
-            ("feed_forward_length", c.ffn_hidden),
-            ("context_length", c.context),
+/// Every tensor a model of `config` has, in the file's usual order.
+pub fn tensors(config: &GptConfig) -> Vec<Slot> {
+    let (c, f, v) = (
+        config.n_embd as u64,
+        config.ffn() as u64,
+        config.vocab_size as u64,
+    );
+    let kv = config.kv_dim() as u64;
+    let slot = |gguf: String, dims: Vec<u64>, param: String, permuted_heads| Slot {
+        gguf,
+        dims,
+        param,
+        permuted_heads,
+    };
+    let mut t = vec![slot(
+        "token_embd.weight".into(),
+        vec![c, v],
+        "model.embed_tokens.weight".into(),
+        None,
+    )];
+    for i in 0..config.n_layer {
+        let layer = format!("model.layers.{i}");
+        for (name, dims, param, permuted) in [
+            ("attn_norm", vec![c], "input_layernorm", None),
+            (
+                "attn_q",
+                vec![c, c],
+                "self_attn.q_proj",
+                Some(config.n_head),
+            ),
+            (
+                "attn_k",
+                vec![c, kv],
+                "self_attn.k_proj",
+                Some(config.kv_heads()),
+            ),
+            ("attn_v", vec![c, kv], "self_attn.v_proj", None),
+            ("attn_output", vec![c, c], "self_attn.o_proj", None),
+            ("ffn_norm", vec![c], "post_attention_layernorm", None),
+            ("ffn_gate", vec![c, f], "mlp.gate_proj", None),
+            ("ffn_up", vec![c, f], "mlp.up_proj", None),
+            ("ffn_down", vec![f, c], "mlp.down_proj", None),
         ] {
-            if v == 0 {
-                return Err(format!("{what} is 0"));
-            }
-        }
-        if c.n_embd % c.n_head != 0 {
-            return Err(format!(
-                "embedding_length {} is not a multiple of head_count {}",
-                c.n_embd, c.n_head
+            t.push(slot(
+                format!("blk.{i}.{name}.weight"),
+                dims,
+                format!("{layer}.{param}.weight"),
+                permuted,
             ));
         }
-        if c.n_head % c.n_kv_head != 0 {
-            return Err(format!(
-                "head_count {} is not a multiple of head_count_kv {}",
-                c.n_head, c.n_kv_head
-            ));
-        }
-        if c.rope_dim == 0 || c.rope_dim % 2 != 0 || c.rope_dim > c.head_dim() {
-            return Err(format!(
-                "rope.dimension_count {} must be even and at most the head size {}",
-                c.rope_dim,
-                c.head_dim()
-            ));
-        }
-        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {
-            return Err(format!("rope.freq_base {} is not positive", c.rope_theta));
-        }
-        if !(c.rms_eps.is_finite() && c.rms_eps > 0.0) {
-            return Err(format!(
-                "attention.layer_norm_rms_epsilon {} is not positive",
-                c.rms_eps
-            ));
-        }
-        Ok(())
     }
-
-    /// Every tensor the model has: its GGUF name and dims (ggml order, the fastest first).
-    pub fn tensors(&self) -> Vec<(String, Vec<u64>)> {
-        let (c, f, v) = (
-            self.n_embd as u64,
-            self.ffn_hidden as u64,
-            self.vocab_size as u64,
-        );
-        let kv = self.kv_dim() as u64;
-        let mut t = vec![("token_embd.weight".to_string(), vec![c, v])];
-        for i in 0..self.n_layer {
-            for (name, dims) in [
-                ("attn_norm", vec![c]),
-                ("attn_q", vec![c, c]),
-                ("attn_k", vec![c, kv]),
-                ("attn_v", vec![c, kv]),
-                ("attn_output", vec![c, c]),
-                ("ffn_norm", vec![c]),
-                ("ffn_gate", vec![c, f]),
-                ("ffn_up", vec![c, f]),
-                ("ffn_down", vec![f, c]),
-            ] {
-                t.push((format!("blk.{i}.{name}.weight"), dims));
-            }
-        }
-        t.push(("output_norm.weight".into(), vec![c]));
-        if !self.tied_embeddings {
-            t.push(("output.weight".into(), vec![c, v]));
-        }
-        t
+    t.push(slot(
+        "output_norm.weight".into(),
+        vec![c],
+        "model.norm.weight".into(),
+        None,
+    ));
+    if config.untied_head {
+        t.push(slot(
+            "output.weight".into(),
+            vec![c, v],
+            "lm_head.weight".into(),
+            None,
+        ));
     }
-
-    /// Weights in all: Ψ.
-    pub fn weight_count(&self) -> u64 {
-        self.tensors()
-            .iter()
-            .map(|(_, d)| d.iter().product::<u64>())
-            .sum()
-    }
+    t
 }
 
 /// The file's tensors against the ones `config` implies: each present with the implied dims and
 /// a type wgtrain decodes, and none other (a tensor this layout does not know, like Llama 3's
 /// `rope_freqs`, is refused by name rather than ignored).
-pub fn check_tensors(g: &Gguf, config: &LlamaConfig) -> Result<()> {
-    let want = config.tensors();
-    for (name, dims) in &want {
+pub fn check_tensors(g: &Gguf, config: &GptConfig) -> Result<()> {
+    let want = tensors(config);
+    for Slot {
+        gguf: name, dims, ..
+    } in &want
+    {
         let t = g.tensor(name).ok_or_else(|| {
             bad(
                 g,
@@ -223,7 +227,7 @@ pub fn check_tensors(g: &Gguf, config: &LlamaConfig) -> Result<()> {
     if let Some(extra) = g
         .tensors
         .iter()
-        .find(|t| !want.iter().any(|(n, _)| *n == t.name))
+        .find(|t| !want.iter().any(|s| s.gguf == t.name))
     {
         return Err(bad(
             g,
@@ -234,6 +238,87 @@ pub fn check_tensors(g: &Gguf, config: &LlamaConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A Llama-family model from a GGUF file: the config and tensors checked first ([`config`],
+/// [`check_tensors`]), then the model built by `b` (its precision, frozen patterns) and every
+/// weight replaced by the file's: the types [`decode::DECODED`] names uploaded as stored and
+/// decoded on the device, F32 uploaded, the k-quants decoded on the host; attn_q's and attn_k's
+/// rows moved back to Hugging Face's order first (whole rows of blocks, so before decoding).
+pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
+    let g = Gguf::open(path)?;
+    let config = config(&g)?;
+    check_tensors(&g, &config)?;
+    // the values are overwritten below; the seed only fills them meanwhile
+    let mut model = Gpt::new(b, config, &mut Rng::new(0))?;
+    let gpu = b.gpu;
+    let slots = tensors(&model.config);
+    let mut params: std::collections::HashMap<String, &mut Param> = model
+        .params_mut()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    for slot in &slots {
+        let info = g
+            .tensor(&slot.gguf)
+            .expect("checked: every slot is in the file");
+        let p = params
+            .remove(&slot.param)
+            .unwrap_or_else(|| panic!("the model has a parameter {}", slot.param));
+        if !p.resident() {
+            return Err(Error::Config(format!(
+                "loading {}: {} lives on another rank; load the model before sharding it",
+                path.display(),
+                slot.param
+            )));
+        }
+        let mut raw = g.read_raw(info)?;
+        if let Some(heads) = slot.permuted_heads {
+            raw = unpermute_rows(&raw, info, heads);
+        }
+        fill(gpu, &g, info, &raw, p)?;
+        p.refresh_work(gpu);
+        // one tensor's staging at a time
+        gpu.flush()?;
+    }
+    Ok(model)
+}
+
+/// Writes a tensor's stored bytes, decoded, into the parameter's f32 value.
+fn fill(gpu: &crate::gpu::Gpu, g: &Gguf, info: &TensorInfo, raw: &[u8], p: &Param) -> Result<()> {
+    let ty = info.ggml_type;
+    if ty == GgmlType::F32 {
+        gpu.upload(p.value(), raw);
+    } else if decode::DECODED.contains(&ty) {
+        let words = decode::upload_raw(gpu, &info.name, raw)?;
+        decode::decode(gpu, &words, ty, p.value());
+    } else {
+        let values = ty
+            .dequantize(raw, info.numel() as usize)
+            .map_err(|reason| bad(g, format!("tensor {:?}: {reason}", info.name)))?;
+        p.value().write_f32(gpu, &values);
+    }
+    Ok(())
+}
+
+/// attn_q's or attn_k's rows in Hugging Face's order: within each head of hs rows, the row
+/// j·hs/2 + i is the stored row 2i + j. Rows are whole runs of blocks, moved as bytes.
+fn unpermute_rows(raw: &[u8], info: &TensorInfo, heads: usize) -> Vec<u8> {
+    let rows = info.dims[1] as usize;
+    let row_bytes = raw.len() / rows;
+    let hs = rows / heads;
+    let mut out = vec![0u8; raw.len()];
+    for h in 0..heads {
+        for i in 0..hs / 2 {
+            for j in 0..2 {
+                let from = h * hs + 2 * i + j;
+                let to = h * hs + j * hs / 2 + i;
+                out[to * row_bytes..(to + 1) * row_bytes]
+                    .copy_from_slice(&raw[from * row_bytes..(from + 1) * row_bytes]);
+            }
+        }
+    }
+    out
 }
 
 fn bad(g: &Gguf, reason: String) -> crate::error::Error {

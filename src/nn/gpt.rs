@@ -180,6 +180,29 @@ impl GptConfig {
         self.rope_dim.unwrap_or(self.head_dim())
     }
 
+    /// The weight count from the config alone (closed form, in u128 so no claimed size
+    /// overflows; without LoRA adapters).
+    pub fn weight_count(&self) -> u128 {
+        let (v, t, l, c) = (
+            self.vocab_size as u128,
+            self.block_size as u128,
+            self.n_layer as u128,
+            self.n_embd as u128,
+        );
+        let (kv, f) = (self.kv_dim() as u128, self.ffn() as u128);
+        match self.family {
+            // wte, wpe; per block: two LayerNorms (2C each), qkv (3C² + 3C), attention
+            // projection (C² + C), MLP (4C² + 4C and 4C² + C); the final LayerNorm
+            Family::Gpt2 => v * c + t * c + l * (12 * c * c + 13 * c) + 2 * c,
+            // the embedding (and an untied head); per block: two RMSNorms (C each), q and o
+            // (C² each), k and v (C·KC each), gate, up and down (C·F each); the final RMSNorm
+            Family::Llama => {
+                let head = if self.untied_head { v * c } else { 0 };
+                v * c + head + l * (2 * c + 2 * c * c + 2 * c * kv + 3 * c * f) + c
+            }
+        }
+    }
+
     /// Whether the LM head is the token embedding.
     pub fn tied(&self) -> bool {
         !self.untied_head

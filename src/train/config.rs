@@ -298,18 +298,7 @@ impl TrainConfig {
     /// built, so a config claiming 100 000 layers is refused at once.
     pub fn weight_count(&self) -> u64 {
         let count: u128 = match self.model {
-            ModelKind::Gpt => {
-                let g = &self.gpt;
-                let (v, t, l, c) = (
-                    g.vocab_size as u128,
-                    g.block_size as u128,
-                    g.n_layer as u128,
-                    g.n_embd as u128,
-                );
-                // wte, wpe; per block: two LayerNorms (2C each), qkv (3C² + 3C), attention
-                // projection (C² + C), MLP (4C² + 4C and 4C² + C); the final LayerNorm
-                v * c + t * c + l * (12 * c * c + 13 * c) + 2 * c
-            }
+            ModelKind::Gpt => self.gpt.weight_count(),
             ModelKind::Mlp => {
                 let m = &self.mlp;
                 let widths: Vec<u128> = std::iter::once(crate::data::digits::FEATURES)

@@ -273,29 +273,31 @@ fn the_real_smollm2_file_reads_and_decodes_as_the_gguf_package_does() {
 
 #[test]
 fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() {
-    use wgtrain::import::llama::{check_tensors, LlamaConfig};
+    use wgtrain::import::llama::{check_tensors, config};
+    use wgtrain::nn::{Family, GptConfig};
     let g = Gguf::open(&data().join("tiny-llama.gguf")).unwrap();
-    let c = LlamaConfig::from_gguf(&g).unwrap();
+    let c = config(&g).unwrap();
     assert_eq!(
         c,
-        LlamaConfig {
+        GptConfig {
             vocab_size: 64,
+            block_size: 128,
             n_layer: 2,
             n_embd: 32,
             n_head: 4,
-            n_kv_head: 2,
-            ffn_hidden: 64,
-            context: 128,
-            rope_theta: 10_000.0,
-            rope_dim: 8,
-            rms_eps: 1e-6,
-            tied_embeddings: true,
+            family: Family::Llama,
+            n_kv_head: Some(2),
+            ffn_hidden: Some(64),
+            rope_theta: Some(10_000.0),
+            rope_dim: None,
+            norm_eps: Some(1e-6),
+            untied_head: false,
         }
     );
-    assert_eq!((c.head_dim(), c.kv_dim()), (8, 16));
+    assert_eq!((c.head_dim(), c.kv_dim(), c.rope_dims()), (8, 16, 8));
     check_tensors(&g, &c).unwrap();
     let held: u64 = g.tensors.iter().map(|t| t.numel()).sum();
-    assert_eq!(c.weight_count(), held);
+    assert_eq!(c.weight_count(), held as u128);
     // every tensor decodes
     for t in &g.tensors {
         assert_eq!(
@@ -312,7 +314,7 @@ fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() 
         b[at + 10..at + 12].copy_from_slice(b"xx");
     });
     let g = Gguf::open(&path).unwrap();
-    let c = LlamaConfig::from_gguf(&g).unwrap();
+    let c = config(&g).unwrap();
     let err = check_tensors(&g, &c).unwrap_err().to_string();
     assert!(
         err.contains("has no tensor \"blk.1.ffn_up.weight\""),
@@ -324,9 +326,7 @@ fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() 
         assert_eq!(b[at..at + 4], 4u32.to_le_bytes(), "head_count's value");
         b[at..at + 4].copy_from_slice(&5u32.to_le_bytes());
     });
-    let err = LlamaConfig::from_gguf(&Gguf::open(&path).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = config(&Gguf::open(&path).unwrap()).unwrap_err().to_string();
     assert!(
         err.contains("embedding_length 32 is not a multiple of head_count 5"),
         "{err}"
@@ -336,9 +336,7 @@ fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() 
         let at = value_of(b, "general.architecture") + 8;
         b[at..at + 5].copy_from_slice(b"llamb");
     });
-    let err = LlamaConfig::from_gguf(&Gguf::open(&path).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = config(&Gguf::open(&path).unwrap()).unwrap_err().to_string();
     assert!(
         err.contains("architecture \"llamb\" is not one wgtrain loads"),
         "{err}"
@@ -347,27 +345,30 @@ fn a_llama_files_metadata_maps_to_its_config_and_its_tensors_check_against_it() 
 
 #[test]
 fn the_real_smollm2_config_is_the_one_its_model_card_states() {
-    use wgtrain::import::llama::{check_tensors, LlamaConfig};
+    use wgtrain::import::llama::{check_tensors, config};
     let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.exists() {
         eprintln!("SmolLM2 test skipped: {} is absent", path.display());
         return;
     }
     let g = Gguf::open(&path).unwrap();
-    let c = LlamaConfig::from_gguf(&g).unwrap();
+    let c = config(&g).unwrap();
     assert_eq!(
         (
             c.n_layer,
             c.n_embd,
             c.n_head,
-            c.n_kv_head,
-            c.ffn_hidden,
+            c.kv_heads(),
+            c.ffn(),
             c.vocab_size
         ),
         (30, 576, 9, 3, 1536, 49152)
     );
-    assert_eq!((c.rope_theta, c.rope_dim, c.rms_eps), (100_000.0, 64, 1e-5));
-    assert!(c.tied_embeddings);
+    assert_eq!(
+        (c.rope_base(), c.rope_dims(), c.eps()),
+        (100_000.0, 64, 1e-5)
+    );
+    assert!(c.tied());
     check_tensors(&g, &c).unwrap();
     // 134.5 M weights, as the file holds them
     assert_eq!(c.weight_count(), 134_515_008);
@@ -545,4 +546,97 @@ fn the_gpu_decodes_ggml_blocks_as_the_host_does_bit_for_bit() {
     for ty in DECODED {
         assert!(seen.contains(&ty), "no {} tensor decoded", ty.name());
     }
+}
+
+/// Logits of a Llama model loaded from GGUF for `tokens` (one sequence), (T, V) row-major.
+fn llama_logits(path: &Path, tokens: &[u32], precision: wgtrain::tensor::DType) -> Vec<f32> {
+    use wgtrain::nn::{Batch, Build, Model};
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let model = wgtrain::import::llama::load(&Build::new(&gpu).precision(precision), path).unwrap();
+    let batch = Batch::Tokens {
+        x: tokens.to_vec(),
+        y: tokens.to_vec(),
+        seq: tokens.len(),
+    };
+    let logits = Model::logits(&model, &gpu, &batch).unwrap();
+    logits.to_f32(&gpu).unwrap()
+}
+
+fn json_f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| match r.as_array() {
+            Some(row) => row.iter().map(|x| x.as_f64().unwrap()).collect(),
+            None => vec![r.as_f64().unwrap()],
+        })
+        .collect()
+}
+
+#[test]
+fn a_llama_loaded_from_gguf_gives_llama_cpps_logits() {
+    // tiny-llama.json: llama_ref.py's float64 forward over the dequantized tensors as stored,
+    // rotating ggml's adjacent pairs; wgtrain moves attn_q's and attn_k's rows back to Hugging
+    // Face's order and rotates halves, in f32. Every weight is exact in f32 (decoded bit for bit),
+    // so the difference is f32 rounding through two blocks: 1e-5 is ~100 ulps of logits ~0.1.
+    let path = data().join("tiny-llama.gguf");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("tiny-llama.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+    let want = json_f64s(&want["logits"]);
+    let got = llama_logits(&path, &tokens, wgtrain::tensor::DType::F32);
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "largest logit difference {worst:e}");
+    // bf16 working copies: the weights rounded to 8 bits of mantissa, the logits within a few
+    // hundredths of ~0.1-sized values
+    let got = llama_logits(&path, &tokens, wgtrain::tensor::DType::BF16);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 2e-2, "bf16: largest logit difference {worst:e}");
+}
+
+#[test]
+fn smollm2_loaded_from_gguf_gives_llama_cpps_logits() {
+    let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("SmolLM2 test skipped: {} is absent", path.display());
+        return;
+    }
+    // smollm2-logits.json: llama_ref.py's float64 forward (see the tiny model's test) of a
+    // ChatML prompt. wgtrain's f32 forward through 30 blocks agrees to 7e-5 here (logits up to
+    // 28: a few ulps of f32 per block, summed); 5e-4 leaves room for another adapter's rounding
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("smollm2-logits.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+    let ids: Vec<usize> = serde_json::from_value(want["ids"].clone()).unwrap();
+    let argmax: Vec<usize> = serde_json::from_value(want["argmax"].clone()).unwrap();
+    let v = 49152;
+    let got = llama_logits(&path, &tokens, wgtrain::tensor::DType::F32);
+    assert_eq!(got.len(), tokens.len() * v);
+    let want_at = json_f64s(&want["logits"]);
+    let mut worst = 0.0f64;
+    for (t, row) in got.chunks(v).enumerate() {
+        for (j, &id) in ids.iter().enumerate() {
+            worst = worst.max((row[id] as f64 - want_at[t * ids.len() + j]).abs());
+        }
+        let best = (0..v).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(best, argmax[t], "position {t}'s most likely next token");
+    }
+    eprintln!("SmolLM2: largest logit difference {worst:e}");
+    assert!(worst < 5e-4, "largest logit difference {worst:e}");
+    // the prompt's ids are the ones its tokenizer gives
+    let g = Gguf::open(&path).unwrap();
+    let tok = wgtrain::import::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>";
+    assert_eq!(tok.encode(text).unwrap(), tokens);
 }
