@@ -478,3 +478,197 @@ fn fused_gelu_run(own: &wgtrain::Gpu) -> Vec<Vec<u32>> {
     out.extend(grads(mlp.params()));
     out
 }
+
+/// Σ cross-entropy / targets of a Llama-family model in float64, from the parameters by their
+/// Hugging Face names: RMSNorm, q/k/v projections with Hugging Face's rotate-half RoPE
+/// (positions 0..T per sequence), grouped-query causal attention, SwiGLU, the head tied or not.
+fn llama_reference_loss(
+    p: &Params,
+    cfg: &GptConfig,
+    tokens: &[u32],
+    targets: &[u32],
+    b: usize,
+    t: usize,
+) -> f64 {
+    let (c, v, nh, kh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, cfg.kv_heads());
+    let (hs, f, eps) = (cfg.head_dim(), cfg.ffn(), cfg.eps() as f64);
+    let rows = b * t;
+    let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
+        x.chunks(c)
+            .flat_map(|r| {
+                let ms = r.iter().map(|v| v * v).sum::<f64>() / c as f64;
+                let s = 1.0 / (ms + eps).sqrt();
+                r.iter().zip(w).map(move |(v, g)| v * s * g)
+            })
+            .collect()
+    };
+    let mm = |x: &[f64], name: &str, inp: usize, out: usize| -> Vec<f64> {
+        linear(x, &p[name], &vec![0.0; out], x.len() / inp, inp, out)
+    };
+    let rope = |x: &mut [f64], heads: usize| {
+        let half = hs / 2;
+        for (r, row) in x.chunks_mut(heads * hs).enumerate() {
+            let pos = (r % t) as f64;
+            for head in row.chunks_mut(hs) {
+                for i in 0..half {
+                    let theta = pos * (cfg.rope_base() as f64).powf(-2.0 * i as f64 / hs as f64);
+                    let (a, bb) = (head[i], head[i + half]);
+                    head[i] = a * theta.cos() - bb * theta.sin();
+                    head[i + half] = bb * theta.cos() + a * theta.sin();
+                }
+            }
+        }
+    };
+    let wte = &p["model.embed_tokens.weight"];
+    let mut x: Vec<f64> = tokens
+        .iter()
+        .flat_map(|&tok| wte[tok as usize * c..(tok as usize + 1) * c].to_vec())
+        .collect();
+    for l in 0..cfg.n_layer {
+        let n = |s: &str| format!("model.layers.{l}.{s}.weight");
+        let h = rms(&x, &p[&n("input_layernorm")]);
+        let mut q = mm(&h, &n("self_attn.q_proj"), c, c);
+        let mut k = mm(&h, &n("self_attn.k_proj"), c, kh * hs);
+        let vv = mm(&h, &n("self_attn.v_proj"), c, kh * hs);
+        rope(&mut q, nh);
+        rope(&mut k, kh);
+        let mut y = vec![0.0; rows * c];
+        for bi in 0..b {
+            for head in 0..nh {
+                let g = head / (nh / kh);
+                for t1 in 0..t {
+                    let qi = |d: usize| q[(bi * t + t1) * c + head * hs + d];
+                    let s: Vec<f64> = (0..=t1)
+                        .map(|t2| {
+                            (0..hs)
+                                .map(|d| qi(d) * k[(bi * t + t2) * kh * hs + g * hs + d])
+                                .sum::<f64>()
+                                / (hs as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                    for d in 0..hs {
+                        y[(bi * t + t1) * c + head * hs + d] = (0..=t1)
+                            .map(|t2| {
+                                (s[t2] - m).exp() / z * vv[(bi * t + t2) * kh * hs + g * hs + d]
+                            })
+                            .sum();
+                    }
+                }
+            }
+        }
+        x = add(&x, &mm(&y, &n("self_attn.o_proj"), c, c));
+        let h = rms(&x, &p[&n("post_attention_layernorm")]);
+        let gate = mm(&h, &n("mlp.gate_proj"), c, f);
+        let up = mm(&h, &n("mlp.up_proj"), c, f);
+        let act: Vec<f64> = gate
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
+        x = add(&x, &mm(&act, &n("mlp.down_proj"), f, c));
+    }
+    let x = rms(&x, &p["model.norm.weight"]);
+    let head = if cfg.tied() {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    let logits = mm(&x, head, c, v);
+    let mut total = 0.0;
+    let mut n = 0;
+    for (r, &target) in targets.iter().enumerate() {
+        if target == PAD {
+            continue;
+        }
+        let row = &logits[r * v..(r + 1) * v];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+        total += lse - row[target as usize];
+        n += 1;
+    }
+    total / n as f64
+}
+
+#[test]
+fn llama_gradients_match_finite_differences_of_a_float64_model() {
+    use wgtrain::nn::Family;
+    // multi-query with a tied head; grouped-query (2 heads per group) with an untied one
+    for (kv, untied) in [(1, false), (2, true)] {
+        let cfg = GptConfig {
+            vocab_size: 11,
+            block_size: 6,
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 16,
+            family: Family::Llama,
+            n_kv_head: Some(kv),
+            ffn_hidden: Some(12),
+            rope_theta: Some(100.0),
+            norm_eps: Some(1e-5),
+            untied_head: untied,
+            ..Default::default()
+        };
+        let mut rng = Rng::new(5 + kv as u64);
+        let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut rng).unwrap();
+        for p in model.params() {
+            let n = p.numel();
+            let init: Vec<f32> = if p.decay {
+                rng.uniform_vec(n, -0.5, 0.5)
+            } else {
+                rng.uniform_vec(n, 0.5, 1.5)
+            };
+            p.value().write_f32(gpu(), &init);
+        }
+        let (b, t) = (2, 5);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+        let mut targets: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+        targets[3] = PAD;
+        let batch = TokenBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
+        zero_grads(gpu(), &model.params());
+        let losses = model
+            .forward_backward(
+                gpu(),
+                &batch,
+                LossGrad::plain(1.0 / batch.n_targets as f32),
+                &mut NoHooks,
+            )
+            .unwrap();
+        let params = model.params();
+        let gpu_loss: f32 =
+            losses.to_f32(gpu()).unwrap().iter().sum::<f32>() / batch.n_targets as f32;
+        let (values, grads) = read_params(&params);
+        let loss = |p: &Params| llama_reference_loss(p, &cfg, &tokens, &targets, b, t);
+        let want = loss(&values);
+        assert!(
+            (gpu_loss as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+            "loss: GPU {gpu_loss}, f64 {want}"
+        );
+        // the embedding, 9 per block, the final norm (and the untied head)
+        let expected = 1 + 2 * 9 + 1 + usize::from(untied);
+        assert_eq!(grads.len(), expected, "every parameter has a gradient");
+        for (name, got) in &grads {
+            // central differences of the f64 model (h = 1e-5: truncation ~1e-10) at 5 entries;
+            // the GPU's f32 gradient within 1e-3 of the largest of them plus a floor
+            let mut fds = vec![];
+            for _ in 0..5 {
+                let i = rng.below(got.len() as u64) as usize;
+                let mut p = values.clone();
+                p.get_mut(name).unwrap()[i] += 1e-5;
+                let up = loss(&p);
+                p.get_mut(name).unwrap()[i] -= 2e-5;
+                let down = loss(&p);
+                fds.push((i, (up - down) / 2e-5));
+            }
+            let scale = fds.iter().fold(0.0f64, |m, (_, g)| m.max(g.abs()));
+            for (i, fd) in fds {
+                assert!(
+                    (got[i] - fd).abs() <= 1e-6 + 1e-3 * scale,
+                    "kv {kv} {name}[{i}]: GPU {}, finite difference {fd}",
+                    got[i]
+                );
+            }
+        }
+    }
+}
