@@ -67,8 +67,9 @@ fn crop(
 
 // `columns`: a block of columns moved between two row-major layouts of the same rows, as 32-bit
 // words (f32 elements, or pairs of half ones): dst[r, dst_col + j] = src[r, src_col + j] for
-// j < width. Packs q, k and v side by side into attention's qkv, and takes them back out of its
-// gradient (ops::pad::columns). One invocation per word moved.
+// j < width, the destination's rows from `dst_first` on. Packs q, k and v side by side into
+// attention's qkv, takes them back out of its gradient, and appends keys and values to a KV cache
+// (ops::pad::columns). One invocation per word moved.
 struct ColumnParams {
     rows: u32,
     width: u32,
@@ -76,6 +77,7 @@ struct ColumnParams {
     src_col: u32,
     dst_row: u32,
     dst_col: u32,
+    dst_first: u32,
 }
 
 @group(0) @binding(0) var<uniform> cp: ColumnParams;
@@ -92,5 +94,5 @@ fn columns(
     if (i >= cp.rows * cp.width) { return; }
     let r = i / cp.width;
     let j = i % cp.width;
-    col_dst[r * cp.dst_row + cp.dst_col + j] = col_src[r * cp.src_row + cp.src_col + j];
+    col_dst[(cp.dst_first + r) * cp.dst_row + cp.dst_col + j] = col_src[r * cp.src_row + cp.src_col + j];
 }

@@ -21,6 +21,7 @@ pub enum Shader {
     AttentionSubgroup,
     Embedding,
     Attention,
+    AttentionCached,
     Reduce,
     Cast,
     Pad,
@@ -42,7 +43,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 29] = [
+    pub const ALL: [Shader; 30] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -58,6 +59,7 @@ impl Shader {
         Shader::AttentionSubgroup,
         Shader::Embedding,
         Shader::Attention,
+        Shader::AttentionCached,
         Shader::Reduce,
         Shader::Cast,
         Shader::Pad,
@@ -93,6 +95,7 @@ impl Shader {
             Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
+            Shader::AttentionCached => "attention_cached",
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
             Shader::Pad => "pad",
@@ -131,6 +134,7 @@ impl Shader {
             Shader::AttentionSubgroup => include_str!("../../shaders/attention_subgroup.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::AttentionCached => include_str!("../../shaders/attention_cached.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::Pad => include_str!("../../shaders/pad.wgsl"),

@@ -9,7 +9,7 @@ use super::linear::Linear;
 use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::{Category, Gpu};
-use crate::ops::attention::{attention_backward, attention_forward, Heads};
+use crate::ops::attention::{attention_backward, attention_forward, cached_attention, Heads};
 use crate::ops::elementwise::accumulate;
 use crate::ops::pad::columns;
 use crate::ops::rope::{rope, RopeTables};
@@ -53,8 +53,8 @@ impl CausalSelfAttention {
         self.proj.dtype()
     }
 
-    /// x (B, T, C) → qkv (B, T, C + 2·KC)
-    fn project(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    /// x (B, T, C) → qkv (B, T, C + 2·KC), x's positions starting at `offset`
+    fn project(&self, gpu: &Gpu, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let width = self.heads.qkv_width(c);
         let qkv = activation(gpu, self.dtype(), "attn.qkv", &[b, t, width])?;
@@ -66,10 +66,10 @@ impl CausalSelfAttention {
                     let out = activation(gpu, self.dtype(), "attn.part", &[b, t, l.out_features])?;
                     l.forward(gpu, x, &out)?;
                     let out = match r.as_deref().filter(|_| rotate) {
-                        Some(tables) => self.rotate(gpu, &out, tables, false)?,
+                        Some(tables) => self.rotate(gpu, &out, tables, offset, false)?,
                         None => out,
                     };
-                    columns(gpu, &out, 0, &qkv, col, l.out_features);
+                    columns(gpu, &out, 0, &qkv, (0, col), l.out_features);
                     col += l.out_features;
                 }
             }
@@ -77,25 +77,68 @@ impl CausalSelfAttention {
         Ok(qkv)
     }
 
-    /// part (B, T, H·hs) rotated by position (or, `inverse`, rotated back: the backward).
+    /// part (B, T, H·hs) rotated by position, the first at `offset` (or, `inverse`, rotated
+    /// back: the backward).
     fn rotate(
         &self,
         gpu: &Gpu,
         part: &Tensor,
         tables: &RopeTables,
+        offset: usize,
         inverse: bool,
     ) -> Result<Tensor> {
         let s = part.shape();
-        let hs = self.proj.out_features / self.heads.query;
+        let hs = self.head_size();
         let out = activation(gpu, part.dtype(), "attn.rotated", s)?;
-        rope(gpu, part, tables, s[1], s[2] / hs, hs, 0, inverse, &out);
+        rope(
+            gpu,
+            part,
+            tables,
+            s[1],
+            s[2] / hs,
+            hs,
+            offset,
+            inverse,
+            &out,
+        );
+        Ok(out)
+    }
+
+    fn head_size(&self) -> usize {
+        self.proj.out_features / self.heads.query
+    }
+
+    /// The keys' and values' width KC.
+    pub fn kv_width(&self) -> usize {
+        self.heads.kv * self.head_size()
+    }
+
+    /// Generation: x (1, n, C) at positions pos .. pos + n → (1, n, C), their keys and values
+    /// appended to the cache `k`, `v` (capacity, KC) at rows pos .. pos + n, each query
+    /// attending to every cached position up to its own.
+    pub fn forward_cached(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        (k, v): (&Tensor, &Tensor),
+        pos: usize,
+    ) -> Result<Tensor> {
+        let (n, c) = (x.rows(), x.cols());
+        let qkv = self.project(gpu, x, pos)?;
+        let kc = self.kv_width();
+        columns(gpu, &qkv, c, k, (pos, 0), kc);
+        columns(gpu, &qkv, c + kc, v, (pos, 0), kc);
+        let y = activation(gpu, self.dtype(), "attn.y", &[n, c])?;
+        cached_attention(gpu, &qkv, k, v, self.heads, pos, &y);
+        let out = activation(gpu, self.dtype(), "attn.out", x.shape())?;
+        self.proj.forward(gpu, &y, &out)?;
         Ok(out)
     }
 
     /// x (B, T, C) → (B, T, C)
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let qkv = self.project(gpu, x)?;
+        let qkv = self.project(gpu, x, 0)?;
         let att = activation(gpu, self.dtype(), "attn.att", &[b, self.heads.query, t, t])?;
         let y = activation(gpu, self.dtype(), "attn.y", &[b, t, c])?;
         attention_forward(gpu, &qkv, self.heads, &att, &y)?;
@@ -136,10 +179,10 @@ impl CausalSelfAttention {
                 for (i, (l, rotate)) in [(q, true), (k, true), (v, false)].into_iter().enumerate() {
                     let part =
                         activation(gpu, self.dtype(), "attn.dpart", &[b, t, l.out_features])?;
-                    columns(gpu, &dqkv, col, &part, 0, l.out_features);
+                    columns(gpu, &dqkv, col, &part, (0, 0), l.out_features);
                     col += l.out_features;
                     let part = match r.as_deref().filter(|_| rotate) {
-                        Some(tables) => self.rotate(gpu, &part, tables, true)?,
+                        Some(tables) => self.rotate(gpu, &part, tables, 0, true)?,
                         None => part,
                     };
                     match (&dx, i) {

@@ -143,6 +143,27 @@ impl Block {
         ))
     }
 
+    /// Generation: x (1, n, C) at positions pos .. pos + n → y (1, n, C), the block's keys and
+    /// values appended to its cache (see [`CausalSelfAttention::forward_cached`]).
+    pub fn forward_cached(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        cache: (&Tensor, &Tensor),
+        pos: usize,
+    ) -> Result<Tensor> {
+        let dtype = self.attn.proj.dtype();
+        let a = self
+            .attn
+            .forward_cached(gpu, &self.ln1.forward(gpu, x)?.0, cache, pos)?;
+        let x_mid = activation(gpu, dtype, "block.x_mid", x.shape())?;
+        add(gpu, x, &a, &x_mid);
+        let (m, _) = self.mlp.forward(gpu, &self.ln2.forward(gpu, &x_mid)?.0)?;
+        let y = activation(gpu, dtype, "block.y", x.shape())?;
+        add(gpu, &x_mid, &m, &y);
+        Ok(y)
+    }
+
     /// The forward in reverse: adds into every trainable parameter's gradient and returns dx, or
     /// with `need_dx` false (nothing below trains) returns None and skips what only dx needs.
     pub fn backward(

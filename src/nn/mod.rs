@@ -8,6 +8,7 @@ pub mod build;
 pub mod feedforward;
 pub mod gpt;
 pub mod hooks;
+pub mod kv_cache;
 pub mod layernorm;
 pub mod linear;
 pub mod lora;

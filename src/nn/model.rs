@@ -375,10 +375,23 @@ impl Gpt {
 impl Model for Gpt {
     fn describe(&self) -> String {
         let c = &self.config;
-        format!(
-            "gpt ({} layers, {} heads, d_model {}, context {})",
-            c.n_layer, c.n_head, c.n_embd, c.block_size
-        )
+        match c.family {
+            super::Family::Gpt2 => format!(
+                "gpt ({} layers, {} heads, d_model {}, context {})",
+                c.n_layer, c.n_head, c.n_embd, c.block_size
+            ),
+            super::Family::Llama => format!(
+                "llama ({} layers, {} heads sharing {} key/value heads, d_model {}, SwiGLU {}, \
+                 context {}, {} head)",
+                c.n_layer,
+                c.n_head,
+                c.kv_heads(),
+                c.n_embd,
+                c.ffn(),
+                c.block_size,
+                if c.tied() { "tied" } else { "untied" }
+            ),
+        }
     }
     fn params(&self) -> Vec<&Param> {
         Gpt::params(self)

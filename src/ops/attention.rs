@@ -337,3 +337,55 @@ fn attention_backward_f32(
     );
     Ok(())
 }
+
+const CACHED: Kernel = Kernel::new(Shader::AttentionCached, "cached");
+
+/// The longest head `cached_attention` takes (its per-invocation accumulator).
+pub const CACHED_MAX_HEAD: usize = 256;
+
+/// Generation's attention (`shaders/attention_cached.wgsl`): y (n, C) for n new queries at
+/// positions pos .. pos + n against a KV cache whose rows 0 .. pos + n hold every key and value
+/// so far (the new ones appended). `q`: rows of at least C values, the query heads in the first
+/// C (attention's packed qkv); `k`, `v`: (capacity, KC). An online softmax per query and head:
+/// no score is stored. f32.
+pub fn cached_attention(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: Heads,
+    pos: usize,
+    y: &Tensor,
+) {
+    super::expect_f32("cached_attention", &[q, k, v, y]);
+    let (n, c) = (y.rows(), y.cols());
+    let hs = c / heads.query;
+    assert!(
+        hs <= CACHED_MAX_HEAD && heads.query % heads.kv == 0,
+        "cached attention: heads of {hs} ({heads:?})"
+    );
+    assert_eq!(q.rows(), n, "cached attention: q {q:?} for y {y:?}");
+    assert!(q.cols() >= c, "cached attention: q {q:?} for y {y:?}");
+    assert_eq!(k.cols(), heads.kv * hs, "cached attention: k {k:?}");
+    assert!(
+        pos + n <= k.rows(),
+        "cached attention: {pos} + {n} past {k:?}"
+    );
+    let scale = 1.0 / (hs as f32).sqrt();
+    let params = [
+        n as u32,
+        pos as u32,
+        heads.query as u32,
+        heads.kv as u32,
+        hs as u32,
+        q.cols() as u32,
+        scale.to_bits(),
+    ];
+    let args = [
+        (q, Access::Read),
+        (k, Access::Read),
+        (v, Access::Read),
+        (y, Access::ReadWrite),
+    ];
+    dispatch_items(gpu, &CACHED, &args, &params, n * heads.query, WG);
+}

@@ -77,21 +77,24 @@ pub fn crop(gpu: &Gpu, p: Padding, src: &Tensor, dst: &Tensor, accumulate: bool)
     dispatch_items(gpu, &CROP, &args, &p.words(total, accumulate), total, 256);
 }
 
-/// Records dst[r, dst_col .. dst_col + width] = src[r, src_col .. src_col + width] for every row
-/// r of two tensors of the same rows (and dtype): a block of columns placed into a wider tensor
-/// or taken out of one. The bits move unchanged; half tensors move in pairs, so their widths and
-/// offsets must be even.
+/// Records dst[dst_first + r, dst_col .. dst_col + width] = src[r, src_col .. src_col + width]
+/// for every row r of src (same dtype): a block of columns placed into a wider tensor, taken out
+/// of one, or appended to a KV cache at row `dst_first`. The bits move unchanged; half tensors
+/// move in pairs, so their widths and offsets must be even.
 pub fn columns(
     gpu: &Gpu,
     src: &Tensor,
     src_col: usize,
     dst: &Tensor,
-    dst_col: usize,
+    (dst_first, dst_col): (usize, usize),
     width: usize,
 ) {
     assert_eq!(src.dtype(), dst.dtype(), "columns: {src:?} into {dst:?}");
     let (rows, src_row, dst_row) = (src.rows(), src.cols(), dst.cols());
-    assert_eq!(rows, dst.rows(), "columns: {src:?} into {dst:?}");
+    assert!(
+        dst_first + rows <= dst.rows(),
+        "columns: {rows} rows from row {dst_first} of {dst:?}"
+    );
     assert!(
         src_col + width <= src_row && dst_col + width <= dst_row,
         "columns: {width} from column {src_col} of {src:?} to {dst_col} of {dst:?}"
@@ -114,6 +117,7 @@ pub fn columns(
         words(src_col),
         words(dst_row),
         words(dst_col),
+        u32::try_from(dst_first).expect("columns: rows fit in u32"),
     ];
     let args = [(src, Access::Read), (dst, Access::ReadWrite)];
     dispatch_items(gpu, &COLUMNS, &args, &params, rows * width / per, 256);

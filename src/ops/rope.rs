@@ -28,8 +28,8 @@ impl RopeTables {
         let (cos, sin) = rope_angles(base, rot, positions);
         let shape = [positions, rot / 2];
         Ok(RopeTables {
-            cos: Tensor::from_f32(gpu, "rope cos", &shape, &cos, Category::Params)?,
-            sin: Tensor::from_f32(gpu, "rope sin", &shape, &sin, Category::Params)?,
+            cos: Tensor::from_f32(gpu, "rope cos", &shape, &cos, Category::Workspace)?,
+            sin: Tensor::from_f32(gpu, "rope sin", &shape, &sin, Category::Workspace)?,
             rot,
             positions,
         })

@@ -97,3 +97,41 @@ fn grouped_query_attention_matches_reference_and_finite_differences() {
         assert_close(&format!("{what} dqkv"), &read(&dqkv), &dqkv_ref, 1e-5, 1e-4);
     }
 }
+
+#[test]
+fn cached_attention_equals_the_last_rows_of_full_causal_attention() {
+    use wgtrain::ops::attention::cached_attention;
+    let mut rng = Rng::new(53);
+    // (T, C, NH, KH, n new rows): prefill (n = T), one decoded token, a chunk; a head of 6
+    for (t, c, nh, kh, n) in [
+        (7, 16, 4, 2, 7),
+        (9, 24, 6, 2, 1),
+        (12, 18, 3, 1, 4),
+        (5, 8, 2, 2, 2),
+    ] {
+        let heads = Heads { query: nh, kv: kh };
+        let width = heads.qkv_width(c);
+        let kc = (width - c) / 2;
+        let qkv = rng.uniform_vec(t * width, -2.0, 2.0);
+        let (full, _) = reference::attention_gqa(&to64(&qkv), 1, t, c, nh, kh);
+        let pos = t - n;
+        // the cache: every position's keys and values, and rows past them never read
+        let capacity = t + 3;
+        let mut kcache = rng.uniform_vec(capacity * kc, -9.0, 9.0);
+        let mut vcache = rng.uniform_vec(capacity * kc, -9.0, 9.0);
+        for r in 0..t {
+            let row = &qkv[r * width..(r + 1) * width];
+            kcache[r * kc..(r + 1) * kc].copy_from_slice(&row[c..c + kc]);
+            vcache[r * kc..(r + 1) * kc].copy_from_slice(&row[c + kc..]);
+        }
+        let q = upload("q", &[n, width], &qkv[pos * width..]);
+        let (k, v) = (
+            upload("k", &[capacity, kc], &kcache),
+            upload("v", &[capacity, kc], &vcache),
+        );
+        let y = zeros("y", &[n, c]);
+        cached_attention(gpu(), &q, &k, &v, heads, pos, &y);
+        let what = format!("T {t} C {c} NH {nh} KH {kh} n {n}");
+        assert_close(&what, &read(&y), &full[pos * c..], 1e-5, 1e-5);
+    }
+}

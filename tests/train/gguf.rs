@@ -640,3 +640,66 @@ fn smollm2_loaded_from_gguf_gives_llama_cpps_logits() {
     let text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>";
     assert_eq!(tok.encode(text).unwrap(), tokens);
 }
+
+#[test]
+fn generation_with_a_kv_cache_gives_the_full_forwards_logits() {
+    use wgtrain::nn::{Batch, Build, Gpt, GptConfig, Model};
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let b = Build::new(&gpu);
+    let llama = wgtrain::import::llama::load(&b, &data().join("tiny-llama.gguf")).unwrap();
+    let gpt2 = GptConfig {
+        vocab_size: 64,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        ..Default::default()
+    };
+    let gpt2 = Gpt::new(&b, gpt2, &mut wgtrain::rng::Rng::new(9)).unwrap();
+    let tokens = [3u32, 17, 63, 0, 42, 42, 9, 21];
+    for model in [llama, gpt2] {
+        let v = model.config.vocab_size;
+        let batch = Batch::Tokens {
+            x: tokens.to_vec(),
+            y: tokens.to_vec(),
+            seq: tokens.len(),
+        };
+        let full = Model::logits(&model, &gpu, &batch)
+            .unwrap()
+            .to_f32(&gpu)
+            .unwrap();
+        let row = |t: usize| &full[t * v..(t + 1) * v];
+        // the cache's online softmax sums in another order than the full forward's matmuls:
+        // logits ~0.1-1 agree to a few f32 ulps through two blocks
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let worst = got
+                .iter()
+                .zip(want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 2e-5, "{}: {what}: {worst:e}", model.describe());
+        };
+        let mut cache = model.kv_cache(&gpu, 12).unwrap();
+        // prefill 5, then decode one at a time
+        let l = model.extend(&gpu, &mut cache, &tokens[..5]).unwrap();
+        close(&l.to_f32(&gpu).unwrap(), row(4), "prefill");
+        for t in 5..8 {
+            let l = model.extend(&gpu, &mut cache, &tokens[t..t + 1]).unwrap();
+            close(&l.to_f32(&gpu).unwrap(), row(t), &format!("decode at {t}"));
+        }
+        // a shared prefix kept, a chunk after it
+        cache.truncate(3);
+        let l = model.extend(&gpu, &mut cache, &tokens[3..]).unwrap();
+        close(&l.to_f32(&gpu).unwrap(), row(7), "after truncating");
+        assert_eq!(cache.len, 8);
+        // past the cache: a clear error
+        let err = model
+            .extend(&gpu, &mut cache, &[1, 2, 3, 4, 5])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("13 positions would pass the KV cache's 12"),
+            "{err}"
+        );
+    }
+}
