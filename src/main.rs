@@ -36,6 +36,9 @@ enum Command {
     Optimize(cli::optimize::OptimizeArgs),
     /// Predict peak memory per category for a training configuration, without allocating.
     Plan(cli::plan::PlanArgs),
+    /// Generate text from a model made elsewhere (GGUF), streamed, with a KV cache; --chat
+    /// applies its chat template.
+    Generate(cli::generate::GenerateArgs),
     /// Generate text from a GPT checkpoint.
     Sample(cli::sample::SampleArgs),
     /// Evaluate a checkpoint.
@@ -99,6 +102,7 @@ fn run(args: Args) -> Result<()> {
         Command::Plan(p) => cli::plan::run(args.adapter.as_deref(), p),
         Command::Optimize(o) => cli::optimize::run(args.adapter.as_deref(), o),
         Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),
+        Command::Generate(g) => cli::generate::run(args.adapter.as_deref(), g),
         Command::Sample(s) => cli::sample::sample(args.adapter.as_deref(), s),
         Command::Eval(e) => cli::sample::eval(args.adapter.as_deref(), e),
         Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),

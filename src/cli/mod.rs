@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod export;
+pub mod generate;
 pub mod info;
 pub mod inspect;
 pub mod observe;

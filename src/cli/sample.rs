@@ -6,7 +6,8 @@ use wgtrain::nn::Model;
 use wgtrain::rng::Rng;
 use wgtrain::train::adapter::Adapter;
 use wgtrain::train::checkpoint::{self, Checkpoint, CheckpointMeta};
-use wgtrain::train::eval::{evaluate, generate, Whole};
+use wgtrain::train::eval::{evaluate, Whole};
+use wgtrain::train::generate::{generate, Sampling};
 use wgtrain::train::{load_model, load_task};
 use wgtrain::Gpu;
 
@@ -43,6 +44,9 @@ pub struct SampleArgs {
     /// Keep only the k most likely tokens (0: all).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
+    /// Keep the most likely tokens holding this much of the probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -69,16 +73,26 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
             args.checkpoint.display()
         );
     }
-    let prompt: Vec<u32> = args.prompt.bytes().map(u32::from).collect();
+    let mut prompt: Vec<u32> = args.prompt.bytes().map(u32::from).collect();
+    if prompt.is_empty() {
+        // a byte-level model starts from a line break
+        prompt.push(u32::from(b'\n'));
+    }
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+    };
     let mut rng = Rng::new(args.seed);
-    let out = generate(
+    let (out, _) = generate(
         &gpu,
         model.as_ref(),
         &prompt,
         args.tokens,
-        args.temperature,
-        args.top_k,
+        &sampling,
+        &[],
         &mut rng,
+        |_| Ok(()),
     )?;
     let bytes: Vec<u8> = out.iter().map(|&t| t as u8).collect();
     println!("{}{}", args.prompt, String::from_utf8_lossy(&bytes));

@@ -16,6 +16,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
+    /// Whether a text's ids start with `bos` (GGUF's `tokenizer.ggml.add_bos_token`).
+    pub add_bos: bool,
 }
 
 /// Llama 3's split (and the pre-tokenizers `transformers` maps to it), before the byte-level step.
@@ -45,6 +47,7 @@ impl Tokenizer {
             inner,
             bos: None,
             eos: None,
+            add_bos: false,
         })
     }
 
@@ -149,10 +152,12 @@ impl Tokenizer {
             .parse()
             .map_err(|e| bad(format!("its tokenizer does not build: {e}")))?;
         let id = |key: &str| g.get(key).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let flag = |key: &str| matches!(g.get(key), Some(super::gguf::Value::Bool(true)));
         Ok(Tokenizer {
             inner,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id"),
+            add_bos: flag("tokenizer.ggml.add_bos_token"),
         })
     }
 
@@ -170,6 +175,28 @@ impl Tokenizer {
         self.inner
             .decode(ids, skip_special)
             .map_err(|e| Error::Data(format!("cannot decode ids: {e}")))
+    }
+
+    /// A token's text as the vocabulary spells it (special tokens included): "<|im_end|>".
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner
+            .id_to_token(id)
+            .filter(|_| self.is_added(id))
+            .or_else(|| {
+                self.inner
+                    .decode(&[id], false)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            })
+    }
+
+    fn is_added(&self, id: u32) -> bool {
+        self.inner.get_added_tokens_decoder().contains_key(&id)
+    }
+
+    /// The id of a token spelled `text` in the vocabulary.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
     }
 
     /// Tokens, added ones included.

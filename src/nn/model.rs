@@ -4,6 +4,7 @@
 //! them.
 
 use super::gpt::{StageCache, StageOut, StageSpan, TokenBatch};
+use super::kv_cache::KvCache;
 use super::lora::LoraConfig;
 use super::{f32_activation, Build, Gpt, LossGrad, Mlp, Param, StepHooks};
 use crate::error::{Error, Result};
@@ -157,6 +158,26 @@ pub trait Model {
     /// order). A no-op for a model without dropout.
     fn set_dropout_seed(&self, seed: u64) {
         let _ = seed;
+    }
+
+    /// An empty KV cache for up to `capacity` positions, for a model that generates text (see
+    /// [`super::kv_cache`]).
+    fn kv_cache(&self, gpu: &Gpu, capacity: usize) -> Result<KvCache> {
+        let _ = (gpu, capacity);
+        Err(Error::Config(format!(
+            "{} does not generate text",
+            self.describe()
+        )))
+    }
+
+    /// Runs `tokens` after the cache's positions, appending their keys and values: the next
+    /// token's logits (1, V), f32 (see [`Gpt::extend`]).
+    fn extend(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
+        let _ = (gpu, cache, tokens);
+        Err(Error::Config(format!(
+            "{} does not generate text",
+            self.describe()
+        )))
     }
 
     /// What a pipeline splits, for a model of blocks between an embedding and a head: its
@@ -431,6 +452,12 @@ impl Model for Gpt {
     }
     fn context(&self) -> Option<usize> {
         Some(self.config.block_size)
+    }
+    fn kv_cache(&self, gpu: &Gpu, capacity: usize) -> Result<KvCache> {
+        Gpt::kv_cache(self, gpu, capacity)
+    }
+    fn extend(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
+        Gpt::extend(self, gpu, cache, tokens)
     }
     fn block_forwards(&self) -> u64 {
         self.block_forwards

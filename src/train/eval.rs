@@ -3,7 +3,7 @@
 use super::{EvalResult, Task, TrainConfig};
 use crate::data::addition::Addition;
 use crate::data::text::Text;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Category, Gpu};
 use crate::nn::{Batch, Model};
 use crate::ops::softmax_xent::{softmax_xent, PAD};
@@ -251,65 +251,6 @@ pub fn addition_answers(
                 .collect()
         })
         .collect())
-}
-
-/// Samples `n` tokens after `prompt` (temperature 0 = greedy; top_k 0 = no cut).
-pub fn generate(
-    gpu: &Gpu,
-    g: &dyn Model,
-    prompt: &[u32],
-    n: usize,
-    temperature: f32,
-    top_k: usize,
-    rng: &mut Rng,
-) -> Result<Vec<u32>> {
-    let mut tokens = prompt.to_vec();
-    if tokens.is_empty() {
-        tokens.push(b'\n' as u32);
-    }
-    let context = g
-        .context()
-        .ok_or_else(|| Error::Config("this model does not generate text".into()))?;
-    let start = tokens.len();
-    for _ in 0..n {
-        let ctx = &tokens[tokens.len().saturating_sub(context)..];
-        let batch = Batch::Tokens {
-            x: ctx.to_vec(),
-            y: vec![PAD; ctx.len()],
-            seq: ctx.len(),
-        };
-        let logits = g.logits(gpu, &batch)?;
-        let v = logits.cols();
-        let logits = logits.to_f32(gpu)?;
-        let last = &logits[(ctx.len() - 1) * v..ctx.len() * v];
-        tokens.push(sample_logits(last, temperature, top_k, rng) as u32);
-    }
-    Ok(tokens[start..].to_vec())
-}
-
-/// Draws an index from softmax(logits / temperature) restricted to the top k.
-pub fn sample_logits(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> usize {
-    if temperature <= 0.0 {
-        return argmax(logits);
-    }
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if top_k > 0 {
-        order.truncate(top_k);
-    }
-    let m = logits[order[0]] as f64;
-    let weights: Vec<f64> = order
-        .iter()
-        .map(|&i| ((logits[i] as f64 - m) / temperature as f64).exp())
-        .collect();
-    let mut u = rng.uniform() * weights.iter().sum::<f64>();
-    for (w, &i) in weights.iter().zip(&order) {
-        if u < *w {
-            return i;
-        }
-        u -= w;
-    }
-    *order.last().unwrap()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod fit;
+pub mod generate;
 pub mod layout;
 pub mod metrics;
 pub mod outdir;
