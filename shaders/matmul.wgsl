@@ -137,3 +137,57 @@ fn matmul_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+// gemv: C (M, N) = A (M, K) · Bᵀ for B stored (N, K) (a_rowk = b_rowk = 1, one batch), for a
+// few rows of A (a token decoded at a time). One invocation per row and 4 consecutive columns,
+// reading its row of A and 4 rows of B along k as vec4s; each output is the same fma chain over k
+// ascending, then the epilogue, as every kernel here: the same bits as the block kernels, without
+// their blocks' rows that a one-row A does not have. Columns past N clamp their reads (to row
+// N − 1, in range) and store nothing.
+@compute @workgroup_size(64)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    let groups = (p4.n + 3u) / 4u;
+    if (i >= p4.m * groups) {
+        return;
+    }
+    let row = i / groups;
+    let col0 = (i % groups) * 4u;
+    let k4 = p4.k / 4u;
+    let last = p4.n - 1u;
+    let r0 = min(col0, last) * k4;
+    let r1 = min(col0 + 1u, last) * k4;
+    let r2 = min(col0 + 2u, last) * k4;
+    let r3 = min(col0 + 3u, last) * k4;
+    var acc = vec4<f32>(0.0);
+    for (var kk = 0u; kk < k4; kk++) {
+        let x = a4[row * k4 + kk];
+        let w0 = b4[r0 + kk];
+        let w1 = b4[r1 + kk];
+        let w2 = b4[r2 + kk];
+        let w3 = b4[r3 + kk];
+        acc.x = fma(x.w, w0.w, fma(x.z, w0.z, fma(x.y, w0.y, fma(x.x, w0.x, acc.x))));
+        acc.y = fma(x.w, w1.w, fma(x.z, w1.z, fma(x.y, w1.y, fma(x.x, w1.x, acc.y))));
+        acc.z = fma(x.w, w2.w, fma(x.z, w2.z, fma(x.y, w2.y, fma(x.x, w2.x, acc.z))));
+        acc.w = fma(x.w, w3.w, fma(x.z, w3.z, fma(x.y, w3.y, fma(x.x, w3.x, acc.w))));
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + j;
+        if (col >= p4.n) {
+            break;
+        }
+        var v = acc[j];
+        if (p4.epilogue >= 1u) {
+            v += bias[col];
+        }
+        if (p4.epilogue == 2u) {
+            v = max(v, 0.0);
+        }
+        let o = row * p4.n + col;
+        if (p4.accumulate == 1u) {
+            v += c[o];
+        }
+        c[o] = v;
+    }
+}

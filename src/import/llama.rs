@@ -249,8 +249,8 @@ pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
     let g = Gguf::open(path)?;
     let config = config(&g)?;
     check_tensors(&g, &config)?;
-    // the values are overwritten below; the seed only fills them meanwhile
-    let mut model = Gpt::new(b, config, &mut Rng::new(0))?;
+    // allocated, not initialised: every value is written below (check_tensors: every slot)
+    let mut model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
     let gpu = b.gpu;
     let slots = tensors(&model.config);
     let mut params: std::collections::HashMap<String, &mut Param> = model

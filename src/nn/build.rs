@@ -20,6 +20,8 @@ pub struct Build<'g> {
     own: Option<HashSet<String>>,
     own_grads: bool,
     values: bool,
+    /// The values come from a file ([`Build::loading`]): initialisers draw nothing.
+    loading: bool,
 }
 
 /// What [`Build`] decides for one parameter.
@@ -48,7 +50,20 @@ impl<'g> Build<'g> {
             own: None,
             own_grads: false,
             values: false,
+            loading: false,
         }
+    }
+
+    /// Parameters whose values a loader writes next: they are allocated, not initialised
+    /// (no random draw, no upload), so a 100-million-weight model costs no host time twice.
+    pub fn loading(mut self) -> Self {
+        self.loading = true;
+        self
+    }
+
+    /// Whether the initialisers skip their values (a ledger, which keeps none, or a loader).
+    pub(crate) fn skips_values(&self) -> bool {
+        self.loading || self.gpu.is_ledger()
     }
 
     /// `dtype` as the working precision: parameters get a working copy and gradients of that

@@ -230,9 +230,9 @@ impl Param {
         std: f32,
         rng: &mut Rng,
     ) -> Result<Param> {
-        if b.gpu.is_ledger() {
-            // a ledger keeps no values: drawing them would only cost time and host memory (20 GB
-            // for a 5-billion-weight plan)
+        if b.skips_values() {
+            // a ledger keeps no values and a loader overwrites them: drawing them would only
+            // cost time and host memory (20 GB for a 5-billion-weight plan)
             return Self::build(b, name, shape, true, |category| {
                 Tensor::empty(b.gpu, name, shape, DType::F32, category)
             });
@@ -246,6 +246,11 @@ impl Param {
 
     /// A constant tensor that does not decay (biases, LayerNorm gains).
     pub fn constant(b: &Build, name: &str, shape: &[usize], value: f32) -> Result<Param> {
+        if b.skips_values() {
+            return Self::build(b, name, shape, false, |category| {
+                Tensor::empty(b.gpu, name, shape, DType::F32, category)
+            });
+        }
         let n: usize = shape.iter().product();
         Self::new(b, name, shape, &vec![value; n], false)
     }

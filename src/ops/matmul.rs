@@ -448,6 +448,9 @@ fn record_f32(
     if batch * m * n == 0 {
         return;
     }
+    if aux.is_none() && batch == 1 && m <= GEMV_MAX_ROWS && k % 4 == 0 && layout == Layout::NT {
+        return record_gemv(gpu, d, [a, b, c], bias, epilogue);
+    }
     if let Some((t, grad)) = aux.filter(|_| !gpu.gelu_in_stores()) {
         return record_gelu_after(gpu, kernel, d, [a, b, c], bias, t, grad);
     }
@@ -716,6 +719,47 @@ fn padded_copy(gpu: &Gpu, name: &str, t: &Tensor, p: Padding) -> Option<Option<T
     }
 }
 
+/// Rows of A up to which an A·Bᵀ runs on `gemv` (a token at a time: a row per sequence).
+const GEMV_MAX_ROWS: usize = 4;
+
+const GEMV: Kernel = Kernel::new(Shader::Matmul, "gemv");
+
+/// Records c (M, N) = a (M, K) · b (N, K)ᵀ with the epilogue on `gemv` (`shaders/matmul.wgsl`):
+/// an invocation per row and 4 columns, any M and N, K a multiple of 4. SmolLM2's decode step
+/// (210 matmuls of one row) took 435 ms on the block kernels, whose 8-row blocks are 7/8 empty
+/// at M = 1, and 163 ms on this one (llvmpipe, 2 cores; each dispatch timed alone).
+fn record_gemv(
+    gpu: &Gpu,
+    d: MatmulDims,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) {
+    let MatmulDims { m, n, k, .. } = d;
+    let params = [
+        m as u32,
+        n as u32,
+        k as u32,
+        1,
+        1,
+        0,
+        0,
+        0,
+        epilogue.store_word(bias.is_some()),
+        u32::from(epilogue.accumulates()),
+    ];
+    let args = [
+        (a, Access::Read),
+        (b, Access::Read),
+        (bias.unwrap_or(a), Access::Read),
+        (c, Access::ReadWrite),
+    ];
+    super::dispatch_items(gpu, &GEMV, &args, &params, m * n.div_ceil(4), 64);
+}
+
+/// Rows of A below which the texture kernel's copies cost more than they save.
+const TEXTURE_MIN_ROWS: usize = 16;
+
 /// Records the texture kernel: A and B each copied into an operand texture (a transfer, in the
 /// textures' flat layout: vec4 i of the buffer at texel (i % 256, i / 256)), then
 /// `matmul_subgroup` reading them with `textureLoad`. False (nothing recorded) where a texture
@@ -739,6 +783,14 @@ fn record_texture(
         k,
         layout,
     } = d;
+    // A copy moves every element of both operands once; the product reads each of B's m times.
+    // With a few rows of A (a token decoded at a time: m = 1) the copy of B costs more than
+    // the reads it speeds up: 210 such matmuls of SmolLM2's decode step took 402 ms on
+    // textures plus 147 ms of copies (llvmpipe, 2 cores); they run on `gemv` now, and other
+    // few-row products gain nothing from the copies either.
+    if m < TEXTURE_MIN_ROWS {
+        return false;
+    }
     // vec4s of each operand, batches one after another
     let (a_texels, b_texels) = ((batch * m * k / 4) as u64, (batch * k * n / 4) as u64);
     let (Some(ta), Some(tb)) = (

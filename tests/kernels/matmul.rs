@@ -546,3 +546,44 @@ fn f16_matmul_matches_the_reference_of_its_f16_inputs() {
         }
     }
 }
+
+/// A·Bᵀ of one to four rows runs on `gemv` (a token decoded at a time); each of its outputs is
+/// the same fma chain as the block kernels', so its rows are bit for bit those of a taller
+/// product on the block kernels (rows are independent), with a bias, a ReLU or accumulating.
+#[test]
+fn few_row_products_on_gemv_give_the_block_kernels_bits() {
+    use wgtrain::ops::matmul::{matmul, matmul_bias_relu};
+    let mut rng = Rng::new(12);
+    for (m, n, k) in [(1, 49, 64), (2, 8, 4), (3, 130, 36), (4, 5, 576)] {
+        let tall = 12;
+        let a = rand_vec(&mut rng, tall * k);
+        let b = rand_vec(&mut rng, n * k);
+        let bias = rand_vec(&mut rng, n);
+        let start = rand_vec(&mut rng, tall * n);
+        let (tb, tbias) = (upload("b", &[n, k], &b), upload("bias", &[n], &bias));
+        let run = |rows: usize| -> Vec<Vec<f32>> {
+            let d = MatmulDims::new(rows, n, k, Layout::NT);
+            let ta = upload("a", &[rows, k], &a[..rows * k]);
+            let c = zeros("c", &[rows, n]);
+            matmul(gpu(), d, &ta, &tb, None, &c, false);
+            let plain = read(&c);
+            matmul(gpu(), d, &ta, &tb, Some(&tbias), &c, false);
+            let biased = read(&c);
+            matmul_bias_relu(gpu(), d, &ta, &tb, &tbias, &c);
+            let relu = read(&c);
+            let c = upload("c", &[rows, n], &start[..rows * n]);
+            matmul(gpu(), d, &ta, &tb, None, &c, true);
+            vec![plain, biased, relu, read(&c)]
+        };
+        let (small, big) = (run(m), run(tall));
+        for (i, (s, b)) in small.iter().zip(&big).enumerate() {
+            assert_bits(&format!("m {m} n {n} k {k} form {i}"), s, &b[..m * n]);
+        }
+        let want = reference_matmul(
+            &MatmulDims::new(m, n, k, Layout::NT),
+            &to64(&a[..m * k]),
+            &to64(&b),
+        );
+        assert_close("gemv vs f64", &small[0], &want, atol(k), 0.0);
+    }
+}
