@@ -8,7 +8,7 @@ use wgtrain::import::chat::Message;
 use wgtrain::import::Pretrained;
 use wgtrain::nn::{Build, Model};
 use wgtrain::rng::Rng;
-use wgtrain::train::generate::{generate, Sampling};
+use wgtrain::train::generate::{generate, Generation, Sampling};
 use wgtrain::Gpu;
 
 #[derive(clap::Args)]
@@ -80,35 +80,29 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
     if !args.chat {
         print!("{}", args.prompt);
     }
-    let stop = p.stop_tokens();
+    let g = Generation {
+        max_new: args.tokens,
+        sampling,
+        stop: p.stop_tokens(),
+    };
     let mut ids: Vec<u32> = vec![];
     let mut printed = 0;
     let mut out = std::io::stdout();
     let mut rng = Rng::new(args.seed);
-    let (_, stats) = generate(
-        &gpu,
-        &p.model,
-        &prompt,
-        args.tokens,
-        &sampling,
-        &stop,
-        &mut rng,
-        |id| {
-            if stop.contains(&id) {
-                return Ok(());
-            }
-            ids.push(id);
-            // print what decodes whole so far (a character split across tokens waits)
-            let text = p.tokenizer.decode(&ids, true)?;
-            if text.len() > printed && text.is_char_boundary(printed) && !text.ends_with('\u{fffd}')
-            {
-                let _ = out.write_all(text[printed..].as_bytes());
-                let _ = out.flush();
-                printed = text.len();
-            }
-            Ok(())
-        },
-    )?;
+    let (_, stats) = generate(&gpu, &p.model, &prompt, &g, &mut rng, |id| {
+        if g.stop.contains(&id) {
+            return Ok(());
+        }
+        ids.push(id);
+        // print what decodes whole so far (a character split across tokens waits)
+        let text = p.tokenizer.decode(&ids, true)?;
+        if text.len() > printed && text.is_char_boundary(printed) && !text.ends_with('\u{fffd}') {
+            let _ = out.write_all(&text.as_bytes()[printed..]);
+            let _ = out.flush();
+            printed = text.len();
+        }
+        Ok(())
+    })?;
     println!();
     eprintln!(
         "prefill: {} tokens in {:.2} s ({:.1} tokens/s); decode: {} tokens in {:.2} s ({:.1} \

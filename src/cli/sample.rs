@@ -7,7 +7,7 @@ use wgtrain::rng::Rng;
 use wgtrain::train::adapter::Adapter;
 use wgtrain::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use wgtrain::train::eval::{evaluate, Whole};
-use wgtrain::train::generate::{generate, Sampling};
+use wgtrain::train::generate::{generate, Generation, Sampling};
 use wgtrain::train::{load_model, load_task};
 use wgtrain::Gpu;
 
@@ -83,17 +83,13 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
         top_k: args.top_k,
         top_p: args.top_p,
     };
+    let g = Generation {
+        max_new: args.tokens,
+        sampling,
+        stop: vec![],
+    };
     let mut rng = Rng::new(args.seed);
-    let (out, _) = generate(
-        &gpu,
-        model.as_ref(),
-        &prompt,
-        args.tokens,
-        &sampling,
-        &[],
-        &mut rng,
-        |_| Ok(()),
-    )?;
+    let (out, _) = generate(&gpu, model.as_ref(), &prompt, &g, &mut rng, |_| Ok(()))?;
     let bytes: Vec<u8> = out.iter().map(|&t| t as u8).collect();
     println!("{}{}", args.prompt, String::from_utf8_lossy(&bytes));
     Ok(())

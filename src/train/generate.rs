@@ -103,18 +103,27 @@ impl GenerationStats {
     }
 }
 
-/// Continues `prompt` (at least one token) by up to `max_new` tokens, calling `on_token` with
-/// each as it is drawn; stops after a token in `stop` (which is returned and passed on too).
+/// How long a generation runs and how it draws.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// Most tokens to generate.
+    pub max_new: usize,
+    pub sampling: Sampling,
+    /// Tokens that end it (returned and passed on too).
+    pub stop: Vec<u32>,
+}
+
+/// Continues `prompt` (at least one token) as `g` says, calling `on_token` with each token as
+/// it is drawn.
 pub fn generate(
     gpu: &Gpu,
     model: &dyn Model,
     prompt: &[u32],
-    max_new: usize,
-    sampling: &Sampling,
-    stop: &[u32],
+    g: &Generation,
     rng: &mut Rng,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<(Vec<u32>, GenerationStats)> {
+    let (sampling, stop, max_new) = (&g.sampling, &g.stop, g.max_new);
     sampling.validate()?;
     if prompt.is_empty() {
         return Err(Error::Config(
@@ -148,7 +157,7 @@ pub fn generate(
         }
         if cache.len == cache.capacity {
             // full: start again from the last half of the context
-            let keep = tokens[tokens.len() - context / 2.max(1)..].to_vec();
+            let keep = tokens[tokens.len() - (context / 2).max(1)..].to_vec();
             cache.truncate(0);
             logits = model.extend(gpu, &mut cache, &keep)?.to_f32(gpu)?;
         } else {
