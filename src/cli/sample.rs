@@ -97,8 +97,18 @@ pub fn sample(adapter: Option<&str>, args: SampleArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// A wgtrain checkpoint (or quantized model file).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    checkpoint: Option<PathBuf>,
+    /// A model made elsewhere (GGUF): reports the perplexity of --data, a text file, under it.
+    #[arg(long, requires = "data")]
+    model: Option<PathBuf>,
+    /// With --model: tokens per window (default: the model's context, at most 512).
+    #[arg(long, requires = "model")]
+    context: Option<usize>,
+    /// With --model: windows per forward.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
     /// A LoRA adapter directory to run with the checkpoint, unmerged.
     #[arg(long)]
     lora: Option<PathBuf>,
@@ -108,10 +118,13 @@ pub struct EvalArgs {
 }
 
 pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
-    if wgtrain::quant::file::is_quantized(&args.checkpoint) {
-        return eval_quantized(adapter, &args);
+    let Some(checkpoint) = args.checkpoint.clone() else {
+        return eval_pretrained(adapter, &args);
+    };
+    if wgtrain::quant::file::is_quantized(&checkpoint) {
+        return eval_quantized(adapter, &checkpoint, &args);
     }
-    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let ckpt = Checkpoint::load(&checkpoint)?;
     let gpu = Gpu::new(adapter)?;
     let (mut config, mut model) = load_with_adapter(&gpu, &ckpt, args.lora.as_deref())?;
     if let Some(d) = args.data {
@@ -129,14 +142,53 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `eval --model`: the perplexity of a text under a model made elsewhere, in windows of its
+/// context.
+fn eval_pretrained(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
+    let (path, data) = (args.model.as_ref().unwrap(), args.data.as_ref().unwrap());
+    if args.lora.is_some() {
+        bail!("--lora applies to --checkpoint models");
+    }
+    let gpu = Gpu::new(adapter)?;
+    let p = wgtrain::import::Pretrained::load(&wgtrain::nn::Build::new(&gpu), path)?;
+    let bytes = wgtrain::files::read_capped_gz(
+        std::path::Path::new(data),
+        wgtrain::data::text::text_cap(),
+        "text to evaluate",
+    )?;
+    let text = String::from_utf8_lossy(&bytes);
+    let ids = p.encode(&text)?;
+    let context = args.context.unwrap_or(512).min(p.model.config.block_size);
+    // the (B, T, V) logits are one storage binding: as many windows per forward as fit in one
+    let window = (context * p.model.config.vocab_size * 4) as u64;
+    let binding = gpu.limits().max_storage_buffer_binding_size;
+    let batch = args.batch.min((binding / window).max(1) as usize);
+    let start = std::time::Instant::now();
+    let (loss, n) = wgtrain::train::eval::text_loss(&gpu, &p.model, &ids, context, batch)?;
+    if !loss.is_finite() {
+        bail!("the evaluation's loss is {loss}: the model's outputs are not finite");
+    }
+    println!(
+        "perplexity {:.3} (mean loss {loss:.4} nats per token over {n} tokens of {data}, windows \
+         of {context}; {:.1} s)",
+        loss.exp(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// `eval` of a quantized model: its linear layers run the dequantizing matmul on the codes.
-fn eval_quantized(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
+fn eval_quantized(
+    adapter: Option<&str>,
+    checkpoint: &std::path::Path,
+    args: &EvalArgs,
+) -> Result<()> {
     if args.lora.is_some() {
         anyhow::bail!(
             "--lora with a quantized model is not supported (merge first, then quantize)"
         );
     }
-    let q = wgtrain::quant::file::read(&args.checkpoint)?;
+    let q = wgtrain::quant::file::read(checkpoint)?;
     let gpu = Gpu::new(adapter)?;
     let (mut config, mut model) = q.on_device(&gpu)?;
     if let Some(d) = &args.data {

@@ -167,7 +167,6 @@ impl CausalSelfAttention {
         )?;
         let dqkv = activation(gpu, self.dtype(), "attn.dqkv", cache.qkv.shape())?;
         attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.heads, &dpre, &dqkv)?;
-        drop((dy, dpre));
         let dx = need_dx
             .then(|| activation(gpu, self.dtype(), "attn.dx", x.shape()))
             .transpose()?;

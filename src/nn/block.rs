@@ -124,7 +124,6 @@ impl Block {
         let (a, attn) = self.attn.forward(gpu, &ln1_out)?;
         let x_mid = activation(gpu, dtype, "block.x_mid", &shape)?;
         add(gpu, x, &a, &x_mid);
-        drop(a);
         let (ln2_out, ln2) = self.ln2.forward(gpu, &x_mid)?;
         let (m, mlp) = self.mlp.forward(gpu, &ln2_out)?;
         let y = activation(gpu, dtype, "block.y", &shape)?;
@@ -175,9 +174,8 @@ impl Block {
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
         // y = x_mid + mlp(ln2(x_mid))
-        let dln2 = self.mlp.backward(gpu, &cache.ln2_out, cache.mlp, dy)?;
+        let dln2 = self.mlp.backward(gpu, &cache.ln2_out, &cache.mlp, dy)?;
         let dx_mid = self.ln2.backward(gpu, &cache.x_mid, &cache.ln2, &dln2)?;
-        drop(dln2);
         accumulate(gpu, dy, 1.0, &dx_mid);
         // x_mid = x + attn(ln1(x)); ln1's input gradient is needed for dx or for ln1's own
         // parameters

@@ -71,13 +71,13 @@ impl FeedForward {
         &self,
         gpu: &Gpu,
         x: &Tensor,
-        cache: FeedForwardCache,
+        cache: &FeedForwardCache,
         dy: &Tensor,
     ) -> Result<Tensor> {
         match (self, cache) {
             (FeedForward::Gelu { fc, proj }, FeedForwardCache::Gelu { h, g }) => {
                 let dh = activation(gpu, fc.dtype(), "block.dh", h.shape())?;
-                proj.backward_through_gelu(gpu, &g, &h, dy, &dh)?;
+                proj.backward_through_gelu(gpu, g, h, dy, &dh)?;
                 let dx = activation(gpu, fc.dtype(), "block.dln2", x.shape())?;
                 fc.backward(gpu, x, &dh, Some(&dx))?;
                 Ok(dx)
@@ -88,15 +88,14 @@ impl FeedForward {
             ) => {
                 let dtype = gate.dtype();
                 let dh = activation(gpu, dtype, "mlp.dh", h.shape())?;
-                down.backward(gpu, &h, dy, Some(&dh))?;
-                drop(h);
+                down.backward(gpu, h, dy, Some(&dh))?;
                 let (dg, du) = (
                     activation(gpu, dtype, "mlp.dgate", g.shape())?,
                     activation(gpu, dtype, "mlp.dup", u.shape())?,
                 );
                 // the SwiGLU backward's scratch holds dh·up
                 let scratch = activation(gpu, dtype, "mlp.scratch", g.shape())?;
-                swiglu_backward(gpu, &g, &u, &dh, &scratch, &dg, &du);
+                swiglu_backward(gpu, g, u, &dh, &scratch, &dg, &du);
                 drop((dh, scratch));
                 let dx = activation(gpu, dtype, "block.dln2", x.shape())?;
                 gate.backward(gpu, x, &dg, Some(&dx))?;

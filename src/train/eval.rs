@@ -253,6 +253,53 @@ pub fn addition_answers(
         .collect())
 }
 
+/// The mean loss per token (nats) of a model reading `ids` in windows of `context` tokens, each
+/// window predicting its next `context` tokens from its own alone (no overlap: the first tokens
+/// of a window see no earlier text), `batch` windows per forward; the last, shorter window
+/// included. Returns (mean loss, tokens predicted).
+pub fn text_loss(
+    gpu: &Gpu,
+    model: &dyn Model,
+    ids: &[u32],
+    context: usize,
+    batch: usize,
+) -> Result<(f64, usize)> {
+    if ids.len() < 2 || context == 0 || batch == 0 {
+        return Err(crate::error::Error::Data(format!(
+            "{} tokens: a text to evaluate needs at least 2 (and a context and batch of 1)",
+            ids.len()
+        )));
+    }
+    // window w reads ids[w·T .. w·T + T] and predicts ids[w·T + 1 .. w·T + T + 1]
+    let starts: Vec<usize> = (0..ids.len() - 1).step_by(context).collect();
+    let (mut total, mut count) = (0.0f64, 0usize);
+    let len = |s: usize| context.min(ids.len() - 1 - s);
+    for group in starts.chunks(batch) {
+        // a batch holds windows of one length: the full ones, then the last on its own
+        let mut runs: Vec<Vec<usize>> = vec![];
+        for &s in group {
+            match runs.last_mut() {
+                Some(run) if len(run[0]) == len(s) => run.push(s),
+                _ => runs.push(vec![s]),
+            }
+        }
+        for run in runs {
+            let seq = len(run[0]);
+            let x: Vec<u32> = run.iter().flat_map(|&s| ids[s..s + seq].to_vec()).collect();
+            let y: Vec<u32> = run
+                .iter()
+                .flat_map(|&s| ids[s + 1..s + 1 + seq].to_vec())
+                .collect();
+            let losses = model
+                .losses(gpu, &Batch::Tokens { x, y, seq })?
+                .to_f32(gpu)?;
+            total += losses.iter().map(|&l| l as f64).sum::<f64>();
+            count += losses.len();
+        }
+    }
+    Ok((total / count as f64, count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

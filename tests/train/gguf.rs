@@ -703,3 +703,85 @@ fn generation_with_a_kv_cache_gives_the_full_forwards_logits() {
         );
     }
 }
+
+#[test]
+fn a_texts_loss_under_a_loaded_model_is_the_reference_logits_cross_entropy() {
+    use wgtrain::nn::Build;
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let model =
+        wgtrain::import::llama::load(&Build::new(&gpu), &data().join("tiny-llama.gguf")).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("tiny-llama.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+    let logits = json_f64s(&want["logits"]);
+    let v = logits.len() / tokens.len();
+    // each position predicts the next token: −log softmax(logits[t])[tokens[t + 1]]
+    let nll: Vec<f64> = (0..tokens.len() - 1)
+        .map(|t| {
+            let row = &logits[t * v..(t + 1) * v];
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + row.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+            lse - row[tokens[t + 1] as usize]
+        })
+        .collect();
+    let want = nll.iter().sum::<f64>() / nll.len() as f64;
+    let (got, n) = wgtrain::train::eval::text_loss(&gpu, &model, &tokens, 16, 2).unwrap();
+    assert_eq!(n, 7);
+    // f32 logits within 1e-5 of the reference (see the logits test): the loss within 2e-5
+    assert!((got - want).abs() < 2e-5, "loss {got}, reference {want}");
+    // windows of 3: positions 0, 3 and 6 start afresh (no earlier text), the last window short
+    let (_, n) = wgtrain::train::eval::text_loss(&gpu, &model, &tokens, 3, 2).unwrap();
+    assert_eq!(n, 7);
+}
+
+#[test]
+fn smollm2_answers_and_reads_text_from_the_command_line() {
+    let path = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("SmolLM2 test skipped: {} is absent", path.display());
+        return;
+    }
+    let model = path.to_str().unwrap();
+    let o = crate::cli::wgtrain(&[
+        "generate",
+        "--model",
+        model,
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--tokens",
+        "12",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("Paris"), "{out}");
+    assert!(err.contains("decode:") && err.contains("tokens/s"), "{err}");
+    let dir = crate::TmpDir::new("smollm2-eval");
+    let text = dir.join("text.txt");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    std::fs::write(&text, &readme.unwrap()[..1500]).unwrap();
+    let o = crate::cli::wgtrain(&[
+        "eval",
+        "--model",
+        model,
+        "--data",
+        text.to_str().unwrap(),
+        "--context",
+        "64",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ppl: f64 = out
+        .strip_prefix("perplexity ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // an English technical text under a small instruct model, in windows of 64 tokens
+    assert!(ppl > 1.0 && ppl < 200.0, "{out}");
+}
