@@ -36,8 +36,8 @@ enum Command {
     Optimize(cli::optimize::OptimizeArgs),
     /// Predict peak memory per category for a training configuration, without allocating.
     Plan(cli::plan::PlanArgs),
-    /// Generate text from a model made elsewhere (GGUF), streamed, with a KV cache; --chat
-    /// applies its chat template.
+    /// Generate text from a model made elsewhere (GGUF or Hugging Face), streamed, with a KV
+    /// cache; --chat applies its chat template.
     Generate(cli::generate::GenerateArgs),
     /// Generate text from a GPT checkpoint.
     Sample(cli::sample::SampleArgs),

@@ -13,7 +13,7 @@ use wgtrain::Gpu;
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// A GGUF file (a Llama-family model: SmolLM2, Llama, …).
+    /// A GGUF file or a Hugging Face model directory (Llama family or GPT-2).
     #[arg(long)]
     model: PathBuf,
     /// The text to continue, or with --chat the user's message.

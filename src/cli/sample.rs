@@ -100,7 +100,8 @@ pub struct EvalArgs {
     /// A wgtrain checkpoint (or quantized model file).
     #[arg(long, required_unless_present = "model", conflicts_with = "model")]
     checkpoint: Option<PathBuf>,
-    /// A model made elsewhere (GGUF): reports the perplexity of --data, a text file, under it.
+    /// A model made elsewhere (a GGUF file or a Hugging Face directory): reports the perplexity
+    /// of --data, a text file, under it.
     #[arg(long, requires = "data")]
     model: Option<PathBuf>,
     /// With --model: tokens per window (default: the model's context, at most 512).

@@ -10,6 +10,7 @@ mod ddp;
 mod devices;
 mod gguf;
 mod gradients;
+mod hf;
 mod lora;
 mod matrix;
 mod memory;

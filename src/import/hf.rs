@@ -1,0 +1,348 @@
+//! Hugging Face model directories in: `config.json`, and `model.safetensors` or the shards a
+//! `model.safetensors.index.json` names, for Llama-family models (`LlamaForCausalLM`: names as
+//! wgtrain's Llama parameters are named, `lm_head` or tied) and GPT-2 (`GPT2LMHeadModel`: with
+//! or without the `transformer.` prefix, Conv1D weights stored (in, out) and transposed here,
+//! the `attn.bias`/`attn.masked_bias` buffers skipped, the head tied). Every config value and
+//! every tensor's name, dtype (F32, F16, BF16) and shape is checked before the model is
+//! allocated; then each tensor is read alone, widened to f32 and uploaded.
+
+use crate::error::{Error, Result};
+use crate::files::{open_safetensors, SafetensorsData};
+use crate::nn::{Build, Family, Gpt, GptConfig, Param};
+use crate::rng::Rng;
+use safetensors::tensor::{Dtype, Metadata};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The `model_type`s read here.
+pub const MODEL_TYPES: [&str; 2] = ["llama", "gpt2"];
+
+fn bad(path: &Path, reason: String) -> Error {
+    Error::Format {
+        path: path.into(),
+        reason,
+    }
+}
+
+/// A directory's config.json as JSON.
+pub fn read_config(dir: &Path) -> Result<Json> {
+    let path = dir.join("config.json");
+    let text = crate::files::read_text_capped(&path, crate::files::CONFIG_CAP, "model config")?;
+    serde_json::from_str(&text).map_err(|e| bad(&path, format!("is not JSON: {e}")))
+}
+
+/// The model config a config.json states, checked: an unknown model_type or a setting wgtrain
+/// does not implement (rope_scaling, biases in Llama's attention, another activation) is an
+/// error naming it.
+pub fn config(dir: &Path, json: &Json) -> Result<GptConfig> {
+    let path = dir.join("config.json");
+    let bad = |reason: String| bad(&path, reason);
+    let model_type = json["model_type"].as_str().unwrap_or("");
+    let int = |k: &str| -> Result<usize> {
+        json[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| bad(format!("has no integer {k:?}")))
+    };
+    let float = |k: &str| -> Result<Option<f32>> {
+        match &json[k] {
+            Json::Null => Ok(None),
+            v => v
+                .as_f64()
+                .map(|f| Some(f as f32))
+                .ok_or_else(|| bad(format!("{k:?} is not a number"))),
+        }
+    };
+    let refuse_unless = |k: &str, ok: &dyn Fn(&Json) -> bool, why: &str| -> Result<()> {
+        match ok(&json[k]) {
+            true => Ok(()),
+            false => Err(bad(format!("{k} = {}: {why}", json[k]))),
+        }
+    };
+    let config = match model_type {
+        "llama" => {
+            let (c, nh) = (int("hidden_size")?, int("num_attention_heads")?);
+            refuse_unless(
+                "rope_scaling",
+                &|v| v.is_null(),
+                "wgtrain implements plain RoPE",
+            )?;
+            for k in ["attention_bias", "mlp_bias"] {
+                refuse_unless(
+                    k,
+                    &|v| !v.as_bool().unwrap_or(false),
+                    "wgtrain's Llama has no biases",
+                )?;
+            }
+            refuse_unless(
+                "hidden_act",
+                &|v| v.is_null() || v.as_str() == Some("silu"),
+                "wgtrain's Llama MLP is SwiGLU (silu)",
+            )?;
+            refuse_unless(
+                "head_dim",
+                &|v| v.is_null() || v.as_u64() == Some((c / nh.max(1)) as u64),
+                "heads of hidden_size / num_attention_heads",
+            )?;
+            GptConfig {
+                vocab_size: int("vocab_size")?,
+                block_size: int("max_position_embeddings")?,
+                n_layer: int("num_hidden_layers")?,
+                n_head: nh,
+                n_embd: c,
+                family: Family::Llama,
+                n_kv_head: Some(match json["num_key_value_heads"].is_null() {
+                    true => nh,
+                    false => int("num_key_value_heads")?,
+                }),
+                ffn_hidden: Some(int("intermediate_size")?),
+                rope_theta: Some(float("rope_theta")?.unwrap_or(10_000.0)),
+                rope_dim: None,
+                norm_eps: Some(float("rms_norm_eps")?.unwrap_or(1e-6)),
+                // transformers' LlamaConfig unties by default
+                untied_head: !json["tie_word_embeddings"].as_bool().unwrap_or(false),
+            }
+        }
+        "gpt2" => {
+            refuse_unless(
+                "activation_function",
+                &|v| v.is_null() || v.as_str() == Some("gelu_new"),
+                "wgtrain's GPT-2 uses the tanh GELU (gelu_new)",
+            )?;
+            refuse_unless(
+                "layer_norm_epsilon",
+                &|v| v.is_null() || v.as_f64() == Some(1e-5),
+                "wgtrain's LayerNorm uses eps 1e-5",
+            )?;
+            let c = int("n_embd")?;
+            refuse_unless(
+                "n_inner",
+                &|v| v.is_null() || v.as_u64() == Some(4 * c as u64),
+                "wgtrain's GPT-2 MLP is 4·n_embd wide",
+            )?;
+            refuse_unless(
+                "tie_word_embeddings",
+                &|v| v.as_bool().unwrap_or(true),
+                "wgtrain's GPT-2 ties its head to the token embedding",
+            )?;
+            GptConfig {
+                vocab_size: int("vocab_size")?,
+                block_size: int("n_positions")?,
+                n_layer: int("n_layer")?,
+                n_head: int("n_head")?,
+                n_embd: c,
+                ..Default::default()
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "model_type {other:?} is not one wgtrain loads (it loads {})",
+                MODEL_TYPES.join(", ")
+            )))
+        }
+    };
+    config.validate().map_err(bad)?;
+    Ok(config)
+}
+
+/// One tensor of a directory: where it is, its header entry, and the parameter it fills.
+struct Slot {
+    file: PathBuf,
+    name: String,
+    param: String,
+    /// GPT-2's Conv1D weights: stored (in, out), the parameter (out, in).
+    transpose: bool,
+}
+
+/// The safetensors files of a directory and each one's validated header: one model.safetensors,
+/// or the shards an index names.
+fn headers(dir: &Path) -> Result<BTreeMap<PathBuf, Metadata>> {
+    let index = dir.join("model.safetensors.index.json");
+    let files: Vec<PathBuf> = if index.exists() {
+        let text = crate::files::read_text_capped(&index, crate::files::CONFIG_CAP, "index")?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|e| bad(&index, format!("is not JSON: {e}")))?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| bad(&index, "has no weight_map".into()))?;
+        let mut files: Vec<PathBuf> = vec![];
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .filter(|f| !f.contains('/') && !f.contains('\\') && *f != "..")
+                .ok_or_else(|| bad(&index, format!("{name}'s file is not a file name here")))?;
+            if !files.iter().any(|f| f.ends_with(file)) {
+                files.push(dir.join(file));
+            }
+        }
+        files
+    } else {
+        vec![dir.join("model.safetensors")]
+    };
+    files
+        .into_iter()
+        .map(|f| Ok((f.clone(), open_safetensors(&f, "model file")?.0)))
+        .collect()
+}
+
+/// The parameter a stored tensor fills, by the conventions of `family`: None for a tensor the
+/// model does not keep (GPT-2's mask buffers, Llama's rotary inv_freq).
+fn param_name(family: Family, stored: &str) -> Option<(String, bool)> {
+    match family {
+        Family::Llama => (!stored.ends_with("rotary_emb.inv_freq")).then(|| (stored.into(), false)),
+        Family::Gpt2 => {
+            let name = stored.strip_prefix("transformer.").unwrap_or(stored);
+            if name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") {
+                return None;
+            }
+            let conv1d = [
+                ".attn.c_attn.weight",
+                ".attn.c_proj.weight",
+                ".mlp.c_fc.weight",
+                ".mlp.c_proj.weight",
+            ];
+            let transpose = conv1d.iter().any(|s| name.ends_with(s));
+            let name = match name {
+                "wte.weight" => "wte",
+                "wpe.weight" => "wpe",
+                // the tied head, when a file stores it twice
+                "lm_head.weight" => return None,
+                n => n,
+            };
+            Some((name.into(), transpose))
+        }
+    }
+}
+
+/// A Hugging Face model directory as a [`Gpt`] built by `b` (its precision), every tensor
+/// checked against the config before anything is allocated.
+pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
+    let json = read_config(dir)?;
+    let config = config(dir, &json)?;
+    let headers = headers(dir)?;
+    // the parameters a model of this config has, and their shapes
+    let ledger = b.gpu.ledger();
+    let shapes: HashMap<String, Vec<usize>> =
+        Gpt::new(&Build::new(&ledger), config.clone(), &mut Rng::new(0))?
+            .params()
+            .into_iter()
+            .map(|p| (p.name.clone(), p.shape().to_vec()))
+            .collect();
+    let mut slots: Vec<Slot> = vec![];
+    for (file, meta) in &headers {
+        // in name order, so the first error is always the same
+        let tensors: BTreeMap<String, _> = meta.tensors().into_iter().collect();
+        for (name, info) in tensors {
+            let Some((param, transpose)) = param_name(config.family, &name) else {
+                continue;
+            };
+            let Some(shape) = shapes.get(&param) else {
+                return Err(bad(
+                    file,
+                    format!(
+                        "holds a tensor {name:?} that a {} model does not have",
+                        json["model_type"]
+                    ),
+                ));
+            };
+            let mut stored = info.shape.clone();
+            if transpose {
+                stored.reverse();
+            }
+            if &stored != shape {
+                return Err(bad(
+                    file,
+                    format!(
+                        "tensor {name:?} is {:?}; the config implies {shape:?}{}",
+                        info.shape,
+                        if transpose {
+                            " transposed (a Conv1D weight)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(bad(
+                    file,
+                    format!(
+                        "tensor {name:?} is {:?}; wgtrain reads F32, F16 and BF16",
+                        info.dtype
+                    ),
+                ));
+            }
+            if slots.iter().any(|s| s.param == param) {
+                return Err(bad(file, format!("holds {param:?} twice")));
+            }
+            slots.push(Slot {
+                file: file.clone(),
+                name: name.clone(),
+                param,
+                transpose,
+            });
+        }
+    }
+    if let Some(missing) = shapes
+        .keys()
+        .find(|p| !slots.iter().any(|s| &s.param == *p))
+    {
+        return Err(bad(
+            dir,
+            format!("has no tensor for {missing:?}, which its config implies"),
+        ));
+    }
+    let mut model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
+    let gpu = b.gpu;
+    let mut params: HashMap<String, &mut Param> = model
+        .params_mut()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    let mut open: Option<(PathBuf, SafetensorsData)> = None;
+    for slot in &slots {
+        if open.as_ref().is_none_or(|(f, _)| *f != slot.file) {
+            open = Some((
+                slot.file.clone(),
+                open_safetensors(&slot.file, "model file")?.1,
+            ));
+        }
+        let (_, data) = open.as_mut().unwrap();
+        let info = headers[&slot.file]
+            .info(&slot.name)
+            .expect("listed by its own header");
+        let raw = data.read(info.data_offsets)?;
+        let mut values: Vec<f32> = match info.dtype {
+            Dtype::F32 => bytemuck::pod_collect_to_vec(&raw),
+            Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&raw)
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            _ => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&raw)
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+        };
+        if slot.transpose {
+            let (rows, cols) = (info.shape[0], info.shape[1]);
+            values = (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                .map(|(r, c)| values[r * cols + c])
+                .collect();
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(bad(
+                &slot.file,
+                format!("tensor {:?} holds NaN or infinite values", slot.name),
+            ));
+        }
+        let p = params
+            .remove(&slot.param)
+            .expect("checked: a parameter per slot");
+        p.value().write_f32(gpu, &values);
+        p.refresh_work(gpu);
+        gpu.flush()?;
+    }
+    Ok(model)
+}

@@ -1,0 +1,183 @@
+//! Hugging Face model directories against transformers' semantics: `tests/data/hf/make.py`
+//! writes tiny-llama (F32 and F16 tensors, grouped-query attention, an untied head, a chat
+//! template) and tiny-gpt2 (two shards and an index, the `transformer.` prefix, Conv1D weights,
+//! the mask buffers), each with float64 reference logits as transformers' modeling code
+//! computes them. Damaged directories are refused by name before anything is allocated.
+
+use std::path::{Path, PathBuf};
+use wgtrain::import::chat::Message;
+use wgtrain::import::Pretrained;
+use wgtrain::nn::{Batch, Build, Model};
+
+fn dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/hf")
+        .join(name)
+}
+
+/// The largest difference between the model's logits for the reference's tokens and the
+/// reference's.
+fn worst_difference(p: &Pretrained, gpu: &wgtrain::Gpu, name: &str) -> f64 {
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir(name).join("ref.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+    let want: Vec<f64> = want["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    let batch = Batch::Tokens {
+        x: tokens.clone(),
+        y: tokens.clone(),
+        seq: tokens.len(),
+    };
+    let got = Model::logits(&p.model, gpu, &batch)
+        .unwrap()
+        .to_f32(gpu)
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(&want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn hugging_face_llama_and_gpt2_directories_give_transformers_logits() {
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    // f32 forwards of two blocks against float64: logits of magnitude ~1-5 to ~1e-5
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let p = Pretrained::load(&Build::new(&gpu), &dir(name)).unwrap();
+        let worst = worst_difference(&p, &gpu, name);
+        assert!(worst < 5e-5, "{name}: largest logit difference {worst:e}");
+    }
+    let p = Pretrained::load(&Build::new(&gpu), &dir("tiny-llama")).unwrap();
+    assert!(!p.model.config.tied(), "tiny-llama's head is its own");
+    assert_eq!(p.model.config.kv_heads(), 2);
+    // its tokenizer_config's special tokens and chat template
+    assert_eq!(
+        (p.tokenizer.bos, p.tokenizer.eos),
+        (
+            p.tokenizer.token_id("<|im_start|>"),
+            p.tokenizer.token_id("<|im_end|>")
+        )
+    );
+    let chat = p.chat.render(&[Message::new("user", "hi")], true).unwrap();
+    assert_eq!(
+        chat,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert!(p.stop_tokens().contains(&p.tokenizer.eos.unwrap()));
+}
+
+/// A copy of a tiny directory with `edit` applied to one of its files.
+fn damaged(
+    name: &str,
+    tag: &str,
+    file: &str,
+    edit: impl Fn(&mut Vec<u8>),
+) -> (crate::TmpDir, PathBuf) {
+    let tmp = crate::TmpDir::new(&format!("hf-{name}-{tag}"));
+    let out = tmp.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(dir(name)).unwrap() {
+        let e = e.unwrap();
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if e.file_name() == file {
+            edit(&mut bytes);
+        }
+        std::fs::write(out.join(e.file_name()), bytes).unwrap();
+    }
+    (tmp, out)
+}
+
+fn load_err(path: &Path) -> String {
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    match Pretrained::load(&Build::new(&gpu), path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn replace(from: &str, to: &str) -> impl Fn(&mut Vec<u8>) {
+    let (from, to) = (from.to_string(), to.to_string());
+    move |b: &mut Vec<u8>| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        assert!(s.contains(&from), "{from} in the file");
+        *b = s.replacen(&from, &to, 1).into_bytes();
+    }
+}
+
+#[test]
+fn damaged_hugging_face_directories_are_refused_by_name() {
+    // another architecture
+    let (_t, d) = damaged(
+        "tiny-llama",
+        "type",
+        "config.json",
+        replace("\"llama\"", "\"mamba\""),
+    );
+    let e = load_err(&d);
+    assert!(
+        e.contains("model_type \"mamba\" is not one wgtrain loads"),
+        "{e}"
+    );
+    // a setting wgtrain does not implement
+    let (_t, d) = damaged(
+        "tiny-llama",
+        "scaling",
+        "config.json",
+        replace(
+            "\"rope_scaling\": null",
+            "\"rope_scaling\": {\"type\": \"yarn\"}",
+        ),
+    );
+    let e = load_err(&d);
+    assert!(
+        e.contains("rope_scaling") && e.contains("plain RoPE"),
+        "{e}"
+    );
+    // a config whose widths disagree with the tensors
+    let (_t, d) = damaged(
+        "tiny-llama",
+        "ffn",
+        "config.json",
+        replace("\"intermediate_size\": 48", "\"intermediate_size\": 64"),
+    );
+    let e = load_err(&d);
+    assert!(
+        e.contains(
+            "\"model.layers.0.mlp.down_proj.weight\" is [32, 48]; the config implies [32, 64]"
+        ),
+        "{e}"
+    );
+    // a shard the index names is missing
+    let (_t, d) = damaged(
+        "tiny-gpt2",
+        "shard",
+        "model.safetensors.index.json",
+        replace("model-00002-of-00002", "model-00003-of-00002"),
+    );
+    let e = load_err(&d);
+    assert!(e.contains("model-00003-of-00002.safetensors"), "{e}");
+    // an index that points outside the directory
+    let (_t, d) = damaged(
+        "tiny-gpt2",
+        "escape",
+        "model.safetensors.index.json",
+        replace(
+            "\"model-00001-of-00002.safetensors\"",
+            "\"../x.safetensors\"",
+        ),
+    );
+    let e = load_err(&d);
+    assert!(e.contains("is not a file name here"), "{e}");
+    // a truncated weights file
+    let (_t, d) = damaged("tiny-llama", "cut", "model.safetensors", |b| {
+        b.truncate(b.len() - 10)
+    });
+    let e = load_err(&d);
+    assert!(e.contains("truncated"), "{e}");
+}
