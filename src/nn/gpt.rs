@@ -326,7 +326,13 @@ pub struct Gpt {
     pub recompute: Recompute,
     /// Block forward evaluations so far (recomputation included).
     pub block_forwards: AtomicU64,
+    /// Rows per chunk of the LM head's training pass (None: [`Gpt::head_rows`]'s choice).
+    pub head_rows: Option<usize>,
 }
+
+/// The most bytes of f32 logits a chunk of the LM head's training pass holds: a (B, T, V)
+/// tensor larger than this is never made whole (49 152 × 2048 tokens would be 400 MB).
+pub const HEAD_CHUNK_BYTES: u64 = 64 << 20;
 
 impl Gpt {
     pub fn new(b: &Build, config: GptConfig, rng: &mut Rng) -> Result<Gpt> {
@@ -370,6 +376,7 @@ impl Gpt {
             lm_head,
             recompute: Recompute::None,
             block_forwards: AtomicU64::new(0),
+            head_rows: None,
         })
     }
 
@@ -640,66 +647,7 @@ impl Gpt {
         // the head: the final norm and the head's weight, forward and backward
         hooks.values_needed(gpu, &mut self.head_params())?;
         let (xf, lnf_cache) = self.ln_f.forward(gpu, &x_last)?;
-        let d = self.head_dims(batch);
-        let logits = activation(
-            gpu,
-            self.wte.compute_dtype(),
-            "logits",
-            &[batch.batch, batch.seq, self.config.vocab_size],
-        )?;
-        matmul(
-            gpu,
-            d,
-            &xf,
-            self.head_weight().weight(),
-            None,
-            &logits,
-            false,
-        );
-        let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
-        // A separate buffer keeps the kernel's read and write bindings distinct.
-        let dlogits = activation(gpu, self.wte.compute_dtype(), "dlogits", logits.shape())?;
-        softmax_xent_scaled(
-            gpu,
-            &logits,
-            &batch.targets,
-            &losses,
-            Some(&dlogits),
-            loss.scale,
-            loss.loss_scale,
-        )?;
-        drop(logits);
-
-        // backward: the forward in reverse
-        let dxf = activation(gpu, self.wte.compute_dtype(), "dxf", xf.shape())?;
-        matmul_backward(
-            gpu,
-            d,
-            &xf,
-            self.head_weight().weight(),
-            &dlogits,
-            Some(&dxf),
-            None,
-            None,
-            false,
-        );
-        // the head's gradient (tied: the embedding's share; the embeddings add theirs last)
-        hooks.grads_needed(gpu, &mut [self.head_weight_mut()])?;
-        let head = self.head_weight();
-        if let Some((dw, accumulate)) = head.grad_write() {
-            matmul_backward(
-                gpu,
-                d,
-                &xf,
-                head.weight(),
-                &dlogits,
-                None,
-                Some(dw),
-                None,
-                accumulate,
-            );
-        }
-        drop(dlogits);
+        let (losses, dxf) = self.head_pass(gpu, batch, &xf, loss, hooks)?;
         drop(xf);
         hooks.grads_needed(gpu, &mut self.ln_f.params_mut())?;
         let dx = self.ln_f.backward(gpu, &x_last, &lnf_cache, &dxf)?;
@@ -782,6 +730,119 @@ impl Gpt {
         }
         hooks.grads_written(gpu, &mut self.embedding_params())?;
         Ok(None)
+    }
+
+    /// The LM head and its loss, forward and backward, over the final norm's output xf
+    /// (B, T, C): the per-position losses (B·T) and dxf; the head's gradient written (after
+    /// `hooks` lend it). By chunks of rows ([`Gpt::head_rows`]), so the (B, T, V) logits are
+    /// never whole: each chunk's logits and their gradient, (rows, V), live for that chunk
+    /// alone. Losses and dxf are row-wise, the same bits whatever the chunks; the head's
+    /// gradient sums the chunks' products in turn (one chunk: the one product).
+    fn head_pass(
+        &mut self,
+        gpu: &Gpu,
+        batch: &TokenBatch,
+        xf: &Tensor,
+        loss: LossGrad,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<(Tensor, Tensor)> {
+        let dtype = self.wte.compute_dtype();
+        let (n, v, c) = (
+            batch.batch * batch.seq,
+            self.config.vocab_size,
+            self.config.n_embd,
+        );
+        let per = self.head_rows(gpu);
+        let losses = f32_activation(gpu, "losses", &[n])?;
+        let dxf = activation(gpu, dtype, "dxf", xf.shape())?;
+        for (i, start) in (0..n).step_by(per).enumerate() {
+            let r = per.min(n - start);
+            let whole = r == n;
+            // the chunk's rows of xf and the targets, losses and dxf (the tensors themselves
+            // when one chunk holds them all)
+            let chunk = |t: &Tensor, name: &str, cols: usize| -> Result<Option<Tensor>> {
+                if whole {
+                    return Ok(None);
+                }
+                let part = Tensor::empty(gpu, name, &[r, cols], t.dtype(), Category::Activations)?;
+                Ok(Some(part))
+            };
+            let (xc, tc) = (
+                chunk(xf, "xf.chunk", c)?,
+                chunk(&batch.targets, "targets.chunk", 1)?,
+            );
+            for (from, to, cols) in [(xf, &xc, c), (&batch.targets, &tc, 1)] {
+                if let Some(to) = to {
+                    let row = from.dtype().bytes_for(cols);
+                    gpu.copy_region(from, start as u64 * row, to, 0, r as u64 * row);
+                }
+            }
+            let (lc, dc) = (
+                chunk(&losses, "losses.chunk", 1)?,
+                chunk(&dxf, "dxf.chunk", c)?,
+            );
+            let (x, targets) = (
+                xc.as_ref().unwrap_or(xf),
+                tc.as_ref().unwrap_or(&batch.targets),
+            );
+            let (l, dx) = (lc.as_ref().unwrap_or(&losses), dc.as_ref().unwrap_or(&dxf));
+            // logits (r, V) = x (r, C) · Wᵀ, W the head's (V, C)
+            let d = MatmulDims::new(r, v, c, Layout::NT);
+            let logits = activation(gpu, dtype, "logits", &[r, v])?;
+            matmul(gpu, d, x, self.head_weight().weight(), None, &logits, false);
+            // A separate buffer keeps the kernel's read and write bindings distinct.
+            let dlogits = activation(gpu, dtype, "dlogits", &[r, v])?;
+            softmax_xent_scaled(
+                gpu,
+                &logits,
+                targets,
+                l,
+                Some(&dlogits),
+                loss.scale,
+                loss.loss_scale,
+            )?;
+            drop(logits);
+            // backward: the forward in reverse
+            let w = self.head_weight().weight();
+            matmul_backward(gpu, d, x, w, &dlogits, Some(dx), None, None, false);
+            // the head's gradient (tied: the embedding's share; the embeddings add theirs last)
+            if i == 0 {
+                hooks.grads_needed(gpu, &mut [self.head_weight_mut()])?;
+            }
+            let head = self.head_weight();
+            if let Some((dw, accumulate)) = head.grad_write() {
+                let accumulate = accumulate || i > 0;
+                matmul_backward(
+                    gpu,
+                    d,
+                    x,
+                    head.weight(),
+                    &dlogits,
+                    None,
+                    Some(dw),
+                    None,
+                    accumulate,
+                );
+            }
+            for (from, to, cols) in [(&lc, &losses, 1), (&dc, &dxf, c)] {
+                if let Some(from) = from {
+                    let row = from.dtype().bytes_for(cols);
+                    gpu.copy_region(from, 0, to, start as u64 * row, r as u64 * row);
+                }
+            }
+        }
+        Ok((losses, dxf))
+    }
+
+    /// Rows per chunk of the LM head: `head_rows` when set, else as many as keep a chunk's f32
+    /// logits within [`HEAD_CHUNK_BYTES`] and one storage binding (at least one row).
+    pub fn head_rows(&self, gpu: &Gpu) -> usize {
+        if let Some(rows) = self.head_rows {
+            return rows.max(1);
+        }
+        let row = 4 * self.config.vocab_size as u64;
+        let budget = HEAD_CHUNK_BYTES.min(gpu.limits().max_storage_buffer_binding_size);
+        (budget / row).max(1) as usize
     }
 
     /// [`Gpt::head_weight`], mutably.

@@ -672,3 +672,55 @@ fn llama_gradients_match_finite_differences_of_a_float64_model() {
         }
     }
 }
+
+/// The LM head by chunks of rows (so (B, T, V) logits are never whole) gives the whole head's
+/// losses and every gradient below the head bit for bit (both row-wise); the head's own
+/// gradient sums the chunks' products in turn, within f32 rounding of the one product.
+#[test]
+fn the_lm_head_by_chunks_of_rows_equals_the_whole_head() {
+    use wgtrain::nn::Family;
+    for (family, untied) in [(Family::Gpt2, false), (Family::Llama, true)] {
+        let cfg = GptConfig {
+            vocab_size: 37,
+            block_size: 6,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            family,
+            untied_head: untied,
+            ffn_hidden: (family == Family::Llama).then_some(12),
+            ..Default::default()
+        };
+        let (b, t) = (2, 5);
+        let mut rng = Rng::new(8);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(37) as u32).collect();
+        let mut targets: Vec<u32> = (0..b * t).map(|_| rng.below(37) as u32).collect();
+        targets[4] = PAD;
+        let run = |rows: Option<usize>| -> (Vec<f32>, Params) {
+            let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut Rng::new(3)).unwrap();
+            model.head_rows = rows;
+            let batch = TokenBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
+            zero_grads(gpu(), &model.params());
+            let losses = model
+                .forward_backward(gpu(), &batch, LossGrad::plain(0.1), &mut NoHooks)
+                .unwrap();
+            let (_, grads) = read_params(&model.params());
+            (losses.to_f32(gpu()).unwrap(), grads)
+        };
+        let (whole_losses, whole) = run(None);
+        // chunks of 3, 3, 3 and 1 rows
+        let (losses, chunked) = run(Some(3));
+        assert_eq!(losses, whole_losses, "{family:?}: losses");
+        let head = if untied { "lm_head.weight" } else { "wte" };
+        for (name, want) in &whole {
+            let got = &chunked[name];
+            if name == head {
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{name}: {g} vs {w}");
+                }
+            } else {
+                assert_eq!(got, want, "{family:?}: {name}, below the head");
+            }
+        }
+    }
+}
