@@ -330,6 +330,28 @@ pub struct Gpt {
     pub head_rows: Option<usize>,
 }
 
+/// Rows start .. start + r of `t` (a row its last dimension; a vector's element), copied.
+fn take_rows(gpu: &Gpu, t: &Tensor, start: usize, r: usize) -> Result<Tensor> {
+    let cols = if t.shape().len() > 1 { t.cols() } else { 1 };
+    let part = Tensor::empty(gpu, t.name(), &[r, cols], t.dtype(), Category::Activations)?;
+    let row = t.dtype().bytes_for(cols);
+    gpu.copy_region(t, start as u64 * row, &part, 0, r as u64 * row);
+    Ok(part)
+}
+
+/// Writes `part`'s rows into `t` from row `start` on.
+fn put_rows(gpu: &Gpu, part: &Tensor, t: &Tensor, start: usize) {
+    let cols = if t.shape().len() > 1 { t.cols() } else { 1 };
+    let row = t.dtype().bytes_for(cols);
+    gpu.copy_region(
+        part,
+        0,
+        t,
+        start as u64 * row,
+        (part.numel() / cols) as u64 * row,
+    );
+}
+
 /// The most bytes of f32 logits a chunk of the LM head's training pass holds: a (B, T, V)
 /// tensor larger than this is never made whole (49 152 × 2048 tokens would be 400 MB).
 pub const HEAD_CHUNK_BYTES: u64 = 64 << 20;
@@ -534,10 +556,44 @@ impl Gpt {
     }
 
     /// Per-position losses (B·T) of a batch, forward only (PAD targets give 0).
+    /// The head by chunks of rows as in training ([`Gpt::head_rows`]): no (B, T, V) logits.
     pub fn losses(&self, gpu: &Gpu, batch: &TokenBatch) -> Result<Tensor> {
-        let logits = self.logits(gpu, batch)?;
-        let losses = f32_activation(gpu, "losses", &[batch.batch * batch.seq])?;
-        softmax_xent(gpu, &logits, &batch.targets, &losses, None, 0.0)?;
+        let mut x = self.embed(gpu, batch)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(gpu, i, &x)?.0;
+        }
+        let (xf, _) = self.ln_f.forward(gpu, &x)?;
+        drop(x);
+        let (n, v, c) = (
+            batch.batch * batch.seq,
+            self.config.vocab_size,
+            self.config.n_embd,
+        );
+        let per = self.head_rows(gpu);
+        let losses = f32_activation(gpu, "losses", &[n])?;
+        for start in (0..n).step_by(per) {
+            let r = per.min(n - start);
+            let (x, targets) = match r == n {
+                true => (None, None),
+                false => (
+                    Some(take_rows(gpu, &xf, start, r)?),
+                    Some(take_rows(gpu, &batch.targets, start, r)?),
+                ),
+            };
+            let logits = activation(gpu, self.wte.compute_dtype(), "logits", &[r, v])?;
+            let d = MatmulDims::new(r, v, c, Layout::NT);
+            let w = self.head_weight().weight();
+            matmul(gpu, d, x.as_ref().unwrap_or(&xf), w, None, &logits, false);
+            let targets = targets.as_ref().unwrap_or(&batch.targets);
+            match r == n {
+                true => softmax_xent(gpu, &logits, targets, &losses, None, 0.0)?,
+                false => {
+                    let part = f32_activation(gpu, "losses.chunk", &[r])?;
+                    softmax_xent(gpu, &logits, targets, &part, None, 0.0)?;
+                    put_rows(gpu, &part, &losses, start);
+                }
+            }
+        }
         Ok(losses)
     }
 
@@ -760,27 +816,20 @@ impl Gpt {
             let whole = r == n;
             // the chunk's rows of xf and the targets, losses and dxf (the tensors themselves
             // when one chunk holds them all)
-            let chunk = |t: &Tensor, name: &str, cols: usize| -> Result<Option<Tensor>> {
-                if whole {
-                    return Ok(None);
-                }
-                let part = Tensor::empty(gpu, name, &[r, cols], t.dtype(), Category::Activations)?;
-                Ok(Some(part))
+            let (xc, tc) = match whole {
+                true => (None, None),
+                false => (
+                    Some(take_rows(gpu, xf, start, r)?),
+                    Some(take_rows(gpu, &batch.targets, start, r)?),
+                ),
             };
-            let (xc, tc) = (
-                chunk(xf, "xf.chunk", c)?,
-                chunk(&batch.targets, "targets.chunk", 1)?,
-            );
-            for (from, to, cols) in [(xf, &xc, c), (&batch.targets, &tc, 1)] {
-                if let Some(to) = to {
-                    let row = from.dtype().bytes_for(cols);
-                    gpu.copy_region(from, start as u64 * row, to, 0, r as u64 * row);
-                }
-            }
-            let (lc, dc) = (
-                chunk(&losses, "losses.chunk", 1)?,
-                chunk(&dxf, "dxf.chunk", c)?,
-            );
+            let (lc, dc) = match whole {
+                true => (None, None),
+                false => (
+                    Some(f32_activation(gpu, "losses.chunk", &[r])?),
+                    Some(activation(gpu, dtype, "dxf.chunk", &[r, c])?),
+                ),
+            };
             let (x, targets) = (
                 xc.as_ref().unwrap_or(xf),
                 tc.as_ref().unwrap_or(&batch.targets),
@@ -824,11 +873,9 @@ impl Gpt {
                     accumulate,
                 );
             }
-            for (from, to, cols) in [(&lc, &losses, 1), (&dc, &dxf, c)] {
-                if let Some(from) = from {
-                    let row = from.dtype().bytes_for(cols);
-                    gpu.copy_region(from, 0, to, start as u64 * row, r as u64 * row);
-                }
+            if let (Some(lc), Some(dc)) = (&lc, &dc) {
+                put_rows(gpu, lc, &losses, start);
+                put_rows(gpu, dc, &dxf, start);
             }
         }
         Ok((losses, dxf))

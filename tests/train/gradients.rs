@@ -705,7 +705,11 @@ fn the_lm_head_by_chunks_of_rows_equals_the_whole_head() {
                 .forward_backward(gpu(), &batch, LossGrad::plain(0.1), &mut NoHooks)
                 .unwrap();
             let (_, grads) = read_params(&model.params());
-            (losses.to_f32(gpu()).unwrap(), grads)
+            // the forward-only losses (evaluation) by the same chunks
+            let eval = model.losses(gpu(), &batch).unwrap().to_f32(gpu()).unwrap();
+            let losses = losses.to_f32(gpu()).unwrap();
+            assert_eq!(eval, losses, "evaluation's losses, head rows {rows:?}");
+            (losses, grads)
         };
         let (whole_losses, whole) = run(None);
         // chunks of 3, 3, 3 and 1 rows
