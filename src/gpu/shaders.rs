@@ -22,6 +22,7 @@ pub enum Shader {
     Embedding,
     Attention,
     AttentionCached,
+    AttentionFused,
     Reduce,
     Cast,
     Pad,
@@ -43,7 +44,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 30] = [
+    pub const ALL: [Shader; 31] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::MatmulSubgroupF16,
@@ -60,6 +61,7 @@ impl Shader {
         Shader::Embedding,
         Shader::Attention,
         Shader::AttentionCached,
+        Shader::AttentionFused,
         Shader::Reduce,
         Shader::Cast,
         Shader::Pad,
@@ -96,6 +98,7 @@ impl Shader {
             Shader::Embedding => "embedding",
             Shader::Attention => "attention",
             Shader::AttentionCached => "attention_cached",
+            Shader::AttentionFused => "attention_fused",
             Shader::Reduce => "reduce",
             Shader::Cast => "cast",
             Shader::Pad => "pad",
@@ -135,6 +138,7 @@ impl Shader {
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::AttentionCached => include_str!("../../shaders/attention_cached.wgsl"),
+            Shader::AttentionFused => include_str!("../../shaders/attention_fused.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::Pad => include_str!("../../shaders/pad.wgsl"),

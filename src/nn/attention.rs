@@ -9,7 +9,10 @@ use super::linear::Linear;
 use super::{activation, Param};
 use crate::error::Result;
 use crate::gpu::{Category, Gpu};
-use crate::ops::attention::{attention_backward, attention_forward, cached_attention, Heads};
+use crate::ops::attention::{
+    attention_backward, attention_forward, attention_fused_backward, attention_fused_forward,
+    cached_attention, Heads,
+};
 use crate::ops::elementwise::accumulate;
 use crate::ops::pad::columns;
 use crate::ops::rope::{rope, RopeTables};
@@ -37,13 +40,27 @@ pub struct CausalSelfAttention {
     /// C → C
     pub proj: Linear,
     pub heads: Heads,
+    /// Fused attention (FlashAttention's scheme: no (B, NH, T, T) scores kept) or the
+    /// probabilities kept for the backward; None: fused when the probabilities would pass
+    /// [`SCORES_BYTES`] or one storage binding.
+    pub fused: Option<bool>,
+}
+
+/// The most bytes of f32 probabilities an attention keeps for its backward before it runs fused.
+pub const SCORES_BYTES: u64 = 64 << 20;
+
+/// What the attention's backward reads of its forward besides qkv and y.
+pub enum Scores {
+    /// (B, NH, T, T) softmax probabilities
+    Probs(Tensor),
+    /// (B, NH, T) f32 log-sum-exp of each row's scores (fused: the backward recomputes them)
+    Lse(Tensor),
 }
 
 pub struct AttentionCache {
     /// (B, T, C + 2·KC), q and k rotated
     pub qkv: Tensor,
-    /// (B, NH, T, T) softmax probabilities
-    pub att: Tensor,
+    pub scores: Scores,
     /// (B, T, C) attention output before the projection
     pub y: Tensor,
 }
@@ -139,12 +156,30 @@ impl CausalSelfAttention {
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<(Tensor, AttentionCache)> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let qkv = self.project(gpu, x, 0)?;
-        let att = activation(gpu, self.dtype(), "attn.att", &[b, self.heads.query, t, t])?;
-        let y = activation(gpu, self.dtype(), "attn.y", &[b, t, c])?;
-        attention_forward(gpu, &qkv, self.heads, &att, &y)?;
+        let nh = self.heads.query;
+        let scores = if self.runs_fused(gpu, b, t) {
+            let lse = crate::nn::f32_activation(gpu, "attn.lse", &[b, nh, t])?;
+            let y = activation(gpu, self.dtype(), "attn.y", &[b, t, c])?;
+            attention_fused_forward(gpu, &qkv, self.heads, &y, &lse);
+            (Scores::Lse(lse), y)
+        } else {
+            let att = activation(gpu, self.dtype(), "attn.att", &[b, nh, t, t])?;
+            let y = activation(gpu, self.dtype(), "attn.y", &[b, t, c])?;
+            attention_forward(gpu, &qkv, self.heads, &att, &y)?;
+            (Scores::Probs(att), y)
+        };
+        let (scores, y) = scores;
         let out = activation(gpu, self.dtype(), "attn.out", &[b, t, c])?;
         self.proj.forward(gpu, &y, &out)?;
-        Ok((out, AttentionCache { qkv, att, y }))
+        Ok((out, AttentionCache { qkv, scores, y }))
+    }
+
+    /// Whether a (B, T) pass runs fused (see [`CausalSelfAttention::fused`]).
+    fn runs_fused(&self, gpu: &Gpu, b: usize, t: usize) -> bool {
+        self.fused.unwrap_or_else(|| {
+            let probs = (b * self.heads.query * t * t * 4) as u64;
+            probs > SCORES_BYTES.min(gpu.limits().max_storage_buffer_binding_size)
+        })
     }
 
     /// Adds into the trainable parameters' gradients; returns dx when `need_dx`.
@@ -158,15 +193,27 @@ impl CausalSelfAttention {
     ) -> Result<Option<Tensor>> {
         let dy = activation(gpu, self.dtype(), "attn.dy", cache.y.shape())?;
         self.proj.backward(gpu, &cache.y, dout, Some(&dy))?;
-        let dpre = Tensor::empty(
-            gpu,
-            "attn.dpre",
-            cache.att.shape(),
-            DType::F32,
-            Category::Workspace,
-        )?;
+        // the probabilities' gradient (workspace) when they were kept
+        let dpre = match &cache.scores {
+            Scores::Probs(att) => Some(Tensor::empty(
+                gpu,
+                "attn.dpre",
+                att.shape(),
+                DType::F32,
+                Category::Workspace,
+            )?),
+            Scores::Lse(_) => None,
+        };
         let dqkv = activation(gpu, self.dtype(), "attn.dqkv", cache.qkv.shape())?;
-        attention_backward(gpu, &dy, &cache.qkv, &cache.att, self.heads, &dpre, &dqkv)?;
+        match (&cache.scores, &dpre) {
+            (Scores::Probs(att), Some(dpre)) => {
+                attention_backward(gpu, &dy, &cache.qkv, att, self.heads, dpre, &dqkv)?
+            }
+            (Scores::Lse(lse), _) => {
+                attention_fused_backward(gpu, &dy, &cache.qkv, &cache.y, lse, self.heads, &dqkv)?
+            }
+            (Scores::Probs(_), None) => unreachable!("kept probabilities have their gradient"),
+        }
         let dx = need_dx
             .then(|| activation(gpu, self.dtype(), "attn.dx", x.shape()))
             .transpose()?;

@@ -76,6 +76,7 @@ impl Block {
                         )?),
                         proj: linear(format!("{name}.attn.c_proj"), c, c, true, proj_std)?,
                         heads,
+                        fused: None,
                     },
                     ln2: Norm::Layer(LayerNorm::new(b, &format!("{name}.ln_2"), c)?),
                     mlp: FeedForward::Gelu {
@@ -99,6 +100,7 @@ impl Block {
                         },
                         proj: linear(format!("{attn}.o_proj"), c, c, false, std)?,
                         heads,
+                        fused: None,
                     },
                     ln2: Norm::Rms(RmsNorm::new(
                         b,

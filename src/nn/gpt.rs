@@ -402,6 +402,14 @@ impl Gpt {
         })
     }
 
+    /// Whether the blocks' attention runs fused (no (B, NH, T, T) scores kept), keeps its
+    /// probabilities, or (None) chooses by their size (see `nn::attention::SCORES_BYTES`).
+    pub fn set_fused_attention(&mut self, fused: Option<bool>) {
+        for b in &mut self.blocks {
+            b.attn.fused = fused;
+        }
+    }
+
     /// Every parameter, in a fixed order (the optimizer's and the checkpoint's).
     pub fn params(&self) -> Vec<&Param> {
         let mut p = vec![&self.wte];

@@ -389,3 +389,87 @@ pub fn cached_attention(
     ];
     dispatch_items(gpu, &CACHED, &args, &params, n * heads.query, WG);
 }
+
+const FUSED_FORWARD: Kernel = Kernel::new(Shader::AttentionFused, "forward");
+const FUSED_DELTA: Kernel = Kernel::new(Shader::AttentionFused, "delta");
+const FUSED_DQ: Kernel = Kernel::new(Shader::AttentionFused, "dq");
+const FUSED_DKV: Kernel = Kernel::new(Shader::AttentionFused, "dkv");
+
+/// Fused attention's forward (`shaders/attention_fused.wgsl`, FlashAttention's scheme a row per
+/// invocation): out (B, T, C) from qkv (B, T, C + 2·KC) and each row's log-sum-exp lse
+/// (B, NH, T, f32), which the backward reads instead of the (B, NH, T, T) probabilities that
+/// [`attention_forward`] stores. Half qkv and out go through f32 views.
+pub fn attention_fused_forward(gpu: &Gpu, qkv: &Tensor, heads: Heads, out: &Tensor, lse: &Tensor) {
+    let (Some(qkv), Some(o)) = (super::widen(gpu, qkv), super::Written::new(gpu, out, false))
+    else {
+        return;
+    };
+    super::expect_f32("attention_fused_forward", &[&qkv, o.f32(), lse]);
+    let (b, t, c, params) = dims(&qkv, heads);
+    assert!(
+        c / heads.query <= CACHED_MAX_HEAD,
+        "fused attention: heads of {}",
+        c / heads.query
+    );
+    expect_numel("attention out", o.f32(), b * t * c);
+    expect_numel("attention lse", lse, b * heads.query * t);
+    let args = [
+        (&*qkv, Access::Read),
+        (o.f32(), Access::ReadWrite),
+        (lse, Access::ReadWrite),
+    ];
+    dispatch_items(gpu, &FUSED_FORWARD, &args, &params, b * heads.query * t, WG);
+    o.done(gpu);
+}
+
+/// Fused attention's backward: dqkv (B, T, C + 2·KC) from dout and y (B, T, C), the forward's
+/// qkv and lse; the scores recomputed from q and k, a key/value head's gradient summed over
+/// its group's query heads and rows in order.
+pub fn attention_fused_backward(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    y: &Tensor,
+    lse: &Tensor,
+    heads: Heads,
+    dqkv: &Tensor,
+) -> Result<()> {
+    let (Some(dout), Some(qkv), Some(y), Some(d)) = (
+        super::widen(gpu, dout),
+        super::widen(gpu, qkv),
+        super::widen(gpu, y),
+        super::Written::new(gpu, dqkv, false),
+    ) else {
+        return Ok(());
+    };
+    let dqkv = d.f32();
+    super::expect_f32("attention_fused_backward", &[&dout, &qkv, &y, lse, dqkv]);
+    let (b, t, c, params) = dims(&qkv, heads);
+    for (what, x, n) in [
+        ("dout", &*dout, b * t * c),
+        ("y", &*y, b * t * c),
+        ("lse", lse, b * heads.query * t),
+        ("dqkv", dqkv, b * t * heads.qkv_width(c)),
+    ] {
+        expect_numel(what, x, n);
+    }
+    let rows = b * heads.query * t;
+    let delta = Tensor::empty(gpu, "attn.delta", &[rows], DType::F32, Category::Workspace)?;
+    let args = [
+        (&*dout, Access::Read),
+        (&*y, Access::Read),
+        (&delta, Access::ReadWrite),
+    ];
+    dispatch_items(gpu, &FUSED_DELTA, &args, &params, rows, WG);
+    let args = [
+        (&*qkv, Access::Read),
+        (&*dout, Access::Read),
+        (lse, Access::Read),
+        (&delta, Access::Read),
+        (dqkv, Access::ReadWrite),
+    ];
+    dispatch_items(gpu, &FUSED_DQ, &args, &params, rows, WG);
+    dispatch_items(gpu, &FUSED_DKV, &args, &params, b * heads.kv * t, WG);
+    d.done(gpu);
+    Ok(())
+}

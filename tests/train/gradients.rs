@@ -728,3 +728,58 @@ fn the_lm_head_by_chunks_of_rows_equals_the_whole_head() {
         }
     }
 }
+
+/// Fused attention (each row's log-sum-exp kept instead of the (B, NH, T, T) probabilities, the
+/// backward recomputing the scores) trains the same model: losses and every gradient within
+/// f32 rounding of the kept-probabilities path (itself checked against float64 above), for
+/// GPT-2 and a grouped-query Llama.
+#[test]
+fn fused_attention_gives_the_kept_probabilities_losses_and_gradients() {
+    use wgtrain::nn::Family;
+    for family in [Family::Gpt2, Family::Llama] {
+        let cfg = GptConfig {
+            vocab_size: 19,
+            block_size: 12,
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 16,
+            family,
+            n_kv_head: (family == Family::Llama).then_some(2),
+            ffn_hidden: (family == Family::Llama).then_some(24),
+            ..Default::default()
+        };
+        let (b, t) = (2, 11);
+        let mut rng = Rng::new(21);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(19) as u32).collect();
+        let targets: Vec<u32> = (0..b * t).map(|_| rng.below(19) as u32).collect();
+        let run = |fused: bool| -> (Vec<f32>, Params) {
+            let mut model = Gpt::new(&Build::new(gpu()), cfg.clone(), &mut Rng::new(4)).unwrap();
+            model.set_fused_attention(Some(fused));
+            let batch = TokenBatch::new(gpu(), &cfg, &tokens, &targets, b, t).unwrap();
+            zero_grads(gpu(), &model.params());
+            let losses = model
+                .forward_backward(gpu(), &batch, LossGrad::plain(0.05), &mut NoHooks)
+                .unwrap();
+            (
+                losses.to_f32(gpu()).unwrap(),
+                read_params(&model.params()).1,
+            )
+        };
+        let ((kept_losses, kept), (fused_losses, fused)) = (run(false), run(true));
+        for (k, f) in kept_losses.iter().zip(&fused_losses) {
+            assert!(
+                (k - f).abs() <= 1e-5 * k.abs().max(1.0),
+                "{family:?}: loss {k} vs {f}"
+            );
+        }
+        for (name, want) in &kept {
+            let scale = want.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+            for (g, w) in fused[name].iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-7 + 1e-4 * scale,
+                    "{family:?} {name}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
