@@ -160,6 +160,26 @@ pub fn read_text_capped(path: &Path, cap: u64, what: &str) -> Result<String> {
         .map_err(|_| refuse(path, format!("is not UTF-8 text (a {what} is JSON)")))
 }
 
+/// The metadata key under which wgtrain keeps its own kind of safetensors file
+/// ("wgtrain-checkpoint-1", …): `format` says "pt" in every file wgtrain writes, as Hugging
+/// Face's loaders require.
+pub const KIND_KEY: &str = "wgtrain_format";
+
+/// Marks a safetensors file's metadata as wgtrain's `kind` and as loadable by Hugging Face's
+/// tools (`format: "pt"`).
+pub fn stamp_kind(info: &mut std::collections::HashMap<String, String>, kind: &str) {
+    info.insert("format".to_string(), "pt".to_string());
+    info.insert(KIND_KEY.to_string(), kind.to_string());
+}
+
+/// The wgtrain kind of a safetensors file from its metadata: under [`KIND_KEY`], or under
+/// `format` in files written before it moved there.
+pub fn file_kind(info: &std::collections::HashMap<String, String>) -> Option<&str> {
+    info.get(KIND_KEY)
+        .or_else(|| info.get("format"))
+        .map(String::as_str)
+}
+
 /// A safetensors file's header, validated (offsets contiguous, sizes matching shapes and dtypes,
 /// the data exactly filling the rest of the file) before any data is read, and the file
 /// positioned at its data. `what` says what kind of file was expected, for the errors.

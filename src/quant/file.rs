@@ -150,7 +150,7 @@ pub fn write(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut info = HashMap::new();
-    info.insert("format".to_string(), FORMAT.to_string());
+    crate::files::stamp_kind(&mut info, FORMAT);
     info.insert("method".to_string(), scheme.name().to_string());
     match scheme {
         Scheme::Grouped(m) => {
@@ -252,7 +252,7 @@ pub struct QuantizedModel {
 pub fn read(path: &Path) -> Result<QuantizedModel> {
     let (header, mut data) = crate::files::open_safetensors(path, "quantized model")?;
     let info = header.metadata().clone().unwrap_or_default();
-    if info.get("format").map(String::as_str) != Some(FORMAT) {
+    if crate::files::file_kind(&info) != Some(FORMAT) {
         return Err(err(
             path,
             format!("not a quantized model (no format {FORMAT:?} in its metadata)"),
@@ -423,7 +423,7 @@ pub fn is_quantized(path: &Path) -> bool {
     crate::files::open_safetensors(path, "quantized model").is_ok_and(|(h, _)| {
         h.metadata()
             .as_ref()
-            .and_then(|m| m.get("format"))
+            .and_then(crate::files::file_kind)
             .is_some_and(|f| f == FORMAT)
     })
 }

@@ -61,7 +61,9 @@ pub fn save(
                 .map_err(|e| err(&weights, e))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| err(&weights, e))?;
+    // PEFT's own files carry format "pt", which Hugging Face's loaders require
+    let info = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(&weights, e))?;
     let modules = config.modules()?;
     let peft = json!({
         "peft_type": "LORA",

@@ -179,7 +179,7 @@ fn write_file(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut info = HashMap::new();
-    info.insert("format".to_string(), format.to_string());
+    crate::files::stamp_kind(&mut info, format);
     if let Some(parts) = parts {
         info.insert("parts".to_string(), serde_json::to_string(parts).unwrap());
     }
@@ -214,7 +214,7 @@ fn write_file(
 pub fn peek(path: &Path) -> Option<(u64, String)> {
     let (header, _) = crate::files::open_safetensors(path, "wgtrain checkpoint").ok()?;
     let info = header.metadata().as_ref()?;
-    if info.get("format").map(String::as_str) != Some(FORMAT) {
+    if crate::files::file_kind(info) != Some(FORMAT) {
         return None;
     }
     let step = info.get("step")?.parse().ok()?;
@@ -359,7 +359,8 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let (header, data) = crate::files::open_safetensors(path, "wgtrain checkpoint")?;
         let info = header.metadata().clone().unwrap_or_default();
-        if info.get("format").map(String::as_str) == Some(crate::quant::file::FORMAT) {
+        let kind = crate::files::file_kind(&info);
+        if kind == Some(crate::quant::file::FORMAT) {
             return Err(err(
                 path,
                 format!(
@@ -369,14 +370,14 @@ impl Checkpoint {
                 ),
             ));
         }
-        if info.get("format").map(String::as_str) == Some(PART_FORMAT) {
+        if kind == Some(PART_FORMAT) {
             return Err(err(
                 path,
                 "is one part of a sharded checkpoint: open its index (the file named without \
                  .stepN.partIofN)",
             ));
         }
-        if info.get("format").map(String::as_str) != Some(FORMAT) {
+        if kind != Some(FORMAT) {
             return Err(err(
                 path,
                 format!("not a wgtrain checkpoint (no format {FORMAT:?} in its metadata)"),
@@ -413,8 +414,7 @@ impl Checkpoint {
             let step = pinfo.get("step").and_then(|s| s.parse::<u64>().ok());
             // (each part is written before its index, under a name of its step: a part of
             // another step is another checkpoint's)
-            if pinfo.get("format").map(String::as_str) != Some(PART_FORMAT)
-                || step != Some(ckpt.meta.step)
+            if crate::files::file_kind(&pinfo) != Some(PART_FORMAT) || step != Some(ckpt.meta.step)
             {
                 return Err(err(
                     path,

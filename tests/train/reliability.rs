@@ -406,9 +406,24 @@ fn a_corpus_of_bad_input_fails_cleanly_and_loses_no_checkpoint() {
         ));
         v.push((
             "no format",
-            tamper(&|h| h["__metadata__"]["format"] = json!("pytorch")),
+            tamper(&|h| h["__metadata__"]["wgtrain_format"] = json!("pytorch")),
             &["not a wgtrain checkpoint"],
         ));
+        // every file wgtrain writes says format "pt" (Hugging Face's loaders require it) and
+        // keeps its own kind under wgtrain_format; a file from before that move still loads
+        assert_eq!(header["__metadata__"]["format"], "pt");
+        assert_eq!(
+            header["__metadata__"]["wgtrain_format"],
+            "wgtrain-checkpoint-1"
+        );
+        let old = tamper(&|h| {
+            let m = &mut h["__metadata__"];
+            m["format"] = json!("wgtrain-checkpoint-1");
+            m.as_object_mut().unwrap().remove("wgtrain_format");
+        });
+        let old = write("old-format.safetensors", &old);
+        let o = wgtrain(&["eval", "--checkpoint", &old]);
+        assert!(o.status.success(), "{}", stderr(&o));
         v.push((
             "step not a number",
             tamper(&|h| h["__metadata__"]["step"] = json!("three")),
