@@ -108,7 +108,7 @@ fn run(args: Args) -> Result<()> {
         Command::Merge(m) => cli::sample::merge(args.adapter.as_deref(), m),
         Command::Plot(p) => cli::plot::run(p),
         Command::Quantize(q) => cli::quantize::run(args.adapter.as_deref(), q),
-        Command::Export(e) => cli::export::run(e),
+        Command::Export(e) => cli::export::run(args.adapter.as_deref(), e),
         Command::Inspect(i) => cli::inspect::run(i),
     }
 }

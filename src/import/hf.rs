@@ -1,10 +1,12 @@
-//! Hugging Face model directories in: `config.json`, and `model.safetensors` or the shards a
+//! Hugging Face model directories in and out. In ([`load`]): `config.json`, and `model.safetensors` or the shards a
 //! `model.safetensors.index.json` names, for Llama-family models (`LlamaForCausalLM`: names as
 //! wgtrain's Llama parameters are named, `lm_head` or tied) and GPT-2 (`GPT2LMHeadModel`: with
 //! or without the `transformer.` prefix, Conv1D weights stored (in, out) and transposed here,
 //! the `attn.bias`/`attn.masked_bias` buffers skipped, the head tied). Every config value and
 //! every tensor's name, dtype (F32, F16, BF16) and shape is checked before the model is
-//! allocated; then each tensor is read alone, widened to f32 and uploaded.
+//! allocated; then each tensor is read alone, widened to f32 and uploaded. Out ([`save`]): the
+//! same names and layouts the other way, a config.json and one weights-only model.safetensors
+//! (f32, `format: "pt"`), which `transformers`' `from_pretrained` reads.
 
 use crate::error::{Error, Result};
 use crate::files::{open_safetensors, SafetensorsData};
@@ -345,4 +347,93 @@ pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
         gpu.flush()?;
     }
     Ok(model)
+}
+
+/// The name and layout a parameter is stored under in a Hugging Face checkpoint (the inverse of
+/// [`param_name`]): Llama's names as they are; GPT-2's under `transformer.`, Conv1D weights
+/// (in, out).
+fn stored_name(family: Family, param: &str) -> (String, bool) {
+    match family {
+        Family::Llama => (param.into(), false),
+        Family::Gpt2 => {
+            let name = match param {
+                "wte" => "wte.weight",
+                "wpe" => "wpe.weight",
+                n => n,
+            };
+            let name = format!("transformer.{name}");
+            let transpose = param_name(family, &name).is_some_and(|(_, t)| t);
+            (name, transpose)
+        }
+    }
+}
+
+/// config.json for a model of `config`, as transformers writes it for its class.
+fn config_json(config: &GptConfig) -> Json {
+    let c = config;
+    match c.family {
+        Family::Llama => serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": c.n_embd, "intermediate_size": c.ffn(),
+            "num_attention_heads": c.n_head, "num_key_value_heads": c.kv_heads(),
+            "num_hidden_layers": c.n_layer, "rms_norm_eps": c.eps(), "rope_theta": c.rope_base(),
+            "vocab_size": c.vocab_size, "max_position_embeddings": c.block_size,
+            "tie_word_embeddings": c.tied(), "hidden_act": "silu", "attention_bias": false,
+            "mlp_bias": false, "rope_scaling": null, "torch_dtype": "float32",
+        }),
+        Family::Gpt2 => serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+            "n_embd": c.n_embd, "n_head": c.n_head, "n_layer": c.n_layer,
+            "n_positions": c.block_size, "n_ctx": c.block_size, "vocab_size": c.vocab_size,
+            "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "n_inner": null,
+            "tie_word_embeddings": true, "torch_dtype": "float32",
+        }),
+    }
+}
+
+/// Writes `params` (a model of `config`, every value on this device) as a Hugging Face
+/// directory: config.json and model.safetensors, weights only, in f32 with `format: "pt"`.
+/// LoRA adapters are refused (merge them first); each file is written atomically.
+pub fn save(
+    gpu: &crate::gpu::Gpu,
+    config: &GptConfig,
+    params: &[&Param],
+    dir: &Path,
+) -> Result<()> {
+    if let Some(p) = params.iter().find(|p| p.name.contains(".lora_")) {
+        return Err(Error::Config(format!(
+            "{} is a LoRA adapter: merge it into the model first (wgtrain merge)",
+            p.name
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot be made: {e}")))?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
+    for p in params {
+        let (name, transpose) = stored_name(config.family, &p.name);
+        let mut values = p.value().to_f32(gpu)?;
+        let mut shape = p.shape().to_vec();
+        if transpose {
+            let (rows, cols) = (shape[0], shape[1]);
+            values = (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                .map(|(r, c)| values[r * cols + c])
+                .collect();
+            shape.reverse();
+        }
+        tensors.push((name, shape, bytemuck::cast_slice(&values).to_vec()));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| bad(dir, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let info = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let weights = safetensors::tensor::serialize(views, Some(info))
+        .map_err(|e| bad(dir, format!("cannot be serialized: {e}")))?;
+    crate::train::checkpoint::write_atomically(&dir.join("model.safetensors"), &weights)?;
+    let json = serde_json::to_string_pretty(&config_json(config)).expect("JSON of a config");
+    crate::train::checkpoint::write_atomically(&dir.join("config.json"), json.as_bytes())
 }

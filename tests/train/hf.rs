@@ -181,3 +181,114 @@ fn damaged_hugging_face_directories_are_refused_by_name() {
     let e = load_err(&d);
     assert!(e.contains("truncated"), "{e}");
 }
+
+/// A model saved in Hugging Face layout loads back (through the same loader that reads
+/// transformers' files, checked above) with the same weights, so the same logits bit for bit:
+/// GPT-2 (Conv1D weights written (in, out) under `transformer.`) and an untied grouped-query
+/// Llama; the weights file says format "pt".
+#[test]
+fn a_model_saved_in_hugging_face_layout_loads_back_bit_for_bit() {
+    use wgtrain::nn::{Family, Gpt, GptConfig};
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let tmp = crate::TmpDir::new("hf-save");
+    for family in [Family::Gpt2, Family::Llama] {
+        let config = GptConfig {
+            vocab_size: 40,
+            block_size: 16,
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 16,
+            family,
+            n_kv_head: (family == Family::Llama).then_some(2),
+            ffn_hidden: (family == Family::Llama).then_some(24),
+            untied_head: family == Family::Llama,
+            ..Default::default()
+        };
+        let model = Gpt::new(&Build::new(&gpu), config, &mut wgtrain::rng::Rng::new(6)).unwrap();
+        let out = tmp.join(&format!("{family:?}"));
+        wgtrain::import::hf::save(&gpu, &model.config, &model.params(), &out).unwrap();
+        let back = wgtrain::import::hf::load(&Build::new(&gpu), &out).unwrap();
+        // the same model (the loader states the defaults it read: θ, eps)
+        let shape = |c: &GptConfig| {
+            let dims = (
+                c.vocab_size,
+                c.block_size,
+                c.n_layer,
+                c.n_head,
+                c.n_embd,
+                c.family,
+            );
+            (
+                dims,
+                c.kv_heads(),
+                c.ffn(),
+                c.rope_base(),
+                c.eps(),
+                c.tied(),
+            )
+        };
+        assert_eq!(shape(&back.config), shape(&model.config));
+        let batch = Batch::Tokens {
+            x: vec![1, 5, 39, 0, 7],
+            y: vec![0; 5],
+            seq: 5,
+        };
+        let logits = |m: &Gpt| {
+            Model::logits(m, &gpu, &batch)
+                .unwrap()
+                .to_f32(&gpu)
+                .unwrap()
+        };
+        assert_eq!(logits(&back), logits(&model), "{family:?}");
+        let (header, _) =
+            wgtrain::files::open_safetensors(&out.join("model.safetensors"), "model").unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["format"], "pt");
+        if family == Family::Gpt2 {
+            let info = header.info("transformer.h.0.mlp.c_fc.weight").unwrap();
+            assert_eq!(info.shape, [16, 64], "a Conv1D weight, (in, out)");
+        }
+    }
+}
+
+/// `wgtrain export --hf`: a Llama trained here for two steps, written as a Hugging Face
+/// directory whose model gives the checkpoint's logits; never over a model already there.
+#[test]
+fn export_hf_writes_a_trained_checkpoint_as_a_hugging_face_directory() {
+    use crate::cli::{stderr, wgtrain};
+    let tmp = crate::TmpDir::new("export-hf");
+    let config = tmp.join("llama.json");
+    std::fs::write(
+        &config,
+        r#"{"model": "gpt", "data": "addition", "steps": 2, "batch_size": 4, "eval_every": 0,
+            "addition": {"test_size": 20},
+            "gpt": {"family": "llama", "block_size": 8, "n_layer": 1, "n_head": 2,
+                    "n_kv_head": 1, "n_embd": 16, "ffn_hidden": 24}}"#,
+    )
+    .unwrap();
+    let run = tmp.join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let o = wgtrain(&["train", "--config", &s(&config), "--out", &s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = run.join("checkpoint.safetensors");
+    let out = tmp.join("hf");
+    let o = wgtrain(&["export", "--checkpoint", &s(&ckpt), "--hf", &s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let back = wgtrain::import::hf::load(&Build::new(&gpu), &out).unwrap();
+    let (_, trained) = wgtrain::train::load_model(
+        &gpu,
+        &wgtrain::train::checkpoint::Checkpoint::load(&ckpt).unwrap(),
+    )
+    .unwrap();
+    let batch = Batch::Tokens {
+        x: vec![1, 2, 3, 4],
+        y: vec![0; 4],
+        seq: 4,
+    };
+    let logits = |m: &dyn Model| m.logits(&gpu, &batch).unwrap().to_f32(&gpu).unwrap();
+    assert_eq!(logits(&back), logits(trained.as_ref()));
+    // a second export onto it is refused without --overwrite
+    let o = wgtrain(&["export", "--checkpoint", &s(&ckpt), "--hf", &s(&out)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+}
