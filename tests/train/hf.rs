@@ -205,7 +205,7 @@ fn a_model_saved_in_hugging_face_layout_loads_back_bit_for_bit() {
             ..Default::default()
         };
         let model = Gpt::new(&Build::new(&gpu), config, &mut wgtrain::rng::Rng::new(6)).unwrap();
-        let out = tmp.join(&format!("{family:?}"));
+        let out = tmp.join(format!("{family:?}"));
         wgtrain::import::hf::save(&gpu, &model.config, &model.params(), &out).unwrap();
         let back = wgtrain::import::hf::load(&Build::new(&gpu), &out).unwrap();
         // the same model (the loader states the defaults it read: θ, eps)
