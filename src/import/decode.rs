@@ -1,7 +1,7 @@
 //! ggml's blocks decoded on the device (`shaders/ggml.wgsl`): a GGUF tensor's bytes uploaded as
 //! they are and decoded there, bit for bit as the host decodes them ([`super::ggml`]),
-//! so a model file's quantized weights need no f32 copy on the host. F16, BF16, Q8_0, Q4_0 and
-//! Q4_1 so far (the k-quants decode on the host).
+//! so a model file's quantized weights need no f32 copy on the host: every type wgtrain reads
+//! but F32 (F16, BF16, Q8_0, Q4_0, Q4_1 and the k-quants Q4_K, Q5_K, Q6_K).
 
 use crate::error::Result;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
@@ -10,12 +10,15 @@ use crate::ops::dispatch_items;
 use crate::tensor::Tensor;
 
 /// The types [`decode`] takes.
-pub const DECODED: [GgmlType; 5] = [
+pub const DECODED: [GgmlType; 8] = [
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
 ];
 
 /// `raw` (a tensor's blocks as stored) on the device in u32 words, the last one zero-padded.
@@ -36,7 +39,13 @@ pub fn decode(gpu: &Gpu, raw: &Tensor, ty: GgmlType, out: &Tensor) {
         GgmlType::Q8_0 => &[("FORMAT", 2.0)],
         GgmlType::Q4_0 => &[("FORMAT", 3.0)],
         GgmlType::Q4_1 => &[("FORMAT", 4.0)],
-        other => panic!("ggml decode: {} is decoded on the host", other.name()),
+        GgmlType::Q4_K => &[("FORMAT", 5.0)],
+        GgmlType::Q5_K => &[("FORMAT", 6.0)],
+        GgmlType::Q6_K => &[("FORMAT", 7.0)],
+        other => panic!(
+            "ggml decode: {} is not a block type (F32 uploads as it is)",
+            other.name()
+        ),
     };
     let n = out.numel();
     let bytes = ty.bytes_for(n as u64).expect("whole blocks");

@@ -242,9 +242,9 @@ pub fn check_tensors(g: &Gguf, config: &GptConfig) -> Result<()> {
 
 /// A Llama-family model from a GGUF file: the config and tensors checked first ([`config`],
 /// [`check_tensors`]), then the model built by `b` (its precision, frozen patterns) and every
-/// weight replaced by the file's: the types [`decode::DECODED`] names uploaded as stored and
-/// decoded on the device, F32 uploaded, the k-quants decoded on the host; attn_q's and attn_k's
-/// rows moved back to Hugging Face's order first (whole rows of blocks, so before decoding).
+/// weight replaced by the file's: block types uploaded as stored and decoded on the device
+/// ([`decode::DECODED`]), F32 uploaded; attn_q's and attn_k's rows moved back to Hugging
+/// Face's order first (whole rows of blocks, so before decoding).
 pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
     let g = Gguf::open(path)?;
     let config = config(&g)?;
@@ -276,7 +276,7 @@ pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
         if let Some(heads) = slot.permuted_heads {
             raw = unpermute_rows(&raw, info, heads);
         }
-        fill(gpu, &g, info, &raw, p)?;
+        fill(gpu, info, &raw, p)?;
         p.refresh_work(gpu);
         // one tensor's staging at a time
         gpu.flush()?;
@@ -284,19 +284,14 @@ pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
     Ok(model)
 }
 
-/// Writes a tensor's stored bytes, decoded, into the parameter's f32 value.
-fn fill(gpu: &crate::gpu::Gpu, g: &Gguf, info: &TensorInfo, raw: &[u8], p: &Param) -> Result<()> {
-    let ty = info.ggml_type;
-    if ty == GgmlType::F32 {
+/// Writes a tensor's stored bytes, decoded on the device, into the parameter's f32 value (F32
+/// uploaded as it is; [`check_tensors`] admitted no other type than those decoded).
+fn fill(gpu: &crate::gpu::Gpu, info: &TensorInfo, raw: &[u8], p: &Param) -> Result<()> {
+    if info.ggml_type == GgmlType::F32 {
         gpu.upload(p.value(), raw);
-    } else if decode::DECODED.contains(&ty) {
-        let words = decode::upload_raw(gpu, &info.name, raw)?;
-        decode::decode(gpu, &words, ty, p.value());
     } else {
-        let values = ty
-            .dequantize(raw, info.numel() as usize)
-            .map_err(|reason| bad(g, format!("tensor {:?}: {reason}", info.name)))?;
-        p.value().write_f32(gpu, &values);
+        let words = decode::upload_raw(gpu, &info.name, raw)?;
+        decode::decode(gpu, &words, info.ggml_type, p.value());
     }
     Ok(())
 }
