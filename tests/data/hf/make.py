@@ -101,20 +101,37 @@ def tiny_llama():
               open(os.path.join(d, "tokenizer_config.json"), "w"), indent=1)
 
     W = {k: v.astype(np.float64) for k, v in w.items()}
-    x = W["model.embed_tokens.weight"][TOKENS]
-    t = len(TOKENS)
-    for i in range(layers):
-        p = lambda n: W[f"model.layers.{i}.{n}.weight"]
-        h = rms(x, p("input_layernorm"), eps)
-        q = rotate_half((h @ p("self_attn.q_proj").T).reshape(t, nh, hs), theta)
-        k = rotate_half((h @ p("self_attn.k_proj").T).reshape(t, nkv, hs), theta)
-        v = (h @ p("self_attn.v_proj").T).reshape(t, nkv, hs)
-        x = x + causal(q, k, v, nh, nkv) @ p("self_attn.o_proj").T
-        h = rms(x, p("post_attention_layernorm"), eps)
-        g = h @ p("mlp.gate_proj").T
-        x = x + (g / (1 + np.exp(-g)) * (h @ p("mlp.up_proj").T)) @ p("mlp.down_proj").T
-    logits = rms(x, W["model.norm.weight"], eps) @ W["lm_head.weight"].T
-    json.dump({"tokens": TOKENS, "logits": logits.tolist()}, open(os.path.join(d, "ref.json"), "w"))
+
+    def forward(tokens):
+        x = W["model.embed_tokens.weight"][tokens]
+        t = len(tokens)
+        for i in range(layers):
+            p = lambda n: W[f"model.layers.{i}.{n}.weight"]
+            h = rms(x, p("input_layernorm"), eps)
+            q = rotate_half((h @ p("self_attn.q_proj").T).reshape(t, nh, hs), theta)
+            k = rotate_half((h @ p("self_attn.k_proj").T).reshape(t, nkv, hs), theta)
+            v = (h @ p("self_attn.v_proj").T).reshape(t, nkv, hs)
+            x = x + causal(q, k, v, nh, nkv) @ p("self_attn.o_proj").T
+            h = rms(x, p("post_attention_layernorm"), eps)
+            g = h @ p("mlp.gate_proj").T
+            x = x + (g / (1 + np.exp(-g)) * (h @ p("mlp.up_proj").T)) @ p("mlp.down_proj").T
+        return rms(x, W["model.norm.weight"], eps) @ W["lm_head.weight"].T
+
+    write_ref(d, forward)
+
+
+def write_ref(d, forward):
+    """ref.json: the logits for TOKENS, and 12 tokens greedy decoding appends to them (each
+    from a full forward of everything so far), with the margin of each choice."""
+    logits = forward(TOKENS)
+    seq, margins = list(TOKENS), []
+    for _ in range(12):
+        last = forward(seq)[-1]
+        top = np.sort(last)[-2:]
+        margins.append(float(top[1] - top[0]))
+        seq.append(int(last.argmax()))
+    json.dump({"tokens": TOKENS, "logits": logits.tolist(), "greedy": seq[len(TOKENS):],
+               "greedy_margins": margins}, open(os.path.join(d, "ref.json"), "w"))
 
 
 def tiny_gpt2():
@@ -164,21 +181,24 @@ def tiny_gpt2():
     shutil.copy(TOKENIZER, os.path.join(d, "tokenizer.json"))
 
     W = {k: v.astype(np.float64) for k, v in w.items()}
-    t = len(TOKENS)
-    x = W["transformer.wte.weight"][TOKENS] + W["transformer.wpe.weight"][:t]
     gelu = lambda u: 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3)))
-    for i in range(layers):
-        p = lambda s: W[f"transformer.h.{i}.{s}"]
-        h = layer_norm(x, p("ln_1.weight"), p("ln_1.bias"))
-        qkv = h @ p("attn.c_attn.weight") + p("attn.c_attn.bias")
-        q, k, v = (qkv[:, j * c:(j + 1) * c].reshape(t, nh, hs) for j in range(3))
-        x = x + causal(q, k, v, nh, nh) @ p("attn.c_proj.weight") + p("attn.c_proj.bias")
-        h = layer_norm(x, p("ln_2.weight"), p("ln_2.bias"))
-        m = gelu(h @ p("mlp.c_fc.weight") + p("mlp.c_fc.bias"))
-        x = x + m @ p("mlp.c_proj.weight") + p("mlp.c_proj.bias")
-    x = layer_norm(x, W["transformer.ln_f.weight"], W["transformer.ln_f.bias"])
-    logits = x @ W["transformer.wte.weight"].T
-    json.dump({"tokens": TOKENS, "logits": logits.tolist()}, open(os.path.join(d, "ref.json"), "w"))
+
+    def forward(tokens):
+        t = len(tokens)
+        x = W["transformer.wte.weight"][tokens] + W["transformer.wpe.weight"][:t]
+        for i in range(layers):
+            p = lambda s: W[f"transformer.h.{i}.{s}"]
+            h = layer_norm(x, p("ln_1.weight"), p("ln_1.bias"))
+            qkv = h @ p("attn.c_attn.weight") + p("attn.c_attn.bias")
+            q, k, v = (qkv[:, j * c:(j + 1) * c].reshape(t, nh, hs) for j in range(3))
+            x = x + causal(q, k, v, nh, nh) @ p("attn.c_proj.weight") + p("attn.c_proj.bias")
+            h = layer_norm(x, p("ln_2.weight"), p("ln_2.bias"))
+            m = gelu(h @ p("mlp.c_fc.weight") + p("mlp.c_fc.bias"))
+            x = x + m @ p("mlp.c_proj.weight") + p("mlp.c_proj.bias")
+        x = layer_norm(x, W["transformer.ln_f.weight"], W["transformer.ln_f.bias"])
+        return x @ W["transformer.wte.weight"].T
+
+    write_ref(d, forward)
 
 
 if __name__ == "__main__":
