@@ -1,8 +1,9 @@
 //! Text generation from any model that keeps a KV cache ([`Model::extend`]): the prompt in one
 //! chunk (prefill), then a token at a time (decode), each drawn from the next-token logits by
 //! [`Sampling`] (greedy, temperature, top-k, top-p, seeded), until a stop token or the count.
-//! A sequence longer than the cache starts it again from the last half of the context (what a
-//! sliding window over the context gives, paid for once per half context).
+//! The cache holds the positions a generation can use, at most the context; a sequence longer
+//! than the context starts it again from the last half of the context (what a sliding window
+//! over the context gives, paid for once per half context).
 
 use super::eval::argmax;
 use crate::error::{Error, Result};
@@ -133,7 +134,8 @@ pub fn generate(
     let context = model
         .context()
         .ok_or_else(|| Error::Config(format!("{} does not generate text", model.describe())))?;
-    let mut cache = model.kv_cache(gpu, context)?;
+    // as many positions as this generation can use, at most the context
+    let mut cache = model.kv_cache(gpu, context.min(prompt.len() + max_new).max(1))?;
     let mut stats = GenerationStats::default();
     // a prompt longer than the context keeps its end
     let mut tokens: Vec<u32> = prompt[prompt.len().saturating_sub(context)..].to_vec();
@@ -156,8 +158,8 @@ pub fn generate(
             break;
         }
         if cache.len == cache.capacity {
-            // full: start again from the last half of the context
-            let keep = tokens[tokens.len() - (context / 2).max(1)..].to_vec();
+            // full (the context): start again from the last half of it
+            let keep = tokens[tokens.len() - (cache.capacity / 2).max(1)..].to_vec();
             cache.truncate(0);
             logits = model.extend(gpu, &mut cache, &keep)?.to_f32(gpu)?;
         } else {
