@@ -320,4 +320,14 @@ fn greedy_generation_equals_the_references_token_for_token() {
             (prompt.len(), greedy.len())
         );
     }
+    // past the context (tiny-gpt2's 32 positions): the cache starts again from the last half
+    let p = Pretrained::load(&Build::new(&gpu), &dir("tiny-gpt2")).unwrap();
+    let g = Generation {
+        max_new: 70,
+        sampling: Sampling::greedy(),
+        stop: vec![],
+    };
+    let mut rng = wgtrain::rng::Rng::new(0);
+    let (got, _) = generate(&gpu, &p.model, &[5, 6, 7], &g, &mut rng, |_| Ok(())).unwrap();
+    assert_eq!(got.len(), 70);
 }
