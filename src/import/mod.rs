@@ -54,7 +54,8 @@ impl Pretrained {
     }
 
     /// A Hugging Face directory: config.json and its weights ([`hf::load`]), tokenizer.json,
-    /// and tokenizer_config.json's chat template and special tokens where it has one.
+    /// tokenizer_config.json's special tokens, and the chat template (chat_template.jinja or
+    /// tokenizer_config.json's) where it has one.
     fn load_hf(b: &Build, dir: &Path) -> Result<Pretrained> {
         let config = hf::read_config(dir)?;
         let mut tokenizer = tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json"))?;
@@ -88,8 +89,13 @@ impl Pretrained {
         (tokenizer.bos, tokenizer.eos) = (bos, eos);
         tokenizer.add_bos = tc["add_bos_token"].as_bool().unwrap_or(false);
         let text = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
-        // a template, or a list of named ones (the "default" or the first)
+        // chat_template.jinja (newer transformers save it there), else tokenizer_config's: a
+        // template, or a list of named ones (the "default" or the first)
+        let jinja = dir.join("chat_template.jinja");
         let source = match &tc["chat_template"] {
+            _ if jinja.exists() => {
+                crate::files::read_text_capped(&jinja, crate::files::CONFIG_CAP, "chat template")?
+            }
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Array(list) => list
                 .iter()

@@ -331,3 +331,17 @@ fn greedy_generation_equals_the_references_token_for_token() {
     let (got, _) = generate(&gpu, &p.model, &[5, 6, 7], &g, &mut rng, |_| Ok(())).unwrap();
     assert_eq!(got.len(), 70);
 }
+
+#[test]
+fn a_chat_template_jinja_file_takes_precedence_over_tokenizer_config() {
+    let (_t, d) = damaged("tiny-llama", "jinja", "none", |_| {});
+    std::fs::write(
+        d.join("chat_template.jinja"),
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",
+    )
+    .unwrap();
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let p = Pretrained::load(&Build::new(&gpu), &d).unwrap();
+    let text = p.chat.render(&[Message::new("user", "hi")], true).unwrap();
+    assert_eq!(text, "<user>hi");
+}
