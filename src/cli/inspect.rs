@@ -81,6 +81,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     }
     match &config {
+        Ok(c) if c.family == wgtrain::nn::Family::Gpt2 => println!(
+            "config: GPT-2, {} layers, d_model {}, {} heads, vocabulary {}, context {}, tied LM head",
+            c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size
+        ),
         Ok(c) => {
             println!(
             "config: {} layers, d_model {}, {} heads ({} key/value heads, head size {}), SwiGLU \

@@ -1,4 +1,4 @@
-//! Llama-family GGUF files in: the model's config from the file's metadata ([`config`]), the
+//! Llama-family and GPT-2 GGUF files in: the model's config from the file's metadata ([`config`]), the
 //! check that its tensor directory holds exactly the tensors that config implies, each of the
 //! implied shape and of a type wgtrain decodes ([`check_tensors`]): everything a loader must
 //! know before it allocates anything; then the model itself, its weights decoded on the device
@@ -20,8 +20,8 @@ use crate::nn::{Build, Family, Gpt, GptConfig, Param};
 use crate::rng::Rng;
 use std::path::Path;
 
-/// The architectures read here: Llama's tensor layout under its GGUF name.
-pub const ARCHITECTURES: [&str; 1] = ["llama"];
+/// The architectures read here: Llama's and GPT-2's tensor layouts under their GGUF names.
+pub const ARCHITECTURES: [&str; 2] = ["llama", "gpt2"];
 
 /// The config a GGUF file's metadata states (family Llama, its context as block_size), checked
 /// for consistency; an architecture other than Llama's, or a missing or ill-typed key, is an
@@ -39,6 +39,9 @@ pub fn config(g: &Gguf) -> Result<GptConfig> {
     }
     let key = |k: &str| format!("{arch}.{k}");
     let int = |k: &str| -> Result<usize> { Ok(g.require_u64(&key(k))? as usize) };
+    if arch == "gpt2" {
+        return gpt2_config(g);
+    }
     let n_embd = int("embedding_length")?;
     let n_head = int("attention.head_count")?;
     let vocab_size = match g.get(&key("vocab_size")) {
@@ -111,6 +114,40 @@ pub fn config(g: &Gguf) -> Result<GptConfig> {
     Ok(config)
 }
 
+/// A GPT-2 file's config (llama.cpp's `gpt2` layout), with the settings wgtrain's GPT-2 fixes
+/// (a 4·C MLP, LayerNorm eps 1e-5) checked.
+fn gpt2_config(g: &Gguf) -> Result<GptConfig> {
+    let int = |k: &str| -> Result<usize> { Ok(g.require_u64(&format!("gpt2.{k}"))? as usize) };
+    let n_embd = int("embedding_length")?;
+    let vocab_size = g
+        .tensor("token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+        .ok_or_else(|| bad(g, "has no token_embd.weight".into()))? as usize;
+    let config = GptConfig {
+        vocab_size,
+        block_size: int("context_length")?,
+        n_layer: int("block_count")?,
+        n_head: int("attention.head_count")?,
+        n_embd,
+        ..Default::default()
+    };
+    if int("feed_forward_length")? != 4 * n_embd {
+        return Err(bad(
+            g,
+            "a GPT-2 MLP other than 4·embedding_length wide".into(),
+        ));
+    }
+    let eps = g.require_f32("gpt2.attention.layer_norm_epsilon")?;
+    if eps != 1e-5 {
+        return Err(bad(
+            g,
+            format!("layer_norm_epsilon {eps}: wgtrain's GPT-2 uses 1e-5"),
+        ));
+    }
+    config.validate().map_err(|reason| bad(g, reason))?;
+    Ok(config)
+}
+
 /// One tensor of the layout: its GGUF name, dims (ggml order, the fastest first), the name of
 /// the parameter it fills, and the heads whose rows the converter permuted (attn_q: n_head;
 /// attn_k: n_kv_head).
@@ -123,6 +160,9 @@ pub struct Slot {
 
 /// Every tensor a model of `config` has, in the file's usual order.
 pub fn tensors(config: &GptConfig) -> Vec<Slot> {
+    if config.family == Family::Gpt2 {
+        return gpt2_tensors(config);
+    }
     let (c, f, v) = (
         config.n_embd as u64,
         config.ffn() as u64,
@@ -189,6 +229,55 @@ pub fn tensors(config: &GptConfig) -> Vec<Slot> {
     t
 }
 
+/// llama.cpp's GPT-2 tensors (weights stored (out, in), as wgtrain's) and the parameters they
+/// fill.
+fn gpt2_tensors(config: &GptConfig) -> Vec<Slot> {
+    let (c, v, t) = (
+        config.n_embd as u64,
+        config.vocab_size as u64,
+        config.block_size as u64,
+    );
+    let slot = |gguf: String, dims: Vec<u64>, param: String| Slot {
+        gguf,
+        dims,
+        param,
+        permuted_heads: None,
+    };
+    let mut out = vec![
+        slot("token_embd.weight".into(), vec![c, v], "wte".into()),
+        slot("position_embd.weight".into(), vec![c, t], "wpe".into()),
+    ];
+    for i in 0..config.n_layer {
+        for (name, dims, param) in [
+            ("attn_norm.weight", vec![c], "ln_1.weight"),
+            ("attn_norm.bias", vec![c], "ln_1.bias"),
+            ("attn_qkv.weight", vec![c, 3 * c], "attn.c_attn.weight"),
+            ("attn_qkv.bias", vec![3 * c], "attn.c_attn.bias"),
+            ("attn_output.weight", vec![c, c], "attn.c_proj.weight"),
+            ("attn_output.bias", vec![c], "attn.c_proj.bias"),
+            ("ffn_norm.weight", vec![c], "ln_2.weight"),
+            ("ffn_norm.bias", vec![c], "ln_2.bias"),
+            ("ffn_up.weight", vec![c, 4 * c], "mlp.c_fc.weight"),
+            ("ffn_up.bias", vec![4 * c], "mlp.c_fc.bias"),
+            ("ffn_down.weight", vec![4 * c, c], "mlp.c_proj.weight"),
+            ("ffn_down.bias", vec![c], "mlp.c_proj.bias"),
+        ] {
+            out.push(slot(
+                format!("blk.{i}.{name}"),
+                dims,
+                format!("h.{i}.{param}"),
+            ));
+        }
+    }
+    out.push(slot(
+        "output_norm.weight".into(),
+        vec![c],
+        "ln_f.weight".into(),
+    ));
+    out.push(slot("output_norm.bias".into(), vec![c], "ln_f.bias".into()));
+    out
+}
+
 /// The file's tensors against the ones `config` implies: each present with the implied dims and
 /// a type wgtrain decodes, and none other (a tensor this layout does not know, like Llama 3's
 /// `rope_freqs`, is refused by name rather than ignored).
@@ -224,16 +313,33 @@ pub fn check_tensors(g: &Gguf, config: &GptConfig) -> Result<()> {
             ));
         }
     }
+    // llama.cpp's GPT-2 converter writes the tied head as a copy of the embedding
+    let tied_copy = |t: &TensorInfo| -> bool {
+        let embd = g.tensor("token_embd.weight");
+        config.family == Family::Gpt2
+            && t.name == "output.weight"
+            && embd.is_some_and(|e| {
+                e.ggml_type == t.ggml_type
+                    && e.dims == t.dims
+                    && g.read_raw(e).ok() == g.read_raw(t).ok()
+            })
+    };
     if let Some(extra) = g
         .tensors
         .iter()
-        .find(|t| !want.iter().any(|s| s.gguf == t.name))
+        .find(|t| !want.iter().any(|s| s.gguf == t.name) && !tied_copy(t))
     {
         return Err(bad(
             g,
             format!(
-                "has a tensor {:?} the Llama layout does not use; wgtrain does not load it",
-                extra.name
+                "has a tensor {:?} the {} layout does not use; wgtrain does not load it{}",
+                extra.name,
+                g.architecture().unwrap_or("?"),
+                if extra.name == "output.weight" {
+                    " (an LM head other than the token embedding: wgtrain's GPT-2 ties them)"
+                } else {
+                    ""
+                }
             ),
         ));
     }

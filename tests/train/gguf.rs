@@ -785,3 +785,39 @@ fn smollm2_answers_and_reads_text_from_the_command_line() {
     // an English technical text under a small instruct model, in windows of 64 tokens
     assert!(ppl > 1.0 && ppl < 200.0, "{out}");
 }
+
+#[test]
+fn a_gpt2_gguf_gives_the_hugging_face_directorys_logits() {
+    // tiny-gpt2.gguf holds ../hf/tiny-gpt2's weights in llama.cpp's gpt2 layout (F32, Conv1D
+    // weights transposed, the tied head written again as output.weight): the directory's
+    // float64 reference logits, to f32 rounding through two blocks (5e-5, as for the directory)
+    let path = data().join("tiny-gpt2.gguf");
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hf/tiny-gpt2/ref.json");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf).unwrap()).unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+    let want = json_f64s(&want["logits"]);
+    let got = llama_logits(&path, &tokens, wgtrain::tensor::DType::F32);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 5e-5, "largest logit difference {worst:e}");
+    // an output.weight that is not the embedding's copy: refused by name
+    let at = Gguf::open(&path)
+        .unwrap()
+        .tensor("output.weight")
+        .unwrap()
+        .start as usize;
+    let (_dir, bad) = damaged_copy("tiny-gpt2.gguf", "head", |b| b[at] ^= 1);
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let err = match wgtrain::import::llama::load(&wgtrain::nn::Build::new(&gpu), &bad) {
+        Ok(_) => panic!("an untied GPT-2 head loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("\"output.weight\"") && err.contains("ties them"),
+        "{err}"
+    );
+}

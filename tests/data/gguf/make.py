@@ -116,6 +116,49 @@ def main():
         json.dump(out, f)
     print(f"wrote {path} ({os.path.getsize(path)} bytes) and tiny.json")
     tiny_llama()
+    tiny_gpt2()
+
+
+def tiny_gpt2():
+    """tiny-gpt2.gguf: ../hf/tiny-gpt2's weights in llama.cpp's gpt2 layout (F32; Conv1D
+    weights transposed to (out, in); the tied head written again as output.weight, as
+    llama.cpp's converter writes it), so its logits are that directory's ref.json's."""
+    from safetensors.numpy import load_file
+    src = os.path.join(HERE, "..", "hf", "tiny-gpt2")
+    wt = {}
+    for f in sorted(os.listdir(src)):
+        if f.endswith(".safetensors"):
+            wt.update(load_file(os.path.join(src, f)))
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    c = cfg["n_embd"]
+    path = os.path.join(HERE, "tiny-gpt2.gguf")
+    w = gguf.GGUFWriter(path, "gpt2")
+    w.add_block_count(cfg["n_layer"])
+    w.add_context_length(cfg["n_positions"])
+    w.add_embedding_length(c)
+    w.add_feed_forward_length(4 * c)
+    w.add_head_count(cfg["n_head"])
+    w.add_layer_norm_eps(1e-5)
+    t = lambda n: wt[f"transformer.{n}"]
+    w.add_tensor("token_embd.weight", t("wte.weight"))
+    w.add_tensor("position_embd.weight", t("wpe.weight"))
+    for i in range(cfg["n_layer"]):
+        for ours, theirs, conv in [
+            ("attn_norm", "ln_1", False), ("attn_qkv", "attn.c_attn", True),
+            ("attn_output", "attn.c_proj", True), ("ffn_norm", "ln_2", False),
+            ("ffn_up", "mlp.c_fc", True), ("ffn_down", "mlp.c_proj", True),
+        ]:
+            weight = t(f"h.{i}.{theirs}.weight")
+            w.add_tensor(f"blk.{i}.{ours}.weight", np.ascontiguousarray(weight.T) if conv else weight)
+            w.add_tensor(f"blk.{i}.{ours}.bias", t(f"h.{i}.{theirs}.bias"))
+    w.add_tensor("output_norm.weight", t("ln_f.weight"))
+    w.add_tensor("output_norm.bias", t("ln_f.bias"))
+    w.add_tensor("output.weight", t("wte.weight"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
 def tiny_llama():
