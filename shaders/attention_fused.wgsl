@@ -28,6 +28,11 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 64u + lid.x;
 }
 
+// Row i of a (B, NH, T) grid: (b, h, t).
+fn row_of(i: u32) -> vec3<u32> {
+    return vec3<u32>(i / (p.seq * p.heads), (i / p.seq) % p.heads, i % p.seq);
+}
+
 fn hs() -> u32 {
     return p.channels / p.heads;
 }
@@ -63,9 +68,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
     if (i >= p.batch * p.heads * p.seq) { return; }
-    let t = i % p.seq;
-    let h = (i / p.seq) % p.heads;
-    let b = i / (p.seq * p.heads);
+    let row = row_of(i);
+    let b = row.x;
+    let h = row.y;
+    let t = row.z;
     let g = h / (p.heads / p.kv_heads);
     let n = hs();
     let qo = q_at(b, t, h);
@@ -109,9 +115,10 @@ fn delta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
     if (i >= p.batch * p.heads * p.seq) { return; }
-    let t = i % p.seq;
-    let h = (i / p.seq) % p.heads;
-    let b = i / (p.seq * p.heads);
+    let row = row_of(i);
+    let b = row.x;
+    let h = row.y;
+    let t = row.z;
     let o = y_at(b, t, h);
     var s = 0.0;
     for (var d = 0u; d < hs(); d++) {
@@ -149,9 +156,10 @@ fn dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
       @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
     if (i >= p.batch * p.heads * p.seq) { return; }
-    let t = i % p.seq;
-    let h = (i / p.seq) % p.heads;
-    let b = i / (p.seq * p.heads);
+    let row = row_of(i);
+    let b = row.x;
+    let h = row.y;
+    let t = row.z;
     let g = h / (p.heads / p.kv_heads);
     let n = hs();
     var acc: array<f32, MAX_HS>;

@@ -9,17 +9,10 @@ use crate::import::ggml::GgmlType;
 use crate::ops::dispatch_items;
 use crate::tensor::Tensor;
 
-/// The types [`decode`] takes.
-pub const DECODED: [GgmlType; 8] = [
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Whether [`decode`] takes `ty`: every block type the host decodes (F32 needs no decoding).
+pub fn decodes(ty: GgmlType) -> bool {
+    ty != GgmlType::F32 && GgmlType::DECODED.contains(&ty)
+}
 
 /// `raw` (a tensor's blocks as stored) on the device in u32 words, the last one zero-padded.
 pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8]) -> Result<Tensor> {
@@ -30,7 +23,7 @@ pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8]) -> Result<Tensor> {
 }
 
 /// Records `out` (f32, the tensor's element count) = `raw` (its `ty` blocks, [`upload_raw`])
-/// decoded. Panics (a programmer error) for a type not in [`DECODED`].
+/// decoded. Panics (a programmer error) for a type [`decodes`] refuses.
 pub fn decode(gpu: &Gpu, raw: &Tensor, ty: GgmlType, out: &Tensor) {
     crate::ops::expect_f32("ggml decode", &[out]);
     let overrides: &'static [(&'static str, f64)] = match ty {

@@ -349,7 +349,7 @@ pub fn check_tensors(g: &Gguf, config: &GptConfig) -> Result<()> {
 /// A Llama-family model from a GGUF file: the config and tensors checked first ([`config`],
 /// [`check_tensors`]), then the model built by `b` (its precision, frozen patterns) and every
 /// weight replaced by the file's: block types uploaded as stored and decoded on the device
-/// ([`decode::DECODED`]), F32 uploaded; attn_q's and attn_k's rows moved back to Hugging
+/// ([`decode::decodes`]), F32 uploaded; attn_q's and attn_k's rows moved back to Hugging
 /// Face's order first (whole rows of blocks, so before decoding).
 pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
     let g = Gguf::open(path)?;

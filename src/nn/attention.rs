@@ -176,9 +176,11 @@ impl CausalSelfAttention {
 
     /// Whether a (B, T) pass runs fused (see [`CausalSelfAttention::fused`]).
     fn runs_fused(&self, gpu: &Gpu, b: usize, t: usize) -> bool {
+        // (the fused kernel's accumulators hold heads of up to ROW_KERNEL_MAX_HEAD)
+        let fits = self.head_size() <= crate::ops::attention::ROW_KERNEL_MAX_HEAD;
         self.fused.unwrap_or_else(|| {
             let probs = (b * self.heads.query * t * t * 4) as u64;
-            probs > SCORES_BYTES.min(gpu.limits().max_storage_buffer_binding_size)
+            fits && probs > SCORES_BYTES.min(gpu.limits().max_storage_buffer_binding_size)
         })
     }
 

@@ -330,6 +330,14 @@ pub struct Gpt {
     pub head_rows: Option<usize>,
 }
 
+/// A chunk of the head's rows ([`Gpt::head_chunk`]): its rows of xf and the targets when they
+/// are not the whole tensors, and its logits.
+struct HeadChunk {
+    x: Option<Tensor>,
+    targets: Option<Tensor>,
+    logits: Tensor,
+}
+
 /// Rows start .. start + r of `t` (a row its last dimension; a vector's element), copied.
 fn take_rows(gpu: &Gpu, t: &Tensor, start: usize, r: usize) -> Result<Tensor> {
     let cols = if t.shape().len() > 1 { t.cols() } else { 1 };
@@ -572,26 +580,14 @@ impl Gpt {
         }
         let (xf, _) = self.ln_f.forward(gpu, &x)?;
         drop(x);
-        let (n, v, c) = (
-            batch.batch * batch.seq,
-            self.config.vocab_size,
-            self.config.n_embd,
-        );
+        let n = batch.batch * batch.seq;
         let per = self.head_rows(gpu);
         let losses = f32_activation(gpu, "losses", &[n])?;
         for start in (0..n).step_by(per) {
             let r = per.min(n - start);
-            let (x, targets) = match r == n {
-                true => (None, None),
-                false => (
-                    Some(take_rows(gpu, &xf, start, r)?),
-                    Some(take_rows(gpu, &batch.targets, start, r)?),
-                ),
-            };
-            let logits = activation(gpu, self.wte.compute_dtype(), "logits", &[r, v])?;
-            let d = MatmulDims::new(r, v, c, Layout::NT);
-            let w = self.head_weight().weight();
-            matmul(gpu, d, x.as_ref().unwrap_or(&xf), w, None, &logits, false);
+            let HeadChunk {
+                targets, logits, ..
+            } = self.head_chunk(gpu, batch, &xf, start, r)?;
             let targets = targets.as_ref().unwrap_or(&batch.targets);
             match r == n {
                 true => softmax_xent(gpu, &logits, targets, &losses, None, 0.0)?,
@@ -822,15 +818,8 @@ impl Gpt {
         for (i, start) in (0..n).step_by(per).enumerate() {
             let r = per.min(n - start);
             let whole = r == n;
-            // the chunk's rows of xf and the targets, losses and dxf (the tensors themselves
-            // when one chunk holds them all)
-            let (xc, tc) = match whole {
-                true => (None, None),
-                false => (
-                    Some(take_rows(gpu, xf, start, r)?),
-                    Some(take_rows(gpu, &batch.targets, start, r)?),
-                ),
-            };
+            let chunk = self.head_chunk(gpu, batch, xf, start, r)?;
+            // the chunk's losses and dxf (the tensors themselves when one chunk holds them all)
             let (lc, dc) = match whole {
                 true => (None, None),
                 false => (
@@ -838,15 +827,13 @@ impl Gpt {
                     Some(activation(gpu, dtype, "dxf.chunk", &[r, c])?),
                 ),
             };
-            let (x, targets) = (
-                xc.as_ref().unwrap_or(xf),
-                tc.as_ref().unwrap_or(&batch.targets),
-            );
             let (l, dx) = (lc.as_ref().unwrap_or(&losses), dc.as_ref().unwrap_or(&dxf));
-            // logits (r, V) = x (r, C) · Wᵀ, W the head's (V, C)
             let d = MatmulDims::new(r, v, c, Layout::NT);
-            let logits = activation(gpu, dtype, "logits", &[r, v])?;
-            matmul(gpu, d, x, self.head_weight().weight(), None, &logits, false);
+            let HeadChunk { x, targets, logits } = chunk;
+            let (x, targets) = (
+                x.as_ref().unwrap_or(xf),
+                targets.as_ref().unwrap_or(&batch.targets),
+            );
             // A separate buffer keeps the kernel's read and write bindings distinct.
             let dlogits = activation(gpu, dtype, "dlogits", &[r, v])?;
             softmax_xent_scaled(
@@ -887,6 +874,35 @@ impl Gpt {
             }
         }
         Ok((losses, dxf))
+    }
+
+    /// The forward of the head's rows start .. start + r: those rows of xf and the targets
+    /// (taken only when they are not all of them) and their logits (r, V) = x·Wᵀ, W the head's.
+    fn head_chunk(
+        &self,
+        gpu: &Gpu,
+        batch: &TokenBatch,
+        xf: &Tensor,
+        start: usize,
+        r: usize,
+    ) -> Result<HeadChunk> {
+        let (n, v, c) = (
+            batch.batch * batch.seq,
+            self.config.vocab_size,
+            self.config.n_embd,
+        );
+        let (x, targets) = match r == n {
+            true => (None, None),
+            false => (
+                Some(take_rows(gpu, xf, start, r)?),
+                Some(take_rows(gpu, &batch.targets, start, r)?),
+            ),
+        };
+        let logits = activation(gpu, self.wte.compute_dtype(), "logits", &[r, v])?;
+        let d = MatmulDims::new(r, v, c, Layout::NT);
+        let w = self.head_weight().weight();
+        matmul(gpu, d, x.as_ref().unwrap_or(xf), w, None, &logits, false);
+        Ok(HeadChunk { x, targets, logits })
     }
 
     /// Rows per chunk of the LM head: `head_rows` when set, else as many as keep a chunk's f32

@@ -43,6 +43,13 @@ impl Gpt {
                 self.config.block_size
             )));
         }
+        let max = crate::ops::attention::ROW_KERNEL_MAX_HEAD;
+        if self.config.head_dim() > max {
+            return Err(Error::Config(format!(
+                "generation attends with heads of at most {max}; this model's are {}",
+                self.config.head_dim()
+            )));
+        }
         let layers = self
             .blocks
             .iter()

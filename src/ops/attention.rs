@@ -340,8 +340,9 @@ fn attention_backward_f32(
 
 const CACHED: Kernel = Kernel::new(Shader::AttentionCached, "cached");
 
-/// The longest head `cached_attention` takes (its per-invocation accumulator).
-pub const CACHED_MAX_HEAD: usize = 256;
+/// The longest head the row-per-invocation kernels take (cached and fused attention: their
+/// per-invocation accumulators, `MAX_HS` in their shaders).
+pub const ROW_KERNEL_MAX_HEAD: usize = 256;
 
 /// Generation's attention (`shaders/attention_cached.wgsl`): y (n, C) for n new queries at
 /// positions pos .. pos + n against a KV cache whose rows 0 .. pos + n hold every key and value
@@ -361,7 +362,7 @@ pub fn cached_attention(
     let (n, c) = (y.rows(), y.cols());
     let hs = c / heads.query;
     assert!(
-        hs <= CACHED_MAX_HEAD && heads.query % heads.kv == 0,
+        hs <= ROW_KERNEL_MAX_HEAD && heads.query % heads.kv == 0,
         "cached attention: heads of {hs} ({heads:?})"
     );
     assert_eq!(q.rows(), n, "cached attention: q {q:?} for y {y:?}");
@@ -407,7 +408,7 @@ pub fn attention_fused_forward(gpu: &Gpu, qkv: &Tensor, heads: Heads, out: &Tens
     super::expect_f32("attention_fused_forward", &[&qkv, o.f32(), lse]);
     let (b, t, c, params) = dims(&qkv, heads);
     assert!(
-        c / heads.query <= CACHED_MAX_HEAD,
+        c / heads.query <= ROW_KERNEL_MAX_HEAD,
         "fused attention: heads of {}",
         c / heads.query
     );
