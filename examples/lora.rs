@@ -103,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // a fresh device per run, so the pool's figures are this run's alone
         let gpu = Gpu::new(None)?;
         let mut t = Trainer::new(&gpu, c.clone())?;
-        t.init_from(&ckpt)?;
+        t.init_from(&base_ckpt)?;
         if what == "full fine-tune" {
             // the full fine-tune's first evaluation is the base model's on the new text
             println!(
@@ -118,7 +118,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let adapter_bytes = match &c.lora {
             Some(l) => {
                 let out = dir.join(format!("lora-{}", l.r));
-                adapter::save(&gpu, &out, t.model.as_ref(), l, "base.safetensors")?.to_string()
+                adapter::save(
+                    &gpu,
+                    &out,
+                    t.model.as_ref(),
+                    l,
+                    "base.safetensors",
+                    c.gpt.family,
+                )?
+                .to_string()
             }
             None => "-".into(),
         };

@@ -30,6 +30,10 @@ enum Command {
     },
     /// Train a model (default: a small GPT learning addition).
     Train(cli::train::TrainArgs),
+    /// Fine-tune a model (--model: a GGUF file, a Hugging Face directory or a checkpoint) on
+    /// --data (a directory of train.jsonl and valid.jsonl) with LoRA adapters (--full: every
+    /// weight); every train option applies. Writes a PEFT adapter into --out.
+    Finetune(cli::train::TrainArgs),
     /// Measure matmul GFLOP/s and training-step times on fixed workloads.
     Bench(cli::bench::BenchArgs),
     /// Minimise a full-batch problem with Newton or quasi-Newton methods.
@@ -99,6 +103,10 @@ fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Info { json } => cli::info::run(args.adapter.as_deref(), json),
         Command::Train(t) => cli::train::run(args.adapter.as_deref(), t),
+        Command::Finetune(mut t) => {
+            t.finetune = true;
+            cli::train::run(args.adapter.as_deref(), t)
+        }
         Command::Plan(p) => cli::plan::run(args.adapter.as_deref(), p),
         Command::Optimize(o) => cli::optimize::run(args.adapter.as_deref(), o),
         Command::Bench(b) => cli::bench::run(args.adapter.as_deref(), b),

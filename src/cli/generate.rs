@@ -57,7 +57,7 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
     let p = Pretrained::load(&Build::new(&gpu), &args.model)?;
     eprintln!(
         "{}: {}, {} parameters, loaded in {:.1} s on {}",
-        p.name.as_deref().unwrap_or("model"),
+        p.vocab.name.as_deref().unwrap_or("model"),
         p.model.describe(),
         p.model.num_params(),
         start.elapsed().as_secs_f64(),
@@ -69,11 +69,11 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
             messages.push(Message::new("system", s));
         }
         messages.push(Message::new("user", &args.prompt));
-        p.chat.render(&messages, true)?
+        p.vocab.chat.render(&messages, true)?
     } else {
         args.prompt.clone()
     };
-    let prompt = p.encode(&text)?;
+    let prompt = p.vocab.encode(&text)?;
     if prompt.is_empty() {
         bail!("the prompt is empty: give --prompt (or --chat, whose template writes one)");
     }
@@ -83,7 +83,7 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
     let g = Generation {
         max_new: args.tokens,
         sampling,
-        stop: p.stop_tokens(),
+        stop: p.vocab.stop_tokens(),
     };
     let mut ids: Vec<u32> = vec![];
     let mut printed = 0;
@@ -95,7 +95,7 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
         }
         ids.push(id);
         // print what decodes whole so far (a character split across tokens waits)
-        let text = p.tokenizer.decode(&ids, true)?;
+        let text = p.vocab.tokenizer.decode(&ids, true)?;
         if text.len() > printed && text.is_char_boundary(printed) && !text.ends_with('\u{fffd}') {
             let _ = out.write_all(&text.as_bytes()[printed..]);
             let _ = out.flush();

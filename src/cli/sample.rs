@@ -158,7 +158,7 @@ fn eval_pretrained(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
         "text to evaluate",
     )?;
     let text = String::from_utf8_lossy(&bytes);
-    let ids = p.encode(&text)?;
+    let ids = p.vocab.encode(&text)?;
     let context = args.context.unwrap_or(512).min(p.model.config.block_size);
     // the (B, T, V) logits are one storage binding: as many windows per forward as fit in one
     let window = (context * p.model.config.vocab_size * 4) as u64;

@@ -6,6 +6,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wgtrain::gpu::Category;
+use wgtrain::nn::lora::LoraConfig;
 use wgtrain::optim::schedule::{Scaling, Warmup};
 use wgtrain::optim::OptimizerName;
 use wgtrain::train::checkpoint::Checkpoint;
@@ -19,10 +20,13 @@ pub struct TrainArgs {
     /// JSON config (see assets/configs/); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// mlp | gpt
+    /// mlp | gpt, or a model to fine-tune: a GGUF file or a Hugging Face directory (as
+    /// --init).
     #[arg(long)]
     model: Option<String>,
-    /// digits | addition | path to a text file
+    /// digits | addition | a text file | a fine-tuning directory (train.jsonl, valid.jsonl:
+    /// {"text"}, {"prompt", "completion"} or {"messages"} a line; needs a --model with a
+    /// tokenizer)
     #[arg(long)]
     data: Option<String>,
     /// Total optimizer steps (a resumed run continues up to this many).
@@ -74,6 +78,12 @@ pub struct TrainArgs {
     /// larger batch, the base batch's lr).
     #[arg(long)]
     warmup_lr_ratio: Option<f32>,
+    /// Evaluate every this many steps (0: only at the end).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Read the loss back and log it every this many steps.
+    #[arg(long)]
+    log_every: Option<u64>,
     /// Validation windows a text evaluation averages over (default 64; the same ones each time).
     #[arg(long)]
     eval_windows: Option<usize>,
@@ -113,10 +123,35 @@ pub struct TrainArgs {
     /// LoRA alpha (scale alpha / r); default 16.
     #[arg(long)]
     lora_alpha: Option<f32>,
-    /// Layers that get adapters, comma-separated: attn.qkv, attn.proj, mlp.fc, mlp.proj
-    /// (default attn.qkv,attn.proj).
+    /// Layers that get adapters, comma-separated module names as PEFT's target_modules
+    /// ("q_proj,v_proj", GPT-2's "c_attn"; wgtrain's attn.qkv, attn.proj, mlp.fc, mlp.proj) or
+    /// all-linear (default attn.qkv,attn.proj; finetune: q_proj,v_proj or c_attn).
     #[arg(long)]
     lora_targets: Option<String>,
+    /// Dropout on the LoRA adapters' input (default 0).
+    #[arg(long)]
+    lora_dropout: Option<f32>,
+    /// Scale adapters by alpha/√r (rsLoRA) instead of alpha/r.
+    #[arg(long)]
+    rslora: bool,
+    /// finetune: train every weight instead of LoRA adapters.
+    #[arg(long)]
+    full: bool,
+    /// QLoRA: keep the frozen base quantized on the device (NF4 in blocks of 64; a GGUF
+    /// base's own blocks as the file stores them) under the LoRA adapters.
+    #[arg(long)]
+    qlora: bool,
+    /// Fine-tuning: the longest sequence trained, in tokens (the model's context is cut to it;
+    /// finetune's default 512).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Fine-tuning data: the loss learns every token, prompts and user turns too (default: the
+    /// completions and assistant turns only).
+    #[arg(long)]
+    train_on_prompts: bool,
+    /// Set by `wgtrain finetune`: LoRA by default, --model required.
+    #[arg(skip)]
+    pub finetune: bool,
     /// Data parallel (DDP) over several devices: N (N devices on the chosen adapter), all (one
     /// per adapter) or a comma list of adapter selectors ("0,1"). batch_size is global.
     #[arg(long)]
@@ -172,21 +207,63 @@ fn parse_model(s: &str) -> Result<ModelKind> {
 /// The config a run uses: the file's, else the checkpoint's, else the preset for the model and
 /// data; then the flags.
 pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<TrainConfig> {
-    let init = args.init.as_deref().map(Checkpoint::load).transpose()?;
+    // --model names a model kind, or a model to start from (as --init)
+    let model_kind = args
+        .model
+        .as_deref()
+        .filter(|m| matches!(*m, "mlp" | "gpt"));
+    let init_path: Option<PathBuf> = match (&args.init, &args.model) {
+        (Some(_), Some(m)) if model_kind.is_none() => {
+            bail!("--model {m} names a model to start from, and so does --init: give one")
+        }
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(m)) if model_kind.is_none() => {
+            let p = PathBuf::from(m);
+            if !wgtrain::import::is_model(&p) {
+                bail!(
+                    "--model takes mlp, gpt, or a model to fine-tune (a GGUF file or a Hugging \
+                     Face directory with config.json); {m:?} is none of these"
+                );
+            }
+            Some(p)
+        }
+        _ => None,
+    };
+    if args.finetune && init_path.is_none() {
+        bail!("finetune needs --model: a GGUF file or a Hugging Face directory (or a checkpoint)");
+    }
+    let foreign = init_path
+        .as_deref()
+        .filter(|p| wgtrain::import::is_model(p));
+    let init = match (&init_path, foreign) {
+        (Some(p), None) => Some(Checkpoint::load(p)?),
+        _ => None,
+    };
     let mut config = if let Some(path) = &args.config {
         TrainConfig::load(path)?
     } else if let Some(ckpt) = ckpt {
         ckpt.config()?
+    } else if let Some(path) = foreign {
+        let Some(data) = &args.data else {
+            bail!(
+                "fine-tuning {} needs --data: a directory with train.jsonl (and valid.jsonl)",
+                path.display()
+            );
+        };
+        let gpt = wgtrain::import::model_config(path)?;
+        let lora = args.finetune && !args.full;
+        TrainConfig::fine_tune(gpt, &path.display().to_string(), data, lora)
     } else if let Some(base) = &init {
         // the base's model shape; a fine-tune starts its own run
         let mut c = base.config()?;
         c.out = None;
         c.metrics = None;
+        if args.finetune && !args.full && c.lora.is_none() {
+            c.lora = Some(LoraConfig::for_family(c.gpt.family));
+        }
         c
     } else {
-        let model = args
-            .model
-            .as_deref()
+        let model = model_kind
             .map(parse_model)
             .transpose()?
             .unwrap_or(ModelKind::Gpt);
@@ -197,8 +274,21 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         };
         TrainConfig::preset(model, args.data.as_deref().unwrap_or(default_data))
     };
-    if let Some(m) = &args.model {
+    if let Some(m) = model_kind {
         config.model = parse_model(m)?;
+    }
+    if let Some(n) = args.max_length {
+        if n == 0 {
+            bail!("--max-length must be at least 1");
+        }
+        let file = foreign.map(wgtrain::import::model_config).transpose()?;
+        if let Some(limit) = file.map(|c| c.block_size).filter(|&l| n > l) {
+            bail!("--max-length {n} is longer than the model's context, {limit} tokens");
+        }
+        config.gpt.block_size = n;
+    }
+    if args.train_on_prompts {
+        config.train_on_prompts = true;
     }
     // The optimizer's tuned values first, so that --lr and the other flags still win.
     if let Some(name) = &args.optimizer {
@@ -262,6 +352,12 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     if let Some(e) = args.warmup_epochs {
         config.schedule.warmup_steps = config.steps_for_epochs(e)?;
     }
+    if let Some(e) = args.eval_every {
+        config.eval_every = e;
+    }
+    if let Some(l) = args.log_every {
+        config.log_every = l;
+    }
     if let Some(w) = args.eval_windows {
         config.eval_windows = w;
     }
@@ -274,11 +370,40 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
     if let Some(m) = &args.metrics {
         config.metrics = Some(m.clone());
     }
-    if let Some(p) = &args.init {
+    if let Some(p) = &init_path {
+        // a model file by its absolute path: a resume or an adapter finds it from anywhere
+        let p = match foreign {
+            Some(f) => std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf()),
+            None => p.clone(),
+        };
         config.init = Some(p.display().to_string());
     }
-    if args.lora_r.is_some() || args.lora_alpha.is_some() || args.lora_targets.is_some() {
-        let mut lora = config.lora.clone().unwrap_or_default();
+    if args.qlora {
+        if args.full {
+            bail!("--qlora trains LoRA adapters over a quantized base; --full trains every weight");
+        }
+        config.qlora = Some(config.qlora.clone().unwrap_or_default());
+        // QLoRA is LoRA over the quantized base
+        if config.lora.is_none() {
+            config.lora = Some(LoraConfig::for_family(config.gpt.family));
+        }
+    }
+    if args.full && args.finetune {
+        config.lora = None;
+    }
+    let lora_flags = args.lora_r.is_some()
+        || args.lora_alpha.is_some()
+        || args.lora_targets.is_some()
+        || args.lora_dropout.is_some()
+        || args.rslora;
+    if lora_flags && args.full {
+        bail!("--full trains every weight: it takes no --lora-* flag");
+    }
+    if lora_flags {
+        let mut lora = config
+            .lora
+            .clone()
+            .unwrap_or_else(|| LoraConfig::for_family(config.gpt.family));
         if let Some(r) = args.lora_r {
             lora.r = r;
         }
@@ -287,6 +412,12 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         }
         if let Some(t) = &args.lora_targets {
             lora.targets = t.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(d) = args.lora_dropout {
+            lora.dropout = d;
+        }
+        if args.rslora {
+            lora.rslora = true;
         }
         config.lora = Some(lora);
     }
@@ -1207,8 +1338,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
             eprintln!("resume: {line}");
         }
     } else if let Some(init) = trainer.config.init.clone() {
-        let base = Checkpoint::load(Path::new(&init))?;
-        let report = trainer.init_from(&base)?;
+        let report = trainer.init_from(Path::new(&init))?;
         eprintln!(
             "init: {} tensors from {init}; {} new (LoRA adapters)",
             report.restored.len(),
@@ -1317,6 +1447,7 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         c.grad_dtype(),
         numel(trainer.model.params()),
         numel(trainer.model.trainable_params()),
+        wgtrain::memory::Quantized::of(trainer.model.as_mut()),
         k,
     );
     eprintln!(

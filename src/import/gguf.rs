@@ -11,8 +11,8 @@
 //! data section; then padding to the alignment (`general.alignment`, 32 by default) and the data.
 //! A string is a u64 length and that many bytes of UTF-8.
 
-use super::ggml::GgmlType;
 use crate::error::{Error, Result};
+use crate::quant::ggml::GgmlType;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -117,6 +117,9 @@ impl TensorInfo {
     }
 }
 
+/// What a GGUF file starts with.
+pub const MAGIC: &[u8; 4] = b"GGUF";
+
 /// A GGUF file's header, metadata and tensor directory; the data stays in the file.
 #[derive(Debug)]
 pub struct Gguf {
@@ -171,7 +174,7 @@ impl Gguf {
             path,
         };
         let magic = r.bytes_exact(4)?;
-        if magic != b"GGUF" {
+        if magic != MAGIC {
             return Err(r.bad(format!(
                 "is not a GGUF file (it starts with {magic:02x?}, not \"GGUF\")"
             )));

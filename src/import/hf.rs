@@ -10,7 +10,9 @@
 
 use crate::error::{Error, Result};
 use crate::files::{open_safetensors, SafetensorsData};
+use crate::nn::linear::{Linear, Weight};
 use crate::nn::{Build, Family, Gpt, GptConfig, Param};
+use crate::ops::qmatmul::QuantWeight;
 use crate::rng::Rng;
 use safetensors::tensor::{Dtype, Metadata};
 use serde_json::Value as Json;
@@ -218,19 +220,52 @@ fn param_name(family: Family, stored: &str) -> Option<(String, bool)> {
 }
 
 /// A Hugging Face model directory as a [`Gpt`] built by `b` (its precision), every tensor
-/// checked against the config before anything is allocated.
+/// checked against the config before anything is allocated ([`fill`]'s checks).
 pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
-    let json = read_config(dir)?;
-    let config = config(dir, &json)?;
+    let config = config(dir, &read_config(dir)?)?;
+    let plan = plan(b.gpu, dir, &config)?;
+    let model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
+    write(b.gpu, &plan, &model.params())?;
+    Ok(model)
+}
+
+/// Writes a Hugging Face directory's weights into the parameters of the same names among
+/// `params` (a model of `config`, or part of one), every tensor checked first. Parameters the
+/// directory has no tensor for (LoRA adapters) and values held by another rank are left;
+/// GPT-2's position table may be shorter than the file's (its first rows: a model trained on
+/// a shorter context). Returns the names filled.
+pub fn fill(
+    gpu: &crate::gpu::Gpu,
+    dir: &Path,
+    config: &GptConfig,
+    params: &[&Param],
+) -> Result<Vec<String>> {
+    let plan = plan(gpu, dir, config)?;
+    write(gpu, &plan, params)
+}
+
+/// A directory's tensors matched to a model's parameters, checked.
+struct Plan {
+    headers: BTreeMap<PathBuf, Metadata>,
+    slots: Vec<Slot>,
+}
+
+/// Where each parameter of a model of `config` is stored in `dir`: the safetensors headers
+/// read, and every tensor's name, dtype and shape checked against the config.
+fn plan(gpu: &crate::gpu::Gpu, dir: &Path, config: &GptConfig) -> Result<Plan> {
     let headers = headers(dir)?;
-    // the parameters a model of this config has, and their shapes
-    let ledger = b.gpu.ledger();
-    let shapes: HashMap<String, Vec<usize>> =
-        Gpt::new(&Build::new(&ledger), config.clone(), &mut Rng::new(0))?
-            .params()
-            .into_iter()
-            .map(|p| (p.name.clone(), p.shape().to_vec()))
-            .collect();
+    // the parameters a model of this config has, and their shapes (on a ledger twin, without
+    // drawing values: nothing allocated)
+    let ledger = gpu.ledger();
+    let shapes: HashMap<String, Vec<usize>> = Gpt::new(
+        &Build::new(&ledger).loading(),
+        config.clone(),
+        &mut Rng::new(0),
+    )?
+    .params()
+    .into_iter()
+    .map(|p| (p.name.clone(), p.shape().to_vec()))
+    .collect();
     let mut slots: Vec<Slot> = vec![];
     for (file, meta) in &headers {
         // in name order, so the first error is always the same
@@ -244,7 +279,11 @@ pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
                     file,
                     format!(
                         "holds a tensor {name:?} that a {} model does not have",
-                        json["model_type"]
+                        if config.family == Family::Llama {
+                            "llama"
+                        } else {
+                            "gpt2"
+                        }
                     ),
                 ));
             };
@@ -252,7 +291,12 @@ pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
             if transpose {
                 stored.reverse();
             }
-            if &stored != shape {
+            // GPT-2's position table: the first rows of a longer one (a shorter context)
+            let prefix = param == "wpe"
+                && stored.len() == 2
+                && stored[1] == shape[1]
+                && stored[0] >= shape[0];
+            if &stored != shape && !prefix {
                 return Err(bad(
                     file,
                     format!(
@@ -295,26 +339,89 @@ pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
             format!("has no tensor for {missing:?}, which its config implies"),
         ));
     }
-    let mut model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
-    let gpu = b.gpu;
-    let mut params: HashMap<String, &mut Param> = model
-        .params_mut()
-        .into_iter()
-        .map(|p| (p.name.clone(), p))
-        .collect();
-    let mut open: Option<(PathBuf, SafetensorsData)> = None;
-    for slot in &slots {
-        if open.as_ref().is_none_or(|(f, _)| *f != slot.file) {
-            open = Some((
+    Ok(Plan { headers, slots })
+}
+
+/// The planned tensors read one at a time, widened to f32 and uploaded into `params`.
+fn write(gpu: &crate::gpu::Gpu, plan: &Plan, params: &[&Param]) -> Result<Vec<String>> {
+    let mut filled = vec![];
+    let mut files = Files::default();
+    for slot in &plan.slots {
+        let Some(p) = params.iter().find(|p| p.name == slot.param) else {
+            continue;
+        };
+        if !p.resident() {
+            continue;
+        }
+        let values = files.read_f32(plan, slot, p.shape()[0])?;
+        p.value().write_f32(gpu, &values);
+        p.refresh_work(gpu);
+        gpu.flush()?;
+        filled.push(p.name.clone());
+    }
+    Ok(filled)
+}
+
+/// Gives every [`Weight::Pending`] linear among `linears` (a model of `config`) its weight from
+/// a Hugging Face directory, quantized on the host by `method` (QLoRA's base); on a ledger only
+/// the sizes are planned. Returns the names given.
+pub fn fill_quantized(
+    gpu: &crate::gpu::Gpu,
+    dir: &Path,
+    config: &GptConfig,
+    linears: Vec<&mut Linear>,
+    method: crate::quant::Method,
+) -> Result<Vec<String>> {
+    let plan = plan(gpu, dir, config)?;
+    let mut files = Files::default();
+    let mut given = vec![];
+    for l in linears {
+        let Weight::Pending(p) = &l.weight else {
+            continue;
+        };
+        let name = p.name.clone();
+        let slot = plan
+            .slots
+            .iter()
+            .find(|s| s.param == name)
+            .expect("planned: every parameter has a tensor");
+        let (rows, cols) = (l.out_features, l.in_features);
+        let q = match gpu.is_ledger() {
+            true => crate::quant::Quantized::zeros(method, rows, cols),
+            false => {
+                crate::quant::quantize(method, &files.read_f32(&plan, slot, rows)?, rows, cols)?
+            }
+        };
+        l.weight.quantize(QuantWeight::upload(gpu, &name, &q)?);
+        gpu.flush()?;
+        given.push(name);
+    }
+    Ok(given)
+}
+
+/// The safetensors file open now (shards are read in turn).
+#[derive(Default)]
+struct Files(Option<(PathBuf, SafetensorsData)>);
+
+impl Files {
+    /// A planned tensor as the parameter's f32 values: its first `rows` rows (a shorter
+    /// position table; all of a transposed one), widened, Conv1D weights transposed; NaN or
+    /// infinite values refused.
+    fn read_f32(&mut self, plan: &Plan, slot: &Slot, rows: usize) -> Result<Vec<f32>> {
+        if self.0.as_ref().is_none_or(|(f, _)| *f != slot.file) {
+            self.0 = Some((
                 slot.file.clone(),
                 open_safetensors(&slot.file, "model file")?.1,
             ));
         }
-        let (_, data) = open.as_mut().unwrap();
-        let info = headers[&slot.file]
+        let (_, data) = self.0.as_mut().unwrap();
+        let info = plan.headers[&slot.file]
             .info(&slot.name)
             .expect("listed by its own header");
-        let raw = data.read(info.data_offsets)?;
+        let (start, end) = info.data_offsets;
+        let per_row = (end - start) / info.shape[0].max(1);
+        let rows = if slot.transpose { info.shape[0] } else { rows };
+        let raw = data.read((start, start + per_row * rows))?;
         let mut values: Vec<f32> = match info.dtype {
             Dtype::F32 => bytemuck::pod_collect_to_vec(&raw),
             Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&raw)
@@ -339,14 +446,8 @@ pub fn load(b: &Build, dir: &Path) -> Result<Gpt> {
                 format!("tensor {:?} holds NaN or infinite values", slot.name),
             ));
         }
-        let p = params
-            .remove(&slot.param)
-            .expect("checked: a parameter per slot");
-        p.value().write_f32(gpu, &values);
-        p.refresh_work(gpu);
-        gpu.flush()?;
+        Ok(values)
     }
-    Ok(model)
 }
 
 /// The name and layout a parameter is stored under in a Hugging Face checkpoint (the inverse of

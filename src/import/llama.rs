@@ -12,11 +12,13 @@
 //! head holds Hugging Face's row j·hs/2 + i); the loader moves the rows back, so the model
 //! rotates Hugging Face's halves as a checkpoint from the hub would have it.
 
-use super::decode;
-use super::ggml::GgmlType;
 use super::gguf::{Gguf, TensorInfo};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::nn::linear::{Linear, Weight};
 use crate::nn::{Build, Family, Gpt, GptConfig, Param};
+use crate::ops::ggml as decode;
+use crate::ops::qmatmul::QuantWeight;
+use crate::quant::ggml::GgmlType;
 use crate::rng::Rng;
 use std::path::Path;
 
@@ -348,55 +350,147 @@ pub fn check_tensors(g: &Gguf, config: &GptConfig) -> Result<()> {
 
 /// A Llama-family model from a GGUF file: the config and tensors checked first ([`config`],
 /// [`check_tensors`]), then the model built by `b` (its precision, frozen patterns) and every
-/// weight replaced by the file's: block types uploaded as stored and decoded on the device
-/// ([`decode::decodes`]), F32 uploaded; attn_q's and attn_k's rows moved back to Hugging
-/// Face's order first (whole rows of blocks, so before decoding).
+/// weight replaced by the file's ([`fill`]).
 pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
     let g = Gguf::open(path)?;
     let config = config(&g)?;
     check_tensors(&g, &config)?;
     // allocated, not initialised: every value is written below (check_tensors: every slot)
-    let mut model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
-    let gpu = b.gpu;
-    let slots = tensors(&model.config);
-    let mut params: std::collections::HashMap<String, &mut Param> = model
-        .params_mut()
+    let model = Gpt::new(&b.clone().loading(), config, &mut Rng::new(0))?;
+    fill(b.gpu, path, &model.params())?;
+    Ok(model)
+}
+
+/// Writes a GGUF file's weights into the parameters of the same (Hugging Face) names among
+/// `params`, the file checked first ([`check_tensors`]): block types uploaded as stored and
+/// decoded on the device ([`decode::decodes`]), F32 uploaded; attn_q's and attn_k's rows moved
+/// back to Hugging Face's order first (whole rows of blocks, so before decoding). Parameters
+/// the file has no tensor for (LoRA adapters) and values held by another rank are left;
+/// GPT-2's position table may be shorter than the file's (its first rows: a model trained on
+/// a shorter context). Returns the names filled.
+pub fn fill(gpu: &crate::gpu::Gpu, path: &Path, params: &[&Param]) -> Result<Vec<String>> {
+    let g = Gguf::open(path)?;
+    let file_config = config(&g)?;
+    check_tensors(&g, &file_config)?;
+    let slots: std::collections::HashMap<String, Slot> = tensors(&file_config)
         .into_iter()
-        .map(|p| (p.name.clone(), p))
+        .map(|s| (s.param.clone(), s))
         .collect();
-    for slot in &slots {
+    let mut filled = vec![];
+    for p in params {
+        let Some(slot) = slots.get(&p.name) else {
+            continue;
+        };
         let info = g
             .tensor(&slot.gguf)
             .expect("checked: every slot is in the file");
-        let p = params
-            .remove(&slot.param)
-            .unwrap_or_else(|| panic!("the model has a parameter {}", slot.param));
+        let stored: u64 = info.dims.iter().product();
+        let rows_prefix =
+            p.name == "wpe" && p.shape().get(1).copied() == info.dims.first().map(|&c| c as usize);
+        if p.numel() as u64 != stored && !(rows_prefix && (p.numel() as u64) < stored) {
+            return Err(bad(
+                &g,
+                format!(
+                    "tensor {:?} holds {stored} values; the model's {} is {:?}",
+                    slot.gguf,
+                    p.name,
+                    p.shape()
+                ),
+            ));
+        }
         if !p.resident() {
-            return Err(Error::Config(format!(
-                "loading {}: {} lives on another rank; load the model before sharding it",
-                path.display(),
-                slot.param
-            )));
+            continue;
         }
         let mut raw = g.read_raw(info)?;
         if let Some(heads) = slot.permuted_heads {
             raw = unpermute_rows(&raw, info, heads);
         }
-        fill(gpu, info, &raw, p)?;
+        if rows_prefix {
+            // the first rows: whole rows of blocks
+            let rows = info.dims[1] as usize;
+            raw.truncate(raw.len() / rows * p.shape()[0]);
+        }
+        fill_one(gpu, info, &raw, p)?;
         p.refresh_work(gpu);
         // one tensor's staging at a time
         gpu.flush()?;
+        filled.push(p.name.clone());
     }
-    Ok(model)
+    Ok(filled)
+}
+
+/// Gives every [`Weight::Pending`] linear among `linears` its weight from a GGUF file, kept
+/// quantized on the device: a block type the device decodes as the file stores it (when
+/// `keep_blocks`), anything else quantized to `nf4` on the host (from the host decoder's f32).
+/// attn_q's and attn_k's rows are moved back to Hugging Face's order first. On a ledger only
+/// the sizes are planned (nothing is read). Returns the names given.
+pub fn fill_quantized(
+    gpu: &crate::gpu::Gpu,
+    path: &Path,
+    linears: Vec<&mut Linear>,
+    nf4: crate::quant::Method,
+    keep_blocks: bool,
+) -> Result<Vec<String>> {
+    let g = Gguf::open(path)?;
+    let file_config = config(&g)?;
+    check_tensors(&g, &file_config)?;
+    let slots: std::collections::HashMap<String, Slot> = tensors(&file_config)
+        .into_iter()
+        .map(|s| (s.param.clone(), s))
+        .collect();
+    let mut given = vec![];
+    for l in linears {
+        let Weight::Pending(p) = &l.weight else {
+            continue;
+        };
+        let name = p.name.clone();
+        let slot = slots
+            .get(&name)
+            .ok_or_else(|| bad(&g, format!("has no tensor for {name}, which the model has")))?;
+        let info = g
+            .tensor(&slot.gguf)
+            .expect("checked: every slot is in the file");
+        let (rows, cols) = (l.out_features, l.in_features);
+        let ty = info.ggml_type;
+        let keep = keep_blocks && decode::decodes(ty);
+        let quant = match (gpu.is_ledger(), keep) {
+            (true, true) => {
+                let bytes = ty.bytes_for((rows * cols) as u64).expect("whole blocks");
+                QuantWeight::from_ggml(gpu, &name, &vec![0; bytes as usize], ty, rows, cols)?
+            }
+            (true, false) => {
+                QuantWeight::upload(gpu, &name, &crate::quant::Quantized::zeros(nf4, rows, cols))?
+            }
+            (false, _) => {
+                let mut raw = g.read_raw(info)?;
+                if let Some(heads) = slot.permuted_heads {
+                    raw = unpermute_rows(&raw, info, heads);
+                }
+                if keep {
+                    QuantWeight::from_ggml(gpu, &name, &raw, ty, rows, cols)?
+                } else {
+                    let w = ty
+                        .dequantize(&raw, rows * cols)
+                        .map_err(|reason| bad(&g, format!("{}: {reason}", slot.gguf)))?;
+                    let q = crate::quant::quantize(nf4, &w, rows, cols)?;
+                    QuantWeight::upload(gpu, &name, &q)?
+                }
+            }
+        };
+        l.weight.quantize(quant);
+        gpu.flush()?;
+        given.push(name);
+    }
+    Ok(given)
 }
 
 /// Writes a tensor's stored bytes, decoded on the device, into the parameter's f32 value (F32
 /// uploaded as it is; [`check_tensors`] admitted no other type than those decoded).
-fn fill(gpu: &crate::gpu::Gpu, info: &TensorInfo, raw: &[u8], p: &Param) -> Result<()> {
+fn fill_one(gpu: &crate::gpu::Gpu, info: &TensorInfo, raw: &[u8], p: &Param) -> Result<()> {
     if info.ggml_type == GgmlType::F32 {
         gpu.upload(p.value(), raw);
     } else {
-        let words = decode::upload_raw(gpu, &info.name, raw)?;
+        let words = decode::upload_raw(gpu, &info.name, raw, crate::gpu::Category::Workspace)?;
         decode::decode(gpu, &words, info.ggml_type, p.value());
     }
     Ok(())

@@ -1,11 +1,11 @@
-//! Models made elsewhere, coming in: GGUF files (`gguf`, llama.cpp's format), ggml's tensor
-//! types and their host decoders (`ggml`), their decoders on the device (`decode`), a Llama
-//! file's config and weights (`llama`), tokenizers (`tokenizer`) and chat templates (`chat`);
-//! [`Pretrained`] holds the three a user runs together. Above `nn`, `ops` and `gpu`.
+//! Models made elsewhere, coming in: GGUF files (`gguf`, llama.cpp's format; its tensor types
+//! and their decoders are `quant::ggml` and `ops::ggml`), a Llama file's config and weights
+//! (`llama`), Hugging Face directories (`hf`), tokenizers (`tokenizer`) and chat templates
+//! (`chat`); [`Pretrained`] holds the three a user runs together, [`fill`] writes a file's
+//! weights into a model built elsewhere (a fine-tune's base). Above `nn`, `ops`, `quant` and
+//! `gpu`; below `train`.
 
 pub mod chat;
-pub mod decode;
-pub mod ggml;
 pub mod gguf;
 pub mod hf;
 pub mod llama;
@@ -15,22 +15,100 @@ use crate::error::Result;
 use crate::nn::{Build, Gpt};
 use std::path::{Path, PathBuf};
 
+/// Whether `path` is a model from elsewhere: a GGUF file (by its magic) or a directory with a
+/// config.json (a Hugging Face model).
+pub fn is_model(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("config.json").is_file();
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic == gguf::MAGIC)
+}
+
+/// The model a GGUF file or Hugging Face directory holds, as a config (checked: an
+/// architecture or setting wgtrain does not implement is an error naming it).
+pub fn model_config(path: &Path) -> Result<crate::nn::GptConfig> {
+    if path.is_dir() {
+        hf::config(path, &hf::read_config(path)?)
+    } else {
+        llama::config(&gguf::Gguf::open(path)?)
+    }
+}
+
+/// Writes a GGUF file's or Hugging Face directory's weights into the parameters of the same
+/// names among `params` (a model of [`model_config`]'s config, its context perhaps shorter,
+/// or a stage or shard of one), every tensor checked first; parameters it lacks (LoRA
+/// adapters) are left. Returns the names filled.
+pub fn fill(
+    gpu: &crate::gpu::Gpu,
+    path: &Path,
+    params: &[&crate::nn::Param],
+) -> Result<Vec<String>> {
+    if path.is_dir() {
+        // checked against the file's own config (its whole position table)
+        hf::fill(gpu, path, &model_config(path)?, params)
+    } else {
+        llama::fill(gpu, path, params)
+    }
+}
+
+/// What reads and writes a model's text: its tokenizer and chat template, and its name.
+pub struct Vocab {
+    pub tokenizer: tokenizer::Tokenizer,
+    pub chat: chat::ChatTemplate,
+    /// The file's own name for the model (GGUF's `general.name`, config.json's
+    /// `_name_or_path`).
+    pub name: Option<String>,
+}
+
+/// Gives every linear among `linears` that waits for its quantized weight
+/// ([`crate::nn::linear::Weight::Pending`], a QLoRA base) its weight from a GGUF file or a
+/// Hugging Face directory, kept quantized as `qlora` says. Returns the names given.
+pub fn fill_quantized(
+    gpu: &crate::gpu::Gpu,
+    path: &Path,
+    linears: Vec<&mut crate::nn::linear::Linear>,
+    qlora: &crate::nn::lora::QloraConfig,
+) -> Result<Vec<String>> {
+    if path.is_dir() {
+        hf::fill_quantized(gpu, path, &model_config(path)?, linears, qlora.method())
+    } else {
+        llama::fill_quantized(gpu, path, linears, qlora.method(), qlora.keep_file_blocks)
+    }
+}
+
 /// A model from elsewhere with what reads and writes its text.
 pub struct Pretrained {
     pub path: PathBuf,
     pub model: Gpt,
-    pub tokenizer: tokenizer::Tokenizer,
-    pub chat: chat::ChatTemplate,
-    /// The file's own name for the model (GGUF's `general.name`).
-    pub name: Option<String>,
+    pub vocab: Vocab,
 }
 
 impl Pretrained {
     /// A GGUF file, or a Hugging Face model directory: the model built by `b` (its
     /// precision), its tokenizer and chat template (ChatML where it has none).
     pub fn load(b: &Build, path: &Path) -> Result<Pretrained> {
+        let vocab = Vocab::load(path)?;
+        let model = match path.is_dir() {
+            true => hf::load(b, path)?,
+            false => llama::load(b, path)?,
+        };
+        Ok(Pretrained {
+            path: path.into(),
+            model,
+            vocab,
+        })
+    }
+}
+
+impl Vocab {
+    /// A GGUF file's or Hugging Face directory's tokenizer, chat template (ChatML where it has
+    /// none) and name.
+    pub fn load(path: &Path) -> Result<Vocab> {
         if path.is_dir() {
-            return Self::load_hf(b, path);
+            return Self::load_hf(path);
         }
         let g = gguf::Gguf::open(path)?;
         let tokenizer = tokenizer::Tokenizer::from_gguf(&g)?;
@@ -40,10 +118,7 @@ impl Pretrained {
             .and_then(|v| v.as_str())
             .unwrap_or(chat::CHATML);
         let chat = chat::ChatTemplate::new(source, &text(tokenizer.bos), &text(tokenizer.eos));
-        let model = llama::load(b, path)?;
-        Ok(Pretrained {
-            path: path.into(),
-            model,
+        Ok(Vocab {
             tokenizer,
             chat,
             name: g
@@ -53,10 +128,9 @@ impl Pretrained {
         })
     }
 
-    /// A Hugging Face directory: config.json and its weights ([`hf::load`]), tokenizer.json,
-    /// tokenizer_config.json's special tokens, and the chat template (chat_template.jinja or
-    /// tokenizer_config.json's) where it has one.
-    fn load_hf(b: &Build, dir: &Path) -> Result<Pretrained> {
+    /// A Hugging Face directory's tokenizer.json, tokenizer_config.json's special tokens, and
+    /// the chat template (chat_template.jinja or tokenizer_config.json's) where it has one.
+    fn load_hf(dir: &Path) -> Result<Vocab> {
         let config = hf::read_config(dir)?;
         let mut tokenizer = tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json"))?;
         let tc_path = dir.join("tokenizer_config.json");
@@ -107,10 +181,7 @@ impl Pretrained {
             _ => chat::CHATML.to_string(),
         };
         let chat = chat::ChatTemplate::new(&source, &text(tokenizer.bos), &text(tokenizer.eos));
-        let model = hf::load(b, dir)?;
-        Ok(Pretrained {
-            path: dir.into(),
-            model,
+        Ok(Vocab {
             tokenizer,
             chat,
             name: config["_name_or_path"].as_str().map(String::from),

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use serde_json::{json, Value as Json};
 use std::path::Path;
 
+/// A token's byte range in the text it came from: (start, end).
+pub type Span = (usize, usize);
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub bos: Option<u32>,
@@ -168,6 +171,15 @@ impl Tokenizer {
             .encode(text, false)
             .map_err(|e| Error::Data(format!("cannot tokenize the text: {e}")))?;
         Ok(e.get_ids().to_vec())
+    }
+
+    /// [`Tokenizer::encode`] with each token's byte span in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>)> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Data(format!("cannot tokenize the text: {e}")))?;
+        Ok((e.get_ids().to_vec(), e.get_offsets().to_vec()))
     }
 
     /// The text of `ids` (special tokens written out unless `skip_special`).

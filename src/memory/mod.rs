@@ -28,6 +28,8 @@ pub struct Plan {
     pub psi: u64,
     /// Parameters that train (Ψ less the frozen ones): those with gradients and state.
     pub psi_trainable: u64,
+    /// Frozen weights held quantized (a QLoRA base), and their stored bytes.
+    pub quantized: Quantized,
     /// Optimizer-state bytes per parameter in the textbook formula (K).
     pub optimizer_bytes_per_param: f64,
     /// fp32, or mixed precision (half working weights and gradients over fp32 masters).
@@ -51,13 +53,14 @@ impl Plan {
             self.grad_dtype,
             self.psi,
             self.psi_trainable,
+            self.quantized,
             self.optimizer_bytes_per_param,
         )
     }
 
     pub fn formula_text(&self, optimizer: OptimizerName) -> String {
         let k = self.optimizer_bytes_per_param;
-        match self.precision {
+        let text = match self.precision {
             Precision::Fp32 => format!(
                 "4Ψ + 4Ψ + {k}Ψ = {}Ψ (fp32 weights, fp32 gradients, {} state); Ψ = {}",
                 8.0 + k,
@@ -78,7 +81,19 @@ impl Plan {
                     self.psi
                 )
             }
+        };
+        let q = self.quantized;
+        if q.weights == 0 {
+            return text;
         }
+        // a QLoRA base: frozen, its weights at their stored bytes
+        format!(
+            "{text}; of Ψ, {} frozen weights held quantized in {} bytes ({:.2} bits each) \
+             instead of 4 bytes each",
+            q.weights,
+            q.bytes,
+            8.0 * q.bytes as f64 / q.weights as f64
+        )
     }
 
     pub fn to_json(&self, optimizer: OptimizerName) -> serde_json::Value {
@@ -113,14 +128,42 @@ pub fn model_state_formula(
     grad_dtype: DType,
     psi: u64,
     trainable: u64,
+    quantized: Quantized,
     k: f64,
 ) -> (u64, u64, u64) {
     let state = (k * trainable as f64) as u64;
-    let frozen = psi - trainable;
+    // the quantized weights are frozen ones, counted at their stored bytes
+    let dense = psi - quantized.weights;
+    let frozen = psi - trainable - quantized.weights;
     let grads = grad_dtype.bytes_for(trainable as usize);
     match precision {
-        Precision::Fp32 => (4 * psi, grads, state),
-        _ => (2 * psi + 4 * frozen, grads, 4 * trainable + state),
+        Precision::Fp32 => (4 * dense + quantized.bytes, grads, state),
+        _ => (
+            2 * dense + 4 * frozen + quantized.bytes,
+            grads,
+            4 * trainable + state,
+        ),
+    }
+}
+
+/// Frozen weights a model holds quantized (a QLoRA base's linears) and their stored bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Quantized {
+    pub weights: u64,
+    pub bytes: u64,
+}
+
+impl Quantized {
+    /// What `model`'s quantized linears hold.
+    pub fn of(model: &mut dyn crate::nn::Model) -> Quantized {
+        let mut q = Quantized::default();
+        for l in model.linears_mut() {
+            if let crate::nn::linear::Weight::Quantized { quant, .. } = &l.weight {
+                q.weights += (quant.rows * quant.cols) as u64;
+                q.bytes += quant.bytes();
+            }
+        }
+        q
     }
 }
 
@@ -170,12 +213,17 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
         }
         task => task?,
     };
+    let mut task = task;
+    if let Task::Sft(s) = &mut task {
+        // the longest batch the examples could make
+        s.full_rows = true;
+    }
     let mut trainer = Trainer::with_task(&ledger, config.clone(), task)?;
     if let Some(ckpt) = ckpt {
         trainer.resume(ckpt)?;
     } else if let Some(init) = &config.init {
         // checks the base fits the model before the run
-        trainer.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+        trainer.init_from(std::path::Path::new(init))?;
     }
     // the run as `Trainer::fit` runs it: a step, the evaluation, the checkpoint
     let m = trainer.rehearse(&mut crate::train::Local)?;
@@ -188,6 +236,7 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
         total: m.peak_total,
         psi: numel(trainer.model.params()),
         psi_trainable: numel(trainer.model.trainable_params()),
+        quantized: Quantized::of(trainer.model.as_mut()),
         optimizer_bytes_per_param: optimizer_bytes_per_param(
             hyper.name,
             hyper.centered,

@@ -22,6 +22,8 @@ pub struct Build<'g> {
     values: bool,
     /// The values come from a file ([`Build::loading`]): initialisers draw nothing.
     loading: bool,
+    /// Frozen linear weights are left for a loader to quantize ([`Build::quantized`]).
+    quantized: bool,
 }
 
 /// What [`Build`] decides for one parameter.
@@ -51,6 +53,7 @@ impl<'g> Build<'g> {
             own_grads: false,
             values: false,
             loading: false,
+            quantized: false,
         }
     }
 
@@ -59,6 +62,19 @@ impl<'g> Build<'g> {
     pub fn loading(mut self) -> Self {
         self.loading = true;
         self
+    }
+
+    /// Frozen linear weights get no value at all: a loader gives each its quantized form
+    /// (QLoRA's base: [`super::linear::Weight::Pending`]), so the dense matrices are never
+    /// allocated.
+    pub fn quantized(mut self) -> Self {
+        self.quantized = true;
+        self
+    }
+
+    /// Whether the linear weight `name` is left for a loader to quantize.
+    pub(crate) fn quantizes(&self, name: &str) -> bool {
+        self.quantized && self.plan(name).frozen
     }
 
     /// Whether the initialisers skip their values (a ledger, which keeps none, or a loader).

@@ -446,12 +446,11 @@ impl Gpt {
     /// Gives every layer the LoRA config targets an adapter (PEFT's init; A from `rng`).
     pub fn add_lora(&mut self, b: &Build, config: &LoraConfig, rng: &mut Rng) -> Result<()> {
         config.validate()?;
-        let modules = config.modules()?;
-        for layer in self.linears_mut() {
-            if modules
-                .iter()
-                .any(|m| layer.name().ends_with(&format!(".{m}")))
-            {
+        let mut layers = self.linears_mut();
+        let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
+        let chosen = config.select(&names)?;
+        for (layer, on) in layers.iter_mut().zip(chosen) {
+            if on {
                 let (i, o) = (layer.in_features, layer.out_features);
                 layer.lora = Some(LoraAdapter::new(b, layer.name(), i, o, config, rng)?);
             }

@@ -29,19 +29,22 @@ pub enum Weight {
         param: Param,
         quant: Box<QuantWeight>,
     },
+    /// Frozen, with no value yet: a loader gives it its quantized form
+    /// ([`Weight::quantize`]); it cannot run until then.
+    Pending(Param),
 }
 
 impl Weight {
     /// The parameter that names the weight (its value, for a dense one).
     pub fn param(&self) -> &Param {
         match self {
-            Weight::Dense(p) | Weight::Quantized { param: p, .. } => p,
+            Weight::Dense(p) | Weight::Quantized { param: p, .. } | Weight::Pending(p) => p,
         }
     }
 
     pub fn param_mut(&mut self) -> &mut Param {
         match self {
-            Weight::Dense(p) | Weight::Quantized { param: p, .. } => p,
+            Weight::Dense(p) | Weight::Quantized { param: p, .. } | Weight::Pending(p) => p,
         }
     }
 
@@ -81,14 +84,13 @@ impl Linear {
         std: f32,
         rng: &mut Rng,
     ) -> Result<Linear> {
+        let w = format!("{name}.weight");
+        let shape = [out_features, in_features];
         Ok(Linear {
-            weight: Weight::Dense(Param::normal(
-                b,
-                &format!("{name}.weight"),
-                &[out_features, in_features],
-                std,
-                rng,
-            )?),
+            weight: match b.quantizes(&w) {
+                true => Weight::Pending(Param::named(&w, &shape)),
+                false => Weight::Dense(Param::normal(b, &w, &shape, std, rng)?),
+            },
             b: if bias {
                 Some(Param::constant(
                     b,
@@ -137,8 +139,15 @@ impl Linear {
         let d = self.dims(x);
         let bias = self.b.as_ref().map(|b| b.weight());
         match &self.weight {
-            Weight::Quantized { quant, .. } => qmatmul(gpu, x, quant, bias, false, out),
+            Weight::Quantized { quant, .. } if quant.is_codes() => {
+                qmatmul(gpu, x, quant, bias, false, out)
+            }
+            // ggml blocks: decoded for this product, then the dense matmul
+            Weight::Quantized { quant, .. } => {
+                matmul(gpu, d, x, &self.decoded(gpu, quant)?, bias, out, false)
+            }
             Weight::Dense(w) => matmul(gpu, d, x, w.weight(), bias, out, false),
+            Weight::Pending(_) => return Err(self.never_loaded()),
         }
         if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
             let us = self.lora_hidden(gpu, lora, x)?;
@@ -147,6 +156,27 @@ impl Linear {
             matmul(gpu, db, &us, lora.b.weight(), None, out, true);
         }
         Ok(())
+    }
+
+    /// The error of running a [`Weight::Pending`] layer.
+    fn never_loaded(&self) -> crate::error::Error {
+        crate::error::Error::Config(format!(
+            "{}: its quantized weight was never loaded (a QLoRA base fills it from its file)",
+            self.name()
+        ))
+    }
+
+    /// W (out, in) decoded from its quantized form for one product (workspace, freed after).
+    fn decoded(&self, gpu: &Gpu, quant: &QuantWeight) -> Result<Tensor> {
+        let w = Tensor::empty(
+            gpu,
+            "linear.w_decoded",
+            &[self.out_features, self.in_features],
+            DType::F32,
+            crate::gpu::Category::Workspace,
+        )?;
+        dequantize(gpu, quant, &w);
+        Ok(w)
     }
 
     /// The adapter's input: x, or x under the layer's dropout mask while training (recomputed
@@ -191,6 +221,7 @@ impl Linear {
         match &self.weight {
             Weight::Quantized { quant, .. } => qmatmul(gpu, x, quant, Some(b.weight()), true, out),
             Weight::Dense(w) => matmul_bias_relu(gpu, self.dims(x), x, w.weight(), b.weight(), out),
+            Weight::Pending(_) => panic!("{}", self.never_loaded()),
         }
     }
 
@@ -227,17 +258,11 @@ impl Linear {
                     matmul_backward(gpu, d, x, w.weight(), dout, Some(dx), None, None, false)
                 }
                 Weight::Quantized { quant, .. } => {
-                    // dequantize, then the dense matmul: W (out, in) decoded for this product
-                    let w = Tensor::empty(
-                        gpu,
-                        "linear.w_decoded",
-                        &[self.out_features, self.in_features],
-                        DType::F32,
-                        crate::gpu::Category::Workspace,
-                    )?;
-                    dequantize(gpu, quant, &w);
+                    // dequantize, then the dense matmul
+                    let w = self.decoded(gpu, quant)?;
                     matmul_backward(gpu, d, x, &w, dout, Some(dx), None, None, false);
                 }
+                Weight::Pending(_) => return Err(self.never_loaded()),
             }
         }
         self.backward_params(gpu, x, dout, dx)

@@ -12,7 +12,7 @@ use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-/// `"lora": {"r": 8, "alpha": 16, "targets": ["attn.qkv", "attn.proj"], "dropout": 0.0,
+/// `"lora": {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj"], "dropout": 0.0,
 /// "rslora": false}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,8 +20,10 @@ pub struct LoraConfig {
     /// Rank of the update (≥ 1).
     pub r: usize,
     pub alpha: f32,
-    /// Which linears get adapters: "attn.qkv", "attn.proj", "mlp.fc", "mlp.proj" (or their
-    /// GPT-2 names "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj").
+    /// Which linears get adapters, as PEFT's `target_modules` names them: a module name or the
+    /// end of one after a dot ("q_proj", "mlp.down_proj", GPT-2's "c_attn"; wgtrain's own
+    /// "attn.qkv", "attn.proj", "mlp.fc", "mlp.proj" for GPT-2's), or "all-linear" (every
+    /// linear of every block; the LM head not).
     pub targets: Vec<String>,
     /// Dropout on the adapter input (0: none).
     pub dropout: f32,
@@ -30,6 +32,7 @@ pub struct LoraConfig {
 }
 
 impl Default for LoraConfig {
+    /// Rank 8, alpha 16, on a GPT-2's attention (both its linears).
     fn default() -> Self {
         LoraConfig {
             r: 8,
@@ -41,13 +44,30 @@ impl Default for LoraConfig {
     }
 }
 
-/// A config target and the GPT-2 module suffix it names.
-const TARGETS: [(&str, &str); 4] = [
+impl LoraConfig {
+    /// The default for a model family: a Llama's on q_proj and v_proj (PEFT's default for
+    /// Llama models), a GPT-2's as [`LoraConfig::default`].
+    pub fn for_family(family: super::Family) -> LoraConfig {
+        match family {
+            super::Family::Llama => LoraConfig {
+                targets: vec!["q_proj".into(), "v_proj".into()],
+                ..LoraConfig::default()
+            },
+            super::Family::Gpt2 => LoraConfig::default(),
+        }
+    }
+}
+
+/// wgtrain's short target names and the GPT-2 modules they stand for.
+const ALIASES: [(&str, &str); 4] = [
     ("attn.qkv", "attn.c_attn"),
     ("attn.proj", "attn.c_proj"),
     ("mlp.fc", "mlp.c_fc"),
     ("mlp.proj", "mlp.c_proj"),
 ];
+
+/// The target that adapts every linear of every block.
+pub const ALL_LINEAR: &str = "all-linear";
 
 impl LoraConfig {
     pub fn scale(&self) -> f32 {
@@ -58,29 +78,58 @@ impl LoraConfig {
         }
     }
 
-    /// The GPT-2 module suffixes ("attn.c_attn", …) the targets name; an unknown target is an
-    /// error listing the known ones.
-    pub fn modules(&self) -> Result<Vec<&'static str>> {
-        let mut out = vec![];
+    /// The targets as PEFT's `target_modules` (wgtrain's short names as the GPT-2 modules they
+    /// stand for; others as given), without repeats.
+    pub fn modules(&self) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
         for t in &self.targets {
-            let m = TARGETS
+            let m = ALIASES
                 .iter()
-                .find(|(short, long)| t == short || t == long)
-                .map(|(_, long)| *long)
-                .ok_or_else(|| {
-                    let known: Vec<_> = TARGETS.iter().map(|(s, _)| *s).collect();
-                    Error::Config(format!(
-                        "lora target {t:?} matches no layer; the targets are {}",
-                        known.join(", ")
-                    ))
-                })?;
-            if !out.contains(&m) {
-                out.push(m);
+                .find(|(short, _)| t == short)
+                .map_or(t.as_str(), |(_, long)| long);
+            if !out.iter().any(|o| o == m) {
+                out.push(m.to_string());
             }
         }
-        Ok(out)
+        out
     }
 
+    /// Which of `layers` (module names, "model.layers.0.self_attn.q_proj") get adapters, by
+    /// PEFT's rule: a target equals the name or ends it after a dot. A target matching none is
+    /// an error listing the module names the model has.
+    pub fn select(&self, layers: &[&str]) -> Result<Vec<bool>> {
+        let modules = self.modules();
+        let matches =
+            |m: &str, name: &str| m == ALL_LINEAR || name == m || name.ends_with(&format!(".{m}"));
+        if let Some(unmatched) = modules
+            .iter()
+            .find(|m| !layers.iter().any(|name| matches(m, name)))
+        {
+            // the kinds of module there are: each name past its block's index
+            let mut kinds: Vec<String> = vec![];
+            for name in layers {
+                let parts: Vec<&str> = name.split('.').collect();
+                let after = parts
+                    .iter()
+                    .rposition(|p| p.parse::<usize>().is_ok())
+                    .map_or(0, |i| i + 1);
+                let kind = parts[after..].join(".");
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            return Err(Error::Config(format!(
+                "lora target {unmatched:?} matches no layer; this model's are {}, or {ALL_LINEAR}",
+                kinds.join(", ")
+            )));
+        }
+        Ok(layers
+            .iter()
+            .map(|name| modules.iter().any(|m| matches(m, name)))
+            .collect())
+    }
+
+    /// The settings alone (the targets are checked against a model by [`LoraConfig::select`]).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.r == 0 {
@@ -98,7 +147,36 @@ impl LoraConfig {
         if self.targets.is_empty() {
             return bad("lora.targets is empty".into());
         }
-        self.modules().map(|_| ())
+        Ok(())
+    }
+}
+
+/// `"qlora": {"block": 64, "keep_file_blocks": true}`: QLoRA (Dettmers et al., 2023): the frozen
+/// base's linear weights stay quantized on the device (NF4 in blocks of `block` along a row
+/// with an f32 absmax each; a GGUF base's own ggml blocks where `keep_file_blocks` and the
+/// device decodes them), read through the dequantizing matmul; the adapters train in f32 over
+/// them. The embedding, norms and LM head stay dense.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QloraConfig {
+    pub block: usize,
+    pub keep_file_blocks: bool,
+}
+
+impl Default for QloraConfig {
+    /// bitsandbytes' NF4 block, a GGUF file's blocks kept.
+    fn default() -> Self {
+        QloraConfig {
+            block: 64,
+            keep_file_blocks: true,
+        }
+    }
+}
+
+impl QloraConfig {
+    /// The method weights not kept in their file's blocks are quantized by.
+    pub fn method(&self) -> crate::quant::Method {
+        crate::quant::Method::Nf4 { block: self.block }
     }
 }
 

@@ -222,6 +222,17 @@ impl Param {
         }
     }
 
+    /// A frozen parameter with nothing on any device: the name and shape of a weight a loader
+    /// gives in another form (a QLoRA base's quantized matrix, [`linear::Weight::Pending`]).
+    pub(crate) fn named(name: &str, shape: &[usize]) -> Param {
+        Param {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            decay: true,
+            ..Param::placeholder()
+        }
+    }
+
     /// Normal(0, std²) initial values.
     pub fn normal(
         b: &Build,

@@ -7,6 +7,7 @@ pub mod cast;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod ggml;
 pub mod kashin;
 pub mod layernorm;
 pub mod matmul;

@@ -1,27 +1,88 @@
 //! Matmul against a quantized weight (`shaders/qmatmul.wgsl`): y = x · Wᵀ with W's codes and
 //! scales on the device as [`crate::quant`] packs them, each weight decoded inside the load.
-//! Four rows of one output column per invocation, each output summing over k in order; the reference is the host's
-//! dequantization and an f64 product.
+//! Four rows of one output column per invocation, each output summing over k in order; the
+//! reference is the host's dequantization and an f64 product. A weight may instead hold a GGUF
+//! file's ggml blocks as they are ([`QuantWeight::from_ggml`]): [`dequantize`] decodes those
+//! ([`super::ggml`]), and a layer multiplies by the decoded matrix.
 
 use super::dispatch_items;
 use crate::error::Result;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
+use crate::quant::ggml::GgmlType;
 use crate::quant::{Method, Quantized};
 use crate::tensor::{DType, Tensor};
 
-/// A quantized (N, K) weight on a device: its codes (bytes in u32 words) and scales (f32, or
-/// f16 pairs for int4), charged to params.
+/// A quantized (N, K) weight on a device: its codes (bytes in u32 words) and how to read
+/// them, charged to params.
 pub struct QuantWeight {
-    pub method: Method,
     pub rows: usize,
     pub cols: usize,
-    row_bytes: usize,
-    groups: usize,
     codes: Tensor,
-    scales: Tensor,
+    pub format: QuantFormat,
+}
+
+/// What a [`QuantWeight`]'s codes are.
+pub enum QuantFormat {
+    /// A [`crate::quant`] method's codes, `row_bytes` a row, and its scales (f32, or f16
+    /// pairs for int4), `groups` a row.
+    Codes {
+        method: Method,
+        row_bytes: usize,
+        groups: usize,
+        scales: Tensor,
+    },
+    /// A GGUF tensor's blocks as the file stores them, rows in order.
+    Ggml(GgmlType),
 }
 
 impl QuantWeight {
+    /// A GGUF tensor's `raw` blocks of type `ty` (a type [`super::ggml::decodes`] takes) as an
+    /// (N, K) weight, uploaded as they are.
+    pub fn from_ggml(
+        gpu: &Gpu,
+        name: &str,
+        raw: &[u8],
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<QuantWeight> {
+        assert!(
+            super::ggml::decodes(ty),
+            "from_ggml: {} is not a block type",
+            ty.name()
+        );
+        let codes = super::ggml::upload_raw(gpu, &format!("{name}.blocks"), raw, Category::Params)?;
+        Ok(QuantWeight {
+            rows,
+            cols,
+            codes,
+            format: QuantFormat::Ggml(ty),
+        })
+    }
+
+    /// Bytes on the device: codes (or blocks) and scales, as charged to params.
+    pub fn bytes(&self) -> u64 {
+        let scales = match &self.format {
+            QuantFormat::Codes { scales, .. } => scales.bytes(),
+            QuantFormat::Ggml(_) => 0,
+        };
+        self.codes.bytes() + scales
+    }
+
+    /// Its format's name: a method's ("nf4") or a ggml type's ("Q4_1").
+    pub fn format_name(&self) -> String {
+        match &self.format {
+            QuantFormat::Codes { method, .. } => method.name().to_string(),
+            QuantFormat::Ggml(ty) => ty.name(),
+        }
+    }
+
+    /// Whether the dequantizing matmul reads it ([`qmatmul`]); ggml blocks are decoded first
+    /// ([`dequantize`]).
+    pub fn is_codes(&self) -> bool {
+        matches!(self.format, QuantFormat::Codes { .. })
+    }
+
     pub fn upload(gpu: &Gpu, name: &str, q: &Quantized) -> Result<QuantWeight> {
         let mut bytes = q.codes.clone();
         bytes.resize(q.codes.len().div_ceil(4).max(1) * 4, 0);
@@ -61,13 +122,15 @@ impl QuantWeight {
             )?,
         };
         Ok(QuantWeight {
-            method: q.method,
             rows: q.rows,
             cols: q.cols,
-            row_bytes: q.row_bytes(),
-            groups: q.groups_per_row(),
             codes,
-            scales,
+            format: QuantFormat::Codes {
+                method: q.method,
+                row_bytes: q.row_bytes(),
+                groups: q.groups_per_row(),
+                scales,
+            },
         })
     }
 }
@@ -123,24 +186,33 @@ pub fn qmatmul(
         );
         super::expect_f32("qmatmul", &[b]);
     }
-    let kernel = kernel(w.method, if k % 4 == 0 { "main4" } else { "main" });
+    let QuantFormat::Codes {
+        method,
+        row_bytes,
+        groups,
+        scales,
+    } = &w.format
+    else {
+        panic!("qmatmul: ggml blocks are decoded, then multiplied (dequantize)");
+    };
+    let kernel = kernel(*method, if k % 4 == 0 { "main4" } else { "main" });
     let params = [
         m as u32,
         w.rows as u32,
         k as u32,
-        w.row_bytes as u32,
-        w.groups as u32,
-        w.method.group(w.cols).min(w.cols) as u32,
+        *row_bytes as u32,
+        *groups as u32,
+        method.group(w.cols).min(w.cols) as u32,
         bias.is_some() as u32,
         relu as u32,
-        w.method.code_bits() as u32,
+        method.code_bits() as u32,
     ];
     // without a bias the binding still needs a buffer: the scales stand in, never read
     let args = [
         (x, Access::Read),
         (&w.codes, Access::Read),
-        (&w.scales, Access::Read),
-        (bias.unwrap_or(&w.scales), Access::Read),
+        (scales, Access::Read),
+        (bias.unwrap_or(scales), Access::Read),
         (y, Access::ReadWrite),
     ];
     // four rows (main) or eight (main4) of one column per invocation
@@ -159,25 +231,34 @@ pub fn dequantize(gpu: &Gpu, w: &QuantWeight, out: &Tensor) {
         w.cols
     );
     super::expect_f32("dequantize", &[out]);
+    let (method, row_bytes, groups, scales) = match &w.format {
+        QuantFormat::Codes {
+            method,
+            row_bytes,
+            groups,
+            scales,
+        } => (*method, *row_bytes, *groups, scales),
+        QuantFormat::Ggml(ty) => return super::ggml::decode(gpu, &w.codes, *ty, out),
+    };
     let params = [
         0,
         w.rows as u32,
         w.cols as u32,
-        w.row_bytes as u32,
-        w.groups as u32,
-        w.method.group(w.cols).min(w.cols) as u32,
+        row_bytes as u32,
+        groups as u32,
+        method.group(w.cols).min(w.cols) as u32,
         0,
         0,
-        w.method.code_bits() as u32,
+        method.code_bits() as u32,
     ];
     // x and the bias are not read: the scales stand in for their bindings
     let args = [
-        (&w.scales, Access::Read),
+        (scales, Access::Read),
         (&w.codes, Access::Read),
-        (&w.scales, Access::Read),
-        (&w.scales, Access::Read),
+        (scales, Access::Read),
+        (scales, Access::Read),
         (out, Access::ReadWrite),
     ];
-    let kernel = kernel(w.method, "dequantize");
+    let kernel = kernel(method, "dequantize");
     dispatch_items(gpu, &kernel, &args, &params, w.rows * w.cols, 64);
 }

@@ -310,7 +310,7 @@ fn run_rank(
         t.resume(&Checkpoint::load(path)?)?;
         true
     } else if let Some(init) = &config.init {
-        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+        t.init_from(std::path::Path::new(init))?;
         true
     } else {
         false

@@ -828,7 +828,7 @@ fn run_stage(
     if let Some(path) = &options.resume {
         t.resume(&Checkpoint::load(path)?)?;
     } else if let Some(init) = &config.init {
-        t.init_from(&Checkpoint::load(std::path::Path::new(init))?)?;
+        t.init_from(std::path::Path::new(init))?;
     }
     let fit = t.fit(&mut stage, observer)?;
     // the report's parameters: the whole model, on the lead

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use half::f16;
 
 pub mod file;
+pub mod ggml;
 pub mod kashin;
 
 /// bitsandbytes' NF4 values (the quantiles of N(0, 1) scaled to [−1, 1], with an exact 0).
@@ -238,6 +239,21 @@ impl Quantized {
             }
         }
         out
+    }
+}
+
+impl Quantized {
+    /// A (rows, cols) matrix of `method` with every code and scale zero: what a ledger plans
+    /// with (the sizes alone matter there).
+    pub fn zeros(method: Method, rows: usize, cols: usize) -> Quantized {
+        let groups = cols.div_ceil(method.group(cols).min(cols.max(1)).max(1));
+        Quantized {
+            method,
+            rows,
+            cols,
+            codes: vec![0; rows * row_bytes(method, cols)],
+            scales: vec![0.0; rows * groups],
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! LoRA adapters on disk in the format Hugging Face PEFT reads and writes: a directory with
 //! `adapter_model.safetensors` (each adapted layer's `lora_A.weight` (r, in) and
-//! `lora_B.weight` (out, r), f32, under `base_model.model.transformer.<layer>`) and
-//! `adapter_config.json` (`peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, …).
+//! `lora_B.weight` (out, r), f32, under the name PEFT gives the layer: `base_model.model.` and
+//! the transformers module path, `transformer.h.0.attn.c_attn` for GPT-2,
+//! `model.layers.0.self_attn.q_proj` for a Llama) and `adapter_config.json` (`peft_type:
+//! "LORA"`, `r`, `lora_alpha`, `target_modules`, …).
 
 use super::checkpoint::write_atomically;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::nn::gpt::Family;
 use crate::nn::lora::LoraConfig;
 use crate::nn::Model;
 use safetensors::tensor::{Dtype, TensorView};
@@ -15,8 +18,25 @@ use std::path::Path;
 
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const CONFIG_FILE: &str = "adapter_config.json";
-/// What PEFT puts before a GPT-2 module's name.
-const PREFIX: &str = "base_model.model.transformer.";
+/// What PEFT puts before a module's transformers path.
+const PREFIX: &str = "base_model.model.";
+/// What transformers puts before a GPT-2 module's name (a Llama's parameter names are its
+/// module paths already: "model.layers.0…").
+const GPT2_PREFIX: &str = "transformer.";
+
+/// PEFT's name for a wgtrain parameter.
+fn peft_name(name: &str, family: Family) -> String {
+    match family {
+        Family::Gpt2 => format!("{PREFIX}{GPT2_PREFIX}{name}"),
+        Family::Llama => format!("{PREFIX}{name}"),
+    }
+}
+
+/// The wgtrain parameter a PEFT name is: the prefixes off.
+fn param_name(peft: &str) -> &str {
+    let name = peft.strip_prefix(PREFIX).unwrap_or(peft);
+    name.strip_prefix(GPT2_PREFIX).unwrap_or(name)
+}
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
@@ -26,13 +46,15 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 /// Writes the model's adapters (every parameter named `*.lora_A.weight` / `*.lora_B.weight`)
-/// and their config into `dir`; returns the weights file's size in bytes.
+/// and their config into `dir`; returns the weights file's size in bytes. `base` is what
+/// `base_model_name_or_path` says: a Hugging Face directory or hub id transformers can load.
 pub fn save(
     gpu: &Gpu,
     dir: &Path,
     model: &dyn Model,
     config: &LoraConfig,
     base: &str,
+    family: Family,
 ) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
@@ -43,7 +65,7 @@ pub fn save(
         if p.name.contains(".lora_") {
             let bytes = gpu.read_bytes(p.value())?;
             named.push((
-                format!("{PREFIX}{}", p.name),
+                peft_name(&p.name, family),
                 p.value().shape().to_vec(),
                 bytes,
             ));
@@ -64,7 +86,7 @@ pub fn save(
     // PEFT's own files carry format "pt", which Hugging Face's loaders require
     let info = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(&weights, e))?;
-    let modules = config.modules()?;
+    let modules = config.modules();
     let peft = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -73,8 +95,8 @@ pub fn save(
         "target_modules": modules,
         "lora_dropout": config.dropout,
         "bias": "none",
-        // GPT-2's Conv1D layout, as PEFT expects for a GPT-2 base
-        "fan_in_fan_out": true,
+        // GPT-2's linears are Conv1D modules, weights stored (in, out)
+        "fan_in_fan_out": family == Family::Gpt2,
         "use_rslora": config.rslora,
         "base_model_name_or_path": base,
         "inference_mode": true,
@@ -109,13 +131,33 @@ impl Adapter {
             v[k].as_f64()
                 .ok_or_else(|| err(&cfg_path, format!("{k} is missing or not a number")))
         };
-        let targets = v["target_modules"]
-            .as_array()
-            .ok_or_else(|| err(&cfg_path, "target_modules is not a list"))?
-            .iter()
-            .map(|t| t.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| err(&cfg_path, "target_modules holds a non-string"))?;
+        // per-layer ranks and scales are PEFT settings wgtrain does not implement: refused
+        // rather than run at the wrong scale
+        for key in ["alpha_pattern", "rank_pattern"] {
+            if v[key].as_object().is_some_and(|m| !m.is_empty()) {
+                return Err(err(
+                    &cfg_path,
+                    format!("sets {key}, per-layer LoRA settings wgtrain does not support"),
+                ));
+            }
+        }
+        if v["use_dora"].as_bool() == Some(true) {
+            return Err(err(
+                &cfg_path,
+                "is a DoRA adapter (use_dora), which wgtrain does not support",
+            ));
+        }
+        // a list of module names, or PEFT's "all-linear" (a regex string is not read)
+        let targets = match &v["target_modules"] {
+            serde_json::Value::String(s) if s == crate::nn::lora::ALL_LINEAR => vec![s.clone()],
+            t => t
+                .as_array()
+                .ok_or_else(|| err(&cfg_path, "target_modules is not a list or \"all-linear\""))?
+                .iter()
+                .map(|t| t.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| err(&cfg_path, "target_modules holds a non-string"))?,
+        };
         let config = LoraConfig {
             r: num("r")? as usize,
             alpha: num("lora_alpha")? as f32,
@@ -167,7 +209,9 @@ impl Adapter {
                     format!("{name} holds {bad} NaN or infinite values"),
                 ));
             }
-            let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
+            // PEFT's own files name the weight `…lora_A.weight` too (older ones
+            // `…lora_A.default.weight`)
+            let short = param_name(&name).replace(".default.weight", ".weight");
             tensors.insert(short, (view.shape.clone(), bytes));
         }
         if tensors.is_empty() {
@@ -198,7 +242,7 @@ impl Adapter {
                 err(
                     &self.path,
                     format!(
-                        "has no tensor {PREFIX}{}: it was made for another model",
+                        "has no tensor for {}: it was made for another model",
                         p.name
                     ),
                 )
@@ -207,7 +251,7 @@ impl Adapter {
                 return Err(err(
                     &self.path,
                     format!(
-                        "{PREFIX}{} is {shape:?}, the model's is {:?} (another base, or another r)",
+                        "{}'s adapter is {shape:?}, the model's is {:?} (another base, or another r)",
                         p.name,
                         p.value().shape()
                     ),
@@ -221,7 +265,7 @@ impl Adapter {
         {
             return Err(err(
                 &self.path,
-                format!("{PREFIX}{extra} matches no layer of the model"),
+                format!("{extra} matches no layer of the model"),
             ));
         }
         for p in &lora {

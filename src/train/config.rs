@@ -3,7 +3,7 @@
 
 use crate::data::addition::Addition;
 use crate::error::{Error, Result};
-use crate::nn::lora::LoraConfig;
+use crate::nn::lora::{LoraConfig, QloraConfig};
 use crate::nn::{GptConfig, MlpConfig, Recompute};
 use crate::optim::schedule::{Schedule, Warmup};
 use crate::optim::{OptimizerConfig, OptimizerName};
@@ -119,10 +119,19 @@ pub struct TrainConfig {
     /// LoRA adapters on the GPT's linears; the base weights are frozen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
-    /// Start from this checkpoint's weights (and nothing else of it): the base model of a
-    /// fine-tune. Parameters it lacks (LoRA adapters) keep their initial values.
+    /// Start from this model's weights (and nothing else of it): the base model of a
+    /// fine-tune, a wgtrain checkpoint, a GGUF file or a Hugging Face directory. Parameters it
+    /// lacks (LoRA adapters) keep their initial values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// QLoRA: the frozen base's linear weights stay quantized on the device (needs `lora` and
+    /// an `init` from a GGUF file or Hugging Face directory; fp32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qlora: Option<QloraConfig>,
+    /// Fine-tuning data (a JSONL directory): the loss learns every token, not only the
+    /// completions and assistant turns.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub train_on_prompts: bool,
     /// "fp32", "fp16" or "bf16" (mixed precision: fp32 masters and optimizer state).
     #[serde(skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
@@ -176,6 +185,8 @@ impl Default for TrainConfig {
             freeze: vec![],
             lora: None,
             init: None,
+            qlora: None,
+            train_on_prompts: false,
             precision: Precision::Fp32,
             loss_scaling: None,
             initial_loss_scale: crate::optim::guard::INITIAL_SCALE,
@@ -216,6 +227,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether the frozen base comes from a model file made elsewhere (`init`: a GGUF file or a
+    /// Hugging Face directory): its checkpoints then hold what trains alone, and a resume
+    /// reads the base from that file again.
+    pub fn base_from_file(&self) -> bool {
+        self.init
+            .as_deref()
+            .is_some_and(|i| crate::import::is_model(Path::new(i)))
+    }
+
     /// The loss scaler this run has, if any (fp16 by default; see `loss_scaling`).
     pub fn scaler(&self) -> Option<crate::optim::guard::Scaler> {
         let on = self
@@ -225,6 +245,39 @@ impl TrainConfig {
             initial_scale: self.initial_loss_scale,
             growth_interval: self.loss_scale_growth_interval,
         })
+    }
+
+    /// The defaults for fine-tuning a model of `gpt` (a GGUF file's or Hugging Face
+    /// directory's, `init`) on `data`: its context cut to 512 tokens, AdamW without weight
+    /// decay at 2e-4 (PEFT's usual LoRA rate), ten steps of warmup, a cosine decay to 10 %, and
+    /// the family's LoRA ([`LoraConfig::for_family`]) unless `lora` is false (every weight
+    /// trains).
+    pub fn fine_tune(gpt: GptConfig, init: &str, data: &str, lora: bool) -> TrainConfig {
+        TrainConfig {
+            model: ModelKind::Gpt,
+            data: data.into(),
+            steps: 100,
+            batch_size: 4,
+            gpt: GptConfig {
+                block_size: gpt.block_size.min(512),
+                ..gpt
+            },
+            init: Some(init.into()),
+            lora: lora.then(|| LoraConfig::for_family(gpt.family)),
+            lr: 2e-4,
+            schedule: Schedule {
+                warmup: Warmup::Gradual,
+                warmup_steps: 10,
+                ..Schedule::default()
+            },
+            log_every: 10,
+            eval_every: 50,
+            optimizer: OptimizerConfig {
+                weight_decay: Some(0.0),
+                ..OptimizerConfig::named(OptimizerName::Adamw)
+            },
+            ..TrainConfig::default()
+        }
     }
 
     /// The defaults for a model and data pair, before any config file or flag: the default run
@@ -346,6 +399,29 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every must be at least 1".into());
         }
+        if let Some(q) = &self.qlora {
+            if self.lora.is_none() {
+                return bad(
+                    "qlora quantizes the frozen base under LoRA adapters: it needs lora".into(),
+                );
+            }
+            if !self.base_from_file() {
+                return bad(
+                    "qlora loads its base quantized from a GGUF file or a Hugging Face directory \
+                     (init)"
+                        .into(),
+                );
+            }
+            if self.precision != Precision::Fp32 {
+                return bad(format!(
+                    "qlora's adapters train in fp32 over the quantized base, not {}",
+                    self.precision.as_str()
+                ));
+            }
+            if q.block == 0 {
+                return bad("qlora.block must be at least 1".into());
+            }
+        }
         let tokens = (self.batch_size as u128) * (self.gpt.block_size.max(1) as u128);
         if self.model == ModelKind::Gpt && tokens > MAX_TOKENS_PER_STEP {
             return bad(format!(
@@ -413,6 +489,8 @@ impl TrainConfig {
             // the data's tokens are bytes: every one must have an embedding row and a logit
             let (need, tokens) = match self.data.as_str() {
                 "addition" => (usize::from(b'=') + 1, "the bytes '0'..'9', '+' and '='"),
+                // fine-tuning records: the base model's own tokenizer and vocabulary
+                d if crate::data::jsonl::is_data_dir(Path::new(d)) => (0, ""),
                 _ => (256, "bytes 0..255 (a text is read as bytes)"),
             };
             if self.gpt.vocab_size < need {

@@ -164,6 +164,32 @@ pub fn evaluate(
                 source: "validation split",
             })
         }
+        Task::Sft(s) => {
+            // every validation example once, in order; each one's mean over its trained tokens
+            let (mut total, mut targets) = (0.0f64, 0usize);
+            let mut per_item = Vec::with_capacity(s.valid.len());
+            let all: Vec<&super::sft::Example> = s.valid.iter().collect();
+            for chunk in all.chunks(mb) {
+                let batch = s.batch(chunk);
+                let Batch::Tokens { y, seq, .. } = &batch else {
+                    unreachable!("examples batch as tokens")
+                };
+                let losses = forward.losses(model, gpu, &batch)?.to_f32(gpu)?;
+                total += sum(&losses);
+                targets += batch.targets();
+                for (row, ys) in losses.chunks(*seq).zip(y.chunks(*seq)) {
+                    let n = ys.iter().filter(|&&t| t != PAD).count().max(1);
+                    per_item.push(sum(row) / n as f64);
+                }
+            }
+            Ok(EvalResult {
+                loss: (total / targets.max(1) as f64) as f32,
+                loss_se: standard_error(&per_item),
+                accuracy: None,
+                accuracy_se: None,
+                source: s.valid_source,
+            })
+        }
     }
 }
 

@@ -240,6 +240,15 @@ impl Trainer<'_> {
         let checkpoint = c.out.as_ref().map(|d| Path::new(d).join(CHECKPOINT_FILE));
         let lead = strategy.lead();
         let mut losses = vec![];
+        // a fine-tune evaluates its base first, so that the run shows what it changed
+        if self.step == 0 && c.init.is_some() && c.steps > 0 {
+            if let Some(r) = self.evaluate_on(strategy)? {
+                observer.observe(Event::Eval {
+                    step: 0,
+                    result: &r,
+                })?;
+            }
+        }
         let mut interval = (Instant::now(), 0u64);
         while self.step < c.steps {
             let log = (self.step + 1) % c.log_every == 0 || self.step + 1 == c.steps;
@@ -362,9 +371,18 @@ impl Trainer<'_> {
         if let Some(lora) = self.config.lora.clone() {
             strategy.with_trainable_values(self, &mut |t| {
                 if let (true, Some(dir), false) = (lead, path.parent(), ledger) {
-                    let base = t.config.init.as_deref().unwrap_or("(trained from scratch)");
+                    // the base as a path transformers can follow from anywhere
+                    let base = match t.config.init.as_deref() {
+                        Some(init) => std::fs::canonicalize(init)
+                            .map_or(init.to_string(), |p| p.display().to_string()),
+                        None => "(trained from scratch)".into(),
+                    };
+                    let base = base.as_str();
                     let model = t.model.as_ref();
-                    adapter_bytes = Some(super::adapter::save(t.gpu, dir, model, &lora, base)?);
+                    let family = t.config.gpt.family;
+                    adapter_bytes = Some(super::adapter::save(
+                        t.gpu, dir, model, &lora, base, family,
+                    )?);
                 }
                 Ok(())
             })?;

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod layout;
 pub mod metrics;
 pub mod outdir;
+pub mod sft;
 
 pub use config::{ModelKind, TrainConfig};
 pub use fit::{Event, FitReport, Local, Observer, StepLog, Strategy, CHECKPOINT_FILE};
@@ -43,6 +44,8 @@ pub enum Task {
     Rows(Rows),
     Addition(Addition),
     Text(Text),
+    /// Fine-tuning examples (a JSONL directory through the base model's tokenizer).
+    Sft(sft::Sft),
 }
 
 /// Loads the data a config names.
@@ -50,6 +53,37 @@ pub fn load_task(config: &TrainConfig) -> Result<Task> {
     Ok(match config.data.as_str() {
         "digits" => Task::Rows(digits::load()?),
         "addition" => Task::Addition(config.addition_task()),
+        path if crate::data::jsonl::is_data_dir(Path::new(path)) => {
+            let base = config
+                .init
+                .as_deref()
+                .filter(|b| crate::import::is_model(Path::new(b)))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{path} is fine-tuning data (JSONL): it needs a model with a tokenizer \
+                         to start from, a GGUF file or a Hugging Face directory (--model)"
+                    ))
+                })?;
+            let vocab = crate::import::Vocab::load(Path::new(base))?;
+            let seq = config.gpt.block_size;
+            Task::Sft(sft::Sft::load(
+                Path::new(path),
+                &vocab,
+                seq,
+                config.train_on_prompts,
+            )?)
+        }
+        path if config
+            .init
+            .as_deref()
+            .is_some_and(|b| crate::import::is_model(Path::new(b))) =>
+        {
+            return Err(Error::Config(format!(
+                "{path}: a model from elsewhere fine-tunes on a directory of JSONL records \
+                 (train.jsonl, valid.jsonl); a text file trains byte-level models (write it as \
+                 {{\"text\": …}} lines)"
+            )))
+        }
         path => {
             let text = Text::load(Path::new(path))?;
             text.check_block_size(config.gpt.block_size)?;
@@ -83,6 +117,7 @@ impl Task {
                 let (x, y) = Text::batch(&text.train, b, seq, rng);
                 Batch::Tokens { x, y, seq }
             }
+            Task::Sft(s) => s.draw(b, rng),
         }
     }
 
@@ -94,6 +129,7 @@ impl Task {
             Task::Rows(d) => d.train_y.len(),
             Task::Addition(a) => a.train_size(),
             Task::Text(text) => text.train.len() / config.gpt.block_size.max(1),
+            Task::Sft(s) => s.train.len(),
         }
     }
 
@@ -102,7 +138,7 @@ impl Task {
         match self {
             Task::Rows(_) => 1,
             Task::Addition(a) => a.seq_len() - 1,
-            Task::Text(_) => config.gpt.block_size,
+            Task::Text(_) | Task::Sft(_) => config.gpt.block_size,
         }
     }
 }
@@ -127,7 +163,15 @@ pub fn build_model(b: &Build, config: &TrainConfig) -> Result<Box<dyn Model>> {
     if config.lora.is_some() {
         base_frozen.push("*".into());
     }
-    let base = b.clone().frozen(&base_frozen);
+    let mut base = b.clone().frozen(&base_frozen);
+    if config.init.is_some() {
+        // every base weight comes from the init (Trainer::init_from): none drawn
+        base = base.loading();
+    }
+    if config.qlora.is_some() {
+        // the frozen linears wait for their quantized form: never allocated dense
+        base = base.quantized();
+    }
     let mut model: Box<dyn Model> = match config.model {
         ModelKind::Mlp => Box::new(Mlp::new(&base, config.mlp.clone(), &mut rng)?),
         ModelKind::Gpt => {
@@ -540,8 +584,13 @@ impl<'g> Trainer<'g> {
             // a plan: the checks above are what a save allocates; nothing is written
             return Ok(());
         }
-        let params = self.model.params();
-        let mine: Vec<&Param> = params.into_iter().filter(|p| holds(&p.name)).collect();
+        // a base from a model file is not copied into every checkpoint: a resume reads it
+        // from there again (TrainConfig::base_from_file)
+        let mine: Vec<&Param> = self
+            .saved_params()
+            .into_iter()
+            .filter(|p| holds(&p.name))
+            .collect();
         let meta = self.checkpoint_meta()?;
         if !part {
             return checkpoint::save(self.gpu, path, &mine, self.optimizer.state(), &meta);
@@ -560,13 +609,19 @@ impl<'g> Trainer<'g> {
     /// Continues from a checkpoint: weights, optimizer state, step and data RNG. The model's
     /// shape must match. A checkpoint of another optimizer method restores the weights and
     /// drops its state (the report names what was dropped); the new optimizer starts fresh.
+    /// A fine-tune of a model file ([`TrainConfig::base_from_file`]) reads its frozen base
+    /// from that file again and the trained weights from the checkpoint.
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
         let saved = ckpt.config().map(|c| c.optimizer.name).ok();
         // a checkpoint without optimizer state (a merged model) restores the weights only
         let has_state = ckpt.names().any(|k| k.starts_with("optim."));
         let same_method = saved == Some(self.optimizer.hyper.name) && has_state;
+        if self.config.base_from_file() {
+            let init = self.config.init.clone().expect("a base from a file");
+            self.init_from(Path::new(&init))?;
+        }
         let state = same_method.then_some(self.optimizer.state());
-        let report = ckpt.restore(self.gpu, &self.model.params(), state, false)?;
+        let report = ckpt.restore(self.gpu, &self.saved_params(), state, false)?;
         self.step = ckpt.meta.step;
         let mut state = guard::StepState {
             steps_taken: 0,
@@ -598,6 +653,17 @@ impl<'g> Trainer<'g> {
         Ok(report)
     }
 
+    /// The parameters its checkpoints hold: all of them, or what trains where the base comes
+    /// from a model file.
+    fn saved_params(&self) -> Vec<&Param> {
+        let lean = self.config.base_from_file();
+        let params = self.model.params();
+        params
+            .into_iter()
+            .filter(|p| !lean || p.trainable())
+            .collect()
+    }
+
     /// Loads the parameters a checkpoint has (by name) into this trainer's model, leaving the
     /// others as initialised: e.g. a base model from a full checkpoint under new, freshly
     /// initialised parameters. Nothing else (step, optimizer state, data RNG) is taken.
@@ -605,13 +671,29 @@ impl<'g> Trainer<'g> {
         ckpt.restore(self.gpu, &self.model.params(), None, true)
     }
 
-    /// The start of a fine-tune (`init`): the base model's weights from `ckpt`; every parameter
-    /// the checkpoint lacks must be a LoRA adapter's (else it was saved from another model).
-    pub fn init_from(&mut self, ckpt: &Checkpoint) -> Result<RestoreReport> {
-        let report = self.restore_subset(ckpt)?;
+    /// The start of a fine-tune (`init`): the base model's weights from `path`, a wgtrain
+    /// checkpoint, a GGUF file or a Hugging Face directory; every parameter it lacks must be a
+    /// LoRA adapter's (else it was saved from another model).
+    pub fn init_from(&mut self, path: &Path) -> Result<RestoreReport> {
+        let report = if crate::import::is_model(path) {
+            let qlora = self.config.qlora.as_ref();
+            let restored = fill_base(self.gpu, path, self.model.as_mut(), qlora)?;
+            let params = self.model.params();
+            RestoreReport {
+                fresh: params
+                    .iter()
+                    .filter(|p| p.resident() && !restored.contains(&p.name))
+                    .map(|p| p.name.clone())
+                    .collect(),
+                restored,
+                unused: vec![],
+            }
+        } else {
+            self.restore_subset(&Checkpoint::load(path)?)?
+        };
         if let Some(missing) = report.fresh.iter().find(|n| !n.contains(".lora_")) {
             return Err(Error::Checkpoint {
-                path: ckpt.path.clone(),
+                path: path.to_path_buf(),
                 reason: format!(
                     "has no tensor {missing:?}: it was saved from another model shape than this \
                      config's"
@@ -620,6 +702,27 @@ impl<'g> Trainer<'g> {
         }
         Ok(report)
     }
+}
+
+/// Writes a model file's weights (a GGUF file or Hugging Face directory) into `model`'s
+/// parameters of the same names, and with `qlora` its frozen linears' quantized forms; returns
+/// the names written.
+fn fill_base(
+    gpu: &Gpu,
+    path: &Path,
+    model: &mut dyn Model,
+    qlora: Option<&crate::nn::lora::QloraConfig>,
+) -> Result<Vec<String>> {
+    let mut written = crate::import::fill(gpu, path, &model.params())?;
+    if let Some(q) = qlora {
+        written.extend(crate::import::fill_quantized(
+            gpu,
+            path,
+            model.linears_mut(),
+            q,
+        )?);
+    }
+    Ok(written)
 }
 
 /// A fresh run id: the time and process, hashed (unique enough to tell runs apart; nothing
@@ -670,12 +773,13 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         .filter_map(|n| ckpt.info(n))
         .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
         .sum();
-    check_weight_count(&ckpt.path, &config, held)?;
+    if !config.base_from_file() {
+        check_weight_count(&ckpt.path, &config, held)?;
+    }
     // The model on a ledger twin first: every tensor is checked against the checkpoint and the
     // memory planned before anything is allocated.
     let ledger = gpu.ledger();
-    let twin = build_model(&Build::new(&ledger), &config)?;
-    ckpt.restore(&ledger, &twin.params(), None, false)?;
+    let twin = restored_model(&ledger, &config, ckpt)?;
     crate::memory::check_fits(
         gpu,
         "the checkpoint's model",
@@ -684,7 +788,22 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
         "it was trained on a device with more memory; run it there",
     )?;
     drop(twin);
-    let model = build_model(&Build::new(gpu), &config)?;
-    ckpt.restore(gpu, &model.params(), None, false)?;
+    let model = restored_model(gpu, &config, ckpt)?;
     Ok((config, model))
+}
+
+/// The model `config` describes with `ckpt`'s weights: every one, or, for a fine-tune of a
+/// model file, the base from that file and what trained from the checkpoint.
+fn restored_model(gpu: &Gpu, config: &TrainConfig, ckpt: &Checkpoint) -> Result<Box<dyn Model>> {
+    let mut model = build_model(&Build::new(gpu), config)?;
+    if !config.base_from_file() {
+        ckpt.restore(gpu, &model.params(), None, false)?;
+        return Ok(model);
+    }
+    let init = config.init.as_deref().expect("a base from a file");
+    fill_base(gpu, Path::new(init), model.as_mut(), config.qlora.as_ref())?;
+    let params = model.params();
+    let trained: Vec<&Param> = params.into_iter().filter(|p| p.trainable()).collect();
+    ckpt.restore(gpu, &trained, None, false)?;
+    Ok(model)
 }

@@ -4,8 +4,8 @@
 //! to the bit. Damaged files are refused by name, before anything is sized by their claims.
 
 use std::path::{Path, PathBuf};
-use wgtrain::import::ggml::GgmlType;
 use wgtrain::import::gguf::{Gguf, Value};
+use wgtrain::quant::ggml::GgmlType;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf")
@@ -494,7 +494,7 @@ fn the_real_smollm2_tokenizer_tokenizes_as_transformers() {
 #[test]
 fn the_gpu_decodes_ggml_blocks_as_the_host_does_bit_for_bit() {
     use wgtrain::gpu::{Category, Gpu};
-    use wgtrain::import::decode::{decode, decodes, upload_raw};
+    use wgtrain::ops::ggml::{decode, decodes, upload_raw};
     let gpu = Gpu::new(None).unwrap();
     let mut files = vec![data().join("tiny.gguf"), data().join("tiny-llama.gguf")];
     let smol = data().join("SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -509,7 +509,13 @@ fn the_gpu_decodes_ggml_blocks_as_the_host_does_bit_for_bit() {
             decodes(t.ggml_type) && (!t.name.starts_with("blk.") || t.name.starts_with("blk.0."))
         });
         for t in tensors {
-            let raw = upload_raw(&gpu, &t.name, &g.read_raw(t).unwrap()).unwrap();
+            let raw = upload_raw(
+                &gpu,
+                &t.name,
+                &g.read_raw(t).unwrap(),
+                wgtrain::gpu::Category::Workspace,
+            )
+            .unwrap();
             let out = wgtrain::Tensor::empty(
                 &gpu,
                 "decoded",

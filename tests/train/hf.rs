@@ -58,18 +58,25 @@ fn hugging_face_llama_and_gpt2_directories_give_transformers_logits() {
     assert_eq!(p.model.config.kv_heads(), 2);
     // its tokenizer_config's special tokens and chat template
     assert_eq!(
-        (p.tokenizer.bos, p.tokenizer.eos),
+        (p.vocab.tokenizer.bos, p.vocab.tokenizer.eos),
         (
-            p.tokenizer.token_id("<|im_start|>"),
-            p.tokenizer.token_id("<|im_end|>")
+            p.vocab.tokenizer.token_id("<|im_start|>"),
+            p.vocab.tokenizer.token_id("<|im_end|>")
         )
     );
-    let chat = p.chat.render(&[Message::new("user", "hi")], true).unwrap();
+    let chat = p
+        .vocab
+        .chat
+        .render(&[Message::new("user", "hi")], true)
+        .unwrap();
     assert_eq!(
         chat,
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     );
-    assert!(p.stop_tokens().contains(&p.tokenizer.eos.unwrap()));
+    assert!(p
+        .vocab
+        .stop_tokens()
+        .contains(&p.vocab.tokenizer.eos.unwrap()));
 }
 
 /// A copy of a tiny directory with `edit` applied to one of its files.
@@ -342,6 +349,10 @@ fn a_chat_template_jinja_file_takes_precedence_over_tokenizer_config() {
     .unwrap();
     let gpu = wgtrain::Gpu::new(None).unwrap();
     let p = Pretrained::load(&Build::new(&gpu), &d).unwrap();
-    let text = p.chat.render(&[Message::new("user", "hi")], true).unwrap();
+    let text = p
+        .vocab
+        .chat
+        .render(&[Message::new("user", "hi")], true)
+        .unwrap();
     assert_eq!(text, "<user>hi");
 }

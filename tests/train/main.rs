@@ -8,6 +8,7 @@ mod reference;
 mod cli;
 mod ddp;
 mod devices;
+mod finetune;
 mod gguf;
 mod gradients;
 mod hf;

@@ -202,7 +202,7 @@ fn the_trained_addition_gpt_keeps_its_accuracy_in_fp16_and_bf16() {
         c.steps = 20;
         c.lr = 1e-4;
         let mut t = Trainer::new(gpu(), c).unwrap();
-        t.init_from(&ckpt).unwrap();
+        t.init_from(&path).unwrap();
         let before = t.evaluate().unwrap().accuracy.unwrap();
         while t.step < t.config.steps {
             t.train_step(false).unwrap();

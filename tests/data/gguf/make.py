@@ -139,6 +139,23 @@ def tiny_gpt2():
     w.add_feed_forward_length(4 * c)
     w.add_head_count(cfg["n_head"])
     w.add_layer_norm_eps(1e-5)
+    # its tokenizer.json as GGUF's tokenizer.ggml.* (byte-level BPE; added tokens as control
+    # tokens), so the file is a whole model a fine-tune can start from
+    tok = json.load(open(os.path.join(src, "tokenizer.json")))
+    vocab = dict(tok["model"]["vocab"])
+    added = {a["content"]: a["id"] for a in tok["added_tokens"]}
+    vocab.update(added)
+    tokens = [None] * len(vocab)
+    for text, i in vocab.items():
+        tokens[i] = text
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in added else 1 for t in tokens])
+    w.add_token_merges(merges)
+    w.add_eos_token_id(added["<|endoftext|>"])
+    w.add_bos_token_id(added["<|endoftext|>"])
     t = lambda n: wt[f"transformer.{n}"]
     w.add_tensor("token_embd.weight", t("wte.weight"))
     w.add_tensor("position_embd.weight", t("wpe.weight"))

@@ -1,12 +1,12 @@
 //! ggml's blocks decoded on the device (`shaders/ggml.wgsl`): a GGUF tensor's bytes uploaded as
-//! they are and decoded there, bit for bit as the host decodes them ([`super::ggml`]),
+//! they are and decoded there, bit for bit as the host decodes them ([`crate::quant::ggml`]),
 //! so a model file's quantized weights need no f32 copy on the host: every type wgtrain reads
 //! but F32 (F16, BF16, Q8_0, Q4_0, Q4_1 and the k-quants Q4_K, Q5_K, Q6_K).
 
 use crate::error::Result;
 use crate::gpu::{Access, Category, Gpu, Kernel, Shader};
-use crate::import::ggml::GgmlType;
 use crate::ops::dispatch_items;
+use crate::quant::ggml::GgmlType;
 use crate::tensor::Tensor;
 
 /// Whether [`decode`] takes `ty`: every block type the host decodes (F32 needs no decoding).
@@ -14,12 +14,13 @@ pub fn decodes(ty: GgmlType) -> bool {
     ty != GgmlType::F32 && GgmlType::DECODED.contains(&ty)
 }
 
-/// `raw` (a tensor's blocks as stored) on the device in u32 words, the last one zero-padded.
-pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8]) -> Result<Tensor> {
+/// `raw` (a tensor's blocks as stored) on the device in u32 words, the last one zero-padded,
+/// charged to `category` (workspace while loading, params for blocks a layer keeps).
+pub fn upload_raw(gpu: &Gpu, name: &str, raw: &[u8], category: Category) -> Result<Tensor> {
     let mut bytes = raw.to_vec();
     bytes.resize(raw.len().div_ceil(4).max(1) * 4, 0);
     let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-    Tensor::from_u32(gpu, name, &[words.len()], &words, Category::Workspace)
+    Tensor::from_u32(gpu, name, &[words.len()], &words, category)
 }
 
 /// Records `out` (f32, the tensor's element count) = `raw` (its `ty` blocks, [`upload_raw`])

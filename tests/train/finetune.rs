@@ -1,0 +1,347 @@
+//! Fine-tuning models made elsewhere: `tests/data/hf/tiny-llama` (and its GGUF twin) on the
+//! JSONL records of `tests/data/sft`, through the trainer as the CLI runs it: the chat
+//! template's assistant turns are what trains, the held-out loss falls, the adapter comes out
+//! under PEFT's names and reloads onto a freshly loaded base with the same loss.
+
+use crate::cli::{fails_with, stderr, wgtrain};
+use std::path::{Path, PathBuf};
+use wgtrain::data::jsonl::Record;
+use wgtrain::import::{Pretrained, Vocab};
+use wgtrain::nn::{Build, Model};
+use wgtrain::train::adapter::Adapter;
+use wgtrain::train::sft::{encode, Sft};
+use wgtrain::train::{Local, TrainConfig, Trainer};
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+#[test]
+fn only_the_assistant_turns_train_and_batches_pad_without_targets() {
+    let vocab = Vocab::load(&data("hf/tiny-llama")).unwrap();
+    let chat = Record::Messages(vec![
+        ("system".into(), "be brief".into()),
+        ("user".into(), "cat and dog?".into()),
+        ("assistant".into(), "dog then cat".into()),
+        ("user".into(), "sun and moon?".into()),
+        ("assistant".into(), "moon then sun".into()),
+    ]);
+    let e = encode(&chat, &vocab, false).unwrap();
+    // the trained tokens, in runs: each reply and its end of turn, nothing of the prompts
+    let mut runs = vec![];
+    let mut run: Vec<u32> = vec![];
+    for (&id, &t) in e.ids.iter().zip(&e.trained) {
+        if t {
+            run.push(id);
+        } else if !run.is_empty() {
+            runs.push(
+                vocab
+                    .tokenizer
+                    .decode(&std::mem::take(&mut run), false)
+                    .unwrap(),
+            );
+        }
+    }
+    if !run.is_empty() {
+        runs.push(vocab.tokenizer.decode(&run, false).unwrap());
+    }
+    assert_eq!(
+        runs,
+        ["dog then cat<|im_end|>\n", "moon then sun<|im_end|>\n"]
+    );
+    // the whole conversation is the template's rendering, tokenized once
+    let text = vocab
+        .chat
+        .render(
+            &[
+                wgtrain::import::chat::Message::new("system", "be brief"),
+                wgtrain::import::chat::Message::new("user", "cat and dog?"),
+                wgtrain::import::chat::Message::new("assistant", "dog then cat"),
+                wgtrain::import::chat::Message::new("user", "sun and moon?"),
+                wgtrain::import::chat::Message::new("assistant", "moon then sun"),
+            ],
+            false,
+        )
+        .unwrap();
+    assert_eq!(e.ids, vocab.tokenizer.encode(&text).unwrap());
+    // --train-on-prompts: everything; text records: everything, EOS last
+    assert!(encode(&chat, &vocab, true)
+        .unwrap()
+        .trained
+        .iter()
+        .all(|&t| t));
+    let t = encode(&Record::Text("the cat".into()), &vocab, false).unwrap();
+    assert_eq!(t.ids.last().copied(), vocab.tokenizer.eos);
+    assert!(t.trained.iter().all(|&t| t));
+
+    // a batch: rows padded to the longest (a multiple of 16) with PAD targets
+    let sft = Sft::load(&data("sft"), &vocab, 64, false).unwrap();
+    assert_eq!((sft.train.len(), sft.valid.len(), sft.dropped), (48, 8, 0));
+    let picked: Vec<_> = sft.valid.iter().take(3).collect();
+    let wgtrain::nn::Batch::Tokens { x, y, seq } = sft.batch(&picked) else {
+        unreachable!()
+    };
+    let longest = picked.iter().map(|e| e.ids.len() - 1).max().unwrap();
+    assert_eq!(seq, longest.div_ceil(16) * 16);
+    for (row, e) in picked.iter().enumerate() {
+        let n = e.ids.len() - 1;
+        assert_eq!(&x[row * seq..row * seq + n], &e.ids[..n]);
+        let targets = &y[row * seq..(row + 1) * seq];
+        for (i, &t) in targets.iter().enumerate() {
+            let want = if i < n && e.trained[i + 1] {
+                e.ids[i + 1]
+            } else {
+                wgtrain::ops::softmax_xent::PAD
+            };
+            assert_eq!(t, want, "row {row} position {i}");
+        }
+    }
+    // cut to a short context, examples with nothing left to learn are dropped
+    // (the prompts are 29-31 tokens under this small vocabulary)
+    let short = Sft::load(&data("sft"), &vocab, 30, false).unwrap();
+    assert!(
+        short.dropped > 0 && short.train.len() < 48,
+        "{}",
+        short.dropped
+    );
+    assert!(short.train.iter().all(|e| e.ids.len() <= 31));
+}
+
+/// The fine-tune the CLI runs, as a library call: LoRA on tiny-llama's attention.
+fn fine_tune(base: &Path, out: &Path, steps: u64) -> TrainConfig {
+    let gpt = wgtrain::import::model_config(base).unwrap();
+    let mut c = TrainConfig::fine_tune(
+        gpt,
+        base.to_str().unwrap(),
+        data("sft").to_str().unwrap(),
+        true,
+    );
+    c.steps = steps;
+    c.gpt.block_size = 48;
+    c.lr = 1e-2;
+    c.eval_every = 0;
+    c.out = Some(out.display().to_string());
+    c
+}
+
+#[test]
+fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let out = crate::TmpDir::new("finetune-lora");
+    let recorder = crate::Recorder::new(out.join("kept"));
+    let config = fine_tune(&data("hf/tiny-llama"), &out, 30);
+    let mut t = Trainer::new(&gpu, config.clone()).unwrap();
+    let report = t.init_from(&data("hf/tiny-llama")).unwrap();
+    assert_eq!(report.restored.len(), 21, "every tensor of the directory");
+    assert_eq!(
+        report.fresh.len(),
+        8,
+        "A and B of q_proj and v_proj in 2 layers"
+    );
+    let fit = t.fit(&mut Local, &recorder).unwrap();
+    let lines = recorder.take();
+    // the base's loss first (step 0), then the fine-tune's
+    let eval = |line: &str| {
+        f32::from_bits(u32::from_str_radix(line.rsplit(' ').next().unwrap(), 16).unwrap())
+    };
+    let before = eval(lines.iter().find(|l| l.starts_with("eval 0 ")).unwrap());
+    let after = fit.eval.unwrap().loss;
+    assert!(
+        after < 0.8 * before,
+        "held-out loss {before} → {after}: the fine-tune did not learn the replies"
+    );
+
+    // the adapter: PEFT's names and config for a Llama
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(cfg["fan_in_fan_out"], false);
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    let base = cfg["base_model_name_or_path"].as_str().unwrap();
+    assert!(Path::new(base).is_absolute() && Path::new(base).join("config.json").exists());
+    let bytes = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut names: Vec<_> = meta.tensors().into_keys().collect();
+    names.sort();
+    assert_eq!(names.len(), 8);
+    assert_eq!(
+        names[0],
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    );
+
+    // reloaded onto a freshly loaded base: the same held-out loss, bit for bit
+    let mut p = Pretrained::load(&Build::new(&gpu), &data("hf/tiny-llama")).unwrap();
+    Adapter::load(&out)
+        .unwrap()
+        .apply(&gpu, &mut p.model)
+        .unwrap();
+    let task = wgtrain::train::load_task(&config).unwrap();
+    let again = wgtrain::train::eval::evaluate(
+        &gpu,
+        &mut p.model,
+        &mut wgtrain::train::eval::Whole,
+        &task,
+        &config,
+    )
+    .unwrap();
+    assert_eq!(
+        again.loss.to_bits(),
+        after.to_bits(),
+        "{} vs {after}",
+        again.loss
+    );
+}
+
+#[test]
+fn a_gguf_base_fills_the_same_weights_as_its_directory_and_the_cli_fine_tunes_it() {
+    // tiny-gpt2.gguf is ../hf/tiny-gpt2's weights and tokenizer in llama.cpp's layout (make.py):
+    // a fine-tune starting from it holds the directory's model (B = 0: the adapters add
+    // nothing yet) and reads text as the directory's tokenizer does
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let gguf = data("gguf/tiny-gpt2.gguf");
+    let out = crate::TmpDir::new("finetune-gguf");
+    // plain text records (a conversation outgrows this model's 32 positions)
+    let texts = out.join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    let lines: String = [
+        "cat and dog",
+        "dog then cat",
+        "sun and moon",
+        "moon then sun",
+    ]
+    .iter()
+    .map(|t| format!("{{\"text\": \"{t}\"}}\n"))
+    .collect();
+    std::fs::write(texts.join("train.jsonl"), &lines).unwrap();
+    std::fs::write(texts.join("valid.jsonl"), &lines).unwrap();
+    let mut c = fine_tune(&gguf, &out, 0);
+    c.data = texts.display().to_string();
+    c.gpt.block_size = 24; // shorter than the file's 32: the position table's first rows
+    let mut t = Trainer::new(&gpu, c).unwrap();
+    t.init_from(&gguf).unwrap();
+    let p = Pretrained::load(&Build::new(&gpu), &data("hf/tiny-gpt2")).unwrap();
+    let text = "cat and dog? dog then cat";
+    let tokens = p.vocab.tokenizer.encode(text).unwrap();
+    assert_eq!(
+        Vocab::load(&gguf).unwrap().tokenizer.encode(text).unwrap(),
+        tokens
+    );
+    let batch = wgtrain::nn::Batch::Tokens {
+        x: tokens.clone(),
+        y: tokens.clone(),
+        seq: tokens.len(),
+    };
+    let a = t.model.logits(&gpu, &batch).unwrap().to_f32(&gpu).unwrap();
+    let b = Model::logits(&p.model, &gpu, &batch)
+        .unwrap()
+        .to_f32(&gpu)
+        .unwrap();
+    assert_eq!(a, b);
+
+    // the CLI: finetune --model FILE.gguf, a few steps, the adapter written
+    let out_s = out.join("run");
+    let o = wgtrain(&[
+        "finetune",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--data",
+        texts.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--max-length",
+        "24",
+        "--lora-targets",
+        "all-linear",
+        "--out",
+        out_s.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("step      0 | eval loss"), "{err}");
+    let cfg = std::fs::read_to_string(out_s.join("adapter_config.json")).unwrap();
+    assert!(cfg.contains("\"all-linear\""), "{cfg}");
+    assert!(
+        cfg.contains("\"fan_in_fan_out\": true"),
+        "GPT-2's Conv1D: {cfg}"
+    );
+    // all-linear: GPT-2's four linears a block, two blocks, A and B each, under PEFT's names
+    let bytes = std::fs::read(out_s.join("adapter_model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors = meta.tensors();
+    assert_eq!(tensors.len(), 16);
+    assert!(tensors.contains_key("base_model.model.transformer.h.1.mlp.c_fc.lora_B.weight"));
+}
+
+#[test]
+fn bad_fine_tuning_input_fails_cleanly_naming_the_problem() {
+    let base = data("hf/tiny-llama");
+    let base = base.to_str().unwrap();
+    let sft = data("sft");
+    let sft = sft.to_str().unwrap();
+    fails_with(&["finetune", "--data", sft], &["finetune needs --model"]);
+    fails_with(&["finetune", "--model", base], &["needs --data"]);
+    fails_with(
+        &["finetune", "--model", "no-such-model", "--data", sft],
+        &["--model takes mlp, gpt, or a model to fine-tune"],
+    );
+    fails_with(
+        &[
+            "finetune",
+            "--model",
+            base,
+            "--data",
+            sft,
+            "--lora-targets",
+            "qkv",
+        ],
+        &[
+            "lora target \"qkv\" matches no layer",
+            "q_proj",
+            "down_proj",
+        ],
+    );
+    fails_with(
+        &[
+            "finetune",
+            "--model",
+            base,
+            "--data",
+            sft,
+            "--max-length",
+            "100000",
+        ],
+        &["longer than the model's context, 64 tokens"],
+    );
+    let dir = crate::TmpDir::new("finetune-bad");
+    let readme = data("sft/README.md");
+    fails_with(
+        &[
+            "finetune",
+            "--model",
+            base,
+            "--data",
+            readme.to_str().unwrap(),
+        ],
+        &["fine-tunes on a directory of JSONL records"],
+    );
+    std::fs::write(
+        dir.join("train.jsonl"),
+        "{\"text\": \"a\"}\n{\"prompt\": \"q\"}\n",
+    )
+    .unwrap();
+    fails_with(
+        &["finetune", "--model", base, "--data", dir.to_str().unwrap()],
+        &["train.jsonl:2: \"completion\" is not a string"],
+    );
+    // JSONL data without a tokenizer to read it
+    fails_with(
+        &["train", "--data", sft],
+        &["fine-tuning data (JSONL): it needs a model with a tokenizer"],
+    );
+}
