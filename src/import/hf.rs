@@ -353,6 +353,11 @@ fn write(gpu: &crate::gpu::Gpu, plan: &Plan, params: &[&Param]) -> Result<Vec<St
         if !p.resident() {
             continue;
         }
+        if gpu.is_ledger() {
+            // a plan: the value is allocated already, nothing to read
+            filled.push(p.name.clone());
+            continue;
+        }
         let values = files.read_f32(plan, slot, p.shape()[0])?;
         p.value().write_f32(gpu, &values);
         p.refresh_work(gpu);

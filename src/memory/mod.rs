@@ -214,10 +214,8 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
         task => task?,
     };
     let mut task = task;
-    if let Task::Sft(s) = &mut task {
-        // the longest batch the examples could make
-        s.full_rows = true;
-    }
+    // the longest batch the examples could make
+    task.pad_to_block();
     let mut trainer = Trainer::with_task(&ledger, config.clone(), task)?;
     if let Some(ckpt) = ckpt {
         trainer.resume(ckpt)?;

@@ -24,6 +24,36 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Where a GPT's parameter belongs, by its name (either family's naming; a LoRA adapter's with
+/// its layer's): what a pipeline splits the model by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The token embedding ("wte", "model.embed_tokens.weight"), the LM head too when tied.
+    TokenEmbedding,
+    /// GPT-2's learned positions ("wpe").
+    Positions,
+    /// Block i's ("h.i.…", "model.layers.i.…").
+    Block(usize),
+    /// The final norm and an untied LM head.
+    Head,
+}
+
+impl Part {
+    pub fn of(name: &str) -> Part {
+        match name {
+            "wte" | "model.embed_tokens.weight" => return Part::TokenEmbedding,
+            "wpe" => return Part::Positions,
+            _ => {}
+        }
+        let block = name
+            .strip_prefix("h.")
+            .or_else(|| name.strip_prefix("model.layers."))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse().ok());
+        block.map_or(Part::Head, Part::Block)
+    }
+}
+
 /// The layers a [`Gpt`] is built of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -63,6 +63,9 @@ pub struct Param {
     /// Whether `grad` holds the zeros [`zero_grads`] wrote, with nothing added since (see
     /// [`Param::accumulate_grad`]).
     grad_is_zero: AtomicBool,
+    /// Whether it names a weight held quantized (or waiting to be): it has no f32 value on any
+    /// rank, and every rank holds the quantized form whole.
+    quantized: bool,
 }
 
 impl Param {
@@ -113,6 +116,7 @@ impl Param {
     /// Gives its value (and working copy) back to the pool: the parameter goes on naming a
     /// weight held in another form (quantized, [`linear::Weight::quantize`]).
     pub(crate) fn discard_value(&mut self) {
+        self.quantized = true;
         self.value = None;
         self.work = None;
         self.work_lent = false;
@@ -202,6 +206,7 @@ impl Param {
             },
             decay,
             grad_is_zero: AtomicBool::new(true),
+            quantized: false,
         })
     }
 
@@ -219,6 +224,7 @@ impl Param {
             frozen: true,
             decay: false,
             grad_is_zero: AtomicBool::new(true),
+            quantized: false,
         }
     }
 
@@ -229,6 +235,7 @@ impl Param {
             name: name.to_string(),
             shape: shape.to_vec(),
             decay: true,
+            quantized: true,
             ..Param::placeholder()
         }
     }
@@ -306,6 +313,12 @@ impl Param {
     }
 
     /// Whether the value is on this device.
+    /// Whether it names a weight held quantized ([`linear::Weight::Quantized`], or waiting to
+    /// be): no f32 value anywhere, the quantized form whole on every rank.
+    pub fn is_quantized(&self) -> bool {
+        self.quantized
+    }
+
     pub fn resident(&self) -> bool {
         self.value.is_some()
     }

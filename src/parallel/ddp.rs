@@ -329,6 +329,10 @@ fn run_rank(
         if options.zero >= 3 {
             break;
         }
+        if p.is_quantized() {
+            // a quantized base: each rank loaded the same file
+            continue;
+        }
         let mine = gpu.read_bytes(p.weight())?;
         let mut theirs = mine.clone();
         comm.broadcast(&mut theirs, 0)?;
@@ -1044,7 +1048,11 @@ fn setup<'g, 'c>(
         let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
         let names = params.iter().map(|p| p.name.clone()).collect();
         let all = shape.model.params();
-        let fixed: Vec<&&Param> = all.iter().filter(|p| !p.trainable()).collect();
+        // (a quantized base is whole on every rank: not partitioned)
+        let fixed: Vec<&&Param> = all
+            .iter()
+            .filter(|p| !p.trainable() && !p.is_quantized())
+            .collect();
         let sizes_f: Vec<usize> = fixed.iter().map(|p| p.numel()).collect();
         let part = match options.zero {
             3.. => partition(&sizes_f, ranks),
@@ -1229,6 +1237,10 @@ pub fn plan_rank(
     let ledger = gpu.ledger();
     // the bucket buffers stay live through the step, as in a run
     let (mut t, mut strategy) = setup(&ledger, None, config, options, ranks, rank)?;
+    if let Some(init) = &config.init {
+        // the base as the run loads it (a QLoRA base's quantized sizes)
+        t.init_from(std::path::Path::new(init))?;
+    }
     t.rehearse(&mut strategy)
 }
 
@@ -1335,7 +1347,13 @@ pub(super) fn gather_on_host(
     let Some(comm) = comm else {
         return Ok(vec![]);
     };
-    let params = t.model.params();
+    // (a quantized base has no f32 values to gather)
+    let params: Vec<&Param> = t
+        .model
+        .params()
+        .into_iter()
+        .filter(|p| !p.is_quantized())
+        .collect();
     let mut mine: Vec<f32> = vec![];
     for p in &params {
         if holder(&p.name) == Some(rank) {

@@ -21,7 +21,7 @@ use super::schedule::{actions, simulate, Action, Schedule, Timeline};
 use super::{Collective, InProcess};
 use crate::error::{Error, Result};
 use crate::gpu::{Category, Gpu, MemoryStats};
-use crate::nn::gpt::{StageCache, StageOut, StageSpan};
+use crate::nn::gpt::{Part, StageCache, StageOut, StageSpan};
 use crate::nn::model::in_f32;
 use crate::nn::{zero_grads, Batch, LossGrad, Model, NoHooks};
 use crate::tensor::Tensor;
@@ -185,28 +185,21 @@ pub fn split(
 
 /// Which stage(s) hold a parameter of the full model: the embeddings on the first (the tied
 /// token embedding on the last too), block i's on its stage, the final LayerNorm on the last.
-fn stages_of(name: &str, spans: &[StageSpan]) -> Vec<usize> {
+fn stages_of(name: &str, spans: &[StageSpan], tied: bool) -> Vec<usize> {
     let p = spans.len();
-    if name == "wte" {
-        return if p > 1 { vec![0, p - 1] } else { vec![0] };
+    match Part::of(name) {
+        Part::TokenEmbedding if tied && p > 1 => vec![0, p - 1],
+        Part::TokenEmbedding | Part::Positions => vec![0],
+        Part::Block(i) => vec![spans.iter().position(|s| s.blocks.contains(&i)).unwrap()],
+        Part::Head => vec![p - 1],
     }
-    if name == "wpe" {
-        return vec![0];
-    }
-    if let Some(rest) = name.strip_prefix("h.") {
-        let i: usize = rest
-            .split('.')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("a block parameter's name: {name}"));
-        return vec![spans.iter().position(|s| s.blocks.contains(&i)).unwrap()];
-    }
-    vec![p - 1]
 }
 
 /// The stage plan every stage computes alike.
 struct Plan {
     spans: Vec<StageSpan>,
+    /// Whether the LM head is the token embedding (then both ends hold it).
+    tied: bool,
     /// Per stage, the parameters it holds, and how many weights they are.
     own: Vec<HashSet<String>>,
     weights: Vec<usize>,
@@ -239,27 +232,19 @@ fn plan(
     let ledger = gpu.ledger();
     let shape = Trainer::new(&ledger, config.clone())?;
     let params = shape.model.params();
-    let size = |name: &str| {
+    let g = &config.gpt;
+    let of = |part: Part| -> usize {
         params
             .iter()
-            .find(|p| p.name == name)
-            .map_or(0, |p| p.numel())
+            .filter(|q| Part::of(&q.name) == part)
+            .map(|q| q.numel())
+            .sum()
     };
-    let g = &config.gpt;
-    let block: usize = params
-        .iter()
-        .filter(|p| p.name.starts_with("h.0."))
-        .map(|p| p.numel())
-        .sum();
-    let ln_f = size("ln_f.weight") + size("ln_f.bias");
+    let block = of(Part::Block(0));
+    let embedding = of(Part::TokenEmbedding);
+    let head = of(Part::Head) + if g.tied() { embedding } else { 0 };
     let spans = match partition {
-        Partition::Params => split(
-            g.n_layer,
-            block,
-            p,
-            size("wte") + size("wpe"),
-            ln_f + size("wte"),
-        )?,
+        Partition::Params => split(g.n_layer, block, p, embedding + of(Part::Positions), head)?,
         Partition::Balanced => {
             let (block, embed, head) = measured_costs(gpu, config)?;
             split(g.n_layer, block, p, embed, head)?
@@ -269,7 +254,7 @@ fn plan(
     let mut own = vec![HashSet::new(); p];
     let mut weights = vec![0; p];
     for q in &params {
-        for s in stages_of(&q.name, &spans) {
+        for s in stages_of(&q.name, &spans, g.tied()) {
             own[s].insert(q.name.clone());
             weights[s] += q.numel();
         }
@@ -278,11 +263,12 @@ fn plan(
         .model
         .trainable_params()
         .iter()
-        .map(|q| stages_of(&q.name, &spans)[0])
+        .map(|q| stages_of(&q.name, &spans, g.tied())[0])
         .collect();
     let seq = shape.task.seq_len(config);
     Ok(Plan {
         spans,
+        tied: g.tied(),
         own,
         weights,
         norm_owner,
@@ -678,6 +664,10 @@ fn rehearse_stage(
         options.schedule,
         Instant::now(),
     )?;
+    if let Some(init) = &config.init {
+        // the base as the run loads it (a QLoRA base's quantized sizes)
+        t.init_from(std::path::Path::new(init))?;
+    }
     t.rehearse(&mut stage)
 }
 
@@ -714,15 +704,18 @@ fn setup<'g, 'c>(
         grads: true,
         values: true,
     };
-    let t = Trainer::for_rank(gpu, config.clone(), Some(shard))?;
+    let mut t = Trainer::for_rank(gpu, config.clone(), Some(shard))?;
+    // the stages exchange activations of one shape: every batch block_size long
+    t.task.pad_to_block();
     let parts = Tensor::zeros(
         gpu,
         "pipeline norm parts",
         &[t.model.trainable_params().len().max(1)],
         Category::Workspace,
     )?;
-    debug_assert_eq!(t.model.params()[0].name, "wte");
-    let tied = p > 1 && t.model.params()[0].trainable() && (span.first || span.last);
+    debug_assert_eq!(Part::of(&t.model.params()[0].name), Part::TokenEmbedding);
+    let tied =
+        p > 1 && config.gpt.tied() && t.model.params()[0].trainable() && (span.first || span.last);
     let replicas = config.batch_size / plan.rows;
     // a stage's replicas: DDP over them (its buckets; the exchange when there is a group)
     let dp = match replicas {
@@ -1028,17 +1021,17 @@ impl Strategy for Stage<'_> {
         work: &mut dyn FnMut(&mut Trainer) -> Result<()>,
     ) -> Result<()> {
         let at = (self.s, self.plan.spans.len());
-        let spans = &self.plan.spans;
+        let (spans, tied) = (&self.plan.spans, self.plan.tied);
         // a value two stages hold (the tied embedding) sent by the first
-        let holder = |name: &str| Some(stages_of(name, spans)[0]);
+        let holder = |name: &str| Some(stages_of(name, spans, tied)[0]);
         self.clock += with_gathered(self.comm, at, t, &holder, work)?;
         Ok(())
     }
 
     fn whole_values(&mut self, t: &mut Trainer) -> Result<Vec<(String, Vec<f32>)>> {
         let at = (self.s, self.plan.spans.len());
-        let spans = &self.plan.spans;
-        let holder = |name: &str| Some(stages_of(name, spans)[0]);
+        let (spans, tied) = (&self.plan.spans, self.plan.tied);
+        let holder = |name: &str| Some(stages_of(name, spans, tied)[0]);
         gather_on_host(self.comm, at, t, &holder)
     }
 
@@ -1063,7 +1056,7 @@ impl Strategy for Stage<'_> {
 
     fn writes_value(&self, name: &str) -> bool {
         // a value two stages hold (the tied embedding) goes in the first one's part
-        stages_of(name, &self.plan.spans)[0] == self.s
+        stages_of(name, &self.plan.spans, self.plan.tied)[0] == self.s
     }
 
     fn barrier(&self) -> Result<()> {

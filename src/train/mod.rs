@@ -133,6 +133,14 @@ impl Task {
         }
     }
 
+    /// Every batch as long as the context (fine-tuning examples otherwise pad to their batch's
+    /// longest): what a pipeline's fixed activation shapes, and a plan's worst case, need.
+    pub fn pad_to_block(&mut self) {
+        if let Task::Sft(s) = self {
+            s.full_rows = true;
+        }
+    }
+
     /// The sequence length a GPT trains on for this task (1 for rows).
     pub fn seq_len(&self, config: &TrainConfig) -> usize {
         match self {
@@ -790,6 +798,19 @@ pub fn load_model(gpu: &Gpu, ckpt: &Checkpoint) -> Result<(TrainConfig, Box<dyn 
     drop(twin);
     let model = restored_model(gpu, &config, ckpt)?;
     Ok((config, model))
+}
+
+/// The model a fine-tune of a model file starts from: `config`'s model (its LoRA adapters as
+/// initialised) with the base's weights from `config.init` (quantized under `qlora`).
+pub fn base_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
+    let Some(init) = config.init.as_deref().filter(|_| config.base_from_file()) else {
+        return Err(Error::Config(
+            "base_model: the config's init is not a GGUF file or Hugging Face directory".into(),
+        ));
+    };
+    let mut model = build_model(&Build::new(gpu), config)?;
+    fill_base(gpu, Path::new(init), model.as_mut(), config.qlora.as_ref())?;
+    Ok(model)
 }
 
 /// The model `config` describes with `ckpt`'s weights: every one, or, for a fine-tune of a

@@ -345,3 +345,164 @@ fn bad_fine_tuning_input_fails_cleanly_naming_the_problem() {
         &["fine-tuning data (JSONL): it needs a model with a tokenizer"],
     );
 }
+
+/// Logits of `model` for a fixed sequence.
+fn logits(gpu: &wgtrain::Gpu, model: &dyn Model, vocab: u32) -> Vec<f32> {
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % vocab).collect();
+    let batch = wgtrain::nn::Batch::Tokens {
+        x: tokens.clone(),
+        y: tokens,
+        seq: 12,
+    };
+    model.logits(gpu, &batch).unwrap().to_f32(gpu).unwrap()
+}
+
+#[test]
+fn qlora_keeps_the_base_quantized_and_computes_what_its_decoded_weights_do() {
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    // a GGUF base keeps its own blocks (tiny-llama.gguf: Q8_0, Q4_1, Q4_0, F16 and BF16
+    // matrices): decoded per product by the decoder the dense load uses, then the same matmul,
+    // so the logits are the dense model's bit for bit
+    let gguf = data("gguf/tiny-llama.gguf");
+    let gpt = wgtrain::import::model_config(&gguf).unwrap();
+    let mut c = TrainConfig::fine_tune(gpt, gguf.to_str().unwrap(), "", true);
+    c.lora = Some(wgtrain::nn::lora::LoraConfig {
+        targets: vec!["all-linear".into()],
+        ..Default::default()
+    });
+    c.qlora = Some(Default::default());
+    let mut q = wgtrain::train::base_model(&gpu, &c).unwrap();
+    let dense = wgtrain::import::llama::load(&Build::new(&gpu), &gguf).unwrap();
+    assert_eq!(logits(&gpu, q.as_ref(), 64), logits(&gpu, &dense, 64));
+    let held = wgtrain::memory::Quantized::of(q.as_mut());
+    // two blocks of q, o (32×32), k, v (16×32), gate, up (64×32), down (32×64)
+    assert_eq!(held.weights, 2 * (2 * 32 * 32 + 2 * 16 * 32 + 3 * 64 * 32));
+    let mut formats: Vec<String> = q
+        .linears_mut()
+        .iter()
+        .map(|l| match &l.weight {
+            wgtrain::nn::linear::Weight::Quantized { quant, .. } => quant.format_name(),
+            _ => panic!("{} is not quantized", l.name()),
+        })
+        .collect();
+    formats.sort();
+    formats.dedup();
+    assert!(
+        formats.len() >= 4,
+        "the file's block types, kept: {formats:?}"
+    );
+
+    // a Hugging Face base (f32) is quantized to NF4 on the host: the dequantizing matmul
+    // against the dense model holding the same weights decoded on the host
+    let dir = data("hf/tiny-llama");
+    let gpt = wgtrain::import::model_config(&dir).unwrap();
+    let mut c = TrainConfig::fine_tune(gpt, dir.to_str().unwrap(), "", true);
+    c.qlora = Some(Default::default());
+    c.lora.as_mut().unwrap().targets = vec!["all-linear".into()];
+    let q = wgtrain::train::base_model(&gpu, &c).unwrap();
+    let mut dense = Pretrained::load(&Build::new(&gpu), &dir).unwrap();
+    for l in dense.model.linears_mut() {
+        let (rows, cols) = (l.out_features, l.in_features);
+        let w = l.w().value().to_f32(&gpu).unwrap();
+        let nf4 =
+            wgtrain::quant::quantize(wgtrain::quant::Method::Nf4 { block: 64 }, &w, rows, cols)
+                .unwrap();
+        l.w().value().write_f32(&gpu, &nf4.dequantize());
+    }
+    let (a, b) = (
+        logits(&gpu, q.as_ref(), 277),
+        logits(&gpu, &dense.model, 277),
+    );
+    // the same weights and products; the dequantizing matmul sums each output's k in order,
+    // the dense one in its tiles' order: f32 rounding of sums of 32-48 terms, logits ~1-5
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "largest logit difference {worst:e}");
+}
+
+#[test]
+fn a_qlora_fine_tune_learns_and_resumes_from_its_lean_checkpoint_bit_for_bit() {
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let out = crate::TmpDir::new("finetune-qlora");
+    let mut config = fine_tune(&data("hf/tiny-llama"), &out, 12);
+    config.qlora = Some(Default::default());
+    config.checkpoint_every = 6;
+    let recorder = crate::Recorder::new(out.join("kept"));
+    let mut t = Trainer::new(&gpu, config.clone()).unwrap();
+    t.init_from(&data("hf/tiny-llama")).unwrap();
+    let fit = t.fit(&mut Local, &recorder).unwrap();
+    let lines = recorder.take();
+    let eval =
+        |l: &str| f32::from_bits(u32::from_str_radix(l.rsplit(' ').next().unwrap(), 16).unwrap());
+    let before = eval(lines.iter().find(|l| l.starts_with("eval 0 ")).unwrap());
+    let after = fit.eval.unwrap().loss;
+    assert!(after < 0.9 * before, "held-out loss {before} → {after}");
+    // the checkpoint holds the adapters and their state, not the 33 248 base weights
+    let kept = out.join("kept/at6.safetensors");
+    let ckpt = wgtrain::train::checkpoint::Checkpoint::load(&kept).unwrap();
+    let weights: Vec<_> = ckpt.names().filter(|n| !n.starts_with("optim.")).collect();
+    assert_eq!(weights.len(), 8, "{weights:?}");
+    assert!(std::fs::metadata(&kept).unwrap().len() < 40_000);
+    // resumed at step 6, reading the base from its directory again: the same run
+    let mut r = Trainer::new(&gpu, config).unwrap();
+    r.resume(&ckpt).unwrap();
+    let recorder = crate::Recorder::new(out.join("kept2"));
+    r.fit(&mut Local, &recorder).unwrap();
+    let tail: Vec<String> = lines
+        .iter()
+        .skip_while(|l| *l != "checkpoint 6")
+        .filter(|l| !l.starts_with("checkpoint"))
+        .cloned()
+        .collect();
+    assert!(!tail.is_empty(), "{lines:?}");
+    let resumed: Vec<String> = recorder
+        .take()
+        .into_iter()
+        .filter(|l| !l.starts_with("checkpoint"))
+        .collect();
+    assert_eq!(resumed, tail);
+}
+
+#[test]
+fn qlora_trains_alike_on_one_device_under_ddp_zero_and_a_pipeline() {
+    // the quantized base whole on every rank and stage, the adapters sharded or split: the
+    // same run (eval losses as printed, 4 decimals; the gradient sums' order differs)
+    let base = data("hf/tiny-llama");
+    let sft = data("sft");
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "finetune",
+            "--model",
+            base.to_str().unwrap(),
+            "--data",
+            sft.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--log-every",
+            "3",
+            "--micro-batch-size",
+            "2",
+            "--qlora",
+        ];
+        args.extend(extra);
+        let o = wgtrain(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{extra:?}: {err}");
+        err.lines()
+            .filter(|l| l.contains("eval loss") && l.starts_with("step"))
+            .map(String::from)
+            .collect()
+    };
+    let one = run(&[]);
+    assert_eq!(one.len(), 2, "{one:?}");
+    for extra in [
+        &["--devices", "2"][..],
+        &["--devices", "2", "--zero", "3"],
+        &["--pipeline", "2"],
+    ] {
+        assert_eq!(run(extra), one, "{extra:?}");
+    }
+}
