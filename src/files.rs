@@ -5,8 +5,8 @@
 use crate::error::{Error, Result};
 use safetensors::tensor::Metadata;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 /// Configs and adapter configs: far more than any real one.
 pub const CONFIG_CAP: u64 = 16 << 20;
@@ -71,7 +71,7 @@ pub fn claim_output(path: &Path, inputs: &[&Path], overwrite: bool, what: &str) 
             );
         }
     }
-    // a killed writer's temporaries (see `train::checkpoint::write_atomically`)
+    // a killed writer's temporaries (see `train::crate::files::write_atomically`)
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -255,5 +255,50 @@ impl SafetensorsData {
             .read_exact(&mut bytes)
             .map_err(|e| io(&self.path, e))?;
         Ok(bytes)
+    }
+}
+
+/// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, &mut |f| f.write_all(bytes))
+}
+
+/// [`write_atomically`] with the contents written by `write` (a stream of pieces).
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(write_err(&tmp))?;
+        write(&mut f).map_err(write_err(&tmp))?;
+        f.sync_all().map_err(write_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(write_err(path))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An I/O error at `path`.
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |error| Error::Io {
+        path: path.to_path_buf(),
+        error,
     }
 }

@@ -16,6 +16,10 @@ pub struct GenerateArgs {
     /// A GGUF file or a Hugging Face model directory (Llama family or GPT-2).
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter directory (PEFT's format, e.g. a finetune's --out) to run with the
+    /// model, unmerged.
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// The text to continue, or with --chat the user's message.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -54,7 +58,10 @@ pub fn run(adapter: Option<&str>, args: GenerateArgs) -> Result<()> {
     }
     let gpu = Gpu::new(adapter)?;
     let start = std::time::Instant::now();
-    let p = Pretrained::load(&Build::new(&gpu), &args.model)?;
+    let mut p = Pretrained::load(&Build::new(&gpu), &args.model)?;
+    if let Some(dir) = &args.lora {
+        wgtrain::train::adapter::Adapter::load(dir)?.apply(&gpu, &mut p.model)?;
+    }
     eprintln!(
         "{}: {}, {} parameters, loaded in {:.1} s on {}",
         p.vocab.name.as_deref().unwrap_or("model"),

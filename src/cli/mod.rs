@@ -14,6 +14,6 @@ pub mod train;
 /// Writes a command's output file atomically (a temporary beside it, renamed over it), after
 /// the command claimed it before its work ([`wgtrain::files::claim_output`]).
 pub fn write_output(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    wgtrain::train::checkpoint::write_atomically(path, bytes)
+    wgtrain::files::write_atomically(path, bytes)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -54,7 +54,7 @@ pub fn write_chart(path: &Path, title: &str, runs: &[(String, Curves)], log: boo
         bail!("nothing to plot: no step or eval records");
     }
     let svg = line_chart(title, "step", "loss", log, &all);
-    wgtrain::train::checkpoint::write_atomically(path, svg.as_bytes())
+    wgtrain::files::write_atomically(path, svg.as_bytes())
         .with_context(|| format!("cannot write the chart {}", path.display()))?;
     Ok(())
 }

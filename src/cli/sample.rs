@@ -110,7 +110,7 @@ pub struct EvalArgs {
     /// With --model: windows per forward.
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    /// A LoRA adapter directory to run with the checkpoint, unmerged.
+    /// A LoRA adapter directory (PEFT's format) to run with the model, unmerged.
     #[arg(long)]
     lora: Option<PathBuf>,
     /// Evaluate on other data than the checkpoint's (a text file for a text model).
@@ -147,11 +147,11 @@ pub fn eval(adapter: Option<&str>, args: EvalArgs) -> Result<()> {
 /// context.
 fn eval_pretrained(adapter: Option<&str>, args: &EvalArgs) -> Result<()> {
     let (path, data) = (args.model.as_ref().unwrap(), args.data.as_ref().unwrap());
-    if args.lora.is_some() {
-        bail!("--lora applies to --checkpoint models");
-    }
     let gpu = Gpu::new(adapter)?;
-    let p = wgtrain::import::Pretrained::load(&wgtrain::nn::Build::new(&gpu), path)?;
+    let mut p = wgtrain::import::Pretrained::load(&wgtrain::nn::Build::new(&gpu), path)?;
+    if let Some(dir) = &args.lora {
+        Adapter::load(dir)?.apply(&gpu, &mut p.model)?;
+    }
     let bytes = wgtrain::files::read_capped_gz(
         std::path::Path::new(data),
         wgtrain::data::text::text_cap(),
@@ -211,15 +211,23 @@ fn eval_quantized(
 #[derive(clap::Args)]
 pub struct MergeArgs {
     /// The base checkpoint the adapter was trained on.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    checkpoint: Option<PathBuf>,
+    /// The base model made elsewhere the adapter was trained on (a GGUF file or a Hugging
+    /// Face directory); the merged model is written as a Hugging Face directory (--hf).
+    #[arg(long, requires = "hf")]
+    model: Option<PathBuf>,
     /// The LoRA adapter directory.
     #[arg(long)]
     lora: PathBuf,
     /// Where to write the merged checkpoint (a .safetensors file): never the base checkpoint
     /// or the adapter's files.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "hf", conflicts_with = "hf")]
+    out: Option<PathBuf>,
+    /// With --model: the Hugging Face directory to write (config.json, f32 model.safetensors,
+    /// the tokenizer and its chat template), which transformers' from_pretrained loads.
+    #[arg(long, requires = "model")]
+    hf: Option<PathBuf>,
     /// Replace a model file already at --out.
     #[arg(long)]
     overwrite: bool,
@@ -238,15 +246,18 @@ fn finite(r: wgtrain::train::EvalResult) -> Result<wgtrain::train::EvalResult> {
 }
 
 pub fn merge(adapter: Option<&str>, args: MergeArgs) -> Result<()> {
-    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let (Some(checkpoint), Some(out)) = (&args.checkpoint, &args.out) else {
+        return merge_pretrained(adapter, &args);
+    };
+    let ckpt = Checkpoint::load(checkpoint)?;
     let weights = args.lora.join(wgtrain::train::adapter::WEIGHTS_FILE);
     let config_file = args.lora.join(wgtrain::train::adapter::CONFIG_FILE);
-    let inputs: Vec<&std::path::Path> = [&args.checkpoint, &weights, &config_file]
+    let inputs: Vec<&std::path::Path> = [checkpoint, &weights, &config_file]
         .into_iter()
         .map(|p| p.as_path())
         .chain(ckpt.parts.iter().map(|p| p.as_path()))
         .collect();
-    wgtrain::files::claim_output(&args.out, &inputs, args.overwrite, "the merged checkpoint")?;
+    wgtrain::files::claim_output(out, &inputs, args.overwrite, "the merged checkpoint")?;
     let gpu = Gpu::new(adapter)?;
     let (mut config, mut model) = load_with_adapter(&gpu, &ckpt, Some(&args.lora))?;
     model.fold_lora(&gpu, true)?;
@@ -262,12 +273,45 @@ pub fn merge(adapter: Option<&str>, args: MergeArgs) -> Result<()> {
         config: serde_json::to_string(&config)?,
         ..ckpt.meta.clone()
     };
-    checkpoint::save(&gpu, &args.out, &params, &[], &meta)?;
+    checkpoint::save(&gpu, out, &params, &[], &meta)?;
     eprintln!(
         "merged {} into {}: {}",
         args.lora.display(),
-        args.checkpoint.display(),
-        args.out.display()
+        checkpoint.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `merge --model BASE --lora DIR --hf OUT`: the base made elsewhere with the adapter folded
+/// in (W + scale·B·A, in f32), as a Hugging Face directory with the base's tokenizer.
+fn merge_pretrained(adapter: Option<&str>, args: &MergeArgs) -> Result<()> {
+    let (base, dir) = (args.model.as_ref().unwrap(), args.hf.as_ref().unwrap());
+    let weights = dir.join("model.safetensors");
+    let base_weights = base.join("model.safetensors");
+    let inputs: Vec<&std::path::Path> = vec![base.as_path(), args.lora.as_path(), &base_weights];
+    wgtrain::files::claim_output(
+        &weights,
+        &inputs,
+        args.overwrite,
+        "the merged model's weights",
+    )?;
+    let gpu = Gpu::new(adapter)?;
+    let mut p = wgtrain::import::Pretrained::load(&wgtrain::nn::Build::new(&gpu), base)?;
+    Adapter::load(&args.lora)?.apply(&gpu, &mut p.model)?;
+    Model::fold_lora(&mut p.model, &gpu, true)?;
+    let params: Vec<_> = Model::params(&p.model)
+        .into_iter()
+        .filter(|q| !q.name.contains(".lora_"))
+        .collect();
+    wgtrain::import::hf::save(&gpu, &p.model.config, &params, dir)?;
+    p.vocab.save(dir)?;
+    eprintln!(
+        "merged {} into {}: {} (config.json, model.safetensors, tokenizer.json, \
+         tokenizer_config.json)",
+        args.lora.display(),
+        base.display(),
+        dir.display()
     );
     Ok(())
 }

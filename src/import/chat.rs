@@ -44,6 +44,11 @@ impl ChatTemplate {
         }
     }
 
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The conversation as the model reads it; `add_generation_prompt` opens the assistant's
     /// turn. A template that does not parse or render is an error quoting minijinja's reason.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {

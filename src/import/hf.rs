@@ -539,7 +539,7 @@ pub fn save(
     let info = HashMap::from([("format".to_string(), "pt".to_string())]);
     let weights = safetensors::tensor::serialize(views, Some(info))
         .map_err(|e| bad(dir, format!("cannot be serialized: {e}")))?;
-    crate::train::checkpoint::write_atomically(&dir.join("model.safetensors"), &weights)?;
+    crate::files::write_atomically(&dir.join("model.safetensors"), &weights)?;
     let json = serde_json::to_string_pretty(&config_json(config)).expect("JSON of a config");
-    crate::train::checkpoint::write_atomically(&dir.join("config.json"), json.as_bytes())
+    crate::files::write_atomically(&dir.join("config.json"), json.as_bytes())
 }

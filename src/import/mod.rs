@@ -188,6 +188,23 @@ impl Vocab {
         })
     }
 
+    /// Writes the tokenizer and its settings as a Hugging Face directory holds them:
+    /// tokenizer.json, and tokenizer_config.json with the special tokens, whether BOS is
+    /// added, and the chat template.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        let text = |id: Option<u32>| id.and_then(|i| self.tokenizer.token_text(i));
+        let config = serde_json::json!({
+            "bos_token": text(self.tokenizer.bos),
+            "eos_token": text(self.tokenizer.eos),
+            "add_bos_token": self.tokenizer.add_bos,
+            "chat_template": self.chat.source(),
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        let json = serde_json::to_string_pretty(&config).expect("JSON of a config");
+        crate::files::write_atomically(&dir.join("tokenizer_config.json"), json.as_bytes())
+    }
+
     /// `text`'s ids as the model reads them: BOS first where the tokenizer adds it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = vec![];

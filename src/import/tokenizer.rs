@@ -211,6 +211,15 @@ impl Tokenizer {
         self.inner.token_to_id(text)
     }
 
+    /// Writes it as a Hugging Face `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self.inner.to_string(true).map_err(|e| Error::Format {
+            path: path.into(),
+            reason: format!("cannot be serialized: {e}"),
+        })?;
+        crate::files::write_atomically(path, json.as_bytes())
+    }
+
     /// Tokens, added ones included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

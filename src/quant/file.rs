@@ -172,7 +172,7 @@ pub fn write(
     info.insert("config".to_string(), ckpt.meta.config.clone());
     info.insert("step".to_string(), ckpt.meta.step.to_string());
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(out, e))?;
-    crate::train::checkpoint::write_atomically(out, &bytes)?;
+    crate::files::write_atomically(out, &bytes)?;
     Ok(reports)
 }
 

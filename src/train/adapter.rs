@@ -5,8 +5,8 @@
 //! `model.layers.0.self_attn.q_proj` for a Llama) and `adapter_config.json` (`peft_type:
 //! "LORA"`, `r`, `lora_alpha`, `target_modules`, …).
 
-use super::checkpoint::write_atomically;
 use crate::error::{Error, Result};
+use crate::files::write_atomically;
 use crate::gpu::Gpu;
 use crate::nn::gpt::Family;
 use crate::nn::lora::LoraConfig;
@@ -86,7 +86,13 @@ pub fn save(
     // PEFT's own files carry format "pt", which Hugging Face's loaders require
     let info = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(|e| err(&weights, e))?;
-    let modules = config.modules();
+    // PEFT takes "all-linear" as the whole value, not in a list
+    let modules = match config.modules() {
+        m if m.iter().any(|t| t == crate::nn::lora::ALL_LINEAR) => {
+            json!(crate::nn::lora::ALL_LINEAR)
+        }
+        m => json!(m),
+    };
     let peft = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

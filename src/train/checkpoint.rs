@@ -7,6 +7,7 @@
 //! renamed over the target, so a crash or Ctrl-C mid-write leaves the last good checkpoint intact.
 
 use crate::error::{Error, Result};
+use crate::files::{write_atomically, write_atomically_with};
 use crate::gpu::Gpu;
 use crate::nn::Param;
 use crate::optim::ParamState;
@@ -45,13 +46,6 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
         reason: reason.to_string(),
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        error: source,
     }
 }
 
@@ -234,43 +228,6 @@ fn file_dtype(dtype: DType, shape: &[usize]) -> (Dtype, Vec<usize>) {
             vec![DType::I4.bytes_for(shape.iter().product()) as usize],
         ),
     }
-}
-
-/// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(path, &mut |f| f.write_all(bytes))
-}
-
-/// [`write_atomically`] with the contents written by `write` (a stream of pieces).
-fn write_atomically_with(
-    path: &Path,
-    write: &mut dyn FnMut(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("checkpoint"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        write(&mut f).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The run's metadata of a checkpoint (or an index), validated.

@@ -100,7 +100,7 @@ impl OutDir {
         &self.dir
     }
 
-    /// Removes `.NAME.tmp-PID` files (see `checkpoint::write_atomically`): with the lock held,
+    /// Removes `.NAME.tmp-PID` files (see `crate::files::write_atomically`): with the lock held,
     /// no other writer is using them.
     fn remove_temporaries(&self) -> Result<usize> {
         let mut removed = 0;

@@ -196,6 +196,33 @@ fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
         "{} vs {after}",
         again.loss
     );
+
+    // merged into the base as a Hugging Face directory (with the tokenizer and template):
+    // the adapted model's logits, up to the rounding of W + scale·B·A folded in f32
+    let merged = out.join("merged");
+    let o = wgtrain(&[
+        "merge",
+        "--model",
+        data("hf/tiny-llama").to_str().unwrap(),
+        "--lora",
+        out.to_str().unwrap(),
+        "--hf",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = Pretrained::load(&Build::new(&gpu), &merged).unwrap();
+    assert_eq!(
+        m.vocab.tokenizer.encode("cat and dog?").unwrap(),
+        p.vocab.tokenizer.encode("cat and dog?").unwrap()
+    );
+    assert_eq!(m.vocab.chat.source(), p.vocab.chat.source());
+    let (a, b) = (logits(&gpu, &m.model, 277), logits(&gpu, &p.model, 277));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "merged against adapted: {worst:e}");
 }
 
 #[test]
@@ -265,7 +292,8 @@ fn a_gguf_base_fills_the_same_weights_as_its_directory_and_the_cli_fine_tunes_it
     let err = stderr(&o);
     assert!(err.contains("step      0 | eval loss"), "{err}");
     let cfg = std::fs::read_to_string(out_s.join("adapter_config.json")).unwrap();
-    assert!(cfg.contains("\"all-linear\""), "{cfg}");
+    // PEFT takes it as the whole value, not in a list
+    assert!(cfg.contains("\"target_modules\": \"all-linear\""), "{cfg}");
     assert!(
         cfg.contains("\"fan_in_fan_out\": true"),
         "GPT-2's Conv1D: {cfg}"
@@ -504,5 +532,91 @@ fn qlora_trains_alike_on_one_device_under_ddp_zero_and_a_pipeline() {
         &["--pipeline", "2"],
     ] {
         assert_eq!(run(extra), one, "{extra:?}");
+    }
+}
+
+#[test]
+fn peft_loads_the_adapter_onto_transformers_with_the_same_logits_where_installed() {
+    // PEFT itself (tests/data/sft/peft_check.py) where python3 has torch, transformers and
+    // peft; said, not passed silently, where it has not
+    let python = std::env::var("WGTRAIN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = std::process::Command::new(&python)
+        .args(["-c", "import torch, transformers, peft"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!(
+            "SKIPPED peft check: {python} cannot import torch, transformers and peft (pip \
+             install them, or point WGTRAIN_PYTHON at a python that can)"
+        );
+        return;
+    }
+    let gpu = wgtrain::Gpu::new(None).unwrap();
+    let out = crate::TmpDir::new("finetune-peft");
+    // tiny-llama with adapters on every linear (a QLoRA run, its base as transformers holds
+    // it: f32); SmolLM2 (a GGUF file transformers dequantizes as wgtrain does) where present
+    let smollm2 = data("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut bases = vec![(data("hf/tiny-llama"), true, 1e-4)];
+    if smollm2.exists() {
+        // 30 blocks in f32, logits up to ~30
+        bases.push((smollm2, false, 2e-3));
+    }
+    for (base, tiny, tolerance) in bases {
+        let run = out.join(if tiny { "tiny" } else { "smollm2" });
+        let mut config = fine_tune(&base, &run, if tiny { 8 } else { 1 });
+        config.lora.as_mut().unwrap().targets = vec!["all-linear".into()];
+        config.qlora = Some(Default::default());
+        if !tiny {
+            config.data = data("sft").display().to_string();
+            config.batch_size = 1;
+            config.gpt.block_size = 64;
+        }
+        let mut t = Trainer::new(&gpu, config).unwrap();
+        t.init_from(&base).unwrap();
+        t.fit(&mut Local, &()).unwrap();
+        drop(t);
+        let mut p = Pretrained::load(&Build::new(&gpu), &base).unwrap();
+        Adapter::load(&run)
+            .unwrap()
+            .apply(&gpu, &mut p.model)
+            .unwrap();
+        let tokens: Vec<u32> = p
+            .vocab
+            .tokenizer
+            .encode("cat and dog? dog then cat")
+            .unwrap();
+        let batch = wgtrain::nn::Batch::Tokens {
+            x: tokens.clone(),
+            y: tokens.clone(),
+            seq: tokens.len(),
+        };
+        let l = Model::logits(&p.model, &gpu, &batch)
+            .unwrap()
+            .to_f32(&gpu)
+            .unwrap();
+        drop(p);
+        let ref_path = run.join("logits.json");
+        let json = serde_json::json!({"tokens": tokens, "logits": l});
+        std::fs::write(&ref_path, json.to_string()).unwrap();
+        let o = std::process::Command::new(&python)
+            .arg(data("sft/peft_check.py"))
+            .args([&base, &run, &ref_path])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+                .unwrap();
+        // two f32 forwards in different summation orders
+        let diff = r["max_abs_diff"].as_f64().unwrap();
+        eprintln!(
+            "peft check on {}: largest logit difference {diff:e}",
+            base.display()
+        );
+        assert!(
+            diff < tolerance,
+            "{}: PEFT's logits differ from wgtrain's by {diff:e}",
+            base.display()
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Learning, determinism, resume and checkpoints, through the library.
 
 use crate::gpu;
-use wgtrain::train::checkpoint::{write_atomically, Checkpoint};
+use wgtrain::files::write_atomically;
+use wgtrain::train::checkpoint::Checkpoint;
 use wgtrain::train::{ModelKind, TrainConfig, Trainer};
 
 fn tmp_dir(name: &str) -> crate::TmpDir {
