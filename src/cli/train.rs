@@ -128,6 +128,10 @@ pub struct TrainArgs {
     /// all-linear (default attn.qkv,attn.proj; finetune: q_proj,v_proj or c_attn).
     #[arg(long)]
     lora_targets: Option<String>,
+    /// Modules trained in full beside the adapters, comma-separated (PEFT's modules_to_save:
+    /// "lm_head", "embed_tokens"); saved whole in the adapter file.
+    #[arg(long)]
+    lora_modules_to_save: Option<String>,
     /// Dropout on the LoRA adapters' input (default 0).
     #[arg(long)]
     lora_dropout: Option<f32>,
@@ -395,6 +399,7 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         || args.lora_alpha.is_some()
         || args.lora_targets.is_some()
         || args.lora_dropout.is_some()
+        || args.lora_modules_to_save.is_some()
         || args.rslora;
     if lora_flags && args.full {
         bail!("--full trains every weight: it takes no --lora-* flag");
@@ -415,6 +420,9 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         }
         if let Some(d) = args.lora_dropout {
             lora.dropout = d;
+        }
+        if let Some(m) = &args.lora_modules_to_save {
+            lora.modules_to_save = m.split(',').map(|s| s.trim().to_string()).collect();
         }
         if args.rslora {
             lora.rslora = true;

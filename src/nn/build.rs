@@ -24,6 +24,8 @@ pub struct Build<'g> {
     loading: bool,
     /// Frozen linear weights are left for a loader to quantize ([`Build::quantized`]).
     quantized: bool,
+    /// Modules whose parameters train whatever `frozen` says ([`Build::thawed`]).
+    thawed: Vec<String>,
 }
 
 /// What [`Build`] decides for one parameter.
@@ -54,6 +56,7 @@ impl<'g> Build<'g> {
             values: false,
             loading: false,
             quantized: false,
+            thawed: Vec::new(),
         }
     }
 
@@ -61,6 +64,13 @@ impl<'g> Build<'g> {
     /// (no random draw, no upload), so a 100-million-weight model costs no host time twice.
     pub fn loading(mut self) -> Self {
         self.loading = true;
+        self
+    }
+
+    /// The parameters of these modules (LoRA's `modules_to_save`, by
+    /// [`super::lora::in_modules`]) train, whatever the frozen patterns say.
+    pub fn thawed(mut self, modules: &[String]) -> Self {
+        self.thawed = modules.to_vec();
         self
     }
 
@@ -126,7 +136,8 @@ impl<'g> Build<'g> {
     }
 
     pub(crate) fn plan(&self, name: &str) -> ParamPlan {
-        let frozen = self.frozen.iter().any(|p| name_matches(p, name));
+        let frozen = self.frozen.iter().any(|p| name_matches(p, name))
+            && !super::lora::in_modules(&self.thawed, name);
         // what this rank does not hold, frozen parameters included (a ZeRO 3 rank holds its
         // share of a LoRA base, a pipeline stage its own layers')
         let elsewhere = self.own.as_ref().is_some_and(|own| !own.contains(name));

@@ -392,7 +392,8 @@ impl Linear {
         if let Weight::Quantized { .. } = self.weight {
             return Err(crate::error::Error::Config(format!(
                 "{}: an adapter over a quantized weight cannot be merged into it (merge into \
-                 the dense base, then quantize)",
+                 the dense base: `wgtrain merge --model BASE --lora DIR --hf OUT`, or merge a \
+                 checkpoint, then quantize)",
                 self.name()
             )));
         }

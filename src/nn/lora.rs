@@ -29,6 +29,10 @@ pub struct LoraConfig {
     pub dropout: f32,
     /// Scale by alpha/√r instead of alpha/r.
     pub rslora: bool,
+    /// Modules trained in full beside the adapters (PEFT's `modules_to_save`: "lm_head",
+    /// "embed_tokens"), named as `targets` are; saved whole in the adapter file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modules_to_save: Vec<String>,
 }
 
 impl Default for LoraConfig {
@@ -40,6 +44,7 @@ impl Default for LoraConfig {
             targets: vec!["attn.qkv".into(), "attn.proj".into()],
             dropout: 0.0,
             rslora: false,
+            modules_to_save: vec![],
         }
     }
 }
@@ -65,6 +70,18 @@ const ALIASES: [(&str, &str); 4] = [
     ("mlp.fc", "mlp.c_fc"),
     ("mlp.proj", "mlp.c_proj"),
 ];
+
+/// Whether parameter `name` belongs to one of `modules` (its name less ".weight" or ".bias"
+/// equals one or ends with it after a dot: PEFT's rule).
+pub fn in_modules(modules: &[String], name: &str) -> bool {
+    let module = name
+        .strip_suffix(".weight")
+        .or_else(|| name.strip_suffix(".bias"))
+        .unwrap_or(name);
+    modules
+        .iter()
+        .any(|m| module == m || module.ends_with(&format!(".{m}")))
+}
 
 /// The target that adapts every linear of every block.
 pub const ALL_LINEAR: &str = "all-linear";
@@ -92,6 +109,12 @@ impl LoraConfig {
             }
         }
         out
+    }
+
+    /// Whether parameter `name` belongs to a module `modules_to_save` names (its name less
+    /// ".weight" or ".bias", by PEFT's rule).
+    pub fn saves(&self, name: &str) -> bool {
+        in_modules(&self.modules_to_save, name)
     }
 
     /// Which of `layers` (module names, "model.layers.0.self_attn.q_proj") get adapters, by

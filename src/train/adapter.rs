@@ -62,7 +62,8 @@ pub fn save(
     })?;
     let mut named = vec![];
     for p in model.params() {
-        if p.name.contains(".lora_") {
+        // the adapters, and the modules trained in full beside them (PEFT saves those whole)
+        if p.name.contains(".lora_") || (config.saves(&p.name) && p.trainable()) {
             let bytes = gpu.read_bytes(p.value())?;
             named.push((
                 peft_name(&p.name, family),
@@ -104,6 +105,7 @@ pub fn save(
         // GPT-2's linears are Conv1D modules, weights stored (in, out)
         "fan_in_fan_out": family == Family::Gpt2,
         "use_rslora": config.rslora,
+        "modules_to_save": (!config.modules_to_save.is_empty()).then_some(&config.modules_to_save),
         "base_model_name_or_path": base,
         "inference_mode": true,
     });
@@ -164,12 +166,20 @@ impl Adapter {
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| err(&cfg_path, "target_modules holds a non-string"))?,
         };
+        let modules_to_save = match &v["modules_to_save"] {
+            serde_json::Value::Null => vec![],
+            m => m
+                .as_array()
+                .and_then(|l| l.iter().map(|t| t.as_str().map(String::from)).collect())
+                .ok_or_else(|| err(&cfg_path, "modules_to_save is not a list of names"))?,
+        };
         let config = LoraConfig {
             r: num("r")? as usize,
             alpha: num("lora_alpha")? as f32,
             targets,
             dropout: num("lora_dropout").unwrap_or(0.0) as f32,
             rslora: v["use_rslora"].as_bool().unwrap_or(false),
+            modules_to_save,
         };
         config
             .validate()
@@ -185,20 +195,29 @@ impl Adapter {
             }
             // the rank the file's own shapes give: A is (r, in), B is (out, r), so a config's r
             // is checked against sizes the file bounds before any layer is built from it
+            // PEFT's own files name the weight `…lora_A.weight` too (older ones
+            // `…lora_A.default.weight`)
+            let short = param_name(&name).replace(".default.weight", ".weight");
             let r = match (
                 name.contains(".lora_A."),
                 name.contains(".lora_B."),
                 &view.shape[..],
             ) {
-                (true, _, [r, _]) | (_, true, [_, r]) => *r,
+                (true, _, [r, _]) | (_, true, [_, r]) => Some(*r),
+                // a module trained in full (modules_to_save): checked against the model's
+                _ if config.saves(&short) => None,
                 _ => {
                     return Err(err(
                         &path,
-                        format!("{name} is not a LoRA A (r, in) or B (out, r) matrix"),
+                        format!(
+                            "{name} is not a LoRA A (r, in) or B (out, r) matrix, nor a \
+                             module modules_to_save names"
+                        ),
                     ))
                 }
             };
-            if r != config.r {
+            if r.is_some_and(|r| r != config.r) {
+                let r = r.unwrap_or_default();
                 return Err(err(
                     &cfg_path,
                     format!(
@@ -215,9 +234,6 @@ impl Adapter {
                     format!("{name} holds {bad} NaN or infinite values"),
                 ));
             }
-            // PEFT's own files name the weight `…lora_A.weight` too (older ones
-            // `…lora_A.default.weight`)
-            let short = param_name(&name).replace(".default.weight", ".weight");
             tensors.insert(short, (view.shape.clone(), bytes));
         }
         if tensors.is_empty() {
@@ -239,9 +255,10 @@ impl Adapter {
         let frozen = crate::nn::Build::new(gpu).frozen(&["*".to_string()]);
         model.add_lora(&frozen, &self.config, &mut crate::rng::Rng::new(0))?;
         let params = model.params();
+        // the adapters, and the modules saved whole
         let lora: Vec<_> = params
             .iter()
-            .filter(|p| p.name.contains(".lora_"))
+            .filter(|p| p.name.contains(".lora_") || self.config.saves(&p.name))
             .collect();
         for p in &lora {
             let (shape, _) = self.tensors.get(&p.name).ok_or_else(|| {
@@ -276,6 +293,7 @@ impl Adapter {
         }
         for p in &lora {
             gpu.upload(p.value(), &self.tensors[&p.name].1);
+            p.refresh_work(gpu);
         }
         Ok(())
     }

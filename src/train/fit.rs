@@ -249,7 +249,8 @@ impl Trainer<'_> {
                 })?;
             }
         }
-        let mut interval = (Instant::now(), 0u64);
+        // (since, steps, items drawn before)
+        let mut interval = (Instant::now(), 0u64, self.items_drawn);
         while self.step < c.steps {
             let log = (self.step + 1) % c.log_every == 0 || self.step + 1 == c.steps;
             let lr = c.lr_at(self.step);
@@ -267,11 +268,11 @@ impl Trainer<'_> {
                         loss,
                         lr,
                         ms_per_step: 1e3 * secs / interval.1 as f64,
-                        items_per_s: (self.items_per_step() as u64 * interval.1) as f64 / secs,
+                        items_per_s: (self.items_drawn - interval.2) as f64 / secs,
                         memory: self.gpu.memory(),
                         extra: strategy.report(),
                     }))?;
-                    interval = (Instant::now(), 0);
+                    interval = (Instant::now(), 0, self.items_drawn);
                 }
             }
             let at_end = self.step == c.steps;
@@ -282,12 +283,12 @@ impl Trainer<'_> {
                         result: &r,
                     })?;
                 }
-                interval = (Instant::now(), 0);
+                interval = (Instant::now(), 0, self.items_drawn);
             }
             if let Some(path) = &checkpoint {
                 if c.checkpoint_every > 0 && self.step % c.checkpoint_every == 0 && !at_end {
                     self.checkpoint_on(strategy, path, observer)?;
-                    interval = (Instant::now(), 0);
+                    interval = (Instant::now(), 0, self.items_drawn);
                 }
             }
         }

@@ -172,6 +172,10 @@ pub fn build_model(b: &Build, config: &TrainConfig) -> Result<Box<dyn Model>> {
         base_frozen.push("*".into());
     }
     let mut base = b.clone().frozen(&base_frozen);
+    if let Some(lora) = &config.lora {
+        // modules_to_save: trained in full beside the adapters
+        base = base.thawed(&lora.modules_to_save);
+    }
     if config.init.is_some() {
         // every base weight comes from the init (Trainer::init_from): none drawn
         base = base.loading();
@@ -228,6 +232,8 @@ pub struct Trainer<'g> {
     pub rng: Rng,
     /// Optimizer steps taken.
     pub step: u64,
+    /// Tokens (GPT) or samples (MLP) drawn so far by [`Trainer::draw_batch`] (for tokens/s).
+    pub items_drawn: u64,
     /// This run's id (new for a fresh run, the checkpoint's on a resume).
     pub run: String,
     /// (1): Σ of the last step's per-target losses
@@ -358,6 +364,7 @@ impl<'g> Trainer<'g> {
             optimizer,
             step: 0,
             run: new_run_id(),
+            items_drawn: 0,
             loss_sum: Tensor::zeros(gpu, "loss sum", &[1], Category::Workspace)?,
             stats: Arc::new(guard::step_stats(gpu, scale)?),
             health: guard::health_counters(gpu)?,
@@ -365,16 +372,17 @@ impl<'g> Trainer<'g> {
         })
     }
 
-    /// Tokens (GPT) or samples (MLP) in one optimizer step.
-    pub fn items_per_step(&self) -> usize {
-        self.config.batch_size * self.task.seq_len(&self.config)
-    }
-
     /// Phase 1: the whole effective batch, drawn first so that micro-batching changes nothing
     /// but what runs at once.
     pub fn draw_batch(&mut self) -> Batch {
         let seq = self.task.seq_len(&self.config);
-        self.task.draw(self.config.batch_size, seq, &mut self.rng)
+        let batch = self.task.draw(self.config.batch_size, seq, &mut self.rng);
+        self.items_drawn += match &batch {
+            Batch::Rows { y, .. } => y.len(),
+            // the tokens run, padding included (a fine-tuning batch's rows are its longest)
+            Batch::Tokens { x, .. } => x.len(),
+        } as u64;
+        batch
     }
 
     /// Phase 2: zeroes the gradients, then records forward and backward of every micro-batch;

@@ -131,7 +131,9 @@ fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
     let gpu = wgtrain::Gpu::new(None).unwrap();
     let out = crate::TmpDir::new("finetune-lora");
     let recorder = crate::Recorder::new(out.join("kept"));
-    let config = fine_tune(&data("hf/tiny-llama"), &out, 30);
+    let mut config = fine_tune(&data("hf/tiny-llama"), &out, 30);
+    // the LM head trained in full beside the adapters (PEFT's modules_to_save)
+    config.lora.as_mut().unwrap().modules_to_save = vec!["lm_head".into()];
     let mut t = Trainer::new(&gpu, config.clone()).unwrap();
     let report = t.init_from(&data("hf/tiny-llama")).unwrap();
     assert_eq!(report.restored.len(), 21, "every tensor of the directory");
@@ -169,11 +171,13 @@ fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mut names: Vec<_> = meta.tensors().into_keys().collect();
     names.sort();
-    assert_eq!(names.len(), 8);
+    assert_eq!(names.len(), 9);
+    assert_eq!(names[0], "base_model.model.lm_head.weight");
     assert_eq!(
-        names[0],
+        names[1],
         "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
     );
+    assert_eq!(cfg["modules_to_save"], serde_json::json!(["lm_head"]));
 
     // reloaded onto a freshly loaded base: the same held-out loss, bit for bit
     let mut p = Pretrained::load(&Build::new(&gpu), &data("hf/tiny-llama")).unwrap();
@@ -565,6 +569,9 @@ fn peft_loads_the_adapter_onto_transformers_with_the_same_logits_where_installed
         let run = out.join(if tiny { "tiny" } else { "smollm2" });
         let mut config = fine_tune(&base, &run, if tiny { 8 } else { 1 });
         config.lora.as_mut().unwrap().targets = vec!["all-linear".into()];
+        if tiny {
+            config.lora.as_mut().unwrap().modules_to_save = vec!["lm_head".into()];
+        }
         config.qlora = Some(Default::default());
         if !tiny {
             config.data = data("sft").display().to_string();
