@@ -369,13 +369,7 @@ pub fn load(b: &Build, path: &Path) -> Result<Gpt> {
 /// GPT-2's position table may be shorter than the file's (its first rows: a model trained on
 /// a shorter context). Returns the names filled.
 pub fn fill(gpu: &crate::gpu::Gpu, path: &Path, params: &[&Param]) -> Result<Vec<String>> {
-    let g = Gguf::open(path)?;
-    let file_config = config(&g)?;
-    check_tensors(&g, &file_config)?;
-    let slots: std::collections::HashMap<String, Slot> = tensors(&file_config)
-        .into_iter()
-        .map(|s| (s.param.clone(), s))
-        .collect();
+    let (g, slots) = open_checked(path)?;
     let mut filled = vec![];
     for p in params {
         let Some(slot) = slots.get(&p.name) else {
@@ -406,10 +400,7 @@ pub fn fill(gpu: &crate::gpu::Gpu, path: &Path, params: &[&Param]) -> Result<Vec
             filled.push(p.name.clone());
             continue;
         }
-        let mut raw = g.read_raw(info)?;
-        if let Some(heads) = slot.permuted_heads {
-            raw = unpermute_rows(&raw, info, heads);
-        }
+        let mut raw = read_rows(&g, slot)?;
         if rows_prefix {
             // the first rows: whole rows of blocks
             let rows = info.dims[1] as usize;
@@ -436,13 +427,7 @@ pub fn fill_quantized(
     nf4: crate::quant::Method,
     keep_blocks: bool,
 ) -> Result<Vec<String>> {
-    let g = Gguf::open(path)?;
-    let file_config = config(&g)?;
-    check_tensors(&g, &file_config)?;
-    let slots: std::collections::HashMap<String, Slot> = tensors(&file_config)
-        .into_iter()
-        .map(|s| (s.param.clone(), s))
-        .collect();
+    let (g, slots) = open_checked(path)?;
     let mut given = vec![];
     for l in linears {
         let Weight::Pending(p) = &l.weight else {
@@ -467,10 +452,7 @@ pub fn fill_quantized(
                 QuantWeight::upload(gpu, &name, &crate::quant::Quantized::zeros(nf4, rows, cols))?
             }
             (false, _) => {
-                let mut raw = g.read_raw(info)?;
-                if let Some(heads) = slot.permuted_heads {
-                    raw = unpermute_rows(&raw, info, heads);
-                }
+                let raw = read_rows(&g, slot)?;
                 if keep {
                     QuantWeight::from_ggml(gpu, &name, &raw, ty, rows, cols)?
                 } else {
@@ -487,6 +469,31 @@ pub fn fill_quantized(
         given.push(name);
     }
     Ok(given)
+}
+
+/// A GGUF file with its tensors checked against its config ([`check_tensors`]), and the slot of
+/// each parameter, by name.
+fn open_checked(path: &Path) -> Result<(Gguf, std::collections::HashMap<String, Slot>)> {
+    let g = Gguf::open(path)?;
+    let file_config = config(&g)?;
+    check_tensors(&g, &file_config)?;
+    let slots = tensors(&file_config)
+        .into_iter()
+        .map(|s| (s.param.clone(), s))
+        .collect();
+    Ok((g, slots))
+}
+
+/// A slot's stored bytes, rows in Hugging Face's order (attn_q's and attn_k's moved back).
+fn read_rows(g: &Gguf, slot: &Slot) -> Result<Vec<u8>> {
+    let info = g
+        .tensor(&slot.gguf)
+        .expect("checked: every slot is in the file");
+    let raw = g.read_raw(info)?;
+    Ok(match slot.permuted_heads {
+        Some(heads) => unpermute_rows(&raw, info, heads),
+        None => raw,
+    })
 }
 
 /// Writes a tensor's stored bytes, decoded on the device, into the parameter's f32 value (F32

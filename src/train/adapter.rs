@@ -24,9 +24,15 @@ const PREFIX: &str = "base_model.model.";
 /// module paths already: "model.layers.0…").
 const GPT2_PREFIX: &str = "transformer.";
 
+/// GPT-2's embeddings, which wgtrain names without transformers' ".weight".
+const GPT2_EMBEDDINGS: [&str; 2] = ["wte", "wpe"];
+
 /// PEFT's name for a wgtrain parameter.
 fn peft_name(name: &str, family: Family) -> String {
     match family {
+        Family::Gpt2 if GPT2_EMBEDDINGS.contains(&name) => {
+            format!("{PREFIX}{GPT2_PREFIX}{name}.weight")
+        }
         Family::Gpt2 => format!("{PREFIX}{GPT2_PREFIX}{name}"),
         Family::Llama => format!("{PREFIX}{name}"),
     }
@@ -35,7 +41,11 @@ fn peft_name(name: &str, family: Family) -> String {
 /// The wgtrain parameter a PEFT name is: the prefixes off.
 fn param_name(peft: &str) -> &str {
     let name = peft.strip_prefix(PREFIX).unwrap_or(peft);
-    name.strip_prefix(GPT2_PREFIX).unwrap_or(name)
+    let name = name.strip_prefix(GPT2_PREFIX).unwrap_or(name);
+    match name.strip_suffix(".weight") {
+        Some(e) if GPT2_EMBEDDINGS.contains(&e) => e,
+        _ => name,
+    }
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> Error {

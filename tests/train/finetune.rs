@@ -145,10 +145,7 @@ fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
     let fit = t.fit(&mut Local, &recorder).unwrap();
     let lines = recorder.take();
     // the base's loss first (step 0), then the fine-tune's
-    let eval = |line: &str| {
-        f32::from_bits(u32::from_str_radix(line.rsplit(' ').next().unwrap(), 16).unwrap())
-    };
-    let before = eval(lines.iter().find(|l| l.starts_with("eval 0 ")).unwrap());
+    let before = base_loss(&lines);
     let after = fit.eval.unwrap().loss;
     assert!(
         after < 0.8 * before,
@@ -221,11 +218,7 @@ fn a_lora_fine_tune_lowers_the_held_out_loss_and_its_peft_adapter_reloads() {
     );
     assert_eq!(m.vocab.chat.source(), p.vocab.chat.source());
     let (a, b) = (logits(&gpu, &m.model, 277), logits(&gpu, &p.model, 277));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let worst = largest_difference(&a, &b);
     assert!(worst < 1e-4, "merged against adapted: {worst:e}");
 }
 
@@ -378,6 +371,20 @@ fn bad_fine_tuning_input_fails_cleanly_naming_the_problem() {
     );
 }
 
+/// The base's held-out loss: the step-0 evaluation a fine-tune reports (a Recorder's line).
+fn base_loss(lines: &[String]) -> f32 {
+    let line = lines.iter().find(|l| l.starts_with("eval 0 ")).unwrap();
+    f32::from_bits(u32::from_str_radix(line.rsplit(' ').next().unwrap(), 16).unwrap())
+}
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Logits of `model` for a fixed sequence.
 fn logits(gpu: &wgtrain::Gpu, model: &dyn Model, vocab: u32) -> Vec<f32> {
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % vocab).collect();
@@ -447,11 +454,7 @@ fn qlora_keeps_the_base_quantized_and_computes_what_its_decoded_weights_do() {
     );
     // the same weights and products; the dequantizing matmul sums each output's k in order,
     // the dense one in its tiles' order: f32 rounding of sums of 32-48 terms, logits ~1-5
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let worst = largest_difference(&a, &b);
     assert!(worst < 1e-4, "largest logit difference {worst:e}");
 }
 
@@ -467,9 +470,7 @@ fn a_qlora_fine_tune_learns_and_resumes_from_its_lean_checkpoint_bit_for_bit() {
     t.init_from(&data("hf/tiny-llama")).unwrap();
     let fit = t.fit(&mut Local, &recorder).unwrap();
     let lines = recorder.take();
-    let eval =
-        |l: &str| f32::from_bits(u32::from_str_radix(l.rsplit(' ').next().unwrap(), 16).unwrap());
-    let before = eval(lines.iter().find(|l| l.starts_with("eval 0 ")).unwrap());
+    let before = base_loss(&lines);
     let after = fit.eval.unwrap().loss;
     assert!(after < 0.9 * before, "held-out loss {before} → {after}");
     // the checkpoint holds the adapters and their state, not the 33 248 base weights
