@@ -606,9 +606,25 @@ fn peft_loads_the_adapter_onto_transformers_with_the_same_logits_where_installed
         let ref_path = run.join("logits.json");
         let json = serde_json::json!({"tokens": tokens, "logits": l});
         std::fs::write(&ref_path, json.to_string()).unwrap();
+        // the tiny one merged too, which transformers loads as a directory of its own
+        let merged = run.join("merged");
+        let mut args = vec![base.clone(), run.clone(), ref_path.clone()];
+        if tiny {
+            let o = wgtrain(&[
+                "merge",
+                "--model",
+                base.to_str().unwrap(),
+                "--lora",
+                run.to_str().unwrap(),
+                "--hf",
+                merged.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            args.push(merged);
+        }
         let o = std::process::Command::new(&python)
             .arg(data("sft/peft_check.py"))
-            .args([&base, &run, &ref_path])
+            .args(&args)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -626,5 +642,13 @@ fn peft_loads_the_adapter_onto_transformers_with_the_same_logits_where_installed
             "{}: PEFT's logits differ from wgtrain's by {diff:e}",
             base.display()
         );
+        if let Some(m) = r["merged_max_abs_diff"].as_f64() {
+            // W + scale·B·A folded in f32, then transformers' forward
+            eprintln!("transformers on the merged directory: largest logit difference {m:e}");
+            assert!(
+                m < tolerance,
+                "the merged directory's logits differ by {m:e}"
+            );
+        }
     }
 }
