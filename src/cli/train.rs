@@ -125,7 +125,7 @@ pub struct TrainArgs {
     lora_alpha: Option<f32>,
     /// Layers that get adapters, comma-separated module names as PEFT's target_modules
     /// ("q_proj,v_proj", GPT-2's "c_attn"; wgtrain's attn.qkv, attn.proj, mlp.fc, mlp.proj) or
-    /// all-linear (default attn.qkv,attn.proj; finetune: q_proj,v_proj or c_attn).
+    /// all-linear (default: a Llama's q_proj,v_proj; a GPT-2's attn.qkv,attn.proj).
     #[arg(long)]
     lora_targets: Option<String>,
     /// Modules trained in full beside the adapters, comma-separated (PEFT's modules_to_save:
@@ -222,11 +222,13 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         }
         (Some(p), _) => Some(p.clone()),
         (None, Some(m)) if model_kind.is_none() => {
+            // a model file from elsewhere, or a wgtrain checkpoint (a file Checkpoint::load
+            // checks)
             let p = PathBuf::from(m);
-            if !wgtrain::import::is_model(&p) {
+            if !wgtrain::import::is_model(&p) && !p.is_file() {
                 bail!(
-                    "--model takes mlp, gpt, or a model to fine-tune (a GGUF file or a Hugging \
-                     Face directory with config.json); {m:?} is none of these"
+                    "--model takes mlp, gpt, or a model to fine-tune (a GGUF file, a Hugging \
+                     Face directory with config.json, or a checkpoint); {m:?} is none of these"
                 );
             }
             Some(p)
