@@ -235,7 +235,8 @@ pub fn resolve_config(args: &TrainArgs, ckpt: Option<&Checkpoint>) -> Result<Tra
         }
         _ => None,
     };
-    if args.finetune && init_path.is_none() {
+    // (a resumed fine-tune has its base in the checkpoint's config)
+    if args.finetune && init_path.is_none() && ckpt.is_none() && args.config.is_none() {
         bail!("finetune needs --model: a GGUF file or a Hugging Face directory (or a checkpoint)");
     }
     let foreign = init_path

@@ -652,3 +652,49 @@ fn peft_loads_the_adapter_onto_transformers_with_the_same_logits_where_installed
         }
     }
 }
+
+#[test]
+fn the_cli_resumes_a_fine_tune_and_evaluates_its_lean_checkpoint() {
+    // `finetune --resume` (no --model: the base is in the checkpoint's config) continues to
+    // the uninterrupted run's result, and `eval --checkpoint` rebuilds the model from the base
+    // file and the adapters
+    let base = data("hf/tiny-llama");
+    let sft = data("sft");
+    let dir = crate::TmpDir::new("finetune-cli-resume");
+    let (whole, cut) = (dir.join("whole"), dir.join("cut"));
+    let finetune = |steps: &str, out: &Path, resume: bool| -> String {
+        let mut args = vec!["finetune", "--steps", steps, "--out", out.to_str().unwrap()];
+        let ckpt = out.join("checkpoint.safetensors");
+        if resume {
+            args.extend(["--resume", ckpt.to_str().unwrap()]);
+        } else {
+            args.extend([
+                "--model",
+                base.to_str().unwrap(),
+                "--data",
+                sft.to_str().unwrap(),
+                "--qlora",
+            ]);
+        }
+        let o = wgtrain(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        err.lines()
+            .find(|l| l.starts_with("done:"))
+            .unwrap()
+            .to_string()
+    };
+    let uninterrupted = finetune("12", &whole, false);
+    finetune("8", &cut, false);
+    let resumed = finetune("12", &cut, true);
+    let eval = |l: &str| l.split(" | ").nth(1).unwrap().to_string();
+    assert_eq!(eval(&resumed), eval(&uninterrupted));
+    let o = wgtrain(&[
+        "eval",
+        "--checkpoint",
+        cut.join("checkpoint.safetensors").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string() + &stderr(&o);
+    assert!(printed.contains(&eval(&resumed)), "{printed} vs {resumed}");
+}
