@@ -1377,6 +1377,9 @@ pub fn run(adapter: Option<&str>, args: TrainArgs) -> Result<()> {
         gpu.info().name,
         gpu.info().backend
     );
+    if let Task::Sft(s) = &trainer.task {
+        eprintln!("data: {}", s.describe());
+    }
     if let Task::Addition(a) = &trainer.task {
         eprintln!(
             "task: {}-digit addition, answers written least-significant digit first; {} held-out problems",

@@ -206,14 +206,13 @@ pub fn plan_resumed(gpu: &Gpu, config: &TrainConfig, ckpt: Option<&Checkpoint>) 
     let ledger = gpu.ledger();
     // What the run allocates does not depend on what the text says: a text file that is not
     // there (yet) is planned with a stand-in of the same block size.
-    let task = match load_task(config) {
+    let mut task = match load_task(config) {
         Err(Error::Io { .. }) if config.model == ModelKind::Gpt => {
             let stand_in = vec![b' '; 20 * (config.gpt.block_size + 1)];
             Task::Text(Text::from_bytes(stand_in).map_err(Error::Data)?)
         }
         task => task?,
     };
-    let mut task = task;
     // the longest batch the examples could make
     task.pad_to_block();
     let mut trainer = Trainer::with_task(&ledger, config.clone(), task)?;

@@ -1237,8 +1237,9 @@ pub fn plan_rank(
     let ledger = gpu.ledger();
     // the bucket buffers stay live through the step, as in a run
     let (mut t, mut strategy) = setup(&ledger, None, config, options, ranks, rank)?;
-    if let Some(init) = &config.init {
-        // the base as the run loads it (a QLoRA base's quantized sizes)
+    if let Some(init) = config.init.as_deref().filter(|_| config.qlora.is_some()) {
+        // a QLoRA base as the run loads it: its quantized sizes (other values are allocated
+        // with the model already)
         t.init_from(std::path::Path::new(init))?;
     }
     t.rehearse(&mut strategy)

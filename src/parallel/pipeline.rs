@@ -664,8 +664,9 @@ fn rehearse_stage(
         options.schedule,
         Instant::now(),
     )?;
-    if let Some(init) = &config.init {
-        // the base as the run loads it (a QLoRA base's quantized sizes)
+    if let Some(init) = config.init.as_deref().filter(|_| config.qlora.is_some()) {
+        // a QLoRA base as the run loads it: its quantized sizes (other values are allocated
+        // with the model already)
         t.init_from(std::path::Path::new(init))?;
     }
     t.rehearse(&mut stage)

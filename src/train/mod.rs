@@ -672,12 +672,10 @@ impl<'g> Trainer<'g> {
     /// The parameters its checkpoints hold: all of them, or what trains where the base comes
     /// from a model file.
     fn saved_params(&self) -> Vec<&Param> {
-        let lean = self.config.base_from_file();
-        let params = self.model.params();
-        params
-            .into_iter()
-            .filter(|p| !lean || p.trainable())
-            .collect()
+        match self.config.base_from_file() {
+            true => self.model.trainable_params(),
+            false => self.model.params(),
+        }
     }
 
     /// Loads the parameters a checkpoint has (by name) into this trainer's model, leaving the
@@ -824,15 +822,12 @@ pub fn base_model(gpu: &Gpu, config: &TrainConfig) -> Result<Box<dyn Model>> {
 /// The model `config` describes with `ckpt`'s weights: every one, or, for a fine-tune of a
 /// model file, the base from that file and what trained from the checkpoint.
 fn restored_model(gpu: &Gpu, config: &TrainConfig, ckpt: &Checkpoint) -> Result<Box<dyn Model>> {
-    let mut model = build_model(&Build::new(gpu), config)?;
     if !config.base_from_file() {
+        let model = build_model(&Build::new(gpu), config)?;
         ckpt.restore(gpu, &model.params(), None, false)?;
         return Ok(model);
     }
-    let init = config.init.as_deref().expect("a base from a file");
-    fill_base(gpu, Path::new(init), model.as_mut(), config.qlora.as_ref())?;
-    let params = model.params();
-    let trained: Vec<&Param> = params.into_iter().filter(|p| p.trainable()).collect();
-    ckpt.restore(gpu, &trained, None, false)?;
+    let model = base_model(gpu, config)?;
+    ckpt.restore(gpu, &model.trainable_params(), None, false)?;
     Ok(model)
 }

@@ -111,12 +111,27 @@ impl Sft {
         })
     }
 
-    /// Tokens the training examples learn (the targets of one epoch).
-    pub fn train_targets(&self) -> usize {
-        self.train
+    /// What the run trains and evaluates on, for the log: the examples, the tokens an epoch
+    /// learns, and those dropped.
+    pub fn describe(&self) -> String {
+        let learned: usize = self
+            .train
             .iter()
             .map(|e| e.trained[1..].iter().filter(|&&t| t).count())
-            .sum()
+            .sum();
+        let dropped = match self.dropped {
+            0 => String::new(),
+            n => format!(
+                "; {n} dropped, with nothing to learn within block_size {} (see --max-length)",
+                self.seq
+            ),
+        };
+        format!(
+            "{} training examples ({learned} tokens learned an epoch), {} for evaluation ({}){dropped}",
+            self.train.len(),
+            self.valid.len(),
+            self.valid_source
+        )
     }
 
     /// `b` training examples drawn at random, as one padded batch.
